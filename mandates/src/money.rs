@@ -1,0 +1,412 @@
+//! Exact money: integer minor units of an ISO 4217 currency.
+//!
+//! Amounts are never floats. An [`Amount`] is a signed count of minor units (cents for
+//! USD, yen for JPY, fils for BHD) bounded by [`MAX_MINOR_UNITS`]; arithmetic is checked
+//! and returns [`MoneyError`] instead of wrapping or panicking. Conversions to and from
+//! [`rust_decimal::Decimal`] always name their [`Rounding`].
+//!
+//! ```
+//! use settle_mandates::money::{Amount, Currency, Sign};
+//! let usd: Currency = "USD".parse().unwrap();
+//! let a = Amount::parse("12.34", usd, Sign::Positive).unwrap();
+//! assert_eq!(a.minor_units(), 1234);
+//! assert_eq!(a.to_string(), "12.34 USD");
+//! assert!(Amount::parse("12.345", usd, Sign::Positive).is_err()); // over-precise
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The largest magnitude an amount may have, in minor units (10^15: a quadrillion cents).
+/// A named limit keeps every sum of a bounded number of amounts far from `i64` overflow.
+pub const MAX_MINOR_UNITS: i64 = 1_000_000_000_000_000;
+
+/// Why a money value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MoneyError {
+    /// Not an ISO 4217 code.
+    #[error("unknown currency '{0}' (expected an ISO 4217 code such as USD)")]
+    UnknownCurrency(String),
+    /// An ISO 4217 code with no minor unit (gold, SDR, test codes): not payable.
+    #[error("currency '{0}' has no minor unit and cannot be paid")]
+    NotPayable(String),
+    /// Not a decimal number.
+    #[error("'{0}' is not a decimal amount")]
+    Malformed(String),
+    /// More decimal places than the currency has.
+    #[error("'{value}' has more than {exponent} decimal places for {currency}")]
+    OverPrecise {
+        /// The input.
+        value: String,
+        /// The currency.
+        currency: String,
+        /// Its number of minor-unit digits.
+        exponent: u32,
+    },
+    /// A negative (or zero) amount where only positive ones are allowed.
+    #[error("amount {0} must be {1}")]
+    WrongSign(String, &'static str),
+    /// Beyond [`MAX_MINOR_UNITS`].
+    #[error("amount out of range (more than {MAX_MINOR_UNITS} minor units)")]
+    Overflow,
+    /// Two amounts of different currencies were combined.
+    #[error("currency mismatch: {0} vs {1}")]
+    CurrencyMismatch(String, String),
+}
+
+/// An ISO 4217 currency with a minor unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Currency(iso_currency::Currency);
+
+impl Currency {
+    /// The three-letter code.
+    #[must_use]
+    pub fn code(self) -> &'static str {
+        self.0.code()
+    }
+
+    /// Number of minor-unit digits (USD 2, JPY 0, BHD 3).
+    #[must_use]
+    pub fn exponent(self) -> u32 {
+        // Construction guarantees an exponent exists.
+        u32::from(self.0.exponent().unwrap_or(0))
+    }
+}
+
+impl FromStr for Currency {
+    type Err = MoneyError;
+    fn from_str(s: &str) -> Result<Self, MoneyError> {
+        let c = iso_currency::Currency::from_code(s)
+            .ok_or_else(|| MoneyError::UnknownCurrency(s.to_owned()))?;
+        if c.exponent().is_none() {
+            return Err(MoneyError::NotPayable(s.to_owned()));
+        }
+        Ok(Self(c))
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl Serialize for Currency {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.code())
+    }
+}
+
+impl<'de> Deserialize<'de> for Currency {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Which signs an amount may have where it is parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sign {
+    /// Strictly greater than zero.
+    Positive,
+    /// Zero or more.
+    NonNegative,
+    /// Any sign.
+    Any,
+}
+
+/// A named rounding strategy. There is no default: every call site says which one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rounding {
+    /// Round half to even (banker's rounding).
+    HalfEven,
+    /// Round half away from zero (the school rule).
+    HalfAwayFromZero,
+    /// Truncate toward zero.
+    TowardZero,
+    /// Toward negative infinity.
+    Floor,
+}
+
+impl Rounding {
+    fn strategy(self) -> RoundingStrategy {
+        match self {
+            Self::HalfEven => RoundingStrategy::MidpointNearestEven,
+            Self::HalfAwayFromZero => RoundingStrategy::MidpointAwayFromZero,
+            Self::TowardZero => RoundingStrategy::ToZero,
+            Self::Floor => RoundingStrategy::ToNegativeInfinity,
+        }
+    }
+}
+
+/// An exact amount of money: signed integer minor units and a currency.
+///
+/// Serialised as AP2 v0.2 does: `{"amount": <minor units>, "currency": "USD"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "AmountRepr", into = "AmountRepr")]
+pub struct Amount {
+    minor: i64,
+    currency: Currency,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AmountRepr {
+    amount: i64,
+    currency: Currency,
+}
+
+impl TryFrom<AmountRepr> for Amount {
+    type Error = MoneyError;
+    fn try_from(r: AmountRepr) -> Result<Self, MoneyError> {
+        Self::from_minor(r.amount, r.currency)
+    }
+}
+
+impl From<Amount> for AmountRepr {
+    fn from(a: Amount) -> Self {
+        Self { amount: a.minor, currency: a.currency }
+    }
+}
+
+impl Amount {
+    /// An amount of `minor` minor units; refuses magnitudes beyond [`MAX_MINOR_UNITS`].
+    pub fn from_minor(minor: i64, currency: Currency) -> Result<Self, MoneyError> {
+        if minor.checked_abs().is_none_or(|m| m > MAX_MINOR_UNITS) {
+            return Err(MoneyError::Overflow);
+        }
+        Ok(Self { minor, currency })
+    }
+
+    /// Zero of a currency.
+    #[must_use]
+    pub fn zero(currency: Currency) -> Self {
+        Self { minor: 0, currency }
+    }
+
+    /// Parses a decimal string (`"12.34"`, `"-5"`, `"0.1"`) in `currency`, refusing more
+    /// decimal places than the currency has, exponents, signs outside `sign`, and overflow.
+    pub fn parse(s: &str, currency: Currency, sign: Sign) -> Result<Self, MoneyError> {
+        let t = s.trim();
+        if t.is_empty()
+            || t != s
+            || !t.chars().all(|c| c.is_ascii_digit() || c == '.' || c == '-')
+        {
+            return Err(MoneyError::Malformed(s.to_owned()));
+        }
+        let d = Decimal::from_str_exact(t).map_err(|_| MoneyError::Malformed(s.to_owned()))?;
+        let exp = currency.exponent();
+        if d.normalize().scale() > exp {
+            return Err(MoneyError::OverPrecise {
+                value: s.to_owned(),
+                currency: currency.code().to_owned(),
+                exponent: exp,
+            });
+        }
+        let a = Self::from_decimal(d, currency, Rounding::TowardZero)?;
+        a.check_sign(sign)?;
+        Ok(a)
+    }
+
+    /// Refuses an amount whose sign `sign` does not allow.
+    pub fn check_sign(self, sign: Sign) -> Result<(), MoneyError> {
+        match sign {
+            Sign::Positive if self.minor <= 0 => {
+                Err(MoneyError::WrongSign(self.to_string(), "greater than zero"))
+            }
+            Sign::NonNegative if self.minor < 0 => {
+                Err(MoneyError::WrongSign(self.to_string(), "zero or more"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Converts an exact decimal in major units to minor units with the named rounding.
+    pub fn from_decimal(
+        d: Decimal,
+        currency: Currency,
+        rounding: Rounding,
+    ) -> Result<Self, MoneyError> {
+        let exp = currency.exponent();
+        let scaled = d
+            .checked_mul(Decimal::from(10_i64.pow(exp)))
+            .ok_or(MoneyError::Overflow)?
+            .round_dp_with_strategy(0, rounding.strategy());
+        let minor = i64::try_from(scaled).map_err(|_| MoneyError::Overflow)?;
+        Self::from_minor(minor, currency)
+    }
+
+    /// The exact value in major units (`12.34` for 1234 cents).
+    #[must_use]
+    pub fn to_decimal(self) -> Decimal {
+        Decimal::new(self.minor, self.currency.exponent())
+    }
+
+    /// Minor units.
+    #[must_use]
+    pub fn minor_units(self) -> i64 {
+        self.minor
+    }
+
+    /// The currency.
+    #[must_use]
+    pub fn currency(self) -> Currency {
+        self.currency
+    }
+
+    /// True when zero.
+    #[must_use]
+    pub fn is_zero(self) -> bool {
+        self.minor == 0
+    }
+
+    /// `self + other`, same currency, within range.
+    pub fn checked_add(self, other: Self) -> Result<Self, MoneyError> {
+        self.same_currency(other)?;
+        Self::from_minor(
+            self.minor.checked_add(other.minor).ok_or(MoneyError::Overflow)?,
+            self.currency,
+        )
+    }
+
+    /// `self - other`, same currency, within range.
+    pub fn checked_sub(self, other: Self) -> Result<Self, MoneyError> {
+        self.same_currency(other)?;
+        Self::from_minor(
+            self.minor.checked_sub(other.minor).ok_or(MoneyError::Overflow)?,
+            self.currency,
+        )
+    }
+
+    /// `-self`.
+    #[must_use]
+    pub fn negated(self) -> Self {
+        // In range by construction: the bound is symmetric.
+        Self { minor: -self.minor, currency: self.currency }
+    }
+
+    fn same_currency(self, other: Self) -> Result<(), MoneyError> {
+        if self.currency == other.currency {
+            Ok(())
+        } else {
+            Err(MoneyError::CurrencyMismatch(
+                self.currency.code().to_owned(),
+                other.currency.code().to_owned(),
+            ))
+        }
+    }
+
+    /// The amount as a plain decimal string in major units, without the currency
+    /// (`"12.34"`, `"-0.05"`, `"100"` for JPY). Parses back with [`Amount::parse`].
+    #[must_use]
+    pub fn to_decimal_string(self) -> String {
+        self.to_decimal().to_string()
+    }
+}
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.to_decimal(), self.currency)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn cur(c: &str) -> Currency {
+        c.parse().unwrap()
+    }
+
+    #[test]
+    fn parse_checks_precision_sign_and_currency() {
+        let cases: &[(&str, &str, Sign, Result<i64, &str>)] = &[
+            ("12.34", "USD", Sign::Positive, Ok(1234)),
+            ("12.3", "USD", Sign::Positive, Ok(1230)),
+            ("12.30", "USD", Sign::Positive, Ok(1230)),
+            ("1000", "JPY", Sign::Positive, Ok(1000)),
+            ("1000.5", "JPY", Sign::Positive, Err("more than 0 decimal places")),
+            ("1.234", "BHD", Sign::Positive, Ok(1234)),
+            ("1.2345", "BHD", Sign::Positive, Err("more than 3 decimal places")),
+            ("12.345", "USD", Sign::Positive, Err("more than 2 decimal places")),
+            ("-1", "USD", Sign::Positive, Err("must be greater than zero")),
+            ("0", "USD", Sign::Positive, Err("must be greater than zero")),
+            ("0", "USD", Sign::NonNegative, Ok(0)),
+            ("-1.5", "USD", Sign::Any, Ok(-150)),
+            ("1e3", "USD", Sign::Any, Err("not a decimal")),
+            (" 1", "USD", Sign::Any, Err("not a decimal")),
+            ("", "USD", Sign::Any, Err("not a decimal")),
+            ("abc", "USD", Sign::Any, Err("not a decimal")),
+            ("10000000000000000", "USD", Sign::Any, Err("out of range")),
+        ];
+        for (s, c, sign, want) in cases {
+            let got = Amount::parse(s, cur(c), *sign);
+            match (got, want) {
+                (Ok(a), Ok(m)) => assert_eq!(a.minor_units(), *m, "{s} {c}"),
+                (Err(e), Err(msg)) => assert!(e.to_string().contains(msg), "{s}: {e}"),
+                (g, w) => panic!("{s} {c}: got {g:?}, want {w:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn currencies_are_checked() {
+        assert!(matches!("XYZ".parse::<Currency>(), Err(MoneyError::UnknownCurrency(_))));
+        assert!(matches!("usd".parse::<Currency>(), Err(MoneyError::UnknownCurrency(_))));
+        assert!(matches!("XAU".parse::<Currency>(), Err(MoneyError::NotPayable(_))));
+        assert_eq!(cur("JPY").exponent(), 0);
+        assert_eq!(cur("BHD").exponent(), 3);
+    }
+
+    #[test]
+    fn rounding_is_named() {
+        let usd = cur("USD");
+        let d = Decimal::new(12345, 3); // 12.345
+        let r = |m| Amount::from_decimal(d, usd, m).unwrap().minor_units();
+        assert_eq!(r(Rounding::HalfEven), 1234);
+        assert_eq!(r(Rounding::HalfAwayFromZero), 1235);
+        assert_eq!(r(Rounding::TowardZero), 1234);
+        let n = Decimal::new(-12345, 3);
+        assert_eq!(Amount::from_decimal(n, usd, Rounding::Floor).unwrap().minor_units(), -1235);
+    }
+
+    #[test]
+    fn serde_is_ap2_shape() {
+        let a = Amount::from_minor(1234, cur("USD")).unwrap();
+        assert_eq!(serde_json::to_string(&a).unwrap(), r#"{"amount":1234,"currency":"USD"}"#);
+        let bad: Result<Amount, _> = serde_json::from_str(r#"{"amount":12.5,"currency":"USD"}"#);
+        assert!(bad.is_err(), "floats are refused");
+        let bad: Result<Amount, _> = serde_json::from_str(r#"{"amount":1,"currency":"ABC"}"#);
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn arithmetic_is_checked() {
+        let usd = cur("USD");
+        let max = Amount::from_minor(MAX_MINOR_UNITS, usd).unwrap();
+        let one = Amount::from_minor(1, usd).unwrap();
+        assert_eq!(max.checked_add(one), Err(MoneyError::Overflow));
+        let eur = Amount::from_minor(1, cur("EUR")).unwrap();
+        assert!(matches!(one.checked_add(eur), Err(MoneyError::CurrencyMismatch(..))));
+        assert_eq!(one.checked_sub(one).unwrap().minor_units(), 0);
+    }
+
+    proptest! {
+        #[test]
+        fn parse_format_round_trip(minor in -MAX_MINOR_UNITS..=MAX_MINOR_UNITS, c in 0usize..4) {
+            let code = ["USD", "JPY", "BHD", "EUR"][c];
+            let a = Amount::from_minor(minor, cur(code)).unwrap();
+            let s = a.to_decimal_string();
+            let b = Amount::parse(&s, cur(code), Sign::Any).unwrap();
+            prop_assert_eq!(a, b);
+            let j = serde_json::to_string(&a).unwrap();
+            prop_assert_eq!(serde_json::from_str::<Amount>(&j).unwrap(), a);
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! The receipt a partner holds and verifies offline, and the one call that verifies it.
+//!
+//! A receipt document carries everything needed, and nothing to trust: the signed
+//! receipt, the signed mandate it answers, the log leaf that records the outcome, the
+//! inclusion proof of that leaf, and the signed checkpoint the proof is against.
+//! [`verify_receipt`] checks all of it against the vendor's JWKS and says exactly what
+//! failed.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD as B64STD, URL_SAFE_NO_PAD as B64};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::keys::KeyRing;
+use crate::merkle::{self, Hash, ProofError};
+use crate::types::{
+    Mandate, ReceiptKind, ReceiptPayload, SignedError, TYP_RECEIPT, VCT_RECEIPT, token_reference,
+    verify_as,
+};
+
+/// A receipt as handed to a partner (one JSON object; a line of `receipts.jsonl`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptDocument {
+    /// Compact JWS of a [`ReceiptPayload`].
+    pub receipt: String,
+    /// Compact JWS of the [`Mandate`] the receipt answers.
+    pub mandate: String,
+    /// base64url of the exact log leaf bytes (the event's canonical JSON).
+    pub leaf: String,
+    /// Inclusion proof, leaf side first, base64 (standard) hashes.
+    pub inclusion: Vec<String>,
+    /// The signed checkpoint (C2SP signed note) the proof is against.
+    pub checkpoint: String,
+}
+
+/// What failed, first failure only, in the order checked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReceiptError {
+    /// The receipt JWS.
+    #[error("receipt: {0}")]
+    Receipt(SignedError),
+    /// The mandate JWS.
+    #[error("mandate: {0}")]
+    Mandate(SignedError),
+    /// The receipt does not reference this mandate.
+    #[error("receipt references another mandate (reference or payment_id differ)")]
+    ReferenceMismatch,
+    /// The leaf is not base64url JSON recording this outcome.
+    #[error("leaf does not record this outcome: {0}")]
+    Leaf(&'static str),
+    /// The checkpoint.
+    #[error("checkpoint: {0}")]
+    Checkpoint(CheckpointError),
+    /// Receipt and checkpoint disagree on size or root.
+    #[error("receipt is bound to tree size {receipt_size}, checkpoint has {checkpoint_size} (or roots differ)")]
+    CheckpointMismatch {
+        /// Size in the receipt.
+        receipt_size: u64,
+        /// Size in the checkpoint.
+        checkpoint_size: u64,
+    },
+    /// The inclusion proof.
+    #[error("inclusion proof: {0}")]
+    Inclusion(ProofError),
+    /// A proof hash is not 32 base64 bytes.
+    #[error("inclusion proof hash {0} is not 32 base64 bytes")]
+    BadHash(usize),
+}
+
+/// A receipt that verified, with its parts decoded.
+#[derive(Debug, Clone)]
+pub struct VerifiedReceipt {
+    /// The receipt payload.
+    pub receipt: ReceiptPayload,
+    /// The mandate.
+    pub mandate: Mandate,
+    /// The checkpoint.
+    pub checkpoint: Checkpoint,
+}
+
+/// Decodes base64 (standard) hashes.
+pub fn decode_hashes(hashes: &[String]) -> Result<Vec<Hash>, usize> {
+    hashes
+        .iter()
+        .enumerate()
+        .map(|(i, h)| B64STD.decode(h).ok().and_then(|b| b.try_into().ok()).ok_or(i))
+        .collect()
+}
+
+/// Verifies a receipt document against the vendor's keys; `origin` pins the log identity.
+pub fn verify_receipt(
+    doc: &ReceiptDocument,
+    ring: &KeyRing,
+    origin: Option<&str>,
+) -> Result<VerifiedReceipt, ReceiptError> {
+    let (receipt, _): (ReceiptPayload, _) =
+        verify_as(&doc.receipt, ring, TYP_RECEIPT).map_err(ReceiptError::Receipt)?;
+    if receipt.vct != VCT_RECEIPT {
+        return Err(ReceiptError::Receipt(SignedError::Payload { what: "receipt", why: "wrong vct".into() }));
+    }
+    let (mandate, _) = Mandate::verify(&doc.mandate, ring).map_err(ReceiptError::Mandate)?;
+    if receipt.reference != token_reference(&doc.mandate) || receipt.payment_id != mandate.transaction_id {
+        return Err(ReceiptError::ReferenceMismatch);
+    }
+    let leaf = B64.decode(&doc.leaf).map_err(|_| ReceiptError::Leaf("not base64url"))?;
+    let leaf_json: serde_json::Value =
+        serde_json::from_slice(&leaf).map_err(|_| ReceiptError::Leaf("not JSON"))?;
+    let recorded = match receipt.kind {
+        ReceiptKind::MandateRecorded => {
+            leaf_json.pointer("/data/mandate").and_then(|v| v.as_str()) == Some(doc.mandate.as_str())
+        }
+        ReceiptKind::PaymentSettled | ReceiptKind::PaymentFailed => leaf_json
+            .pointer("/data/mandate_ids")
+            .and_then(|v| v.as_array())
+            .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(&mandate.transaction_id))),
+    };
+    if !recorded {
+        return Err(ReceiptError::Leaf("the leaf does not name this mandate"));
+    }
+    let (cp, _) = Checkpoint::verify(&doc.checkpoint, ring, origin).map_err(ReceiptError::Checkpoint)?;
+    if cp.size != receipt.tree_size || hex::encode(cp.root) != receipt.root {
+        return Err(ReceiptError::CheckpointMismatch { receipt_size: receipt.tree_size, checkpoint_size: cp.size });
+    }
+    let path = decode_hashes(&doc.inclusion).map_err(ReceiptError::BadHash)?;
+    merkle::verify_inclusion(receipt.leaf_index, cp.size, &merkle::leaf_hash(&leaf), &path, &cp.root)
+        .map_err(ReceiptError::Inclusion)?;
+    Ok(VerifiedReceipt { receipt, mandate, checkpoint: cp })
+}
