@@ -1,1 +1,864 @@
-//! x
+//! # settle-ledger
+//!
+//! The append-only, verifiable event log of settle, on fjall (the only crate that names
+//! fjall). What it guarantees:
+//!
+//! - **Durable before acknowledged.** Appends from any number of callers are grouped by
+//!   one writer thread into one atomic fjall batch with one durable sync
+//!   ([`fjall::PersistMode::SyncAll`]); a caller's future resolves only after its
+//!   batch is on disk. The queue is bounded ([`QUEUE_CAPACITY`]); a full queue blocks
+//!   (or, with [`Ledger::try_append`], refuses) rather than grows.
+//! - **Idempotent forever.** Every append carries a client key and a hash of the
+//!   request's content. The same key with the same content returns the original result;
+//!   with different content it is [`LedgerError::KeyConflict`]. The key index is written
+//!   in the same batch as the records.
+//! - **Tamper-evident.** Records form a hash chain, and an RFC 9162 Merkle tree is kept
+//!   incrementally (every complete subtree is stored once, in the same batch). Signed
+//!   C2SP checkpoints commit to the tree; inclusion and consistency proofs come from the
+//!   stored nodes in O(log n) reads.
+//! - **Consistent read models.** A projection's state and the sequence it reflects are
+//!   written in the same batch as the records that produced it.
+//! - **Fail-stop.** After any storage error the ledger is poisoned and refuses writes
+//!   until reopened; on open, disagreement between records, tree and index is reported,
+//!   never repaired.
+
+mod record;
+mod verify;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use settle_mandates::checkpoint::Checkpoint;
+use settle_mandates::keys::SigningKey;
+use settle_mandates::merkle::{self, Hash, NodeSource, ProofError};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+pub use record::{ExportLine, GENESIS_CHAIN, Record, chain_link};
+pub use verify::{Failure, VerifyReport, export_bundle_log, verify_export, verify_log};
+
+/// Largest event accepted, bytes.
+pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+/// Most records in one append (one request: an event and what it caused).
+pub const MAX_RECORDS_PER_APPEND: usize = 4096;
+/// Most records in one group-commit batch.
+pub const MAX_BATCH_RECORDS: usize = 16_384;
+/// Appends waiting for the writer before callers are held back.
+pub const QUEUE_CAPACITY: usize = 8192;
+/// Longest idempotency key, bytes.
+pub const MAX_KEY_BYTES: usize = 256;
+
+/// Why the ledger refused or failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LedgerError {
+    /// The store failed; the ledger is now poisoned.
+    #[error("storage error: {0}")]
+    Storage(String),
+    /// A previous storage error poisoned the ledger; reopen it.
+    #[error("ledger is poisoned by an earlier storage error; reopen it")]
+    Poisoned,
+    /// An event over [`MAX_EVENT_BYTES`] or an append over [`MAX_RECORDS_PER_APPEND`].
+    #[error("too large: {0}")]
+    TooLarge(String),
+    /// Event type or version unknown to this log.
+    #[error("unknown event type '{kind}' version {version}")]
+    UnknownEvent {
+        /// Type.
+        kind: String,
+        /// Version.
+        version: u32,
+    },
+    /// The key was used before with different content.
+    #[error("idempotency key '{key}' was already used with different content (first at seq {seq})")]
+    KeyConflict {
+        /// The key.
+        key: String,
+        /// Where the original append starts.
+        seq: u64,
+    },
+    /// The append expected another next sequence number.
+    #[error("expected next sequence {expected}, log is at {actual}")]
+    SequenceMismatch {
+        /// What the caller expected.
+        expected: u64,
+        /// Actual next sequence.
+        actual: u64,
+    },
+    /// The queue is full ([`Ledger::try_append`] only).
+    #[error("ingest queue is full")]
+    QueueFull,
+    /// The ledger is closed.
+    #[error("ledger is closed")]
+    Closed,
+    /// Records, tree and index disagree (found on open or on read).
+    #[error("inconsistent log at seq {seq}: {what}")]
+    Inconsistent {
+        /// Where.
+        seq: u64,
+        /// What.
+        what: String,
+    },
+    /// A proof was asked for positions outside the log.
+    #[error(transparent)]
+    Proof(#[from] ProofError),
+    /// Empty append, bad key...
+    #[error("invalid append: {0}")]
+    Invalid(String),
+}
+
+impl From<fjall::Error> for LedgerError {
+    fn from(e: fjall::Error) -> Self {
+        Self::Storage(e.to_string())
+    }
+}
+
+type Result<T, E = LedgerError> = std::result::Result<T, E>;
+
+/// A record to append.
+#[derive(Debug, Clone)]
+pub struct NewRecord {
+    /// Event type.
+    pub kind: String,
+    /// Event schema version.
+    pub version: u32,
+    /// Canonical event bytes.
+    pub event: Vec<u8>,
+}
+
+/// Projection state to store with an append.
+#[derive(Debug, Clone)]
+pub struct ProjectionUpdate {
+    /// Projection name.
+    pub name: String,
+    /// Its serialised state after this append.
+    pub state: Vec<u8>,
+}
+
+/// One atomic append: records that succeed or fail together under one client key.
+#[derive(Debug, Clone)]
+pub struct Append {
+    /// Client idempotency key (permanent).
+    pub key: Vec<u8>,
+    /// Hash of the client's request content (same key + other content = conflict).
+    pub content_hash: Hash,
+    /// The records, in order.
+    pub records: Vec<NewRecord>,
+    /// Optimistic concurrency: the sequence the first record must get.
+    pub expected_seq: Option<u64>,
+    /// Read-model state to store atomically with the records.
+    pub projection: Option<ProjectionUpdate>,
+}
+
+/// Outcome of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Sequence of the first record.
+    pub first_seq: u64,
+    /// Number of records.
+    pub count: u32,
+    /// Chain value after the last record.
+    pub chain: Hash,
+    /// True when this is the original outcome of an earlier append with the same key.
+    pub replayed: bool,
+}
+
+/// What the idempotency index holds for a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyEntry {
+    /// Content hash.
+    pub content_hash: Hash,
+    /// Outcome.
+    pub appended: Appended,
+}
+
+impl KeyEntry {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(32 + 8 + 4 + 32);
+        v.extend_from_slice(&self.content_hash);
+        v.extend_from_slice(&self.appended.first_seq.to_be_bytes());
+        v.extend_from_slice(&self.appended.count.to_be_bytes());
+        v.extend_from_slice(&self.appended.chain);
+        v
+    }
+    fn decode(b: &[u8]) -> Option<Self> {
+        Some(Self {
+            content_hash: b.get(..32)?.try_into().ok()?,
+            appended: Appended {
+                first_seq: u64::from_be_bytes(b.get(32..40)?.try_into().ok()?),
+                count: u32::from_be_bytes(b.get(40..44)?.try_into().ok()?),
+                chain: b.get(44..76)?.try_into().ok()?,
+                replayed: true,
+            },
+        })
+    }
+}
+
+/// A signed checkpoint as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedCheckpoint {
+    /// Parsed body.
+    pub checkpoint: Checkpoint,
+    /// The signed note text.
+    pub note: String,
+}
+
+/// Which event types and versions the log accepts.
+pub type Acceptor = Arc<dyn Fn(&str, u32) -> bool + Send + Sync>;
+
+/// How to open a ledger.
+#[derive(Clone)]
+pub struct LedgerConfig {
+    /// Log identity in checkpoints, e.g. `settle.example/log`.
+    pub origin: String,
+    /// Key that signs checkpoints (rotatable with [`Ledger::rotate_key`]).
+    pub key: SigningKey,
+    /// Event types accepted.
+    pub accepts: Acceptor,
+    /// Durable sync mode per batch.
+    pub persist: PersistMode,
+}
+
+impl std::fmt::Debug for LedgerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LedgerConfig").field("origin", &self.origin).finish_non_exhaustive()
+    }
+}
+
+enum Cmd {
+    Append(Append, oneshot::Sender<Result<Appended>>),
+    Checkpoint(i64, oneshot::Sender<Result<SignedCheckpoint>>),
+    Rotate(SigningKey, oneshot::Sender<()>),
+}
+
+#[derive(Clone)]
+struct Stores {
+    db: Database,
+    records: Keyspace,
+    tree: Keyspace,
+    keys: Keyspace,
+    checkpoints: Keyspace,
+    projections: Keyspace,
+}
+
+struct Inner {
+    stores: Stores,
+    size: AtomicU64,
+    poisoned: AtomicBool,
+    tx: RwLock<Option<mpsc::Sender<Cmd>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    origin: String,
+    accepts: Acceptor,
+}
+
+/// Handle to an open ledger; cheap to clone, usable from any thread.
+#[derive(Clone)]
+pub struct Ledger {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Ledger({}, size {})", self.inner.origin, self.size())
+    }
+}
+
+fn tree_key(level: u32, index: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = u8::try_from(level).unwrap_or(u8::MAX);
+    k[1..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+struct TreeSource<'a> {
+    tree: &'a Keyspace,
+}
+
+impl NodeSource for TreeSource<'_> {
+    type Error = LedgerError;
+    fn node(&self, level: u32, index: u64) -> Result<Hash> {
+        let v = self.tree.get(tree_key(level, index))?.ok_or_else(|| LedgerError::Inconsistent {
+            seq: index << level,
+            what: format!("Merkle node ({level}, {index}) is missing"),
+        })?;
+        v.as_ref().try_into().map_err(|_| LedgerError::Inconsistent {
+            seq: index << level,
+            what: format!("Merkle node ({level}, {index}) is not 32 bytes"),
+        })
+    }
+}
+
+/// The right edge of the tree: complete subtrees by decreasing height.
+#[derive(Debug, Clone, Default)]
+struct Frontier {
+    nodes: Vec<(u32, Hash)>,
+    size: u64,
+}
+
+impl Frontier {
+    /// Adds a leaf; returns the nodes completed (level ≥ 1) to store, with their index.
+    fn push(&mut self, leaf: Hash, mut out: impl FnMut(u32, u64, Hash)) {
+        let index = self.size;
+        out(0, index, leaf);
+        self.nodes.push((0, leaf));
+        self.size += 1;
+        while self.nodes.len() >= 2 {
+            let (lr, r) = self.nodes[self.nodes.len() - 1];
+            let (ll, l) = self.nodes[self.nodes.len() - 2];
+            if ll != lr {
+                break;
+            }
+            self.nodes.truncate(self.nodes.len() - 2);
+            let h = merkle::node_hash(&l, &r);
+            let level = ll + 1;
+            out(level, index >> level, h);
+            self.nodes.push((level, h));
+        }
+    }
+
+    fn root(&self) -> Hash {
+        let mut it = self.nodes.iter().rev();
+        let Some(&(_, mut r)) = it.next() else { return merkle::empty_root() };
+        for (_, l) in it {
+            r = merkle::node_hash(l, &r);
+        }
+        r
+    }
+}
+
+impl Ledger {
+    /// Opens (or creates) the ledger in `path` and starts its writer thread.
+    pub fn open(path: &Path, config: LedgerConfig) -> Result<Self> {
+        let db = Database::builder(path).open()?;
+        let ks = |n: &str| db.keyspace(n, KeyspaceCreateOptions::default);
+        let stores = Stores {
+            records: ks("records")?,
+            tree: ks("tree")?,
+            keys: ks("idempotency")?,
+            checkpoints: ks("checkpoints")?,
+            projections: ks("projections")?,
+            db: db.clone(),
+        };
+        let (size, last_chain, frontier) = recover(&stores)?;
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let inner = Arc::new(Inner {
+            stores: stores.clone(),
+            size: AtomicU64::new(size),
+            poisoned: AtomicBool::new(false),
+            tx: RwLock::new(Some(tx)),
+            writer: Mutex::new(None),
+            origin: config.origin.clone(),
+            accepts: config.accepts.clone(),
+        });
+        let mut writer = Writer {
+            inner: Arc::clone(&inner),
+            rx,
+            chain: last_chain,
+            frontier,
+            key: config.key,
+            persist: config.persist,
+        };
+        let handle = std::thread::Builder::new()
+            .name("settle-ledger-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| LedgerError::Storage(e.to_string()))?;
+        *inner.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handle);
+        Ok(Self { inner })
+    }
+
+    /// Log identity used in checkpoints.
+    #[must_use]
+    pub fn origin(&self) -> &str {
+        &self.inner.origin
+    }
+
+    /// Number of durable records.
+    #[must_use]
+    pub fn size(&self) -> u64 {
+        self.inner.size.load(Ordering::Acquire)
+    }
+
+    fn sender(&self) -> Result<mpsc::Sender<Cmd>> {
+        if self.inner.poisoned.load(Ordering::Acquire) {
+            return Err(LedgerError::Poisoned);
+        }
+        self.inner
+            .tx
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .ok_or(LedgerError::Closed)
+    }
+
+    fn precheck(&self, a: &Append) -> Result<()> {
+        if a.records.is_empty() {
+            return Err(LedgerError::Invalid("an append needs at least one record".into()));
+        }
+        if a.key.is_empty() || a.key.len() > MAX_KEY_BYTES {
+            return Err(LedgerError::Invalid(format!("idempotency key must be 1..={MAX_KEY_BYTES} bytes")));
+        }
+        if a.records.len() > MAX_RECORDS_PER_APPEND {
+            return Err(LedgerError::TooLarge(format!("{} records in one append (max {MAX_RECORDS_PER_APPEND})", a.records.len())));
+        }
+        for r in &a.records {
+            if r.event.len() > MAX_EVENT_BYTES {
+                return Err(LedgerError::TooLarge(format!("event of {} bytes (max {MAX_EVENT_BYTES})", r.event.len())));
+            }
+            if !(self.inner.accepts)(&r.kind, r.version) {
+                return Err(LedgerError::UnknownEvent { kind: r.kind.clone(), version: r.version });
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends atomically and durably; resolves after the batch holding it is synced.
+    pub async fn append(&self, a: Append) -> Result<Appended> {
+        self.precheck(&a)?;
+        let (tx, rx) = oneshot::channel();
+        self.sender()?.send(Cmd::Append(a, tx)).await.map_err(|_| LedgerError::Closed)?;
+        rx.await.map_err(|_| LedgerError::Closed)?
+    }
+
+    /// As [`Ledger::append`], but refuses at once with [`LedgerError::QueueFull`] when
+    /// the queue is full. Returns a future of the outcome.
+    pub fn try_append(
+        &self,
+        a: Append,
+    ) -> Result<impl std::future::Future<Output = Result<Appended>> + use<>> {
+        self.precheck(&a)?;
+        let (tx, rx) = oneshot::channel();
+        self.sender()?.try_send(Cmd::Append(a, tx)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => LedgerError::QueueFull,
+            mpsc::error::TrySendError::Closed(_) => LedgerError::Closed,
+        })?;
+        Ok(async move { rx.await.map_err(|_| LedgerError::Closed)? })
+    }
+
+    /// Blocking append, for threads outside an async runtime.
+    pub fn append_blocking(&self, a: Append) -> Result<Appended> {
+        self.precheck(&a)?;
+        let (tx, rx) = oneshot::channel();
+        self.sender()?.blocking_send(Cmd::Append(a, tx)).map_err(|_| LedgerError::Closed)?;
+        rx.blocking_recv().map_err(|_| LedgerError::Closed)?
+    }
+
+    /// Signs a checkpoint of the current tree at log time `time` (returns the latest
+    /// one unchanged if the tree has not grown).
+    pub fn checkpoint_blocking(&self, time: i64) -> Result<SignedCheckpoint> {
+        let (tx, rx) = oneshot::channel();
+        self.sender()?.blocking_send(Cmd::Checkpoint(time, tx)).map_err(|_| LedgerError::Closed)?;
+        rx.blocking_recv().map_err(|_| LedgerError::Closed)?
+    }
+
+    /// Async [`Ledger::checkpoint_blocking`].
+    pub async fn checkpoint(&self, time: i64) -> Result<SignedCheckpoint> {
+        let (tx, rx) = oneshot::channel();
+        self.sender()?.send(Cmd::Checkpoint(time, tx)).await.map_err(|_| LedgerError::Closed)?;
+        rx.await.map_err(|_| LedgerError::Closed)?
+    }
+
+    /// Signs future checkpoints with `key` (key rotation). Old checkpoints keep their
+    /// signatures; publish the old key with its validity period to keep them verifiable.
+    pub fn rotate_key(&self, key: SigningKey) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.sender()?.blocking_send(Cmd::Rotate(key, tx)).map_err(|_| LedgerError::Closed)?;
+        rx.blocking_recv().map_err(|_| LedgerError::Closed)
+    }
+
+    /// The record at `seq`.
+    pub fn record(&self, seq: u64) -> Result<Option<Record>> {
+        if seq >= self.size() {
+            return Ok(None);
+        }
+        let v = self.inner.stores.records.get(seq.to_be_bytes())?;
+        match v {
+            None => Err(LedgerError::Inconsistent { seq, what: "record is missing".into() }),
+            Some(b) => Record::decode(seq, &b)
+                .map(Some)
+                .ok_or_else(|| LedgerError::Inconsistent { seq, what: "record does not decode".into() }),
+        }
+    }
+
+    /// Streams records from `from` to the current size, checking each record's hash and
+    /// chain link as it goes (memory stays flat).
+    pub fn records(&self, from: u64) -> RecordIter {
+        let end = self.size();
+        let prev = if from == 0 {
+            Ok(GENESIS_CHAIN)
+        } else {
+            self.record(from - 1).and_then(|r| {
+                r.map(|r| r.chain).ok_or(LedgerError::Inconsistent { seq: from - 1, what: "record is missing".into() })
+            })
+        };
+        RecordIter {
+            iter: self.inner.stores.records.range(from.to_be_bytes()..end.to_be_bytes()),
+            next: from,
+            end,
+            prev,
+        }
+    }
+
+    /// The idempotency entry for `key`, if the key was used.
+    pub fn key_entry(&self, key: &[u8]) -> Result<Option<KeyEntry>> {
+        Ok(self.inner.stores.keys.get(key)?.and_then(|v| KeyEntry::decode(&v)))
+    }
+
+    /// The stored projection state and the last sequence it reflects.
+    pub fn projection(&self, name: &str) -> Result<Option<(u64, Vec<u8>)>> {
+        let Some(v) = self.inner.stores.projections.get(name)? else { return Ok(None) };
+        let seq = u64::from_be_bytes(
+            v.get(..8)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| LedgerError::Inconsistent { seq: 0, what: format!("projection {name} is truncated") })?,
+        );
+        Ok(Some((seq, v[8..].to_vec())))
+    }
+
+    /// Root of the first `size` records.
+    pub fn root(&self, size: u64) -> Result<Hash> {
+        self.check_size(size)?;
+        merkle::root(&TreeSource { tree: &self.inner.stores.tree }, size)
+    }
+
+    fn check_size(&self, size: u64) -> Result<()> {
+        let n = self.size();
+        if size > n {
+            return Err(ProofError::OutOfRange { index: size, size: n }.into());
+        }
+        Ok(())
+    }
+
+    /// Inclusion proof of record `index` in the tree of `size` records.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>> {
+        self.check_size(size)?;
+        Ok(merkle::inclusion_proof(&TreeSource { tree: &self.inner.stores.tree }, index, size)??)
+    }
+
+    /// Consistency proof between tree sizes `old` and `new`.
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>> {
+        self.check_size(new)?;
+        Ok(merkle::consistency_proof(&TreeSource { tree: &self.inner.stores.tree }, old, new)??)
+    }
+
+    /// The latest signed checkpoint.
+    pub fn latest_checkpoint(&self) -> Result<Option<SignedCheckpoint>> {
+        match self.inner.stores.checkpoints.last_key_value() {
+            None => Ok(None),
+            Some(g) => decode_checkpoint(&g.value()?).map(Some),
+        }
+    }
+
+    /// The checkpoint of exactly `size` records, if one was signed.
+    pub fn checkpoint_at(&self, size: u64) -> Result<Option<SignedCheckpoint>> {
+        match self.inner.stores.checkpoints.get(size.to_be_bytes())? {
+            None => Ok(None),
+            Some(v) => decode_checkpoint(&v).map(Some),
+        }
+    }
+
+    /// The first checkpoint covering record `seq` (size > seq).
+    pub fn checkpoint_covering(&self, seq: u64) -> Result<Option<SignedCheckpoint>> {
+        match self.inner.stores.checkpoints.range((seq + 1).to_be_bytes()..).next() {
+            None => Ok(None),
+            Some(g) => decode_checkpoint(&g.value()?).map(Some),
+        }
+    }
+
+    /// Every signed checkpoint, by increasing size.
+    pub fn checkpoints(&self) -> impl Iterator<Item = Result<SignedCheckpoint>> + '_ {
+        self.inner.stores.checkpoints.iter().map(|g| decode_checkpoint(&g.value()?))
+    }
+
+    /// Stops the writer after the queue drains and syncs. Further appends fail.
+    pub fn close(&self) -> Result<()> {
+        self.inner.tx.write().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let h = self.inner.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(h) = h {
+            let _ = h.join();
+        }
+        if self.inner.poisoned.load(Ordering::Acquire) {
+            return Err(LedgerError::Poisoned);
+        }
+        self.inner.stores.db.persist(PersistMode::SyncAll)?;
+        Ok(())
+    }
+}
+
+fn decode_checkpoint(v: &[u8]) -> Result<SignedCheckpoint> {
+    let note = std::str::from_utf8(v)
+        .map_err(|_| LedgerError::Inconsistent { seq: 0, what: "checkpoint is not UTF-8".into() })?
+        .to_owned();
+    let (checkpoint, _) = Checkpoint::parse(&note)
+        .map_err(|e| LedgerError::Inconsistent { seq: 0, what: format!("stored checkpoint: {e}") })?;
+    Ok(SignedCheckpoint { checkpoint, note })
+}
+
+/// Streaming, verifying iterator over records.
+pub struct RecordIter {
+    iter: fjall::Iter,
+    next: u64,
+    end: u64,
+    prev: Result<Hash>,
+}
+
+impl Iterator for RecordIter {
+    type Item = Result<Record>;
+    fn next(&mut self) -> Option<Result<Record>> {
+        let prev = match &self.prev {
+            Ok(p) => *p,
+            Err(e) => {
+                let e = e.clone();
+                self.next = self.end;
+                self.prev = Ok(GENESIS_CHAIN);
+                return Some(Err(e));
+            }
+        };
+        if self.next >= self.end {
+            return None;
+        }
+        let seq = self.next;
+        self.next += 1;
+        let fail = |what: &str| Some(Err(LedgerError::Inconsistent { seq, what: what.to_owned() }));
+        let (k, v) = match self.iter.next() {
+            None => return fail("record is missing"),
+            Some(g) => match g.into_inner() {
+                Ok(kv) => kv,
+                Err(e) => return Some(Err(e.into())),
+            },
+        };
+        if k.as_ref() != seq.to_be_bytes() {
+            return fail("sequence gap");
+        }
+        let Some(r) = Record::decode(seq, &v) else { return fail("record does not decode") };
+        let eh: Hash = Sha256::digest(&r.event).into();
+        if eh != r.event_hash {
+            return fail("event hash does not match the event bytes");
+        }
+        if chain_link(&prev, seq, &eh) != r.chain {
+            return fail("hash chain is broken");
+        }
+        self.prev = Ok(r.chain);
+        Some(Ok(r))
+    }
+}
+
+/// Reads the tail of the log and the frontier of the tree, checking they agree.
+fn recover(s: &Stores) -> Result<(u64, Hash, Frontier)> {
+    let Some(last) = s.records.last_key_value() else {
+        if s.tree.first_key_value().is_some() || s.keys.first_key_value().is_some() {
+            return Err(LedgerError::Inconsistent { seq: 0, what: "no records, but tree or key index is not empty".into() });
+        }
+        return Ok((0, GENESIS_CHAIN, Frontier::default()));
+    };
+    let (k, v) = last.into_inner()?;
+    let seq = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| LedgerError::Inconsistent { seq: 0, what: "bad record key".into() })?);
+    let size = seq + 1;
+    let rec = Record::decode(seq, &v).ok_or(LedgerError::Inconsistent { seq, what: "last record does not decode".into() })?;
+    let src = TreeSource { tree: &s.tree };
+    // Rebuild the frontier from the stored complete subtrees of `size`.
+    let mut nodes = Vec::new();
+    let mut start = 0u64;
+    for level in (0..64u32).rev() {
+        if size & (1 << level) != 0 {
+            nodes.push((level, src.node(level, start >> level)?));
+            start += 1 << level;
+        }
+    }
+    if src.node(0, seq)? != merkle::leaf_hash(&rec.event) {
+        return Err(LedgerError::Inconsistent { seq, what: "last record's leaf hash differs from the tree".into() });
+    }
+    if s.tree.get(tree_key(0, size))?.is_some() {
+        return Err(LedgerError::Inconsistent { seq: size, what: "tree has leaves beyond the last record".into() });
+    }
+    if let Some(g) = s.checkpoints.last_key_value() {
+        let cp = decode_checkpoint(&g.value()?)?;
+        if cp.checkpoint.size > size {
+            return Err(LedgerError::Inconsistent { seq: size, what: format!("a checkpoint covers {} records but the log has {size}", cp.checkpoint.size) });
+        }
+        if merkle::root(&src, cp.checkpoint.size)? != cp.checkpoint.root {
+            return Err(LedgerError::Inconsistent { seq: cp.checkpoint.size, what: "latest checkpoint root differs from the tree".into() });
+        }
+    }
+    Ok((size, rec.chain, Frontier { nodes, size }))
+}
+
+struct Writer {
+    inner: Arc<Inner>,
+    rx: mpsc::Receiver<Cmd>,
+    chain: Hash,
+    frontier: Frontier,
+    key: SigningKey,
+    persist: PersistMode,
+}
+
+type Reply = (oneshot::Sender<Result<Appended>>, Result<Appended>);
+
+impl Writer {
+    fn run(&mut self) {
+        let mut cmds = Vec::with_capacity(1024);
+        while let Some(first) = self.rx.blocking_recv() {
+            cmds.push(first);
+            let mut n_records = 0usize;
+            while n_records < MAX_BATCH_RECORDS {
+                match self.rx.try_recv() {
+                    Ok(c) => {
+                        if let Cmd::Append(a, _) = &c {
+                            n_records += a.records.len();
+                        }
+                        cmds.push(c);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.process(&mut cmds);
+        }
+    }
+
+    fn poison(&self) {
+        self.inner.poisoned.store(true, Ordering::Release);
+    }
+
+    fn process(&mut self, cmds: &mut Vec<Cmd>) {
+        let s = self.inner.stores.clone();
+        let mut batch = s.db.batch().durability(Some(self.persist));
+        let mut replies: Vec<Reply> = Vec::with_capacity(cmds.len());
+        let mut pending_keys: HashMap<Vec<u8>, KeyEntry> = HashMap::new();
+        let start = (self.chain, self.frontier.clone());
+        let mut after: Vec<Cmd> = Vec::new();
+        for cmd in cmds.drain(..) {
+            let (a, reply) = match cmd {
+                Cmd::Append(a, r) => (a, r),
+                other => {
+                    after.push(other);
+                    continue;
+                }
+            };
+            if self.inner.poisoned.load(Ordering::Acquire) {
+                replies.push((reply, Err(LedgerError::Poisoned)));
+                continue;
+            }
+            let existing = match pending_keys.get(&a.key) {
+                Some(e) => Some(*e),
+                None => match s.keys.get(&a.key) {
+                    Ok(v) => v.and_then(|v| KeyEntry::decode(&v)),
+                    Err(e) => {
+                        self.poison();
+                        replies.push((reply, Err(e.into())));
+                        continue;
+                    }
+                },
+            };
+            if let Some(e) = existing {
+                let out = if e.content_hash == a.content_hash {
+                    Ok(Appended { replayed: true, ..e.appended })
+                } else {
+                    Err(LedgerError::KeyConflict { key: String::from_utf8_lossy(&a.key).into_owned(), seq: e.appended.first_seq })
+                };
+                replies.push((reply, out));
+                continue;
+            }
+            let first_seq = self.frontier.size;
+            if let Some(exp) = a.expected_seq {
+                if exp != first_seq {
+                    replies.push((reply, Err(LedgerError::SequenceMismatch { expected: exp, actual: first_seq })));
+                    continue;
+                }
+            }
+            for r in &a.records {
+                let seq = self.frontier.size;
+                let event_hash: Hash = Sha256::digest(&r.event).into();
+                self.chain = chain_link(&self.chain, seq, &event_hash);
+                let rec = Record { seq, kind: r.kind.clone(), version: r.version, event: r.event.clone(), event_hash, chain: self.chain };
+                batch.insert(&s.records, seq.to_be_bytes(), rec.encode());
+                let leaf = merkle::leaf_hash(&r.event);
+                self.frontier.push(leaf, |level, index, h| batch.insert(&s.tree, tree_key(level, index), h));
+            }
+            let count = u32::try_from(a.records.len()).unwrap_or(u32::MAX);
+            let appended = Appended { first_seq, count, chain: self.chain, replayed: false };
+            let entry = KeyEntry { content_hash: a.content_hash, appended };
+            batch.insert(&s.keys, a.key.clone(), entry.encode());
+            pending_keys.insert(a.key, entry);
+            if let Some(p) = a.projection {
+                let mut v = Vec::with_capacity(8 + p.state.len());
+                v.extend_from_slice(&(self.frontier.size - 1).to_be_bytes());
+                v.extend_from_slice(&p.state);
+                batch.insert(&s.projections, p.name, v);
+            }
+            replies.push((reply, Ok(appended)));
+        }
+        if !batch.is_empty() {
+            if let Err(e) = batch.commit() {
+                // Nothing of this batch is acknowledged; refuse everything after.
+                self.poison();
+                (self.chain, self.frontier) = start;
+                let err = LedgerError::Storage(e.to_string());
+                for (reply, out) in replies {
+                    let _ = reply.send(out.and(Err(err.clone())));
+                }
+                self.fail_rest(after);
+                return;
+            }
+            self.inner.size.store(self.frontier.size, Ordering::Release);
+        }
+        for (reply, out) in replies {
+            let _ = reply.send(out);
+        }
+        for cmd in after {
+            match cmd {
+                Cmd::Checkpoint(time, reply) => {
+                    let _ = reply.send(self.checkpoint(time));
+                }
+                Cmd::Rotate(key, reply) => {
+                    self.key = key;
+                    let _ = reply.send(());
+                }
+                Cmd::Append(..) => unreachable!("appends are handled above"),
+            }
+        }
+    }
+
+    fn fail_rest(&self, cmds: Vec<Cmd>) {
+        for c in cmds {
+            match c {
+                Cmd::Append(_, r) => {
+                    let _ = r.send(Err(LedgerError::Poisoned));
+                }
+                Cmd::Checkpoint(_, r) => {
+                    let _ = r.send(Err(LedgerError::Poisoned));
+                }
+                Cmd::Rotate(_, r) => {
+                    let _ = r.send(());
+                }
+            }
+        }
+    }
+
+    fn checkpoint(&mut self, time: i64) -> Result<SignedCheckpoint> {
+        if self.inner.poisoned.load(Ordering::Acquire) {
+            return Err(LedgerError::Poisoned);
+        }
+        let s = &self.inner.stores;
+        let size = self.frontier.size;
+        if let Some(g) = s.checkpoints.last_key_value() {
+            let last = decode_checkpoint(&g.value()?)?;
+            if last.checkpoint.size == size {
+                return Ok(last);
+            }
+        }
+        let cp = Checkpoint { origin: self.inner.origin.clone(), size, root: self.frontier.root(), time };
+        let note = cp.sign(&self.key);
+        let r = s.checkpoints.insert(size.to_be_bytes(), note.as_bytes()).and_then(|()| s.db.persist(self.persist));
+        if let Err(e) = r {
+            self.poison();
+            return Err(e.into());
+        }
+        Ok(SignedCheckpoint { checkpoint: cp, note })
+    }
+}
+
+#[cfg(test)]
+mod tests;

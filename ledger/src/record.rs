@@ -1,0 +1,109 @@
+//! The stored record and its hash chain.
+
+use serde::{Deserialize, Serialize};
+use settle_mandates::merkle::Hash;
+use sha2::{Digest, Sha256};
+
+/// Chain value before the first record.
+pub const GENESIS_CHAIN: Hash = [0; 32];
+
+/// One entry of the log.
+///
+/// `event` is the event's canonical (RFC 8785) JSON bytes and is also the Merkle leaf
+/// data. `event_hash` = SHA-256(event). `chain` = SHA-256(previous chain ‖ seq as 8
+/// big-endian bytes ‖ event_hash), so any edit, reordering or removal breaks every later
+/// link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Global sequence number, from 0; also the Merkle leaf index.
+    pub seq: u64,
+    /// Event type (`conversion_recorded`, ...).
+    pub kind: String,
+    /// Version of that event type's schema.
+    pub version: u32,
+    /// Canonical event bytes.
+    pub event: Vec<u8>,
+    /// SHA-256 of `event`.
+    pub event_hash: Hash,
+    /// Hash chain link.
+    pub chain: Hash,
+}
+
+/// Chain link for `seq` after `prev`.
+#[must_use]
+pub fn chain_link(prev: &Hash, seq: u64, event_hash: &Hash) -> Hash {
+    let mut h = Sha256::new();
+    h.update(prev);
+    h.update(seq.to_be_bytes());
+    h.update(event_hash);
+    h.finalize().into()
+}
+
+const FORMAT: u8 = 1;
+
+impl Record {
+    /// Storage encoding: format byte, kind length (u16) and kind, version (u32),
+    /// event hash, chain, event bytes.
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(1 + 2 + self.kind.len() + 4 + 64 + self.event.len());
+        v.push(FORMAT);
+        let kl = u16::try_from(self.kind.len()).unwrap_or(u16::MAX);
+        v.extend_from_slice(&kl.to_be_bytes());
+        v.extend_from_slice(&self.kind.as_bytes()[..usize::from(kl)]);
+        v.extend_from_slice(&self.version.to_be_bytes());
+        v.extend_from_slice(&self.event_hash);
+        v.extend_from_slice(&self.chain);
+        v.extend_from_slice(&self.event);
+        v
+    }
+
+    /// Decodes the storage encoding.
+    pub fn decode(seq: u64, b: &[u8]) -> Option<Self> {
+        let (&fmt, rest) = b.split_first()?;
+        if fmt != FORMAT {
+            return None;
+        }
+        let kl = usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?));
+        let rest = rest.get(2..)?;
+        let kind = std::str::from_utf8(rest.get(..kl)?).ok()?.to_owned();
+        let rest = rest.get(kl..)?;
+        let version = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+        let event_hash: Hash = rest.get(4..36)?.try_into().ok()?;
+        let chain: Hash = rest.get(36..68)?.try_into().ok()?;
+        let event = rest.get(68..)?.to_vec();
+        Some(Self { seq, kind, version, event, event_hash, chain })
+    }
+
+    /// The record as one line of the JSON Lines export.
+    pub fn to_export_line(&self) -> Result<String, serde_json::Error> {
+        let event: serde_json::Value = serde_json::from_slice(&self.event)?;
+        serde_json::to_string(&ExportLine {
+            seq: self.seq,
+            kind: self.kind.clone(),
+            v: self.version,
+            event_hash: hex::encode(self.event_hash),
+            chain: hex::encode(self.chain),
+            event,
+        })
+    }
+}
+
+/// One line of `log.jsonl` in an export bundle.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportLine {
+    /// Sequence number.
+    pub seq: u64,
+    /// Event type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Event schema version.
+    pub v: u32,
+    /// Hex SHA-256 of the canonical event.
+    pub event_hash: String,
+    /// Hex chain link.
+    pub chain: String,
+    /// The event (its RFC 8785 form is the leaf data).
+    pub event: serde_json::Value,
+}

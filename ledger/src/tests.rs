@@ -1,0 +1,179 @@
+use super::*;
+use settle_mandates::keys::{Jwks, KeyRing};
+
+pub(crate) fn config(seed: u8) -> LedgerConfig {
+    LedgerConfig {
+        origin: "settle.test/log".into(),
+        key: SigningKey::from_seed(&[seed; 32]),
+        accepts: Arc::new(|k, v| k.starts_with("test_") && v == 1),
+        persist: PersistMode::SyncAll,
+    }
+}
+
+pub(crate) fn ring(seeds: &[u8]) -> KeyRing {
+    KeyRing::new(&Jwks { keys: seeds.iter().map(|s| SigningKey::from_seed(&[*s; 32]).to_jwk(None, None)).collect() }).unwrap()
+}
+
+pub(crate) fn append(key: &str, events: &[&str]) -> Append {
+    Append {
+        key: key.as_bytes().to_vec(),
+        content_hash: Sha256::digest(events.concat().as_bytes()).into(),
+        records: events.iter().map(|e| NewRecord { kind: "test_event".into(), version: 1, event: format!(r#"{{"e":"{e}"}}"#).into_bytes() }).collect(),
+        expected_seq: None,
+        projection: None,
+    }
+}
+
+#[test]
+fn append_read_proofs_and_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(dir.path(), config(1)).unwrap();
+    for i in 0..37 {
+        let a = l.append_blocking(append(&format!("k{i}"), &[&format!("a{i}"), &format!("b{i}")])).unwrap();
+        assert_eq!((a.first_seq, a.count, a.replayed), (2 * i, 2, false));
+    }
+    assert_eq!(l.size(), 74);
+    let cp = l.checkpoint_blocking(1000).unwrap();
+    assert_eq!(cp.checkpoint.size, 74);
+    let leaves: Vec<Hash> = l.records(0).map(|r| merkle::leaf_hash(&r.unwrap().event)).collect();
+    assert_eq!(cp.checkpoint.root, merkle::root_of(&leaves));
+    for i in [0, 1, 33, 73] {
+        let p = l.inclusion_proof(i, 74).unwrap();
+        merkle::verify_inclusion(i, 74, &leaves[i as usize], &p, &cp.checkpoint.root).unwrap();
+    }
+    let c = l.consistency_proof(10, 74).unwrap();
+    merkle::verify_consistency(10, 74, &merkle::root_of(&leaves[..10]), &cp.checkpoint.root, &c).unwrap();
+    assert!(l.inclusion_proof(74, 74).is_err());
+    assert!(l.consistency_proof(10, 75).is_err());
+    let r = verify_log(&l, &ring(&[1])).unwrap();
+    assert_eq!((r.records, r.checkpoints, r.uncovered), (74, 1, 0));
+}
+
+#[test]
+fn idempotency_same_and_different_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(dir.path(), config(1)).unwrap();
+    let first = l.append_blocking(append("k", &["x"])).unwrap();
+    let again = l.append_blocking(append("k", &["x"])).unwrap();
+    assert_eq!(again, Appended { replayed: true, ..first });
+    assert_eq!(l.size(), 1);
+    assert!(matches!(l.append_blocking(append("k", &["y"])), Err(LedgerError::KeyConflict { seq: 0, .. })));
+    l.close().unwrap();
+    drop(l);
+    // The key outlives a restart.
+    let l = Ledger::open(dir.path(), config(1)).unwrap();
+    assert_eq!(l.append_blocking(append("k", &["x"])).unwrap(), again);
+    assert!(matches!(l.append_blocking(append("k", &["y"])), Err(LedgerError::KeyConflict { .. })));
+    assert_eq!(l.size(), 1);
+}
+
+#[test]
+fn bad_input_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(dir.path(), config(1)).unwrap();
+    let mut a = append("k", &["x"]);
+    a.records[0].kind = "other".into();
+    assert!(matches!(l.append_blocking(a), Err(LedgerError::UnknownEvent { .. })));
+    let mut a = append("k", &["x"]);
+    a.records[0].version = 2;
+    assert!(matches!(l.append_blocking(a), Err(LedgerError::UnknownEvent { version: 2, .. })));
+    let mut a = append("k", &["x"]);
+    a.records[0].event = vec![b' '; MAX_EVENT_BYTES + 1];
+    assert!(matches!(l.append_blocking(a), Err(LedgerError::TooLarge(_))));
+    let mut a = append("k", &["x"]);
+    a.expected_seq = Some(5);
+    assert!(matches!(l.append_blocking(a), Err(LedgerError::SequenceMismatch { expected: 5, actual: 0 })));
+    assert!(matches!(l.append_blocking(append("", &["x"])), Err(LedgerError::Invalid(_))));
+    assert_eq!(l.size(), 0);
+    assert!(l.key_entry(b"k").unwrap().is_none(), "a refused append leaves no key behind");
+}
+
+#[test]
+fn projection_is_stored_with_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(dir.path(), config(1)).unwrap();
+    let mut a = append("k", &["x", "y"]);
+    a.projection = Some(ProjectionUpdate { name: "p".into(), state: b"state".to_vec() });
+    l.append_blocking(a).unwrap();
+    assert_eq!(l.projection("p").unwrap(), Some((1, b"state".to_vec())));
+}
+
+#[test]
+fn key_rotation_keeps_old_checkpoints_verifiable() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(dir.path(), config(1)).unwrap();
+    l.append_blocking(append("a", &["x"])).unwrap();
+    l.checkpoint_blocking(100).unwrap();
+    l.rotate_key(SigningKey::from_seed(&[2; 32])).unwrap();
+    l.append_blocking(append("b", &["y"])).unwrap();
+    l.checkpoint_blocking(200).unwrap();
+    let both = KeyRing::new(&Jwks {
+        keys: vec![SigningKey::from_seed(&[1; 32]).to_jwk(None, Some(150)), SigningKey::from_seed(&[2; 32]).to_jwk(Some(150), None)],
+    })
+    .unwrap();
+    assert_eq!(verify_log(&l, &both).unwrap().checkpoints, 2);
+    assert!(verify_log(&l, &ring(&[2])).is_err(), "without the old key the first checkpoint fails");
+}
+
+#[test]
+fn export_verifies_and_tampering_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(dir.path(), config(1)).unwrap();
+    for i in 0..20 {
+        l.append_blocking(append(&format!("k{i}"), &[&format!("e{i}")])).unwrap();
+        if i % 7 == 6 {
+            l.checkpoint_blocking(i).unwrap();
+        }
+    }
+    let notes: Vec<String> = vec![l.checkpoint_blocking(99).unwrap().note];
+    let mut buf = Vec::new();
+    assert_eq!(export_bundle_log(&l, &mut buf).unwrap(), 20);
+    let text = String::from_utf8(buf).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let check = |ls: &[String]| verify_export(ls.join("\n").as_bytes(), notes.clone(), &ring(&[1]), "settle.test/log", |_| Ok(()));
+    let orig: Vec<String> = lines.iter().map(|s| (*s).to_owned()).collect();
+    assert_eq!(check(&orig).unwrap().records, 20);
+    let mut edited = orig.clone();
+    edited[10] = edited[10].replace("e10", "e11");
+    assert!(check(&edited).unwrap_err().what.contains("event hash"));
+    let mut deleted = orig.clone();
+    deleted.remove(10);
+    assert_eq!(check(&deleted).unwrap_err().seq, 10);
+    let mut swapped = orig.clone();
+    swapped.swap(4, 5);
+    assert!(check(&swapped).unwrap_err().what.contains("gap or reordering"));
+    let mut truncated = orig.clone();
+    truncated.pop();
+    assert!(check(&truncated).unwrap_err().what.contains("records missing"));
+    // Re-hashing an edited record breaks the chain instead.
+    let mut rehashed = orig;
+    let mut v: serde_json::Value = serde_json::from_str(&rehashed[3]).unwrap();
+    v["event"]["e"] = "zz".into();
+    let bytes = settle_mandates::jcs::to_vec(&v["event"]).unwrap();
+    v["event_hash"] = hex::encode(Sha256::digest(&bytes)).into();
+    rehashed[3] = v.to_string();
+    assert!(check(&rehashed).unwrap_err().what.contains("chain"));
+}
+
+#[test]
+fn concurrent_appenders_are_grouped_and_all_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(dir.path(), config(1)).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+    let acks: Vec<Appended> = rt.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..400 {
+            let l = l.clone();
+            set.spawn(async move { l.append(append(&format!("c{i}"), &["x"])).await.unwrap() });
+        }
+        let mut v = Vec::new();
+        while let Some(r) = set.join_next().await {
+            v.push(r.unwrap());
+        }
+        v
+    });
+    let mut seqs: Vec<u64> = acks.iter().map(|a| a.first_seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..400).collect::<Vec<_>>());
+    assert_eq!(verify_log(&l, &ring(&[1])).unwrap().records, 400);
+}
