@@ -1,0 +1,954 @@
+//! The projection: state, and the pure function from (state, fact, seq) to the derived
+//! events, with every rejection a value.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Datelike, Duration, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use settle_mandates::money::{Amount, Currency, MoneyError};
+use settle_mandates::types::{
+    Constraint, Direction, Instrument, LogRef, Mandate, MandateBasis, OpenMandate, Payee, VCT_OPEN_MANDATE, derive_salt,
+};
+
+use crate::model::{AgentScope, Envelope, Event, MAX_HOPS, MAX_ID_BYTES, MAX_SETTLEMENT_MANDATES, PartnerRole, ProgramSpec, RefundSize};
+use crate::rules::{self, Deal};
+
+/// Why a fact was refused. Nothing is recorded and nothing changes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// Bad shape or value.
+    #[error("{0}")]
+    Invalid(String),
+    /// Something named does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// It exists already, or conflicts with what is recorded.
+    #[error("{0}")]
+    Conflict(String),
+    /// Money error.
+    #[error(transparent)]
+    Money(#[from] MoneyError),
+    /// Rules refused.
+    #[error(transparent)]
+    Rules(#[from] rules::RuleError),
+    /// A derived event is not a fact.
+    #[error("'{0}' is derived by the engine and cannot be submitted")]
+    NotAFact(&'static str),
+}
+
+/// Checks an id: 1..=128 bytes of `[A-Za-z0-9._:-]`.
+pub fn check_id(what: &str, id: &str) -> Result<(), Rejection> {
+    if id.is_empty() || id.len() > MAX_ID_BYTES || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b)) {
+        return Err(Rejection::Invalid(format!("{what} id '{id}' must be 1..={MAX_ID_BYTES} characters of A-Z a-z 0-9 . _ : -")));
+    }
+    Ok(())
+}
+
+/// Engine identity and secrets (injected, never read from the environment).
+#[derive(Clone)]
+pub struct EngineConfig {
+    /// Vendor id (`iss` of every mandate).
+    pub vendor: String,
+    /// Secret the mandate salts are derived from.
+    pub salt_secret: [u8; 32],
+}
+
+impl std::fmt::Debug for EngineConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineConfig").field("vendor", &self.vendor).finish_non_exhaustive()
+    }
+}
+
+/// One version of a program's rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleVersion {
+    /// 1, 2, ...
+    pub version: u32,
+    /// Applies to conversions occurring from here on.
+    pub effective_from: DateTime<Utc>,
+    /// The rules.
+    pub spec: ProgramSpec,
+}
+
+/// A program.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Program {
+    /// Rule versions, ascending.
+    pub versions: Vec<RuleVersion>,
+    /// Current open mandate id.
+    pub open_mandate: String,
+}
+
+impl Program {
+    /// The rules in force for a deal that occurred at `t`.
+    #[must_use]
+    pub fn rules_at(&self, t: DateTime<Utc>) -> &RuleVersion {
+        self.versions.iter().rev().find(|v| v.effective_from <= t).unwrap_or(&self.versions[0])
+    }
+    /// Latest rules.
+    #[must_use]
+    pub fn latest(&self) -> &RuleVersion {
+        &self.versions[self.versions.len() - 1]
+    }
+}
+
+/// A partner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partner {
+    /// Program id.
+    pub program: String,
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: PartnerRole,
+    /// Suspended?
+    pub suspended: bool,
+}
+
+/// An agent acting for a partner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Agent {
+    /// Partner.
+    pub partner: String,
+    /// Scopes.
+    pub scopes: Vec<AgentScope>,
+    /// Start.
+    pub not_before: DateTime<Utc>,
+    /// End.
+    pub expires_at: DateTime<Utc>,
+    /// Revoked?
+    pub revoked: bool,
+}
+
+/// A lead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lead {
+    /// Program.
+    pub program: String,
+    /// Customer key.
+    pub customer: String,
+    /// Referral chain, originator first.
+    pub chain: Vec<String>,
+    /// Registered at.
+    pub registered_at: DateTime<Utc>,
+    /// The owning lead when this one is a duplicate.
+    pub duplicate_of: Option<String>,
+}
+
+/// Where one hop's money is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HopStatus {
+    /// In the holding period.
+    Held,
+    /// Payable.
+    Payable,
+    /// Settled on a rail.
+    Paid,
+}
+
+/// One hop of a settled conversion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hop {
+    /// Payee.
+    pub partner: String,
+    /// Amount of the mandate, minor units.
+    pub amount: i64,
+    /// Clawed back so far, minor units.
+    pub clawed: i64,
+    /// Status.
+    pub status: HopStatus,
+    /// End of hold, Unix seconds.
+    pub payable_at: i64,
+}
+
+/// A conversion that produced mandates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conversion {
+    /// Conversion id.
+    pub id: String,
+    /// Program.
+    pub program: String,
+    /// Rule version used.
+    pub rule_version: u32,
+    /// Revenue in its own currency, minor units.
+    pub revenue: Amount,
+    /// Refunded so far, same currency.
+    pub refunded: i64,
+    /// Pool, program currency.
+    pub pool: Amount,
+    /// The hops (empty when held or no commission).
+    pub hops: Vec<Hop>,
+}
+
+/// A partner's balances, program currency, minor units.
+/// Invariant: `earned - clawed_back == on_hold + payable + paid`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Book {
+    /// Total earned (mandates issued).
+    pub earned: i64,
+    /// Total clawed back.
+    pub clawed_back: i64,
+    /// In the holding period.
+    pub on_hold: i64,
+    /// Payable now (negative: an offset owed from clawbacks of paid money).
+    pub payable: i64,
+    /// Total paid on rails.
+    pub paid: i64,
+}
+
+impl Book {
+    fn assert_balanced(&self, who: &str) {
+        assert_eq!(
+            self.earned - self.clawed_back,
+            self.on_hold + self.payable + self.paid,
+            "book of {who} is unbalanced: {self:?}"
+        );
+    }
+}
+
+/// The whole projection state. Ordered maps only: iteration order never depends on
+/// hashing, so replay is byte-identical.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// Last log time seen.
+    pub now: Option<DateTime<Utc>>,
+    /// Programs.
+    pub programs: BTreeMap<String, Program>,
+    /// Partners.
+    pub partners: BTreeMap<String, Partner>,
+    /// Agents.
+    pub agents: BTreeMap<String, Agent>,
+    /// Leads.
+    pub leads: BTreeMap<String, Lead>,
+    /// Owning lead by `program \u{1f} customer`.
+    pub owners: BTreeMap<String, String>,
+    /// Conversions by the sequence of their fact.
+    pub conversions: BTreeMap<u64, Conversion>,
+    /// Conversion sequence by id.
+    pub conversion_ids: BTreeMap<String, u64>,
+    /// Held conversions by end of hold: payable_at → conversion seqs.
+    pub holds: BTreeMap<i64, Vec<u64>>,
+    /// Balances by partner.
+    pub books: BTreeMap<String, Book>,
+    /// Closer revenue volume by `partner \u{1f} YYYY-MM`.
+    pub volume: BTreeMap<String, i64>,
+    /// Pool used by `program \u{1f} YYYY-MM`.
+    pub budget_used: BTreeMap<String, i64>,
+    /// Refund ids recorded.
+    pub refunds: BTreeMap<String, u64>,
+    /// Settlement ids recorded.
+    pub settlements: BTreeMap<String, u64>,
+}
+
+/// Something the engine still has to sign before the derived event is final.
+#[derive(Debug, Clone)]
+pub enum ToSign {
+    /// A payment or clawback mandate.
+    Mandate(Mandate),
+    /// A program's open mandate.
+    Open(OpenMandate),
+}
+
+/// A derived event, possibly waiting for its signature.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// The event; its `mandate` field is filled by signing.
+    pub envelope: Envelope,
+    /// What to sign, if anything.
+    pub sign: Option<ToSign>,
+}
+
+/// What a fact caused: the fact as it will be stored, and its derived events.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// Sequence the fact gets.
+    pub seq: u64,
+    /// The fact.
+    pub fact: Envelope,
+    /// Derived events, in log order after the fact.
+    pub outputs: Vec<Output>,
+}
+
+fn month_key(prefix: &str, t: DateTime<Utc>) -> String {
+    format!("{prefix}\u{1f}{:04}-{:02}", t.year(), t.month())
+}
+
+fn ts(t: DateTime<Utc>) -> i64 {
+    t.timestamp()
+}
+
+/// Position name of hop `i` of `n`.
+#[must_use]
+pub fn role_of(i: usize, n: usize) -> &'static str {
+    match (i, n) {
+        (_, 1) => "sole",
+        (0, _) => "originator",
+        (i, n) if i + 1 == n => "closer",
+        _ => "intermediary",
+    }
+}
+
+/// Mandate id of hop `hop` of the conversion recorded at `seq`.
+#[must_use]
+pub fn mandate_id(seq: u64, hop: usize) -> String {
+    format!("md_{seq}_{hop}")
+}
+
+/// Parses a mandate id back into (conversion seq, hop).
+#[must_use]
+pub fn parse_mandate_id(id: &str) -> Option<(u64, usize)> {
+    let rest = id.strip_prefix("md_")?;
+    let (s, h) = rest.split_once('_')?;
+    Some((s.parse().ok()?, h.parse().ok()?))
+}
+
+impl State {
+    fn program(&self, id: &str) -> Result<&Program, Rejection> {
+        self.programs.get(id).ok_or_else(|| Rejection::NotFound(format!("program '{id}'")))
+    }
+
+    fn active_partner(&self, id: &str, program: &str) -> Result<&Partner, Rejection> {
+        let p = self.partners.get(id).ok_or_else(|| Rejection::NotFound(format!("partner '{id}'")))?;
+        if p.program != program {
+            return Err(Rejection::Invalid(format!("partner '{id}' is not enrolled in program '{program}'")));
+        }
+        if p.suspended {
+            return Err(Rejection::Invalid(format!("partner '{id}' is suspended")));
+        }
+        Ok(p)
+    }
+
+    /// Whether `agent` may act with `scope` at `t` (exists, not revoked, in its period).
+    #[must_use]
+    pub fn agent_may(&self, agent: &str, scope: AgentScope, t: DateTime<Utc>) -> Option<&Agent> {
+        self.agents.get(agent).filter(|a| !a.revoked && a.not_before <= t && t < a.expires_at && a.scopes.contains(&scope))
+    }
+
+    fn book(&mut self, partner: &str) -> &mut Book {
+        self.books.entry(partner.to_owned()).or_default()
+    }
+}
+
+/// The engine: configuration plus state.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    cfg: EngineConfig,
+    state: State,
+}
+
+impl Engine {
+    /// A new engine with empty state.
+    #[must_use]
+    pub fn new(cfg: EngineConfig) -> Self {
+        Self { cfg, state: State::default() }
+    }
+
+    /// An engine resumed from a saved state.
+    #[must_use]
+    pub fn with_state(cfg: EngineConfig, state: State) -> Self {
+        Self { cfg, state }
+    }
+
+    /// The state.
+    #[must_use]
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// Decides what fact `env` (to be stored at `seq`) causes, and applies it. On
+    /// rejection nothing changes.
+    pub fn decide(&mut self, env: Envelope, seq: u64) -> Result<Decision, Rejection> {
+        if !env.event.is_fact() {
+            return Err(Rejection::NotAFact(env.event.kind()));
+        }
+        let mut d = Decider { cfg: &self.cfg, st: &self.state, env: &env, seq, outputs: Vec::new() };
+        let apply = d.run()?;
+        let outputs = d.outputs;
+        apply(&mut self.state);
+        let now = self.state.now.map_or(env.at, |n| n.max(env.at));
+        self.state.now = Some(now);
+        Ok(Decision { seq, fact: env, outputs })
+    }
+}
+
+type Apply = Box<dyn FnOnce(&mut State)>;
+
+struct Decider<'a> {
+    cfg: &'a EngineConfig,
+    st: &'a State,
+    env: &'a Envelope,
+    seq: u64,
+    outputs: Vec<Output>,
+}
+
+impl Decider<'_> {
+    fn derived(&mut self, event: Event, sign: Option<ToSign>) {
+        let envelope = Envelope { v: 1, at: self.env.at, by: "engine".into(), key: None, cause: Some(self.seq), event };
+        self.outputs.push(Output { envelope, sign });
+    }
+
+    fn event_hash(&self) -> String {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(self.env.to_bytes()))
+    }
+
+    fn open_mandate(&mut self, spec: &ProgramSpec, version: u32, payees: Vec<String>) -> String {
+        let id = format!("om_{}_{}", spec.program, self.seq);
+        let mut constraints = vec![Constraint::AllowedPayees { payees }];
+        if let Some(r) = &spec.payment_range {
+            constraints.push(Constraint::AmountRange { currency: spec.currency, max: r.max, min: Some(r.min) });
+        }
+        if let Some(b) = &spec.budget {
+            constraints.push(Constraint::Budget { max: b.max, currency: spec.currency, period: "month".into() });
+        }
+        constraints.push(Constraint::ExecutionDate { not_before: ts(spec.valid_from), not_after: spec.valid_until.map(ts) });
+        let om = OpenMandate {
+            vct: VCT_OPEN_MANDATE.into(),
+            mandate_id: id.clone(),
+            iss: self.cfg.vendor.clone(),
+            iat: ts(self.env.at),
+            program: spec.program.clone(),
+            rule_version: version,
+            constraints,
+            salt: derive_salt(&self.cfg.salt_secret, &id),
+        };
+        self.derived(Event::OpenMandateIssued { mandate_id: id.clone(), mandate: String::new() }, Some(ToSign::Open(om)));
+        id
+    }
+
+    fn payees(&self, program: &str, plus: Option<&str>, minus: Option<&str>) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .st
+            .partners
+            .iter()
+            .filter(|(id, p)| p.program == program && !p.suspended && Some(id.as_str()) != minus)
+            .map(|(id, _)| id.clone())
+            .collect();
+        if let Some(p) = plus {
+            v.push(p.to_owned());
+            v.sort();
+        }
+        v
+    }
+
+    fn run(&mut self) -> Result<Apply, Rejection> {
+        let at = self.env.at;
+        match self.env.event.clone() {
+            Event::ProgramPublished { spec } => {
+                rules::validate(&spec)?;
+                if self.st.programs.contains_key(&spec.program) {
+                    return Err(Rejection::Conflict(format!("program '{}' already exists", spec.program)));
+                }
+                let om = self.open_mandate(&spec, 1, Vec::new());
+                let id = spec.program.clone();
+                let program = Program { versions: vec![RuleVersion { version: 1, effective_from: spec.valid_from.min(at), spec }], open_mandate: om };
+                Ok(Box::new(move |s| {
+                    s.programs.insert(id, program);
+                }))
+            }
+            Event::ProgramAmended { spec, effective_from } => {
+                rules::validate(&spec)?;
+                let p = self.st.program(&spec.program)?;
+                let latest = p.latest();
+                if latest.spec.currency != spec.currency {
+                    return Err(Rejection::Invalid("an amendment cannot change the program currency".into()));
+                }
+                if effective_from < latest.effective_from {
+                    return Err(Rejection::Invalid("an amendment cannot take effect before the rules it replaces".into()));
+                }
+                let version = latest.version + 1;
+                let payees = self.payees(&spec.program, None, None);
+                let om = self.open_mandate(&spec, version, payees);
+                let id = spec.program.clone();
+                Ok(Box::new(move |s| {
+                    let p = s.programs.get_mut(&id).unwrap_or_else(|| unreachable!());
+                    p.versions.push(RuleVersion { version, effective_from, spec });
+                    p.open_mandate = om;
+                }))
+            }
+            Event::PartnerEnrolled { partner, program, name, role } => {
+                check_id("partner", &partner)?;
+                let p = self.st.program(&program)?;
+                if self.st.partners.contains_key(&partner) {
+                    return Err(Rejection::Conflict(format!("partner '{partner}' is already enrolled")));
+                }
+                let rv = p.latest().clone();
+                let payees = self.payees(&program, Some(&partner), None);
+                let om = self.open_mandate(&rv.spec, rv.version, payees);
+                Ok(Box::new(move |s| {
+                    s.partners.insert(partner, Partner { program: program.clone(), name, role, suspended: false });
+                    if let Some(p) = s.programs.get_mut(&program) {
+                        p.open_mandate = om;
+                    }
+                }))
+            }
+            Event::PartnerSuspended { partner, .. } => {
+                let p = self.st.partners.get(&partner).ok_or_else(|| Rejection::NotFound(format!("partner '{partner}'")))?;
+                if p.suspended {
+                    return Err(Rejection::Conflict(format!("partner '{partner}' is already suspended")));
+                }
+                let program = p.program.clone();
+                let rv = self.st.program(&program)?.latest().clone();
+                let payees = self.payees(&program, None, Some(&partner));
+                let om = self.open_mandate(&rv.spec, rv.version, payees);
+                Ok(Box::new(move |s| {
+                    if let Some(p) = s.partners.get_mut(&partner) {
+                        p.suspended = true;
+                    }
+                    if let Some(p) = s.programs.get_mut(&program) {
+                        p.open_mandate = om;
+                    }
+                }))
+            }
+            Event::AgentAuthorised { agent, partner, scopes, not_before, expires_at } => {
+                check_id("agent", &agent)?;
+                if !self.st.partners.contains_key(&partner) {
+                    return Err(Rejection::NotFound(format!("partner '{partner}'")));
+                }
+                if self.st.agents.contains_key(&agent) {
+                    return Err(Rejection::Conflict(format!("agent '{agent}' already exists")));
+                }
+                if expires_at <= not_before {
+                    return Err(Rejection::Invalid("agent expires_at must be after not_before".into()));
+                }
+                if scopes.is_empty() {
+                    return Err(Rejection::Invalid("an agent needs at least one scope".into()));
+                }
+                Ok(Box::new(move |s| {
+                    s.agents.insert(agent, Agent { partner, scopes, not_before, expires_at, revoked: false });
+                }))
+            }
+            Event::AgentRevoked { agent } => {
+                let a = self.st.agents.get(&agent).ok_or_else(|| Rejection::NotFound(format!("agent '{agent}'")))?;
+                if a.revoked {
+                    return Err(Rejection::Conflict(format!("agent '{agent}' is already revoked")));
+                }
+                Ok(Box::new(move |s| {
+                    if let Some(a) = s.agents.get_mut(&agent) {
+                        a.revoked = true;
+                    }
+                }))
+            }
+            Event::LeadRegistered { lead, program, customer, partner } => self.lead_registered(lead, program, customer, partner, at),
+            Event::LeadHandedOff { lead, from, to } => self.lead_handed_off(lead, from, to),
+            Event::ConversionRecorded { conversion, lead, revenue, occurred_at, subscription_month, fx } => {
+                self.conversion(conversion, lead, revenue, occurred_at, subscription_month, fx.map(|f| f.rate))
+            }
+            Event::RefundRecorded { refund, conversion, size } => self.refund(refund, conversion, size),
+            Event::HoldsAdvanced { to } => Ok(self.advance(to)),
+            Event::SettlementConfirmed { settlement, partner, mandate_ids, .. } => self.settle(settlement, partner, mandate_ids, true),
+            Event::SettlementFailed { settlement, partner, mandate_ids, .. } => self.settle(settlement, partner, mandate_ids, false),
+            other => Err(Rejection::NotAFact(other.kind())),
+        }
+    }
+
+    fn lead_registered(&mut self, lead: String, program: String, customer: String, partner: String, at: DateTime<Utc>) -> Result<Apply, Rejection> {
+        check_id("lead", &lead)?;
+        let customer = customer.trim().to_ascii_lowercase();
+        if customer.is_empty() || customer.len() > MAX_ID_BYTES {
+            return Err(Rejection::Invalid("customer key must be 1..=128 characters".into()));
+        }
+        let prog = self.st.program(&program)?;
+        self.st.active_partner(&partner, &program)?;
+        if self.st.leads.contains_key(&lead) {
+            return Err(Rejection::Conflict(format!("lead '{lead}' already exists")));
+        }
+        let window = Duration::days(i64::from(prog.latest().spec.attribution_window_days));
+        let okey = format!("{program}\u{1f}{customer}");
+        let owner = self.st.owners.get(&okey).and_then(|l| self.st.leads.get(l).map(|x| (l.clone(), x))).filter(|(_, x)| x.registered_at + window > at).map(|(l, _)| l);
+        let chain = vec![partner];
+        let (outcome, dup) = match &owner {
+            Some(o) => ("duplicate", Some(o.clone())),
+            None => ("owner", None),
+        };
+        self.derived(Event::LeadOutcome { lead: lead.clone(), outcome: outcome.into(), owner: dup.clone(), chain: chain.clone() }, None);
+        Ok(Box::new(move |s| {
+            if dup.is_none() {
+                s.owners.insert(okey, lead.clone());
+            }
+            s.leads.insert(lead, Lead { program, customer, chain, registered_at: at, duplicate_of: dup });
+        }))
+    }
+
+    fn lead_handed_off(&mut self, lead: String, from: String, to: String) -> Result<Apply, Rejection> {
+        let l = self.st.leads.get(&lead).ok_or_else(|| Rejection::NotFound(format!("lead '{lead}'")))?;
+        if let Some(o) = &l.duplicate_of {
+            return Err(Rejection::Invalid(format!("lead '{lead}' is a duplicate of '{o}' and cannot be handed off")));
+        }
+        if l.chain.last() != Some(&from) {
+            return Err(Rejection::Invalid(format!("'{from}' does not hold lead '{lead}' (its last hop is '{}')", l.chain.last().map_or("", String::as_str))));
+        }
+        if l.chain.contains(&to) {
+            return Err(Rejection::Invalid(format!("handing lead '{lead}' to '{to}' would make a referral cycle (already in the chain)")));
+        }
+        if l.chain.len() >= MAX_HOPS {
+            return Err(Rejection::Invalid(format!("lead '{lead}' already has {MAX_HOPS} hops (the most a chain may have)")));
+        }
+        self.st.active_partner(&from, &l.program)?;
+        self.st.active_partner(&to, &l.program)?;
+        let mut chain = l.chain.clone();
+        chain.push(to);
+        self.derived(Event::LeadOutcome { lead: lead.clone(), outcome: "handed_off".into(), owner: None, chain: chain.clone() }, None);
+        Ok(Box::new(move |s| {
+            if let Some(l) = s.leads.get_mut(&lead) {
+                l.chain = chain;
+            }
+        }))
+    }
+
+    #[allow(clippy::too_many_lines)]
+    fn conversion(&mut self, id: String, lead_id: String, revenue: Amount, occurred_at: DateTime<Utc>, month: Option<u32>, fx: Option<Decimal>) -> Result<Apply, Rejection> {
+        check_id("conversion", &id)?;
+        revenue.check_sign(settle_mandates::money::Sign::Positive)?;
+        if self.st.conversion_ids.contains_key(&id) {
+            return Err(Rejection::Conflict(format!("conversion '{id}' is already recorded")));
+        }
+        if fx.is_some_and(|r| r <= Decimal::ZERO) {
+            return Err(Rejection::Invalid("fx rate must be positive".into()));
+        }
+        let lead = self.st.leads.get(&lead_id).ok_or_else(|| Rejection::NotFound(format!("lead '{lead_id}'")))?;
+        let prog = self.st.program(&lead.program)?;
+        let rv = prog.rules_at(occurred_at).clone();
+        let spec = &rv.spec;
+        let seq = self.seq;
+        let zero = Amount::zero(spec.currency);
+        let mut conv = Conversion { id: id.clone(), program: lead.program.clone(), rule_version: rv.version, revenue, refunded: 0, pool: zero, hops: Vec::new() };
+        let no = |this: &mut Self, conv: Conversion, outcome: &str, reason: String| -> Result<Apply, Rejection> {
+            this.derived(Event::ConversionOutcome { conversion: conv.id.clone(), outcome: outcome.into(), reason: Some(reason), pool: conv.pool, rule_version: Some(conv.rule_version) }, None);
+            let cid = conv.id.clone();
+            Ok(Box::new(move |s: &mut State| {
+                s.conversion_ids.insert(cid, seq);
+                s.conversions.insert(seq, conv);
+            }))
+        };
+        if let Some(o) = &lead.duplicate_of {
+            return no(self, conv, "no_commission", format!("lead is a duplicate of '{o}'"));
+        }
+        let window = Duration::days(i64::from(spec.attribution_window_days));
+        if occurred_at < lead.registered_at || occurred_at >= lead.registered_at + window {
+            return no(self, conv, "no_commission", format!("deal occurred outside the lead's {}-day attribution window", spec.attribution_window_days));
+        }
+        if let (Some(m), Some(limit)) = (month, spec.pool.recurring_months) {
+            if m == 0 || m > limit {
+                return no(self, conv, "no_commission", format!("subscription month {m} is beyond the first {limit} months that earn"));
+            }
+        }
+        let revenue_prog = if revenue.currency() == spec.currency {
+            revenue.minor_units()
+        } else {
+            let Some(rate) = fx else {
+                return no(self, conv, "no_commission", format!("revenue in {} but program pays in {} and no fx rate was given", revenue.currency(), spec.currency));
+            };
+            Amount::from_decimal(revenue.to_decimal() * rate, spec.currency, spec.pool_rounding)?.minor_units()
+        };
+        let chain = lead.chain.clone();
+        for p in &chain {
+            if self.st.partners.get(p).is_none_or(|x| x.suspended) {
+                return no(self, conv, "held", format!("partner '{p}' is suspended or unknown"));
+            }
+        }
+        let closer = chain.last().cloned().unwrap_or_default();
+        let vkey = month_key(&closer, occurred_at);
+        let volume_before = self.st.volume.get(&vkey).copied().unwrap_or(0);
+        let exact = rules::exact_pool(spec, &Deal { revenue: revenue_prog, closer_volume_before: volume_before, occurred_at, hops: chain.len() });
+        let pool = Amount::from_decimal(exact.pool / Decimal::from(10_i64.pow(spec.currency.exponent())), spec.currency, spec.pool_rounding)?;
+        conv.pool = pool;
+        let parts = rules::allocate(pool.minor_units(), &exact.weights);
+        assert_eq!(parts.iter().sum::<i64>(), pool.minor_units(), "split does not sum to the pool");
+        // Open mandate constraints.
+        let bkey = month_key(&conv.program, occurred_at);
+        let used = self.st.budget_used.get(&bkey).copied().unwrap_or(0);
+        let mut held = None;
+        if occurred_at < spec.valid_from || spec.valid_until.is_some_and(|u| occurred_at >= u) {
+            held = Some("deal occurred outside the program's validity window".to_owned());
+        } else if let Some(b) = &spec.budget {
+            if used + pool.minor_units() > b.max {
+                held = Some(format!("monthly budget exceeded: {} used of {}, pool {}", Amount::from_minor(used, spec.currency)?, Amount::from_minor(b.max, spec.currency)?, pool));
+            }
+        }
+        if held.is_none() {
+            if let Some(r) = &spec.payment_range {
+                if let Some(p) = parts.iter().find(|p| **p > 0 && (**p < r.min || **p > r.max)) {
+                    held = Some(format!("hop amount {} is outside the allowed range {}..{}", Amount::from_minor(*p, spec.currency)?, Amount::from_minor(r.min, spec.currency)?, Amount::from_minor(r.max, spec.currency)?));
+                }
+            }
+        }
+        if let Some(reason) = held {
+            return no(self, conv, "held", reason);
+        }
+        let payable_at = ts(self.env.at) + i64::from(spec.holding_days) * 86_400;
+        let status = if spec.holding_days == 0 { HopStatus::Payable } else { HopStatus::Held };
+        let log = LogRef { seq, event_hash: self.event_hash() };
+        let open = prog.open_mandate.clone();
+        let n = chain.len();
+        for (i, (partner, amount)) in chain.iter().zip(&parts).enumerate() {
+            let mid = mandate_id(seq, i);
+            let amt = Amount::from_minor(*amount, spec.currency)?;
+            let m = Mandate {
+                vct: Mandate::vct_for(Direction::Payment).into(),
+                transaction_id: mid.clone(),
+                payee: Payee { id: partner.clone() },
+                payment_amount: amt,
+                payment_instrument: Instrument { kind: "settle.commission_account".into(), id: partner.clone() },
+                direction: Direction::Payment,
+                iss: self.cfg.vendor.clone(),
+                iat: ts(self.env.at),
+                execution_date: payable_at,
+                basis: MandateBasis {
+                    program: conv.program.clone(),
+                    rule_version: rv.version,
+                    rounding: spec.rounding_id(),
+                    open_mandate: open.clone(),
+                    conversion: id.clone(),
+                    hop: u32::try_from(i).unwrap_or(u32::MAX),
+                    hops: u32::try_from(n).unwrap_or(u32::MAX),
+                    role: role_of(i, n).into(),
+                    pool,
+                    log: log.clone(),
+                    caused_by: self.env.by.clone(),
+                    reverses: None,
+                },
+                salt: derive_salt(&self.cfg.salt_secret, &mid),
+            };
+            self.derived(Event::MandateIssued { mandate_id: mid, partner: partner.clone(), amount: amt, mandate: String::new() }, Some(ToSign::Mandate(m)));
+            conv.hops.push(Hop { partner: partner.clone(), amount: *amount, clawed: 0, status, payable_at });
+        }
+        self.derived(Event::ConversionOutcome { conversion: id.clone(), outcome: "settled".into(), reason: None, pool, rule_version: Some(rv.version) }, None);
+        Ok(Box::new(move |s| {
+            *s.volume.entry(vkey).or_default() += revenue_prog;
+            *s.budget_used.entry(bkey).or_default() += pool.minor_units();
+            for h in &conv.hops {
+                let b = s.book(&h.partner);
+                b.earned += h.amount;
+                if h.status == HopStatus::Held {
+                    b.on_hold += h.amount;
+                } else {
+                    b.payable += h.amount;
+                }
+                b.assert_balanced(&h.partner);
+            }
+            if status == HopStatus::Held {
+                s.holds.entry(payable_at).or_default().push(seq);
+            }
+            s.conversion_ids.insert(id, seq);
+            s.conversions.insert(seq, conv);
+        }))
+    }
+
+    fn refund(&mut self, refund: String, conversion: String, size: RefundSize) -> Result<Apply, Rejection> {
+        check_id("refund", &refund)?;
+        if self.st.refunds.contains_key(&refund) {
+            return Err(Rejection::Conflict(format!("refund '{refund}' is already recorded")));
+        }
+        let cseq = *self.st.conversion_ids.get(&conversion).ok_or_else(|| Rejection::NotFound(format!("conversion '{conversion}'")))?;
+        let c = &self.st.conversions[&cseq];
+        let left = c.revenue.minor_units() - c.refunded;
+        let amount = match size {
+            RefundSize::Full => left,
+            RefundSize::Amount(a) => {
+                if a.currency() != c.revenue.currency() {
+                    return Err(Rejection::Invalid(format!("refund in {} but the conversion is in {}", a.currency(), c.revenue.currency())));
+                }
+                a.check_sign(settle_mandates::money::Sign::Positive)?;
+                if a.minor_units() > left {
+                    return Err(Rejection::Invalid(format!("refund of {a} exceeds the {} not yet refunded", Amount::from_minor(left, a.currency())?)));
+                }
+                a.minor_units()
+            }
+        };
+        if amount <= 0 {
+            return Err(Rejection::Invalid(format!("conversion '{conversion}' is already fully refunded")));
+        }
+        let refunded_after = c.refunded + amount;
+        let seq = self.seq;
+        let cur = c.pool.currency();
+        // Cumulative clawback target: pool × refunded / revenue, by the pool rounding;
+        // the increment is split over what each hop still holds (never more).
+        let mut claws: Vec<(usize, i64)> = Vec::new();
+        if !c.hops.is_empty() {
+            let spec = &self.st.programs[&c.program].versions.iter().find(|v| v.version == c.rule_version).unwrap_or_else(|| unreachable!()).spec;
+            let pool = c.pool.minor_units();
+            let clawed: i64 = c.hops.iter().map(|h| h.clawed).sum();
+            let target_exact = Decimal::from(pool) * Decimal::from(refunded_after) / Decimal::from(c.revenue.minor_units());
+            let target = Amount::from_decimal(target_exact / Decimal::from(10_i64.pow(cur.exponent())), cur, spec.pool_rounding)?.minor_units().min(pool);
+            let target = if refunded_after == c.revenue.minor_units() { pool } else { target };
+            let delta = (target - clawed).max(0);
+            let remaining: Vec<Decimal> = c.hops.iter().map(|h| Decimal::from(h.amount - h.clawed)).collect();
+            let parts = rules::allocate(delta, &remaining);
+            for (i, p) in parts.into_iter().enumerate() {
+                if p > 0 {
+                    assert!(p <= c.hops[i].amount - c.hops[i].clawed, "clawback exceeds what the hop holds");
+                    claws.push((i, p));
+                }
+            }
+            let n = c.hops.len();
+            for &(i, p) in &claws {
+                let h = &c.hops[i];
+                let orig = mandate_id(cseq, i);
+                let cb = format!("cb_{seq}_{i}");
+                let amt = Amount::from_minor(p, cur)?;
+                let offset = Amount::from_minor(if h.status == HopStatus::Paid { p } else { 0 }, cur)?;
+                let m = Mandate {
+                    vct: Mandate::vct_for(Direction::Clawback).into(),
+                    transaction_id: cb.clone(),
+                    payee: Payee { id: h.partner.clone() },
+                    payment_amount: amt,
+                    payment_instrument: Instrument { kind: "settle.commission_account".into(), id: h.partner.clone() },
+                    direction: Direction::Clawback,
+                    iss: self.cfg.vendor.clone(),
+                    iat: ts(self.env.at),
+                    execution_date: ts(self.env.at),
+                    basis: MandateBasis {
+                        program: c.program.clone(),
+                        rule_version: c.rule_version,
+                        rounding: spec.rounding_id(),
+                        open_mandate: self.st.programs[&c.program].open_mandate.clone(),
+                        conversion: conversion.clone(),
+                        hop: u32::try_from(i).unwrap_or(u32::MAX),
+                        hops: u32::try_from(n).unwrap_or(u32::MAX),
+                        role: role_of(i, n).into(),
+                        pool: c.pool,
+                        log: LogRef { seq, event_hash: self.event_hash() },
+                        caused_by: self.env.by.clone(),
+                        reverses: Some(orig.clone()),
+                    },
+                    salt: derive_salt(&self.cfg.salt_secret, &cb),
+                };
+                self.derived(Event::ClawbackIssued { mandate_id: cb, reverses: orig, partner: h.partner.clone(), amount: amt, offset, mandate: String::new() }, Some(ToSign::Mandate(m)));
+            }
+        }
+        Ok(Box::new(move |s| {
+            s.refunds.insert(refund, seq);
+            let c = s.conversions.get_mut(&cseq).unwrap_or_else(|| unreachable!());
+            c.refunded = refunded_after;
+            let mut moves = Vec::new();
+            for (i, p) in claws {
+                let h = &mut c.hops[i];
+                h.clawed += p;
+                moves.push((h.partner.clone(), h.status, p));
+            }
+            for (partner, status, p) in moves {
+                let b = s.book(&partner);
+                b.clawed_back += p;
+                match status {
+                    HopStatus::Held => b.on_hold -= p,
+                    HopStatus::Payable | HopStatus::Paid => b.payable -= p,
+                }
+                b.assert_balanced(&partner);
+            }
+        }))
+    }
+
+    fn advance(&mut self, to: DateTime<Utc>) -> Apply {
+        let t = ts(to);
+        let mut released = Vec::new();
+        let mut total = BTreeMap::<Currency, i64>::new();
+        let mut keys = Vec::new();
+        for (&at, seqs) in self.st.holds.range(..=t) {
+            keys.push(at);
+            for &cs in seqs {
+                let c = &self.st.conversions[&cs];
+                for (i, h) in c.hops.iter().enumerate() {
+                    if h.status == HopStatus::Held {
+                        released.push(mandate_id(cs, i));
+                        *total.entry(c.pool.currency()).or_default() += h.amount - h.clawed;
+                    }
+                }
+            }
+        }
+        if !released.is_empty() {
+            // One event per currency keeps totals exact; programs usually share one.
+            let ids = released.clone();
+            for (cur, sum) in &total {
+                let amt = Amount::from_minor(*sum, *cur).unwrap_or_else(|_| Amount::zero(*cur));
+                self.derived(Event::HoldsReleased { mandate_ids: ids.clone(), total: amt }, None);
+            }
+        }
+        Box::new(move |s| {
+            for at in keys {
+                let Some(seqs) = s.holds.remove(&at) else { continue };
+                for cs in seqs {
+                    let c = s.conversions.get_mut(&cs).unwrap_or_else(|| unreachable!());
+                    let mut moves = Vec::new();
+                    for h in &mut c.hops {
+                        if h.status == HopStatus::Held {
+                            h.status = HopStatus::Payable;
+                            moves.push((h.partner.clone(), h.amount - h.clawed));
+                        }
+                    }
+                    for (p, v) in moves {
+                        let b = s.book(&p);
+                        b.on_hold -= v;
+                        b.payable += v;
+                        b.assert_balanced(&p);
+                    }
+                }
+            }
+        })
+    }
+
+    fn settle(&mut self, settlement: String, partner: String, ids: Vec<String>, ok: bool) -> Result<Apply, Rejection> {
+        check_id("settlement", &settlement)?;
+        if self.st.settlements.contains_key(&settlement) {
+            return Err(Rejection::Conflict(format!("settlement '{settlement}' is already recorded")));
+        }
+        if ids.is_empty() || ids.len() > MAX_SETTLEMENT_MANDATES {
+            return Err(Rejection::Invalid(format!("a settlement names 1..={MAX_SETTLEMENT_MANDATES} mandates")));
+        }
+        let book = self.st.books.get(&partner).copied().ok_or_else(|| Rejection::NotFound(format!("partner '{partner}' with commissions")))?;
+        let mut hops = Vec::with_capacity(ids.len());
+        let mut net = 0i64;
+        let mut cur = None;
+        let mut seen = std::collections::BTreeSet::new();
+        for id in &ids {
+            let (cs, i) = parse_mandate_id(id).ok_or_else(|| Rejection::Invalid(format!("'{id}' is not a payment mandate id")))?;
+            let h = self.st.conversions.get(&cs).and_then(|c| c.hops.get(i).map(|h| (c, h))).ok_or_else(|| Rejection::NotFound(format!("mandate '{id}'")))?;
+            if h.1.partner != partner {
+                return Err(Rejection::Invalid(format!("mandate '{id}' pays another partner")));
+            }
+            if h.1.status != HopStatus::Payable {
+                return Err(Rejection::Invalid(format!("mandate '{id}' is not payable (it is {:?})", h.1.status).to_lowercase()));
+            }
+            if !seen.insert(id.clone()) {
+                return Err(Rejection::Invalid(format!("mandate '{id}' is named twice")));
+            }
+            cur = Some(h.0.pool.currency());
+            net += h.1.amount - h.1.clawed;
+            hops.push((cs, i));
+        }
+        let cur = cur.unwrap_or_else(|| unreachable!("ids is not empty"));
+        let seq = self.seq;
+        if !ok {
+            return Ok(Box::new(move |s| {
+                s.settlements.insert(settlement, seq);
+            }));
+        }
+        let paid = net.min(book.payable.max(0));
+        let offset = net - paid;
+        self.derived(
+            Event::PayoutBooked { settlement: settlement.clone(), partner: partner.clone(), paid: Amount::from_minor(paid, cur)?, offset: Amount::from_minor(offset, cur)?, mandate_ids: ids },
+            None,
+        );
+        Ok(Box::new(move |s| {
+            s.settlements.insert(settlement, seq);
+            for (cs, i) in hops {
+                if let Some(h) = s.conversions.get_mut(&cs).and_then(|c| c.hops.get_mut(i)) {
+                    h.status = HopStatus::Paid;
+                }
+            }
+            let b = s.book(&partner);
+            b.payable -= paid;
+            b.paid += paid;
+            b.assert_balanced(&partner);
+        }))
+    }
+}
