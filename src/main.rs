@@ -1,1 +1,286 @@
-fn main(){}
+//! `settle`: the command line, the HTTP API server and the demo.
+
+mod bundle;
+mod demo;
+mod keystore;
+mod server;
+mod service;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+/// Commission settlement with signed mandates and verifiable receipts.
+#[derive(Parser)]
+#[command(name = "settle", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a whole partner program end to end on the embedded store, then verify it.
+    Demo {
+        /// Data directory (created; a previous demo there is replaced).
+        #[arg(long, default_value = "settle-demo-data")]
+        data: PathBuf,
+        /// Number of conversions.
+        #[arg(long, default_value_t = 10_000)]
+        conversions: u64,
+        /// Seed: same seed, byte-identical log and export.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Replay and check everything: chain, tree, checkpoints, splits, mandates, money.
+    Audit {
+        /// A live data directory.
+        #[arg(long, conflicts_with = "bundle", required_unless_present = "bundle")]
+        data: Option<PathBuf>,
+        /// An exported bundle (checked with its public keys only).
+        #[arg(long)]
+        bundle: Option<PathBuf>,
+    },
+    /// Write a self-contained audit bundle.
+    Export {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Output directory (new or empty).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify receipts offline with the vendor's public keys.
+    Verify {
+        /// JWKS file.
+        #[arg(long)]
+        keys: PathBuf,
+        /// Receipt files: one JSON receipt, or JSON Lines of receipts.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// A partner's statement for a period.
+    Statement {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Partner id.
+        #[arg(long)]
+        partner: String,
+        /// From (inclusive), YYYY-MM-DD or RFC 3339.
+        #[arg(long)]
+        from: Option<String>,
+        /// To (exclusive), YYYY-MM-DD or RFC 3339.
+        #[arg(long)]
+        to: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "csv")]
+        format: Format,
+    },
+    /// Serve the HTTP API.
+    Serve {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8417")]
+        listen: std::net::SocketAddr,
+    },
+    /// Manage signing keys and API tokens.
+    Keys {
+        #[command(subcommand)]
+        cmd: KeysCmd,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Csv,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Create the vendor's keys in a new data directory.
+    Create {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Vendor id (the `iss` of every mandate).
+        #[arg(long, default_value = "vendor")]
+        vendor: String,
+        /// Log origin for checkpoints.
+        #[arg(long, default_value = "settle.local/log")]
+        origin: String,
+    },
+    /// Retire the current signing key and start a new one (old signatures stay valid).
+    Rotate {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// List keys (public) and tokens (ids only).
+    List {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Issue an API token; it is printed once and stored hashed.
+    Token {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Principal kind.
+        #[arg(long, value_enum)]
+        kind: PrincipalArg,
+        /// Partner id (partner tokens), agent id (agent tokens), or a name.
+        #[arg(long)]
+        subject: String,
+        /// For partner agents: the partner they act for.
+        #[arg(long)]
+        partner: Option<String>,
+        /// Scopes (repeat or comma-separate).
+        #[arg(long, value_enum, value_delimiter = ',', required = true)]
+        scope: Vec<keystore::Scope>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PrincipalArg {
+    VendorAdmin,
+    VendorAgent,
+    Partner,
+    PartnerAgent,
+}
+
+fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").with_context(|| format!("'{s}' is not a date (YYYY-MM-DD) or an RFC 3339 time"))?;
+    Ok(d.and_hms_opt(0, 0, 0).context("bad date")?.and_utc())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Demo { data, conversions, seed, quiet } => {
+            if conversions == 0 {
+                bail!("--conversions must be at least 1");
+            }
+            demo::run(&data, conversions, seed, quiet)
+        }
+        Cmd::Audit { data, bundle } => {
+            let (r, what) = match (data, bundle) {
+                (Some(d), _) => (bundle::audit_data(&d)?, d),
+                (None, Some(b)) => (bundle::audit_bundle(&b)?, b),
+                (None, None) => bail!("give --data or --bundle"),
+            };
+            println!(
+                "audit ok: {} — {} records, {} checkpoints, {} mandates re-derived and verified, {} receipts, {} partner books balanced, money conserved{}",
+                what.display(),
+                r.records,
+                r.checkpoints,
+                r.mandates,
+                r.receipts,
+                r.partners,
+                if r.uncovered > 0 { format!(" ({} records not yet under a checkpoint)", r.uncovered) } else { String::new() }
+            );
+            Ok(())
+        }
+        Cmd::Export { data, out } => {
+            let m = bundle::export(&data, &out)?;
+            println!("exported {} records and {} files to {} (root {})", m.records, m.files.len() + 1, out.display(), m.root);
+            Ok(())
+        }
+        Cmd::Verify { keys, files } => {
+            let n = bundle::verify_files(&keys, &files)?;
+            println!("{n} receipts verified");
+            Ok(())
+        }
+        Cmd::Statement { data, partner, from, to, format } => {
+            let kf = keystore::KeyFile::load(&data)?;
+            let from = from.as_deref().map(parse_time).transpose()?;
+            let to = to.as_deref().map(parse_time).transpose()?;
+            let svc = service::Service::open(&data)?;
+            let cfg = settle_engine::EngineConfig { vendor: kf.vendor.clone(), salt_secret: kf.salt()? };
+            let lines = bundle::statement(svc.ledger(), cfg, &partner, from, to)?;
+            svc.close()?;
+            match format {
+                Format::Csv => bundle::write_csv(&lines, std::io::stdout().lock()),
+                Format::Json => {
+                    println!("{}", serde_json::to_string_pretty(&lines)?);
+                    Ok(())
+                }
+            }
+        }
+        Cmd::Serve { data, listen } => server::serve(&data, listen),
+        Cmd::Keys { cmd } => keys(cmd),
+    }
+}
+
+fn keys(cmd: KeysCmd) -> Result<()> {
+    match cmd {
+        KeysCmd::Create { data, vendor, origin } => {
+            if keystore::KeyFile::path(&data).exists() {
+                bail!("{} already has keys; use `settle keys rotate`", data.display());
+            }
+            let kf = keystore::KeyFile::new(&vendor, &origin, keystore::random_seed()?, keystore::random_seed()?, chrono::Utc::now().timestamp());
+            kf.save(&data)?;
+            println!("created keys for {vendor} in {} (kid {})", data.display(), kf.current()?.kid());
+            Ok(())
+        }
+        KeysCmd::Rotate { data } => {
+            let mut kf = keystore::KeyFile::load(&data)?;
+            let old = kf.current()?.kid().to_owned();
+            kf.rotate(keystore::random_seed()?, chrono::Utc::now().timestamp());
+            kf.save(&data)?;
+            println!("retired {old}; new signing key {} (takes effect when settle next opens the log)", kf.current()?.kid());
+            Ok(())
+        }
+        KeysCmd::List { data } => {
+            let kf = keystore::KeyFile::load(&data)?;
+            println!("{}", serde_json::to_string_pretty(&kf.jwks()?)?);
+            for t in &kf.tokens {
+                println!("token {} {:?} {} scopes {:?}", t.id, t.kind, t.subject, t.scopes);
+            }
+            Ok(())
+        }
+        KeysCmd::Token { data, kind, subject, partner, scope } => {
+            let mut kf = keystore::KeyFile::load(&data)?;
+            let kind = match kind {
+                PrincipalArg::VendorAdmin => keystore::PrincipalKind::VendorAdmin,
+                PrincipalArg::VendorAgent => keystore::PrincipalKind::VendorAgent,
+                PrincipalArg::Partner => keystore::PrincipalKind::Partner,
+                PrincipalArg::PartnerAgent => keystore::PrincipalKind::PartnerAgent,
+            };
+            if kind == keystore::PrincipalKind::PartnerAgent && partner.is_none() {
+                bail!("a partner-agent token needs --partner");
+            }
+            let secret = keystore::random_seed()?;
+            let token = format!("stl_{}", hex::encode(secret));
+            let id = format!("tok_{}", &keystore::token_hash(&token)[..12]);
+            kf.tokens.push(keystore::StoredToken { id: id.clone(), hash: keystore::token_hash(&token), kind, subject, partner, scopes: scope });
+            kf.save(&data)?;
+            println!("{token}");
+            eprintln!("token {id} stored (hashed); this is the only time it is shown");
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("settle: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}

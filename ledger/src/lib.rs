@@ -233,6 +233,7 @@ enum Cmd {
     Append(Append, oneshot::Sender<Result<Appended>>),
     Checkpoint(i64, oneshot::Sender<Result<SignedCheckpoint>>),
     Rotate(SigningKey, oneshot::Sender<()>),
+    Projection(ProjectionUpdate, u64, oneshot::Sender<Result<()>>),
 }
 
 #[derive(Clone)]
@@ -467,6 +468,21 @@ impl Ledger {
         let (tx, rx) = oneshot::channel();
         self.sender()?.blocking_send(Cmd::Rotate(key, tx)).map_err(|_| LedgerError::Closed)?;
         rx.blocking_recv().map_err(|_| LedgerError::Closed)
+    }
+
+    /// Stores a projection's state as of record `seq`, which must be the last record
+    /// (so the state is exactly the log's, never ahead or behind). Ordered with appends.
+    pub fn save_projection_blocking(&self, update: ProjectionUpdate, seq: u64) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.sender()?.blocking_send(Cmd::Projection(update, seq, tx)).map_err(|_| LedgerError::Closed)?;
+        rx.blocking_recv().map_err(|_| LedgerError::Closed)?
+    }
+
+    /// Async [`Ledger::save_projection_blocking`].
+    pub async fn save_projection(&self, update: ProjectionUpdate, seq: u64) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.sender()?.send(Cmd::Projection(update, seq, tx)).await.map_err(|_| LedgerError::Closed)?;
+        rx.await.map_err(|_| LedgerError::Closed)?
     }
 
     /// The record at `seq`.
@@ -816,6 +832,9 @@ impl Writer {
                     self.key = key;
                     let _ = reply.send(());
                 }
+                Cmd::Projection(p, seq, reply) => {
+                    let _ = reply.send(self.projection(p, seq));
+                }
                 Cmd::Append(..) => unreachable!("appends are handled above"),
             }
         }
@@ -833,8 +852,30 @@ impl Writer {
                 Cmd::Rotate(_, r) => {
                     let _ = r.send(());
                 }
+                Cmd::Projection(_, _, r) => {
+                    let _ = r.send(Err(LedgerError::Poisoned));
+                }
             }
         }
+    }
+
+    fn projection(&mut self, p: ProjectionUpdate, seq: u64) -> Result<()> {
+        if self.inner.poisoned.load(Ordering::Acquire) {
+            return Err(LedgerError::Poisoned);
+        }
+        if self.frontier.size != seq + 1 {
+            return Err(LedgerError::SequenceMismatch { expected: seq + 1, actual: self.frontier.size });
+        }
+        let s = &self.inner.stores;
+        let mut v = Vec::with_capacity(8 + p.state.len());
+        v.extend_from_slice(&seq.to_be_bytes());
+        v.extend_from_slice(&p.state);
+        let r = s.projections.insert(p.name, v).and_then(|()| s.db.persist(self.persist));
+        if let Err(e) = r {
+            self.poison();
+            return Err(e.into());
+        }
+        Ok(())
     }
 
     fn checkpoint(&mut self, time: i64) -> Result<SignedCheckpoint> {

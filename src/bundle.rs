@@ -1,0 +1,545 @@
+//! Receipts, statements, the audit bundle (export), and the audits.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD as B64STD, URL_SAFE_NO_PAD as B64};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use settle_engine::replay::Replay;
+use settle_engine::state::{Book, parse_mandate_id};
+use settle_engine::{Engine, EngineConfig, Envelope, Event};
+use settle_ledger::{Ledger, SignedCheckpoint};
+use settle_mandates::keys::{Jwks, KeyRing, SigningKey};
+use settle_mandates::receipt::{ReceiptDocument, verify_receipt};
+use settle_mandates::types::{ReceiptKind, ReceiptPayload, Signed, Status, VCT_RECEIPT, token_reference};
+use sha2::{Digest, Sha256};
+
+/// Bundle file names.
+pub const LOG_FILE: &str = "log.jsonl";
+/// Checkpoints (JSON array of signed notes, by size).
+pub const CHECKPOINTS_FILE: &str = "checkpoints.json";
+/// Public keys.
+pub const JWKS_FILE: &str = "jwks.json";
+/// Manifest.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// `manifest.json` of a bundle.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Format id.
+    pub format: String,
+    /// Vendor.
+    pub vendor: String,
+    /// Log origin.
+    pub origin: String,
+    /// Records in the log.
+    pub records: u64,
+    /// Hex root of the final checkpoint.
+    pub root: String,
+    /// SHA-256 of every other file, by relative path.
+    pub files: BTreeMap<String, String>,
+}
+
+/// A receipt for the mandate recorded at `seq` (or a rail outcome recorded at `seq`).
+#[allow(clippy::too_many_arguments)]
+fn receipt_payload(vendor: &str, cp: &SignedCheckpoint, kind: ReceiptKind, seq: u64, mandate_token: &str, mandate_id: &str, rail: Option<(&str, &str, bool)>) -> ReceiptPayload {
+    let (status, psp, rail_name, error) = match rail {
+        None => (Status::Success, None, None, None),
+        Some((name, conf, true)) => (Status::Success, Some(conf.to_owned()), Some(name.to_owned()), None),
+        Some((name, err, false)) => (Status::Error, None, Some(name.to_owned()), Some(err.to_owned())),
+    };
+    ReceiptPayload {
+        vct: VCT_RECEIPT.into(),
+        status,
+        iss: vendor.into(),
+        iat: cp.checkpoint.time,
+        reference: token_reference(mandate_token),
+        payment_id: mandate_id.into(),
+        psp_confirmation_id: psp,
+        network_confirmation_id: None,
+        error_description: error.as_ref().map(|e| format!("rail reported {e}")),
+        error,
+        kind,
+        rail: rail_name,
+        leaf_index: seq,
+        tree_size: cp.checkpoint.size,
+        root: hex::encode(cp.checkpoint.root),
+    }
+}
+
+/// One receipt to build: partner, payload, mandate token, leaf seq.
+struct Pending {
+    partner: String,
+    payload: ReceiptPayload,
+    mandate: String,
+    leaf: Vec<u8>,
+}
+
+/// Builds every receipt the log holds against checkpoint `cp`, calling `out` with
+/// (partner, receipt) in log order. Signing runs on all cores in chunks.
+pub fn receipts(ledger: &Ledger, cp: &SignedCheckpoint, key: &SigningKey, vendor: &str, mut out: impl FnMut(&str, &ReceiptDocument) -> Result<()>) -> Result<u64> {
+    let mut n = 0u64;
+    let mut chunk: Vec<Pending> = Vec::new();
+    let mut flush = |chunk: &mut Vec<Pending>, out: &mut dyn FnMut(&str, &ReceiptDocument) -> Result<()>| -> Result<u64> {
+        let docs: Vec<Result<(String, ReceiptDocument)>> = chunk
+            .par_drain(..)
+            .map(|p| {
+                let proof = ledger.inclusion_proof(p.payload.leaf_index, cp.checkpoint.size)?;
+                Ok((
+                    p.partner,
+                    ReceiptDocument {
+                        receipt: p.payload.sign(key),
+                        mandate: p.mandate,
+                        leaf: B64.encode(&p.leaf),
+                        inclusion: proof.iter().map(|h| B64STD.encode(h)).collect(),
+                        checkpoint: cp.note.clone(),
+                    },
+                ))
+            })
+            .collect();
+        let mut k = 0;
+        for d in docs {
+            let (partner, doc) = d?;
+            out(&partner, &doc)?;
+            k += 1;
+        }
+        Ok(k)
+    };
+    // Mandate tokens by id, for rail receipts: looked up in the log when needed.
+    let token_of = |id: &str| -> Result<Option<(String, String)>> {
+        let Some((cseq, hop)) = parse_mandate_id(id) else { return Ok(None) };
+        let Some(r) = ledger.record(cseq + 1 + hop as u64)? else { return Ok(None) };
+        match Envelope::from_bytes(&r.event)?.event {
+            Event::MandateIssued { mandate_id, mandate, partner, .. } if mandate_id == id => Ok(Some((mandate, partner))),
+            _ => Ok(None),
+        }
+    };
+    for r in ledger.records(0) {
+        let r = r?;
+        if r.seq >= cp.checkpoint.size {
+            break;
+        }
+        let env = match r.kind.as_str() {
+            "mandate_issued" | "clawback_issued" | "settlement_confirmed" | "settlement_failed" => Envelope::from_bytes(&r.event)?,
+            _ => continue,
+        };
+        match env.event {
+            Event::MandateIssued { mandate_id, partner, mandate, .. } | Event::ClawbackIssued { mandate_id, partner, mandate, .. } => {
+                let payload = receipt_payload(vendor, cp, ReceiptKind::MandateRecorded, r.seq, &mandate, &mandate_id, None);
+                chunk.push(Pending { partner, payload, mandate, leaf: r.event.clone() });
+            }
+            Event::SettlementConfirmed { rail, confirmation_id, mandate_ids, .. } | Event::SettlementFailed { rail, error: confirmation_id, mandate_ids, .. } => {
+                let ok = r.kind == "settlement_confirmed";
+                for id in &mandate_ids {
+                    let Some((mandate, partner)) = token_of(id)? else { bail!("settlement at seq {} names unknown mandate {id}", r.seq) };
+                    let kind = if ok { ReceiptKind::PaymentSettled } else { ReceiptKind::PaymentFailed };
+                    let payload = receipt_payload(vendor, cp, kind, r.seq, &mandate, id, Some((&rail, &confirmation_id, ok)));
+                    chunk.push(Pending { partner, payload, mandate, leaf: r.event.clone() });
+                }
+            }
+            _ => {}
+        }
+        if chunk.len() >= 2048 {
+            n += flush(&mut chunk, &mut out)?;
+        }
+    }
+    n += flush(&mut chunk, &mut out)?;
+    Ok(n)
+}
+
+/// A statement line.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatementLine {
+    /// Sequence of the fact.
+    pub seq: u64,
+    /// Log time.
+    pub at: String,
+    /// `opening`, `earned`, `clawback`, `hold_released`, `paid`, `closing`.
+    pub entry: String,
+    /// Conversion or settlement id.
+    pub reference: String,
+    /// Mandate id.
+    pub mandate_id: String,
+    /// Rule version.
+    pub rule_version: String,
+    /// Hop (0 = originator).
+    pub hop: String,
+    /// Role on the hop.
+    pub role: String,
+    /// Signed change, decimal.
+    pub amount: String,
+    /// Currency.
+    pub currency: String,
+    /// Balances after the fact.
+    pub on_hold: String,
+    /// Payable after the fact (negative: offset owed).
+    pub payable: String,
+    /// Paid to date after the fact.
+    pub paid: String,
+}
+
+fn dec(minor: i64, cur: settle_mandates::money::Currency) -> String {
+    settle_mandates::money::Amount::from_minor(minor, cur).map(|a| a.to_decimal_string()).unwrap_or_default()
+}
+
+fn mandate_basis(token: &str) -> Option<settle_mandates::types::Mandate> {
+    let p = token.split('.').nth(1)?;
+    serde_json::from_slice(&B64.decode(p).ok()?).ok()
+}
+
+/// Builds a partner's statement by replaying the log (facts only, no signing): every
+/// line names the fact, conversion, rule version, hop and mandate behind it.
+pub fn statement(ledger: &Ledger, cfg: EngineConfig, partner: &str, from: Option<chrono::DateTime<chrono::Utc>>, to: Option<chrono::DateTime<chrono::Utc>>) -> Result<Vec<StatementLine>> {
+    let mut engine = Engine::new(cfg);
+    let mut lines = Vec::new();
+    let mut opening: Option<Book> = None;
+    let mut last_book = Book::default();
+    let mut cur = None;
+    let mut last_seq = 0;
+    let mut last_at = String::new();
+    let mut derived_left = 0usize;
+    let mut pending: Vec<Envelope> = Vec::new();
+    let mut fact_seq = 0;
+    let mut fact_at = chrono::DateTime::<chrono::Utc>::MIN_UTC;
+    let mut emit = |engine: &Engine, pending: &mut Vec<Envelope>, fact_seq: u64, fact_at: chrono::DateTime<chrono::Utc>, lines: &mut Vec<StatementLine>, opening: &mut Option<Book>, last_book: &mut Book, cur: &mut Option<settle_mandates::money::Currency>| {
+        let book = engine.state().books.get(partner).copied().unwrap_or_default();
+        let in_range = from.is_none_or(|f| fact_at >= f) && to.is_none_or(|t| fact_at < t);
+        if from.is_some_and(|f| fact_at < f) {
+            *last_book = book;
+        }
+        if in_range && opening.is_none() {
+            *opening = Some(*last_book);
+        }
+        for env in pending.drain(..) {
+            let (entry, reference, mid, amount, token, c) = match &env.event {
+                Event::MandateIssued { mandate_id, partner: p, amount, mandate } if p == partner => ("earned", String::new(), mandate_id.clone(), amount.minor_units(), Some(mandate.clone()), amount.currency()),
+                Event::ClawbackIssued { mandate_id, partner: p, amount, offset, mandate, .. } if p == partner => (if offset.is_zero() { "clawback" } else { "clawback_offset" }, String::new(), mandate_id.clone(), -amount.minor_units(), Some(mandate.clone()), amount.currency()),
+                Event::PayoutBooked { settlement, partner: p, paid, .. } if p == partner => ("paid", settlement.clone(), String::new(), paid.minor_units(), None, paid.currency()),
+                Event::HoldsReleased { mandate_ids, .. } => {
+                    for id in mandate_ids {
+                        let Some((cs, h)) = parse_mandate_id(id) else { continue };
+                        let Some(c) = engine.state().conversions.get(&cs) else { continue };
+                        let Some(hop) = c.hops.get(h) else { continue };
+                        if hop.partner != partner || !in_range {
+                            continue;
+                        }
+                        *cur = Some(c.pool.currency());
+                        lines.push(StatementLine { seq: fact_seq, at: fact_at.to_rfc3339(), entry: "hold_released".into(), reference: c.id.clone(), mandate_id: id.clone(), rule_version: c.rule_version.to_string(), hop: h.to_string(), role: settle_engine::state::role_of(h, c.hops.len()).into(), amount: dec(hop.amount - hop.clawed, c.pool.currency()), currency: c.pool.currency().to_string(), on_hold: dec(book.on_hold, c.pool.currency()), payable: dec(book.payable, c.pool.currency()), paid: dec(book.paid, c.pool.currency()) });
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            *cur = Some(c);
+            if !in_range {
+                continue;
+            }
+            let basis = token.as_deref().and_then(mandate_basis);
+            lines.push(StatementLine {
+                seq: fact_seq,
+                at: fact_at.to_rfc3339(),
+                entry: entry.into(),
+                reference: basis.as_ref().map_or(reference, |b| b.basis.conversion.clone()),
+                mandate_id: mid,
+                rule_version: basis.as_ref().map_or(String::new(), |b| b.basis.rule_version.to_string()),
+                hop: basis.as_ref().map_or(String::new(), |b| b.basis.hop.to_string()),
+                role: basis.as_ref().map_or(String::new(), |b| b.basis.role.clone()),
+                amount: dec(amount, c),
+                currency: c.to_string(),
+                on_hold: dec(book.on_hold, c),
+                payable: dec(book.payable, c),
+                paid: dec(book.paid, c),
+            });
+        }
+        if in_range {
+            *last_book = book;
+        }
+    };
+    for r in ledger.records(0) {
+        let r = r?;
+        let env = Envelope::from_bytes(&r.event)?;
+        if env.event.is_fact() {
+            emit(&engine, &mut pending, fact_seq, fact_at, &mut lines, &mut opening, &mut last_book, &mut cur);
+            if to.is_some_and(|t| env.at >= t) {
+                break;
+            }
+            fact_seq = r.seq;
+            fact_at = env.at;
+            let d = engine.decide(env, r.seq).map_err(|e| anyhow::anyhow!("record {} is rejected on replay: {e}", r.seq))?;
+            derived_left = d.outputs.len();
+        } else {
+            anyhow::ensure!(derived_left > 0, "record {} is a derived event no fact caused", r.seq);
+            derived_left -= 1;
+            pending.push(env);
+        }
+        last_seq = r.seq;
+        last_at = fact_at.to_rfc3339();
+    }
+    emit(&engine, &mut pending, fact_seq, fact_at, &mut lines, &mut opening, &mut last_book, &mut cur);
+    let Some(c) = cur else {
+        if engine.state().partners.contains_key(partner) {
+            return Ok(Vec::new());
+        }
+        bail!("partner '{partner}' not found");
+    };
+    let open = opening.unwrap_or_default();
+    let bal = |entry: &str, seq: u64, at: String, b: &Book| StatementLine { seq, at, entry: entry.into(), reference: String::new(), mandate_id: String::new(), rule_version: String::new(), hop: String::new(), role: String::new(), amount: dec(b.on_hold + b.payable + b.paid, c), currency: c.to_string(), on_hold: dec(b.on_hold, c), payable: dec(b.payable, c), paid: dec(b.paid, c) };
+    let mut out = vec![bal("opening", lines.first().map_or(0, |l| l.seq), from.map_or_else(|| lines.first().map_or(String::new(), |l| l.at.clone()), |f| f.to_rfc3339()), &open)];
+    out.append(&mut lines);
+    out.push(bal("closing", last_seq, to.map_or(last_at, |t| t.to_rfc3339()), &last_book));
+    Ok(out)
+}
+
+/// Writes a statement as CSV.
+pub fn write_csv(lines: &[StatementLine], w: impl Write) -> Result<()> {
+    let mut c = csv::Writer::from_writer(w);
+    for l in lines {
+        c.serialize(l)?;
+    }
+    c.flush()?;
+    Ok(())
+}
+
+fn sha256_file(p: &Path) -> Result<String> {
+    let mut f = File::open(p)?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h)?;
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Exports the self-contained audit bundle into `out`.
+pub fn export(data: &Path, out: &Path) -> Result<Manifest> {
+    let keys = crate::keystore::KeyFile::load(data)?;
+    let svc = crate::service::Service::open(data)?;
+    let ledger = svc.ledger().clone();
+    // The bundle must be covered to its last record by a signed checkpoint.
+    let last_time = match ledger.size() {
+        0 => bail!("the log in {} is empty: nothing to export", data.display()),
+        n => Envelope::from_bytes(&ledger.record(n - 1)?.context("last record missing")?.event)?.at.timestamp(),
+    };
+    let cp = ledger.checkpoint_blocking(last_time)?;
+    if out.exists() && std::fs::read_dir(out)?.next().is_some() {
+        bail!("{} is not empty; export needs a new or empty directory", out.display());
+    }
+    std::fs::create_dir_all(out.join("partners"))?;
+    let mut log = BufWriter::new(File::create(out.join(LOG_FILE))?);
+    let records = settle_ledger::export_bundle_log(&ledger, &mut log)?;
+    log.flush()?;
+    let notes: Vec<String> = ledger.checkpoints().map(|c| c.map(|c| c.note)).collect::<Result<_, _>>()?;
+    std::fs::write(out.join(CHECKPOINTS_FILE), serde_json::to_vec_pretty(&notes)?)?;
+    std::fs::write(out.join(JWKS_FILE), serde_json::to_vec_pretty(&keys.jwks()?)?)?;
+    let partners: Vec<String> = svc.with_state(|s| s.partners.keys().cloned().collect());
+    let mut files: BTreeMap<String, BufWriter<File>> = BTreeMap::new();
+    let pdir = |p: &str| -> Result<PathBuf> {
+        let d = out.join("partners").join(p);
+        std::fs::create_dir_all(&d)?;
+        Ok(d)
+    };
+    for p in &partners {
+        files.insert(p.clone(), BufWriter::new(File::create(pdir(p)?.join("receipts.jsonl"))?));
+    }
+    let key = keys.current()?;
+    receipts(&ledger, &cp, &key, &keys.vendor, |partner, doc| {
+        let f = files.get_mut(partner).context("receipt for an unknown partner")?;
+        serde_json::to_writer(&mut *f, doc)?;
+        f.write_all(b"\n")?;
+        Ok(())
+    })?;
+    for (_, mut f) in files {
+        f.flush()?;
+    }
+    let cfg = svc.with_state(|_| ());
+    let _ = cfg;
+    let ecfg = EngineConfig { vendor: keys.vendor.clone(), salt_secret: keys.salt()? };
+    for p in &partners {
+        let lines = statement(&ledger, ecfg.clone(), p, None, None)?;
+        write_csv(&lines, BufWriter::new(File::create(pdir(p)?.join("statement.csv"))?))?;
+    }
+    svc.close()?;
+    let mut hashes = BTreeMap::new();
+    for entry in walk(out)? {
+        let rel = entry.strip_prefix(out)?.to_string_lossy().replace('\\', "/");
+        if rel == MANIFEST_FILE {
+            continue;
+        }
+        hashes.insert(rel, sha256_file(&entry)?);
+    }
+    let m = Manifest { format: "settle.bundle.1".into(), vendor: keys.vendor, origin: keys.origin, records, root: hex::encode(cp.checkpoint.root), files: hashes };
+    std::fs::write(out.join(MANIFEST_FILE), serde_json::to_vec_pretty(&m)?)?;
+    Ok(m)
+}
+
+fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let p = e?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// What an audit found.
+#[derive(Debug, Default)]
+pub struct AuditReport {
+    /// Records checked.
+    pub records: u64,
+    /// Checkpoints checked.
+    pub checkpoints: u64,
+    /// Mandates re-derived and signature-checked.
+    pub mandates: u64,
+    /// Receipts verified.
+    pub receipts: u64,
+    /// Partners whose books balance.
+    pub partners: usize,
+    /// Σ earned − Σ clawed back, minor units (all currencies together: informational).
+    pub net_commission: i64,
+    /// Records not yet under a checkpoint (live logs only).
+    pub uncovered: u64,
+}
+
+fn conserved(engine: &Engine, report: &mut AuditReport) -> Result<()> {
+    let st = engine.state();
+    let mut earned = 0i64;
+    let mut held = 0i64;
+    for (p, b) in &st.books {
+        if b.earned - b.clawed_back != b.on_hold + b.payable + b.paid {
+            bail!("money not conserved for partner {p}: earned {} − clawed {} ≠ on hold {} + payable {} + paid {}", b.earned, b.clawed_back, b.on_hold, b.payable, b.paid);
+        }
+        earned += b.earned - b.clawed_back;
+        held += b.on_hold + b.payable + b.paid;
+    }
+    let mut from_hops = 0i64;
+    for c in st.conversions.values() {
+        let sum: i64 = c.hops.iter().map(|h| h.amount).sum();
+        if !c.hops.is_empty() && sum != c.pool.minor_units() {
+            bail!("conversion {}: hops sum to {sum}, pool is {}", c.id, c.pool.minor_units());
+        }
+        for h in &c.hops {
+            if h.clawed > h.amount || h.clawed < 0 {
+                bail!("conversion {}: clawed {} of a hop that earned {}", c.id, h.clawed, h.amount);
+            }
+            from_hops += h.amount - h.clawed;
+        }
+    }
+    if from_hops != earned || earned != held {
+        bail!("money not conserved: conversions say {from_hops}, books say {earned} earned and {held} held");
+    }
+    report.partners = st.books.len();
+    report.net_commission = earned;
+    Ok(())
+}
+
+/// Audits a live data dir: chain, tree, checkpoints, full replay of every split and
+/// mandate, signatures, conservation of money.
+pub fn audit_data(data: &Path) -> Result<AuditReport> {
+    let keys = crate::keystore::KeyFile::load(data)?;
+    let ring = keys.ring()?;
+    let ledger = Ledger::open(
+        &data.join("log"),
+        settle_ledger::LedgerConfig { origin: keys.origin.clone(), key: keys.current()?, accepts: std::sync::Arc::new(settle_engine::model::accepts), persist: fjall::PersistMode::SyncAll },
+    )
+    .map_err(|e| anyhow::anyhow!("cannot open the log in {}: {e}", data.display()))?;
+    let v = settle_ledger::verify_log(&ledger, &ring).map_err(|f| anyhow::anyhow!("audit failed at seq {}: {}", f.seq, f.what))?;
+    let cfg = EngineConfig { vendor: keys.vendor.clone(), salt_secret: keys.salt()? };
+    let mut replay = Replay::new(Engine::new(cfg), ring, true);
+    for r in ledger.records(0) {
+        let r = r?;
+        replay.feed(r.seq, &r.kind, r.version, &r.event).map_err(|m| anyhow::anyhow!("audit failed at seq {}: {}", m.seq, m.what))?;
+    }
+    let mandates = replay.mandates;
+    let engine = replay.finish().map_err(|m| anyhow::anyhow!("audit failed at seq {}: {}", m.seq, m.what))?;
+    let mut report = AuditReport { records: v.records, checkpoints: v.checkpoints, mandates, uncovered: v.uncovered, ..Default::default() };
+    conserved(&engine, &mut report)?;
+    ledger.close()?;
+    Ok(report)
+}
+
+/// Audits an exported bundle with the public keys it carries only.
+pub fn audit_bundle(dir: &Path) -> Result<AuditReport> {
+    let manifest: Manifest = serde_json::from_slice(&std::fs::read(dir.join(MANIFEST_FILE)).with_context(|| format!("{} has no {MANIFEST_FILE}: not a settle bundle", dir.display()))?)?;
+    let jwks: Jwks = serde_json::from_slice(&std::fs::read(dir.join(JWKS_FILE))?).context("jwks.json is not a JWKS")?;
+    let ring = KeyRing::new(&jwks)?;
+    let notes: Vec<String> = serde_json::from_slice(&std::fs::read(dir.join(CHECKPOINTS_FILE))?).context("checkpoints.json is not a list of signed notes")?;
+    let log = BufReader::new(File::open(dir.join(LOG_FILE)).context("bundle has no log.jsonl")?);
+    let cfg = EngineConfig { vendor: manifest.vendor.clone(), salt_secret: [0; 32] };
+    let mut replay = Replay::new(Engine::new(cfg), ring.clone(), false);
+    let v = settle_ledger::verify_export(log, notes.clone(), &ring, &manifest.origin, |r| {
+        replay.feed(r.seq, &r.kind, r.version, &r.event).map_err(|m| settle_ledger::Failure { seq: m.seq, what: m.what })
+    })
+    .map_err(|f| anyhow::anyhow!("audit failed at seq {}: {}", f.seq, f.what))?;
+    let mandates = replay.mandates;
+    let engine = replay.finish().map_err(|m| anyhow::anyhow!("audit failed at seq {}: {}", m.seq, m.what))?;
+    let mut report = AuditReport { records: v.records, checkpoints: v.checkpoints, mandates, ..Default::default() };
+    conserved(&engine, &mut report)?;
+    if hex::encode(v.root) != manifest.root || v.records != manifest.records {
+        bail!("audit failed: manifest says {} records with root {}, the log has {} with root {}", manifest.records, manifest.root, v.records, hex::encode(v.root));
+    }
+    // Every file as listed, byte for byte.
+    let mut listed = manifest.files.clone();
+    for p in walk(dir)? {
+        let rel = p.strip_prefix(dir)?.to_string_lossy().replace('\\', "/");
+        if rel == MANIFEST_FILE {
+            continue;
+        }
+        let Some(h) = listed.remove(&rel) else { bail!("audit failed: {rel} is not listed in the manifest") };
+        if h != sha256_file(&p)? {
+            bail!("audit failed: {rel} differs from the manifest (edited)");
+        }
+    }
+    if let Some((rel, _)) = listed.into_iter().next() {
+        bail!("audit failed: {rel} is listed in the manifest but missing");
+    }
+    // Every receipt verifies against the keys and the final checkpoint.
+    let last = notes.last().cloned().unwrap_or_default();
+    for p in walk(&dir.join("partners"))? {
+        if p.file_name().is_some_and(|n| n == "receipts.jsonl") {
+            let partner = p.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            for (i, line) in BufReader::new(File::open(&p)?).lines().enumerate() {
+                let doc: ReceiptDocument = serde_json::from_str(&line?).with_context(|| format!("{}: line {} is not a receipt", p.display(), i + 1))?;
+                let vr = verify_receipt(&doc, &ring, Some(&manifest.origin)).map_err(|e| anyhow::anyhow!("audit failed: receipt {} of {partner}: {e}", i + 1))?;
+                if doc.checkpoint != last || vr.mandate.payee.id != partner {
+                    bail!("audit failed: receipt {} of {partner} is not for this partner or not against the final checkpoint", i + 1);
+                }
+                report.receipts += 1;
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Verifies receipt files (one JSON receipt, or JSON Lines of receipts) with a JWKS.
+/// Returns the number verified, or the first failure with file and line.
+pub fn verify_files(jwks: &Path, files: &[PathBuf]) -> Result<u64> {
+    let jwks: Jwks = serde_json::from_slice(&std::fs::read(jwks).with_context(|| format!("cannot read {}", jwks.display()))?).with_context(|| format!("{} is not a JWKS", jwks.display()))?;
+    let ring = KeyRing::new(&jwks)?;
+    let mut n = 0;
+    for f in files {
+        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        let docs: Vec<(usize, Result<ReceiptDocument, serde_json::Error>)> = match serde_json::from_str::<ReceiptDocument>(&text) {
+            Ok(d) => vec![(1, Ok(d))],
+            Err(_) => text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| (i + 1, serde_json::from_str(l))).collect(),
+        };
+        if docs.is_empty() {
+            bail!("{}: no receipts", f.display());
+        }
+        for (line, d) in docs {
+            let d = d.map_err(|e| anyhow::anyhow!("{}:{line}: not a receipt: {e}", f.display()))?;
+            verify_receipt(&d, &ring, None).map_err(|e| anyhow::anyhow!("{}:{line}: {e}", f.display()))?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}

@@ -1,0 +1,375 @@
+//! `settle demo`: a whole partner program, end to end, on the embedded store.
+//!
+//! Everything derives from `--seed`: keys, partners, leads, chains, deals, refunds and
+//! the simulated clock. Same seed, byte-identical log and export, on any machine.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use settle_engine::model::*;
+use settle_engine::state::HopStatus;
+use settle_engine::{Envelope, Event};
+use settle_mandates::money::{Amount, Currency, Rounding};
+use sha2::{Digest, Sha256};
+
+use crate::keystore::KeyFile;
+use crate::service::{Service, Submit, SubmitError};
+
+/// Days the demo simulates.
+pub const DAYS: i64 = 150;
+/// Partners per program.
+const PARTNERS: [usize; 2] = [24, 16];
+
+fn derive(label: &str, seed: u64) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"settle demo/");
+    h.update(label.as_bytes());
+    h.update(seed.to_be_bytes());
+    h.finalize().into()
+}
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().unwrap_or_default()
+}
+
+fn pct(s: &str) -> Result<Percent> {
+    Ok(serde_json::from_value(serde_json::Value::String(s.into()))?)
+}
+
+fn programs(usd: Currency) -> Result<Vec<ProgramSpec>> {
+    let start = t0();
+    Ok(vec![
+        ProgramSpec {
+            program: "growth".into(),
+            name: "Growth partners (3-tier shares)".into(),
+            currency: usd,
+            holding_days: 14,
+            attribution_window_days: 120,
+            pool_rounding: Rounding::HalfEven,
+            pool: PoolRule {
+                percent: Some(pct("10")?),
+                flat: None,
+                cap: Some(500_000),
+                floor: None,
+                tiers: vec![],
+                tier_mode: None,
+                spiffs: vec![Spiff { name: "February push".into(), from: start + Duration::days(31), until: start + Duration::days(59), percent: Some(pct("2")?), flat: None }],
+                recurring_months: None,
+            },
+            split: SplitRule::Shares { originator: pct("30")?, intermediaries: pct("20")?, closer: pct("40")?, remaining: Position::Closer },
+            budget: None,
+            payment_range: None,
+            valid_from: start,
+            valid_until: None,
+        },
+        ProgramSpec {
+            program: "resellers".into(),
+            name: "Resellers (10% / 2% / 1% by level, paid in real time)".into(),
+            currency: usd,
+            holding_days: 0,
+            attribution_window_days: 120,
+            pool_rounding: Rounding::HalfEven,
+            pool: PoolRule { percent: None, flat: None, cap: None, floor: None, tiers: vec![], tier_mode: None, spiffs: vec![], recurring_months: None },
+            split: SplitRule::Levels { rates: vec![pct("10")?, pct("2")?, pct("1")?] },
+            budget: None,
+            payment_range: None,
+            valid_from: start,
+            valid_until: None,
+        },
+    ])
+}
+
+/// What the demo did.
+#[derive(Debug, Default)]
+pub struct Stats {
+    facts: u64,
+    rejected_as_expected: u64,
+    conversions: u64,
+    settled: u64,
+    held: u64,
+    no_commission: u64,
+    duplicates: u64,
+    mandates: u64,
+    clawbacks: u64,
+    payouts: u64,
+    by_role: BTreeMap<String, i64>,
+    clawed: i64,
+    paid: i64,
+}
+
+struct Lead {
+    id: String,
+    program: usize,
+    chain: Vec<usize>,
+    day: i64,
+}
+
+/// Runs the demo into `data` (which must be new or a previous demo's).
+#[allow(clippy::too_many_lines)]
+pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> {
+    prepare_dir(data)?;
+    let kf = KeyFile::new("vendor.demo", "settle.demo/log", derive("key", seed), derive("salt", seed), t0().timestamp());
+    kf.save(data)?;
+    let svc = Service::open(data)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let usd: Currency = "USD".parse()?;
+    let mut st = Stats::default();
+    let started = Instant::now();
+    let mut n_key = 0u64;
+    let mut key = || {
+        n_key += 1;
+        format!("demo-{n_key}")
+    };
+    let admin = "vendor:admin".to_owned();
+    let at = |day: i64, i: i64| t0() + Duration::days(day) + Duration::seconds(i);
+
+    // Programs and partners, with three partners acting through agents.
+    let mut setup = Vec::new();
+    let mut partners: Vec<Vec<String>> = vec![Vec::new(), Vec::new()];
+    for spec in programs(usd)? {
+        setup.push(Submit { key: key(), by: admin.clone(), at: at(0, 0), event: Event::ProgramPublished { spec } });
+    }
+    let roles = [PartnerRole::Partner, PartnerRole::Connector, PartnerRole::Receiver, PartnerRole::Master];
+    let mut n = 0;
+    for (pi, count) in PARTNERS.iter().enumerate() {
+        for _ in 0..*count {
+            n += 1;
+            let id = format!("p{n:02}");
+            let program = ["growth", "resellers"][pi].to_owned();
+            setup.push(Submit { key: key(), by: admin.clone(), at: at(0, 1), event: Event::PartnerEnrolled { partner: id.clone(), program, name: format!("Partner {n:02}"), role: roles[n % 4] } });
+            partners[pi].push(id);
+        }
+    }
+    let agents = [("agent-p01", "p01"), ("agent-p02", "p02"), ("agent-p25", "p25")];
+    for (a, p) in agents {
+        setup.push(Submit {
+            key: key(),
+            by: format!("partner:{p}"),
+            at: at(0, 2),
+            event: Event::AgentAuthorised { agent: a.into(), partner: p.into(), scopes: vec![AgentScope::LeadsWrite, AgentScope::Read], not_before: at(0, 0), expires_at: at(DAYS + 30, 0) },
+        });
+    }
+    submit(&svc, setup, &mut st, 0)?;
+
+    let per_day = conversions.div_ceil(u64::try_from(DAYS).unwrap_or(1)).max(1);
+    let bar = if quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(conversions) };
+    bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {msg:12} [{bar:30}] {pos}/{len} conversions {per_sec}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+    bar.set_message("settling");
+    let mut leads: Vec<Lead> = Vec::new();
+    let mut converted: Vec<(String, i64)> = Vec::new(); // (conversion id, revenue)
+    let mut done = 0u64;
+    let mut n_lead = 0u64;
+    let mut customers = 0u64;
+    for day in 0..DAYS {
+        if done >= conversions {
+            break;
+        }
+        let mut facts = Vec::new();
+        let mut i = 10;
+        let today = per_day.min(conversions - done);
+        // New leads: about one per two conversions, chains of 1..4 hops.
+        for _ in 0..today.div_ceil(2) {
+            n_lead += 1;
+            let program = usize::from(rng.random_bool(0.4));
+            let ps = &partners[program];
+            let duplicate = customers > 0 && rng.random_bool(0.05);
+            let customer = if duplicate { rng.random_range(0..customers) } else {
+                customers += 1;
+                customers - 1
+            };
+            let origin = rng.random_range(0..ps.len());
+            let id = format!("lead-{n_lead}");
+            let agent = agents.iter().find(|(_, p)| *p == ps[origin]).map(|(a, _)| *a);
+            let by = agent.map_or_else(|| format!("partner:{}", ps[origin]), |a| format!("agent:{a}"));
+            i += 1;
+            facts.push(Submit { key: key(), by, at: at(day, i), event: Event::LeadRegistered { lead: id.clone(), program: ["growth", "resellers"][program].into(), customer: format!("customer-{customer}.example"), partner: ps[origin].clone() } });
+            let mut chain = vec![origin];
+            if !duplicate {
+                let hops = [1, 2, 2, 3, 3, 3, 4][rng.random_range(0..7)];
+                while chain.len() < hops {
+                    let next = rng.random_range(0..ps.len());
+                    if chain.contains(&next) {
+                        continue;
+                    }
+                    i += 1;
+                    facts.push(Submit { key: key(), by: admin.clone(), at: at(day, i), event: Event::LeadHandedOff { lead: id.clone(), from: ps[*chain.last().unwrap_or(&0)].clone(), to: ps[next].clone() } });
+                    chain.push(next);
+                }
+                if chain.len() >= 2 && rng.random_bool(0.02) {
+                    // A handoff back to the originator would be a referral cycle: refused.
+                    i += 1;
+                    facts.push(Submit { key: key(), by: admin.clone(), at: at(day, i), event: Event::LeadHandedOff { lead: id.clone(), from: ps[*chain.last().unwrap_or(&0)].clone(), to: ps[chain[0]].clone() } });
+                }
+            }
+            leads.push(Lead { id, program, chain, day });
+        }
+        // Conversions on recent leads.
+        for _ in 0..today {
+            let recent = leads.iter().rposition(|l| l.day + 100 < day).map_or(0, |p| p + 1);
+            let l = &leads[rng.random_range(recent..leads.len())];
+            done += 1;
+            let revenue = rng.random_range(10_000..5_000_000i64);
+            let id = format!("deal-{done}");
+            i += 1;
+            facts.push(Submit {
+                key: key(),
+                by: "agent:vendor-crm".into(),
+                at: at(day, i),
+                event: Event::ConversionRecorded { conversion: id.clone(), lead: l.id.clone(), revenue: Amount::from_minor(revenue, usd)?, occurred_at: at(day, i), subscription_month: None, fx: None },
+            });
+            converted.push((id, revenue));
+            let _ = (l.program, &l.chain);
+        }
+        // Refunds: 5% partial, 2% full, on earlier deals.
+        for _ in 0..today {
+            if converted.len() < 10 {
+                break;
+            }
+            let roll = rng.random_range(0..100);
+            if roll >= 7 {
+                continue;
+            }
+            let k = rng.random_range(0..converted.len());
+            let (cid, rev) = converted.swap_remove(k);
+            let size = if roll < 5 { RefundSize::Amount(Amount::from_minor(rev * rng.random_range(10..60i64) / 100, usd)?) } else { RefundSize::Full };
+            i += 1;
+            facts.push(Submit { key: key(), by: "agent:vendor-crm".into(), at: at(day, i), event: Event::RefundRecorded { refund: format!("refund-{cid}"), conversion: cid, size } });
+        }
+        for chunk in facts.chunks(crate::service::MAX_BATCH) {
+            submit(&svc, chunk.to_vec(), &mut st, day)?;
+        }
+        // End of day: holds that ended become payable.
+        let eod = at(day, 86_000);
+        submit(&svc, vec![Submit { key: key(), by: "engine:clock".into(), at: eod, event: Event::HoldsAdvanced { to: eod } }], &mut st, day)?;
+        // Weekly payouts on the built-in book rail.
+        if day % 7 == 6 {
+            let payable: BTreeMap<String, Vec<String>> = svc.with_state(|s| {
+                let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                for (cs, c) in &s.conversions {
+                    for (h, hop) in c.hops.iter().enumerate() {
+                        if hop.status == HopStatus::Payable {
+                            m.entry(hop.partner.clone()).or_default().push(settle_engine::state::mandate_id(*cs, h));
+                        }
+                    }
+                }
+                m
+            });
+            let mut pay = Vec::new();
+            for (p, ids) in payable {
+                for (j, chunk) in ids.chunks(MAX_SETTLEMENT_MANDATES).enumerate() {
+                    let sid = format!("payout-{day}-{p}-{j}");
+                    if day % 28 == 27 && p == "p03" {
+                        pay.push(Submit { key: key(), by: "rail:book".into(), at: at(day, 86_100), event: Event::SettlementFailed { settlement: format!("{sid}-try1"), partner: p.clone(), rail: "book".into(), error: "account_closed".into(), mandate_ids: chunk.to_vec() } });
+                    }
+                    pay.push(Submit { key: key(), by: "rail:book".into(), at: at(day, 86_200), event: Event::SettlementConfirmed { settlement: sid.clone(), partner: p.clone(), rail: "book".into(), confirmation_id: format!("book-{sid}"), mandate_ids: chunk.to_vec() } });
+                }
+            }
+            for chunk in pay.chunks(crate::service::MAX_BATCH) {
+                submit(&svc, chunk.to_vec(), &mut st, day)?;
+            }
+            svc.checkpoint(at(day, 86_300).timestamp())?;
+        }
+        bar.set_position(done);
+    }
+    let last = svc.ledger().size();
+    let end_time = svc.ledger().record(last - 1)?.map(|r| Envelope::from_bytes(&r.event).map(|e| e.at.timestamp())).transpose()?.unwrap_or_default();
+    let cp = svc.checkpoint(end_time)?;
+    svc.save_state()?;
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    svc.close()?;
+    drop(svc);
+
+    // A partner's check, from exported files and public keys only; then the full audit.
+    let bundle = data.join("bundle");
+    let manifest = crate::bundle::export(data, &bundle)?;
+    let mut sample = Vec::new();
+    for p in ["p01", "p05", "p25"] {
+        let f = bundle.join("partners").join(p).join("receipts.jsonl");
+        if f.exists() {
+            sample.push(f);
+        }
+    }
+    let verified = crate::bundle::verify_files(&bundle.join(crate::bundle::JWKS_FILE), &sample)?;
+    let audit_t = Instant::now();
+    let audit = crate::bundle::audit_data(data)?;
+    let audit_secs = audit_t.elapsed().as_secs_f64();
+    let secs = elapsed.as_secs_f64();
+    println!("settle demo (seed {seed}) in {}", data.display());
+    println!("  facts recorded      {} ({} refused as expected: referral cycles)", st.facts, st.rejected_as_expected);
+    println!("  conversions         {} settled, {} held, {} without commission ({} duplicate leads)", st.settled, st.held, st.no_commission, st.duplicates);
+    println!("  mandates signed     {} payments, {} clawbacks, {} payouts on the book rail", st.mandates, st.clawbacks, st.payouts);
+    for (role, v) in &st.by_role {
+        println!("  earned by {role:<13} {}", Amount::from_minor(*v, usd)?);
+    }
+    println!("  clawed back         {}", Amount::from_minor(st.clawed, usd)?);
+    println!("  paid out            {}", Amount::from_minor(st.paid, usd)?);
+    println!("  log                 {} records, checkpoint size {} root {}", manifest.records, cp.checkpoint.size, &manifest.root[..16]);
+    println!("  receipts            {verified} verified offline from {} with the JWKS only", bundle.display());
+    println!("  audit               {} records, {} mandates re-derived and verified, {} checkpoints: money conserved: yes ({audit_secs:.1}s)", audit.records, audit.mandates, audit.checkpoints);
+    println!("  throughput          {:.0} conversions/s, {:.0} mandates/s (settle, sign, durable append; {secs:.1}s)", st.conversions as f64 / secs, (st.mandates + st.clawbacks) as f64 / secs);
+    Ok(())
+}
+
+fn prepare_dir(data: &Path) -> Result<()> {
+    if data.exists() {
+        let empty = std::fs::read_dir(data)?.next().is_none();
+        if !empty {
+            let previous = KeyFile::load(data).map(|k| k.vendor == "vendor.demo").unwrap_or(false);
+            if !previous {
+                bail!("{} is not empty and holds no previous demo; choose a new --data directory", data.display());
+            }
+            std::fs::remove_dir_all(data).with_context(|| format!("cannot replace the previous demo in {}", data.display()))?;
+        }
+    }
+    std::fs::create_dir_all(data)?;
+    Ok(())
+}
+
+fn submit(svc: &Service, facts: Vec<Submit>, st: &mut Stats, day: i64) -> Result<()> {
+    let cycles: Vec<bool> = facts.iter().map(|f| matches!(&f.event, Event::LeadHandedOff { .. })).collect();
+    for (r, may_fail) in svc.submit_blocking(facts).into_iter().zip(cycles) {
+        match r {
+            Ok(o) => {
+                st.facts += 1;
+                for env in &o.records {
+                    count(&env.event, st);
+                }
+            }
+            Err(SubmitError::Rejected(e)) if may_fail && e.to_string().contains("cycle") => st.rejected_as_expected += 1,
+            Err(e) => bail!("day {day}: {e}"),
+        }
+    }
+    Ok(())
+}
+
+fn count(e: &Event, st: &mut Stats) {
+    match e {
+        Event::ConversionRecorded { .. } => st.conversions += 1,
+        Event::ConversionOutcome { outcome, .. } => match outcome.as_str() {
+            "settled" => st.settled += 1,
+            "held" => st.held += 1,
+            _ => st.no_commission += 1,
+        },
+        Event::LeadOutcome { outcome, .. } if outcome == "duplicate" => st.duplicates += 1,
+        Event::MandateIssued { mandate_id, amount, .. } => {
+            st.mandates += 1;
+            let role = settle_engine::state::parse_mandate_id(mandate_id).map_or("?", |(_, h)| if h == 0 { "originator" } else { "downstream" });
+            *st.by_role.entry(role.into()).or_default() += amount.minor_units();
+        }
+        Event::ClawbackIssued { amount, .. } => {
+            st.clawbacks += 1;
+            st.clawed += amount.minor_units();
+        }
+        Event::PayoutBooked { paid, .. } => {
+            st.payouts += 1;
+            st.paid += paid.minor_units();
+        }
+        _ => {}
+    }
+}

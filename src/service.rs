@@ -1,0 +1,342 @@
+//! The settlement service: one sequencer in front of the ledger.
+//!
+//! decide (sequential, pure engine) → sign (parallel, order-preserving) → append (group
+//! commit, one sync per batch) → acknowledge. A fact is decided against the sequence
+//! number it will get; the ledger checks that with `expected_seq`, so engine state and
+//! log can never drift apart. Retries are answered from the idempotency index (or from
+//! the in-flight table while the original is not yet durable): nothing is paid twice.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use settle_engine::replay::{Ready, sign_decisions};
+use settle_engine::{Engine, EngineConfig, Envelope, Event, Rejection, State};
+use settle_ledger::{Append, Appended, Ledger, LedgerConfig, LedgerError, NewRecord, ProjectionUpdate};
+use settle_mandates::keys::{KeyRing, SigningKey};
+use sha2::{Digest, Sha256};
+
+use crate::keystore::KeyFile;
+
+/// Name of the engine's projection in the ledger.
+pub const PROJECTION: &str = "engine";
+/// Most facts in one submitted batch.
+pub const MAX_BATCH: usize = 1000;
+
+/// A fact to record.
+#[derive(Debug, Clone)]
+pub struct Submit {
+    /// Client idempotency key.
+    pub key: String,
+    /// Principal.
+    pub by: String,
+    /// Log time.
+    pub at: DateTime<Utc>,
+    /// The fact.
+    pub event: Event,
+}
+
+/// A recorded fact and what it caused.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Sequence of the fact.
+    pub seq: u64,
+    /// The fact and its derived events, in log order.
+    pub records: Vec<Envelope>,
+    /// True when this answers a retry.
+    pub replayed: bool,
+}
+
+/// Why a submission failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SubmitError {
+    /// The engine refused it; nothing changed.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// The key was used with other content.
+    #[error("idempotency key '{0}' was already used with a different request")]
+    KeyConflict(String),
+    /// The ingest queue is full; retry later.
+    #[error("ingest queue is full; retry later")]
+    Busy,
+    /// Storage failed; the service stopped accepting writes.
+    #[error("storage failure: {0}")]
+    Storage(String),
+}
+
+struct InFlight {
+    content_hash: [u8; 32],
+    first_seq: u64,
+    count: u32,
+}
+
+struct Sequencer {
+    engine: Engine,
+    next: u64,
+    inflight: HashMap<String, InFlight>,
+}
+
+/// The service.
+pub struct Service {
+    ledger: Ledger,
+    key: SigningKey,
+    ring: KeyRing,
+    seq: Mutex<Sequencer>,
+    failed: AtomicBool,
+    /// Vendor and origin.
+    pub keys: KeyFile,
+}
+
+/// The hash that makes two submissions "the same request": everything but the time.
+#[must_use]
+pub fn content_hash(s: &Submit) -> [u8; 32] {
+    let v = serde_json::json!({"by": s.by, "key": s.key, "event": s.event});
+    Sha256::digest(settle_mandates::jcs::to_vec(&v).unwrap_or_default()).into()
+}
+
+enum Prepared {
+    Done(Result<Outcome, SubmitError>),
+    Pending(u64, Vec<Envelope>, Box<dyn std::future::Future<Output = Result<Appended, LedgerError>> + Send + Unpin>),
+    Wait(u64, u32),
+}
+
+impl Service {
+    /// Opens the ledger in `DATA/log` and restores the engine (saved state + replay of
+    /// the records after it).
+    pub fn open(data: &Path) -> Result<Arc<Self>> {
+        let keys = KeyFile::load(data)?;
+        let key = keys.current()?;
+        let ring = keys.ring()?;
+        let ledger = Ledger::open(
+            &data.join("log"),
+            LedgerConfig { origin: keys.origin.clone(), key: key.clone(), accepts: Arc::new(settle_engine::model::accepts), persist: fjall::PersistMode::SyncAll },
+        )
+        .with_context(|| format!("cannot open the log in {}", data.display()))?;
+        let cfg = EngineConfig { vendor: keys.vendor.clone(), salt_secret: keys.salt()? };
+        let engine = restore(&ledger, cfg)?;
+        let next = ledger.size();
+        Ok(Arc::new(Self { ledger, key, ring, seq: Mutex::new(Sequencer { engine, next, inflight: HashMap::new() }), failed: AtomicBool::new(false), keys }))
+    }
+
+    /// The ledger.
+    #[must_use]
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// The verification key ring.
+    #[must_use]
+    pub fn ring(&self) -> &KeyRing {
+        &self.ring
+    }
+
+    /// Runs `f` on the engine state (read-only, briefly locks the sequencer).
+    pub fn with_state<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        let s = self.seq.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(s.engine.state())
+    }
+
+    fn prepare(&self, subs: Vec<Submit>, wait_for_room: bool) -> Vec<Prepared> {
+        if self.failed.load(Ordering::Acquire) {
+            return subs.into_iter().map(|_| Prepared::Done(Err(SubmitError::Storage("the service stopped after a storage failure; restart it".into())))).collect();
+        }
+        let mut sq = self.seq.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slots: Vec<Option<Prepared>> = Vec::with_capacity(subs.len());
+        let mut decisions = Vec::new();
+        let mut owners = Vec::new();
+        for s in subs {
+            let h = content_hash(&s);
+            if let Some(f) = sq.inflight.get(&s.key) {
+                slots.push(Some(if f.content_hash == h { Prepared::Wait(f.first_seq, f.count) } else { Prepared::Done(Err(SubmitError::KeyConflict(s.key))) }));
+                continue;
+            }
+            match self.ledger.key_entry(s.key.as_bytes()) {
+                Ok(Some(e)) => {
+                    slots.push(Some(if e.content_hash == h {
+                        Prepared::Wait(e.appended.first_seq, e.appended.count)
+                    } else {
+                        Prepared::Done(Err(SubmitError::KeyConflict(s.key)))
+                    }));
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    slots.push(Some(Prepared::Done(Err(SubmitError::Storage(e.to_string())))));
+                    continue;
+                }
+            }
+            let env = Envelope { v: 1, at: s.at, by: s.by, key: Some(s.key.clone()), cause: None, event: s.event };
+            let seq = sq.next;
+            match sq.engine.decide(env, seq) {
+                Err(e) => slots.push(Some(Prepared::Done(Err(e.into())))),
+                Ok(d) => {
+                    let count = 1 + u32::try_from(d.outputs.len()).unwrap_or(u32::MAX);
+                    sq.next += u64::from(count);
+                    sq.inflight.insert(s.key.clone(), InFlight { content_hash: h, first_seq: seq, count });
+                    owners.push((slots.len(), s.key, h));
+                    slots.push(None);
+                    decisions.push(d);
+                }
+            }
+        }
+        // Sign on all cores, then enqueue in decision order (the ledger keeps FIFO order).
+        let signed = sign_decisions(decisions, &self.key);
+        for ((slot, key, h), records) in owners.into_iter().zip(signed) {
+            let first = sq.inflight[&key].first_seq;
+            let envs: Vec<Envelope> = records.iter().map(|r| r.envelope.clone()).collect();
+            let append = to_append(&key, h, first, records);
+            let fut: Result<Box<dyn std::future::Future<Output = Result<Appended, LedgerError>> + Send + Unpin>, LedgerError> = if wait_for_room {
+                let l = self.ledger.clone();
+                Ok(Box::new(Box::pin(async move { l.append(append).await })))
+            } else {
+                self.ledger.try_append(append).map(|f| Box::new(Box::pin(f)) as _)
+            };
+            slots[slot] = Some(match fut {
+                Ok(f) => Prepared::Pending(first, envs, f),
+                Err(e) => {
+                    // Decided but not enqueued: the engine is ahead of the log. Stop.
+                    self.failed.store(true, Ordering::Release);
+                    Prepared::Done(Err(match e {
+                        LedgerError::QueueFull => SubmitError::Busy,
+                        e => SubmitError::Storage(e.to_string()),
+                    }))
+                }
+            });
+        }
+        slots.into_iter().map(|s| s.unwrap_or_else(|| unreachable!("every slot is filled"))).collect()
+    }
+
+    async fn complete(&self, p: Vec<Prepared>) -> Vec<Result<Outcome, SubmitError>> {
+        let mut out = Vec::with_capacity(p.len());
+        for x in p {
+            out.push(match x {
+                Prepared::Done(r) => r,
+                Prepared::Pending(first, records, fut) => match fut.await {
+                    Ok(a) => {
+                        self.done(first);
+                        Ok(Outcome { seq: a.first_seq, records, replayed: a.replayed })
+                    }
+                    Err(e) => {
+                        self.failed.store(true, Ordering::Release);
+                        Err(SubmitError::Storage(e.to_string()))
+                    }
+                },
+                Prepared::Wait(first, count) => {
+                    let mut tries = 0u32;
+                    while self.ledger.size() < first + u64::from(count) && tries < 10_000 {
+                        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                        tries += 1;
+                    }
+                    self.read_outcome(first, count)
+                }
+            });
+        }
+        out
+    }
+
+    fn done(&self, first: u64) {
+        let mut sq = self.seq.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        sq.inflight.retain(|_, f| f.first_seq != first);
+    }
+
+    fn read_outcome(&self, first: u64, count: u32) -> Result<Outcome, SubmitError> {
+        let mut records = Vec::with_capacity(count as usize);
+        for s in first..first + u64::from(count) {
+            let r = self.ledger.record(s).map_err(|e| SubmitError::Storage(e.to_string()))?.ok_or_else(|| SubmitError::Storage(format!("record {s} is not durable yet")))?;
+            records.push(Envelope::from_bytes(&r.event).map_err(|e| SubmitError::Storage(e.to_string()))?);
+        }
+        Ok(Outcome { seq: first, records, replayed: true })
+    }
+
+    /// Records facts, waiting for room in the queue; each result after it is durable.
+    pub async fn submit(self: &Arc<Self>, subs: Vec<Submit>) -> Vec<Result<Outcome, SubmitError>> {
+        let me = Arc::clone(self);
+        let prepared = tokio::task::spawn_blocking(move || me.prepare(subs, true)).await.unwrap_or_default();
+        self.complete(prepared).await
+    }
+
+    /// As [`Service::submit`] but refuses with [`SubmitError::Busy`] when the queue is full.
+    pub async fn try_submit(self: &Arc<Self>, subs: Vec<Submit>) -> Vec<Result<Outcome, SubmitError>> {
+        let me = Arc::clone(self);
+        let prepared = tokio::task::spawn_blocking(move || me.prepare(subs, false)).await.unwrap_or_default();
+        self.complete(prepared).await
+    }
+
+    /// Blocking [`Service::submit`] for synchronous drivers (the demo).
+    pub fn submit_blocking(&self, subs: Vec<Submit>) -> Vec<Result<Outcome, SubmitError>> {
+        let p = self.prepare(subs, true);
+        futures_lite_block_on(self.complete(p))
+    }
+
+    /// Saves the engine state as of the last record (fast restarts).
+    pub fn save_state(&self) -> Result<()> {
+        let sq = self.seq.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if sq.next == 0 || !sq.inflight.is_empty() {
+            return Ok(());
+        }
+        let state = serde_json::to_vec(sq.engine.state())?;
+        self.ledger.save_projection_blocking(ProjectionUpdate { name: PROJECTION.into(), state }, sq.next - 1)?;
+        Ok(())
+    }
+
+    /// Signs a checkpoint now (log time `time`).
+    pub fn checkpoint(&self, time: i64) -> Result<settle_ledger::SignedCheckpoint> {
+        Ok(self.ledger.checkpoint_blocking(time)?)
+    }
+
+    /// Stops the writer after the queue drains.
+    pub fn close(&self) -> Result<()> {
+        Ok(self.ledger.close()?)
+    }
+}
+
+fn to_append(key: &str, h: [u8; 32], first: u64, records: Vec<Ready>) -> Append {
+    Append {
+        key: key.as_bytes().to_vec(),
+        content_hash: h,
+        records: records.into_iter().map(|r| NewRecord { kind: r.kind.into(), version: r.version, event: r.bytes }).collect(),
+        expected_seq: Some(first),
+        projection: None,
+    }
+}
+
+/// Runs a future to completion on the current thread (the demo has no runtime).
+fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_time().build().map(|rt| rt.block_on(f)).unwrap_or_else(|e| panic!("cannot start a runtime: {e}"))
+}
+
+/// Rebuilds the engine: the saved state, then every fact after it.
+pub fn restore(ledger: &Ledger, cfg: EngineConfig) -> Result<Engine> {
+    let (mut engine, from) = match ledger.projection(PROJECTION)? {
+        Some((seq, bytes)) => {
+            let st: State = serde_json::from_slice(&bytes).context("saved engine state does not decode")?;
+            (Engine::with_state(cfg, st), seq + 1)
+        }
+        None => (Engine::new(cfg), 0),
+    };
+    let mut expect_derived = 0u64;
+    for r in ledger.records(from) {
+        let r = r?;
+        let fact = settle_engine::model::EVENT_TYPES.iter().any(|(k, _)| *k == r.kind) && !is_derived_kind(&r.kind);
+        if !fact {
+            anyhow::ensure!(expect_derived > 0, "record {} is a derived event no fact caused", r.seq);
+            expect_derived -= 1;
+            continue;
+        }
+        anyhow::ensure!(expect_derived == 0, "record {} is a fact, but {expect_derived} derived events are missing before it", r.seq);
+        let env = Envelope::from_bytes(&r.event).with_context(|| format!("record {} does not decode", r.seq))?;
+        let d = engine.decide(env, r.seq).map_err(|e| anyhow::anyhow!("record {} is rejected on replay: {e}", r.seq))?;
+        expect_derived = d.outputs.len() as u64;
+    }
+    anyhow::ensure!(expect_derived == 0, "the log ends {expect_derived} derived events short");
+    Ok(engine)
+}
+
+/// True for event types the engine derives.
+#[must_use]
+pub fn is_derived_kind(kind: &str) -> bool {
+    matches!(kind, "open_mandate_issued" | "lead_outcome" | "conversion_outcome" | "mandate_issued" | "clawback_issued" | "holds_released" | "payout_booked")
+}
