@@ -85,7 +85,7 @@ struct Pending {
 pub fn receipts(ledger: &Ledger, cp: &SignedCheckpoint, key: &SigningKey, vendor: &str, mut out: impl FnMut(&str, &ReceiptDocument) -> Result<()>) -> Result<u64> {
     let mut n = 0u64;
     let mut chunk: Vec<Pending> = Vec::new();
-    let mut flush = |chunk: &mut Vec<Pending>, out: &mut dyn FnMut(&str, &ReceiptDocument) -> Result<()>| -> Result<u64> {
+    let flush = |chunk: &mut Vec<Pending>, out: &mut dyn FnMut(&str, &ReceiptDocument) -> Result<()>| -> Result<u64> {
         let docs: Vec<Result<(String, ReceiptDocument)>> = chunk
             .par_drain(..)
             .map(|p| {
@@ -192,84 +192,127 @@ fn mandate_basis(token: &str) -> Option<settle_mandates::types::Mandate> {
     serde_json::from_slice(&B64.decode(p).ok()?).ok()
 }
 
-/// Builds a partner's statement by replaying the log (facts only, no signing): every
-/// line names the fact, conversion, rule version, hop and mandate behind it.
-pub fn statement(ledger: &Ledger, cfg: EngineConfig, partner: &str, from: Option<chrono::DateTime<chrono::Utc>>, to: Option<chrono::DateTime<chrono::Utc>>) -> Result<Vec<StatementLine>> {
+fn balance_line(entry: &str, seq: u64, at: &str, b: &Book, c: Option<settle_mandates::money::Currency>) -> StatementLine {
+    let c = c.unwrap_or_else(|| "USD".parse().unwrap_or_else(|_| unreachable!()));
+    StatementLine {
+        seq,
+        at: at.to_owned(),
+        entry: entry.into(),
+        reference: String::new(),
+        mandate_id: String::new(),
+        rule_version: String::new(),
+        hop: String::new(),
+        role: String::new(),
+        amount: dec(b.on_hold + b.payable + b.paid, c),
+        currency: c.to_string(),
+        on_hold: dec(b.on_hold, c),
+        payable: dec(b.payable, c),
+        paid: dec(b.paid, c),
+    }
+}
+
+/// Streams the statements of `partners` (all when `None`) for facts in `[from, to)` by
+/// replaying the log once (facts only, no signing). Every line names the fact,
+/// conversion, rule version, hop and mandate behind it; each partner's lines open with
+/// its balances before the period and close with its balances after it.
+pub fn statements(
+    ledger: &Ledger,
+    cfg: EngineConfig,
+    partners: Option<&std::collections::BTreeSet<String>>,
+    from: Option<chrono::DateTime<chrono::Utc>>,
+    to: Option<chrono::DateTime<chrono::Utc>>,
+    mut sink: impl FnMut(&str, StatementLine) -> Result<()>,
+) -> Result<()> {
+    struct Acc {
+        last: Book,
+        opened: bool,
+        currency: Option<settle_mandates::money::Currency>,
+    }
     let mut engine = Engine::new(cfg);
-    let mut lines = Vec::new();
-    let mut opening: Option<Book> = None;
-    let mut last_book = Book::default();
-    let mut cur = None;
-    let mut last_seq = 0;
-    let mut last_at = String::new();
-    let mut derived_left = 0usize;
+    let mut acc: BTreeMap<String, Acc> = BTreeMap::new();
     let mut pending: Vec<Envelope> = Vec::new();
-    let mut fact_seq = 0;
-    let mut fact_at = chrono::DateTime::<chrono::Utc>::MIN_UTC;
-    let mut emit = |engine: &Engine, pending: &mut Vec<Envelope>, fact_seq: u64, fact_at: chrono::DateTime<chrono::Utc>, lines: &mut Vec<StatementLine>, opening: &mut Option<Book>, last_book: &mut Book, cur: &mut Option<settle_mandates::money::Currency>| {
-        let book = engine.state().books.get(partner).copied().unwrap_or_default();
-        let in_range = from.is_none_or(|f| fact_at >= f) && to.is_none_or(|t| fact_at < t);
-        if from.is_some_and(|f| fact_at < f) {
-            *last_book = book;
-        }
-        if in_range && opening.is_none() {
-            *opening = Some(*last_book);
-        }
+    let mut fact: Option<(u64, chrono::DateTime<chrono::Utc>)> = None;
+    let mut derived_left = 0usize;
+    let wanted = |p: &str| partners.is_none_or(|s| s.contains(p));
+    let mut last_seq = 0;
+    let mut flush = |engine: &Engine, pending: &mut Vec<Envelope>, fact: Option<(u64, chrono::DateTime<chrono::Utc>)>, acc: &mut BTreeMap<String, Acc>| -> Result<()> {
+        let Some((seq, at)) = fact else { return Ok(()) };
+        let in_range = from.is_none_or(|f| at >= f) && to.is_none_or(|t| at < t);
+        let at_s = at.to_rfc3339();
+        let st = engine.state();
+        let mut lines: Vec<(String, StatementLine)> = Vec::new();
         for env in pending.drain(..) {
-            let (entry, reference, mid, amount, token, c) = match &env.event {
-                Event::MandateIssued { mandate_id, partner: p, amount, mandate } if p == partner => ("earned", String::new(), mandate_id.clone(), amount.minor_units(), Some(mandate.clone()), amount.currency()),
-                Event::ClawbackIssued { mandate_id, partner: p, amount, offset, mandate, .. } if p == partner => (if offset.is_zero() { "clawback" } else { "clawback_offset" }, String::new(), mandate_id.clone(), -amount.minor_units(), Some(mandate.clone()), amount.currency()),
-                Event::PayoutBooked { settlement, partner: p, paid, .. } if p == partner => ("paid", settlement.clone(), String::new(), paid.minor_units(), None, paid.currency()),
+            let mut push = |partner: &str, entry: &str, reference: String, mid: String, amount: i64, c: settle_mandates::money::Currency, token: Option<&str>, hop_info: Option<(u32, u32, String)>| {
+                if !wanted(partner) {
+                    return;
+                }
+                let b = st.books.get(partner).copied().unwrap_or_default();
+                let basis = token.and_then(mandate_basis);
+                let (rv, hop, role) = basis.as_ref().map_or(hop_info.map_or((String::new(), String::new(), String::new()), |(rv, h, r)| (rv.to_string(), h.to_string(), r)), |m| (m.basis.rule_version.to_string(), m.basis.hop.to_string(), m.basis.role.clone()));
+                lines.push((partner.to_owned(), StatementLine {
+                    seq,
+                    at: at_s.clone(),
+                    entry: entry.into(),
+                    reference: basis.as_ref().map_or(reference, |m| m.basis.conversion.clone()),
+                    mandate_id: mid,
+                    rule_version: rv,
+                    hop,
+                    role,
+                    amount: dec(amount, c),
+                    currency: c.to_string(),
+                    on_hold: dec(b.on_hold, c),
+                    payable: dec(b.payable, c),
+                    paid: dec(b.paid, c),
+                }));
+            };
+            match &env.event {
+                Event::MandateIssued { mandate_id, partner, amount, mandate } => push(partner, "earned", String::new(), mandate_id.clone(), amount.minor_units(), amount.currency(), Some(mandate), None),
+                Event::ClawbackIssued { mandate_id, partner, amount, offset, mandate, .. } => push(partner, if offset.is_zero() { "clawback" } else { "clawback_offset" }, String::new(), mandate_id.clone(), -amount.minor_units(), amount.currency(), Some(mandate), None),
+                Event::PayoutBooked { settlement, partner, paid, .. } => push(partner, "paid", settlement.clone(), String::new(), paid.minor_units(), paid.currency(), None, None),
                 Event::HoldsReleased { mandate_ids, .. } => {
                     for id in mandate_ids {
                         let Some((cs, h)) = parse_mandate_id(id) else { continue };
-                        let Some(c) = engine.state().conversions.get(&cs) else { continue };
+                        let Some(c) = st.conversions.get(&cs) else { continue };
                         let Some(hop) = c.hops.get(h) else { continue };
-                        if hop.partner != partner || !in_range {
-                            continue;
-                        }
-                        *cur = Some(c.pool.currency());
-                        lines.push(StatementLine { seq: fact_seq, at: fact_at.to_rfc3339(), entry: "hold_released".into(), reference: c.id.clone(), mandate_id: id.clone(), rule_version: c.rule_version.to_string(), hop: h.to_string(), role: settle_engine::state::role_of(h, c.hops.len()).into(), amount: dec(hop.amount - hop.clawed, c.pool.currency()), currency: c.pool.currency().to_string(), on_hold: dec(book.on_hold, c.pool.currency()), payable: dec(book.payable, c.pool.currency()), paid: dec(book.paid, c.pool.currency()) });
+                        let info = (c.rule_version, u32::try_from(h).unwrap_or(u32::MAX), settle_engine::state::role_of(h, c.hops.len()).to_owned());
+                        push(&hop.partner, "hold_released", c.id.clone(), id.clone(), hop.amount - hop.clawed, c.pool.currency(), None, Some(info));
                     }
-                    continue;
                 }
-                _ => continue,
-            };
-            *cur = Some(c);
-            if !in_range {
-                continue;
+                _ => {}
             }
-            let basis = token.as_deref().and_then(mandate_basis);
-            lines.push(StatementLine {
-                seq: fact_seq,
-                at: fact_at.to_rfc3339(),
-                entry: entry.into(),
-                reference: basis.as_ref().map_or(reference, |b| b.basis.conversion.clone()),
-                mandate_id: mid,
-                rule_version: basis.as_ref().map_or(String::new(), |b| b.basis.rule_version.to_string()),
-                hop: basis.as_ref().map_or(String::new(), |b| b.basis.hop.to_string()),
-                role: basis.as_ref().map_or(String::new(), |b| b.basis.role.clone()),
-                amount: dec(amount, c),
-                currency: c.to_string(),
-                on_hold: dec(book.on_hold, c),
-                payable: dec(book.payable, c),
-                paid: dec(book.paid, c),
-            });
         }
-        if in_range {
-            *last_book = book;
+        for (partner, line) in lines {
+            let a = acc.entry(partner.clone()).or_insert(Acc { last: Book::default(), opened: false, currency: None });
+            a.currency = Some(line.currency.parse()?);
+            if in_range {
+                if !a.opened {
+                    a.opened = true;
+                    sink(&partner, balance_line("opening", seq, &at_s, &a.last, a.currency))?;
+                }
+                sink(&partner, line)?;
+            }
         }
+        // Remember every wanted partner's book after this fact.
+        if from.is_none_or(|f| at < f) || in_range {
+            for (p, b) in &st.books {
+                if wanted(p) {
+                    let a = acc.entry(p.clone()).or_insert(Acc { last: Book::default(), opened: false, currency: None });
+                    a.last = *b;
+                }
+            }
+        }
+        Ok(())
     };
     for r in ledger.records(0) {
         let r = r?;
         let env = Envelope::from_bytes(&r.event)?;
         if env.event.is_fact() {
-            emit(&engine, &mut pending, fact_seq, fact_at, &mut lines, &mut opening, &mut last_book, &mut cur);
+            flush(&engine, &mut pending, fact, &mut acc)?;
             if to.is_some_and(|t| env.at >= t) {
+                fact = None;
                 break;
             }
-            fact_seq = r.seq;
-            fact_at = env.at;
+            fact = Some((r.seq, env.at));
             let d = engine.decide(env, r.seq).map_err(|e| anyhow::anyhow!("record {} is rejected on replay: {e}", r.seq))?;
             derived_left = d.outputs.len();
         } else {
@@ -278,20 +321,33 @@ pub fn statement(ledger: &Ledger, cfg: EngineConfig, partner: &str, from: Option
             pending.push(env);
         }
         last_seq = r.seq;
-        last_at = fact_at.to_rfc3339();
     }
-    emit(&engine, &mut pending, fact_seq, fact_at, &mut lines, &mut opening, &mut last_book, &mut cur);
-    let Some(c) = cur else {
-        if engine.state().partners.contains_key(partner) {
-            return Ok(Vec::new());
+    flush(&engine, &mut pending, fact, &mut acc)?;
+    let end = to.map_or_else(|| engine.state().now.map(|t| t.to_rfc3339()).unwrap_or_default(), |t| t.to_rfc3339());
+    let start = from.map_or_else(String::new, |f| f.to_rfc3339());
+    for p in engine.state().partners.keys().filter(|p| wanted(p)) {
+        let a = acc.entry(p.clone()).or_insert(Acc { last: Book::default(), opened: false, currency: None });
+        if !a.opened {
+            sink(p, balance_line("opening", last_seq, &start, &a.last, a.currency))?;
         }
-        bail!("partner '{partner}' not found");
-    };
-    let open = opening.unwrap_or_default();
-    let bal = |entry: &str, seq: u64, at: String, b: &Book| StatementLine { seq, at, entry: entry.into(), reference: String::new(), mandate_id: String::new(), rule_version: String::new(), hop: String::new(), role: String::new(), amount: dec(b.on_hold + b.payable + b.paid, c), currency: c.to_string(), on_hold: dec(b.on_hold, c), payable: dec(b.payable, c), paid: dec(b.paid, c) };
-    let mut out = vec![bal("opening", lines.first().map_or(0, |l| l.seq), from.map_or_else(|| lines.first().map_or(String::new(), |l| l.at.clone()), |f| f.to_rfc3339()), &open)];
-    out.append(&mut lines);
-    out.push(bal("closing", last_seq, to.map_or(last_at, |t| t.to_rfc3339()), &last_book));
+        sink(p, balance_line("closing", last_seq, &end, &a.last, a.currency))?;
+    }
+    if let Some(s) = partners {
+        if let Some(p) = s.iter().find(|p| !engine.state().partners.contains_key(*p)) {
+            bail!("partner '{p}' not found");
+        }
+    }
+    Ok(())
+}
+
+/// One partner's statement, in memory (the CLI's `settle statement`).
+pub fn statement(ledger: &Ledger, cfg: EngineConfig, partner: &str, from: Option<chrono::DateTime<chrono::Utc>>, to: Option<chrono::DateTime<chrono::Utc>>) -> Result<Vec<StatementLine>> {
+    let set: std::collections::BTreeSet<String> = [partner.to_owned()].into();
+    let mut out = Vec::new();
+    statements(ledger, cfg, Some(&set), from, to, |_, l| {
+        out.push(l);
+        Ok(())
+    })?;
     Ok(out)
 }
 
@@ -353,12 +409,17 @@ pub fn export(data: &Path, out: &Path) -> Result<Manifest> {
     for (_, mut f) in files {
         f.flush()?;
     }
-    let cfg = svc.with_state(|_| ());
-    let _ = cfg;
     let ecfg = EngineConfig { vendor: keys.vendor.clone(), salt_secret: keys.salt()? };
+    let mut writers: BTreeMap<String, csv::Writer<BufWriter<File>>> = BTreeMap::new();
     for p in &partners {
-        let lines = statement(&ledger, ecfg.clone(), p, None, None)?;
-        write_csv(&lines, BufWriter::new(File::create(pdir(p)?.join("statement.csv"))?))?;
+        writers.insert(p.clone(), csv::Writer::from_writer(BufWriter::new(File::create(pdir(p)?.join("statement.csv"))?)));
+    }
+    statements(&ledger, ecfg, None, None, None, |p, line| {
+        writers.get_mut(p).context("statement line for an unknown partner")?.serialize(line)?;
+        Ok(())
+    })?;
+    for (_, mut w) in writers {
+        w.flush()?;
     }
     svc.close()?;
     let mut hashes = BTreeMap::new();

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use settle_engine::replay::{Ready, sign_decisions};
 use settle_engine::{Engine, EngineConfig, Envelope, Event, Rejection, State};
 use settle_ledger::{Append, Appended, Ledger, LedgerConfig, LedgerError, NewRecord, ProjectionUpdate};
-use settle_mandates::keys::{KeyRing, SigningKey};
+use settle_mandates::keys::SigningKey;
 use sha2::{Digest, Sha256};
 
 use crate::keystore::KeyFile;
@@ -83,11 +83,8 @@ struct Sequencer {
 pub struct Service {
     ledger: Ledger,
     key: SigningKey,
-    ring: KeyRing,
     seq: Mutex<Sequencer>,
     failed: AtomicBool,
-    /// Vendor and origin.
-    pub keys: KeyFile,
 }
 
 /// The hash that makes two submissions "the same request": everything but the time.
@@ -109,7 +106,6 @@ impl Service {
     pub fn open(data: &Path) -> Result<Arc<Self>> {
         let keys = KeyFile::load(data)?;
         let key = keys.current()?;
-        let ring = keys.ring()?;
         let ledger = Ledger::open(
             &data.join("log"),
             LedgerConfig { origin: keys.origin.clone(), key: key.clone(), accepts: Arc::new(settle_engine::model::accepts), persist: fjall::PersistMode::SyncAll },
@@ -118,19 +114,13 @@ impl Service {
         let cfg = EngineConfig { vendor: keys.vendor.clone(), salt_secret: keys.salt()? };
         let engine = restore(&ledger, cfg)?;
         let next = ledger.size();
-        Ok(Arc::new(Self { ledger, key, ring, seq: Mutex::new(Sequencer { engine, next, inflight: HashMap::new() }), failed: AtomicBool::new(false), keys }))
+        Ok(Arc::new(Self { ledger, key, seq: Mutex::new(Sequencer { engine, next, inflight: HashMap::new() }), failed: AtomicBool::new(false) }))
     }
 
     /// The ledger.
     #[must_use]
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
-    }
-
-    /// The verification key ring.
-    #[must_use]
-    pub fn ring(&self) -> &KeyRing {
-        &self.ring
     }
 
     /// Runs `f` on the engine state (read-only, briefly locks the sequencer).
@@ -144,6 +134,18 @@ impl Service {
             return subs.into_iter().map(|_| Prepared::Done(Err(SubmitError::Storage("the service stopped after a storage failure; restart it".into())))).collect();
         }
         let mut sq = self.seq.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A place in the queue first: a full queue refuses before anything is decided.
+        let reserved = if wait_for_room { self.ledger.reserve_blocking() } else { self.ledger.try_reserve() };
+        let reserved = match reserved {
+            Ok(r) => r,
+            Err(e) => {
+                let err = match e {
+                    LedgerError::QueueFull => SubmitError::Busy,
+                    e => SubmitError::Storage(e.to_string()),
+                };
+                return subs.into_iter().map(|_| Prepared::Done(Err(err.clone()))).collect();
+            }
+        };
         let mut slots: Vec<Option<Prepared>> = Vec::with_capacity(subs.len());
         let mut decisions = Vec::new();
         let mut owners = Vec::new();
@@ -182,29 +184,32 @@ impl Service {
                 }
             }
         }
-        // Sign on all cores, then enqueue in decision order (the ledger keeps FIFO order).
+        // Sign on all cores, then enqueue in decision order as one group (one commit).
         let signed = sign_decisions(decisions, &self.key);
+        let mut appends = Vec::with_capacity(signed.len());
+        let mut metas = Vec::with_capacity(signed.len());
         for ((slot, key, h), records) in owners.into_iter().zip(signed) {
             let first = sq.inflight[&key].first_seq;
-            let envs: Vec<Envelope> = records.iter().map(|r| r.envelope.clone()).collect();
-            let append = to_append(&key, h, first, records);
-            let fut: Result<Box<dyn std::future::Future<Output = Result<Appended, LedgerError>> + Send + Unpin>, LedgerError> = if wait_for_room {
-                let l = self.ledger.clone();
-                Ok(Box::new(Box::pin(async move { l.append(append).await })))
-            } else {
-                self.ledger.try_append(append).map(|f| Box::new(Box::pin(f)) as _)
-            };
-            slots[slot] = Some(match fut {
-                Ok(f) => Prepared::Pending(first, envs, f),
-                Err(e) => {
-                    // Decided but not enqueued: the engine is ahead of the log. Stop.
-                    self.failed.store(true, Ordering::Release);
-                    Prepared::Done(Err(match e {
-                        LedgerError::QueueFull => SubmitError::Busy,
-                        e => SubmitError::Storage(e.to_string()),
-                    }))
+            metas.push((slot, first, records.iter().map(|r| r.envelope.clone()).collect::<Vec<Envelope>>()));
+            appends.push(to_append(&key, h, first, records));
+        }
+        if !appends.is_empty() {
+            match reserved.append_group(appends) {
+                Ok(futs) => {
+                    for ((slot, first, envs), f) in metas.into_iter().zip(futs) {
+                        slots[slot] = Some(Prepared::Pending(first, envs, Box::new(Box::pin(f))));
+                    }
                 }
-            });
+                Err(e) => {
+                    // Decided but not enqueued: the engine is ahead of the log. Refuse
+                    // writes until a restart rebuilds the engine from the log.
+                    self.failed.store(true, Ordering::Release);
+                    let err = SubmitError::Storage(e.to_string());
+                    for (slot, _, _) in metas {
+                        slots[slot] = Some(Prepared::Done(Err(err.clone())));
+                    }
+                }
+            }
         }
         slots.into_iter().map(|s| s.unwrap_or_else(|| unreachable!("every slot is filled"))).collect()
     }

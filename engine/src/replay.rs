@@ -130,7 +130,8 @@ impl Replay {
         };
         let mut want = o.envelope;
         let Some(sign) = o.sign else {
-            if want.to_bytes() != bytes {
+            // `env` is canonical (checked above): structural equality is byte equality.
+            if want != env {
                 return Err(bad(format!("derived {kind} differs from the replay: expected {}", String::from_utf8_lossy(&want.to_bytes()))));
             }
             return Ok(());
@@ -145,7 +146,7 @@ impl Replay {
         };
         payload_ok.map_err(|w| bad(format!("signed {} differs from the replay: {w}", want.event.kind())))?;
         fill(&mut want, token.clone());
-        if want.to_bytes() != bytes {
+        if want != env {
             return Err(bad(format!("derived {kind} differs from the replay: expected {}", String::from_utf8_lossy(&want.to_bytes()))));
         }
         self.mandates += 1;

@@ -370,7 +370,7 @@ impl Engine {
         if !env.event.is_fact() {
             return Err(Rejection::NotAFact(env.event.kind()));
         }
-        let mut d = Decider { cfg: &self.cfg, st: &self.state, env: &env, seq, outputs: Vec::new() };
+        let mut d = Decider { cfg: &self.cfg, st: &self.state, env: &env, seq, outputs: Vec::new(), event_hash: None };
         let apply = d.run()?;
         let outputs = d.outputs;
         apply(&mut self.state);
@@ -388,6 +388,7 @@ struct Decider<'a> {
     env: &'a Envelope,
     seq: u64,
     outputs: Vec<Output>,
+    event_hash: Option<String>,
 }
 
 impl Decider<'_> {
@@ -396,9 +397,10 @@ impl Decider<'_> {
         self.outputs.push(Output { envelope, sign });
     }
 
-    fn event_hash(&self) -> String {
+    fn event_hash(&mut self) -> String {
         use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(self.env.to_bytes()))
+        let env = self.env;
+        self.event_hash.get_or_insert_with(|| hex::encode(sha2::Sha256::digest(env.to_bytes()))).clone()
     }
 
     fn open_mandate(&mut self, spec: &ProgramSpec, version: u32, payees: Vec<String>) -> String {

@@ -230,7 +230,7 @@ impl std::fmt::Debug for LedgerConfig {
 }
 
 enum Cmd {
-    Append(Append, oneshot::Sender<Result<Appended>>),
+    Append(Vec<(Append, oneshot::Sender<Result<Appended>>)>),
     Checkpoint(i64, oneshot::Sender<Result<SignedCheckpoint>>),
     Rotate(SigningKey, oneshot::Sender<()>),
     Projection(ProjectionUpdate, u64, oneshot::Sender<Result<()>>),
@@ -254,6 +254,31 @@ struct Inner {
     writer: Mutex<Option<JoinHandle<()>>>,
     origin: String,
     accepts: Acceptor,
+}
+
+/// A reserved place in the writer's queue (see [`Ledger::try_reserve`]).
+pub struct Reserved {
+    permit: mpsc::OwnedPermit<Cmd>,
+    ledger: Ledger,
+}
+
+impl Reserved {
+    /// Enqueues several appends as one unit: they land in the same group commit, in
+    /// order, each with its own outcome.
+    pub fn append_group(self, appends: Vec<Append>) -> Result<Vec<impl std::future::Future<Output = Result<Appended>> + use<>>> {
+        for a in &appends {
+            self.ledger.precheck(a)?;
+        }
+        let mut items = Vec::with_capacity(appends.len());
+        let mut rxs = Vec::with_capacity(appends.len());
+        for a in appends {
+            let (tx, rx) = oneshot::channel();
+            items.push((a, tx));
+            rxs.push(rx);
+        }
+        self.permit.send(Cmd::Append(items));
+        Ok(rxs.into_iter().map(|rx| async move { rx.await.map_err(|_| LedgerError::Closed)? }).collect())
+    }
 }
 
 /// Handle to an open ledger; cheap to clone, usable from any thread.
@@ -420,8 +445,30 @@ impl Ledger {
     pub async fn append(&self, a: Append) -> Result<Appended> {
         self.precheck(&a)?;
         let (tx, rx) = oneshot::channel();
-        self.sender()?.send(Cmd::Append(a, tx)).await.map_err(|_| LedgerError::Closed)?;
+        self.sender()?.send(Cmd::Append(vec![(a, tx)])).await.map_err(|_| LedgerError::Closed)?;
         rx.await.map_err(|_| LedgerError::Closed)?
+    }
+
+    /// Reserves a place in the queue for one group of appends, refusing at once with
+    /// [`LedgerError::QueueFull`] when there is none. Reserve before deciding what to
+    /// append, so a full queue never leaves a decision without its append.
+    pub fn try_reserve(&self) -> Result<Reserved> {
+        let permit = self.sender()?.try_reserve_owned().map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => LedgerError::QueueFull,
+            mpsc::error::TrySendError::Closed(_) => LedgerError::Closed,
+        })?;
+        Ok(Reserved { permit, ledger: self.clone() })
+    }
+
+    /// Reserves a place, waiting for room (from a thread outside the async runtime's
+    /// workers).
+    pub fn reserve_blocking(&self) -> Result<Reserved> {
+        loop {
+            match self.try_reserve() {
+                Err(LedgerError::QueueFull) => std::thread::sleep(std::time::Duration::from_micros(50)),
+                other => return other,
+            }
+        }
     }
 
     /// As [`Ledger::append`], but refuses at once with [`LedgerError::QueueFull`] when
@@ -432,7 +479,7 @@ impl Ledger {
     ) -> Result<impl std::future::Future<Output = Result<Appended>> + use<>> {
         self.precheck(&a)?;
         let (tx, rx) = oneshot::channel();
-        self.sender()?.try_send(Cmd::Append(a, tx)).map_err(|e| match e {
+        self.sender()?.try_send(Cmd::Append(vec![(a, tx)])).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => LedgerError::QueueFull,
             mpsc::error::TrySendError::Closed(_) => LedgerError::Closed,
         })?;
@@ -443,7 +490,7 @@ impl Ledger {
     pub fn append_blocking(&self, a: Append) -> Result<Appended> {
         self.precheck(&a)?;
         let (tx, rx) = oneshot::channel();
-        self.sender()?.blocking_send(Cmd::Append(a, tx)).map_err(|_| LedgerError::Closed)?;
+        self.sender()?.blocking_send(Cmd::Append(vec![(a, tx)])).map_err(|_| LedgerError::Closed)?;
         rx.blocking_recv().map_err(|_| LedgerError::Closed)?
     }
 
@@ -722,8 +769,8 @@ impl Writer {
             while n_records < MAX_BATCH_RECORDS {
                 match self.rx.try_recv() {
                     Ok(c) => {
-                        if let Cmd::Append(a, _) = &c {
-                            n_records += a.records.len();
+                        if let Cmd::Append(v) = &c {
+                            n_records += v.iter().map(|(a, _)| a.records.len()).sum::<usize>();
                         }
                         cmds.push(c);
                     }
@@ -745,14 +792,14 @@ impl Writer {
         let mut pending_keys: HashMap<Vec<u8>, KeyEntry> = HashMap::new();
         let start = (self.chain, self.frontier.clone());
         let mut after: Vec<Cmd> = Vec::new();
+        let mut appends = Vec::new();
         for cmd in cmds.drain(..) {
-            let (a, reply) = match cmd {
-                Cmd::Append(a, r) => (a, r),
-                other => {
-                    after.push(other);
-                    continue;
-                }
-            };
+            match cmd {
+                Cmd::Append(v) => appends.extend(v),
+                other => after.push(other),
+            }
+        }
+        for (a, reply) in appends {
             if self.inner.poisoned.load(Ordering::Acquire) {
                 replies.push((reply, Err(LedgerError::Poisoned)));
                 continue;
@@ -843,8 +890,10 @@ impl Writer {
     fn fail_rest(&self, cmds: Vec<Cmd>) {
         for c in cmds {
             match c {
-                Cmd::Append(_, r) => {
-                    let _ = r.send(Err(LedgerError::Poisoned));
+                Cmd::Append(v) => {
+                    for (_, r) in v {
+                        let _ = r.send(Err(LedgerError::Poisoned));
+                    }
                 }
                 Cmd::Checkpoint(_, r) => {
                     let _ = r.send(Err(LedgerError::Poisoned));
