@@ -47,7 +47,15 @@ pub struct Manifest {
 
 /// A receipt for the mandate recorded at `seq` (or a rail outcome recorded at `seq`).
 #[allow(clippy::too_many_arguments)]
-fn receipt_payload(vendor: &str, cp: &SignedCheckpoint, kind: ReceiptKind, seq: u64, mandate_token: &str, mandate_id: &str, rail: Option<(&str, &str, bool)>) -> ReceiptPayload {
+fn receipt_payload(
+    vendor: &str,
+    cp: &SignedCheckpoint,
+    kind: ReceiptKind,
+    seq: u64,
+    mandate_token: &str,
+    mandate_id: &str,
+    rail: Option<(&str, &str, bool)>,
+) -> ReceiptPayload {
     let (status, psp, rail_name, error) = match rail {
         None => (Status::Success, None, None, None),
         Some((name, conf, true)) => (Status::Success, Some(conf.to_owned()), Some(name.to_owned()), None),
@@ -82,7 +90,13 @@ struct Pending {
 
 /// Builds every receipt the log holds against checkpoint `cp`, calling `out` with
 /// (partner, receipt) in log order. Signing runs on all cores in chunks.
-pub fn receipts(ledger: &Ledger, cp: &SignedCheckpoint, key: &SigningKey, vendor: &str, mut out: impl FnMut(&str, &ReceiptDocument) -> Result<()>) -> Result<u64> {
+pub fn receipts(
+    ledger: &Ledger,
+    cp: &SignedCheckpoint,
+    key: &SigningKey,
+    vendor: &str,
+    mut out: impl FnMut(&str, &ReceiptDocument) -> Result<()>,
+) -> Result<u64> {
     let mut n = 0u64;
     let mut chunk: Vec<Pending> = Vec::new();
     let flush = |chunk: &mut Vec<Pending>, out: &mut dyn FnMut(&str, &ReceiptDocument) -> Result<()>| -> Result<u64> {
@@ -115,7 +129,9 @@ pub fn receipts(ledger: &Ledger, cp: &SignedCheckpoint, key: &SigningKey, vendor
         let Some((cseq, hop)) = parse_mandate_id(id) else { return Ok(None) };
         let Some(r) = ledger.record(cseq + 1 + hop as u64)? else { return Ok(None) };
         match Envelope::from_bytes(&r.event)?.event {
-            Event::MandateIssued { mandate_id, mandate, partner, .. } if mandate_id == id => Ok(Some((mandate, partner))),
+            Event::MandateIssued { mandate_id, mandate, partner, .. } if mandate_id == id => {
+                Ok(Some((mandate, partner)))
+            }
             _ => Ok(None),
         }
     };
@@ -125,20 +141,28 @@ pub fn receipts(ledger: &Ledger, cp: &SignedCheckpoint, key: &SigningKey, vendor
             break;
         }
         let env = match r.kind.as_str() {
-            "mandate_issued" | "clawback_issued" | "settlement_confirmed" | "settlement_failed" => Envelope::from_bytes(&r.event)?,
+            "mandate_issued" | "clawback_issued" | "settlement_confirmed" | "settlement_failed" => {
+                Envelope::from_bytes(&r.event)?
+            }
             _ => continue,
         };
         match env.event {
-            Event::MandateIssued { mandate_id, partner, mandate, .. } | Event::ClawbackIssued { mandate_id, partner, mandate, .. } => {
-                let payload = receipt_payload(vendor, cp, ReceiptKind::MandateRecorded, r.seq, &mandate, &mandate_id, None);
+            Event::MandateIssued { mandate_id, partner, mandate, .. }
+            | Event::ClawbackIssued { mandate_id, partner, mandate, .. } => {
+                let payload =
+                    receipt_payload(vendor, cp, ReceiptKind::MandateRecorded, r.seq, &mandate, &mandate_id, None);
                 chunk.push(Pending { partner, payload, mandate, leaf: r.event.clone() });
             }
-            Event::SettlementConfirmed { rail, confirmation_id, mandate_ids, .. } | Event::SettlementFailed { rail, error: confirmation_id, mandate_ids, .. } => {
+            Event::SettlementConfirmed { rail, confirmation_id, mandate_ids, .. }
+            | Event::SettlementFailed { rail, error: confirmation_id, mandate_ids, .. } => {
                 let ok = r.kind == "settlement_confirmed";
                 for id in &mandate_ids {
-                    let Some((mandate, partner)) = token_of(id)? else { bail!("settlement at seq {} names unknown mandate {id}", r.seq) };
+                    let Some((mandate, partner)) = token_of(id)? else {
+                        bail!("settlement at seq {} names unknown mandate {id}", r.seq)
+                    };
                     let kind = if ok { ReceiptKind::PaymentSettled } else { ReceiptKind::PaymentFailed };
-                    let payload = receipt_payload(vendor, cp, kind, r.seq, &mandate, id, Some((&rail, &confirmation_id, ok)));
+                    let payload =
+                        receipt_payload(vendor, cp, kind, r.seq, &mandate, id, Some((&rail, &confirmation_id, ok)));
                     chunk.push(Pending { partner, payload, mandate, leaf: r.event.clone() });
                 }
             }
@@ -192,7 +216,13 @@ fn mandate_basis(token: &str) -> Option<settle_mandates::types::Mandate> {
     serde_json::from_slice(&B64.decode(p).ok()?).ok()
 }
 
-fn balance_line(entry: &str, seq: u64, at: &str, b: &Book, c: Option<settle_mandates::money::Currency>) -> StatementLine {
+fn balance_line(
+    entry: &str,
+    seq: u64,
+    at: &str,
+    b: &Book,
+    c: Option<settle_mandates::money::Currency>,
+) -> StatementLine {
     let c = c.unwrap_or_else(|| "USD".parse().unwrap_or_else(|_| unreachable!()));
     StatementLine {
         seq,
@@ -235,47 +265,106 @@ pub fn statements(
     let mut derived_left = 0usize;
     let wanted = |p: &str| partners.is_none_or(|s| s.contains(p));
     let mut last_seq = 0;
-    let mut flush = |engine: &Engine, pending: &mut Vec<Envelope>, fact: Option<(u64, chrono::DateTime<chrono::Utc>)>, acc: &mut BTreeMap<String, Acc>| -> Result<()> {
+    let mut flush = |engine: &Engine,
+                     pending: &mut Vec<Envelope>,
+                     fact: Option<(u64, chrono::DateTime<chrono::Utc>)>,
+                     acc: &mut BTreeMap<String, Acc>|
+     -> Result<()> {
         let Some((seq, at)) = fact else { return Ok(()) };
         let in_range = from.is_none_or(|f| at >= f) && to.is_none_or(|t| at < t);
         let at_s = at.to_rfc3339();
         let st = engine.state();
         let mut lines: Vec<(String, StatementLine)> = Vec::new();
         for env in pending.drain(..) {
-            let mut push = |partner: &str, entry: &str, reference: String, mid: String, amount: i64, c: settle_mandates::money::Currency, token: Option<&str>, hop_info: Option<(u32, u32, String)>| {
+            let mut push = |partner: &str,
+                            entry: &str,
+                            reference: String,
+                            mid: String,
+                            amount: i64,
+                            c: settle_mandates::money::Currency,
+                            token: Option<&str>,
+                            hop_info: Option<(u32, u32, String)>| {
                 if !wanted(partner) {
                     return;
                 }
                 let b = st.books.get(partner).copied().unwrap_or_default();
                 let basis = token.and_then(mandate_basis);
-                let (rv, hop, role) = basis.as_ref().map_or(hop_info.map_or((String::new(), String::new(), String::new()), |(rv, h, r)| (rv.to_string(), h.to_string(), r)), |m| (m.basis.rule_version.to_string(), m.basis.hop.to_string(), m.basis.role.clone()));
-                lines.push((partner.to_owned(), StatementLine {
-                    seq,
-                    at: at_s.clone(),
-                    entry: entry.into(),
-                    reference: basis.as_ref().map_or(reference, |m| m.basis.conversion.clone()),
-                    mandate_id: mid,
-                    rule_version: rv,
-                    hop,
-                    role,
-                    amount: dec(amount, c),
-                    currency: c.to_string(),
-                    on_hold: dec(b.on_hold, c),
-                    payable: dec(b.payable, c),
-                    paid: dec(b.paid, c),
-                }));
+                let (rv, hop, role) = basis.as_ref().map_or(
+                    hop_info.map_or((String::new(), String::new(), String::new()), |(rv, h, r)| {
+                        (rv.to_string(), h.to_string(), r)
+                    }),
+                    |m| (m.basis.rule_version.to_string(), m.basis.hop.to_string(), m.basis.role.clone()),
+                );
+                lines.push((
+                    partner.to_owned(),
+                    StatementLine {
+                        seq,
+                        at: at_s.clone(),
+                        entry: entry.into(),
+                        reference: basis.as_ref().map_or(reference, |m| m.basis.conversion.clone()),
+                        mandate_id: mid,
+                        rule_version: rv,
+                        hop,
+                        role,
+                        amount: dec(amount, c),
+                        currency: c.to_string(),
+                        on_hold: dec(b.on_hold, c),
+                        payable: dec(b.payable, c),
+                        paid: dec(b.paid, c),
+                    },
+                ));
             };
             match &env.event {
-                Event::MandateIssued { mandate_id, partner, amount, mandate } => push(partner, "earned", String::new(), mandate_id.clone(), amount.minor_units(), amount.currency(), Some(mandate), None),
-                Event::ClawbackIssued { mandate_id, partner, amount, offset, mandate, .. } => push(partner, if offset.is_zero() { "clawback" } else { "clawback_offset" }, String::new(), mandate_id.clone(), -amount.minor_units(), amount.currency(), Some(mandate), None),
-                Event::PayoutBooked { settlement, partner, paid, .. } => push(partner, "paid", settlement.clone(), String::new(), paid.minor_units(), paid.currency(), None, None),
+                Event::MandateIssued { mandate_id, partner, amount, mandate } => push(
+                    partner,
+                    "earned",
+                    String::new(),
+                    mandate_id.clone(),
+                    amount.minor_units(),
+                    amount.currency(),
+                    Some(mandate),
+                    None,
+                ),
+                Event::ClawbackIssued { mandate_id, partner, amount, offset, mandate, .. } => push(
+                    partner,
+                    if offset.is_zero() { "clawback" } else { "clawback_offset" },
+                    String::new(),
+                    mandate_id.clone(),
+                    -amount.minor_units(),
+                    amount.currency(),
+                    Some(mandate),
+                    None,
+                ),
+                Event::PayoutBooked { settlement, partner, paid, .. } => push(
+                    partner,
+                    "paid",
+                    settlement.clone(),
+                    String::new(),
+                    paid.minor_units(),
+                    paid.currency(),
+                    None,
+                    None,
+                ),
                 Event::HoldsReleased { mandate_ids, .. } => {
                     for id in mandate_ids {
                         let Some((cs, h)) = parse_mandate_id(id) else { continue };
                         let Some(c) = st.conversions.get(&cs) else { continue };
                         let Some(hop) = c.hops.get(h) else { continue };
-                        let info = (c.rule_version, u32::try_from(h).unwrap_or(u32::MAX), settle_engine::state::role_of(h, c.hops.len()).to_owned());
-                        push(&hop.partner, "hold_released", c.id.clone(), id.clone(), hop.amount - hop.clawed, c.pool.currency(), None, Some(info));
+                        let info = (
+                            c.rule_version,
+                            u32::try_from(h).unwrap_or(u32::MAX),
+                            settle_engine::state::role_of(h, c.hops.len()).to_owned(),
+                        );
+                        push(
+                            &hop.partner,
+                            "hold_released",
+                            c.id.clone(),
+                            id.clone(),
+                            hop.amount - hop.clawed,
+                            c.pool.currency(),
+                            None,
+                            Some(info),
+                        );
                     }
                 }
                 _ => {}
@@ -296,7 +385,8 @@ pub fn statements(
         if from.is_none_or(|f| at < f) || in_range {
             for (p, b) in &st.books {
                 if wanted(p) {
-                    let a = acc.entry(p.clone()).or_insert(Acc { last: Book::default(), opened: false, currency: None });
+                    let a =
+                        acc.entry(p.clone()).or_insert(Acc { last: Book::default(), opened: false, currency: None });
                     a.last = *b;
                 }
             }
@@ -313,7 +403,9 @@ pub fn statements(
                 break;
             }
             fact = Some((r.seq, env.at));
-            let d = engine.decide(env, r.seq).map_err(|e| anyhow::anyhow!("record {} is rejected on replay: {e}", r.seq))?;
+            let d = engine
+                .decide(env, r.seq)
+                .map_err(|e| anyhow::anyhow!("record {} is rejected on replay: {e}", r.seq))?;
             derived_left = d.outputs.len();
         } else {
             anyhow::ensure!(derived_left > 0, "record {} is a derived event no fact caused", r.seq);
@@ -341,7 +433,13 @@ pub fn statements(
 }
 
 /// One partner's statement, in memory (the CLI's `settle statement`).
-pub fn statement(ledger: &Ledger, cfg: EngineConfig, partner: &str, from: Option<chrono::DateTime<chrono::Utc>>, to: Option<chrono::DateTime<chrono::Utc>>) -> Result<Vec<StatementLine>> {
+pub fn statement(
+    ledger: &Ledger,
+    cfg: EngineConfig,
+    partner: &str,
+    from: Option<chrono::DateTime<chrono::Utc>>,
+    to: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<Vec<StatementLine>> {
     let set: std::collections::BTreeSet<String> = [partner.to_owned()].into();
     let mut out = Vec::new();
     statements(ledger, cfg, Some(&set), from, to, |_, l| {
@@ -412,7 +510,8 @@ pub fn export(data: &Path, out: &Path) -> Result<Manifest> {
     let ecfg = EngineConfig { vendor: keys.vendor.clone(), salt_secret: keys.salt()? };
     let mut writers: BTreeMap<String, csv::Writer<BufWriter<File>>> = BTreeMap::new();
     for p in &partners {
-        writers.insert(p.clone(), csv::Writer::from_writer(BufWriter::new(File::create(pdir(p)?.join("statement.csv"))?)));
+        writers
+            .insert(p.clone(), csv::Writer::from_writer(BufWriter::new(File::create(pdir(p)?.join("statement.csv"))?)));
     }
     statements(&ledger, ecfg, None, None, None, |p, line| {
         writers.get_mut(p).context("statement line for an unknown partner")?.serialize(line)?;
@@ -430,7 +529,14 @@ pub fn export(data: &Path, out: &Path) -> Result<Manifest> {
         }
         hashes.insert(rel, sha256_file(&entry)?);
     }
-    let m = Manifest { format: "settle.bundle.1".into(), vendor: keys.vendor, origin: keys.origin, records, root: hex::encode(cp.checkpoint.root), files: hashes };
+    let m = Manifest {
+        format: "settle.bundle.1".into(),
+        vendor: keys.vendor,
+        origin: keys.origin,
+        records,
+        root: hex::encode(cp.checkpoint.root),
+        files: hashes,
+    };
     std::fs::write(out.join(MANIFEST_FILE), serde_json::to_vec_pretty(&m)?)?;
     Ok(m)
 }
@@ -477,7 +583,14 @@ fn conserved(engine: &Engine, report: &mut AuditReport) -> Result<()> {
     let mut held = 0i64;
     for (p, b) in &st.books {
         if b.earned - b.clawed_back != b.on_hold + b.payable + b.paid {
-            bail!("money not conserved for partner {p}: earned {} − clawed {} ≠ on hold {} + payable {} + paid {}", b.earned, b.clawed_back, b.on_hold, b.payable, b.paid);
+            bail!(
+                "money not conserved for partner {p}: earned {} − clawed {} ≠ on hold {} + payable {} + paid {}",
+                b.earned,
+                b.clawed_back,
+                b.on_hold,
+                b.payable,
+                b.paid
+            );
         }
         earned += b.earned - b.clawed_back;
         held += b.on_hold + b.payable + b.paid;
@@ -510,19 +623,33 @@ pub fn audit_data(data: &Path) -> Result<AuditReport> {
     let ring = keys.ring()?;
     let ledger = Ledger::open(
         &data.join("log"),
-        settle_ledger::LedgerConfig { origin: keys.origin.clone(), key: keys.current()?, accepts: std::sync::Arc::new(settle_engine::model::accepts), persist: fjall::PersistMode::SyncAll },
+        settle_ledger::LedgerConfig {
+            origin: keys.origin.clone(),
+            key: keys.current()?,
+            accepts: std::sync::Arc::new(settle_engine::model::accepts),
+            persist: fjall::PersistMode::SyncAll,
+        },
     )
     .map_err(|e| anyhow::anyhow!("cannot open the log in {}: {e}", data.display()))?;
-    let v = settle_ledger::verify_log(&ledger, &ring).map_err(|f| anyhow::anyhow!("audit failed at seq {}: {}", f.seq, f.what))?;
+    let v = settle_ledger::verify_log(&ledger, &ring)
+        .map_err(|f| anyhow::anyhow!("audit failed at seq {}: {}", f.seq, f.what))?;
     let cfg = EngineConfig { vendor: keys.vendor.clone(), salt_secret: keys.salt()? };
     let mut replay = Replay::new(Engine::new(cfg), ring, true);
     for r in ledger.records(0) {
         let r = r?;
-        replay.feed(r.seq, &r.kind, r.version, &r.event).map_err(|m| anyhow::anyhow!("audit failed at seq {}: {}", m.seq, m.what))?;
+        replay
+            .feed(r.seq, &r.kind, r.version, &r.event)
+            .map_err(|m| anyhow::anyhow!("audit failed at seq {}: {}", m.seq, m.what))?;
     }
     let mandates = replay.mandates;
     let engine = replay.finish().map_err(|m| anyhow::anyhow!("audit failed at seq {}: {}", m.seq, m.what))?;
-    let mut report = AuditReport { records: v.records, checkpoints: v.checkpoints, mandates, uncovered: v.uncovered, ..Default::default() };
+    let mut report = AuditReport {
+        records: v.records,
+        checkpoints: v.checkpoints,
+        mandates,
+        uncovered: v.uncovered,
+        ..Default::default()
+    };
     conserved(&engine, &mut report)?;
     ledger.close()?;
     Ok(report)
@@ -530,15 +657,21 @@ pub fn audit_data(data: &Path) -> Result<AuditReport> {
 
 /// Audits an exported bundle with the public keys it carries only.
 pub fn audit_bundle(dir: &Path) -> Result<AuditReport> {
-    let manifest: Manifest = serde_json::from_slice(&std::fs::read(dir.join(MANIFEST_FILE)).with_context(|| format!("{} has no {MANIFEST_FILE}: not a settle bundle", dir.display()))?)?;
+    let manifest: Manifest = serde_json::from_slice(
+        &std::fs::read(dir.join(MANIFEST_FILE))
+            .with_context(|| format!("{} has no {MANIFEST_FILE}: not a settle bundle", dir.display()))?,
+    )?;
     let jwks: Jwks = serde_json::from_slice(&std::fs::read(dir.join(JWKS_FILE))?).context("jwks.json is not a JWKS")?;
     let ring = KeyRing::new(&jwks)?;
-    let notes: Vec<String> = serde_json::from_slice(&std::fs::read(dir.join(CHECKPOINTS_FILE))?).context("checkpoints.json is not a list of signed notes")?;
+    let notes: Vec<String> = serde_json::from_slice(&std::fs::read(dir.join(CHECKPOINTS_FILE))?)
+        .context("checkpoints.json is not a list of signed notes")?;
     let log = BufReader::new(File::open(dir.join(LOG_FILE)).context("bundle has no log.jsonl")?);
     let cfg = EngineConfig { vendor: manifest.vendor.clone(), salt_secret: [0; 32] };
     let mut replay = Replay::new(Engine::new(cfg), ring.clone(), false);
     let v = settle_ledger::verify_export(log, notes.clone(), &ring, &manifest.origin, |r| {
-        replay.feed(r.seq, &r.kind, r.version, &r.event).map_err(|m| settle_ledger::Failure { seq: m.seq, what: m.what })
+        replay
+            .feed(r.seq, &r.kind, r.version, &r.event)
+            .map_err(|m| settle_ledger::Failure { seq: m.seq, what: m.what })
     })
     .map_err(|f| anyhow::anyhow!("audit failed at seq {}: {}", f.seq, f.what))?;
     let mandates = replay.mandates;
@@ -546,7 +679,13 @@ pub fn audit_bundle(dir: &Path) -> Result<AuditReport> {
     let mut report = AuditReport { records: v.records, checkpoints: v.checkpoints, mandates, ..Default::default() };
     conserved(&engine, &mut report)?;
     if hex::encode(v.root) != manifest.root || v.records != manifest.records {
-        bail!("audit failed: manifest says {} records with root {}, the log has {} with root {}", manifest.records, manifest.root, v.records, hex::encode(v.root));
+        bail!(
+            "audit failed: manifest says {} records with root {}, the log has {} with root {}",
+            manifest.records,
+            manifest.root,
+            v.records,
+            hex::encode(v.root)
+        );
     }
     // Every file as listed, byte for byte.
     let mut listed = manifest.files.clone();
@@ -567,12 +706,18 @@ pub fn audit_bundle(dir: &Path) -> Result<AuditReport> {
     let last = notes.last().cloned().unwrap_or_default();
     for p in walk(&dir.join("partners"))? {
         if p.file_name().is_some_and(|n| n == "receipts.jsonl") {
-            let partner = p.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let partner =
+                p.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             for (i, line) in BufReader::new(File::open(&p)?).lines().enumerate() {
-                let doc: ReceiptDocument = serde_json::from_str(&line?).with_context(|| format!("{}: line {} is not a receipt", p.display(), i + 1))?;
-                let vr = verify_receipt(&doc, &ring, Some(&manifest.origin)).map_err(|e| anyhow::anyhow!("audit failed: receipt {} of {partner}: {e}", i + 1))?;
+                let doc: ReceiptDocument = serde_json::from_str(&line?)
+                    .with_context(|| format!("{}: line {} is not a receipt", p.display(), i + 1))?;
+                let vr = verify_receipt(&doc, &ring, Some(&manifest.origin))
+                    .map_err(|e| anyhow::anyhow!("audit failed: receipt {} of {partner}: {e}", i + 1))?;
                 if doc.checkpoint != last || vr.mandate.payee.id != partner {
-                    bail!("audit failed: receipt {} of {partner} is not for this partner or not against the final checkpoint", i + 1);
+                    bail!(
+                        "audit failed: receipt {} of {partner} is not for this partner or not against the final checkpoint",
+                        i + 1
+                    );
                 }
                 report.receipts += 1;
             }
@@ -584,15 +729,23 @@ pub fn audit_bundle(dir: &Path) -> Result<AuditReport> {
 /// Verifies receipt files (one JSON receipt, or JSON Lines of receipts) with a JWKS.
 /// Returns the number verified, or the first failure with file and line.
 pub fn verify_files(jwks: &Path, files: &[PathBuf]) -> Result<u64> {
-    let jwks: Jwks = serde_json::from_slice(&std::fs::read(jwks).with_context(|| format!("cannot read {}", jwks.display()))?).with_context(|| format!("{} is not a JWKS", jwks.display()))?;
+    let jwks: Jwks =
+        serde_json::from_slice(&std::fs::read(jwks).with_context(|| format!("cannot read {}", jwks.display()))?)
+            .with_context(|| format!("{} is not a JWKS", jwks.display()))?;
     let ring = KeyRing::new(&jwks)?;
     let mut n = 0;
     for f in files {
         let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
-        let docs: Vec<(usize, Result<ReceiptDocument, serde_json::Error>)> = match serde_json::from_str::<ReceiptDocument>(&text) {
-            Ok(d) => vec![(1, Ok(d))],
-            Err(_) => text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| (i + 1, serde_json::from_str(l))).collect(),
-        };
+        let docs: Vec<(usize, Result<ReceiptDocument, serde_json::Error>)> =
+            match serde_json::from_str::<ReceiptDocument>(&text) {
+                Ok(d) => vec![(1, Ok(d))],
+                Err(_) => text
+                    .lines()
+                    .enumerate()
+                    .filter(|(_, l)| !l.trim().is_empty())
+                    .map(|(i, l)| (i + 1, serde_json::from_str(l)))
+                    .collect(),
+            };
         if docs.is_empty() {
             bail!("{}: no receipts", f.display());
         }

@@ -58,10 +58,21 @@ fn programs(usd: Currency) -> Result<Vec<ProgramSpec>> {
                 floor: None,
                 tiers: vec![],
                 tier_mode: None,
-                spiffs: vec![Spiff { name: "February push".into(), from: start + Duration::days(31), until: start + Duration::days(59), percent: Some(pct("2")?), flat: None }],
+                spiffs: vec![Spiff {
+                    name: "February push".into(),
+                    from: start + Duration::days(31),
+                    until: start + Duration::days(59),
+                    percent: Some(pct("2")?),
+                    flat: None,
+                }],
                 recurring_months: None,
             },
-            split: SplitRule::Shares { originator: pct("30")?, intermediaries: pct("20")?, closer: pct("40")?, remaining: Position::Closer },
+            split: SplitRule::Shares {
+                originator: pct("30")?,
+                intermediaries: pct("20")?,
+                closer: pct("40")?,
+                remaining: Position::Closer,
+            },
             budget: None,
             payment_range: None,
             valid_from: start,
@@ -74,7 +85,16 @@ fn programs(usd: Currency) -> Result<Vec<ProgramSpec>> {
             holding_days: 0,
             attribution_window_days: 120,
             pool_rounding: Rounding::HalfEven,
-            pool: PoolRule { percent: None, flat: None, cap: None, floor: None, tiers: vec![], tier_mode: None, spiffs: vec![], recurring_months: None },
+            pool: PoolRule {
+                percent: None,
+                flat: None,
+                cap: None,
+                floor: None,
+                tiers: vec![],
+                tier_mode: None,
+                spiffs: vec![],
+                recurring_months: None,
+            },
             split: SplitRule::Levels { rates: vec![pct("10")?, pct("2")?, pct("1")?] },
             budget: None,
             payment_range: None,
@@ -113,7 +133,8 @@ struct Lead {
 #[allow(clippy::too_many_lines)]
 pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> {
     prepare_dir(data)?;
-    let kf = KeyFile::new("vendor.demo", "settle.demo/log", derive("key", seed), derive("salt", seed), t0().timestamp());
+    let kf =
+        KeyFile::new("vendor.demo", "settle.demo/log", derive("key", seed), derive("salt", seed), t0().timestamp());
     kf.save(data)?;
     let svc = Service::open(data)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -141,7 +162,17 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
             n += 1;
             let id = format!("p{n:02}");
             let program = ["growth", "resellers"][pi].to_owned();
-            setup.push(Submit { key: key(), by: admin.clone(), at: at(0, 1), event: Event::PartnerEnrolled { partner: id.clone(), program, name: format!("Partner {n:02}"), role: roles[n % 4] } });
+            setup.push(Submit {
+                key: key(),
+                by: admin.clone(),
+                at: at(0, 1),
+                event: Event::PartnerEnrolled {
+                    partner: id.clone(),
+                    program,
+                    name: format!("Partner {n:02}"),
+                    role: roles[n % 4],
+                },
+            });
             partners[pi].push(id);
         }
     }
@@ -151,14 +182,23 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
             key: key(),
             by: format!("partner:{p}"),
             at: at(0, 2),
-            event: Event::AgentAuthorised { agent: a.into(), partner: p.into(), scopes: vec![AgentScope::LeadsWrite, AgentScope::Read], not_before: at(0, 0), expires_at: at(DAYS + 30, 0) },
+            event: Event::AgentAuthorised {
+                agent: a.into(),
+                partner: p.into(),
+                scopes: vec![AgentScope::LeadsWrite, AgentScope::Read],
+                not_before: at(0, 0),
+                expires_at: at(DAYS + 30, 0),
+            },
         });
     }
     submit(&svc, setup, &mut st, 0)?;
 
     let per_day = conversions.div_ceil(u64::try_from(DAYS).unwrap_or(1)).max(1);
     let bar = if quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(conversions) };
-    bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {msg:12} [{bar:30}] {pos}/{len} conversions {per_sec}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg:12} [{bar:30}] {pos}/{len} conversions {per_sec}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
     bar.set_message("settling");
     let mut leads: Vec<Lead> = Vec::new();
     let mut converted: Vec<(String, i64)> = Vec::new(); // (conversion id, revenue)
@@ -178,7 +218,9 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
             let program = usize::from(rng.random_bool(0.4));
             let ps = &partners[program];
             let duplicate = customers > 0 && rng.random_bool(0.05);
-            let customer = if duplicate { rng.random_range(0..customers) } else {
+            let customer = if duplicate {
+                rng.random_range(0..customers)
+            } else {
                 customers += 1;
                 customers - 1
             };
@@ -187,7 +229,17 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
             let agent = agents.iter().find(|(_, p)| *p == ps[origin]).map(|(a, _)| *a);
             let by = agent.map_or_else(|| format!("partner:{}", ps[origin]), |a| format!("agent:{a}"));
             i += 1;
-            facts.push(Submit { key: key(), by, at: at(day, i), event: Event::LeadRegistered { lead: id.clone(), program: ["growth", "resellers"][program].into(), customer: format!("customer-{customer}.example"), partner: ps[origin].clone() } });
+            facts.push(Submit {
+                key: key(),
+                by,
+                at: at(day, i),
+                event: Event::LeadRegistered {
+                    lead: id.clone(),
+                    program: ["growth", "resellers"][program].into(),
+                    customer: format!("customer-{customer}.example"),
+                    partner: ps[origin].clone(),
+                },
+            });
             let mut chain = vec![origin];
             if !duplicate {
                 let hops = [1, 2, 2, 3, 3, 3, 4][rng.random_range(0..7)];
@@ -197,13 +249,31 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
                         continue;
                     }
                     i += 1;
-                    facts.push(Submit { key: key(), by: admin.clone(), at: at(day, i), event: Event::LeadHandedOff { lead: id.clone(), from: ps[*chain.last().unwrap_or(&0)].clone(), to: ps[next].clone() } });
+                    facts.push(Submit {
+                        key: key(),
+                        by: admin.clone(),
+                        at: at(day, i),
+                        event: Event::LeadHandedOff {
+                            lead: id.clone(),
+                            from: ps[*chain.last().unwrap_or(&0)].clone(),
+                            to: ps[next].clone(),
+                        },
+                    });
                     chain.push(next);
                 }
                 if chain.len() >= 2 && rng.random_bool(0.02) {
                     // A handoff back to the originator would be a referral cycle: refused.
                     i += 1;
-                    facts.push(Submit { key: key(), by: admin.clone(), at: at(day, i), event: Event::LeadHandedOff { lead: id.clone(), from: ps[*chain.last().unwrap_or(&0)].clone(), to: ps[chain[0]].clone() } });
+                    facts.push(Submit {
+                        key: key(),
+                        by: admin.clone(),
+                        at: at(day, i),
+                        event: Event::LeadHandedOff {
+                            lead: id.clone(),
+                            from: ps[*chain.last().unwrap_or(&0)].clone(),
+                            to: ps[chain[0]].clone(),
+                        },
+                    });
                 }
             }
             leads.push(Lead { id, program, chain, day });
@@ -220,7 +290,14 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
                 key: key(),
                 by: "agent:vendor-crm".into(),
                 at: at(day, i),
-                event: Event::ConversionRecorded { conversion: id.clone(), lead: l.id.clone(), revenue: Amount::from_minor(revenue, usd)?, occurred_at: at(day, i), subscription_month: None, fx: None },
+                event: Event::ConversionRecorded {
+                    conversion: id.clone(),
+                    lead: l.id.clone(),
+                    revenue: Amount::from_minor(revenue, usd)?,
+                    occurred_at: at(day, i),
+                    subscription_month: None,
+                    fx: None,
+                },
             });
             converted.push((id, revenue));
             let _ = (l.program, &l.chain);
@@ -236,16 +313,30 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
             }
             let k = rng.random_range(0..converted.len());
             let (cid, rev) = converted.swap_remove(k);
-            let size = if roll < 5 { RefundSize::Amount(Amount::from_minor(rev * rng.random_range(10..60i64) / 100, usd)?) } else { RefundSize::Full };
+            let size = if roll < 5 {
+                RefundSize::Amount(Amount::from_minor(rev * rng.random_range(10..60i64) / 100, usd)?)
+            } else {
+                RefundSize::Full
+            };
             i += 1;
-            facts.push(Submit { key: key(), by: "agent:vendor-crm".into(), at: at(day, i), event: Event::RefundRecorded { refund: format!("refund-{cid}"), conversion: cid, size } });
+            facts.push(Submit {
+                key: key(),
+                by: "agent:vendor-crm".into(),
+                at: at(day, i),
+                event: Event::RefundRecorded { refund: format!("refund-{cid}"), conversion: cid, size },
+            });
         }
         for chunk in facts.chunks(crate::service::MAX_BATCH) {
             submit(&svc, chunk.to_vec(), &mut st, day)?;
         }
         // End of day: holds that ended become payable.
         let eod = at(day, 86_000);
-        submit(&svc, vec![Submit { key: key(), by: "engine:clock".into(), at: eod, event: Event::HoldsAdvanced { to: eod } }], &mut st, day)?;
+        submit(
+            &svc,
+            vec![Submit { key: key(), by: "engine:clock".into(), at: eod, event: Event::HoldsAdvanced { to: eod } }],
+            &mut st,
+            day,
+        )?;
         // Weekly payouts on the built-in book rail.
         if day % 7 == 6 {
             let payable: BTreeMap<String, Vec<String>> = svc.with_state(|s| {
@@ -264,9 +355,31 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
                 for (j, chunk) in ids.chunks(MAX_SETTLEMENT_MANDATES).enumerate() {
                     let sid = format!("payout-{day}-{p}-{j}");
                     if day % 28 == 27 && p == "p03" {
-                        pay.push(Submit { key: key(), by: "rail:book".into(), at: at(day, 86_100), event: Event::SettlementFailed { settlement: format!("{sid}-try1"), partner: p.clone(), rail: "book".into(), error: "account_closed".into(), mandate_ids: chunk.to_vec() } });
+                        pay.push(Submit {
+                            key: key(),
+                            by: "rail:book".into(),
+                            at: at(day, 86_100),
+                            event: Event::SettlementFailed {
+                                settlement: format!("{sid}-try1"),
+                                partner: p.clone(),
+                                rail: "book".into(),
+                                error: "account_closed".into(),
+                                mandate_ids: chunk.to_vec(),
+                            },
+                        });
                     }
-                    pay.push(Submit { key: key(), by: "rail:book".into(), at: at(day, 86_200), event: Event::SettlementConfirmed { settlement: sid.clone(), partner: p.clone(), rail: "book".into(), confirmation_id: format!("book-{sid}"), mandate_ids: chunk.to_vec() } });
+                    pay.push(Submit {
+                        key: key(),
+                        by: "rail:book".into(),
+                        at: at(day, 86_200),
+                        event: Event::SettlementConfirmed {
+                            settlement: sid.clone(),
+                            partner: p.clone(),
+                            rail: "book".into(),
+                            confirmation_id: format!("book-{sid}"),
+                            mandate_ids: chunk.to_vec(),
+                        },
+                    });
                 }
             }
             for chunk in pay.chunks(crate::service::MAX_BATCH) {
@@ -277,7 +390,12 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
         bar.set_position(done);
     }
     let last = svc.ledger().size();
-    let end_time = svc.ledger().record(last - 1)?.map(|r| Envelope::from_bytes(&r.event).map(|e| e.at.timestamp())).transpose()?.unwrap_or_default();
+    let end_time = svc
+        .ledger()
+        .record(last - 1)?
+        .map(|r| Envelope::from_bytes(&r.event).map(|e| e.at.timestamp()))
+        .transpose()?
+        .unwrap_or_default();
     let cp = svc.checkpoint(end_time)?;
     svc.save_state()?;
     let elapsed = started.elapsed();
@@ -302,17 +420,35 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
     let secs = elapsed.as_secs_f64();
     println!("settle demo (seed {seed}) in {}", data.display());
     println!("  facts recorded      {} ({} refused as expected: referral cycles)", st.facts, st.rejected_as_expected);
-    println!("  conversions         {} settled, {} held, {} without commission ({} duplicate leads)", st.settled, st.held, st.no_commission, st.duplicates);
-    println!("  mandates signed     {} payments, {} clawbacks, {} payouts on the book rail", st.mandates, st.clawbacks, st.payouts);
+    println!(
+        "  conversions         {} settled, {} held, {} without commission ({} duplicate leads)",
+        st.settled, st.held, st.no_commission, st.duplicates
+    );
+    println!(
+        "  mandates signed     {} payments, {} clawbacks, {} payouts on the book rail",
+        st.mandates, st.clawbacks, st.payouts
+    );
     for (role, v) in &st.by_role {
         println!("  earned by {role:<13} {}", Amount::from_minor(*v, usd)?);
     }
     println!("  clawed back         {}", Amount::from_minor(st.clawed, usd)?);
     println!("  paid out            {}", Amount::from_minor(st.paid, usd)?);
-    println!("  log                 {} records, checkpoint size {} root {}", manifest.records, cp.checkpoint.size, &manifest.root[..16]);
+    println!(
+        "  log                 {} records, checkpoint size {} root {}",
+        manifest.records,
+        cp.checkpoint.size,
+        &manifest.root[..16]
+    );
     println!("  receipts            {verified} verified offline from {} with the JWKS only", bundle.display());
-    println!("  audit               {} records, {} mandates re-derived and verified, {} checkpoints: money conserved: yes ({audit_secs:.1}s)", audit.records, audit.mandates, audit.checkpoints);
-    println!("  throughput          {:.0} conversions/s, {:.0} mandates/s (settle, sign, durable append; {secs:.1}s)", st.conversions as f64 / secs, (st.mandates + st.clawbacks) as f64 / secs);
+    println!(
+        "  audit               {} records, {} mandates re-derived and verified, {} checkpoints: money conserved: yes ({audit_secs:.1}s)",
+        audit.records, audit.mandates, audit.checkpoints
+    );
+    println!(
+        "  throughput          {:.0} conversions/s, {:.0} mandates/s (settle, sign, durable append; {secs:.1}s)",
+        st.conversions as f64 / secs,
+        (st.mandates + st.clawbacks) as f64 / secs
+    );
     Ok(())
 }
 
@@ -324,7 +460,8 @@ fn prepare_dir(data: &Path) -> Result<()> {
             if !previous {
                 bail!("{} is not empty and holds no previous demo; choose a new --data directory", data.display());
             }
-            std::fs::remove_dir_all(data).with_context(|| format!("cannot replace the previous demo in {}", data.display()))?;
+            std::fs::remove_dir_all(data)
+                .with_context(|| format!("cannot replace the previous demo in {}", data.display()))?;
         }
     }
     std::fs::create_dir_all(data)?;
@@ -341,7 +478,9 @@ fn submit(svc: &Service, facts: Vec<Submit>, st: &mut Stats, day: i64) -> Result
                     count(&env.event, st);
                 }
             }
-            Err(SubmitError::Rejected(e)) if may_fail && e.to_string().contains("cycle") => st.rejected_as_expected += 1,
+            Err(SubmitError::Rejected(e)) if may_fail && e.to_string().contains("cycle") => {
+                st.rejected_as_expected += 1
+            }
             Err(e) => bail!("day {day}: {e}"),
         }
     }
@@ -359,7 +498,8 @@ fn count(e: &Event, st: &mut Stats) {
         Event::LeadOutcome { outcome, .. } if outcome == "duplicate" => st.duplicates += 1,
         Event::MandateIssued { mandate_id, amount, .. } => {
             st.mandates += 1;
-            let role = settle_engine::state::parse_mandate_id(mandate_id).map_or("?", |(_, h)| if h == 0 { "originator" } else { "downstream" });
+            let role = settle_engine::state::parse_mandate_id(mandate_id)
+                .map_or("?", |(_, h)| if h == 0 { "originator" } else { "downstream" });
             *st.by_role.entry(role.into()).or_default() += amount.minor_units();
         }
         Event::ClawbackIssued { amount, .. } => {

@@ -113,8 +113,15 @@ impl KeyFile {
     /// Loads `DATA/keys.json`.
     pub fn load(data: &Path) -> Result<Self> {
         let p = Self::path(data);
-        let b = std::fs::read(&p).with_context(|| format!("no key file in {} (run `settle keys create --data {}` or `settle demo`)", data.display(), data.display()))?;
-        let k: Self = serde_json::from_slice(&b).with_context(|| format!("{} is not a settle key file", p.display()))?;
+        let b = std::fs::read(&p).with_context(|| {
+            format!(
+                "no key file in {} (run `settle keys create --data {}` or `settle demo`)",
+                data.display(),
+                data.display()
+            )
+        })?;
+        let k: Self =
+            serde_json::from_slice(&b).with_context(|| format!("{} is not a settle key file", p.display()))?;
         if k.keys.is_empty() {
             bail!("{} holds no signing key", p.display());
         }

@@ -162,7 +162,8 @@ fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&chrono::Utc));
     }
-    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").with_context(|| format!("'{s}' is not a date (YYYY-MM-DD) or an RFC 3339 time"))?;
+    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .with_context(|| format!("'{s}' is not a date (YYYY-MM-DD) or an RFC 3339 time"))?;
     Ok(d.and_hms_opt(0, 0, 0).context("bad date")?.and_utc())
 }
 
@@ -188,13 +189,23 @@ fn run(cli: Cli) -> Result<()> {
                 r.mandates,
                 r.receipts,
                 r.partners,
-                if r.uncovered > 0 { format!(" ({} records not yet under a checkpoint)", r.uncovered) } else { String::new() }
+                if r.uncovered > 0 {
+                    format!(" ({} records not yet under a checkpoint)", r.uncovered)
+                } else {
+                    String::new()
+                }
             );
             Ok(())
         }
         Cmd::Export { data, out } => {
             let m = bundle::export(&data, &out)?;
-            println!("exported {} records and {} files to {} (root {})", m.records, m.files.len() + 1, out.display(), m.root);
+            println!(
+                "exported {} records and {} files to {} (root {})",
+                m.records,
+                m.files.len() + 1,
+                out.display(),
+                m.root
+            );
             Ok(())
         }
         Cmd::Verify { keys, files } => {
@@ -229,7 +240,13 @@ fn keys(cmd: KeysCmd) -> Result<()> {
             if keystore::KeyFile::path(&data).exists() {
                 bail!("{} already has keys; use `settle keys rotate`", data.display());
             }
-            let kf = keystore::KeyFile::new(&vendor, &origin, keystore::random_seed()?, keystore::random_seed()?, chrono::Utc::now().timestamp());
+            let kf = keystore::KeyFile::new(
+                &vendor,
+                &origin,
+                keystore::random_seed()?,
+                keystore::random_seed()?,
+                chrono::Utc::now().timestamp(),
+            );
             kf.save(&data)?;
             println!("created keys for {vendor} in {} (kid {})", data.display(), kf.current()?.kid());
             Ok(())
@@ -239,7 +256,10 @@ fn keys(cmd: KeysCmd) -> Result<()> {
             let old = kf.current()?.kid().to_owned();
             kf.rotate(keystore::random_seed()?, chrono::Utc::now().timestamp());
             kf.save(&data)?;
-            println!("retired {old}; new signing key {} (takes effect when settle next opens the log)", kf.current()?.kid());
+            println!(
+                "retired {old}; new signing key {} (takes effect when settle next opens the log)",
+                kf.current()?.kid()
+            );
             Ok(())
         }
         KeysCmd::List { data } => {
@@ -264,7 +284,14 @@ fn keys(cmd: KeysCmd) -> Result<()> {
             let secret = keystore::random_seed()?;
             let token = format!("stl_{}", hex::encode(secret));
             let id = format!("tok_{}", &keystore::token_hash(&token)[..12]);
-            kf.tokens.push(keystore::StoredToken { id: id.clone(), hash: keystore::token_hash(&token), kind, subject, partner, scopes: scope });
+            kf.tokens.push(keystore::StoredToken {
+                id: id.clone(),
+                hash: keystore::token_hash(&token),
+                kind,
+                subject,
+                partner,
+                scopes: scope,
+            });
             kf.save(&data)?;
             println!("{token}");
             eprintln!("token {id} stored (hashed); this is the only time it is shown");

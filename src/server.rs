@@ -81,7 +81,9 @@ impl IntoResponse for Problem {
 impl From<SubmitError> for Problem {
     fn from(e: SubmitError) -> Self {
         match &e {
-            SubmitError::Rejected(Rejection::NotFound(_)) => Self::new(StatusCode::NOT_FOUND, "Not found", e.to_string()),
+            SubmitError::Rejected(Rejection::NotFound(_)) => {
+                Self::new(StatusCode::NOT_FOUND, "Not found", e.to_string())
+            }
             SubmitError::Rejected(Rejection::Conflict(_)) => Self::new(StatusCode::CONFLICT, "Conflict", e.to_string()),
             SubmitError::Rejected(_) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "Rejected", e.to_string()),
             SubmitError::KeyConflict(_) => Self::new(StatusCode::CONFLICT, "Idempotency key reused", e.to_string()),
@@ -101,8 +103,16 @@ fn unprocessable(detail: impl Into<String>) -> Problem {
 
 fn body<T>(r: Result<Json<T>, JsonRejection>) -> Result<T, Problem> {
     r.map(|Json(t)| t).map_err(|e| match e {
-        JsonRejection::MissingJsonContentType(_) => Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported media type", "send Content-Type: application/json"),
-        JsonRejection::BytesRejection(b) if b.status() == StatusCode::PAYLOAD_TOO_LARGE => Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "Payload too large", format!("request bodies are limited to {MAX_BODY_BYTES} bytes")),
+        JsonRejection::MissingJsonContentType(_) => Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported media type",
+            "send Content-Type: application/json",
+        ),
+        JsonRejection::BytesRejection(b) if b.status() == StatusCode::PAYLOAD_TOO_LARGE => Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Payload too large",
+            format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
+        ),
         other => bad(other.body_text()),
     })
 }
@@ -135,7 +145,14 @@ impl Principal {
         if self.kind == PrincipalKind::VendorAdmin || self.scopes.contains(&scope) {
             Ok(())
         } else {
-            Err(Problem::new(StatusCode::FORBIDDEN, "Forbidden", format!("this token lacks the '{}' scope", serde_json::to_value(scope).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default())))
+            Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                format!(
+                    "this token lacks the '{}' scope",
+                    serde_json::to_value(scope).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+                ),
+            ))
         }
     }
 
@@ -160,17 +177,33 @@ impl Principal {
 fn principal(app: &App, headers: &HeaderMap) -> Result<Principal, Problem> {
     let unauth = |d: &str| Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized", d.to_owned());
     let h = headers.get(header::AUTHORIZATION).ok_or_else(|| unauth("send Authorization: Bearer <token>"))?;
-    let token = h.to_str().ok().and_then(|s| s.strip_prefix("Bearer ")).ok_or_else(|| unauth("Authorization must be 'Bearer <token>'"))?;
+    let token = h
+        .to_str()
+        .ok()
+        .and_then(|s| s.strip_prefix("Bearer "))
+        .ok_or_else(|| unauth("Authorization must be 'Bearer <token>'"))?;
     let t: &StoredToken = app.keys.find_token(token.trim()).ok_or_else(|| unauth("unknown or revoked token"))?;
-    let mut p = Principal { kind: t.kind, subject: t.subject.clone(), partner: None, scopes: t.scopes.clone(), token_id: t.id.clone() };
+    let mut p = Principal {
+        kind: t.kind,
+        subject: t.subject.clone(),
+        partner: None,
+        scopes: t.scopes.clone(),
+        token_id: t.id.clone(),
+    };
     match t.kind {
         PrincipalKind::Partner => p.partner = Some(t.subject.clone()),
         PrincipalKind::PartnerAgent => {
             // The agent acts only within what its partner granted, now.
             let partner = t.partner.clone().unwrap_or_default();
             let now = Utc::now();
-            let grant = app.svc.with_state(|s| s.agents.get(&t.subject).map(|a| (a.partner.clone(), a.revoked, a.not_before <= now && now < a.expires_at, a.scopes.clone())));
-            let Some((ap, revoked, current, scopes)) = grant else { return Err(unauth("this agent is not authorised by any partner")) };
+            let grant = app.svc.with_state(|s| {
+                s.agents.get(&t.subject).map(|a| {
+                    (a.partner.clone(), a.revoked, a.not_before <= now && now < a.expires_at, a.scopes.clone())
+                })
+            });
+            let Some((ap, revoked, current, scopes)) = grant else {
+                return Err(unauth("this agent is not authorised by any partner"));
+            };
             if ap != partner || revoked || !current {
                 return Err(unauth("this agent's authority is revoked or expired"));
             }
@@ -206,8 +239,12 @@ fn outcome_json(o: &crate::service::Outcome) -> Value {
         })
         .collect();
     let outcome = o.records.iter().find_map(|e| match &e.event {
-        Event::ConversionOutcome { outcome, reason, pool, rule_version, .. } => Some(json!({"outcome": outcome, "reason": reason, "pool": pool, "rule_version": rule_version})),
-        Event::LeadOutcome { outcome, owner, chain, .. } => Some(json!({"outcome": outcome, "owner": owner, "chain": chain})),
+        Event::ConversionOutcome { outcome, reason, pool, rule_version, .. } => {
+            Some(json!({"outcome": outcome, "reason": reason, "pool": pool, "rule_version": rule_version}))
+        }
+        Event::LeadOutcome { outcome, owner, chain, .. } => {
+            Some(json!({"outcome": outcome, "owner": owner, "chain": chain}))
+        }
         _ => None,
     });
     json!({"seq": o.seq, "replayed": o.replayed, "outcome": outcome, "mandates": mandates, "events": o.records})
@@ -216,7 +253,13 @@ fn outcome_json(o: &crate::service::Outcome) -> Value {
 async fn write_one(app: &App, p: &Principal, headers: &HeaderMap, event: Event) -> Result<Response, Problem> {
     let key = idem_key(p, headers)?;
     let sub = Submit { key, by: p.by(), at: Utc::now(), event };
-    let r = app.svc.try_submit(vec![sub]).await.into_iter().next().ok_or_else(|| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", "no outcome"))?;
+    let r = app
+        .svc
+        .try_submit(vec![sub])
+        .await
+        .into_iter()
+        .next()
+        .ok_or_else(|| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", "no outcome"))?;
     let o = r?;
     let status = if o.replayed { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, Json(outcome_json(&o))).into_response())
@@ -303,9 +346,22 @@ impl ConversionBody {
         let revenue = parse_amount(&self.revenue, &self.currency, Sign::Positive)?;
         let fx = self
             .fx
-            .map(|f| -> Result<FxRate, Problem> { Ok(FxRate { rate: rust_decimal::Decimal::from_str_exact(&f.rate).map_err(|_| unprocessable(format!("fx rate '{}' is not a decimal", f.rate)))?, source: f.source }) })
+            .map(|f| -> Result<FxRate, Problem> {
+                Ok(FxRate {
+                    rate: rust_decimal::Decimal::from_str_exact(&f.rate)
+                        .map_err(|_| unprocessable(format!("fx rate '{}' is not a decimal", f.rate)))?,
+                    source: f.source,
+                })
+            })
             .transpose()?;
-        Ok(Event::ConversionRecorded { conversion: self.conversion, lead: self.lead, revenue, occurred_at: self.occurred_at.unwrap_or_else(Utc::now), subscription_month: self.subscription_month, fx })
+        Ok(Event::ConversionRecorded {
+            conversion: self.conversion,
+            lead: self.lead,
+            revenue,
+            occurred_at: self.occurred_at.unwrap_or_else(Utc::now),
+            subscription_month: self.subscription_month,
+            fx,
+        })
     }
 }
 
@@ -348,13 +404,22 @@ struct AdvanceBody {
     to: Option<DateTime<Utc>>,
 }
 
-async fn publish(State(app): State<App>, h: HeaderMap, b: Result<Json<ProgramSpec>, JsonRejection>) -> Result<Response, Problem> {
+async fn publish(
+    State(app): State<App>,
+    h: HeaderMap,
+    b: Result<Json<ProgramSpec>, JsonRejection>,
+) -> Result<Response, Problem> {
     let p = principal(&app, &h)?;
     p.require_vendor(Scope::ProgramsWrite)?;
     write_one(&app, &p, &h, Event::ProgramPublished { spec: body(b)? }).await
 }
 
-async fn amend(State(app): State<App>, UrlPath(id): UrlPath<String>, h: HeaderMap, b: Result<Json<AmendBody>, JsonRejection>) -> Result<Response, Problem> {
+async fn amend(
+    State(app): State<App>,
+    UrlPath(id): UrlPath<String>,
+    h: HeaderMap,
+    b: Result<Json<AmendBody>, JsonRejection>,
+) -> Result<Response, Problem> {
     let p = principal(&app, &h)?;
     p.require_vendor(Scope::ProgramsWrite)?;
     let b = body(b)?;
@@ -367,54 +432,114 @@ async fn amend(State(app): State<App>, UrlPath(id): UrlPath<String>, h: HeaderMa
 async fn program(State(app): State<App>, UrlPath(id): UrlPath<String>, h: HeaderMap) -> Result<Response, Problem> {
     let p = principal(&app, &h)?;
     p.require(Scope::Read)?;
-    let v = app.svc.with_state(|s| s.programs.get(&id).map(|pr| json!({"program": id, "open_mandate": pr.open_mandate, "versions": pr.versions})));
-    v.map(|v| Json(v).into_response()).ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "Not found", format!("program '{id}' not found")))
+    let v = app.svc.with_state(|s| {
+        s.programs.get(&id).map(|pr| json!({"program": id, "open_mandate": pr.open_mandate, "versions": pr.versions}))
+    });
+    v.map(|v| Json(v).into_response())
+        .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "Not found", format!("program '{id}' not found")))
 }
 
-async fn enroll(State(app): State<App>, h: HeaderMap, b: Result<Json<PartnerBody>, JsonRejection>) -> Result<Response, Problem> {
+async fn enroll(
+    State(app): State<App>,
+    h: HeaderMap,
+    b: Result<Json<PartnerBody>, JsonRejection>,
+) -> Result<Response, Problem> {
     let p = principal(&app, &h)?;
     p.require_vendor(Scope::ProgramsWrite)?;
     let b = body(b)?;
-    write_one(&app, &p, &h, Event::PartnerEnrolled { partner: b.partner, program: b.program, name: b.name, role: b.role }).await
+    write_one(
+        &app,
+        &p,
+        &h,
+        Event::PartnerEnrolled { partner: b.partner, program: b.program, name: b.name, role: b.role },
+    )
+    .await
 }
 
-async fn suspend(State(app): State<App>, UrlPath(id): UrlPath<String>, h: HeaderMap, b: Result<Json<ReasonBody>, JsonRejection>) -> Result<Response, Problem> {
+async fn suspend(
+    State(app): State<App>,
+    UrlPath(id): UrlPath<String>,
+    h: HeaderMap,
+    b: Result<Json<ReasonBody>, JsonRejection>,
+) -> Result<Response, Problem> {
     let p = principal(&app, &h)?;
     p.require_vendor(Scope::ProgramsWrite)?;
     write_one(&app, &p, &h, Event::PartnerSuspended { partner: id, reason: body(b)?.reason }).await
 }
 
-async fn authorise(State(app): State<App>, h: HeaderMap, b: Result<Json<AgentBody>, JsonRejection>) -> Result<Response, Problem> {
+async fn authorise(
+    State(app): State<App>,
+    h: HeaderMap,
+    b: Result<Json<AgentBody>, JsonRejection>,
+) -> Result<Response, Problem> {
     let p = principal(&app, &h)?;
     let b = body(b)?;
     // The vendor, or the partner itself, may authorise an agent for that partner.
-    if !(p.is_vendor() && p.require(Scope::ProgramsWrite).is_ok()) && !(p.kind == PrincipalKind::Partner && p.partner.as_deref() == Some(&b.partner)) {
-        return Err(Problem::new(StatusCode::FORBIDDEN, "Forbidden", "only the vendor or the partner itself may authorise its agents"));
+    if !(p.is_vendor() && p.require(Scope::ProgramsWrite).is_ok())
+        && !(p.kind == PrincipalKind::Partner && p.partner.as_deref() == Some(&b.partner))
+    {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "only the vendor or the partner itself may authorise its agents",
+        ));
     }
-    write_one(&app, &p, &h, Event::AgentAuthorised { agent: b.agent, partner: b.partner, scopes: b.scopes, not_before: b.not_before, expires_at: b.expires_at }).await
+    write_one(
+        &app,
+        &p,
+        &h,
+        Event::AgentAuthorised {
+            agent: b.agent,
+            partner: b.partner,
+            scopes: b.scopes,
+            not_before: b.not_before,
+            expires_at: b.expires_at,
+        },
+    )
+    .await
 }
 
 async fn revoke(State(app): State<App>, UrlPath(id): UrlPath<String>, h: HeaderMap) -> Result<Response, Problem> {
     let p = principal(&app, &h)?;
     let owner = app.svc.with_state(|s| s.agents.get(&id).map(|a| a.partner.clone()));
-    let allowed = (p.is_vendor() && p.require(Scope::ProgramsWrite).is_ok()) || (p.kind == PrincipalKind::Partner && owner.is_some() && p.partner == owner);
+    let allowed = (p.is_vendor() && p.require(Scope::ProgramsWrite).is_ok())
+        || (p.kind == PrincipalKind::Partner && owner.is_some() && p.partner == owner);
     if !allowed {
-        return Err(Problem::new(StatusCode::FORBIDDEN, "Forbidden", "only the vendor or the agent's partner may revoke it"));
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "only the vendor or the agent's partner may revoke it",
+        ));
     }
     write_one(&app, &p, &h, Event::AgentRevoked { agent: id }).await
 }
 
-async fn register(State(app): State<App>, h: HeaderMap, b: Result<Json<LeadBody>, JsonRejection>) -> Result<Response, Problem> {
+async fn register(
+    State(app): State<App>,
+    h: HeaderMap,
+    b: Result<Json<LeadBody>, JsonRejection>,
+) -> Result<Response, Problem> {
     let p = principal(&app, &h)?;
     p.require(Scope::LeadsWrite)?;
     let b = body(b)?;
     if !p.is_vendor() && p.partner.as_deref() != Some(&b.partner) {
         return Err(Problem::new(StatusCode::FORBIDDEN, "Forbidden", "a partner registers leads in its own name only"));
     }
-    write_one(&app, &p, &h, Event::LeadRegistered { lead: b.lead, program: b.program, customer: b.customer, partner: b.partner }).await
+    write_one(
+        &app,
+        &p,
+        &h,
+        Event::LeadRegistered { lead: b.lead, program: b.program, customer: b.customer, partner: b.partner },
+    )
+    .await
 }
 
-async fn handoff(State(app): State<App>, UrlPath(id): UrlPath<String>, h: HeaderMap, b: Result<Json<HandoffBody>, JsonRejection>) -> Result<Response, Problem> {
+async fn handoff(
+    State(app): State<App>,
+    UrlPath(id): UrlPath<String>,
+    h: HeaderMap,
+    b: Result<Json<HandoffBody>, JsonRejection>,
+) -> Result<Response, Problem> {
     let p = principal(&app, &h)?;
     p.require(Scope::LeadsWrite)?;
     let b = body(b)?;
@@ -424,14 +549,22 @@ async fn handoff(State(app): State<App>, UrlPath(id): UrlPath<String>, h: Header
     write_one(&app, &p, &h, Event::LeadHandedOff { lead: id, from: b.from, to: b.to }).await
 }
 
-async fn convert(State(app): State<App>, h: HeaderMap, b: Result<Json<ConversionBody>, JsonRejection>) -> Result<Response, Problem> {
+async fn convert(
+    State(app): State<App>,
+    h: HeaderMap,
+    b: Result<Json<ConversionBody>, JsonRejection>,
+) -> Result<Response, Problem> {
     let p = principal(&app, &h)?;
     p.require_vendor(Scope::ConversionsWrite)?;
     let e = body(b)?.event()?;
     write_one(&app, &p, &h, e).await
 }
 
-async fn convert_batch(State(app): State<App>, h: HeaderMap, b: Result<Json<BatchBody>, JsonRejection>) -> Result<Response, Problem> {
+async fn convert_batch(
+    State(app): State<App>,
+    h: HeaderMap,
+    b: Result<Json<BatchBody>, JsonRejection>,
+) -> Result<Response, Problem> {
     let p = principal(&app, &h)?;
     p.require_vendor(Scope::ConversionsWrite)?;
     let key = idem_key(&p, &h)?;
@@ -463,7 +596,11 @@ async fn convert_batch(State(app): State<App>, h: HeaderMap, b: Result<Json<Batc
     Ok(Json(json!({"results": out})).into_response())
 }
 
-async fn refund(State(app): State<App>, h: HeaderMap, b: Result<Json<RefundBody>, JsonRejection>) -> Result<Response, Problem> {
+async fn refund(
+    State(app): State<App>,
+    h: HeaderMap,
+    b: Result<Json<RefundBody>, JsonRejection>,
+) -> Result<Response, Problem> {
     let p = principal(&app, &h)?;
     p.require_vendor(Scope::RefundsWrite)?;
     let b = body(b)?;
@@ -475,19 +612,39 @@ async fn refund(State(app): State<App>, h: HeaderMap, b: Result<Json<RefundBody>
     write_one(&app, &p, &h, Event::RefundRecorded { refund: b.refund, conversion: b.conversion, size }).await
 }
 
-async fn settlement(State(app): State<App>, h: HeaderMap, b: Result<Json<SettlementBody>, JsonRejection>) -> Result<Response, Problem> {
+async fn settlement(
+    State(app): State<App>,
+    h: HeaderMap,
+    b: Result<Json<SettlementBody>, JsonRejection>,
+) -> Result<Response, Problem> {
     let p = principal(&app, &h)?;
     p.require_vendor(Scope::SettlementsWrite)?;
     let b = body(b)?;
     let e = match (b.confirmation_id, b.error) {
-        (Some(c), None) => Event::SettlementConfirmed { settlement: b.settlement, partner: b.partner, rail: b.rail, confirmation_id: c, mandate_ids: b.mandate_ids },
-        (None, Some(err)) => Event::SettlementFailed { settlement: b.settlement, partner: b.partner, rail: b.rail, error: err, mandate_ids: b.mandate_ids },
+        (Some(c), None) => Event::SettlementConfirmed {
+            settlement: b.settlement,
+            partner: b.partner,
+            rail: b.rail,
+            confirmation_id: c,
+            mandate_ids: b.mandate_ids,
+        },
+        (None, Some(err)) => Event::SettlementFailed {
+            settlement: b.settlement,
+            partner: b.partner,
+            rail: b.rail,
+            error: err,
+            mandate_ids: b.mandate_ids,
+        },
         _ => return Err(unprocessable("give either confirmation_id (paid) or error (failed)")),
     };
     write_one(&app, &p, &h, e).await
 }
 
-async fn advance(State(app): State<App>, h: HeaderMap, b: Result<Json<AdvanceBody>, JsonRejection>) -> Result<Response, Problem> {
+async fn advance(
+    State(app): State<App>,
+    h: HeaderMap,
+    b: Result<Json<AdvanceBody>, JsonRejection>,
+) -> Result<Response, Problem> {
     let p = principal(&app, &h)?;
     p.require_vendor(Scope::SettlementsWrite)?;
     let to = body(b)?.to.unwrap_or_else(Utc::now);
@@ -505,7 +662,8 @@ async fn balance(State(app): State<App>, UrlPath(id): UrlPath<String>, h: Header
             json!({"partner": id, "program": pt.program, "currency": cur, "earned": a(b.earned), "on_hold": a(b.on_hold), "payable": a(b.payable), "paid": a(b.paid), "clawed_back": a(b.clawed_back)})
         })
     });
-    v.map(|v| Json(v).into_response()).ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "Not found", format!("partner '{id}' not found")))
+    v.map(|v| Json(v).into_response())
+        .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "Not found", format!("partner '{id}' not found")))
 }
 
 #[derive(Deserialize)]
@@ -516,7 +674,12 @@ struct Page {
     limit: Option<usize>,
 }
 
-async fn mandates(State(app): State<App>, UrlPath(id): UrlPath<String>, Query(q): Query<Page>, h: HeaderMap) -> Result<Response, Problem> {
+async fn mandates(
+    State(app): State<App>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<Page>,
+    h: HeaderMap,
+) -> Result<Response, Problem> {
     let p = principal(&app, &h)?;
     p.may_see(&id)?;
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
@@ -524,7 +687,13 @@ async fn mandates(State(app): State<App>, UrlPath(id): UrlPath<String>, Query(q)
     let v = tokio::task::spawn_blocking(move || -> Result<Value, String> {
         // Hops of this partner, from the engine's index, in log order.
         let seqs: Vec<(u64, usize)> = svc.with_state(|s| {
-            s.conversions.range(q.after.map_or(0, |a| a + 1)..).flat_map(|(cs, c)| c.hops.iter().enumerate().filter(|(_, h)| h.partner == id).map(move |(i, _)| (*cs, i))).take(limit).collect()
+            s.conversions
+                .range(q.after.map_or(0, |a| a + 1)..)
+                .flat_map(|(cs, c)| {
+                    c.hops.iter().enumerate().filter(|(_, h)| h.partner == id).map(move |(i, _)| (*cs, i))
+                })
+                .take(limit)
+                .collect()
         });
         let mut items = Vec::new();
         for (cs, i) in seqs {
@@ -542,22 +711,38 @@ async fn mandates(State(app): State<App>, UrlPath(id): UrlPath<String>, Query(q)
     Ok(Json(v).into_response())
 }
 
-async fn receipt(State(app): State<App>, UrlPath((id, mid)): UrlPath<(String, String)>, h: HeaderMap) -> Result<Response, Problem> {
+async fn receipt(
+    State(app): State<App>,
+    UrlPath((id, mid)): UrlPath<(String, String)>,
+    h: HeaderMap,
+) -> Result<Response, Problem> {
     let p = principal(&app, &h)?;
     p.may_see(&id)?;
-    let nf = || Problem::new(StatusCode::NOT_FOUND, "Not found", format!("mandate '{mid}' of partner '{id}' not found"));
+    let nf =
+        || Problem::new(StatusCode::NOT_FOUND, "Not found", format!("mandate '{mid}' of partner '{id}' not found"));
     let (cs, hop) = parse_mandate_id(&mid).ok_or_else(nf)?;
     let ledger = app.svc.ledger().clone();
-    let r = ledger.record(cs + 1 + hop as u64).map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", e.to_string()))?.ok_or_else(nf)?;
+    let r = ledger
+        .record(cs + 1 + hop as u64)
+        .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", e.to_string()))?
+        .ok_or_else(nf)?;
     let env = Envelope::from_bytes(&r.event).map_err(|_| nf())?;
     let Event::MandateIssued { mandate_id, partner, mandate, .. } = env.event else { return Err(nf()) };
     if mandate_id != mid || partner != id {
         return Err(nf());
     }
-    let cp = ledger.checkpoint_covering(r.seq).ok().flatten().ok_or_else(|| Problem::new(StatusCode::CONFLICT, "Not yet checkpointed", "no signed checkpoint covers this mandate yet; retry in a second"))?;
+    let cp = ledger.checkpoint_covering(r.seq).ok().flatten().ok_or_else(|| {
+        Problem::new(
+            StatusCode::CONFLICT,
+            "Not yet checkpointed",
+            "no signed checkpoint covers this mandate yet; retry in a second",
+        )
+    })?;
     // Prove against the latest checkpoint.
     let cp = ledger.latest_checkpoint().ok().flatten().unwrap_or(cp);
-    let proof = ledger.inclusion_proof(r.seq, cp.checkpoint.size).map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", e.to_string()))?;
+    let proof = ledger
+        .inclusion_proof(r.seq, cp.checkpoint.size)
+        .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", e.to_string()))?;
     let payload = ReceiptPayload {
         vct: VCT_RECEIPT.into(),
         status: Status::Success,
@@ -575,13 +760,25 @@ async fn receipt(State(app): State<App>, UrlPath((id, mid)): UrlPath<(String, St
         tree_size: cp.checkpoint.size,
         root: hex::encode(cp.checkpoint.root),
     };
-    let key = app.keys.current().map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", e.to_string()))?;
-    let doc = ReceiptDocument { receipt: payload.sign(&key), mandate, leaf: B64.encode(&r.event), inclusion: proof.iter().map(|h| B64STD.encode(h)).collect(), checkpoint: cp.note };
+    let key = app
+        .keys
+        .current()
+        .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", e.to_string()))?;
+    let doc = ReceiptDocument {
+        receipt: payload.sign(&key),
+        mandate,
+        leaf: B64.encode(&r.event),
+        inclusion: proof.iter().map(|h| B64STD.encode(h)).collect(),
+        checkpoint: cp.note,
+    };
     Ok(Json(doc).into_response())
 }
 
 async fn jwks(State(app): State<App>) -> Result<Response, Problem> {
-    let j = app.keys.jwks().map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", e.to_string()))?;
+    let j = app
+        .keys
+        .jwks()
+        .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", e.to_string()))?;
     Ok(Json(j).into_response())
 }
 
@@ -605,7 +802,8 @@ async fn consistency(State(app): State<App>, Query(q): Query<Consistency>) -> Re
         return Err(Problem::new(StatusCode::NOT_FOUND, "Not found", format!("no signed checkpoint of size {}", q.to)));
     }
     let proof = l.consistency_proof(q.from, q.to).map_err(|e| unprocessable(e.to_string()))?;
-    Ok(Json(json!({"from": q.from, "to": q.to, "proof": proof.iter().map(|h| B64STD.encode(h)).collect::<Vec<_>>()})).into_response())
+    Ok(Json(json!({"from": q.from, "to": q.to, "proof": proof.iter().map(|h| B64STD.encode(h)).collect::<Vec<_>>()}))
+        .into_response())
 }
 
 async fn openapi() -> Response {
@@ -647,7 +845,10 @@ fn router(app: App) -> Router {
 
 /// Serves the API on `listen` until SIGTERM/SIGINT; then drains, checkpoints, saves.
 pub fn serve(data: &Path, listen: std::net::SocketAddr) -> Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
     let keys = Arc::new(KeyFile::load(data)?);
     let svc = Service::open(data)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -655,7 +856,8 @@ pub fn serve(data: &Path, listen: std::net::SocketAddr) -> Result<()> {
     rt.block_on(async move {
         let svc = svc2;
         let app = App { svc: svc.clone(), keys };
-        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+        let listener =
+            tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         tracing::info!("settle serving {} on http://{listen}", data.display());
         // Checkpoints at least every second while the log grows; holds released as due.
         let bg = svc.clone();
@@ -677,7 +879,12 @@ pub fn serve(data: &Path, listen: std::net::SocketAddr) -> Result<()> {
                     let now = Utc::now();
                     let due = bg.with_state(|s| s.holds.keys().next().is_some_and(|t| *t <= now.timestamp()));
                     if due {
-                        let sub = Submit { key: format!("clock/advance/{}", now.timestamp()), by: "engine:clock".into(), at: now, event: Event::HoldsAdvanced { to: now } };
+                        let sub = Submit {
+                            key: format!("clock/advance/{}", now.timestamp()),
+                            by: "engine:clock".into(),
+                            at: now,
+                            event: Event::HoldsAdvanced { to: now },
+                        };
                         let _ = bg.submit(vec![sub]).await;
                     }
                 }

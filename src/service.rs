@@ -108,13 +108,23 @@ impl Service {
         let key = keys.current()?;
         let ledger = Ledger::open(
             &data.join("log"),
-            LedgerConfig { origin: keys.origin.clone(), key: key.clone(), accepts: Arc::new(settle_engine::model::accepts), persist: fjall::PersistMode::SyncAll },
+            LedgerConfig {
+                origin: keys.origin.clone(),
+                key: key.clone(),
+                accepts: Arc::new(settle_engine::model::accepts),
+                persist: fjall::PersistMode::SyncAll,
+            },
         )
         .with_context(|| format!("cannot open the log in {}", data.display()))?;
         let cfg = EngineConfig { vendor: keys.vendor.clone(), salt_secret: keys.salt()? };
         let engine = restore(&ledger, cfg)?;
         let next = ledger.size();
-        Ok(Arc::new(Self { ledger, key, seq: Mutex::new(Sequencer { engine, next, inflight: HashMap::new() }), failed: AtomicBool::new(false) }))
+        Ok(Arc::new(Self {
+            ledger,
+            key,
+            seq: Mutex::new(Sequencer { engine, next, inflight: HashMap::new() }),
+            failed: AtomicBool::new(false),
+        }))
     }
 
     /// The ledger.
@@ -131,7 +141,14 @@ impl Service {
 
     fn prepare(&self, subs: Vec<Submit>, wait_for_room: bool) -> Vec<Prepared> {
         if self.failed.load(Ordering::Acquire) {
-            return subs.into_iter().map(|_| Prepared::Done(Err(SubmitError::Storage("the service stopped after a storage failure; restart it".into())))).collect();
+            return subs
+                .into_iter()
+                .map(|_| {
+                    Prepared::Done(Err(SubmitError::Storage(
+                        "the service stopped after a storage failure; restart it".into(),
+                    )))
+                })
+                .collect();
         }
         let mut sq = self.seq.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // A place in the queue first: a full queue refuses before anything is decided.
@@ -152,7 +169,11 @@ impl Service {
         for s in subs {
             let h = content_hash(&s);
             if let Some(f) = sq.inflight.get(&s.key) {
-                slots.push(Some(if f.content_hash == h { Prepared::Wait(f.first_seq, f.count) } else { Prepared::Done(Err(SubmitError::KeyConflict(s.key))) }));
+                slots.push(Some(if f.content_hash == h {
+                    Prepared::Wait(f.first_seq, f.count)
+                } else {
+                    Prepared::Done(Err(SubmitError::KeyConflict(s.key)))
+                }));
                 continue;
             }
             match self.ledger.key_entry(s.key.as_bytes()) {
@@ -250,7 +271,11 @@ impl Service {
     fn read_outcome(&self, first: u64, count: u32) -> Result<Outcome, SubmitError> {
         let mut records = Vec::with_capacity(count as usize);
         for s in first..first + u64::from(count) {
-            let r = self.ledger.record(s).map_err(|e| SubmitError::Storage(e.to_string()))?.ok_or_else(|| SubmitError::Storage(format!("record {s} is not durable yet")))?;
+            let r = self
+                .ledger
+                .record(s)
+                .map_err(|e| SubmitError::Storage(e.to_string()))?
+                .ok_or_else(|| SubmitError::Storage(format!("record {s} is not durable yet")))?;
             records.push(Envelope::from_bytes(&r.event).map_err(|e| SubmitError::Storage(e.to_string()))?);
         }
         Ok(Outcome { seq: first, records, replayed: true })
@@ -302,7 +327,10 @@ fn to_append(key: &str, h: [u8; 32], first: u64, records: Vec<Ready>) -> Append 
     Append {
         key: key.as_bytes().to_vec(),
         content_hash: h,
-        records: records.into_iter().map(|r| NewRecord { kind: r.kind.into(), version: r.version, event: r.bytes }).collect(),
+        records: records
+            .into_iter()
+            .map(|r| NewRecord { kind: r.kind.into(), version: r.version, event: r.bytes })
+            .collect(),
         expected_seq: Some(first),
         projection: None,
     }
@@ -310,7 +338,11 @@ fn to_append(key: &str, h: [u8; 32], first: u64, records: Vec<Ready>) -> Append 
 
 /// Runs a future to completion on the current thread (the demo has no runtime).
 fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_time().build().map(|rt| rt.block_on(f)).unwrap_or_else(|e| panic!("cannot start a runtime: {e}"))
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map(|rt| rt.block_on(f))
+        .unwrap_or_else(|e| panic!("cannot start a runtime: {e}"))
 }
 
 /// Rebuilds the engine: the saved state, then every fact after it.
@@ -331,9 +363,14 @@ pub fn restore(ledger: &Ledger, cfg: EngineConfig) -> Result<Engine> {
             expect_derived -= 1;
             continue;
         }
-        anyhow::ensure!(expect_derived == 0, "record {} is a fact, but {expect_derived} derived events are missing before it", r.seq);
+        anyhow::ensure!(
+            expect_derived == 0,
+            "record {} is a fact, but {expect_derived} derived events are missing before it",
+            r.seq
+        );
         let env = Envelope::from_bytes(&r.event).with_context(|| format!("record {} does not decode", r.seq))?;
-        let d = engine.decide(env, r.seq).map_err(|e| anyhow::anyhow!("record {} is rejected on replay: {e}", r.seq))?;
+        let d =
+            engine.decide(env, r.seq).map_err(|e| anyhow::anyhow!("record {} is rejected on replay: {e}", r.seq))?;
         expect_derived = d.outputs.len() as u64;
     }
     anyhow::ensure!(expect_derived == 0, "the log ends {expect_derived} derived events short");
@@ -343,5 +380,14 @@ pub fn restore(ledger: &Ledger, cfg: EngineConfig) -> Result<Engine> {
 /// True for event types the engine derives.
 #[must_use]
 pub fn is_derived_kind(kind: &str) -> bool {
-    matches!(kind, "open_mandate_issued" | "lead_outcome" | "conversion_outcome" | "mandate_issued" | "clawback_issued" | "holds_released" | "payout_booked")
+    matches!(
+        kind,
+        "open_mandate_issued"
+            | "lead_outcome"
+            | "conversion_outcome"
+            | "mandate_issued"
+            | "clawback_issued"
+            | "holds_released"
+            | "payout_booked"
+    )
 }

@@ -224,7 +224,10 @@ impl ProgramSpec {
     /// The rounding policy id of this program: split policy and pool rounding.
     #[must_use]
     pub fn rounding_id(&self) -> String {
-        let r = serde_json::to_value(self.pool_rounding).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let r = serde_json::to_value(self.pool_rounding)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
         format!("{SPLIT_POLICY}+pool.{r}")
     }
 }

@@ -4,7 +4,9 @@
 use rayon::prelude::*;
 use settle_mandates::jws;
 use settle_mandates::keys::{KeyRing, SigningKey};
-use settle_mandates::types::{Mandate, OpenMandate, Signed, TYP_CLAWBACK_MANDATE, TYP_OPEN_MANDATE, TYP_PAYMENT_MANDATE, decode_as};
+use settle_mandates::types::{
+    Mandate, OpenMandate, Signed, TYP_CLAWBACK_MANDATE, TYP_OPEN_MANDATE, TYP_PAYMENT_MANDATE, decode_as,
+};
 
 use crate::model::{Envelope, Event};
 use crate::state::{Decision, Engine, Rejection, ToSign};
@@ -27,14 +29,18 @@ pub struct Ready {
 
 fn fill(env: &mut Envelope, token: String) {
     match &mut env.event {
-        Event::MandateIssued { mandate, .. } | Event::ClawbackIssued { mandate, .. } | Event::OpenMandateIssued { mandate, .. } => *mandate = token,
+        Event::MandateIssued { mandate, .. }
+        | Event::ClawbackIssued { mandate, .. }
+        | Event::OpenMandateIssued { mandate, .. } => *mandate = token,
         _ => unreachable!("only mandate events are signed"),
     }
 }
 
 fn token_of(env: &Envelope) -> Option<&str> {
     match &env.event {
-        Event::MandateIssued { mandate, .. } | Event::ClawbackIssued { mandate, .. } | Event::OpenMandateIssued { mandate, .. } => Some(mandate),
+        Event::MandateIssued { mandate, .. }
+        | Event::ClawbackIssued { mandate, .. }
+        | Event::OpenMandateIssued { mandate, .. } => Some(mandate),
         _ => None,
     }
 }
@@ -97,7 +103,15 @@ impl Replay {
     /// A replay from an empty state.
     #[must_use]
     pub fn new(engine: Engine, ring: KeyRing, with_secret: bool) -> Self {
-        Self { engine, ring, with_secret, expected: Default::default(), pending_sigs: Vec::new(), mandates: 0, records: 0 }
+        Self {
+            engine,
+            ring,
+            with_secret,
+            expected: Default::default(),
+            pending_sigs: Vec::new(),
+            mandates: 0,
+            records: 0,
+        }
     }
 
     /// The engine as replayed so far.
@@ -121,7 +135,10 @@ impl Replay {
             if let Some((o, _)) = self.expected.front() {
                 return Err(bad(format!("expected derived event {} here, found fact {kind}", o.envelope.event.kind())));
             }
-            let d = self.engine.decide(env, seq).map_err(|e: Rejection| bad(format!("recorded fact is rejected on replay: {e}")))?;
+            let d = self
+                .engine
+                .decide(env, seq)
+                .map_err(|e: Rejection| bad(format!("recorded fact is rejected on replay: {e}")))?;
             self.expected.extend(d.outputs.into_iter().map(|o| (o, seq)));
             return Ok(());
         }
@@ -132,22 +149,33 @@ impl Replay {
         let Some(sign) = o.sign else {
             // `env` is canonical (checked above): structural equality is byte equality.
             if want != env {
-                return Err(bad(format!("derived {kind} differs from the replay: expected {}", String::from_utf8_lossy(&want.to_bytes()))));
+                return Err(bad(format!(
+                    "derived {kind} differs from the replay: expected {}",
+                    String::from_utf8_lossy(&want.to_bytes())
+                )));
             }
             return Ok(());
         };
-        let token = token_of(&env).ok_or_else(|| bad(format!("expected a signed {} here, found {kind}", want.event.kind())))?.to_owned();
+        let token = token_of(&env)
+            .ok_or_else(|| bad(format!("expected a signed {} here, found {kind}", want.event.kind())))?
+            .to_owned();
         let (typ, payload_ok) = match &sign {
             ToSign::Mandate(m) => {
                 let typ = m.typ();
                 (typ, self.check_payload::<Mandate>(&token, typ, m, |x, salt| x.salt = salt))
             }
-            ToSign::Open(m) => (TYP_OPEN_MANDATE, self.check_payload::<OpenMandate>(&token, TYP_OPEN_MANDATE, m, |x, salt| x.salt = salt)),
+            ToSign::Open(m) => (
+                TYP_OPEN_MANDATE,
+                self.check_payload::<OpenMandate>(&token, TYP_OPEN_MANDATE, m, |x, salt| x.salt = salt),
+            ),
         };
         payload_ok.map_err(|w| bad(format!("signed {} differs from the replay: {w}", want.event.kind())))?;
         fill(&mut want, token.clone());
         if want != env {
-            return Err(bad(format!("derived {kind} differs from the replay: expected {}", String::from_utf8_lossy(&want.to_bytes()))));
+            return Err(bad(format!(
+                "derived {kind} differs from the replay: expected {}",
+                String::from_utf8_lossy(&want.to_bytes())
+            )));
         }
         self.mandates += 1;
         self.pending_sigs.push((seq, typ, token));
@@ -157,18 +185,35 @@ impl Replay {
         Ok(())
     }
 
-    fn check_payload<T: Signed + PartialEq + std::fmt::Debug + Clone>(&self, token: &str, typ: &str, want: &T, set_salt: impl Fn(&mut T, String)) -> Result<(), String> {
+    fn check_payload<T: Signed + PartialEq + std::fmt::Debug + Clone>(
+        &self,
+        token: &str,
+        typ: &str,
+        want: &T,
+        set_salt: impl Fn(&mut T, String),
+    ) -> Result<(), String> {
         let p = jws::parse(token, typ).map_err(|e| e.to_string())?;
-        let v = jws::Verified { header: p.header, payload: p.payload, key: self.ring.iter().next().map(|(j, _)| j.clone()).ok_or("no keys")? };
+        let v = jws::Verified {
+            header: p.header,
+            payload: p.payload,
+            key: self.ring.iter().next().map(|(j, _)| j.clone()).ok_or("no keys")?,
+        };
         // Key validity is checked with the signature in `flush`; here only content.
         let got: T = serde_json::from_slice(&v.payload).map_err(|e| e.to_string())?;
         let mut want = want.clone();
         if !self.with_secret {
-            let salt = serde_json::to_value(&got).ok().and_then(|x| x.get("salt").and_then(|s| s.as_str().map(str::to_owned))).unwrap_or_default();
+            let salt = serde_json::to_value(&got)
+                .ok()
+                .and_then(|x| x.get("salt").and_then(|s| s.as_str().map(str::to_owned)))
+                .unwrap_or_default();
             set_salt(&mut want, salt);
         }
         if got != want {
-            return Err(format!("expected {}, found {}", serde_json::to_string(&want).unwrap_or_default(), serde_json::to_string(&got).unwrap_or_default()));
+            return Err(format!(
+                "expected {}, found {}",
+                serde_json::to_string(&want).unwrap_or_default(),
+                serde_json::to_string(&got).unwrap_or_default()
+            ));
         }
         if settle_mandates::jcs::to_vec(&got).map_err(|e| e.to_string())? != v.payload {
             return Err("payload is not canonical".into());
@@ -189,10 +234,15 @@ impl Replay {
                         continue;
                     }
                     let toks: Vec<&str> = idx.iter().map(|&i| chunk[i].2.as_str()).collect();
-                    let verified = jws::verify_batch(&toks, ring, typ).map_err(|(i, e)| Mismatch { seq: chunk[idx[i]].0, what: format!("signature: {e}") })?;
+                    let verified = jws::verify_batch(&toks, ring, typ)
+                        .map_err(|(i, e)| Mismatch { seq: chunk[idx[i]].0, what: format!("signature: {e}") })?;
                     for (k, v) in verified.iter().enumerate() {
                         let seq = chunk[idx[k]].0;
-                        let r = if typ == TYP_OPEN_MANDATE { decode_as::<OpenMandate>(v).map(|_| ()) } else { decode_as::<Mandate>(v).map(|_| ()) };
+                        let r = if typ == TYP_OPEN_MANDATE {
+                            decode_as::<OpenMandate>(v).map(|_| ())
+                        } else {
+                            decode_as::<Mandate>(v).map(|_| ())
+                        };
                         r.map_err(|e| Mismatch { seq, what: e.to_string() })?;
                     }
                 }
@@ -207,7 +257,10 @@ impl Replay {
     pub fn finish(mut self) -> Result<Engine, Mismatch> {
         self.flush()?;
         if let Some((o, cause)) = self.expected.front() {
-            return Err(Mismatch { seq: *cause, what: format!("derived event {} is missing at the end of the log", o.envelope.event.kind()) });
+            return Err(Mismatch {
+                seq: *cause,
+                what: format!("derived event {} is missing at the end of the log", o.envelope.event.kind()),
+            });
         }
         Ok(self.engine)
     }

@@ -27,7 +27,9 @@ pub fn validate(spec: &ProgramSpec) -> Result<(), RuleError> {
     let p = &spec.pool;
     let nonneg = |name: &str, v: Option<i64>| -> Result<(), RuleError> {
         match v {
-            Some(x) if !(0..=settle_mandates::money::MAX_MINOR_UNITS).contains(&x) => Err(RuleError(format!("{name} must be between 0 and {}", settle_mandates::money::MAX_MINOR_UNITS))),
+            Some(x) if !(0..=settle_mandates::money::MAX_MINOR_UNITS).contains(&x) => {
+                Err(RuleError(format!("{name} must be between 0 and {}", settle_mandates::money::MAX_MINOR_UNITS)))
+            }
             _ => Ok(()),
         }
     };
@@ -94,7 +96,9 @@ pub fn validate(spec: &ProgramSpec) -> Result<(), RuleError> {
                 return err(format!("level rates total {total}% (over 100%)"));
             }
             if p.percent.is_some() || p.flat.is_some() || !p.tiers.is_empty() {
-                return err("a levels split defines the pool itself: pool.percent, flat and tiers must be absent".into());
+                return err(
+                    "a levels split defines the pool itself: pool.percent, flat and tiers must be absent".into()
+                );
             }
         }
     }
@@ -171,7 +175,10 @@ pub fn exact_pool(spec: &ProgramSpec, d: &Deal) -> ExactPool {
             }
             pool += spiffs(spec, d, revenue);
             apply_bounds(p, &mut pool);
-            ExactPool { pool, weights: share_weights(d.hops, originator.value(), intermediaries.value(), closer.value(), *remaining) }
+            ExactPool {
+                pool,
+                weights: share_weights(d.hops, originator.value(), intermediaries.value(), closer.value(), *remaining),
+            }
         }
     }
 }
@@ -181,7 +188,9 @@ fn spiffs(spec: &ProgramSpec, d: &Deal, revenue: Decimal) -> Decimal {
         .spiffs
         .iter()
         .filter(|s| s.from <= d.occurred_at && d.occurred_at < s.until)
-        .map(|s| s.percent.map_or(Decimal::ZERO, |p| revenue * p.fraction()) + s.flat.map_or(Decimal::ZERO, Decimal::from))
+        .map(|s| {
+            s.percent.map_or(Decimal::ZERO, |p| revenue * p.fraction()) + s.flat.map_or(Decimal::ZERO, Decimal::from)
+        })
         .sum()
 }
 
@@ -197,7 +206,13 @@ fn apply_bounds(p: &PoolRule, pool: &mut Decimal) {
 /// Weights (in percent) by position; absent positions' shares and the unassigned rest
 /// go to `remaining` (for a one-hop chain, the sole partner is originator and closer).
 #[must_use]
-pub fn share_weights(hops: usize, originator: Decimal, intermediaries: Decimal, closer: Decimal, remaining: Position) -> Vec<Decimal> {
+pub fn share_weights(
+    hops: usize,
+    originator: Decimal,
+    intermediaries: Decimal,
+    closer: Decimal,
+    remaining: Position,
+) -> Vec<Decimal> {
     if hops == 0 {
         return Vec::new();
     }

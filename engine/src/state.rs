@@ -11,7 +11,9 @@ use settle_mandates::types::{
     Constraint, Direction, Instrument, LogRef, Mandate, MandateBasis, OpenMandate, Payee, VCT_OPEN_MANDATE, derive_salt,
 };
 
-use crate::model::{AgentScope, Envelope, Event, MAX_HOPS, MAX_ID_BYTES, MAX_SETTLEMENT_MANDATES, PartnerRole, ProgramSpec, RefundSize};
+use crate::model::{
+    AgentScope, Envelope, Event, MAX_HOPS, MAX_ID_BYTES, MAX_SETTLEMENT_MANDATES, PartnerRole, ProgramSpec, RefundSize,
+};
 use crate::rules::{self, Deal};
 
 /// Why a fact was refused. Nothing is recorded and nothing changes.
@@ -40,8 +42,13 @@ pub enum Rejection {
 
 /// Checks an id: 1..=128 bytes of `[A-Za-z0-9._:-]`.
 pub fn check_id(what: &str, id: &str) -> Result<(), Rejection> {
-    if id.is_empty() || id.len() > MAX_ID_BYTES || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b)) {
-        return Err(Rejection::Invalid(format!("{what} id '{id}' must be 1..={MAX_ID_BYTES} characters of A-Z a-z 0-9 . _ : -")));
+    if id.is_empty()
+        || id.len() > MAX_ID_BYTES
+        || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+    {
+        return Err(Rejection::Invalid(format!(
+            "{what} id '{id}' must be 1..={MAX_ID_BYTES} characters of A-Z a-z 0-9 . _ : -"
+        )));
     }
     Ok(())
 }
@@ -324,7 +331,9 @@ impl State {
     /// Whether `agent` may act with `scope` at `t` (exists, not revoked, in its period).
     #[must_use]
     pub fn agent_may(&self, agent: &str, scope: AgentScope, t: DateTime<Utc>) -> Option<&Agent> {
-        self.agents.get(agent).filter(|a| !a.revoked && a.not_before <= t && t < a.expires_at && a.scopes.contains(&scope))
+        self.agents
+            .get(agent)
+            .filter(|a| !a.revoked && a.not_before <= t && t < a.expires_at && a.scopes.contains(&scope))
     }
 
     fn book(&mut self, partner: &str) -> &mut Book {
@@ -412,7 +421,8 @@ impl Decider<'_> {
         if let Some(b) = &spec.budget {
             constraints.push(Constraint::Budget { max: b.max, currency: spec.currency, period: "month".into() });
         }
-        constraints.push(Constraint::ExecutionDate { not_before: ts(spec.valid_from), not_after: spec.valid_until.map(ts) });
+        constraints
+            .push(Constraint::ExecutionDate { not_before: ts(spec.valid_from), not_after: spec.valid_until.map(ts) });
         let om = OpenMandate {
             vct: VCT_OPEN_MANDATE.into(),
             mandate_id: id.clone(),
@@ -423,7 +433,10 @@ impl Decider<'_> {
             constraints,
             salt: derive_salt(&self.cfg.salt_secret, &id),
         };
-        self.derived(Event::OpenMandateIssued { mandate_id: id.clone(), mandate: String::new() }, Some(ToSign::Open(om)));
+        self.derived(
+            Event::OpenMandateIssued { mandate_id: id.clone(), mandate: String::new() },
+            Some(ToSign::Open(om)),
+        );
         id
     }
 
@@ -452,7 +465,10 @@ impl Decider<'_> {
                 }
                 let om = self.open_mandate(&spec, 1, Vec::new());
                 let id = spec.program.clone();
-                let program = Program { versions: vec![RuleVersion { version: 1, effective_from: spec.valid_from.min(at), spec }], open_mandate: om };
+                let program = Program {
+                    versions: vec![RuleVersion { version: 1, effective_from: spec.valid_from.min(at), spec }],
+                    open_mandate: om,
+                };
                 Ok(Box::new(move |s| {
                     s.programs.insert(id, program);
                 }))
@@ -465,7 +481,9 @@ impl Decider<'_> {
                     return Err(Rejection::Invalid("an amendment cannot change the program currency".into()));
                 }
                 if effective_from < latest.effective_from {
-                    return Err(Rejection::Invalid("an amendment cannot take effect before the rules it replaces".into()));
+                    return Err(Rejection::Invalid(
+                        "an amendment cannot take effect before the rules it replaces".into(),
+                    ));
                 }
                 let version = latest.version + 1;
                 let payees = self.payees(&spec.program, None, None);
@@ -494,7 +512,11 @@ impl Decider<'_> {
                 }))
             }
             Event::PartnerSuspended { partner, .. } => {
-                let p = self.st.partners.get(&partner).ok_or_else(|| Rejection::NotFound(format!("partner '{partner}'")))?;
+                let p = self
+                    .st
+                    .partners
+                    .get(&partner)
+                    .ok_or_else(|| Rejection::NotFound(format!("partner '{partner}'")))?;
                 if p.suspended {
                     return Err(Rejection::Conflict(format!("partner '{partner}' is already suspended")));
                 }
@@ -540,20 +562,33 @@ impl Decider<'_> {
                     }
                 }))
             }
-            Event::LeadRegistered { lead, program, customer, partner } => self.lead_registered(lead, program, customer, partner, at),
+            Event::LeadRegistered { lead, program, customer, partner } => {
+                self.lead_registered(lead, program, customer, partner, at)
+            }
             Event::LeadHandedOff { lead, from, to } => self.lead_handed_off(lead, from, to),
             Event::ConversionRecorded { conversion, lead, revenue, occurred_at, subscription_month, fx } => {
                 self.conversion(conversion, lead, revenue, occurred_at, subscription_month, fx.map(|f| f.rate))
             }
             Event::RefundRecorded { refund, conversion, size } => self.refund(refund, conversion, size),
             Event::HoldsAdvanced { to } => Ok(self.advance(to)),
-            Event::SettlementConfirmed { settlement, partner, mandate_ids, .. } => self.settle(settlement, partner, mandate_ids, true),
-            Event::SettlementFailed { settlement, partner, mandate_ids, .. } => self.settle(settlement, partner, mandate_ids, false),
+            Event::SettlementConfirmed { settlement, partner, mandate_ids, .. } => {
+                self.settle(settlement, partner, mandate_ids, true)
+            }
+            Event::SettlementFailed { settlement, partner, mandate_ids, .. } => {
+                self.settle(settlement, partner, mandate_ids, false)
+            }
             other => Err(Rejection::NotAFact(other.kind())),
         }
     }
 
-    fn lead_registered(&mut self, lead: String, program: String, customer: String, partner: String, at: DateTime<Utc>) -> Result<Apply, Rejection> {
+    fn lead_registered(
+        &mut self,
+        lead: String,
+        program: String,
+        customer: String,
+        partner: String,
+        at: DateTime<Utc>,
+    ) -> Result<Apply, Rejection> {
         check_id("lead", &lead)?;
         let customer = customer.trim().to_ascii_lowercase();
         if customer.is_empty() || customer.len() > MAX_ID_BYTES {
@@ -566,13 +601,27 @@ impl Decider<'_> {
         }
         let window = Duration::days(i64::from(prog.latest().spec.attribution_window_days));
         let okey = format!("{program}\u{1f}{customer}");
-        let owner = self.st.owners.get(&okey).and_then(|l| self.st.leads.get(l).map(|x| (l.clone(), x))).filter(|(_, x)| x.registered_at + window > at).map(|(l, _)| l);
+        let owner = self
+            .st
+            .owners
+            .get(&okey)
+            .and_then(|l| self.st.leads.get(l).map(|x| (l.clone(), x)))
+            .filter(|(_, x)| x.registered_at + window > at)
+            .map(|(l, _)| l);
         let chain = vec![partner];
         let (outcome, dup) = match &owner {
             Some(o) => ("duplicate", Some(o.clone())),
             None => ("owner", None),
         };
-        self.derived(Event::LeadOutcome { lead: lead.clone(), outcome: outcome.into(), owner: dup.clone(), chain: chain.clone() }, None);
+        self.derived(
+            Event::LeadOutcome {
+                lead: lead.clone(),
+                outcome: outcome.into(),
+                owner: dup.clone(),
+                chain: chain.clone(),
+            },
+            None,
+        );
         Ok(Box::new(move |s| {
             if dup.is_none() {
                 s.owners.insert(okey, lead.clone());
@@ -587,19 +636,29 @@ impl Decider<'_> {
             return Err(Rejection::Invalid(format!("lead '{lead}' is a duplicate of '{o}' and cannot be handed off")));
         }
         if l.chain.last() != Some(&from) {
-            return Err(Rejection::Invalid(format!("'{from}' does not hold lead '{lead}' (its last hop is '{}')", l.chain.last().map_or("", String::as_str))));
+            return Err(Rejection::Invalid(format!(
+                "'{from}' does not hold lead '{lead}' (its last hop is '{}')",
+                l.chain.last().map_or("", String::as_str)
+            )));
         }
         if l.chain.contains(&to) {
-            return Err(Rejection::Invalid(format!("handing lead '{lead}' to '{to}' would make a referral cycle (already in the chain)")));
+            return Err(Rejection::Invalid(format!(
+                "handing lead '{lead}' to '{to}' would make a referral cycle (already in the chain)"
+            )));
         }
         if l.chain.len() >= MAX_HOPS {
-            return Err(Rejection::Invalid(format!("lead '{lead}' already has {MAX_HOPS} hops (the most a chain may have)")));
+            return Err(Rejection::Invalid(format!(
+                "lead '{lead}' already has {MAX_HOPS} hops (the most a chain may have)"
+            )));
         }
         self.st.active_partner(&from, &l.program)?;
         self.st.active_partner(&to, &l.program)?;
         let mut chain = l.chain.clone();
         chain.push(to);
-        self.derived(Event::LeadOutcome { lead: lead.clone(), outcome: "handed_off".into(), owner: None, chain: chain.clone() }, None);
+        self.derived(
+            Event::LeadOutcome { lead: lead.clone(), outcome: "handed_off".into(), owner: None, chain: chain.clone() },
+            None,
+        );
         Ok(Box::new(move |s| {
             if let Some(l) = s.leads.get_mut(&lead) {
                 l.chain = chain;
@@ -608,7 +667,15 @@ impl Decider<'_> {
     }
 
     #[allow(clippy::too_many_lines)]
-    fn conversion(&mut self, id: String, lead_id: String, revenue: Amount, occurred_at: DateTime<Utc>, month: Option<u32>, fx: Option<Decimal>) -> Result<Apply, Rejection> {
+    fn conversion(
+        &mut self,
+        id: String,
+        lead_id: String,
+        revenue: Amount,
+        occurred_at: DateTime<Utc>,
+        month: Option<u32>,
+        fx: Option<Decimal>,
+    ) -> Result<Apply, Rejection> {
         check_id("conversion", &id)?;
         revenue.check_sign(settle_mandates::money::Sign::Positive)?;
         if self.st.conversion_ids.contains_key(&id) {
@@ -623,9 +690,26 @@ impl Decider<'_> {
         let spec = &rv.spec;
         let seq = self.seq;
         let zero = Amount::zero(spec.currency);
-        let mut conv = Conversion { id: id.clone(), program: lead.program.clone(), rule_version: rv.version, revenue, refunded: 0, pool: zero, hops: Vec::new() };
+        let mut conv = Conversion {
+            id: id.clone(),
+            program: lead.program.clone(),
+            rule_version: rv.version,
+            revenue,
+            refunded: 0,
+            pool: zero,
+            hops: Vec::new(),
+        };
         let no = |this: &mut Self, conv: Conversion, outcome: &str, reason: String| -> Result<Apply, Rejection> {
-            this.derived(Event::ConversionOutcome { conversion: conv.id.clone(), outcome: outcome.into(), reason: Some(reason), pool: conv.pool, rule_version: Some(conv.rule_version) }, None);
+            this.derived(
+                Event::ConversionOutcome {
+                    conversion: conv.id.clone(),
+                    outcome: outcome.into(),
+                    reason: Some(reason),
+                    pool: conv.pool,
+                    rule_version: Some(conv.rule_version),
+                },
+                None,
+            );
             let cid = conv.id.clone();
             Ok(Box::new(move |s: &mut State| {
                 s.conversion_ids.insert(cid, seq);
@@ -637,18 +721,37 @@ impl Decider<'_> {
         }
         let window = Duration::days(i64::from(spec.attribution_window_days));
         if occurred_at < lead.registered_at || occurred_at >= lead.registered_at + window {
-            return no(self, conv, "no_commission", format!("deal occurred outside the lead's {}-day attribution window", spec.attribution_window_days));
+            return no(
+                self,
+                conv,
+                "no_commission",
+                format!("deal occurred outside the lead's {}-day attribution window", spec.attribution_window_days),
+            );
         }
         if let (Some(m), Some(limit)) = (month, spec.pool.recurring_months) {
             if m == 0 || m > limit {
-                return no(self, conv, "no_commission", format!("subscription month {m} is beyond the first {limit} months that earn"));
+                return no(
+                    self,
+                    conv,
+                    "no_commission",
+                    format!("subscription month {m} is beyond the first {limit} months that earn"),
+                );
             }
         }
         let revenue_prog = if revenue.currency() == spec.currency {
             revenue.minor_units()
         } else {
             let Some(rate) = fx else {
-                return no(self, conv, "no_commission", format!("revenue in {} but program pays in {} and no fx rate was given", revenue.currency(), spec.currency));
+                return no(
+                    self,
+                    conv,
+                    "no_commission",
+                    format!(
+                        "revenue in {} but program pays in {} and no fx rate was given",
+                        revenue.currency(),
+                        spec.currency
+                    ),
+                );
             };
             Amount::from_decimal(revenue.to_decimal() * rate, spec.currency, spec.pool_rounding)?.minor_units()
         };
@@ -661,8 +764,15 @@ impl Decider<'_> {
         let closer = chain.last().cloned().unwrap_or_default();
         let vkey = month_key(&closer, occurred_at);
         let volume_before = self.st.volume.get(&vkey).copied().unwrap_or(0);
-        let exact = rules::exact_pool(spec, &Deal { revenue: revenue_prog, closer_volume_before: volume_before, occurred_at, hops: chain.len() });
-        let pool = Amount::from_decimal(exact.pool / Decimal::from(10_i64.pow(spec.currency.exponent())), spec.currency, spec.pool_rounding)?;
+        let exact = rules::exact_pool(
+            spec,
+            &Deal { revenue: revenue_prog, closer_volume_before: volume_before, occurred_at, hops: chain.len() },
+        );
+        let pool = Amount::from_decimal(
+            exact.pool / Decimal::from(10_i64.pow(spec.currency.exponent())),
+            spec.currency,
+            spec.pool_rounding,
+        )?;
         conv.pool = pool;
         let parts = rules::allocate(pool.minor_units(), &exact.weights);
         assert_eq!(parts.iter().sum::<i64>(), pool.minor_units(), "split does not sum to the pool");
@@ -674,13 +784,23 @@ impl Decider<'_> {
             held = Some("deal occurred outside the program's validity window".to_owned());
         } else if let Some(b) = &spec.budget {
             if used + pool.minor_units() > b.max {
-                held = Some(format!("monthly budget exceeded: {} used of {}, pool {}", Amount::from_minor(used, spec.currency)?, Amount::from_minor(b.max, spec.currency)?, pool));
+                held = Some(format!(
+                    "monthly budget exceeded: {} used of {}, pool {}",
+                    Amount::from_minor(used, spec.currency)?,
+                    Amount::from_minor(b.max, spec.currency)?,
+                    pool
+                ));
             }
         }
         if held.is_none() {
             if let Some(r) = &spec.payment_range {
                 if let Some(p) = parts.iter().find(|p| **p > 0 && (**p < r.min || **p > r.max)) {
-                    held = Some(format!("hop amount {} is outside the allowed range {}..{}", Amount::from_minor(*p, spec.currency)?, Amount::from_minor(r.min, spec.currency)?, Amount::from_minor(r.max, spec.currency)?));
+                    held = Some(format!(
+                        "hop amount {} is outside the allowed range {}..{}",
+                        Amount::from_minor(*p, spec.currency)?,
+                        Amount::from_minor(r.min, spec.currency)?,
+                        Amount::from_minor(r.max, spec.currency)?
+                    ));
                 }
             }
         }
@@ -721,10 +841,22 @@ impl Decider<'_> {
                 },
                 salt: derive_salt(&self.cfg.salt_secret, &mid),
             };
-            self.derived(Event::MandateIssued { mandate_id: mid, partner: partner.clone(), amount: amt, mandate: String::new() }, Some(ToSign::Mandate(m)));
+            self.derived(
+                Event::MandateIssued { mandate_id: mid, partner: partner.clone(), amount: amt, mandate: String::new() },
+                Some(ToSign::Mandate(m)),
+            );
             conv.hops.push(Hop { partner: partner.clone(), amount: *amount, clawed: 0, status, payable_at });
         }
-        self.derived(Event::ConversionOutcome { conversion: id.clone(), outcome: "settled".into(), reason: None, pool, rule_version: Some(rv.version) }, None);
+        self.derived(
+            Event::ConversionOutcome {
+                conversion: id.clone(),
+                outcome: "settled".into(),
+                reason: None,
+                pool,
+                rule_version: Some(rv.version),
+            },
+            None,
+        );
         Ok(Box::new(move |s| {
             *s.volume.entry(vkey).or_default() += revenue_prog;
             *s.budget_used.entry(bkey).or_default() += pool.minor_units();
@@ -751,18 +883,29 @@ impl Decider<'_> {
         if self.st.refunds.contains_key(&refund) {
             return Err(Rejection::Conflict(format!("refund '{refund}' is already recorded")));
         }
-        let cseq = *self.st.conversion_ids.get(&conversion).ok_or_else(|| Rejection::NotFound(format!("conversion '{conversion}'")))?;
+        let cseq = *self
+            .st
+            .conversion_ids
+            .get(&conversion)
+            .ok_or_else(|| Rejection::NotFound(format!("conversion '{conversion}'")))?;
         let c = &self.st.conversions[&cseq];
         let left = c.revenue.minor_units() - c.refunded;
         let amount = match size {
             RefundSize::Full => left,
             RefundSize::Amount(a) => {
                 if a.currency() != c.revenue.currency() {
-                    return Err(Rejection::Invalid(format!("refund in {} but the conversion is in {}", a.currency(), c.revenue.currency())));
+                    return Err(Rejection::Invalid(format!(
+                        "refund in {} but the conversion is in {}",
+                        a.currency(),
+                        c.revenue.currency()
+                    )));
                 }
                 a.check_sign(settle_mandates::money::Sign::Positive)?;
                 if a.minor_units() > left {
-                    return Err(Rejection::Invalid(format!("refund of {a} exceeds the {} not yet refunded", Amount::from_minor(left, a.currency())?)));
+                    return Err(Rejection::Invalid(format!(
+                        "refund of {a} exceeds the {} not yet refunded",
+                        Amount::from_minor(left, a.currency())?
+                    )));
                 }
                 a.minor_units()
             }
@@ -777,11 +920,23 @@ impl Decider<'_> {
         // the increment is split over what each hop still holds (never more).
         let mut claws: Vec<(usize, i64)> = Vec::new();
         if !c.hops.is_empty() {
-            let spec = &self.st.programs[&c.program].versions.iter().find(|v| v.version == c.rule_version).unwrap_or_else(|| unreachable!()).spec;
+            let spec = &self.st.programs[&c.program]
+                .versions
+                .iter()
+                .find(|v| v.version == c.rule_version)
+                .unwrap_or_else(|| unreachable!())
+                .spec;
             let pool = c.pool.minor_units();
             let clawed: i64 = c.hops.iter().map(|h| h.clawed).sum();
-            let target_exact = Decimal::from(pool) * Decimal::from(refunded_after) / Decimal::from(c.revenue.minor_units());
-            let target = Amount::from_decimal(target_exact / Decimal::from(10_i64.pow(cur.exponent())), cur, spec.pool_rounding)?.minor_units().min(pool);
+            let target_exact =
+                Decimal::from(pool) * Decimal::from(refunded_after) / Decimal::from(c.revenue.minor_units());
+            let target = Amount::from_decimal(
+                target_exact / Decimal::from(10_i64.pow(cur.exponent())),
+                cur,
+                spec.pool_rounding,
+            )?
+            .minor_units()
+            .min(pool);
             let target = if refunded_after == c.revenue.minor_units() { pool } else { target };
             let delta = (target - clawed).max(0);
             let remaining: Vec<Decimal> = c.hops.iter().map(|h| Decimal::from(h.amount - h.clawed)).collect();
@@ -825,7 +980,17 @@ impl Decider<'_> {
                     },
                     salt: derive_salt(&self.cfg.salt_secret, &cb),
                 };
-                self.derived(Event::ClawbackIssued { mandate_id: cb, reverses: orig, partner: h.partner.clone(), amount: amt, offset, mandate: String::new() }, Some(ToSign::Mandate(m)));
+                self.derived(
+                    Event::ClawbackIssued {
+                        mandate_id: cb,
+                        reverses: orig,
+                        partner: h.partner.clone(),
+                        amount: amt,
+                        offset,
+                        mandate: String::new(),
+                    },
+                    Some(ToSign::Mandate(m)),
+                );
             }
         }
         Ok(Box::new(move |s| {
@@ -906,19 +1071,32 @@ impl Decider<'_> {
         if ids.is_empty() || ids.len() > MAX_SETTLEMENT_MANDATES {
             return Err(Rejection::Invalid(format!("a settlement names 1..={MAX_SETTLEMENT_MANDATES} mandates")));
         }
-        let book = self.st.books.get(&partner).copied().ok_or_else(|| Rejection::NotFound(format!("partner '{partner}' with commissions")))?;
+        let book = self
+            .st
+            .books
+            .get(&partner)
+            .copied()
+            .ok_or_else(|| Rejection::NotFound(format!("partner '{partner}' with commissions")))?;
         let mut hops = Vec::with_capacity(ids.len());
         let mut net = 0i64;
         let mut cur = None;
         let mut seen = std::collections::BTreeSet::new();
         for id in &ids {
-            let (cs, i) = parse_mandate_id(id).ok_or_else(|| Rejection::Invalid(format!("'{id}' is not a payment mandate id")))?;
-            let h = self.st.conversions.get(&cs).and_then(|c| c.hops.get(i).map(|h| (c, h))).ok_or_else(|| Rejection::NotFound(format!("mandate '{id}'")))?;
+            let (cs, i) = parse_mandate_id(id)
+                .ok_or_else(|| Rejection::Invalid(format!("'{id}' is not a payment mandate id")))?;
+            let h = self
+                .st
+                .conversions
+                .get(&cs)
+                .and_then(|c| c.hops.get(i).map(|h| (c, h)))
+                .ok_or_else(|| Rejection::NotFound(format!("mandate '{id}'")))?;
             if h.1.partner != partner {
                 return Err(Rejection::Invalid(format!("mandate '{id}' pays another partner")));
             }
             if h.1.status != HopStatus::Payable {
-                return Err(Rejection::Invalid(format!("mandate '{id}' is not payable (it is {:?})", h.1.status).to_lowercase()));
+                return Err(Rejection::Invalid(
+                    format!("mandate '{id}' is not payable (it is {:?})", h.1.status).to_lowercase(),
+                ));
             }
             if !seen.insert(id.clone()) {
                 return Err(Rejection::Invalid(format!("mandate '{id}' is named twice")));
@@ -937,7 +1115,13 @@ impl Decider<'_> {
         let paid = net.min(book.payable.max(0));
         let offset = net - paid;
         self.derived(
-            Event::PayoutBooked { settlement: settlement.clone(), partner: partner.clone(), paid: Amount::from_minor(paid, cur)?, offset: Amount::from_minor(offset, cur)?, mandate_ids: ids },
+            Event::PayoutBooked {
+                settlement: settlement.clone(),
+                partner: partner.clone(),
+                paid: Amount::from_minor(paid, cur)?,
+                offset: Amount::from_minor(offset, cur)?,
+                mandate_ids: ids,
+            },
             None,
         );
         Ok(Box::new(move |s| {

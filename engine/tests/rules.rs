@@ -16,13 +16,25 @@ fn percentage_pool_split_by_shares() {
     // 10% of 12,345.67 = 1,234.567 → half-even 1,234.57. Weights 30/20/50 (closer takes the
     // rest): 370.371, 246.914, 617.285 → floors 370.37 + 246.91 + 617.28 = 1,234.56, the
     // leftover cent goes to the largest fraction (closer, .5).
-    check("3 hops", spec(shares("30", "20", "40", Position::Closer), percent_pool("10"), 0), 3, 1_234_567, &[37037, 24691, 61729]);
+    check(
+        "3 hops",
+        spec(shares("30", "20", "40", Position::Closer), percent_pool("10"), 0),
+        3,
+        1_234_567,
+        &[37037, 24691, 61729],
+    );
     // Two hops: the intermediaries' 20% and the 10% rest go to the closer: 30/70.
     check("2 hops", spec(shares("30", "20", "40", Position::Closer), percent_pool("10"), 0), 2, 100_000, &[3000, 7000]);
     // One hop takes the whole pool.
     check("1 hop", spec(shares("30", "20", "40", Position::Closer), percent_pool("10"), 0), 1, 100_000, &[10000]);
     // Four hops, two intermediaries share 20% equally.
-    check("4 hops", spec(shares("30", "20", "40", Position::Originator), percent_pool("10"), 0), 4, 100_000, &[4000, 1000, 1000, 4000]);
+    check(
+        "4 hops",
+        spec(shares("30", "20", "40", Position::Originator), percent_pool("10"), 0),
+        4,
+        100_000,
+        &[4000, 1000, 1000, 4000],
+    );
 }
 
 #[test]
@@ -44,7 +56,16 @@ fn flat_cap_and_floor() {
 #[test]
 fn per_level_rates() {
     let split = SplitRule::Levels { rates: vec![pct("10"), pct("2"), pct("1")] };
-    let pool = PoolRule { percent: None, flat: None, cap: None, floor: None, tiers: vec![], tier_mode: None, spiffs: vec![], recurring_months: None };
+    let pool = PoolRule {
+        percent: None,
+        flat: None,
+        cap: None,
+        floor: None,
+        tiers: vec![],
+        tier_mode: None,
+        spiffs: vec![],
+        recurring_months: None,
+    };
     // Closer 10%, next 2%, originator 1% of 1,000.00.
     check("3 levels", spec(split.clone(), pool.clone(), 0), 3, 100_000, &[1000, 2000, 10000]);
     // Two hops: only levels 1 and 2 pay.
@@ -76,7 +97,8 @@ fn tiers_tiered_and_marginal() {
 #[test]
 fn spiffs_only_in_their_window() {
     let mut p = percent_pool("10");
-    p.spiffs = vec![Spiff { name: "Q1 push".into(), from: t(10), until: t(20), percent: Some(pct("5")), flat: Some(1000) }];
+    p.spiffs =
+        vec![Spiff { name: "Q1 push".into(), from: t(10), until: t(20), percent: Some(pct("5")), flat: Some(1000) }];
     let mut w = World::chain(spec(shares("0", "0", "100", Position::Closer), p, 0), 1);
     w.day = 5;
     assert_eq!(amounts(&w.convert("c1", 100_000)), vec![10000]);
@@ -93,7 +115,14 @@ fn recurring_limit_and_window_and_fx() {
     p.recurring_months = Some(3);
     let mut w = World::chain(spec(shares("0", "0", "100", Position::Closer), p, 0), 1);
     let conv = |w: &mut World, id: &str, month| {
-        w.fact(Event::ConversionRecorded { conversion: id.into(), lead: "l1".into(), revenue: usd(10_000), occurred_at: t(w.day), subscription_month: Some(month), fx: None })
+        w.fact(Event::ConversionRecorded {
+            conversion: id.into(),
+            lead: "l1".into(),
+            revenue: usd(10_000),
+            occurred_at: t(w.day),
+            subscription_month: Some(month),
+            fx: None,
+        })
     };
     assert_eq!(outcome(&conv(&mut w, "m3", 3)).0, "settled");
     let (o, why, pool) = outcome(&conv(&mut w, "m4", 4));
@@ -107,7 +136,14 @@ fn recurring_limit_and_window_and_fx() {
     // Another currency without a rate: no commission; with one: converted.
     w.day = 1;
     let eur = settle_mandates::money::Amount::from_minor(10_000, "EUR".parse().unwrap()).unwrap();
-    let d = w.fact(Event::ConversionRecorded { conversion: "eur1".into(), lead: "l1".into(), revenue: eur, occurred_at: t(1), subscription_month: None, fx: None });
+    let d = w.fact(Event::ConversionRecorded {
+        conversion: "eur1".into(),
+        lead: "l1".into(),
+        revenue: eur,
+        occurred_at: t(1),
+        subscription_month: None,
+        fx: None,
+    });
     assert!(outcome(&d).1.unwrap().contains("no fx rate"));
     let d = w.fact(Event::ConversionRecorded {
         conversion: "eur2".into(),

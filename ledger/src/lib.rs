@@ -265,7 +265,10 @@ pub struct Reserved {
 impl Reserved {
     /// Enqueues several appends as one unit: they land in the same group commit, in
     /// order, each with its own outcome.
-    pub fn append_group(self, appends: Vec<Append>) -> Result<Vec<impl std::future::Future<Output = Result<Appended>> + use<>>> {
+    pub fn append_group(
+        self,
+        appends: Vec<Append>,
+    ) -> Result<Vec<impl std::future::Future<Output = Result<Appended>> + use<>>> {
         for a in &appends {
             self.ledger.precheck(a)?;
         }
@@ -412,12 +415,7 @@ impl Ledger {
         if self.inner.poisoned.load(Ordering::Acquire) {
             return Err(LedgerError::Poisoned);
         }
-        self.inner
-            .tx
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-            .ok_or(LedgerError::Closed)
+        self.inner.tx.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone().ok_or(LedgerError::Closed)
     }
 
     fn precheck(&self, a: &Append) -> Result<()> {
@@ -428,7 +426,10 @@ impl Ledger {
             return Err(LedgerError::Invalid(format!("idempotency key must be 1..={MAX_KEY_BYTES} bytes")));
         }
         if a.records.len() > MAX_RECORDS_PER_APPEND {
-            return Err(LedgerError::TooLarge(format!("{} records in one append (max {MAX_RECORDS_PER_APPEND})", a.records.len())));
+            return Err(LedgerError::TooLarge(format!(
+                "{} records in one append (max {MAX_RECORDS_PER_APPEND})",
+                a.records.len()
+            )));
         }
         for r in &a.records {
             if r.event.len() > MAX_EVENT_BYTES {
@@ -473,10 +474,7 @@ impl Ledger {
 
     /// As [`Ledger::append`], but refuses at once with [`LedgerError::QueueFull`] when
     /// the queue is full. Returns a future of the outcome.
-    pub fn try_append(
-        &self,
-        a: Append,
-    ) -> Result<impl std::future::Future<Output = Result<Appended>> + use<>> {
+    pub fn try_append(&self, a: Append) -> Result<impl std::future::Future<Output = Result<Appended>> + use<>> {
         self.precheck(&a)?;
         let (tx, rx) = oneshot::channel();
         self.sender()?.try_send(Cmd::Append(vec![(a, tx)])).map_err(|e| match e {
@@ -573,11 +571,10 @@ impl Ledger {
     /// The stored projection state and the last sequence it reflects.
     pub fn projection(&self, name: &str) -> Result<Option<(u64, Vec<u8>)>> {
         let Some(v) = self.inner.stores.projections.get(name)? else { return Ok(None) };
-        let seq = u64::from_be_bytes(
-            v.get(..8)
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| LedgerError::Inconsistent { seq: 0, what: format!("projection {name} is truncated") })?,
-        );
+        let seq =
+            u64::from_be_bytes(v.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(|| {
+                LedgerError::Inconsistent { seq: 0, what: format!("projection {name} is truncated") }
+            })?);
         Ok(Some((seq, v[8..].to_vec())))
     }
 
@@ -713,14 +710,20 @@ impl Iterator for RecordIter {
 fn recover(s: &Stores) -> Result<(u64, Hash, Frontier)> {
     let Some(last) = s.records.last_key_value() else {
         if s.tree.first_key_value().is_some() || s.keys.first_key_value().is_some() {
-            return Err(LedgerError::Inconsistent { seq: 0, what: "no records, but tree or key index is not empty".into() });
+            return Err(LedgerError::Inconsistent {
+                seq: 0,
+                what: "no records, but tree or key index is not empty".into(),
+            });
         }
         return Ok((0, GENESIS_CHAIN, Frontier::default()));
     };
     let (k, v) = last.into_inner()?;
-    let seq = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| LedgerError::Inconsistent { seq: 0, what: "bad record key".into() })?);
+    let seq = u64::from_be_bytes(
+        k.as_ref().try_into().map_err(|_| LedgerError::Inconsistent { seq: 0, what: "bad record key".into() })?,
+    );
     let size = seq + 1;
-    let rec = Record::decode(seq, &v).ok_or(LedgerError::Inconsistent { seq, what: "last record does not decode".into() })?;
+    let rec =
+        Record::decode(seq, &v).ok_or(LedgerError::Inconsistent { seq, what: "last record does not decode".into() })?;
     let src = TreeSource { tree: &s.tree };
     // Rebuild the frontier from the stored complete subtrees of `size`.
     let mut nodes = Vec::new();
@@ -740,10 +743,16 @@ fn recover(s: &Stores) -> Result<(u64, Hash, Frontier)> {
     if let Some(g) = s.checkpoints.last_key_value() {
         let cp = decode_checkpoint(&g.value()?)?;
         if cp.checkpoint.size > size {
-            return Err(LedgerError::Inconsistent { seq: size, what: format!("a checkpoint covers {} records but the log has {size}", cp.checkpoint.size) });
+            return Err(LedgerError::Inconsistent {
+                seq: size,
+                what: format!("a checkpoint covers {} records but the log has {size}", cp.checkpoint.size),
+            });
         }
         if merkle::root(&src, cp.checkpoint.size)? != cp.checkpoint.root {
-            return Err(LedgerError::Inconsistent { seq: cp.checkpoint.size, what: "latest checkpoint root differs from the tree".into() });
+            return Err(LedgerError::Inconsistent {
+                seq: cp.checkpoint.size,
+                what: "latest checkpoint root differs from the tree".into(),
+            });
         }
     }
     Ok((size, rec.chain, Frontier { nodes, size }))
@@ -819,7 +828,10 @@ impl Writer {
                 let out = if e.content_hash == a.content_hash {
                     Ok(Appended { replayed: true, ..e.appended })
                 } else {
-                    Err(LedgerError::KeyConflict { key: String::from_utf8_lossy(&a.key).into_owned(), seq: e.appended.first_seq })
+                    Err(LedgerError::KeyConflict {
+                        key: String::from_utf8_lossy(&a.key).into_owned(),
+                        seq: e.appended.first_seq,
+                    })
                 };
                 replies.push((reply, out));
                 continue;
@@ -835,7 +847,14 @@ impl Writer {
                 let seq = self.frontier.size;
                 let event_hash: Hash = Sha256::digest(&r.event).into();
                 self.chain = chain_link(&self.chain, seq, &event_hash);
-                let rec = Record { seq, kind: r.kind.clone(), version: r.version, event: r.event.clone(), event_hash, chain: self.chain };
+                let rec = Record {
+                    seq,
+                    kind: r.kind.clone(),
+                    version: r.version,
+                    event: r.event.clone(),
+                    event_hash,
+                    chain: self.chain,
+                };
                 batch.insert(&s.records, seq.to_be_bytes(), rec.encode());
                 let leaf = merkle::leaf_hash(&r.event);
                 self.frontier.push(leaf, |level, index, h| batch.insert(&s.tree, tree_key(level, index), h));

@@ -11,14 +11,22 @@ pub(crate) fn config(seed: u8) -> LedgerConfig {
 }
 
 pub(crate) fn ring(seeds: &[u8]) -> KeyRing {
-    KeyRing::new(&Jwks { keys: seeds.iter().map(|s| SigningKey::from_seed(&[*s; 32]).to_jwk(None, None)).collect() }).unwrap()
+    KeyRing::new(&Jwks { keys: seeds.iter().map(|s| SigningKey::from_seed(&[*s; 32]).to_jwk(None, None)).collect() })
+        .unwrap()
 }
 
 pub(crate) fn append(key: &str, events: &[&str]) -> Append {
     Append {
         key: key.as_bytes().to_vec(),
         content_hash: Sha256::digest(events.concat().as_bytes()).into(),
-        records: events.iter().map(|e| NewRecord { kind: "test_event".into(), version: 1, event: format!(r#"{{"e":"{e}"}}"#).into_bytes() }).collect(),
+        records: events
+            .iter()
+            .map(|e| NewRecord {
+                kind: "test_event".into(),
+                version: 1,
+                event: format!(r#"{{"e":"{e}"}}"#).into_bytes(),
+            })
+            .collect(),
         expected_seq: None,
         projection: None,
     }
@@ -108,7 +116,10 @@ fn key_rotation_keeps_old_checkpoints_verifiable() {
     l.append_blocking(append("b", &["y"])).unwrap();
     l.checkpoint_blocking(200).unwrap();
     let both = KeyRing::new(&Jwks {
-        keys: vec![SigningKey::from_seed(&[1; 32]).to_jwk(None, Some(150)), SigningKey::from_seed(&[2; 32]).to_jwk(Some(150), None)],
+        keys: vec![
+            SigningKey::from_seed(&[1; 32]).to_jwk(None, Some(150)),
+            SigningKey::from_seed(&[2; 32]).to_jwk(Some(150), None),
+        ],
     })
     .unwrap();
     assert_eq!(verify_log(&l, &both).unwrap().checkpoints, 2);
@@ -130,7 +141,9 @@ fn export_verifies_and_tampering_is_detected() {
     assert_eq!(export_bundle_log(&l, &mut buf).unwrap(), 20);
     let text = String::from_utf8(buf).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    let check = |ls: &[String]| verify_export(ls.join("\n").as_bytes(), notes.clone(), &ring(&[1]), "settle.test/log", |_| Ok(()));
+    let check = |ls: &[String]| {
+        verify_export(ls.join("\n").as_bytes(), notes.clone(), &ring(&[1]), "settle.test/log", |_| Ok(()))
+    };
     let orig: Vec<String> = lines.iter().map(|s| (*s).to_owned()).collect();
     assert_eq!(check(&orig).unwrap().records, 20);
     let mut edited = orig.clone();

@@ -75,7 +75,11 @@ impl<'a> Pass<'a> {
             if cp.root != root {
                 return Err(Failure {
                     seq: size,
-                    what: format!("checkpoint root {} differs from the recomputed root {}", hex::encode(cp.root), hex::encode(root)),
+                    what: format!(
+                        "checkpoint root {} differs from the recomputed root {}",
+                        hex::encode(cp.root),
+                        hex::encode(root)
+                    ),
                 });
             }
             self.checked += 1;
@@ -88,15 +92,24 @@ impl<'a> Pass<'a> {
     fn feed(&mut self, seq: u64, event: &[u8], event_hash: &Hash, chain: &Hash) -> Result<(), Failure> {
         let expected = self.frontier.size;
         if seq != expected {
-            return Err(Failure { seq: expected, what: format!("expected record {expected}, found record {seq} (gap or reordering)") });
+            return Err(Failure {
+                seq: expected,
+                what: format!("expected record {expected}, found record {seq} (gap or reordering)"),
+            });
         }
         let eh: Hash = Sha256::digest(event).into();
         if &eh != event_hash {
-            return Err(Failure { seq, what: format!("event hash is {}, the event bytes hash to {}", hex::encode(event_hash), hex::encode(eh)) });
+            return Err(Failure {
+                seq,
+                what: format!("event hash is {}, the event bytes hash to {}", hex::encode(event_hash), hex::encode(eh)),
+            });
         }
         let c = chain_link(&self.chain, seq, &eh);
         if &c != chain {
-            return Err(Failure { seq, what: format!("chain link is {}, expected {}", hex::encode(chain), hex::encode(c)) });
+            return Err(Failure {
+                seq,
+                what: format!("chain link is {}, expected {}", hex::encode(chain), hex::encode(c)),
+            });
         }
         self.chain = c;
         self.frontier.push(settle_mandates::merkle::leaf_hash(event), |_, _, _| {});
@@ -107,12 +120,29 @@ impl<'a> Pass<'a> {
         self.check_checkpoints()?;
         let size = self.frontier.size;
         if let Some((cp_size, _)) = self.checkpoints.next() {
-            return Err(Failure { seq: size, what: format!("a checkpoint is signed over {cp_size} records, but the log has only {size} (records missing at the end)") });
+            return Err(Failure {
+                seq: size,
+                what: format!(
+                    "a checkpoint is signed over {cp_size} records, but the log has only {size} (records missing at the end)"
+                ),
+            });
         }
         if require_covered && self.last_cp != size {
-            return Err(Failure { seq: self.last_cp, what: format!("{} records after the last signed checkpoint (size {}) are not covered", size - self.last_cp, self.last_cp) });
+            return Err(Failure {
+                seq: self.last_cp,
+                what: format!(
+                    "{} records after the last signed checkpoint (size {}) are not covered",
+                    size - self.last_cp,
+                    self.last_cp
+                ),
+            });
         }
-        Ok(VerifyReport { records: size, checkpoints: self.checked, root: self.frontier.root(), uncovered: size - self.last_cp })
+        Ok(VerifyReport {
+            records: size,
+            checkpoints: self.checked,
+            root: self.frontier.root(),
+            uncovered: size - self.last_cp,
+        })
     }
 }
 
@@ -151,7 +181,9 @@ pub fn export_bundle_log(ledger: &Ledger, out: &mut impl Write) -> Result<u64, L
     for r in ledger.records(0) {
         let r: Record = r?;
         let line = r.to_export_line().map_err(|e| LedgerError::Inconsistent { seq: r.seq, what: e.to_string() })?;
-        out.write_all(line.as_bytes()).and_then(|()| out.write_all(b"\n")).map_err(|e| LedgerError::Storage(e.to_string()))?;
+        out.write_all(line.as_bytes())
+            .and_then(|()| out.write_all(b"\n"))
+            .map_err(|e| LedgerError::Storage(e.to_string()))?;
         n += 1;
     }
     Ok(n)
@@ -180,7 +212,10 @@ pub fn verify_export(
             .map_err(|e| Failure { seq: at, what: format!("line {} is not a log record: {e}", i + 1) })?;
         let event = settle_mandates::jcs::to_vec(&l.event).map_err(|e| Failure { seq: l.seq, what: e.to_string() })?;
         let parse = |h: &str, what: &str| -> Result<Hash, Failure> {
-            hex::decode(h).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| Failure { seq: l.seq, what: format!("{what} is not 32 hex bytes") })
+            hex::decode(h)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| Failure { seq: l.seq, what: format!("{what} is not 32 hex bytes") })
         };
         let eh = parse(&l.event_hash, "event_hash")?;
         let chain = parse(&l.chain, "chain")?;

@@ -108,7 +108,10 @@ impl Checkpoint {
         let mut lines = body.split('\n');
         let origin = lines.next().filter(|s| !s.is_empty()).ok_or(Malformed("no origin"))?;
         let size_s = lines.next().ok_or(Malformed("no size"))?;
-        if size_s.is_empty() || !size_s.bytes().all(|b| b.is_ascii_digit()) || (size_s.len() > 1 && size_s.starts_with('0')) {
+        if size_s.is_empty()
+            || !size_s.bytes().all(|b| b.is_ascii_digit())
+            || (size_s.len() > 1 && size_s.starts_with('0'))
+        {
             return Err(Malformed("size is not a decimal number"));
         }
         let size: u64 = size_s.parse().map_err(|_| Malformed("size out of range"))?;

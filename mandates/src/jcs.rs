@@ -31,10 +31,7 @@ mod tests {
     fn rfc8785_awkward_inputs() {
         // Key order by UTF-16 code units, minimal escapes, ES6 number forms.
         let v = json!({"b": 1, "a": [true, null, "\u{20ac}", "\n"], "\u{e9}": -0, "c": 1e21});
-        assert_eq!(
-            to_string(&v).unwrap(),
-            "{\"a\":[true,null,\"\u{20ac}\",\"\\n\"],\"b\":1,\"c\":1e+21,\"\u{e9}\":0}"
-        );
+        assert_eq!(to_string(&v).unwrap(), "{\"a\":[true,null,\"\u{20ac}\",\"\\n\"],\"b\":1,\"c\":1e+21,\"\u{e9}\":0}");
     }
 
     fn arb_json() -> impl Strategy<Value = Value> {
@@ -47,8 +44,7 @@ mod tests {
         leaf.prop_recursive(3, 32, 6, |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-                prop::collection::vec((".{0,6}", inner), 0..6)
-                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+                prop::collection::vec((".{0,6}", inner), 0..6).prop_map(|kv| Value::Object(kv.into_iter().collect())),
             ]
         })
     }

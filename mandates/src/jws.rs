@@ -82,8 +82,7 @@ pub struct Parsed<'a> {
 /// Splits and decodes a compact JWS, checking `alg` and `typ` but not the signature.
 pub fn parse<'a>(token: &'a str, expected_typ: &str) -> Result<Parsed<'a>, JwsError> {
     let mut parts = token.splitn(4, '.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(JwsError::Malformed("expected three dot-separated segments"));
     };
     let header_bytes = B64.decode(h).map_err(|_| JwsError::Malformed("header is not base64url"))?;
@@ -119,27 +118,19 @@ pub struct Verified {
 /// Verifies a compact JWS of type `expected_typ` against `ring` with `verify_strict`.
 pub fn verify(token: &str, ring: &KeyRing, expected_typ: &str) -> Result<Verified, JwsError> {
     let p = parse(token, expected_typ)?;
-    let (jwk, key) =
-        ring.get(&p.header.kid).ok_or_else(|| JwsError::UnknownKey(p.header.kid.clone()))?;
-    key.verify_strict(p.signing_input, &p.signature)
-        .map_err(|_| JwsError::BadSignature(p.header.kid.clone()))?;
+    let (jwk, key) = ring.get(&p.header.kid).ok_or_else(|| JwsError::UnknownKey(p.header.kid.clone()))?;
+    key.verify_strict(p.signing_input, &p.signature).map_err(|_| JwsError::BadSignature(p.header.kid.clone()))?;
     Ok(Verified { header: p.header, payload: p.payload, key: jwk.clone() })
 }
 
 /// Verifies many tokens of one type with Ed25519 batch verification (about twice as
 /// fast as one by one). On failure, falls back to one-by-one to name the first bad token.
-pub fn verify_batch(
-    tokens: &[&str],
-    ring: &KeyRing,
-    expected_typ: &str,
-) -> Result<Vec<Verified>, (usize, JwsError)> {
+pub fn verify_batch(tokens: &[&str], ring: &KeyRing, expected_typ: &str) -> Result<Vec<Verified>, (usize, JwsError)> {
     let mut parsed = Vec::with_capacity(tokens.len());
     let mut keys = Vec::with_capacity(tokens.len());
     for (i, t) in tokens.iter().enumerate() {
         let p = parse(t, expected_typ).map_err(|e| (i, e))?;
-        let (_, k) = ring
-            .get(&p.header.kid)
-            .ok_or_else(|| (i, JwsError::UnknownKey(p.header.kid.clone())))?;
+        let (_, k) = ring.get(&p.header.kid).ok_or_else(|| (i, JwsError::UnknownKey(p.header.kid.clone())))?;
         keys.push(*k);
         parsed.push(p);
     }
@@ -153,9 +144,8 @@ pub fn verify_batch(
     Ok(parsed
         .into_iter()
         .map(|p| {
-            let jwk = ring.get(&p.header.kid).map(|(j, _)| j.clone()).unwrap_or_else(|| {
-                unreachable!("key looked up above")
-            });
+            let jwk =
+                ring.get(&p.header.kid).map(|(j, _)| j.clone()).unwrap_or_else(|| unreachable!("key looked up above"));
             Verified { header: p.header, payload: p.payload, key: jwk }
         })
         .collect())

@@ -126,11 +126,7 @@ pub struct Jwk {
 impl Jwk {
     /// A JWK for `key`.
     #[must_use]
-    pub fn from_verifying_key(
-        key: &VerifyingKey,
-        valid_from: Option<i64>,
-        valid_until: Option<i64>,
-    ) -> Self {
+    pub fn from_verifying_key(key: &VerifyingKey, valid_from: Option<i64>, valid_until: Option<i64>) -> Self {
         Self {
             kty: "OKP".into(),
             crv: "Ed25519".into(),
@@ -153,8 +149,7 @@ impl Jwk {
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| KeyError::InvalidPublicKey(self.kid.clone()))?;
-        let key = VerifyingKey::from_bytes(&bytes)
-            .map_err(|_| KeyError::InvalidPublicKey(self.kid.clone()))?;
+        let key = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::InvalidPublicKey(self.kid.clone()))?;
         let tp = thumbprint(&key);
         if tp != self.kid {
             return Err(KeyError::KidMismatch { expected: tp, found: self.kid.clone() });
@@ -185,11 +180,7 @@ pub struct KeyRing {
 impl KeyRing {
     /// Decodes and checks every key of `jwks`.
     pub fn new(jwks: &Jwks) -> Result<Self, KeyError> {
-        let keys = jwks
-            .keys
-            .iter()
-            .map(|k| Ok((k.clone(), k.verifying_key()?)))
-            .collect::<Result<_, KeyError>>()?;
+        let keys = jwks.keys.iter().map(|k| Ok((k.clone(), k.verifying_key()?))).collect::<Result<_, KeyError>>()?;
         Ok(Self { keys })
     }
 

@@ -184,13 +184,7 @@ pub fn consistency_proof<S: NodeSource + ?Sized>(
 
 /// Verifies that `leaf` (a leaf hash) is at `index` in the tree of `size` with `root`
 /// (RFC 9162 §2.1.3.2).
-pub fn verify_inclusion(
-    index: u64,
-    size: u64,
-    leaf: &Hash,
-    proof: &[Hash],
-    root: &Hash,
-) -> Result<(), ProofError> {
+pub fn verify_inclusion(index: u64, size: u64, leaf: &Hash, proof: &[Hash], root: &Hash) -> Result<(), ProofError> {
     if index >= size {
         return Err(ProofError::OutOfRange { index, size });
     }

@@ -80,8 +80,7 @@ impl Currency {
 impl FromStr for Currency {
     type Err = MoneyError;
     fn from_str(s: &str) -> Result<Self, MoneyError> {
-        let c = iso_currency::Currency::from_code(s)
-            .ok_or_else(|| MoneyError::UnknownCurrency(s.to_owned()))?;
+        let c = iso_currency::Currency::from_code(s).ok_or_else(|| MoneyError::UnknownCurrency(s.to_owned()))?;
         if c.exponent().is_none() {
             return Err(MoneyError::NotPayable(s.to_owned()));
         }
@@ -193,10 +192,7 @@ impl Amount {
     /// decimal places than the currency has, exponents, signs outside `sign`, and overflow.
     pub fn parse(s: &str, currency: Currency, sign: Sign) -> Result<Self, MoneyError> {
         let t = s.trim();
-        if t.is_empty()
-            || t != s
-            || !t.chars().all(|c| c.is_ascii_digit() || c == '.' || c == '-')
-        {
+        if t.is_empty() || t != s || !t.chars().all(|c| c.is_ascii_digit() || c == '.' || c == '-') {
             return Err(MoneyError::Malformed(s.to_owned()));
         }
         let d = Decimal::from_str_exact(t).map_err(|_| MoneyError::Malformed(s.to_owned()))?;
@@ -216,22 +212,14 @@ impl Amount {
     /// Refuses an amount whose sign `sign` does not allow.
     pub fn check_sign(self, sign: Sign) -> Result<(), MoneyError> {
         match sign {
-            Sign::Positive if self.minor <= 0 => {
-                Err(MoneyError::WrongSign(self.to_string(), "greater than zero"))
-            }
-            Sign::NonNegative if self.minor < 0 => {
-                Err(MoneyError::WrongSign(self.to_string(), "zero or more"))
-            }
+            Sign::Positive if self.minor <= 0 => Err(MoneyError::WrongSign(self.to_string(), "greater than zero")),
+            Sign::NonNegative if self.minor < 0 => Err(MoneyError::WrongSign(self.to_string(), "zero or more")),
             _ => Ok(()),
         }
     }
 
     /// Converts an exact decimal in major units to minor units with the named rounding.
-    pub fn from_decimal(
-        d: Decimal,
-        currency: Currency,
-        rounding: Rounding,
-    ) -> Result<Self, MoneyError> {
+    pub fn from_decimal(d: Decimal, currency: Currency, rounding: Rounding) -> Result<Self, MoneyError> {
         let exp = currency.exponent();
         let scaled = d
             .checked_mul(Decimal::from(10_i64.pow(exp)))
@@ -268,19 +256,13 @@ impl Amount {
     /// `self + other`, same currency, within range.
     pub fn checked_add(self, other: Self) -> Result<Self, MoneyError> {
         self.same_currency(other)?;
-        Self::from_minor(
-            self.minor.checked_add(other.minor).ok_or(MoneyError::Overflow)?,
-            self.currency,
-        )
+        Self::from_minor(self.minor.checked_add(other.minor).ok_or(MoneyError::Overflow)?, self.currency)
     }
 
     /// `self - other`, same currency, within range.
     pub fn checked_sub(self, other: Self) -> Result<Self, MoneyError> {
         self.same_currency(other)?;
-        Self::from_minor(
-            self.minor.checked_sub(other.minor).ok_or(MoneyError::Overflow)?,
-            self.currency,
-        )
+        Self::from_minor(self.minor.checked_sub(other.minor).ok_or(MoneyError::Overflow)?, self.currency)
     }
 
     /// `-self`.
@@ -294,10 +276,7 @@ impl Amount {
         if self.currency == other.currency {
             Ok(())
         } else {
-            Err(MoneyError::CurrencyMismatch(
-                self.currency.code().to_owned(),
-                other.currency.code().to_owned(),
-            ))
+            Err(MoneyError::CurrencyMismatch(self.currency.code().to_owned(), other.currency.code().to_owned()))
         }
     }
 

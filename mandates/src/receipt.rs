@@ -14,8 +14,7 @@ use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::keys::KeyRing;
 use crate::merkle::{self, Hash, ProofError};
 use crate::types::{
-    Mandate, ReceiptKind, ReceiptPayload, SignedError, TYP_RECEIPT, VCT_RECEIPT, token_reference,
-    verify_as,
+    Mandate, ReceiptKind, ReceiptPayload, SignedError, TYP_RECEIPT, VCT_RECEIPT, token_reference, verify_as,
 };
 
 /// A receipt as handed to a partner (one JSON object; a line of `receipts.jsonl`).
@@ -82,11 +81,7 @@ pub struct VerifiedReceipt {
 
 /// Decodes base64 (standard) hashes.
 pub fn decode_hashes(hashes: &[String]) -> Result<Vec<Hash>, usize> {
-    hashes
-        .iter()
-        .enumerate()
-        .map(|(i, h)| B64STD.decode(h).ok().and_then(|b| b.try_into().ok()).ok_or(i))
-        .collect()
+    hashes.iter().enumerate().map(|(i, h)| B64STD.decode(h).ok().and_then(|b| b.try_into().ok()).ok_or(i)).collect()
 }
 
 /// Verifies a receipt document against the vendor's keys; `origin` pins the log identity.
@@ -105,8 +100,7 @@ pub fn verify_receipt(
         return Err(ReceiptError::ReferenceMismatch);
     }
     let leaf = B64.decode(&doc.leaf).map_err(|_| ReceiptError::Leaf("not base64url"))?;
-    let leaf_json: serde_json::Value =
-        serde_json::from_slice(&leaf).map_err(|_| ReceiptError::Leaf("not JSON"))?;
+    let leaf_json: serde_json::Value = serde_json::from_slice(&leaf).map_err(|_| ReceiptError::Leaf("not JSON"))?;
     let recorded = match receipt.kind {
         ReceiptKind::MandateRecorded => {
             leaf_json.pointer("/data/mandate").and_then(|v| v.as_str()) == Some(doc.mandate.as_str())

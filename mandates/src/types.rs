@@ -66,7 +66,8 @@ pub enum SignedError {
 /// HMAC-SHA-256(`secret`, "settle/salt/v1\n" ‖ id).
 #[must_use]
 pub fn derive_salt(secret: &[u8; 32], id: &str) -> String {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
     mac.update(b"settle/salt/v1\n");
     mac.update(id.as_bytes());
     B64.encode(&mac.finalize().into_bytes()[..16])
@@ -96,8 +97,8 @@ pub trait Signed: Serialize + DeserializeOwned {
 }
 
 fn decode_verified<T: Signed>(v: &jws::Verified) -> Result<T, SignedError> {
-    let obj: T = serde_json::from_slice(&v.payload)
-        .map_err(|e| SignedError::Payload { what: T::WHAT, why: e.to_string() })?;
+    let obj: T =
+        serde_json::from_slice(&v.payload).map_err(|e| SignedError::Payload { what: T::WHAT, why: e.to_string() })?;
     // Refuse anything but the canonical encoding: one object, one byte string.
     if crate::jcs::to_vec(&obj).ok().as_deref() != Some(v.payload.as_slice()) {
         return Err(SignedError::NotCanonical(T::WHAT));
@@ -314,7 +315,10 @@ impl Mandate {
             .or_else(|_| jws::parse(token, TYP_CLAWBACK_MANDATE).map(|_| TYP_CLAWBACK_MANDATE))?;
         let (m, k): (Self, Jwk) = verify_as(token, ring, typ)?;
         if m.vct != Self::vct_for(m.direction) {
-            return Err(SignedError::Payload { what: Self::WHAT, why: format!("vct '{}' does not match direction", m.vct) });
+            return Err(SignedError::Payload {
+                what: Self::WHAT,
+                why: format!("vct '{}' does not match direction", m.vct),
+            });
         }
         Ok((m, k))
     }

@@ -23,20 +23,13 @@ fn manifest_dir() -> PathBuf {
 }
 
 fn script() -> PathBuf {
-    manifest_dir()
-        .join("tests")
-        .join("interop")
-        .join("verify_receipt.py")
+    manifest_dir().join("tests").join("interop").join("verify_receipt.py")
 }
 
 /// The committed vectors (see tests/vectors.rs).
 fn formats() -> Value {
-    let path = manifest_dir()
-        .join("tests")
-        .join("vectors")
-        .join("settle_formats.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let path = manifest_dir().join("tests").join("vectors").join("settle_formats.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     serde_json::from_str(&text).expect("settle_formats.json is JSON")
 }
 
@@ -46,18 +39,11 @@ struct TempDir(PathBuf);
 impl TempDir {
     fn new() -> Self {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let name = format!(
-            "settle-interop-{}-{nanos}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let name = format!("settle-interop-{}-{nanos}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
         let path = std::env::temp_dir().join(name);
         // create_dir (not create_dir_all) fails if the name is taken: the dir is ours.
-        std::fs::create_dir(&path)
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
         Self(path)
     }
 
@@ -78,8 +64,7 @@ fn run_verifier(jwks: &Value, receipt: &Value) -> Output {
     let jwks_path = dir.path().join("jwks.json");
     let receipt_path = dir.path().join("receipt.json");
     std::fs::write(&jwks_path, serde_json::to_vec_pretty(jwks).unwrap()).expect("write JWKS");
-    std::fs::write(&receipt_path, serde_json::to_vec_pretty(receipt).unwrap())
-        .expect("write receipt");
+    std::fs::write(&receipt_path, serde_json::to_vec_pretty(receipt).unwrap()).expect("write receipt");
     Command::new("python3")
         .arg(script())
         .arg(&jwks_path)
@@ -107,29 +92,15 @@ fn tamper_payload(token: &str, edit: impl FnOnce(&mut Value)) -> String {
     assert_eq!(parts.len(), 3);
     let mut payload: Value = serde_json::from_slice(&B64.decode(parts[1]).unwrap()).unwrap();
     edit(&mut payload);
-    format!(
-        "{}.{}.{}",
-        parts[0],
-        B64.encode(jcs::to_vec(&payload).unwrap()),
-        parts[2]
-    )
+    format!("{}.{}.{}", parts[0], B64.encode(jcs::to_vec(&payload).unwrap()), parts[2])
 }
 
 #[test]
 fn python_verifier_accepts_the_committed_receipt() {
     let f = formats();
     let out = run_verifier(&f["jwks"], &f["receipt_document"]["document"]);
-    assert!(
-        out.status.success(),
-        "the Python verifier refused the committed receipt:\n{}",
-        describe(&out)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "ok",
-        "{}",
-        describe(&out)
-    );
+    assert!(out.status.success(), "the Python verifier refused the committed receipt:\n{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok", "{}", describe(&out));
 }
 
 #[test]
@@ -142,29 +113,17 @@ fn python_verifier_rejects_tampered_receipts() {
 
     let mut d = base.clone();
     d["receipt"] = json!(tamper_payload(s(&base["receipt"]), |p| p["leaf_index"] = json!(3)));
-    cases.push((
-        "receipt payload changed",
-        d,
-        "receipt JWS: signature does not verify",
-    ));
+    cases.push(("receipt payload changed", d, "receipt JWS: signature does not verify"));
 
     let mut d = base.clone();
     d["mandate"] = json!(tamper_payload(s(&base["mandate"]), |p| {
         p["payment_amount"]["amount"] = json!(999_999);
     }));
-    cases.push((
-        "mandate payload changed",
-        d,
-        "mandate JWS: signature does not verify",
-    ));
+    cases.push(("mandate payload changed", d, "mandate JWS: signature does not verify"));
 
     let mut d = base.clone();
     d["mandate"] = f["clawback_mandate"]["jws"].clone();
-    cases.push((
-        "another valid mandate",
-        d,
-        "reference is not the SHA-256 of this mandate",
-    ));
+    cases.push(("another valid mandate", d, "reference is not the SHA-256 of this mandate"));
 
     let mut d = base.clone();
     let mut leaf: Value = serde_json::from_slice(&B64.decode(s(&base["leaf"])).unwrap()).unwrap();
@@ -179,51 +138,26 @@ fn python_verifier_rejects_tampered_receipts() {
         h[31] ^= 0x01;
         let mut d = base.clone();
         d["inclusion"][j] = json!(B64STD.encode(h));
-        cases.push((
-            "proof hash bit flipped",
-            d,
-            "inclusion proof: recomputed root",
-        ));
+        cases.push(("proof hash bit flipped", d, "inclusion proof: recomputed root"));
     }
 
     let note = s(&base["checkpoint"]);
     let (cp, _) = Checkpoint::parse(note).expect("checkpoint parses");
     let mut d = base.clone();
-    d["checkpoint"] = json!(note.replacen(
-        &format!("\ntime {}\n", cp.time),
-        &format!("\ntime {}\n", cp.time + 1),
-        1
-    ));
+    d["checkpoint"] = json!(note.replacen(&format!("\ntime {}\n", cp.time), &format!("\ntime {}\n", cp.time + 1), 1));
     cases.push(("checkpoint body changed", d, "checkpoint: signature by key"));
 
     let stranger = SigningKey::from_seed(&[0xee; 32]);
     let mut d = base.clone();
     d["checkpoint"] = json!(cp.sign(&stranger));
-    cases.push((
-        "checkpoint by an unknown key",
-        d,
-        "checkpoint: no signature by a known key",
-    ));
+    cases.push(("checkpoint by an unknown key", d, "checkpoint: no signature by a known key"));
 
     for (name, doc, reason) in &cases {
         assert_ne!(doc, base, "{name}: the tampering changed nothing");
         let out = run_verifier(jwks, doc);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "{name}: expected a verification failure\n{}",
-            describe(&out)
-        );
-        assert!(
-            stderr.contains(reason),
-            "{name}: expected '{reason}'\n{}",
-            describe(&out)
-        );
-        assert!(
-            !String::from_utf8_lossy(&out.stdout).contains("ok"),
-            "{name}\n{}",
-            describe(&out)
-        );
+        assert_eq!(out.status.code(), Some(1), "{name}: expected a verification failure\n{}", describe(&out));
+        assert!(stderr.contains(reason), "{name}: expected '{reason}'\n{}", describe(&out));
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("ok"), "{name}\n{}", describe(&out));
     }
 }

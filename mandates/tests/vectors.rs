@@ -27,10 +27,9 @@ use settle_mandates::merkle::{self, Hash, ProofError};
 use settle_mandates::money::{Amount, Currency};
 use settle_mandates::receipt::{ReceiptDocument, ReceiptError, verify_receipt};
 use settle_mandates::types::{
-    Constraint, Direction, Instrument, LogRef, Mandate, MandateBasis, OpenMandate, Payee,
-    ReceiptKind, ReceiptPayload, Signed, SignedError, Status, TYP_CLAWBACK_MANDATE,
-    TYP_OPEN_MANDATE, TYP_PAYMENT_MANDATE, TYP_RECEIPT, VCT_CLAWBACK_MANDATE, VCT_OPEN_MANDATE,
-    VCT_PAYMENT_MANDATE, VCT_RECEIPT, derive_salt, token_reference, verify_as,
+    Constraint, Direction, Instrument, LogRef, Mandate, MandateBasis, OpenMandate, Payee, ReceiptKind, ReceiptPayload,
+    Signed, SignedError, Status, TYP_CLAWBACK_MANDATE, TYP_OPEN_MANDATE, TYP_PAYMENT_MANDATE, TYP_RECEIPT,
+    VCT_CLAWBACK_MANDATE, VCT_OPEN_MANDATE, VCT_PAYMENT_MANDATE, VCT_RECEIPT, derive_salt, token_reference, verify_as,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -38,41 +37,29 @@ use settle_mandates::types::{
 // ---------------------------------------------------------------------------------------
 
 fn vector_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("vectors")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("vectors").join(name)
 }
 
 fn load(name: &str) -> Value {
     let path = vector_path(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
 }
 
 fn s<'a>(v: &'a Value, key: &str) -> &'a str {
-    v[key]
-        .as_str()
-        .unwrap_or_else(|| panic!("'{key}' is not a string in {v}"))
+    v[key].as_str().unwrap_or_else(|| panic!("'{key}' is not a string in {v}"))
 }
 
 fn u(v: &Value, key: &str) -> u64 {
-    v[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("'{key}' is not an unsigned integer in {v}"))
+    v[key].as_u64().unwrap_or_else(|| panic!("'{key}' is not an unsigned integer in {v}"))
 }
 
 fn i(v: &Value, key: &str) -> i64 {
-    v[key]
-        .as_i64()
-        .unwrap_or_else(|| panic!("'{key}' is not an integer in {v}"))
+    v[key].as_i64().unwrap_or_else(|| panic!("'{key}' is not an integer in {v}"))
 }
 
 fn arr<'a>(v: &'a Value, key: &str) -> &'a Vec<Value> {
-    v[key]
-        .as_array()
-        .unwrap_or_else(|| panic!("'{key}' is not an array in {v}"))
+    v[key].as_array().unwrap_or_else(|| panic!("'{key}' is not an array in {v}"))
 }
 
 fn unhex(h: &str) -> Vec<u8> {
@@ -80,9 +67,7 @@ fn unhex(h: &str) -> Vec<u8> {
 }
 
 fn hash32(h: &str) -> Hash {
-    unhex(h)
-        .try_into()
-        .unwrap_or_else(|_| panic!("'{h}' is not 32 bytes"))
+    unhex(h).try_into().unwrap_or_else(|_| panic!("'{h}' is not 32 bytes"))
 }
 
 fn idx(n: u64) -> usize {
@@ -107,50 +92,28 @@ fn flip(h: &Hash, bit: usize) -> Hash {
 #[test]
 fn rfc8032_ed25519_vectors() {
     let doc = load("rfc8032_ed25519.json");
-    assert!(
-        s(&doc, "source").contains("RFC 8032, Section 7.1"),
-        "source must cite RFC 8032 §7.1"
-    );
+    assert!(s(&doc, "source").contains("RFC 8032, Section 7.1"), "source must cite RFC 8032 §7.1");
     let vectors = arr(&doc, "vectors");
     let names: Vec<&str> = vectors.iter().map(|v| s(v, "name")).collect();
-    assert_eq!(
-        names,
-        ["TEST 1", "TEST 2", "TEST 3", "TEST 1024", "TEST SHA(abc)"]
-    );
+    assert_eq!(names, ["TEST 1", "TEST 2", "TEST 3", "TEST 1024", "TEST SHA(abc)"]);
 
     for v in vectors {
         let name = s(v, "name");
-        let seed: [u8; 32] = unhex(s(v, "secret_key"))
-            .try_into()
-            .expect("secret key is 32 bytes");
+        let seed: [u8; 32] = unhex(s(v, "secret_key")).try_into().expect("secret key is 32 bytes");
         let public = unhex(s(v, "public_key"));
         let msg = unhex(s(v, "message"));
-        let sig: [u8; 64] = unhex(s(v, "signature"))
-            .try_into()
-            .expect("signature is 64 bytes");
-        assert_eq!(
-            len64(msg.len()),
-            u(v, "message_length"),
-            "{name}: message length"
-        );
+        let sig: [u8; 64] = unhex(s(v, "signature")).try_into().expect("signature is 64 bytes");
+        assert_eq!(len64(msg.len()), u(v, "message_length"), "{name}: message length");
 
         let key = SigningKey::from_seed(&seed);
         assert_eq!(key.seed(), seed, "{name}: seed round trip");
-        assert_eq!(
-            key.verifying_key().as_bytes().as_slice(),
-            public.as_slice(),
-            "{name}: public key"
-        );
+        assert_eq!(key.verifying_key().as_bytes().as_slice(), public.as_slice(), "{name}: public key");
         assert_eq!(key.sign(&msg), sig, "{name}: signature");
 
         // The JWK of the key carries the same public key.
         let jwk = key.to_jwk(None, None);
         assert_eq!(B64.decode(&jwk.x).unwrap(), public, "{name}: JWK x");
-        assert_eq!(
-            jwk.verifying_key().unwrap(),
-            key.verifying_key(),
-            "{name}: JWK key"
-        );
+        assert_eq!(jwk.verifying_key().unwrap(), key.verifying_key(), "{name}: JWK key");
 
         let vk = key.verifying_key();
         vk.verify_strict(&msg, &ed25519_dalek::Signature::from_bytes(&sig))
@@ -159,8 +122,7 @@ fn rfc8032_ed25519_vectors() {
             let mut bad = sig;
             bad[bit / 8] ^= 1 << (bit % 8);
             assert!(
-                vk.verify_strict(&msg, &ed25519_dalek::Signature::from_bytes(&bad))
-                    .is_err(),
+                vk.verify_strict(&msg, &ed25519_dalek::Signature::from_bytes(&bad)).is_err(),
                 "{name}: signature with bit {bit} flipped verifies"
             );
         }
@@ -170,16 +132,12 @@ fn rfc8032_ed25519_vectors() {
             None => other.push(0),
         }
         assert!(
-            vk.verify_strict(&other, &ed25519_dalek::Signature::from_bytes(&sig))
-                .is_err(),
+            vk.verify_strict(&other, &ed25519_dalek::Signature::from_bytes(&sig)).is_err(),
             "{name}: signature verifies over another message"
         );
     }
     // TEST SHA(abc) signs SHA-512("abc").
-    assert_eq!(
-        unhex(s(&vectors[4], "message")),
-        Sha512::digest(b"abc").to_vec()
-    );
+    assert_eq!(unhex(s(&vectors[4], "message")), Sha512::digest(b"abc").to_vec());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -190,33 +148,18 @@ fn rfc8032_ed25519_vectors() {
 fn rfc6962_merkle_vectors() {
     let doc = load("rfc6962_merkle.json");
     assert!(s(&doc, "source").contains("transparency-dev/merkle"));
-    let leaves: Vec<Hash> = arr(&doc, "leaves")
-        .iter()
-        .map(|l| merkle::leaf_hash(&unhex(l.as_str().expect("leaf is hex"))))
-        .collect();
-    let roots: Vec<Hash> = arr(&doc, "roots")
-        .iter()
-        .map(|r| hash32(r.as_str().expect("root is hex")))
-        .collect();
+    let leaves: Vec<Hash> =
+        arr(&doc, "leaves").iter().map(|l| merkle::leaf_hash(&unhex(l.as_str().expect("leaf is hex")))).collect();
+    let roots: Vec<Hash> = arr(&doc, "roots").iter().map(|r| hash32(r.as_str().expect("root is hex"))).collect();
     assert_eq!(leaves.len(), 8);
     assert_eq!(roots.len(), 8);
 
     for n in 1..=8usize {
-        assert_eq!(
-            merkle::root_of(&leaves[..n]),
-            roots[n - 1],
-            "root_of, size {n}"
-        );
-        assert_eq!(
-            merkle::root(&leaves[..n], len64(n)).unwrap(),
-            roots[n - 1],
-            "root, size {n}"
-        );
+        assert_eq!(merkle::root_of(&leaves[..n]), roots[n - 1], "root_of, size {n}");
+        assert_eq!(merkle::root(&leaves[..n], len64(n)).unwrap(), roots[n - 1], "root, size {n}");
         // Every leaf of every tree has a proof that verifies against the published root.
         for m in 0..n {
-            let p = merkle::inclusion_proof(&leaves[..n], len64(m), len64(n))
-                .unwrap()
-                .unwrap();
+            let p = merkle::inclusion_proof(&leaves[..n], len64(m), len64(n)).unwrap().unwrap();
             merkle::verify_inclusion(len64(m), len64(n), &leaves[m], &p, &roots[n - 1])
                 .unwrap_or_else(|e| panic!("leaf {m} of {n}: {e}"));
         }
@@ -227,18 +170,12 @@ fn rfc6962_merkle_vectors() {
     assert_eq!(inclusion.len(), 5);
     for v in inclusion {
         let (index, size) = (u(v, "leaf_index"), u(v, "tree_size"));
-        let proof: Vec<Hash> = arr(v, "proof")
-            .iter()
-            .map(|h| hash32(h.as_str().expect("hex")))
-            .collect();
+        let proof: Vec<Hash> = arr(v, "proof").iter().map(|h| hash32(h.as_str().expect("hex"))).collect();
         let tree = &leaves[..idx(size)];
         let leaf = leaves[idx(index)];
         let root = roots[idx(size) - 1];
         let made = merkle::inclusion_proof(tree, index, size).unwrap().unwrap();
-        assert_eq!(
-            made, proof,
-            "inclusion proof {index}/{size} differs from the published one"
-        );
+        assert_eq!(made, proof, "inclusion proof {index}/{size} differs from the published one");
         merkle::verify_inclusion(index, size, &leaf, &proof, &root)
             .unwrap_or_else(|e| panic!("published inclusion proof {index}/{size} refused: {e}"));
         for (j, h) in proof.iter().enumerate() {
@@ -277,18 +214,10 @@ fn rfc6962_merkle_vectors() {
     assert_eq!(consistency.len(), 5);
     for v in consistency {
         let (old, new) = (u(v, "size1"), u(v, "size2"));
-        let proof: Vec<Hash> = arr(v, "proof")
-            .iter()
-            .map(|h| hash32(h.as_str().expect("hex")))
-            .collect();
+        let proof: Vec<Hash> = arr(v, "proof").iter().map(|h| hash32(h.as_str().expect("hex"))).collect();
         let (old_root, new_root) = (roots[idx(old) - 1], roots[idx(new) - 1]);
-        let made = merkle::consistency_proof(&leaves[..idx(new)], old, new)
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            made, proof,
-            "consistency proof {old}->{new} differs from the published one"
-        );
+        let made = merkle::consistency_proof(&leaves[..idx(new)], old, new).unwrap().unwrap();
+        assert_eq!(made, proof, "consistency proof {old}->{new} differs from the published one");
         merkle::verify_consistency(old, new, &old_root, &new_root, &proof)
             .unwrap_or_else(|e| panic!("published consistency proof {old}->{new} refused: {e}"));
         for (j, h) in proof.iter().enumerate() {
@@ -347,16 +276,8 @@ const CLAWBACK_ID: &str = "cb_cnv_000042_h1";
 const RECEIPT_LEAF: u64 = 2;
 const RECEIPT_CHECKPOINT_TIME: i64 = 1_767_312_060;
 /// The leaf inputs of the RFC 6962 vectors (see rfc6962_merkle.json).
-const RFC6962_LEAVES: [&str; 8] = [
-    "",
-    "00",
-    "10",
-    "2021",
-    "3031",
-    "40414243",
-    "5051525354555657",
-    "606162636465666768696a6b6c6d6e6f",
-];
+const RFC6962_LEAVES: [&str; 8] =
+    ["", "00", "10", "2021", "3031", "40414243", "5051525354555657", "606162636465666768696a6b6c6d6e6f"];
 
 /// JCS inputs, as raw JSON text: numbers as written, escapes as written.
 const JCS_CASES: [(&str, &str); 2] = [
@@ -388,9 +309,7 @@ fn vendor() -> SigningKey {
 }
 
 fn vendor_jwks() -> Jwks {
-    Jwks {
-        keys: vec![vendor().to_jwk(Some(VALID_FROM), None)],
-    }
+    Jwks { keys: vec![vendor().to_jwk(Some(VALID_FROM), None)] }
 }
 
 fn open_mandate() -> OpenMandate {
@@ -402,23 +321,10 @@ fn open_mandate() -> OpenMandate {
         program: PROGRAM.into(),
         rule_version: 3,
         constraints: vec![
-            Constraint::AllowedPayees {
-                payees: vec!["ptn_alice".into(), "ptn_bob".into(), "ptn_carol".into()],
-            },
-            Constraint::AmountRange {
-                currency: usd(0).currency(),
-                max: 100_000,
-                min: Some(1),
-            },
-            Constraint::Budget {
-                max: 5_000_000,
-                currency: usd(0).currency(),
-                period: "month".into(),
-            },
-            Constraint::ExecutionDate {
-                not_before: VALID_FROM,
-                not_after: Some(1_798_761_600),
-            },
+            Constraint::AllowedPayees { payees: vec!["ptn_alice".into(), "ptn_bob".into(), "ptn_carol".into()] },
+            Constraint::AmountRange { currency: usd(0).currency(), max: 100_000, min: Some(1) },
+            Constraint::Budget { max: 5_000_000, currency: usd(0).currency(), period: "month".into() },
+            Constraint::ExecutionDate { not_before: VALID_FROM, not_after: Some(1_798_761_600) },
         ],
         salt: derive_salt(SALT_SECRET, OPEN_MANDATE_ID),
     }
@@ -445,26 +351,14 @@ fn payment_mandate(cause: &[u8]) -> Mandate {
     Mandate {
         vct: VCT_PAYMENT_MANDATE.into(),
         transaction_id: PAYMENT_ID.into(),
-        payee: Payee {
-            id: "ptn_bob".into(),
-        },
+        payee: Payee { id: "ptn_bob".into() },
         payment_amount: usd(4_115),
-        payment_instrument: Instrument {
-            kind: "settle.commission_account".into(),
-            id: "acct_ptn_bob".into(),
-        },
+        payment_instrument: Instrument { kind: "settle.commission_account".into(), id: "acct_ptn_bob".into() },
         direction: Direction::Payment,
         iss: ISS.into(),
         iat: 1_767_312_000,
         execution_date: 1_769_904_000,
-        basis: basis(
-            LogRef {
-                seq: 1,
-                event_hash: hex::encode(Sha256::digest(cause)),
-            },
-            "usr_ops_alice",
-            None,
-        ),
+        basis: basis(LogRef { seq: 1, event_hash: hex::encode(Sha256::digest(cause)) }, "usr_ops_alice", None),
         salt: derive_salt(SALT_SECRET, PAYMENT_ID),
     }
 }
@@ -474,23 +368,15 @@ fn clawback_mandate() -> Mandate {
     Mandate {
         vct: VCT_CLAWBACK_MANDATE.into(),
         transaction_id: CLAWBACK_ID.into(),
-        payee: Payee {
-            id: "ptn_bob".into(),
-        },
+        payee: Payee { id: "ptn_bob".into() },
         payment_amount: usd(2_000),
-        payment_instrument: Instrument {
-            kind: "settle.commission_account".into(),
-            id: "acct_ptn_bob".into(),
-        },
+        payment_instrument: Instrument { kind: "settle.commission_account".into(), id: "acct_ptn_bob".into() },
         direction: Direction::Clawback,
         iss: ISS.into(),
         iat: 1_767_398_400,
         execution_date: 1_767_398_400,
         basis: basis(
-            LogRef {
-                seq: 7,
-                event_hash: hex::encode(Sha256::digest(cause.as_bytes())),
-            },
+            LogRef { seq: 7, event_hash: hex::encode(Sha256::digest(cause.as_bytes())) },
             "usr_support_carol",
             Some(PAYMENT_ID.into()),
         ),
@@ -512,10 +398,7 @@ fn receipt_leaves(payment_jws: &str) -> Vec<String> {
         ),
         conversion_leaf(),
         leaf_text("mandate_issued", &json!({"mandate": payment_jws})),
-        leaf_text(
-            "hold_started",
-            &json!({"mandate_ids": [PAYMENT_ID], "until": 1_769_904_000}),
-        ),
+        leaf_text("hold_started", &json!({"mandate_ids": [PAYMENT_ID], "until": 1_769_904_000})),
         leaf_text(
             "payout_settled",
             &json!({"mandate_ids": [PAYMENT_ID], "rail": "ach", "psp_confirmation_id": "psp_7f3a"}),
@@ -586,21 +469,11 @@ fn generate() -> Value {
 
     // The receipt's tree.
     let leaves = receipt_leaves(&payment_jws);
-    let hashes: Vec<Hash> = leaves
-        .iter()
-        .map(|l| merkle::leaf_hash(l.as_bytes()))
-        .collect();
+    let hashes: Vec<Hash> = leaves.iter().map(|l| merkle::leaf_hash(l.as_bytes())).collect();
     let size = len64(hashes.len());
     let root = merkle::root_of(&hashes);
-    let proof = merkle::inclusion_proof(hashes.as_slice(), RECEIPT_LEAF, size)
-        .unwrap()
-        .unwrap();
-    let cp = Checkpoint {
-        origin: ORIGIN.into(),
-        size,
-        root,
-        time: RECEIPT_CHECKPOINT_TIME,
-    };
+    let proof = merkle::inclusion_proof(hashes.as_slice(), RECEIPT_LEAF, size).unwrap().unwrap();
+    let cp = Checkpoint { origin: ORIGIN.into(), size, root, time: RECEIPT_CHECKPOINT_TIME };
     let note = cp.sign(&vendor);
     let receipt = ReceiptPayload {
         vct: VCT_RECEIPT.into(),
@@ -646,10 +519,7 @@ fn generate() -> Value {
         root: hex::encode(root),
     };
 
-    let rfc_leaves: Vec<Hash> = RFC6962_LEAVES
-        .iter()
-        .map(|l| merkle::leaf_hash(&unhex(l)))
-        .collect();
+    let rfc_leaves: Vec<Hash> = RFC6962_LEAVES.iter().map(|l| merkle::leaf_hash(&unhex(l))).collect();
     let rfc_cp = Checkpoint {
         origin: ORIGIN.into(),
         size: len64(rfc_leaves.len()),
@@ -738,30 +608,18 @@ fn rendered(v: &Value) -> String {
 fn settle_formats_match_committed_vectors() {
     let generated = generate();
     // Generation is deterministic: same inputs, same bytes.
-    assert_eq!(
-        rendered(&generated),
-        rendered(&generate()),
-        "generation is not deterministic"
-    );
+    assert_eq!(rendered(&generated), rendered(&generate()), "generation is not deterministic");
     let path = vector_path(FORMATS);
     if std::env::var("SETTLE_BLESS").as_deref() == Ok("1") {
         let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, rendered(&generated)).expect("write vectors");
         std::fs::rename(&tmp, &path).expect("replace vectors");
         eprintln!("SETTLE_BLESS=1: rewrote {}", path.display());
-        assert_eq!(
-            load(FORMATS),
-            generated,
-            "re-read vectors differ from those written"
-        );
+        assert_eq!(load(FORMATS), generated, "re-read vectors differ from those written");
         return;
     }
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "cannot read {}: {e}; create it with `{BLESS}`",
-            path.display()
-        )
-    });
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}; create it with `{BLESS}`", path.display()));
     let committed: Value = serde_json::from_str(&text).expect("committed vectors are JSON");
     let mut diffs = Vec::new();
     diff("", &committed, &generated, &mut diffs);
@@ -808,46 +666,29 @@ fn committed_keys_and_jcs_are_consistent() {
         let k = &entry["key"];
         let seed: [u8; 32] = unhex(s(k, "seed")).try_into().expect("32-byte seed");
         let key = SigningKey::from_seed(&seed);
-        assert_eq!(
-            hex::encode(key.verifying_key().as_bytes()),
-            s(k, "public_key")
-        );
+        assert_eq!(hex::encode(key.verifying_key().as_bytes()), s(k, "public_key"));
         assert_eq!(B64.decode(s(k, "x")).unwrap(), unhex(s(k, "public_key")));
         // RFC 7638, computed here without the crate.
         let tp_input = s(k, "thumbprint_input");
-        assert_eq!(
-            tp_input,
-            format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#, s(k, "x"))
-        );
+        assert_eq!(tp_input, format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#, s(k, "x")));
         assert_eq!(B64.encode(Sha256::digest(tp_input.as_bytes())), s(k, "kid"));
         assert_eq!(key.kid(), s(k, "kid"));
         let jwk: Jwk = serde_json::from_str(s(k, "jwk_json")).expect("JWK JSON");
         assert_eq!(jwk.kid, s(k, "kid"));
         assert_eq!(jwk.x, s(k, "x"));
         assert_eq!(jwk.valid_from, entry["valid_from"].as_i64());
-        assert_eq!(
-            jwk.verifying_key().expect("JWK checks"),
-            key.verifying_key()
-        );
+        assert_eq!(jwk.verifying_key().expect("JWK checks"), key.verifying_key());
     }
     let jwks = arr(&f["jwks"], "keys");
     assert_eq!(jwks.len(), 1, "only the vendor key is published");
-    assert_eq!(
-        jwks[0],
-        serde_json::from_str::<Value>(s(&keys[0]["key"], "jwk_json")).unwrap()
-    );
+    assert_eq!(jwks[0], serde_json::from_str::<Value>(s(&keys[0]["key"], "jwk_json")).unwrap());
 
     let cases = arr(&f, "jcs");
     assert_eq!(cases.len(), JCS_CASES.len());
     for c in cases {
         let v: Value = serde_json::from_str(s(c, "input")).expect("input parses");
         let canonical = s(c, "canonical");
-        assert_eq!(
-            jcs::to_string(&v).unwrap(),
-            canonical,
-            "JCS of {}",
-            s(c, "name")
-        );
+        assert_eq!(jcs::to_string(&v).unwrap(), canonical, "JCS of {}", s(c, "name"));
         // Canonical text is a fixed point.
         let again: Value = serde_json::from_str(canonical).expect("canonical parses");
         assert_eq!(jcs::to_string(&again).unwrap(), canonical);
@@ -876,10 +717,7 @@ fn committed_keys_and_jcs_are_consistent() {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&unhex(s(salt, "secret"))).unwrap();
     mac.update(b"settle/salt/v1\n");
     mac.update(s(salt, "id").as_bytes());
-    assert_eq!(
-        B64.encode(&mac.finalize().into_bytes()[..16]),
-        s(salt, "salt")
-    );
+    assert_eq!(B64.encode(&mac.finalize().into_bytes()[..16]), s(salt, "salt"));
     let secret: [u8; 32] = unhex(s(salt, "secret")).try_into().unwrap();
     assert_eq!(derive_salt(&secret, s(salt, "id")), s(salt, "salt"));
 }
@@ -903,34 +741,17 @@ fn committed_tokens_and_notes_verify() {
     let secret: [u8; 32] = unhex(s(&f["salt"], "secret")).try_into().unwrap();
     for (name, typ, direction) in [
         ("payment_mandate", TYP_PAYMENT_MANDATE, Direction::Payment),
-        (
-            "clawback_mandate",
-            TYP_CLAWBACK_MANDATE,
-            Direction::Clawback,
-        ),
+        ("clawback_mandate", TYP_CLAWBACK_MANDATE, Direction::Clawback),
     ] {
         let e = &f[name];
         assert_eq!(s(e, "typ"), typ);
-        let (m, key) =
-            Mandate::verify(s(e, "jws"), &ring).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (m, key) = Mandate::verify(s(e, "jws"), &ring).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(key.kid, kid);
         assert_eq!(m.direction, direction);
         assert_eq!(m.vct, Mandate::vct_for(direction));
-        assert_eq!(
-            m.salt,
-            derive_salt(&secret, &m.transaction_id),
-            "{name}: salt"
-        );
-        assert_eq!(
-            decoded_payload(s(e, "jws")),
-            s(e, "payload"),
-            "{name}: payload"
-        );
-        assert_eq!(
-            jcs::to_string(&m).unwrap(),
-            s(e, "payload"),
-            "{name}: canonical"
-        );
+        assert_eq!(m.salt, derive_salt(&secret, &m.transaction_id), "{name}: salt");
+        assert_eq!(decoded_payload(s(e, "jws")), s(e, "payload"), "{name}: payload");
+        assert_eq!(jcs::to_string(&m).unwrap(), s(e, "payload"), "{name}: canonical");
         // Typed: a mandate is never a receipt.
         assert!(matches!(
             verify_as::<ReceiptPayload>(s(e, "jws"), &ring, TYP_RECEIPT),
@@ -944,32 +765,19 @@ fn committed_tokens_and_notes_verify() {
     let (receipt, _): (ReceiptPayload, _) =
         verify_as(s(r, "jws"), &ring, TYP_RECEIPT).expect("receipt payload verifies");
     assert_eq!(decoded_payload(s(r, "jws")), s(r, "payload"));
-    assert_eq!(
-        receipt.reference,
-        token_reference(s(&f["payment_mandate"], "jws"))
-    );
-    assert!(
-        receipt.error.is_some() && receipt.rail.is_some() && receipt.psp_confirmation_id.is_some()
-    );
+    assert_eq!(receipt.reference, token_reference(s(&f["payment_mandate"], "jws")));
+    assert!(receipt.error.is_some() && receipt.rail.is_some() && receipt.psp_confirmation_id.is_some());
 
     // Checkpoints: parsed and verified, and the signed-note rules checked here directly.
     let rfc_roots = load("rfc6962_merkle.json");
-    for (name, cpv) in [
-        ("checkpoint", &f["checkpoint"]),
-        ("receipt checkpoint", &f["receipt_document"]["checkpoint"]),
-    ] {
+    for (name, cpv) in [("checkpoint", &f["checkpoint"]), ("receipt checkpoint", &f["receipt_document"]["checkpoint"])]
+    {
         let note = s(cpv, "note");
-        let (cp, by) =
-            Checkpoint::verify(note, &ring, Some(ORIGIN)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (cp, by) = Checkpoint::verify(note, &ring, Some(ORIGIN)).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(by, kid);
         assert_eq!(
             (cp.origin.as_str(), cp.size, hex::encode(cp.root), cp.time),
-            (
-                s(cpv, "origin"),
-                u(cpv, "size"),
-                s(cpv, "root").to_owned(),
-                i(cpv, "time")
-            )
+            (s(cpv, "origin"), u(cpv, "size"), s(cpv, "root").to_owned(), i(cpv, "time"))
         );
         let body = format!(
             "{}\n{}\n{}\ntime {}\n",
@@ -981,13 +789,9 @@ fn committed_tokens_and_notes_verify() {
         assert_eq!(s(cpv, "body"), body);
         let (sig_line, blob) = {
             let rest = note.strip_prefix(&body).expect("note starts with its body");
-            let line = rest
-                .strip_prefix('\n')
-                .and_then(|l| l.strip_suffix('\n'))
-                .expect("blank line, one signature line");
-            let b64 = line
-                .strip_prefix(&format!("\u{2014} {ORIGIN} "))
-                .expect("em dash, origin");
+            let line =
+                rest.strip_prefix('\n').and_then(|l| l.strip_suffix('\n')).expect("blank line, one signature line");
+            let b64 = line.strip_prefix(&format!("\u{2014} {ORIGIN} ")).expect("em dash, origin");
             (line, B64STD.decode(b64).expect("base64 blob"))
         };
         assert_eq!(blob.len(), 68, "{sig_line}");
@@ -999,8 +803,7 @@ fn committed_tokens_and_notes_verify() {
         assert_eq!(blob[..4], h.finalize()[..4], "{name}: key hash");
         assert_eq!(hex::encode(&blob[..4]), s(cpv, "key_hash"));
         let sig: [u8; 64] = blob[4..].try_into().unwrap();
-        vk.verify_strict(body.as_bytes(), &ed25519_dalek::Signature::from_bytes(&sig))
-            .expect("note signature");
+        vk.verify_strict(body.as_bytes(), &ed25519_dalek::Signature::from_bytes(&sig)).expect("note signature");
     }
     assert_eq!(
         s(&f["checkpoint"], "root"),
@@ -1020,23 +823,14 @@ fn committed_tokens_and_notes_verify() {
     assert_eq!(doc.checkpoint, s(&rd["checkpoint"], "note"));
     // The leaf is the JCS form of the mandate_issued event naming the mandate, and the
     // tree of the committed leaves has the committed root.
-    let leaves: Vec<&str> = arr(rd, "leaves")
-        .iter()
-        .map(|l| l.as_str().unwrap())
-        .collect();
+    let leaves: Vec<&str> = arr(rd, "leaves").iter().map(|l| l.as_str().unwrap()).collect();
     let leaf = leaves[idx(u(rd, "leaf_index"))];
     assert_eq!(B64.decode(&doc.leaf).unwrap(), leaf.as_bytes());
     assert_eq!(
         leaf,
-        jcs::to_string(
-            &json!({"type": "mandate_issued", "v": 1, "data": {"mandate": doc.mandate}})
-        )
-        .unwrap()
+        jcs::to_string(&json!({"type": "mandate_issued", "v": 1, "data": {"mandate": doc.mandate}})).unwrap()
     );
-    let hashes: Vec<Hash> = leaves
-        .iter()
-        .map(|l| merkle::leaf_hash(l.as_bytes()))
-        .collect();
+    let hashes: Vec<Hash> = leaves.iter().map(|l| merkle::leaf_hash(l.as_bytes())).collect();
     assert_eq!(hex::encode(merkle::root_of(&hashes)), s(rd, "root"));
     assert_eq!(len64(hashes.len()), u(rd, "tree_size"));
 }
@@ -1066,34 +860,22 @@ fn receipt_document_refuses_tampering() {
     let f = load(FORMATS);
     let ring = committed_ring(&f);
     let kid = vendor_kid(&f);
-    let base: ReceiptDocument =
-        serde_json::from_value(f["receipt_document"]["document"].clone()).expect("document");
+    let base: ReceiptDocument = serde_json::from_value(f["receipt_document"]["document"].clone()).expect("document");
     let check = |doc: &ReceiptDocument| verify_receipt(doc, &ring, Some(ORIGIN));
     check(&base).expect("the committed document verifies");
 
     // Tampered receipt JWS.
     let mut d = base.clone();
     d.receipt = tamper_payload(&d.receipt, |p| p["leaf_index"] = json!(3));
-    assert_eq!(
-        check(&d).unwrap_err(),
-        ReceiptError::Receipt(SignedError::Jws(JwsError::BadSignature(kid.clone())))
-    );
+    assert_eq!(check(&d).unwrap_err(), ReceiptError::Receipt(SignedError::Jws(JwsError::BadSignature(kid.clone()))));
     let mut d = base.clone();
     d.receipt = d.mandate.clone();
-    assert!(matches!(
-        check(&d).unwrap_err(),
-        ReceiptError::Receipt(SignedError::Jws(JwsError::WrongType { .. }))
-    ));
+    assert!(matches!(check(&d).unwrap_err(), ReceiptError::Receipt(SignedError::Jws(JwsError::WrongType { .. }))));
 
     // Tampered mandate.
     let mut d = base.clone();
-    d.mandate = tamper_payload(&d.mandate, |p| {
-        p["payment_amount"]["amount"] = json!(999_999)
-    });
-    assert_eq!(
-        check(&d).unwrap_err(),
-        ReceiptError::Mandate(SignedError::Jws(JwsError::BadSignature(kid.clone())))
-    );
+    d.mandate = tamper_payload(&d.mandate, |p| p["payment_amount"]["amount"] = json!(999_999));
+    assert_eq!(check(&d).unwrap_err(), ReceiptError::Mandate(SignedError::Jws(JwsError::BadSignature(kid.clone()))));
     // Another validly signed mandate is not the one the receipt answers.
     let mut d = base.clone();
     d.mandate = s(&f["clawback_mandate"], "jws").to_owned();
@@ -1102,16 +884,10 @@ fn receipt_document_refuses_tampering() {
     // Tampered leaf: still naming the mandate (the proof no longer holds), or not.
     let mut d = base.clone();
     d.leaf = tamper_leaf(&base, |l| l["v"] = json!(2));
-    assert_eq!(
-        check(&d).unwrap_err(),
-        ReceiptError::Inclusion(ProofError::RootMismatch)
-    );
+    assert_eq!(check(&d).unwrap_err(), ReceiptError::Inclusion(ProofError::RootMismatch));
     let mut d = base.clone();
     d.leaf = tamper_leaf(&base, |l| l["data"]["mandate"] = json!("another token"));
-    assert_eq!(
-        check(&d).unwrap_err(),
-        ReceiptError::Leaf("the leaf does not name this mandate")
-    );
+    assert_eq!(check(&d).unwrap_err(), ReceiptError::Leaf("the leaf does not name this mandate"));
 
     // A flipped bit in each proof hash.
     assert_eq!(base.inclusion.len(), 3);
@@ -1129,46 +905,27 @@ fn receipt_document_refuses_tampering() {
     }
     let mut d = base.clone();
     d.inclusion.pop();
-    assert_eq!(
-        check(&d).unwrap_err(),
-        ReceiptError::Inclusion(ProofError::WrongLength)
-    );
+    assert_eq!(check(&d).unwrap_err(), ReceiptError::Inclusion(ProofError::WrongLength));
 
     // Tampered checkpoint: the signed body changed.
     let (cp, _) = Checkpoint::parse(&base.checkpoint).expect("checkpoint parses");
     let mut d = base.clone();
-    d.checkpoint = base.checkpoint.replacen(
-        &format!("\ntime {}\n", cp.time),
-        &format!("\ntime {}\n", cp.time + 1),
-        1,
-    );
+    d.checkpoint = base.checkpoint.replacen(&format!("\ntime {}\n", cp.time), &format!("\ntime {}\n", cp.time + 1), 1);
     assert_ne!(d.checkpoint, base.checkpoint);
-    assert_eq!(
-        check(&d).unwrap_err(),
-        ReceiptError::Checkpoint(CheckpointError::BadSignature(kid.clone()))
-    );
+    assert_eq!(check(&d).unwrap_err(), ReceiptError::Checkpoint(CheckpointError::BadSignature(kid.clone())));
     // A checkpoint of another tree, validly signed, does not match the receipt.
-    let other = Checkpoint {
-        size: cp.size + 1,
-        ..cp.clone()
-    };
+    let other = Checkpoint { size: cp.size + 1, ..cp.clone() };
     let mut d = base.clone();
     d.checkpoint = other.sign(&vendor());
     assert_eq!(
         check(&d).unwrap_err(),
-        ReceiptError::CheckpointMismatch {
-            receipt_size: cp.size,
-            checkpoint_size: cp.size + 1
-        }
+        ReceiptError::CheckpointMismatch { receipt_size: cp.size, checkpoint_size: cp.size + 1 }
     );
 
     // The same checkpoint signed by a key the vendor never published.
     let mut d = base.clone();
     d.checkpoint = cp.sign(&SigningKey::from_seed(&STRANGER_SEED));
-    assert_eq!(
-        check(&d).unwrap_err(),
-        ReceiptError::Checkpoint(CheckpointError::NoKnownSignature(ORIGIN.into()))
-    );
+    assert_eq!(check(&d).unwrap_err(), ReceiptError::Checkpoint(CheckpointError::NoKnownSignature(ORIGIN.into())));
     // And a pinned origin is enforced.
     assert!(matches!(
         verify_receipt(&base, &ring, Some("other.example/log")).unwrap_err(),

@@ -40,7 +40,16 @@ pub fn shares(o: &str, i: &str, c: &str, rest: Position) -> SplitRule {
 }
 
 pub fn percent_pool(p: &str) -> PoolRule {
-    PoolRule { percent: Some(pct(p)), flat: None, cap: None, floor: None, tiers: vec![], tier_mode: None, spiffs: vec![], recurring_months: None }
+    PoolRule {
+        percent: Some(pct(p)),
+        flat: None,
+        cap: None,
+        floor: None,
+        tiers: vec![],
+        tier_mode: None,
+        spiffs: vec![],
+        recurring_months: None,
+    }
 }
 
 pub struct World {
@@ -55,7 +64,14 @@ impl World {
     }
 
     pub fn try_fact(&mut self, e: Event) -> Result<Decision, Rejection> {
-        let env = Envelope { v: 1, at: t(self.day), by: "vendor:admin".into(), key: Some(format!("k{}", self.seq)), cause: None, event: e };
+        let env = Envelope {
+            v: 1,
+            at: t(self.day),
+            by: "vendor:admin".into(),
+            key: Some(format!("k{}", self.seq)),
+            cause: None,
+            event: e,
+        };
         let d = self.engine.decide(env, self.seq)?;
         self.seq += 1 + d.outputs.len() as u64;
         Ok(d)
@@ -70,9 +86,19 @@ impl World {
         let mut w = Self::new();
         w.fact(Event::ProgramPublished { spec });
         for i in 0..n {
-            w.fact(Event::PartnerEnrolled { partner: format!("p{i}"), program: "prg".into(), name: format!("P{i}"), role: PartnerRole::Partner });
+            w.fact(Event::PartnerEnrolled {
+                partner: format!("p{i}"),
+                program: "prg".into(),
+                name: format!("P{i}"),
+                role: PartnerRole::Partner,
+            });
         }
-        w.fact(Event::LeadRegistered { lead: "l1".into(), program: "prg".into(), customer: "acme.com".into(), partner: "p0".into() });
+        w.fact(Event::LeadRegistered {
+            lead: "l1".into(),
+            program: "prg".into(),
+            customer: "acme.com".into(),
+            partner: "p0".into(),
+        });
         for i in 1..n {
             w.fact(Event::LeadHandedOff { lead: "l1".into(), from: format!("p{}", i - 1), to: format!("p{i}") });
         }
@@ -80,7 +106,14 @@ impl World {
     }
 
     pub fn convert(&mut self, id: &str, revenue: i64) -> Decision {
-        self.fact(Event::ConversionRecorded { conversion: id.into(), lead: "l1".into(), revenue: usd(revenue), occurred_at: t(self.day), subscription_month: None, fx: None })
+        self.fact(Event::ConversionRecorded {
+            conversion: id.into(),
+            lead: "l1".into(),
+            revenue: usd(revenue),
+            occurred_at: t(self.day),
+            subscription_month: None,
+            fx: None,
+        })
     }
 }
 
@@ -99,7 +132,9 @@ pub fn outcome(d: &Decision) -> (String, Option<String>, i64) {
     d.outputs
         .iter()
         .find_map(|o| match &o.envelope.event {
-            Event::ConversionOutcome { outcome, reason, pool, .. } => Some((outcome.clone(), reason.clone(), pool.minor_units())),
+            Event::ConversionOutcome { outcome, reason, pool, .. } => {
+                Some((outcome.clone(), reason.clone(), pool.minor_units()))
+            }
             _ => None,
         })
         .unwrap()
