@@ -424,10 +424,10 @@ pub fn statements(
         }
         sink(p, balance_line("closing", last_seq, &end, &a.last, a.currency))?;
     }
-    if let Some(s) = partners {
-        if let Some(p) = s.iter().find(|p| !engine.state().partners.contains_key(*p)) {
-            bail!("partner '{p}' not found");
-        }
+    if let Some(s) = partners
+        && let Some(p) = s.iter().find(|p| !engine.state().partners.contains_key(*p))
+    {
+        bail!("partner '{p}' not found");
     }
     Ok(())
 }

@@ -131,6 +131,7 @@ struct Lead {
 
 /// Runs the demo into `data` (which must be new or a previous demo's).
 #[allow(clippy::too_many_lines)]
+#[allow(clippy::float_arithmetic)] // Rates for display only; no money is a float.
 pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> {
     prepare_dir(data)?;
     let kf =

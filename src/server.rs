@@ -475,9 +475,9 @@ async fn authorise(
     let p = principal(&app, &h)?;
     let b = body(b)?;
     // The vendor, or the partner itself, may authorise an agent for that partner.
-    if !(p.is_vendor() && p.require(Scope::ProgramsWrite).is_ok())
-        && !(p.kind == PrincipalKind::Partner && p.partner.as_deref() == Some(&b.partner))
-    {
+    let vendor = p.is_vendor() && p.require(Scope::ProgramsWrite).is_ok();
+    let own_partner = p.kind == PrincipalKind::Partner && p.partner.as_deref() == Some(&b.partner);
+    if !vendor && !own_partner {
         return Err(Problem::new(
             StatusCode::FORBIDDEN,
             "Forbidden",
@@ -870,12 +870,12 @@ pub fn serve(data: &Path, listen: std::net::SocketAddr) -> Result<()> {
                 let l = bg.ledger().clone();
                 let size = l.size();
                 let covered = l.latest_checkpoint().ok().flatten().map_or(0, |c| c.checkpoint.size);
-                if size > covered {
-                    if let Err(e) = l.checkpoint(Utc::now().timestamp()).await {
-                        tracing::error!("checkpoint failed: {e}");
-                    }
+                if size > covered
+                    && let Err(e) = l.checkpoint(Utc::now().timestamp()).await
+                {
+                    tracing::error!("checkpoint failed: {e}");
                 }
-                if n % 60 == 0 {
+                if n.is_multiple_of(60) {
                     let now = Utc::now();
                     let due = bg.with_state(|s| s.holds.keys().next().is_some_and(|t| *t <= now.timestamp()));
                     if due {

@@ -36,10 +36,10 @@ pub fn validate(spec: &ProgramSpec) -> Result<(), RuleError> {
     nonneg("pool.flat", p.flat)?;
     nonneg("pool.cap", p.cap)?;
     nonneg("pool.floor", p.floor)?;
-    if let (Some(c), Some(f)) = (p.cap, p.floor) {
-        if f > c {
-            return err("pool.floor is above pool.cap".into());
-        }
+    if let (Some(c), Some(f)) = (p.cap, p.floor)
+        && f > c
+    {
+        return err("pool.floor is above pool.cap".into());
     }
     if p.tiers.len() > crate::model::MAX_TIERS || p.spiffs.len() > crate::model::MAX_SPIFFS {
         return err("too many tiers or spiffs".into());

@@ -254,7 +254,7 @@ pub struct State {
 #[derive(Debug, Clone)]
 pub enum ToSign {
     /// A payment or clawback mandate.
-    Mandate(Mandate),
+    Mandate(Box<Mandate>),
     /// A program's open mandate.
     Open(OpenMandate),
 }
@@ -728,15 +728,15 @@ impl Decider<'_> {
                 format!("deal occurred outside the lead's {}-day attribution window", spec.attribution_window_days),
             );
         }
-        if let (Some(m), Some(limit)) = (month, spec.pool.recurring_months) {
-            if m == 0 || m > limit {
-                return no(
-                    self,
-                    conv,
-                    "no_commission",
-                    format!("subscription month {m} is beyond the first {limit} months that earn"),
-                );
-            }
+        if let (Some(m), Some(limit)) = (month, spec.pool.recurring_months)
+            && (m == 0 || m > limit)
+        {
+            return no(
+                self,
+                conv,
+                "no_commission",
+                format!("subscription month {m} is beyond the first {limit} months that earn"),
+            );
         }
         let revenue_prog = if revenue.currency() == spec.currency {
             revenue.minor_units()
@@ -782,27 +782,26 @@ impl Decider<'_> {
         let mut held = None;
         if occurred_at < spec.valid_from || spec.valid_until.is_some_and(|u| occurred_at >= u) {
             held = Some("deal occurred outside the program's validity window".to_owned());
-        } else if let Some(b) = &spec.budget {
-            if used + pool.minor_units() > b.max {
-                held = Some(format!(
-                    "monthly budget exceeded: {} used of {}, pool {}",
-                    Amount::from_minor(used, spec.currency)?,
-                    Amount::from_minor(b.max, spec.currency)?,
-                    pool
-                ));
-            }
+        } else if let Some(b) = &spec.budget
+            && used + pool.minor_units() > b.max
+        {
+            held = Some(format!(
+                "monthly budget exceeded: {} used of {}, pool {}",
+                Amount::from_minor(used, spec.currency)?,
+                Amount::from_minor(b.max, spec.currency)?,
+                pool
+            ));
         }
-        if held.is_none() {
-            if let Some(r) = &spec.payment_range {
-                if let Some(p) = parts.iter().find(|p| **p > 0 && (**p < r.min || **p > r.max)) {
-                    held = Some(format!(
-                        "hop amount {} is outside the allowed range {}..{}",
-                        Amount::from_minor(*p, spec.currency)?,
-                        Amount::from_minor(r.min, spec.currency)?,
-                        Amount::from_minor(r.max, spec.currency)?
-                    ));
-                }
-            }
+        if held.is_none()
+            && let Some(r) = &spec.payment_range
+            && let Some(p) = parts.iter().find(|p| **p > 0 && (**p < r.min || **p > r.max))
+        {
+            held = Some(format!(
+                "hop amount {} is outside the allowed range {}..{}",
+                Amount::from_minor(*p, spec.currency)?,
+                Amount::from_minor(r.min, spec.currency)?,
+                Amount::from_minor(r.max, spec.currency)?
+            ));
         }
         if let Some(reason) = held {
             return no(self, conv, "held", reason);
@@ -843,7 +842,7 @@ impl Decider<'_> {
             };
             self.derived(
                 Event::MandateIssued { mandate_id: mid, partner: partner.clone(), amount: amt, mandate: String::new() },
-                Some(ToSign::Mandate(m)),
+                Some(ToSign::Mandate(Box::new(m))),
             );
             conv.hops.push(Hop { partner: partner.clone(), amount: *amount, clawed: 0, status, payable_at });
         }
@@ -989,7 +988,7 @@ impl Decider<'_> {
                         offset,
                         mandate: String::new(),
                     },
-                    Some(ToSign::Mandate(m)),
+                    Some(ToSign::Mandate(Box::new(m))),
                 );
             }
         }

@@ -837,11 +837,11 @@ impl Writer {
                 continue;
             }
             let first_seq = self.frontier.size;
-            if let Some(exp) = a.expected_seq {
-                if exp != first_seq {
-                    replies.push((reply, Err(LedgerError::SequenceMismatch { expected: exp, actual: first_seq })));
-                    continue;
-                }
+            if let Some(exp) = a.expected_seq
+                && exp != first_seq
+            {
+                replies.push((reply, Err(LedgerError::SequenceMismatch { expected: exp, actual: first_seq })));
+                continue;
             }
             for r in &a.records {
                 let seq = self.frontier.size;
@@ -970,4 +970,5 @@ impl Writer {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
 mod tests;

@@ -26,6 +26,9 @@ pub enum KeyError {
     /// `x` is not a valid Ed25519 public key.
     #[error("invalid Ed25519 public key in JWK {0}")]
     InvalidPublicKey(String),
+    /// Two keys of the set share a `kid`.
+    #[error("duplicate kid {0} in the key set")]
+    DuplicateKid(String),
     /// `kid` does not match the RFC 7638 thumbprint of the key.
     #[error("JWK kid {found} does not match its RFC 7638 thumbprint {expected}")]
     KidMismatch {
@@ -180,6 +183,10 @@ pub struct KeyRing {
 impl KeyRing {
     /// Decodes and checks every key of `jwks`.
     pub fn new(jwks: &Jwks) -> Result<Self, KeyError> {
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(k) = jwks.keys.iter().find(|k| !seen.insert(k.kid.as_str())) {
+            return Err(KeyError::DuplicateKid(k.kid.clone()));
+        }
         let keys = jwks.keys.iter().map(|k| Ok((k.clone(), k.verifying_key()?))).collect::<Result<_, KeyError>>()?;
         Ok(Self { keys })
     }

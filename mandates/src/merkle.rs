@@ -103,7 +103,7 @@ impl NodeSource for [Hash] {
 /// where `start` is aligned as in the RFC's recursion).
 pub fn range_hash<S: NodeSource + ?Sized>(src: &S, start: u64, end: u64) -> Result<Hash, S::Error> {
     let n = end - start;
-    if n.is_power_of_two() && start % n == 0 {
+    if n.is_power_of_two() && start.is_multiple_of(n) {
         return src.node(n.trailing_zeros(), start >> n.trailing_zeros());
     }
     let k = split(n);
@@ -242,8 +242,11 @@ pub fn verify_consistency(
         return if old_root == new_root { Ok(()) } else { Err(ProofError::RootMismatch) };
     }
     if old == 0 {
-        // The empty tree is a prefix of every tree.
-        return if proof.is_empty() { Ok(()) } else { Err(ProofError::WrongLength) };
+        // The empty tree is a prefix of every tree; its root must be the empty root.
+        if !proof.is_empty() {
+            return Err(ProofError::WrongLength);
+        }
+        return if *old_root == empty_root() { Ok(()) } else { Err(ProofError::RootMismatch) };
     }
     if proof.is_empty() {
         return Err(ProofError::WrongLength);
@@ -288,6 +291,7 @@ pub fn verify_consistency(
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -13,9 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::keys::KeyRing;
 use crate::merkle::{self, Hash, ProofError};
-use crate::types::{
-    Mandate, ReceiptKind, ReceiptPayload, SignedError, TYP_RECEIPT, VCT_RECEIPT, token_reference, verify_as,
-};
+use crate::types::{Mandate, ReceiptKind, ReceiptPayload, SignedError, TYP_RECEIPT, token_reference, verify_as_with};
 
 /// A receipt as handed to a partner (one JSON object; a line of `receipts.jsonl`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,18 +82,35 @@ pub fn decode_hashes(hashes: &[String]) -> Result<Vec<Hash>, usize> {
     hashes.iter().enumerate().map(|(i, h)| B64STD.decode(h).ok().and_then(|b| b.try_into().ok()).ok_or(i)).collect()
 }
 
+/// Batch-verifies the receipt's, mandate's and checkpoint's signatures; true only if all
+/// three verify under keys of `ring`.
+fn batch_signatures(doc: &ReceiptDocument, ring: &KeyRing) -> bool {
+    let Ok(r) = crate::jws::parse(&doc.receipt, TYP_RECEIPT) else { return false };
+    let Ok(typ) = Mandate::token_typ(&doc.mandate) else { return false };
+    let Ok(m) = crate::jws::parse(&doc.mandate, typ) else { return false };
+    let (Some((_, rk)), Some((_, mk))) = (ring.get(&r.header.kid), ring.get(&m.header.kid)) else { return false };
+    let Some((body, cs, ck)) = Checkpoint::signed_by(&doc.checkpoint, ring) else { return false };
+    ed25519_dalek::verify_batch(
+        &[r.signing_input, m.signing_input, body.as_bytes()],
+        &[r.signature, m.signature, cs],
+        &[*rk, *mk, *ck],
+    )
+    .is_ok()
+}
+
 /// Verifies a receipt document against the vendor's keys; `origin` pins the log identity.
 pub fn verify_receipt(
     doc: &ReceiptDocument,
     ring: &KeyRing,
     origin: Option<&str>,
 ) -> Result<VerifiedReceipt, ReceiptError> {
+    // The three signatures in one batch check (about twice as fast); if it fails, each
+    // is checked alone below, which names the one that is bad.
+    let batched = batch_signatures(doc, ring);
+    let check = !batched;
     let (receipt, _): (ReceiptPayload, _) =
-        verify_as(&doc.receipt, ring, TYP_RECEIPT).map_err(ReceiptError::Receipt)?;
-    if receipt.vct != VCT_RECEIPT {
-        return Err(ReceiptError::Receipt(SignedError::Payload { what: "receipt", why: "wrong vct".into() }));
-    }
-    let (mandate, _) = Mandate::verify(&doc.mandate, ring).map_err(ReceiptError::Mandate)?;
+        verify_as_with(&doc.receipt, ring, TYP_RECEIPT, check).map_err(ReceiptError::Receipt)?;
+    let (mandate, _) = Mandate::verify_with(&doc.mandate, ring, check).map_err(ReceiptError::Mandate)?;
     if receipt.reference != token_reference(&doc.mandate) || receipt.payment_id != mandate.transaction_id {
         return Err(ReceiptError::ReferenceMismatch);
     }
@@ -113,7 +128,7 @@ pub fn verify_receipt(
     if !recorded {
         return Err(ReceiptError::Leaf("the leaf does not name this mandate"));
     }
-    let (cp, _) = Checkpoint::verify(&doc.checkpoint, ring, origin).map_err(ReceiptError::Checkpoint)?;
+    let (cp, _) = Checkpoint::verify_with(&doc.checkpoint, ring, origin, check).map_err(ReceiptError::Checkpoint)?;
     if cp.size != receipt.tree_size || hex::encode(cp.root) != receipt.root {
         return Err(ReceiptError::CheckpointMismatch { receipt_size: receipt.tree_size, checkpoint_size: cp.size });
     }

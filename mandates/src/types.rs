@@ -34,6 +34,9 @@ pub const VCT_CLAWBACK_MANDATE: &str = "settle.mandate.clawback.1";
 /// Our `vct` of a receipt (AP2 payment receipt fields plus proof binding).
 pub const VCT_RECEIPT: &str = "settle.receipt.1";
 
+/// Largest integer every JSON implementation reads exactly (2^53 − 1, I-JSON).
+pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
 /// Why a signed object was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -87,6 +90,9 @@ pub trait Signed: Serialize + DeserializeOwned {
     fn typ(&self) -> &'static str;
     /// Issued-at, Unix seconds (the key must have been valid then).
     fn iat(&self) -> i64;
+    /// Checks what the type's invariants require of a decoded value (its `vct`, signs,
+    /// ranges); a message says what is wrong.
+    fn check(&self) -> Result<(), String>;
 
     /// Canonical bytes and compact JWS.
     fn sign(&self, key: &SigningKey) -> String {
@@ -103,6 +109,7 @@ fn decode_verified<T: Signed>(v: &jws::Verified) -> Result<T, SignedError> {
     if crate::jcs::to_vec(&obj).ok().as_deref() != Some(v.payload.as_slice()) {
         return Err(SignedError::NotCanonical(T::WHAT));
     }
+    obj.check().map_err(|why| SignedError::Payload { what: T::WHAT, why })?;
     if obj.typ() != v.header.typ {
         return Err(JwsError::WrongType { expected: obj.typ().into(), found: v.header.typ.clone() }.into());
     }
@@ -114,7 +121,17 @@ fn decode_verified<T: Signed>(v: &jws::Verified) -> Result<T, SignedError> {
 
 /// Verifies `token` as a `T` of JWS type `typ`, returning the object and its key.
 pub fn verify_as<T: Signed>(token: &str, ring: &KeyRing, typ: &str) -> Result<(T, Jwk), SignedError> {
-    let v = jws::verify(token, ring, typ)?;
+    verify_as_with(token, ring, typ, true)
+}
+
+/// As [`verify_as`]; `check_signature` false when a batch check already covered it.
+pub fn verify_as_with<T: Signed>(
+    token: &str,
+    ring: &KeyRing,
+    typ: &str,
+    check_signature: bool,
+) -> Result<(T, Jwk), SignedError> {
+    let v = jws::verify_with(token, ring, typ, check_signature)?;
     let obj = decode_verified(&v)?;
     Ok((obj, v.key))
 }
@@ -196,6 +213,12 @@ impl Signed for OpenMandate {
     }
     fn iat(&self) -> i64 {
         self.iat
+    }
+    fn check(&self) -> Result<(), String> {
+        if self.vct != VCT_OPEN_MANDATE {
+            return Err(format!("vct '{}' is not {VCT_OPEN_MANDATE}", self.vct));
+        }
+        Ok(())
     }
 }
 
@@ -310,17 +333,19 @@ impl Mandate {
 
     /// Verifies a payment or clawback mandate token.
     pub fn verify(token: &str, ring: &KeyRing) -> Result<(Self, Jwk), SignedError> {
-        let typ = jws::parse(token, TYP_PAYMENT_MANDATE)
+        Self::verify_with(token, ring, true)
+    }
+
+    /// As [`Mandate::verify`]; `check_signature` false when a batch check covered it.
+    pub fn verify_with(token: &str, ring: &KeyRing, check_signature: bool) -> Result<(Self, Jwk), SignedError> {
+        verify_as_with(token, ring, Self::token_typ(token)?, check_signature)
+    }
+
+    /// The JWS `typ` of a mandate token (payment or clawback), or why it has none.
+    pub fn token_typ(token: &str) -> Result<&'static str, JwsError> {
+        jws::parse(token, TYP_PAYMENT_MANDATE)
             .map(|_| TYP_PAYMENT_MANDATE)
-            .or_else(|_| jws::parse(token, TYP_CLAWBACK_MANDATE).map(|_| TYP_CLAWBACK_MANDATE))?;
-        let (m, k): (Self, Jwk) = verify_as(token, ring, typ)?;
-        if m.vct != Self::vct_for(m.direction) {
-            return Err(SignedError::Payload {
-                what: Self::WHAT,
-                why: format!("vct '{}' does not match direction", m.vct),
-            });
-        }
-        Ok((m, k))
+            .or_else(|_| jws::parse(token, TYP_CLAWBACK_MANDATE).map(|_| TYP_CLAWBACK_MANDATE))
     }
 }
 
@@ -334,6 +359,21 @@ impl Signed for Mandate {
     }
     fn iat(&self) -> i64 {
         self.iat
+    }
+    fn check(&self) -> Result<(), String> {
+        if self.vct != Self::vct_for(self.direction) {
+            return Err(format!("vct '{}' does not match direction", self.vct));
+        }
+        if self.payment_amount.minor_units() < 0 || self.basis.pool.minor_units() < 0 {
+            return Err("amounts of a mandate are never negative".into());
+        }
+        if self.payment_amount.currency() != self.basis.pool.currency() {
+            return Err("payment and pool currencies differ".into());
+        }
+        if self.basis.hop >= self.basis.hops || self.basis.log.seq > MAX_SAFE_INTEGER {
+            return Err("hop or log position out of range".into());
+        }
+        Ok(())
     }
 }
 
@@ -406,5 +446,14 @@ impl Signed for ReceiptPayload {
     }
     fn iat(&self) -> i64 {
         self.iat
+    }
+    fn check(&self) -> Result<(), String> {
+        if self.vct != VCT_RECEIPT {
+            return Err(format!("vct '{}' is not {VCT_RECEIPT}", self.vct));
+        }
+        if self.leaf_index > MAX_SAFE_INTEGER || self.tree_size > MAX_SAFE_INTEGER {
+            return Err("leaf_index and tree_size must be below 2^53".into());
+        }
+        Ok(())
     }
 }

@@ -1,0 +1,125 @@
+//! Settlement costs. Targets (issue: engine): split computation ≥ 1,000,000 conversions/s
+//! per core (3-hop chain); full settlement (split + 3 signed mandates + durable append)
+//! ≥ 60% of the raw Ed25519 signing bound on 2 cores for the same number of signatures,
+//! measured in the same run.
+
+#[path = "fixtures.rs"]
+mod fixtures;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use ed25519_dalek::Signer;
+use rayon::prelude::*;
+use settle_engine::replay::sign_decisions;
+use settle_engine::rules::{Deal, allocate, exact_pool};
+use settle_ledger::{Append, Ledger, LedgerConfig, NewRecord};
+use settle_mandates::keys::SigningKey;
+use settle_mandates::money::Amount;
+
+const BATCH: u64 = 512;
+
+fn bench(c: &mut Criterion) {
+    let spec = fixtures::spec();
+    let mut g = c.benchmark_group("engine");
+    g.throughput(Throughput::Elements(1));
+    let mut rev = 1_234_567i64;
+    g.bench_function("split_3_hops", |b| {
+        b.iter(|| {
+            rev += 1;
+            let d = Deal { revenue: rev, closer_volume_before: 0, occurred_at: fixtures::t(60), hops: 3 };
+            let e = exact_pool(&spec, &d);
+            let pool =
+                Amount::from_decimal(e.pool / rust_decimal::Decimal::ONE_HUNDRED, spec.currency, spec.pool_rounding)
+                    .unwrap();
+            allocate(pool.minor_units(), &e.weights)
+        });
+    });
+
+    let (mut engine, mut seq) = fixtures::engine_with_chain();
+    let mut i = 0u64;
+    g.bench_function("decide_conversion_unsigned", |b| {
+        b.iter(|| {
+            i += 1;
+            let d = engine.decide(fixtures::env(seq, fixtures::conversion(i)), seq).unwrap();
+            seq += 1 + d.outputs.len() as u64;
+            d
+        });
+    });
+
+    // Raw signing bound: 3 signatures per conversion on both cores, same payload size.
+    let key = SigningKey::from_seed(&[3; 32]);
+    let dalek = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+    let payload = settle_mandates::jcs::to_vec(&fixtures::mandate(1)).unwrap();
+    g.sample_size(10).measurement_time(Duration::from_secs(8));
+    g.throughput(Throughput::Elements(BATCH));
+    g.bench_function("raw_sign_3_per_conversion_2_cores", |b| {
+        b.iter(|| (0..BATCH * 3).into_par_iter().map(|_| dalek.sign(&payload).to_bytes()[0]).collect::<Vec<u8>>());
+    });
+
+    // Full settlement: decide, sign on all cores, durable group append, per batch of 512.
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(
+        dir.path(),
+        LedgerConfig {
+            origin: "settle.bench/log".into(),
+            key: key.clone(),
+            accepts: Arc::new(|_, _| true),
+            persist: fjall::PersistMode::SyncAll,
+        },
+    )
+    .unwrap();
+    let (mut engine, mut seq) = fixtures::engine_with_chain();
+    // The setup facts occupy the first sequence numbers: append placeholders for them.
+    for s in 0..seq {
+        ledger
+            .append_blocking(Append {
+                key: format!("setup{s}").into_bytes(),
+                content_hash: [0; 32],
+                records: vec![NewRecord { kind: "setup".into(), version: 1, event: b"{}".to_vec() }],
+                expected_seq: Some(s),
+                projection: None,
+            })
+            .unwrap();
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let mut n = 0u64;
+    g.bench_function("settle_conversion_full_2_cores", |b| {
+        b.iter(|| {
+            let mut ds = Vec::with_capacity(BATCH as usize);
+            for _ in 0..BATCH {
+                n += 1;
+                let d = engine.decide(fixtures::env(seq, fixtures::conversion(1_000_000 + n)), seq).unwrap();
+                seq += 1 + d.outputs.len() as u64;
+                ds.push(d);
+            }
+            let firsts: Vec<u64> = ds.iter().map(|d| d.seq).collect();
+            let signed = sign_decisions(ds, &key);
+            let appends: Vec<Append> = signed
+                .into_iter()
+                .zip(firsts)
+                .map(|(recs, first)| Append {
+                    key: format!("c{first}").into_bytes(),
+                    content_hash: [0; 32],
+                    records: recs
+                        .into_iter()
+                        .map(|r| NewRecord { kind: r.kind.into(), version: r.version, event: r.bytes })
+                        .collect(),
+                    expected_seq: Some(first),
+                    projection: None,
+                })
+                .collect();
+            let futs = ledger.reserve_blocking().unwrap().append_group(appends).unwrap();
+            rt.block_on(async {
+                for f in futs {
+                    f.await.unwrap();
+                }
+            });
+        });
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,133 @@
+//! Shared fixtures for the benchmarks.
+#![allow(dead_code, missing_docs)]
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use settle_engine::model::*;
+use settle_engine::{Engine, EngineConfig, Envelope};
+use settle_mandates::money::{Amount, Rounding};
+use settle_mandates::types::{Direction, Instrument, LogRef, Mandate, MandateBasis, Payee};
+
+pub fn t(s: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().unwrap() + Duration::seconds(s)
+}
+
+pub fn usd(m: i64) -> Amount {
+    Amount::from_minor(m, "USD".parse().unwrap()).unwrap()
+}
+
+pub fn mandate(i: u64) -> Mandate {
+    Mandate {
+        vct: "mandate.payment.1".into(),
+        transaction_id: format!("md_{i}_1"),
+        payee: Payee { id: "p07".into() },
+        payment_amount: usd(24_691),
+        payment_instrument: Instrument { kind: "settle.commission_account".into(), id: "p07".into() },
+        direction: Direction::Payment,
+        iss: "vendor.bench".into(),
+        iat: 1_767_225_600,
+        execution_date: 1_768_435_200,
+        basis: MandateBasis {
+            program: "growth".into(),
+            rule_version: 1,
+            rounding: "largest_remainder.v1+pool.half_even".into(),
+            open_mandate: "om_growth_3".into(),
+            conversion: format!("deal-{i}"),
+            hop: 1,
+            hops: 3,
+            role: "intermediary".into(),
+            pool: usd(123_457),
+            log: LogRef { seq: i, event_hash: "ab".repeat(32) },
+            caused_by: "agent:vendor-crm".into(),
+            reverses: None,
+        },
+        salt: "c2FsdHNhbHRzYWx0c2FsdA".into(),
+    }
+}
+
+pub fn spec() -> ProgramSpec {
+    let pct = |s: &str| serde_json::from_value::<Percent>(serde_json::Value::String(s.into())).unwrap();
+    ProgramSpec {
+        program: "growth".into(),
+        name: "Growth".into(),
+        currency: "USD".parse().unwrap(),
+        holding_days: 0,
+        attribution_window_days: 730,
+        pool_rounding: Rounding::HalfEven,
+        pool: PoolRule {
+            percent: Some(pct("10")),
+            flat: None,
+            cap: None,
+            floor: None,
+            tiers: vec![],
+            tier_mode: None,
+            spiffs: vec![],
+            recurring_months: None,
+        },
+        split: SplitRule::Shares {
+            originator: pct("30"),
+            intermediaries: pct("20"),
+            closer: pct("40"),
+            remaining: Position::Closer,
+        },
+        budget: None,
+        payment_range: None,
+        valid_from: t(0),
+        valid_until: None,
+    }
+}
+
+pub fn env(seq: u64, e: Event) -> Envelope {
+    Envelope {
+        v: 1,
+        at: t(i64::try_from(seq).unwrap()),
+        by: "vendor:bench".into(),
+        key: Some(format!("k{seq}")),
+        cause: None,
+        event: e,
+    }
+}
+
+/// An engine with a program, three partners and a 3-hop lead; returns it and the next seq.
+pub fn engine_with_chain() -> (Engine, u64) {
+    let mut e = Engine::new(EngineConfig { vendor: "vendor.bench".into(), salt_secret: [7; 32] });
+    let mut seq = 0;
+    let mut go = |e: &mut Engine, ev: Event| {
+        let d = e.decide(env(seq, ev), seq).unwrap();
+        seq += 1 + d.outputs.len() as u64;
+    };
+    go(&mut e, Event::ProgramPublished { spec: spec() });
+    for p in ["p1", "p2", "p3"] {
+        go(
+            &mut e,
+            Event::PartnerEnrolled {
+                partner: p.into(),
+                program: "growth".into(),
+                name: p.into(),
+                role: PartnerRole::Partner,
+            },
+        );
+    }
+    go(
+        &mut e,
+        Event::LeadRegistered {
+            lead: "l1".into(),
+            program: "growth".into(),
+            customer: "acme.example".into(),
+            partner: "p1".into(),
+        },
+    );
+    go(&mut e, Event::LeadHandedOff { lead: "l1".into(), from: "p1".into(), to: "p2".into() });
+    go(&mut e, Event::LeadHandedOff { lead: "l1".into(), from: "p2".into(), to: "p3".into() });
+    (e, seq)
+}
+
+pub fn conversion(i: u64) -> Event {
+    Event::ConversionRecorded {
+        conversion: format!("deal-{i}"),
+        lead: "l1".into(),
+        revenue: usd(1_234_567),
+        occurred_at: t(60),
+        subscription_month: None,
+        fx: None,
+    }
+}

@@ -1,0 +1,125 @@
+//! Durable log costs on this machine. Targets (issue: ledger): group-committed durable
+//! appends of 300-byte events ≥ 300,000/s with many appenders; single appender p99 ≤ 2 ms;
+//! verification pass ≥ 500,000 events/s; inclusion proofs ≥ 100,000/s. Each is reported
+//! next to the raw fjall batch-write rate measured in the same run.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use fjall::{Database, KeyspaceCreateOptions, PersistMode};
+use settle_ledger::{Append, Ledger, LedgerConfig, NewRecord};
+use settle_mandates::keys::{Jwks, KeyRing, SigningKey};
+
+const EVENT: usize = 300;
+const BATCH: usize = 1000;
+
+fn config() -> LedgerConfig {
+    LedgerConfig {
+        origin: "settle.bench/log".into(),
+        key: SigningKey::from_seed(&[1; 32]),
+        accepts: Arc::new(|_, _| true),
+        persist: PersistMode::SyncAll,
+    }
+}
+
+fn append(i: u64) -> Append {
+    let mut event = format!(r#"{{"i":{i},"pad":""#).into_bytes();
+    event.resize(EVENT - 2, b'x');
+    event.extend_from_slice(b"\"}");
+    Append {
+        key: format!("k{i}").into_bytes(),
+        content_hash: [0; 32],
+        records: vec![NewRecord { kind: "bench".into(), version: 1, event }],
+        expected_seq: None,
+        projection: None,
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ledger");
+    g.sample_size(10).measurement_time(Duration::from_secs(8));
+
+    // Raw fjall: batches of 1,000 300-byte values, one durable sync per batch.
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::builder(dir.path()).open().unwrap();
+    let ks = db.keyspace("raw", KeyspaceCreateOptions::default).unwrap();
+    let mut n = 0u64;
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.bench_function("raw_fjall_batch_1000_sync", |b| {
+        b.iter(|| {
+            let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
+            for _ in 0..BATCH {
+                n += 1;
+                batch.insert(&ks, n.to_be_bytes(), vec![b'x'; EVENT]);
+            }
+            batch.commit().unwrap();
+        });
+    });
+
+    // Group commit: 256 concurrent appenders (tokio tasks), one record each.
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path(), config()).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    const PER_ITER: u64 = 20_000;
+    g.throughput(Throughput::Elements((PER_ITER / 256 + 1) * 256));
+    g.bench_function("group_commit_256_appenders", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let mut set = tokio::task::JoinSet::new();
+                for _ in 0..256 {
+                    let l = ledger.clone();
+                    let next = next.clone();
+                    set.spawn(async move {
+                        // Each task appends until the iteration's share is taken.
+                        for _ in 0..PER_ITER / 256 + 1 {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            l.append(append(i)).await.unwrap();
+                        }
+                    });
+                }
+                while set.join_next().await.is_some() {}
+            });
+        });
+    });
+
+    // One appender waiting for each acknowledgement: latency distribution.
+    g.throughput(Throughput::Elements(1));
+    let mut lat = Vec::new();
+    let base = 10_000_000_000u64;
+    let mut k = 0u64;
+    g.bench_function("single_appender_ack", |b| {
+        b.iter(|| {
+            k += 1;
+            let t = Instant::now();
+            ledger.append_blocking(append(base + k)).unwrap();
+            lat.push(t.elapsed());
+        });
+    });
+    lat.sort();
+    if !lat.is_empty() {
+        let p = |q: usize| lat[(lat.len() * q / 100).min(lat.len() - 1)];
+        eprintln!("single appender latency over {} appends: p50 {:?}, p99 {:?}", lat.len(), p(50), p(99));
+    }
+
+    // Verification pass and proofs over the log built above.
+    ledger.checkpoint_blocking(1).unwrap();
+    let ring = KeyRing::new(&Jwks { keys: vec![SigningKey::from_seed(&[1; 32]).to_jwk(None, None)] }).unwrap();
+    let size = ledger.size();
+    eprintln!("log size for verification and proofs: {size}");
+    g.throughput(Throughput::Elements(size));
+    g.bench_function("verification_pass", |b| b.iter(|| settle_ledger::verify_log(&ledger, &ring).unwrap()));
+    g.throughput(Throughput::Elements(1));
+    let mut i = 0u64;
+    g.bench_function("inclusion_proof", |b| {
+        b.iter(|| {
+            i = (i + 7919) % size;
+            ledger.inclusion_proof(i, size).unwrap()
+        });
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
