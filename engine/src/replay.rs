@@ -5,7 +5,7 @@ use rayon::prelude::*;
 use settle_mandates::jws;
 use settle_mandates::keys::{KeyRing, SigningKey};
 use settle_mandates::types::{
-    Mandate, OpenMandate, Signed, TYP_CLAWBACK_MANDATE, TYP_OPEN_MANDATE, TYP_PAYMENT_MANDATE, decode_as,
+    Mandate, OpenMandate, Signed, TYP_CLAWBACK_MANDATE, TYP_OPEN_MANDATE, TYP_PAYMENT_MANDATE,
 };
 
 use crate::model::{Envelope, Event};
@@ -92,7 +92,8 @@ pub struct Replay {
     /// When true, salts are compared too (the replayer holds the salt secret).
     with_secret: bool,
     expected: std::collections::VecDeque<(crate::state::Output, u64)>,
-    pending_sigs: Vec<(u64, &'static str, String)>,
+    pending_sigs: Vec<(u64, &'static str, String, i64)>,
+    verifying: Option<std::thread::JoinHandle<Result<(), Mismatch>>>,
     /// Mandates checked.
     pub mandates: u64,
     /// Records checked.
@@ -109,6 +110,7 @@ impl Replay {
             with_secret,
             expected: Default::default(),
             pending_sigs: Vec::new(),
+            verifying: None,
             mandates: 0,
             records: 0,
         }
@@ -162,14 +164,14 @@ impl Replay {
         let (typ, payload_ok) = match &sign {
             ToSign::Mandate(m) => {
                 let typ = m.typ();
-                (typ, self.check_payload::<Mandate>(&token, typ, m, |x, salt| x.salt = salt))
+                (typ, self.check_payload::<Mandate>(&token, typ, m, |x| &mut x.salt))
             }
             ToSign::Open(m) => (
                 TYP_OPEN_MANDATE,
-                self.check_payload::<OpenMandate>(&token, TYP_OPEN_MANDATE, m, |x, salt| x.salt = salt),
+                self.check_payload::<OpenMandate>(&token, TYP_OPEN_MANDATE, m, |x| &mut x.salt),
             ),
         };
-        payload_ok.map_err(|w| bad(format!("signed {} differs from the replay: {w}", want.event.kind())))?;
+        let iat = payload_ok.map_err(|w| bad(format!("signed {} differs from the replay: {w}", want.event.kind())))?;
         fill(&mut want, token.clone());
         if want != env {
             return Err(bad(format!(
@@ -178,7 +180,7 @@ impl Replay {
             )));
         }
         self.mandates += 1;
-        self.pending_sigs.push((seq, typ, token));
+        self.pending_sigs.push((seq, typ, token, iat));
         if self.pending_sigs.len() >= VERIFY_BATCH {
             self.flush()?;
         }
@@ -190,71 +192,44 @@ impl Replay {
         token: &str,
         typ: &str,
         want: &T,
-        set_salt: impl Fn(&mut T, String),
-    ) -> Result<(), String> {
+        salt_of: impl Fn(&mut T) -> &mut String,
+    ) -> Result<i64, String> {
         let p = jws::parse(token, typ).map_err(|e| e.to_string())?;
-        let v = jws::Verified {
-            header: p.header,
-            payload: p.payload,
-            key: self.ring.iter().next().map(|(j, _)| j.clone()).ok_or("no keys")?,
-        };
-        // Key validity is checked with the signature in `flush`; here only content.
-        let got: T = serde_json::from_slice(&v.payload).map_err(|e| e.to_string())?;
-        let mut want = want.clone();
-        if !self.with_secret {
-            let salt = serde_json::to_value(&got)
-                .ok()
-                .and_then(|x| x.get("salt").and_then(|s| s.as_str().map(str::to_owned)))
-                .unwrap_or_default();
-            set_salt(&mut want, salt);
-        }
-        if got != want {
-            return Err(format!(
-                "expected {}, found {}",
-                serde_json::to_string(&want).unwrap_or_default(),
-                serde_json::to_string(&got).unwrap_or_default()
-            ));
-        }
-        if settle_mandates::jcs::to_vec(&got).map_err(|e| e.to_string())? != v.payload {
+        // The signature and the key's validity at `iat` are checked in `flush`.
+        let mut got: T = serde_json::from_slice(&p.payload).map_err(|e| e.to_string())?;
+        if settle_mandates::jcs::to_vec(&got).map_err(|e| e.to_string())? != p.payload {
             return Err("payload is not canonical".into());
         }
-        Ok(())
+        if !self.with_secret {
+            // Without the vendor's salt secret the salt cannot be re-derived: compare the rest.
+            let mut w = want.clone();
+            *salt_of(&mut w) = salt_of(&mut got).clone();
+            return if got == w { Ok(got.iat()) } else { Err(mismatch(&w, &got)) };
+        }
+        if &got != want {
+            return Err(mismatch(want, &got));
+        }
+        Ok(got.iat())
     }
 
-    /// Verifies the signatures collected so far (batch verification on all cores).
+    /// Verifies the signatures collected so far: batch verification on all cores, in the
+    /// background while the replay goes on; the previous batch is joined first.
     pub fn flush(&mut self) -> Result<(), Mismatch> {
+        if let Some(h) = self.verifying.take() {
+            h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))?;
+        }
         let sigs = std::mem::take(&mut self.pending_sigs);
-        let ring = &self.ring;
-        let results: Vec<Result<(), Mismatch>> = sigs
-            .par_chunks(256)
-            .map(|chunk| {
-                for typ in [TYP_PAYMENT_MANDATE, TYP_CLAWBACK_MANDATE, TYP_OPEN_MANDATE] {
-                    let idx: Vec<usize> = (0..chunk.len()).filter(|&i| chunk[i].1 == typ).collect();
-                    if idx.is_empty() {
-                        continue;
-                    }
-                    let toks: Vec<&str> = idx.iter().map(|&i| chunk[i].2.as_str()).collect();
-                    let verified = jws::verify_batch(&toks, ring, typ)
-                        .map_err(|(i, e)| Mismatch { seq: chunk[idx[i]].0, what: format!("signature: {e}") })?;
-                    for (k, v) in verified.iter().enumerate() {
-                        let seq = chunk[idx[k]].0;
-                        let r = if typ == TYP_OPEN_MANDATE {
-                            decode_as::<OpenMandate>(v).map(|_| ())
-                        } else {
-                            decode_as::<Mandate>(v).map(|_| ())
-                        };
-                        r.map_err(|e| Mismatch { seq, what: e.to_string() })?;
-                    }
-                }
-                Ok(())
-            })
-            .collect();
-        results.into_iter().collect::<Result<Vec<()>, _>>()?;
+        if sigs.is_empty() {
+            return Ok(());
+        }
+        let ring = self.ring.clone();
+        self.verifying = Some(std::thread::spawn(move || verify_sigs(&sigs, &ring)));
         Ok(())
     }
 
     /// Ends the replay: every derived event present, every signature verified.
     pub fn finish(mut self) -> Result<Engine, Mismatch> {
+        self.flush()?;
         self.flush()?;
         if let Some((o, cause)) = self.expected.front() {
             return Err(Mismatch {
@@ -264,4 +239,33 @@ impl Replay {
         }
         Ok(self.engine)
     }
+}
+
+fn mismatch<T: serde::Serialize>(want: &T, got: &T) -> String {
+    format!("expected {}, found {}", serde_json::to_string(want).unwrap_or_default(), serde_json::to_string(got).unwrap_or_default())
+}
+
+/// Batch-verifies signatures on all cores and checks each key was valid at `iat`.
+fn verify_sigs(sigs: &[(u64, &'static str, String, i64)], ring: &KeyRing) -> Result<(), Mismatch> {
+    sigs.par_chunks(256)
+        .map(|chunk| {
+            for typ in [TYP_PAYMENT_MANDATE, TYP_CLAWBACK_MANDATE, TYP_OPEN_MANDATE] {
+                let idx: Vec<usize> = (0..chunk.len()).filter(|&i| chunk[i].1 == typ).collect();
+                if idx.is_empty() {
+                    continue;
+                }
+                let toks: Vec<&str> = idx.iter().map(|&i| chunk[i].2.as_str()).collect();
+                let verified = jws::verify_batch(&toks, ring, typ)
+                    .map_err(|(i, e)| Mismatch { seq: chunk[idx[i]].0, what: format!("signature: {e}") })?;
+                for (k, v) in verified.iter().enumerate() {
+                    let (seq, _, _, iat) = chunk[idx[k]];
+                    if !v.key.valid_at(iat) {
+                        return Err(Mismatch { seq, what: format!("key {} was not valid at iat {iat}", v.key.kid) });
+                    }
+                }
+            }
+            Ok(())
+        })
+        .collect::<Result<Vec<()>, _>>()
+        .map(|_| ())
 }
