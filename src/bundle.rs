@@ -49,6 +49,7 @@ pub struct Manifest {
 #[allow(clippy::too_many_arguments)]
 fn receipt_payload(
     vendor: &str,
+    iat: i64,
     cp: &SignedCheckpoint,
     kind: ReceiptKind,
     seq: u64,
@@ -65,7 +66,7 @@ fn receipt_payload(
         vct: VCT_RECEIPT.into(),
         status,
         iss: vendor.into(),
-        iat: cp.checkpoint.time,
+        iat,
         reference: token_reference(mandate_token),
         payment_id: mandate_id.into(),
         psp_confirmation_id: psp,
@@ -78,6 +79,13 @@ fn receipt_payload(
         tree_size: cp.checkpoint.size,
         root: hex::encode(cp.checkpoint.root),
     }
+}
+
+/// When a receipt is issued: at its checkpoint's time, or when the signing key became
+/// valid if that is later (after a key rotation), so the receipt's key is valid at `iat`.
+#[must_use]
+pub fn receipt_iat(checkpoint_time: i64, key_valid_from: Option<i64>) -> i64 {
+    key_valid_from.map_or(checkpoint_time, |v| v.max(checkpoint_time))
 }
 
 /// One receipt to build: partner, payload, mandate token, leaf seq.
@@ -94,9 +102,11 @@ pub fn receipts(
     ledger: &Ledger,
     cp: &SignedCheckpoint,
     key: &SigningKey,
+    key_valid_from: Option<i64>,
     vendor: &str,
     mut out: impl FnMut(&str, &ReceiptDocument) -> Result<()>,
 ) -> Result<u64> {
+    let iat = receipt_iat(cp.checkpoint.time, key_valid_from);
     let mut n = 0u64;
     let mut chunk: Vec<Pending> = Vec::new();
     let flush = |chunk: &mut Vec<Pending>, out: &mut dyn FnMut(&str, &ReceiptDocument) -> Result<()>| -> Result<u64> {
@@ -150,7 +160,7 @@ pub fn receipts(
             Event::MandateIssued { mandate_id, partner, mandate, .. }
             | Event::ClawbackIssued { mandate_id, partner, mandate, .. } => {
                 let payload =
-                    receipt_payload(vendor, cp, ReceiptKind::MandateRecorded, r.seq, &mandate, &mandate_id, None);
+                    receipt_payload(vendor, iat, cp, ReceiptKind::MandateRecorded, r.seq, &mandate, &mandate_id, None);
                 chunk.push(Pending { partner, payload, mandate, leaf: r.event.clone() });
             }
             Event::SettlementConfirmed { rail, confirmation_id, mandate_ids, .. }
@@ -162,7 +172,7 @@ pub fn receipts(
                     };
                     let kind = if ok { ReceiptKind::PaymentSettled } else { ReceiptKind::PaymentFailed };
                     let payload =
-                        receipt_payload(vendor, cp, kind, r.seq, &mandate, id, Some((&rail, &confirmation_id, ok)));
+                        receipt_payload(vendor, iat, cp, kind, r.seq, &mandate, id, Some((&rail, &confirmation_id, ok)));
                     chunk.push(Pending { partner, payload, mandate, leaf: r.event.clone() });
                 }
             }
@@ -498,7 +508,7 @@ pub fn export(data: &Path, out: &Path) -> Result<Manifest> {
         files.insert(p.clone(), BufWriter::new(File::create(pdir(p)?.join("receipts.jsonl"))?));
     }
     let key = keys.current()?;
-    receipts(&ledger, &cp, &key, &keys.vendor, |partner, doc| {
+    receipts(&ledger, &cp, &key, keys.keys.last().and_then(|k| k.valid_from), &keys.vendor, |partner, doc| {
         let f = files.get_mut(partner).context("receipt for an unknown partner")?;
         serde_json::to_writer(&mut *f, doc)?;
         f.write_all(b"\n")?;

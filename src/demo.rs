@@ -154,7 +154,7 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
     let mut setup = Vec::new();
     let mut partners: Vec<Vec<String>> = vec![Vec::new(), Vec::new()];
     for spec in programs(usd)? {
-        setup.push(Submit { key: key(), by: admin.clone(), at: at(0, 0), event: Event::ProgramPublished { spec } });
+        setup.push(Submit { request: None, key: key(), by: admin.clone(), at: at(0, 0), event: Event::ProgramPublished { spec } });
     }
     let roles = [PartnerRole::Partner, PartnerRole::Connector, PartnerRole::Receiver, PartnerRole::Master];
     let mut n = 0;
@@ -164,6 +164,7 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
             let id = format!("p{n:02}");
             let program = ["growth", "resellers"][pi].to_owned();
             setup.push(Submit {
+               request: None,
                 key: key(),
                 by: admin.clone(),
                 at: at(0, 1),
@@ -180,6 +181,7 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
     let agents = [("agent-p01", "p01"), ("agent-p02", "p02"), ("agent-p25", "p25")];
     for (a, p) in agents {
         setup.push(Submit {
+           request: None,
             key: key(),
             by: format!("partner:{p}"),
             at: at(0, 2),
@@ -231,6 +233,7 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
             let by = agent.map_or_else(|| format!("partner:{}", ps[origin]), |a| format!("agent:{a}"));
             i += 1;
             facts.push(Submit {
+               request: None,
                 key: key(),
                 by,
                 at: at(day, i),
@@ -251,6 +254,7 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
                     }
                     i += 1;
                     facts.push(Submit {
+                        request: None,
                         key: key(),
                         by: admin.clone(),
                         at: at(day, i),
@@ -266,6 +270,7 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
                     // A handoff back to the originator would be a referral cycle: refused.
                     i += 1;
                     facts.push(Submit {
+                        request: None,
                         key: key(),
                         by: admin.clone(),
                         at: at(day, i),
@@ -288,6 +293,7 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
             let id = format!("deal-{done}");
             i += 1;
             facts.push(Submit {
+               request: None,
                 key: key(),
                 by: "agent:vendor-crm".into(),
                 at: at(day, i),
@@ -321,6 +327,7 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
             };
             i += 1;
             facts.push(Submit {
+               request: None,
                 key: key(),
                 by: "agent:vendor-crm".into(),
                 at: at(day, i),
@@ -334,7 +341,7 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
         let eod = at(day, 86_000);
         submit(
             &svc,
-            vec![Submit { key: key(), by: "engine:clock".into(), at: eod, event: Event::HoldsAdvanced { to: eod } }],
+            vec![Submit { request: None, key: key(), by: "engine:clock".into(), at: eod, event: Event::HoldsAdvanced { to: eod } }],
             &mut st,
             day,
         )?;
@@ -357,6 +364,7 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
                     let sid = format!("payout-{day}-{p}-{j}");
                     if day % 28 == 27 && p == "p03" {
                         pay.push(Submit {
+                            request: None,
                             key: key(),
                             by: "rail:book".into(),
                             at: at(day, 86_100),
@@ -370,6 +378,7 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
                         });
                     }
                     pay.push(Submit {
+                        request: None,
                         key: key(),
                         by: "rail:book".into(),
                         at: at(day, 86_200),

@@ -250,9 +250,9 @@ fn outcome_json(o: &crate::service::Outcome) -> Value {
     json!({"seq": o.seq, "replayed": o.replayed, "outcome": outcome, "mandates": mandates, "events": o.records})
 }
 
-async fn write_one(app: &App, p: &Principal, headers: &HeaderMap, event: Event) -> Result<Response, Problem> {
+async fn write_one(app: &App, p: &Principal, headers: &HeaderMap, event: Event, request: Option<Value>) -> Result<Response, Problem> {
     let key = idem_key(p, headers)?;
-    let sub = Submit { key, by: p.by(), at: Utc::now(), event };
+    let sub = Submit { key, by: p.by(), at: Utc::now(), event, request };
     let r = app
         .svc
         .try_submit(vec![sub])
@@ -270,14 +270,14 @@ fn parse_amount(value: &str, currency: &str, sign: Sign) -> Result<Amount, Probl
     Amount::parse(value, c, sign).map_err(|e| unprocessable(e.to_string()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 struct AmendBody {
     spec: ProgramSpec,
     effective_from: DateTime<Utc>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 struct PartnerBody {
     partner: String,
@@ -286,13 +286,13 @@ struct PartnerBody {
     role: PartnerRole,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 struct ReasonBody {
     reason: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 struct AgentBody {
     agent: String,
@@ -302,7 +302,7 @@ struct AgentBody {
     expires_at: DateTime<Utc>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 struct LeadBody {
     lead: String,
@@ -311,14 +311,14 @@ struct LeadBody {
     partner: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 struct HandoffBody {
     from: String,
     to: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 struct FxBody {
     rate: String,
@@ -326,7 +326,7 @@ struct FxBody {
 }
 
 /// A conversion as sent over the API: amounts as decimal strings.
-#[derive(Deserialize)]
+#[derive(Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConversionBody {
     conversion: String,
@@ -365,13 +365,13 @@ impl ConversionBody {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 struct BatchBody {
     items: Vec<ConversionBody>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 struct RefundBody {
     refund: String,
@@ -384,7 +384,7 @@ struct RefundBody {
     full: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 struct SettlementBody {
     settlement: String,
@@ -397,7 +397,7 @@ struct SettlementBody {
     error: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 struct AdvanceBody {
     #[serde(default)]
@@ -411,7 +411,7 @@ async fn publish(
 ) -> Result<Response, Problem> {
     let p = principal(&app, &h)?;
     p.require_vendor(Scope::ProgramsWrite)?;
-    write_one(&app, &p, &h, Event::ProgramPublished { spec: body(b)? }).await
+    write_one(&app, &p, &h, Event::ProgramPublished { spec: body(b)? }, None).await
 }
 
 async fn amend(
@@ -426,7 +426,7 @@ async fn amend(
     if b.spec.program != id {
         return Err(unprocessable("spec.program must match the program in the path"));
     }
-    write_one(&app, &p, &h, Event::ProgramAmended { spec: b.spec, effective_from: b.effective_from }).await
+    write_one(&app, &p, &h, Event::ProgramAmended { spec: b.spec, effective_from: b.effective_from }, None).await
 }
 
 async fn program(State(app): State<App>, UrlPath(id): UrlPath<String>, h: HeaderMap) -> Result<Response, Problem> {
@@ -452,6 +452,7 @@ async fn enroll(
         &p,
         &h,
         Event::PartnerEnrolled { partner: b.partner, program: b.program, name: b.name, role: b.role },
+        None,
     )
     .await
 }
@@ -464,7 +465,7 @@ async fn suspend(
 ) -> Result<Response, Problem> {
     let p = principal(&app, &h)?;
     p.require_vendor(Scope::ProgramsWrite)?;
-    write_one(&app, &p, &h, Event::PartnerSuspended { partner: id, reason: body(b)?.reason }).await
+    write_one(&app, &p, &h, Event::PartnerSuspended { partner: id, reason: body(b)?.reason }, None).await
 }
 
 async fn authorise(
@@ -495,6 +496,7 @@ async fn authorise(
             not_before: b.not_before,
             expires_at: b.expires_at,
         },
+        None,
     )
     .await
 }
@@ -511,7 +513,7 @@ async fn revoke(State(app): State<App>, UrlPath(id): UrlPath<String>, h: HeaderM
             "only the vendor or the agent's partner may revoke it",
         ));
     }
-    write_one(&app, &p, &h, Event::AgentRevoked { agent: id }).await
+    write_one(&app, &p, &h, Event::AgentRevoked { agent: id }, None).await
 }
 
 async fn register(
@@ -530,6 +532,7 @@ async fn register(
         &p,
         &h,
         Event::LeadRegistered { lead: b.lead, program: b.program, customer: b.customer, partner: b.partner },
+        None,
     )
     .await
 }
@@ -546,7 +549,7 @@ async fn handoff(
     if !p.is_vendor() && p.partner.as_deref() != Some(&b.from) {
         return Err(Problem::new(StatusCode::FORBIDDEN, "Forbidden", "a partner hands off only leads it holds"));
     }
-    write_one(&app, &p, &h, Event::LeadHandedOff { lead: id, from: b.from, to: b.to }).await
+    write_one(&app, &p, &h, Event::LeadHandedOff { lead: id, from: b.from, to: b.to }, None).await
 }
 
 async fn convert(
@@ -556,8 +559,10 @@ async fn convert(
 ) -> Result<Response, Problem> {
     let p = principal(&app, &h)?;
     p.require_vendor(Scope::ConversionsWrite)?;
-    let e = body(b)?.event()?;
-    write_one(&app, &p, &h, e).await
+    let b = body(b)?;
+    let request = serde_json::to_value(&b).ok();
+    let e = b.event()?;
+    write_one(&app, &p, &h, e, request).await
 }
 
 async fn convert_batch(
@@ -575,11 +580,12 @@ async fn convert_batch(
     let now = Utc::now();
     let mut subs = Vec::with_capacity(items.len());
     for (i, it) in items.into_iter().enumerate() {
+        let request = serde_json::to_value(&it).ok();
         let e = it.event().map_err(|mut pr| {
             pr.detail = format!("item {i}: {}", pr.detail);
             pr
         })?;
-        subs.push(Submit { key: format!("{key}#{i}"), by: p.by(), at: now, event: e });
+        subs.push(Submit { key: format!("{key}#{i}"), by: p.by(), at: now, event: e, request });
     }
     let results = app.svc.try_submit(subs).await;
     let mut out = Vec::with_capacity(results.len());
@@ -609,7 +615,7 @@ async fn refund(
         (false, Some(a), Some(c)) => RefundSize::Amount(parse_amount(&a, &c, Sign::Positive)?),
         _ => return Err(unprocessable("give either \"full\": true, or \"amount\" and \"currency\"")),
     };
-    write_one(&app, &p, &h, Event::RefundRecorded { refund: b.refund, conversion: b.conversion, size }).await
+    write_one(&app, &p, &h, Event::RefundRecorded { refund: b.refund, conversion: b.conversion, size }, None).await
 }
 
 async fn settlement(
@@ -637,7 +643,7 @@ async fn settlement(
         },
         _ => return Err(unprocessable("give either confirmation_id (paid) or error (failed)")),
     };
-    write_one(&app, &p, &h, e).await
+    write_one(&app, &p, &h, e, None).await
 }
 
 async fn advance(
@@ -647,8 +653,10 @@ async fn advance(
 ) -> Result<Response, Problem> {
     let p = principal(&app, &h)?;
     p.require_vendor(Scope::SettlementsWrite)?;
-    let to = body(b)?.to.unwrap_or_else(Utc::now);
-    write_one(&app, &p, &h, Event::HoldsAdvanced { to }).await
+    let b = body(b)?;
+    let request = serde_json::to_value(&b).ok();
+    let to = b.to.unwrap_or_else(Utc::now);
+    write_one(&app, &p, &h, Event::HoldsAdvanced { to }, request).await
 }
 
 async fn balance(State(app): State<App>, UrlPath(id): UrlPath<String>, h: HeaderMap) -> Result<Response, Problem> {
@@ -747,7 +755,7 @@ async fn receipt(
         vct: VCT_RECEIPT.into(),
         status: Status::Success,
         iss: app.keys.vendor.clone(),
-        iat: cp.checkpoint.time,
+        iat: crate::bundle::receipt_iat(cp.checkpoint.time, app.keys.keys.last().and_then(|k| k.valid_from)),
         reference: token_reference(&mandate),
         payment_id: mandate_id,
         psp_confirmation_id: None,
@@ -880,6 +888,7 @@ pub fn serve(data: &Path, listen: std::net::SocketAddr) -> Result<()> {
                     let due = bg.with_state(|s| s.holds.keys().next().is_some_and(|t| *t <= now.timestamp()));
                     if due {
                         let sub = Submit {
+                            request: None,
                             key: format!("clock/advance/{}", now.timestamp()),
                             by: "engine:clock".into(),
                             at: now,

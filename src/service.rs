@@ -37,6 +37,9 @@ pub struct Submit {
     pub at: DateTime<Utc>,
     /// The fact.
     pub event: Event,
+    /// The request as the client sent it, before the server filled in defaults such as
+    /// the current time: what makes a retry "the same request". `None`: the event.
+    pub request: Option<serde_json::Value>,
 }
 
 /// A recorded fact and what it caused.
@@ -90,7 +93,10 @@ pub struct Service {
 /// The hash that makes two submissions "the same request": everything but the time.
 #[must_use]
 pub fn content_hash(s: &Submit) -> [u8; 32] {
-    let v = serde_json::json!({"by": s.by, "key": s.key, "event": s.event});
+    let v = match &s.request {
+        Some(r) => serde_json::json!({"by": s.by, "key": s.key, "request": r}),
+        None => serde_json::json!({"by": s.by, "key": s.key, "event": s.event}),
+    };
     Sha256::digest(settle_mandates::jcs::to_vec(&v).unwrap_or_default()).into()
 }
 

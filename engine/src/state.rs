@@ -570,7 +570,14 @@ impl Decider<'_> {
                 self.conversion(conversion, lead, revenue, occurred_at, subscription_month, fx.map(|f| f.rate))
             }
             Event::RefundRecorded { refund, conversion, size } => self.refund(refund, conversion, size),
-            Event::HoldsAdvanced { to } => Ok(self.advance(to)),
+            Event::HoldsAdvanced { to } => {
+                if to > at {
+                    return Err(Rejection::Invalid(format!(
+                        "holds can be advanced to the log time ({at}) at the latest, not to {to}"
+                    )));
+                }
+                Ok(self.advance(to))
+            }
             Event::SettlementConfirmed { settlement, partner, mandate_ids, .. } => {
                 self.settle(settlement, partner, mandate_ids, true)
             }
