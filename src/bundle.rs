@@ -171,8 +171,16 @@ pub fn receipts(
                         bail!("settlement at seq {} names unknown mandate {id}", r.seq)
                     };
                     let kind = if ok { ReceiptKind::PaymentSettled } else { ReceiptKind::PaymentFailed };
-                    let payload =
-                        receipt_payload(vendor, iat, cp, kind, r.seq, &mandate, id, Some((&rail, &confirmation_id, ok)));
+                    let payload = receipt_payload(
+                        vendor,
+                        iat,
+                        cp,
+                        kind,
+                        r.seq,
+                        &mandate,
+                        id,
+                        Some((&rail, &confirmation_id, ok)),
+                    );
                     chunk.push(Pending { partner, payload, mandate, leaf: r.event.clone() });
                 }
             }

@@ -154,7 +154,13 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
     let mut setup = Vec::new();
     let mut partners: Vec<Vec<String>> = vec![Vec::new(), Vec::new()];
     for spec in programs(usd)? {
-        setup.push(Submit { request: None, key: key(), by: admin.clone(), at: at(0, 0), event: Event::ProgramPublished { spec } });
+        setup.push(Submit {
+            request: None,
+            key: key(),
+            by: admin.clone(),
+            at: at(0, 0),
+            event: Event::ProgramPublished { spec },
+        });
     }
     let roles = [PartnerRole::Partner, PartnerRole::Connector, PartnerRole::Receiver, PartnerRole::Master];
     let mut n = 0;
@@ -164,7 +170,7 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
             let id = format!("p{n:02}");
             let program = ["growth", "resellers"][pi].to_owned();
             setup.push(Submit {
-               request: None,
+                request: None,
                 key: key(),
                 by: admin.clone(),
                 at: at(0, 1),
@@ -181,7 +187,7 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
     let agents = [("agent-p01", "p01"), ("agent-p02", "p02"), ("agent-p25", "p25")];
     for (a, p) in agents {
         setup.push(Submit {
-           request: None,
+            request: None,
             key: key(),
             by: format!("partner:{p}"),
             at: at(0, 2),
@@ -233,7 +239,7 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
             let by = agent.map_or_else(|| format!("partner:{}", ps[origin]), |a| format!("agent:{a}"));
             i += 1;
             facts.push(Submit {
-               request: None,
+                request: None,
                 key: key(),
                 by,
                 at: at(day, i),
@@ -293,7 +299,7 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
             let id = format!("deal-{done}");
             i += 1;
             facts.push(Submit {
-               request: None,
+                request: None,
                 key: key(),
                 by: "agent:vendor-crm".into(),
                 at: at(day, i),
@@ -327,7 +333,7 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
             };
             i += 1;
             facts.push(Submit {
-               request: None,
+                request: None,
                 key: key(),
                 by: "agent:vendor-crm".into(),
                 at: at(day, i),
@@ -341,7 +347,13 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
         let eod = at(day, 86_000);
         submit(
             &svc,
-            vec![Submit { request: None, key: key(), by: "engine:clock".into(), at: eod, event: Event::HoldsAdvanced { to: eod } }],
+            vec![Submit {
+                request: None,
+                key: key(),
+                by: "engine:clock".into(),
+                at: eod,
+                event: Event::HoldsAdvanced { to: eod },
+            }],
             &mut st,
             day,
         )?;

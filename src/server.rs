@@ -250,7 +250,13 @@ fn outcome_json(o: &crate::service::Outcome) -> Value {
     json!({"seq": o.seq, "replayed": o.replayed, "outcome": outcome, "mandates": mandates, "events": o.records})
 }
 
-async fn write_one(app: &App, p: &Principal, headers: &HeaderMap, event: Event, request: Option<Value>) -> Result<Response, Problem> {
+async fn write_one(
+    app: &App,
+    p: &Principal,
+    headers: &HeaderMap,
+    event: Event,
+    request: Option<Value>,
+) -> Result<Response, Problem> {
     let key = idem_key(p, headers)?;
     let sub = Submit { key, by: p.by(), at: Utc::now(), event, request };
     let r = app

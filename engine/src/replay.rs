@@ -166,10 +166,9 @@ impl Replay {
                 let typ = m.typ();
                 (typ, self.check_payload::<Mandate>(&token, typ, m, |x| &mut x.salt))
             }
-            ToSign::Open(m) => (
-                TYP_OPEN_MANDATE,
-                self.check_payload::<OpenMandate>(&token, TYP_OPEN_MANDATE, m, |x| &mut x.salt),
-            ),
+            ToSign::Open(m) => {
+                (TYP_OPEN_MANDATE, self.check_payload::<OpenMandate>(&token, TYP_OPEN_MANDATE, m, |x| &mut x.salt))
+            }
         };
         let iat = payload_ok.map_err(|w| bad(format!("signed {} differs from the replay: {w}", want.event.kind())))?;
         fill(&mut want, token.clone());
@@ -242,7 +241,11 @@ impl Replay {
 }
 
 fn mismatch<T: serde::Serialize>(want: &T, got: &T) -> String {
-    format!("expected {}, found {}", serde_json::to_string(want).unwrap_or_default(), serde_json::to_string(got).unwrap_or_default())
+    format!(
+        "expected {}, found {}",
+        serde_json::to_string(want).unwrap_or_default(),
+        serde_json::to_string(got).unwrap_or_default()
+    )
 }
 
 /// Batch-verifies signatures on all cores and checks each key was valid at `iat`.

@@ -69,11 +69,22 @@ fn run(spec: ProgramSpec, hops: usize, ops: &[Op]) -> (Vec<(Envelope, u64)>, Eng
             Op::Convert(rev) => {
                 let id = format!("c{n}");
                 convs.push((id.clone(), *rev));
-                Event::ConversionRecorded { conversion: id, lead: "l1".into(), revenue: usd(*rev), occurred_at: t(w.day), subscription_month: None, fx: None }
+                Event::ConversionRecorded {
+                    conversion: id,
+                    lead: "l1".into(),
+                    revenue: usd(*rev),
+                    occurred_at: t(w.day),
+                    subscription_month: None,
+                    fx: None,
+                }
             }
             Op::RefundPart(i, p) if !convs.is_empty() => {
                 let (id, rev) = &convs[i % convs.len()];
-                Event::RefundRecorded { refund: format!("r{n}"), conversion: id.clone(), size: RefundSize::Amount(usd((rev * i64::from(*p) / 100).max(1))) }
+                Event::RefundRecorded {
+                    refund: format!("r{n}"),
+                    conversion: id.clone(),
+                    size: RefundSize::Amount(usd((rev * i64::from(*p) / 100).max(1))),
+                }
             }
             Op::RefundFull(i) if !convs.is_empty() => {
                 let (id, _) = &convs[i % convs.len()];
@@ -90,16 +101,31 @@ fn run(spec: ProgramSpec, hops: usize, ops: &[Op]) -> (Vec<(Envelope, u64)>, Eng
                     .state()
                     .conversions
                     .iter()
-                    .flat_map(|(cs, c)| c.hops.iter().enumerate().filter(|(_, h)| h.partner == partner && h.status == settle_engine::state::HopStatus::Payable).map(move |(i, _)| settle_engine::state::mandate_id(*cs, i)))
+                    .flat_map(|(cs, c)| {
+                        c.hops
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, h)| {
+                                h.partner == partner && h.status == settle_engine::state::HopStatus::Payable
+                            })
+                            .map(move |(i, _)| settle_engine::state::mandate_id(*cs, i))
+                    })
                     .collect();
                 if ids.is_empty() {
                     continue;
                 }
-                Event::SettlementConfirmed { settlement: format!("s{n}"), partner, rail: "book".into(), confirmation_id: format!("x{n}"), mandate_ids: ids }
+                Event::SettlementConfirmed {
+                    settlement: format!("s{n}"),
+                    partner,
+                    rail: "book".into(),
+                    confirmation_id: format!("x{n}"),
+                    mandate_ids: ids,
+                }
             }
             _ => continue,
         };
-        let env = Envelope { v: 1, at: t(w.day), by: "vendor:admin".into(), key: Some(format!("k{n}")), cause: None, event };
+        let env =
+            Envelope { v: 1, at: t(w.day), by: "vendor:admin".into(), key: Some(format!("k{n}")), cause: None, event };
         let seq = w.seq;
         let Ok(d) = w.engine.decide(env.clone(), seq) else { continue }; // e.g. refund beyond what is left
         w.seq += 1 + d.outputs.len() as u64;
@@ -117,7 +143,9 @@ fn run(spec: ProgramSpec, hops: usize, ops: &[Op]) -> (Vec<(Envelope, u64)>, Eng
                     assert!(amount.minor_units() > 0);
                     *clawed.entry(partner.clone()).or_default() += amount.minor_units();
                 }
-                Event::PayoutBooked { partner, paid: p, .. } => *paid.entry(partner.clone()).or_default() += p.minor_units(),
+                Event::PayoutBooked { partner, paid: p, .. } => {
+                    *paid.entry(partner.clone()).or_default() += p.minor_units()
+                }
                 Event::ConversionOutcome { outcome, pool, .. } => {
                     assert!(pool.minor_units() >= 0, "negative pool");
                     if outcome == "settled" {
@@ -197,12 +225,16 @@ fn config_is_injected_not_read() {
     // Two engines with different salt secrets derive different salts, same amounts.
     let mk = |secret| {
         let mut w = World::chain(spec(shares("30", "20", "40", Position::Closer), percent_pool("10"), 0), 2);
-        w.engine = Engine::with_state(EngineConfig { vendor: "vendor".into(), salt_secret: secret }, w.engine.state().clone());
+        w.engine =
+            Engine::with_state(EngineConfig { vendor: "vendor".into(), salt_secret: secret }, w.engine.state().clone());
         let d = w.convert("c", 100_000);
-        d.outputs.iter().filter_map(|o| match &o.sign {
-            Some(settle_engine::state::ToSign::Mandate(m)) => Some((m.salt.clone(), m.payment_amount)),
-            _ => None,
-        }).collect::<Vec<_>>()
+        d.outputs
+            .iter()
+            .filter_map(|o| match &o.sign {
+                Some(settle_engine::state::ToSign::Mandate(m)) => Some((m.salt.clone(), m.payment_amount)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
     };
     let (a, b) = (mk([1; 32]), mk([2; 32]));
     assert_eq!(a.len(), 2);
