@@ -246,14 +246,38 @@ struct Stores {
     projections: Keyspace,
 }
 
-struct Inner {
+/// What the writer thread shares with the handles (no queue sender: dropping the last
+/// handle closes the queue, which stops the writer).
+struct Shared {
     stores: Stores,
     size: AtomicU64,
     poisoned: AtomicBool,
-    tx: RwLock<Option<mpsc::Sender<Cmd>>>,
-    writer: Mutex<Option<JoinHandle<()>>>,
     origin: String,
     accepts: Acceptor,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    tx: RwLock<Option<mpsc::Sender<Cmd>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::ops::Deref for Inner {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+impl Drop for Inner {
+    /// The last handle is gone: close the queue, let the writer drain it, and wait, so
+    /// the store is released when the drop returns.
+    fn drop(&mut self) {
+        self.tx.write().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(h) = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            let _ = h.join();
+        }
+    }
 }
 
 /// A reserved place in the writer's queue (see [`Ledger::try_reserve`]).
@@ -374,17 +398,17 @@ impl Ledger {
         };
         let (size, last_chain, frontier) = recover(&stores)?;
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let inner = Arc::new(Inner {
+        let shared = Arc::new(Shared {
             stores: stores.clone(),
             size: AtomicU64::new(size),
             poisoned: AtomicBool::new(false),
-            tx: RwLock::new(Some(tx)),
-            writer: Mutex::new(None),
             origin: config.origin.clone(),
             accepts: config.accepts.clone(),
         });
+        let inner = Arc::new(Inner { shared: Arc::clone(&shared), tx: RwLock::new(Some(tx)), writer: Mutex::new(None) });
+        drop(stores);
         let mut writer = Writer {
-            inner: Arc::clone(&inner),
+            inner: shared,
             rx,
             chain: last_chain,
             frontier,
@@ -548,6 +572,7 @@ impl Ledger {
     /// chain link as it goes (memory stays flat).
     pub fn records(&self, from: u64) -> RecordIter {
         let end = self.size();
+        let from = from.min(end);
         let prev = if from == 0 {
             Ok(GENESIS_CHAIN)
         } else {
@@ -759,7 +784,7 @@ fn recover(s: &Stores) -> Result<(u64, Hash, Frontier)> {
 }
 
 struct Writer {
-    inner: Arc<Inner>,
+    inner: Arc<Shared>,
     rx: mpsc::Receiver<Cmd>,
     chain: Hash,
     frontier: Frontier,

@@ -162,6 +162,7 @@ pub fn verify_log(ledger: &Ledger, ring: &KeyRing) -> Result<VerifyReport, Failu
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| storage(&e))?;
     let mut pass = Pass::new(ring, ledger.origin(), notes);
+    pass.check_checkpoints()?;
     for r in ledger.records(0) {
         let r = r.map_err(|e| storage(&e))?;
         pass.feed(r.seq, &r.event, &r.event_hash, &r.chain)?;
@@ -205,6 +206,7 @@ pub fn verify_export(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Failure { seq: 0, what: format!("checkpoint: {e}") })?;
     let mut pass = Pass::new(ring, origin, notes);
+    pass.check_checkpoints()?;
     for (i, line) in log.lines().enumerate() {
         let at = pass.frontier.size;
         let line = line.map_err(|e| Failure { seq: at, what: format!("cannot read line {}: {e}", i + 1) })?;
