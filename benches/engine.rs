@@ -87,7 +87,7 @@ fn bench(c: &mut Criterion) {
     let mut n = 0u64;
     g.bench_function("settle_conversion_full_2_cores", |b| {
         b.iter(|| {
-            let mut ds = Vec::with_capacity(BATCH as usize);
+            let mut ds = Vec::with_capacity(usize::try_from(BATCH).unwrap());
             for _ in 0..BATCH {
                 n += 1;
                 let d = engine.decide(fixtures::env(seq, fixtures::conversion(1_000_000 + n)), seq).unwrap();

@@ -27,12 +27,20 @@ pub const CHECKPOINTS_FILE: &str = "checkpoints.json";
 pub const JWKS_FILE: &str = "jwks.json";
 /// Manifest.
 pub const MANIFEST_FILE: &str = "manifest.json";
+/// The manifest's signature: a compact JWS over its JCS bytes.
+pub const MANIFEST_SIG_FILE: &str = "manifest.jws";
+/// JWS `typ` of a signed manifest.
+pub const TYP_MANIFEST: &str = "settle-manifest+jws";
 
-/// `manifest.json` of a bundle.
-#[derive(Debug, Serialize, Deserialize)]
+/// `manifest.json` of a bundle, signed in `manifest.jws`: editing any file of the bundle
+/// and re-hashing it needs the vendor's key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Manifest {
     /// Format id.
     pub format: String,
+    /// When signed (the final checkpoint's time, or the key's start if later), Unix s.
+    pub signed_at: i64,
     /// Vendor.
     pub vendor: String,
     /// Log origin.
@@ -43,6 +51,19 @@ pub struct Manifest {
     pub root: String,
     /// SHA-256 of every other file, by relative path.
     pub files: BTreeMap<String, String>,
+}
+
+impl Signed for Manifest {
+    const WHAT: &'static str = "bundle manifest";
+    fn typ(&self) -> &'static str {
+        TYP_MANIFEST
+    }
+    fn iat(&self) -> i64 {
+        self.signed_at
+    }
+    fn check(&self) -> Result<(), String> {
+        if self.format == "settle.bundle.1" { Ok(()) } else { Err(format!("unknown bundle format '{}'", self.format)) }
+    }
 }
 
 /// A receipt for the mandate recorded at `seq` (or a rail outcome recorded at `seq`).
@@ -137,7 +158,10 @@ pub fn receipts(
     // Mandate tokens by id, for rail receipts: looked up in the log when needed.
     let token_of = |id: &str| -> Result<Option<(String, String)>> {
         let Some((cseq, hop)) = parse_mandate_id(id) else { return Ok(None) };
-        let Some(r) = ledger.record(cseq + 1 + hop as u64)? else { return Ok(None) };
+        let Some(r) = settle_engine::state::mandate_seq(cseq, hop).map(|s| ledger.record(s)).transpose()?.flatten()
+        else {
+            return Ok(None);
+        };
         match Envelope::from_bytes(&r.event)?.event {
             Event::MandateIssued { mandate_id, mandate, partner, .. } if mandate_id == id => {
                 Ok(Some((mandate, partner)))
@@ -542,13 +566,14 @@ pub fn export(data: &Path, out: &Path) -> Result<Manifest> {
     let mut hashes = BTreeMap::new();
     for entry in walk(out)? {
         let rel = entry.strip_prefix(out)?.to_string_lossy().replace('\\', "/");
-        if rel == MANIFEST_FILE {
+        if rel == MANIFEST_FILE || rel == MANIFEST_SIG_FILE {
             continue;
         }
         hashes.insert(rel, sha256_file(&entry)?);
     }
     let m = Manifest {
         format: "settle.bundle.1".into(),
+        signed_at: receipt_iat(cp.checkpoint.time, keys.keys.last().and_then(|k| k.valid_from)),
         vendor: keys.vendor,
         origin: keys.origin,
         records,
@@ -556,6 +581,7 @@ pub fn export(data: &Path, out: &Path) -> Result<Manifest> {
         files: hashes,
     };
     std::fs::write(out.join(MANIFEST_FILE), serde_json::to_vec_pretty(&m)?)?;
+    std::fs::write(out.join(MANIFEST_SIG_FILE), format!("{}\n", m.sign(&key)))?;
     Ok(m)
 }
 
@@ -674,13 +700,27 @@ pub fn audit_data(data: &Path) -> Result<AuditReport> {
 }
 
 /// Audits an exported bundle with the public keys it carries only.
-pub fn audit_bundle(dir: &Path) -> Result<AuditReport> {
+/// With `keys`, the vendor's keys as the auditor obtained them (pinned); without, the
+/// bundle's own `jwks.json`.
+pub fn audit_bundle(dir: &Path, keys: Option<&Path>) -> Result<AuditReport> {
     let manifest: Manifest = serde_json::from_slice(
         &std::fs::read(dir.join(MANIFEST_FILE))
             .with_context(|| format!("{} has no {MANIFEST_FILE}: not a settle bundle", dir.display()))?,
-    )?;
-    let jwks: Jwks = serde_json::from_slice(&std::fs::read(dir.join(JWKS_FILE))?).context("jwks.json is not a JWKS")?;
+    )
+    .context("manifest.json is not a bundle manifest")?;
+    let jwks_path = keys.map_or_else(|| dir.join(JWKS_FILE), Path::to_path_buf);
+    let jwks: Jwks = serde_json::from_slice(
+        &std::fs::read(&jwks_path).with_context(|| format!("cannot read {}", jwks_path.display()))?,
+    )
+    .with_context(|| format!("{} is not a JWKS", jwks_path.display()))?;
     let ring = KeyRing::new(&jwks)?;
+    let sig = std::fs::read_to_string(dir.join(MANIFEST_SIG_FILE))
+        .context("bundle has no manifest.jws (unsigned manifest)")?;
+    let (signed, _): (Manifest, _) = settle_mandates::types::verify_as(sig.trim(), &ring, TYP_MANIFEST)
+        .map_err(|e| anyhow::anyhow!("audit failed: manifest signature: {e}"))?;
+    if signed != manifest {
+        bail!("audit failed: manifest.json differs from the signed manifest");
+    }
     let notes: Vec<String> = serde_json::from_slice(&std::fs::read(dir.join(CHECKPOINTS_FILE))?)
         .context("checkpoints.json is not a list of signed notes")?;
     let log = BufReader::new(File::open(dir.join(LOG_FILE)).context("bundle has no log.jsonl")?);
@@ -709,7 +749,7 @@ pub fn audit_bundle(dir: &Path) -> Result<AuditReport> {
     let mut listed = manifest.files.clone();
     for p in walk(dir)? {
         let rel = p.strip_prefix(dir)?.to_string_lossy().replace('\\', "/");
-        if rel == MANIFEST_FILE {
+        if rel == MANIFEST_FILE || rel == MANIFEST_SIG_FILE {
             continue;
         }
         let Some(h) = listed.remove(&rel) else { bail!("audit failed: {rel} is not listed in the manifest") };

@@ -42,9 +42,12 @@ enum Cmd {
         /// A live data directory.
         #[arg(long, conflicts_with = "bundle", required_unless_present = "bundle")]
         data: Option<PathBuf>,
-        /// An exported bundle (checked with its public keys only).
+        /// An exported bundle (checked with public keys only).
         #[arg(long)]
         bundle: Option<PathBuf>,
+        /// With --bundle: the vendor's JWKS as you obtained it (else the bundle's own).
+        #[arg(long, requires = "bundle")]
+        keys: Option<PathBuf>,
     },
     /// Write a self-contained audit bundle.
     Export {
@@ -175,10 +178,10 @@ fn run(cli: Cli) -> Result<()> {
             }
             demo::run(&data, conversions, seed, quiet)
         }
-        Cmd::Audit { data, bundle } => {
+        Cmd::Audit { data, bundle, keys } => {
             let (r, what) = match (data, bundle) {
                 (Some(d), _) => (bundle::audit_data(&d)?, d),
-                (None, Some(b)) => (bundle::audit_bundle(&b)?, b),
+                (None, Some(b)) => (bundle::audit_bundle(&b, keys.as_deref())?, b),
                 (None, None) => bail!("give --data or --bundle"),
             };
             println!(

@@ -702,7 +702,7 @@ async fn mandates(
         // Hops of this partner, from the engine's index, in log order.
         let seqs: Vec<(u64, usize)> = svc.with_state(|s| {
             s.conversions
-                .range(q.after.map_or(0, |a| a + 1)..)
+                .range(q.after.map_or(0, |a| a.saturating_add(1))..)
                 .flat_map(|(cs, c)| {
                     c.hops.iter().enumerate().filter(|(_, h)| h.partner == id).map(move |(i, _)| (*cs, i))
                 })
@@ -711,7 +711,11 @@ async fn mandates(
         });
         let mut items = Vec::new();
         for (cs, i) in seqs {
-            let r = svc.ledger().record(cs + 1 + i as u64).map_err(|e| e.to_string())?.ok_or("missing record")?;
+            let r = svc
+                .ledger()
+                .record(settle_engine::state::mandate_seq(cs, i).ok_or("mandate position out of range")?)
+                .map_err(|e| e.to_string())?
+                .ok_or("missing record")?;
             let env = Envelope::from_bytes(&r.event).map_err(|e| e.to_string())?;
             if let Event::MandateIssued { mandate_id, amount, mandate, .. } = env.event {
                 items.push(json!({"seq": r.seq, "mandate_id": mandate_id, "amount": amount, "mandate": mandate}));
@@ -737,7 +741,7 @@ async fn receipt(
     let (cs, hop) = parse_mandate_id(&mid).ok_or_else(nf)?;
     let ledger = app.svc.ledger().clone();
     let r = ledger
-        .record(cs + 1 + hop as u64)
+        .record(settle_engine::state::mandate_seq(cs, hop).ok_or_else(nf)?)
         .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", e.to_string()))?
         .ok_or_else(nf)?;
     let env = Envelope::from_bytes(&r.event).map_err(|_| nf())?;

@@ -304,6 +304,13 @@ pub fn mandate_id(seq: u64, hop: usize) -> String {
     format!("md_{seq}_{hop}")
 }
 
+/// Log position of the `mandate_issued` record of hop `hop` of the conversion recorded
+/// at `seq` (the fact's derived events start with its mandates, in hop order).
+#[must_use]
+pub fn mandate_seq(seq: u64, hop: usize) -> Option<u64> {
+    seq.checked_add(1)?.checked_add(u64::try_from(hop).ok()?)
+}
+
 /// Parses a mandate id back into (conversion seq, hop).
 #[must_use]
 pub fn parse_mandate_id(id: &str) -> Option<(u64, usize)> {

@@ -405,16 +405,11 @@ impl Ledger {
             origin: config.origin.clone(),
             accepts: config.accepts.clone(),
         });
-        let inner = Arc::new(Inner { shared: Arc::clone(&shared), tx: RwLock::new(Some(tx)), writer: Mutex::new(None) });
+        let inner =
+            Arc::new(Inner { shared: Arc::clone(&shared), tx: RwLock::new(Some(tx)), writer: Mutex::new(None) });
         drop(stores);
-        let mut writer = Writer {
-            inner: shared,
-            rx,
-            chain: last_chain,
-            frontier,
-            key: config.key,
-            persist: config.persist,
-        };
+        let mut writer =
+            Writer { inner: shared, rx, chain: last_chain, frontier, key: config.key, persist: config.persist };
         let handle = std::thread::Builder::new()
             .name("settle-ledger-writer".into())
             .spawn(move || writer.run())

@@ -1,0 +1,635 @@
+//! Integration tests of the HTTP API: the real `settle serve` binary on 127.0.0.1, driven
+//! with a hand-rolled HTTP/1.1 client. Covers an end-to-end settlement with receipts,
+//! export, audit and tampered bundles; idempotency under concurrency; the authorisation
+//! table; and bad input.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Barrier};
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use support::*;
+
+/// A fresh data dir with keys and a vendor-admin token.
+fn new_data() -> (tempfile::TempDir, PathBuf, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    keys_create(&data);
+    let admin = token(&data, "vendor-admin", "ops", None, ADMIN_SCOPES);
+    (dir, data, admin)
+}
+
+/// Publishes program `growth`, enrolls `partners`, registers `lead` for the first partner
+/// and hands it down the list. Returns the last write's response.
+fn setup_program(api: &Api, partners: &[&str], lead: &str) -> Value {
+    let r = api.post_expect("/v1/programs", "setup-program", &program_spec("growth"), 201);
+    assert_eq!(r["seq"], 0, "the first fact is record 0");
+    for p in partners {
+        api.post_expect("/v1/partners", &format!("setup-enroll-{p}"), &enroll_body(p, "growth"), 201);
+    }
+    let mut last = api.post_expect("/v1/leads", &format!("setup-{lead}"), &lead_body(lead, "growth", partners[0]), 201);
+    assert_eq!(last["outcome"]["outcome"], "owner");
+    assert_eq!(last["outcome"]["chain"], json!([partners[0]]));
+    for w in partners.windows(2) {
+        last = api.post_expect(
+            &format!("/v1/leads/{lead}/handoffs"),
+            &format!("setup-handoff-{lead}-{}", w[1]),
+            &json!({"from": w[0], "to": w[1]}),
+            201,
+        );
+    }
+    assert_eq!(last["outcome"]["chain"], json!(partners), "chain after the handoffs");
+    last
+}
+
+fn mandate_tokens(r: &Value) -> Vec<String> {
+    r["mandates"]
+        .as_array()
+        .expect("mandates array")
+        .iter()
+        .map(|m| m["mandate"].as_str().expect("mandate JWS").to_owned())
+        .collect()
+}
+
+/// Runs `settle audit --bundle B`, asserts it fails with a one-line message, returns it.
+fn audit_fails(bundle: &Path, what: &str) -> String {
+    let out = settle([OsArg::from("audit"), "--bundle".into(), bundle.into()]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "audit passed a bundle with {what}:\nstdout: {}\nstderr: {err}", stdout(&out));
+    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(err.trim_end().lines().count(), 1, "one-line error expected for {what}: {err}");
+    assert!(err.starts_with("settle: "), "error format for {what}: {err}");
+    eprintln!("audit of a bundle with {what}: {}", err.trim_end());
+    err
+}
+
+type OsArg = std::ffi::OsString;
+
+fn read_lines(p: &Path) -> Vec<String> {
+    std::fs::read_to_string(p).expect("read").lines().map(str::to_owned).collect()
+}
+
+fn write_lines(p: &Path, lines: &[String]) {
+    let mut s = lines.join("\n");
+    s.push('\n');
+    std::fs::write(p, s).expect("write");
+}
+
+/// The raw `event` object of an export line (it is written canonically).
+fn event_text(line: &str) -> &str {
+    let i = line.find("\"event\":").expect("event field") + "\"event\":".len();
+    &line[i..line.len() - 1]
+}
+
+#[test]
+fn end_to_end_over_http_then_export_audit_and_tampered_bundles() {
+    let (dir, data, admin) = new_data();
+    let server = Server::start(&data, dir.path());
+    let api = server.api(Some(&admin));
+    let anon = server.api(None);
+
+    let doc = anon.get("/openapi.json");
+    assert_eq!(doc.header("content-type"), Some("application/json"));
+    assert_eq!(doc.text(), include_str!("../docs/openapi.json"), "the served OpenAPI document is docs/openapi.json");
+
+    let last = setup_program(&api, &["p1", "p2", "p3"], "lead-1");
+    let conv_seq = next_seq(&last);
+    assert_eq!(conv_seq, 14, "program (2) + 3 enrollments (6) + lead (2) + 2 handoffs (4)");
+    // A checkpoint over the setup first, so that the bundle holds more than one.
+    wait_for("a checkpoint over the setup", 30, || {
+        let c = anon.get("/v1/checkpoints/latest");
+        (c.status == 200 && c.json()["size"] == json!(conv_seq)).then_some(())
+    });
+
+    let conv = api.post_expect(
+        "/v1/conversions",
+        "conv-1",
+        &json!({"conversion": "C1", "lead": "lead-1", "revenue": "12345.67", "currency": "USD"}),
+        201,
+    );
+    assert_eq!(conv["seq"], json!(conv_seq));
+    assert_eq!(conv["replayed"], false);
+    assert_eq!(conv["outcome"]["outcome"], "settled");
+    assert_eq!(conv["outcome"]["pool"], json!({"amount": 123457, "currency": "USD"}), "10 % of 12345.67, half-even");
+    assert_eq!(conv["outcome"]["rule_version"], 1);
+    let kinds: Vec<&str> = conv["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["conversion_recorded", "mandate_issued", "mandate_issued", "mandate_issued", "conversion_outcome"]
+    );
+    let ms = conv["mandates"].as_array().expect("mandates");
+    assert_eq!(ms.len(), 3);
+    let amounts: Vec<i64> = ms.iter().map(|m| m["amount"]["amount"].as_i64().unwrap()).collect();
+    assert_eq!(amounts, [37037, 24691, 61729]);
+    assert_eq!(amounts.iter().sum::<i64>(), 123_457, "mandates sum to the pool");
+    let roles = ["originator", "intermediary", "closer"];
+    for (i, m) in ms.iter().enumerate() {
+        let partner = format!("p{}", i + 1);
+        let mid = format!("md_{conv_seq}_{i}");
+        assert_eq!(m["partner"], json!(partner));
+        assert_eq!(m["mandate_id"], json!(mid));
+        assert_eq!(m["direction"], "payment");
+        assert_eq!(m["amount"]["currency"], "USD");
+        let p = jws_payload(m["mandate"].as_str().unwrap());
+        assert_eq!(p["transaction_id"], json!(mid));
+        assert_eq!(p["payee"]["id"], json!(partner));
+        assert_eq!(p["payment_amount"], json!({"amount": amounts[i], "currency": "USD"}));
+        assert_eq!(p["iss"], "vendor");
+        assert_eq!(p["direction"], "payment");
+        assert_eq!(p["basis"]["conversion"], "C1");
+        assert_eq!(p["basis"]["hop"], json!(i));
+        assert_eq!(p["basis"]["hops"], 3);
+        assert_eq!(p["basis"]["role"], roles[i]);
+        assert_eq!(p["basis"]["pool"]["amount"], 123_457);
+        assert_eq!(p["basis"]["log"]["seq"], json!(conv_seq));
+    }
+    let bal = api.get("/v1/partners/p3/balance");
+    assert_eq!(bal.status, 200, "{}", bal.text());
+    let bal = bal.json();
+    assert_eq!(bal["earned"], "617.29");
+    assert_eq!(bal["payable"], "617.29", "holding_days 0: payable at once");
+    assert_eq!(bal["on_hold"], "0.00");
+    let list = api.get("/v1/partners/p2/mandates");
+    assert_eq!(list.status, 200);
+    let list = list.json();
+    assert_eq!(list["mandates"].as_array().unwrap().len(), 1);
+    assert_eq!(list["mandates"][0]["mandate"], ms[1]["mandate"]);
+
+    // Receipts, once a checkpoint covers the conversion; verified offline with the JWKS.
+    let jwks = anon.get("/.well-known/jwks.json");
+    assert_eq!(jwks.status, 200);
+    assert_eq!(jwks.json()["keys"].as_array().unwrap().len(), 1);
+    let jwks_file = dir.path().join("jwks.json");
+    std::fs::write(&jwks_file, &jwks.body).unwrap();
+    let mut receipt_files = Vec::new();
+    let mut docs = Vec::new();
+    for (i, m) in ms.iter().enumerate() {
+        let path = format!("/v1/partners/p{}/receipts/md_{conv_seq}_{i}", i + 1);
+        let doc = wait_for("a checkpointed receipt", 30, || {
+            let r = api.get(&path);
+            match r.status {
+                200 => Some(r.json()),
+                409 => None,
+                s => panic!("GET {path}: unexpected {s}: {}", r.text()),
+            }
+        });
+        assert_eq!(doc["mandate"], m["mandate"], "the receipt carries the mandate it proves");
+        let rp = jws_payload(doc["receipt"].as_str().unwrap());
+        assert_eq!(rp["payment_id"], m["mandate_id"]);
+        assert_eq!(rp["kind"], "mandate_recorded");
+        assert_eq!(rp["leaf_index"], json!(conv_seq + 1 + i as u64));
+        assert!(rp["tree_size"].as_u64().unwrap() >= conv_seq + 5);
+        let f = dir.path().join(format!("receipt-{i}.json"));
+        std::fs::write(&f, r_bytes(&doc)).unwrap();
+        receipt_files.push(f);
+        docs.push(doc);
+    }
+    let mut args: Vec<OsArg> = vec!["verify".into(), "--keys".into(), jwks_file.clone().into()];
+    args.extend(receipt_files.iter().map(|f| f.clone().into()));
+    let out = settle_ok(&args);
+    assert_eq!(out.trim(), "3 receipts verified");
+    // A receipt carrying another partner's (validly signed) mandate does not verify.
+    let mut forged = docs[0].clone();
+    forged["mandate"] = docs[1]["mandate"].clone();
+    let forged_file = dir.path().join("forged.json");
+    std::fs::write(&forged_file, r_bytes(&forged)).unwrap();
+    let out = settle([OsArg::from("verify"), "--keys".into(), jwks_file.into(), forged_file.into()]);
+    assert!(!out.status.success(), "a receipt with a swapped mandate verified: {}", stdout(&out));
+    // A partner cannot fetch a receipt through another partner's path.
+    api.get(&format!("/v1/partners/p1/receipts/md_{conv_seq}_1")).problem(404);
+
+    // Graceful stop, export, audit.
+    let st = server.stop();
+    assert!(st.success(), "settle serve exited with {st} on SIGTERM");
+    let bundle = dir.path().join("bundle");
+    let out =
+        settle_ok([OsArg::from("export"), "--data".into(), data.clone().into(), "--out".into(), bundle.clone().into()]);
+    assert!(out.starts_with("exported 19 records"), "{out}");
+    let out = settle_ok([OsArg::from("audit"), "--bundle".into(), bundle.clone().into()]);
+    assert!(out.starts_with("audit ok"), "{out}");
+    assert!(out.contains("19 records"), "{out}");
+    assert!(out.contains("3 receipts"), "{out}");
+    let notes: Vec<String> = serde_json::from_slice(&std::fs::read(bundle.join("checkpoints.json")).unwrap()).unwrap();
+    assert!(notes.len() >= 2, "expected at least two checkpoints, got {}", notes.len());
+    let log = read_lines(&bundle.join("log.jsonl"));
+    assert_eq!(log.len(), 19);
+
+    let copy = |name: &str| -> PathBuf {
+        let d = dir.path().join(name);
+        copy_dir(&bundle, &d);
+        d
+    };
+    // An untouched copy passes (the tampering below is what fails).
+    let clean = copy("clean");
+    settle_ok([OsArg::from("audit"), "--bundle".into(), clean.into()]);
+
+    // 1. An amount edited in a middle line: hop 0's mandate at seq 15.
+    let t = copy("edited-amount");
+    let mut lines = log.clone();
+    assert!(lines[15].contains("\"type\":\"mandate_issued\"") && lines[15].contains("\"amount\":37037"));
+    lines[15] = lines[15].replacen("\"amount\":37037", "\"amount\":37038", 1);
+    write_lines(&t.join("log.jsonl"), &lines);
+    let err = audit_fails(&t, "an edited amount");
+    assert!(err.contains("at seq 15") && err.contains("event hash"), "{err}");
+
+    // 1b. The same edit with the event hash and every later chain link recomputed.
+    let t = copy("edited-amount-rehashed");
+    let mut lines = log.clone();
+    lines[15] = lines[15].replacen("\"amount\":37037", "\"amount\":37038", 1);
+    let mut prev: [u8; 32] = hex::decode(serde_json::from_str::<Value>(&lines[14]).unwrap()["chain"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    for (seq, line) in lines.iter_mut().enumerate().skip(15) {
+        let mut v: Value = serde_json::from_str(line).unwrap();
+        let eh: [u8; 32] = Sha256::digest(event_text(line).as_bytes()).into();
+        if seq > 15 {
+            assert_eq!(v["event_hash"], json!(hex::encode(eh)), "export lines hold the canonical event");
+        }
+        let mut h = Sha256::new();
+        h.update(prev);
+        h.update((seq as u64).to_be_bytes());
+        h.update(eh);
+        prev = h.finalize().into();
+        v["event_hash"] = json!(hex::encode(eh));
+        v["chain"] = json!(hex::encode(prev));
+        // Keep the canonical event text byte for byte.
+        let head = serde_json::to_string(&json!({"seq": v["seq"], "type": v["type"], "v": v["v"], "event_hash": v["event_hash"], "chain": v["chain"]})).unwrap();
+        *line = format!("{},\"event\":{}}}", &head[..head.len() - 1], event_text(line));
+    }
+    write_lines(&t.join("log.jsonl"), &lines);
+    let err = audit_fails(&t, "an edited amount with recomputed hashes");
+    assert!(err.contains("at seq 15") && err.contains("differs from the replay"), "{err}");
+
+    // 2. A line deleted.
+    let t = copy("deleted-line");
+    let mut lines = log.clone();
+    lines.remove(9);
+    write_lines(&t.join("log.jsonl"), &lines);
+    let err = audit_fails(&t, "a deleted line");
+    assert!(err.contains("expected record 9, found record 10"), "{err}");
+
+    // 3. Two lines swapped.
+    let t = copy("swapped-lines");
+    let mut lines = log.clone();
+    lines.swap(15, 16);
+    write_lines(&t.join("log.jsonl"), &lines);
+    let err = audit_fails(&t, "two swapped lines");
+    assert!(err.contains("expected record 15, found record 16"), "{err}");
+
+    // 4. The last checkpoint replaced by an earlier one.
+    let t = copy("swapped-checkpoint");
+    let mut n2 = notes.clone();
+    let k = n2.len() - 1;
+    n2[k] = notes[0].clone();
+    std::fs::write(t.join("checkpoints.json"), serde_json::to_vec_pretty(&n2).unwrap()).unwrap();
+    let err = audit_fails(&t, "a swapped checkpoint");
+    assert!(err.contains("not covered"), "{err}");
+
+    // 5. A partner's statement edited.
+    let t = copy("edited-statement");
+    let sp = t.join("partners/p1/statement.csv");
+    let s = std::fs::read_to_string(&sp).unwrap();
+    assert!(s.contains(",370.37,"), "{s}");
+    std::fs::write(&sp, s.replacen(",370.37,", ",470.37,", 1)).unwrap();
+    let err = audit_fails(&t, "an edited statement");
+    assert!(err.contains("partners/p1/statement.csv differs from the manifest"), "{err}");
+}
+
+fn r_bytes(v: &Value) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap()
+}
+
+#[test]
+fn fifty_concurrent_posts_with_one_idempotency_key_record_one_conversion() {
+    let (dir, data, admin) = new_data();
+    let server = Server::start(&data, dir.path());
+    let api = server.api(Some(&admin));
+    let last = setup_program(&api, &["p1", "p2"], "lead-c");
+    let seq = next_seq(&last);
+    // occurred_at is explicit: the request is then the same bytes every time (see
+    // `retrying_an_identical_request_without_a_time_is_a_replay` for the default).
+    let occurred = chrono::Utc::now().to_rfc3339();
+    let body = json!({"conversion": "C-conc", "lead": "lead-c", "revenue": "999.99", "currency": "USD", "occurred_at": occurred});
+
+    let n = 50;
+    let barrier = Arc::new(Barrier::new(n));
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            let (api, body, barrier) = (api.clone(), body.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                api.post("/v1/conversions", "same-key", &body)
+            })
+        })
+        .collect();
+    let resps: Vec<Resp> = threads.into_iter().map(|t| t.join().expect("client thread")).collect();
+    for r in &resps {
+        assert!(r.status == 200 || r.status == 201, "status {}: {}", r.status, r.text());
+    }
+    assert_eq!(resps.iter().filter(|r| r.status == 201).count(), 1, "exactly one 201");
+    let first = resps.iter().find(|r| r.status == 201).unwrap().json();
+    let tokens = mandate_tokens(&first);
+    assert_eq!(tokens.len(), 2);
+    let amounts: Vec<i64> =
+        first["mandates"].as_array().unwrap().iter().map(|m| m["amount"]["amount"].as_i64().unwrap()).collect();
+    assert_eq!(amounts, [3000, 7000], "pool 99.9999 → 100.00; 30 % / 70 %");
+    for r in &resps {
+        let v = r.json();
+        assert_eq!(v["seq"], json!(seq));
+        assert_eq!(v["replayed"], json!(r.status == 200));
+        assert_eq!(mandate_tokens(&v), tokens, "every answer names the same mandates");
+    }
+
+    // The log grew once: the next fact gets the next sequence number.
+    let after = api.post_expect("/v1/leads", "after-1", &lead_body("lead-after-1", "growth", "p1"), 201);
+    assert_eq!(after["seq"], json!(seq + 4), "one conversion, two mandates, one outcome");
+    let listed = api.get("/v1/partners/p2/mandates").json();
+    assert_eq!(listed["mandates"].as_array().unwrap().len(), 1, "{listed}");
+
+    // Same key, different body: 409, and nothing recorded.
+    let mut other = body.clone();
+    other["revenue"] = json!("1000.00");
+    let p = api.post("/v1/conversions", "same-key", &other).problem(409);
+    assert_eq!(p["title"], "Idempotency key reused");
+    // Same key, same body, later: still a replay.
+    let again = api.post("/v1/conversions", "same-key", &body);
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(again.json()["replayed"], true);
+    assert_eq!(mandate_tokens(&again.json()), tokens);
+    let after = api.post_expect("/v1/leads", "after-2", &lead_body("lead-after-2", "growth", "p1"), 201);
+    assert_eq!(after["seq"], json!(seq + 6), "neither the 409 nor the replay wrote anything");
+}
+
+/// A client that retries the very same request (same bytes, same key) after a timeout
+/// gets a replay, even where the server fills in a time the client left out
+/// (`occurred_at` of a conversion, `to` of a holds advance). Regression test: up to
+/// 5a3c2a1 that time entered the request's content hash and the retry got 409.
+#[test]
+fn retrying_an_identical_request_without_a_time_is_a_replay() {
+    let (dir, data, admin) = new_data();
+    let server = Server::start(&data, dir.path());
+    let api = server.api(Some(&admin));
+    setup_program(&api, &["p1", "p2"], "lead-r");
+    let body = json!({"conversion": "C-retry", "lead": "lead-r", "revenue": "100.00", "currency": "USD"});
+    let first = api.post_expect("/v1/conversions", "retry-key", &body, 201);
+    let retry = api.post("/v1/conversions", "retry-key", &body);
+    let advance1 = api.post_expect("/v1/holds/advance", "advance-key", &json!({}), 201);
+    let advance2 = api.post("/v1/holds/advance", "advance-key", &json!({}));
+    let mut problems = Vec::new();
+    if retry.status != 200
+        || retry.json()["replayed"] != true
+        || mandate_tokens(&retry.json()) != mandate_tokens(&first)
+    {
+        problems.push(format!(
+            "POST /v1/conversions retried with the same body and Idempotency-Key: expected 200 replayed, got {} {}",
+            retry.status,
+            retry.text()
+        ));
+    }
+    if advance2.status != 200 || advance2.json()["seq"] != advance1["seq"] {
+        problems.push(format!(
+            "POST /v1/holds/advance {{}} retried with the same Idempotency-Key: expected 200 replayed, got {} {}",
+            advance2.status,
+            advance2.text()
+        ));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn authorisation_table_and_revocation() {
+    let (dir, data, admin) = new_data();
+    let crm = token(&data, "vendor-agent", "crm", None, "conversions-write");
+    let p1 = token(&data, "partner", "p1", None, "read,leads-write");
+    let agent1 = token(&data, "partner-agent", "agent-1", Some("p1"), "read,leads-write");
+    let agent2 = token(&data, "partner-agent", "agent-2", Some("p1"), "read,leads-write");
+    let agent3 = token(&data, "partner-agent", "agent-3", Some("p1"), "read,leads-write");
+    let p2 = token(&data, "partner", "p2", None, "read,leads-write");
+    let server = Server::start(&data, dir.path());
+    let api = server.api(Some(&admin));
+    setup_program(&api, &["p1", "p2"], "lead-conv");
+    let now = chrono::Utc::now();
+    let grant = |agent: &str| {
+        json!({"agent": agent, "partner": "p1", "scopes": ["leads_write", "read"],
+               "not_before": (now - chrono::Duration::hours(1)).to_rfc3339(),
+               "expires_at": (now + chrono::Duration::days(1)).to_rfc3339()})
+    };
+    // The partner itself authorises agent-1; the vendor the others.
+    api.with_token(Some(&p1)).post_expect("/v1/agents", "grant-agent-1", &grant("agent-1"), 201);
+    api.post_expect("/v1/agents", "grant-agent-2", &grant("agent-2"), 201);
+    api.post_expect("/v1/agents", "grant-agent-3", &grant("agent-3"), 201);
+    api.post_expect("/v1/agents/agent-2/revoke", "revoke-agent-2", &json!(null), 201);
+
+    let bad = format!("stl_{}", "0".repeat(64));
+    let principals: [(&str, Option<&str>); 7] = [
+        ("no token", None),
+        ("bad token", Some(bad.as_str())),
+        ("vendor-admin", Some(admin.as_str())),
+        ("vendor-agent (conversions-write)", Some(crm.as_str())),
+        ("partner p1", Some(p1.as_str())),
+        ("agent of p1", Some(agent1.as_str())),
+        ("revoked agent", Some(agent2.as_str())),
+    ];
+    // Expected status per principal, in the order above.
+    let table: [(&str, [u16; 7]); 7] = [
+        ("POST /v1/programs", [401, 401, 201, 403, 403, 403, 401]),
+        ("POST /v1/conversions", [401, 401, 201, 201, 403, 403, 401]),
+        ("POST /v1/leads (p1)", [401, 401, 201, 403, 201, 201, 401]),
+        ("POST /v1/leads (p2)", [401, 401, 201, 403, 403, 403, 401]),
+        ("GET /v1/partners/p1/balance", [401, 401, 200, 403, 200, 200, 401]),
+        ("GET /v1/partners/p2/balance", [401, 401, 200, 403, 404, 404, 401]),
+        ("GET /v1/partners/p2/mandates", [401, 401, 200, 403, 404, 404, 401]),
+    ];
+    let mut wrong = Vec::new();
+    for (ei, (endpoint, want)) in table.iter().enumerate() {
+        for (pi, (who, tok)) in principals.iter().enumerate() {
+            let c = api.with_token(*tok);
+            let key = format!("auth-{ei}-{pi}");
+            let r = match ei {
+                0 => c.post("/v1/programs", &key, &program_spec(&format!("prog-{pi}"))),
+                1 => c.post(
+                    "/v1/conversions",
+                    &key,
+                    &json!({"conversion": format!("conv-{pi}"), "lead": "lead-conv", "revenue": "10.00", "currency": "USD"}),
+                ),
+                2 => c.post("/v1/leads", &key, &lead_body(&format!("lead-own-{pi}"), "growth", "p1")),
+                3 => c.post("/v1/leads", &key, &lead_body(&format!("lead-other-{pi}"), "growth", "p2")),
+                4 => c.get("/v1/partners/p1/balance"),
+                5 => c.get("/v1/partners/p2/balance"),
+                _ => c.get("/v1/partners/p2/mandates"),
+            };
+            let w = want[pi];
+            if r.status != w {
+                wrong.push(format!("{endpoint} as {who}: expected {w}, got {} {}", r.status, r.text()));
+                continue;
+            }
+            if w >= 400 {
+                r.problem(w);
+                if w == 401 {
+                    assert_eq!(r.header("www-authenticate"), Some("Bearer"), "{endpoint} as {who}");
+                }
+            } else if endpoint.contains("balance") {
+                assert_eq!(r.json()["partner"], endpoint.split('/').nth(3).unwrap(), "{endpoint} as {who}");
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "authorisation table mismatches:\n{}", wrong.join("\n"));
+
+    // Revocation by the vendor takes effect on the agent's very next request.
+    let a3 = api.with_token(Some(&agent3));
+    assert_eq!(a3.get("/v1/partners/p1/balance").status, 200);
+    api.post_expect("/v1/agents/agent-3/revoke", "revoke-agent-3", &json!(null), 201);
+    a3.get("/v1/partners/p1/balance").problem(401);
+    a3.post("/v1/leads", "after-revoke", &lead_body("lead-after-revoke", "growth", "p1")).problem(401);
+    // Revoking again is a conflict.
+    api.post("/v1/agents/agent-3/revoke", "revoke-agent-3-again", &json!(null)).problem(409);
+    // Neither an agent nor another partner may revoke an agent; its own partner may.
+    let a1 = api.with_token(Some(&agent1));
+    a1.post("/v1/agents/agent-1/revoke", "agent-revokes-itself", &json!(null)).problem(403);
+    api.with_token(Some(&p2)).post("/v1/agents/agent-1/revoke", "p2-revokes-agent-1", &json!(null)).problem(403);
+    assert_eq!(a1.get("/v1/partners/p1/balance").status, 200, "agent-1 is still authorised");
+    api.with_token(Some(&p1)).post_expect("/v1/agents/agent-1/revoke", "p1-revokes-agent-1", &json!(null), 201);
+    a1.get("/v1/partners/p1/balance").problem(401);
+}
+
+#[test]
+fn bad_input_is_a_problem_and_changes_nothing() {
+    let (dir, data, admin) = new_data();
+    let server = Server::start(&data, dir.path());
+    let api = server.api(Some(&admin));
+    let last = setup_program(&api, &["p1", "p2"], "lead-b");
+    let next = next_seq(&last);
+    let balance = || api.get("/v1/partners/p2/balance").json();
+    let before = balance();
+    assert_eq!(before["earned"], "0.00");
+
+    let conv = |revenue: Value, currency: &str| {
+        serde_json::to_vec(&json!({"conversion": "C-bad", "lead": "lead-b", "revenue": revenue, "currency": currency}))
+            .unwrap()
+    };
+    let json_ct = Some("application/json");
+    let mut big =
+        br#"{"conversion": "C-big", "lead": "lead-b", "revenue": "1.00", "currency": "USD", "pad": ""#.to_vec();
+    big.resize(big.len() + 5 * 1024 * 1024, b'x');
+    big.extend_from_slice(b"\"}");
+    let mut split110 = program_spec("split110");
+    split110["split"]["originator"] = json!("50");
+    let mut pct101 = program_spec("pct101");
+    pct101["pool"]["percent"] = json!("101");
+    // (name, path, Idempotency-Key, Content-Type, body, status, a word the detail must hold)
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a str>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        ("malformed JSON", "/v1/conversions", Some("k-malformed"), json_ct, br#"{"conversion": "C-bad", "lead": "#.to_vec(), 400, ""),
+        ("not JSON at all", "/v1/conversions", Some("k-garbage"), json_ct, b"\xff\xfe garbage".to_vec(), 400, ""),
+        ("revenue as a number", "/v1/conversions", Some("k-type-1"), json_ct, conv(json!(12.5), "USD"), 400, "revenue"),
+        (
+            "lead as an array",
+            "/v1/conversions",
+            Some("k-type-2"),
+            json_ct,
+            serde_json::to_vec(&json!({"conversion": "C-bad", "lead": ["lead-b"], "revenue": "1.00", "currency": "USD"})).unwrap(),
+            400,
+            "lead",
+        ),
+        (
+            "unknown field",
+            "/v1/conversions",
+            Some("k-unknown"),
+            json_ct,
+            serde_json::to_vec(&json!({"conversion": "C-bad", "lead": "lead-b", "revenue": "1.00", "currency": "USD", "discount": "5"})).unwrap(),
+            400,
+            "discount",
+        ),
+        ("5 MiB body", "/v1/conversions", Some("k-big"), json_ct, big, 413, "4194304"),
+        ("negative revenue", "/v1/conversions", Some("k-negative"), json_ct, conv(json!("-10.00"), "USD"), 422, "greater than zero"),
+        ("zero revenue", "/v1/conversions", Some("k-zero"), json_ct, conv(json!("0"), "USD"), 422, "greater than zero"),
+        ("over-precise revenue", "/v1/conversions", Some("k-precise"), json_ct, conv(json!("1.234"), "USD"), 422, "decimal places"),
+        ("unknown currency", "/v1/conversions", Some("k-currency"), json_ct, conv(json!("1.00"), "XYZ"), 422, "XYZ"),
+        ("unknown lead", "/v1/conversions", Some("k-no-lead"), json_ct,
+            serde_json::to_vec(&json!({"conversion": "C-bad", "lead": "no-such-lead", "revenue": "1.00", "currency": "USD"})).unwrap(), 404, "no-such-lead"),
+        (
+            "referral cycle",
+            "/v1/leads/lead-b/handoffs",
+            Some("k-cycle"),
+            json_ct,
+            serde_json::to_vec(&json!({"from": "p2", "to": "p1"})).unwrap(),
+            422,
+            "cycle",
+        ),
+        ("split totalling 110 %", "/v1/programs", Some("k-110"), json_ct, serde_json::to_vec(&split110).unwrap(), 422, "110"),
+        ("pool percent over 100", "/v1/programs", Some("k-101"), json_ct, serde_json::to_vec(&pct101).unwrap(), 400, "101"),
+        ("missing Idempotency-Key", "/v1/conversions", None, json_ct, conv(json!("1.00"), "USD"), 400, "Idempotency-Key"),
+        ("empty Idempotency-Key", "/v1/conversions", Some(""), json_ct, conv(json!("1.00"), "USD"), 400, "Idempotency-Key"),
+        ("no Content-Type", "/v1/conversions", Some("k-no-ct"), None, conv(json!("1.00"), "USD"), 415, "Content-Type"),
+    ];
+    let mut wrong = Vec::new();
+    for (name, path, key, ct, body, status, word) in &cases {
+        let r = api.post_raw(path, *key, *ct, body);
+        if r.status != *status {
+            wrong.push(format!("{name}: POST {path}: expected {status}, got {} {}", r.status, r.text()));
+            continue;
+        }
+        let p = r.problem(*status);
+        let detail = p["detail"].as_str().unwrap();
+        assert!(detail.contains(word), "{name}: detail {detail:?} should mention {word:?}");
+    }
+    assert!(wrong.is_empty(), "bad input answered wrongly:\n{}", wrong.join("\n"));
+
+    // Nothing changed: balances, and the next fact gets the sequence number it would
+    // have had. A key used only by rejected requests is still free.
+    assert_eq!(balance(), before);
+    let ok = api.post_expect(
+        "/v1/conversions",
+        "k-precise",
+        &json!({"conversion": "C-bad", "lead": "lead-b", "revenue": "1.23", "currency": "USD"}),
+        201,
+    );
+    assert_eq!(ok["seq"], json!(next), "rejected requests must not have written anything");
+    assert_eq!(ok["replayed"], false);
+    assert_eq!(mandate_tokens(&ok).len(), 2);
+}
+
+/// BUG: numbers at the edge of `u64` in a mandate id or a page cursor overflow
+/// `seq + 1` in the handlers (debug builds panic; release builds wrap around).
+#[test]
+fn edge_numbers_in_paths_and_queries_are_answered_not_panicked() {
+    let (dir, data, admin) = new_data();
+    let server = Server::start(&data, dir.path());
+    let api = server.api(Some(&admin));
+    let last = setup_program(&api, &["p1", "p2"], "lead-e");
+    let seq = next_seq(&last);
+    api.post_expect(
+        "/v1/conversions",
+        "conv-e",
+        &json!({"conversion": "C-e", "lead": "lead-e", "revenue": "50.00", "currency": "USD"}),
+        201,
+    );
+    let max = u64::MAX;
+    let mut wrong = Vec::new();
+    // Sanity: ordinary cursors work.
+    let page = api.get(&format!("/v1/partners/p1/mandates?after={seq}"));
+    assert_eq!(page.status, 200);
+    assert_eq!(page.json()["mandates"], json!([]), "nothing after the last conversion");
+    match api.try_get(&format!("/v1/partners/p1/receipts/md_{max}_0")) {
+        Ok(r) if r.status == 404 && r.header("content-type") == Some("application/problem+json") => {}
+        Ok(r) => {
+            wrong.push(format!("GET /v1/partners/p1/receipts/md_{max}_0: expected 404, got {} {}", r.status, r.text()))
+        }
+        Err(e) => wrong.push(format!("GET /v1/partners/p1/receipts/md_{max}_0: expected 404, connection failed: {e}")),
+    }
+    match api.try_get(&format!("/v1/partners/p1/mandates?after={max}")) {
+        Ok(r) if r.status == 200 && r.json()["mandates"] == json!([]) => {}
+        Ok(r) => wrong.push(format!(
+            "GET /v1/partners/p1/mandates?after={max}: expected 200 with no mandates, got {} {}",
+            r.status,
+            r.text()
+        )),
+        Err(e) => wrong.push(format!("GET /v1/partners/p1/mandates?after={max}: connection failed: {e}")),
+    }
+    // The server is still up.
+    assert_eq!(api.get("/v1/partners/p1/balance").status, 200);
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
