@@ -53,16 +53,7 @@ pub fn spec() -> ProgramSpec {
         holding_days: 0,
         attribution_window_days: 730,
         pool_rounding: Rounding::HalfEven,
-        pool: PoolRule {
-            percent: Some(pct("10")),
-            flat: None,
-            cap: None,
-            floor: None,
-            tiers: vec![],
-            tier_mode: None,
-            spiffs: vec![],
-            recurring_months: None,
-        },
+        pool: PoolRule { percent: Some(pct("10")), ..PoolRule::default() },
         split: SplitRule::Shares {
             originator: pct("30"),
             intermediaries: pct("20"),

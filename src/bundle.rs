@@ -68,7 +68,7 @@ impl Signed for Manifest {
 
 /// A receipt for the mandate recorded at `seq` (or a rail outcome recorded at `seq`).
 #[allow(clippy::too_many_arguments)]
-fn receipt_payload(
+pub(crate) fn receipt_payload(
     vendor: &str,
     iat: i64,
     cp: &SignedCheckpoint,

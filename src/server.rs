@@ -23,7 +23,7 @@ use settle_engine::state::parse_mandate_id;
 use settle_engine::{Envelope, Rejection};
 use settle_mandates::money::{Amount, Currency, Sign};
 use settle_mandates::receipt::ReceiptDocument;
-use settle_mandates::types::{ReceiptKind, ReceiptPayload, Signed, Status, VCT_RECEIPT, token_reference};
+use settle_mandates::types::{ReceiptKind, Signed};
 
 use crate::keystore::{KeyFile, PrincipalKind, Scope, StoredToken};
 use crate::service::{MAX_BATCH, Service, Submit, SubmitError};
@@ -761,23 +761,17 @@ async fn receipt(
     let proof = ledger
         .inclusion_proof(r.seq, cp.checkpoint.size)
         .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", e.to_string()))?;
-    let payload = ReceiptPayload {
-        vct: VCT_RECEIPT.into(),
-        status: Status::Success,
-        iss: app.keys.vendor.clone(),
-        iat: crate::bundle::receipt_iat(cp.checkpoint.time, app.keys.keys.last().and_then(|k| k.valid_from)),
-        reference: token_reference(&mandate),
-        payment_id: mandate_id,
-        psp_confirmation_id: None,
-        network_confirmation_id: None,
-        error: None,
-        error_description: None,
-        kind: ReceiptKind::MandateRecorded,
-        rail: None,
-        leaf_index: r.seq,
-        tree_size: cp.checkpoint.size,
-        root: hex::encode(cp.checkpoint.root),
-    };
+    let iat = crate::bundle::receipt_iat(cp.checkpoint.time, app.keys.keys.last().and_then(|k| k.valid_from));
+    let payload = crate::bundle::receipt_payload(
+        &app.keys.vendor,
+        iat,
+        &cp,
+        ReceiptKind::MandateRecorded,
+        r.seq,
+        &mandate,
+        &mandate_id,
+        None,
+    );
     let key = app
         .keys
         .current()

@@ -100,8 +100,8 @@ pub struct Spiff {
     pub flat: Option<i64>,
 }
 
-/// How big the pool of a deal is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// How big the pool of a deal is. `Default` is the empty rule (no pool at all).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolRule {
     /// Percentage of revenue (replaced by `tiers` when those are given).

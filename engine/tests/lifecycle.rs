@@ -107,20 +107,7 @@ fn splits_over_100_percent_are_refused_at_publication() {
     assert!(err.to_string().contains("over 100%"));
     let err = w
         .try_fact(Event::ProgramPublished {
-            spec: spec(
-                SplitRule::Levels { rates: vec![pct("60"), pct("50")] },
-                PoolRule {
-                    percent: None,
-                    flat: None,
-                    cap: None,
-                    floor: None,
-                    tiers: vec![],
-                    tier_mode: None,
-                    spiffs: vec![],
-                    recurring_months: None,
-                },
-                0,
-            ),
+            spec: spec(SplitRule::Levels { rates: vec![pct("60"), pct("50")] }, PoolRule::default(), 0),
         })
         .unwrap_err();
     assert!(err.to_string().contains("over 100%"));

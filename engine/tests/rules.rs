@@ -56,16 +56,7 @@ fn flat_cap_and_floor() {
 #[test]
 fn per_level_rates() {
     let split = SplitRule::Levels { rates: vec![pct("10"), pct("2"), pct("1")] };
-    let pool = PoolRule {
-        percent: None,
-        flat: None,
-        cap: None,
-        floor: None,
-        tiers: vec![],
-        tier_mode: None,
-        spiffs: vec![],
-        recurring_months: None,
-    };
+    let pool = PoolRule::default();
     // Closer 10%, next 2%, originator 1% of 1,000.00.
     check("3 levels", spec(split.clone(), pool.clone(), 0), 3, 100_000, &[1000, 2000, 10000]);
     // Two hops: only levels 1 and 2 pay.

@@ -40,16 +40,7 @@ pub fn shares(o: &str, i: &str, c: &str, rest: Position) -> SplitRule {
 }
 
 pub fn percent_pool(p: &str) -> PoolRule {
-    PoolRule {
-        percent: Some(pct(p)),
-        flat: None,
-        cap: None,
-        floor: None,
-        tiers: vec![],
-        tier_mode: None,
-        spiffs: vec![],
-        recurring_months: None,
-    }
+    PoolRule { percent: Some(pct(p)), ..PoolRule::default() }
 }
 
 pub struct World {
