@@ -64,13 +64,17 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("mandates");
     g.throughput(Throughput::Elements(1));
     g.bench_function("raw_ed25519_sign_same_bytes", |b| b.iter(|| dalek.sign(std::hint::black_box(&payload))));
-    g.bench_function("canonicalise_mandate_jcs", |b| b.iter(|| settle_mandates::jcs::to_vec(std::hint::black_box(&m)).unwrap()));
+    g.bench_function("canonicalise_mandate_jcs", |b| {
+        b.iter(|| settle_mandates::jcs::to_vec(std::hint::black_box(&m)).unwrap())
+    });
     g.bench_function("serde_json_to_vec_mandate", |b| b.iter(|| serde_json::to_vec(std::hint::black_box(&m)).unwrap()));
     g.bench_function("canonicalise_and_sign_mandate", |b| b.iter(|| std::hint::black_box(&m).sign(&key)));
     let token = m.sign(&key);
     let sig = dalek.sign(&payload);
     let vk = dalek.verifying_key();
-    g.bench_function("raw_ed25519_verify_strict", |b| b.iter(|| vk.verify_strict(std::hint::black_box(&payload), &sig).unwrap()));
+    g.bench_function("raw_ed25519_verify_strict", |b| {
+        b.iter(|| vk.verify_strict(std::hint::black_box(&payload), &sig).unwrap())
+    });
     g.bench_function("verify_mandate", |b| b.iter(|| Mandate::verify(std::hint::black_box(&token), &ring).unwrap()));
 
     // A receipt whose leaf sits in a tree of 2^30 leaves: 30 proof hashes.
@@ -109,6 +113,10 @@ fn bench(c: &mut Criterion) {
     verify_receipt(&doc, &ring, None).unwrap();
     g.bench_function("verify_receipt_30_hash_proof", |b| {
         b.iter(|| verify_receipt(std::hint::black_box(&doc), &ring, None).unwrap())
+    });
+    let mut cached = settle_mandates::receipt::ReceiptVerifier::new(&ring, None);
+    g.bench_function("verify_receipt_30_hash_proof_checkpoint_known", |b| {
+        b.iter(|| cached.verify(std::hint::black_box(&doc)).unwrap())
     });
     g.finish();
 }

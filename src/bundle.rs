@@ -15,7 +15,7 @@ use settle_engine::state::{Book, parse_mandate_id};
 use settle_engine::{Engine, EngineConfig, Envelope, Event};
 use settle_ledger::{Ledger, SignedCheckpoint};
 use settle_mandates::keys::{Jwks, KeyRing, SigningKey};
-use settle_mandates::receipt::{ReceiptDocument, verify_receipt};
+use settle_mandates::receipt::{ReceiptDocument, ReceiptVerifier};
 use settle_mandates::types::{ReceiptKind, ReceiptPayload, Signed, Status, VCT_RECEIPT, token_reference};
 use sha2::{Digest, Sha256};
 
@@ -762,6 +762,7 @@ pub fn audit_bundle(dir: &Path, keys: Option<&Path>) -> Result<AuditReport> {
     }
     // Every receipt verifies against the keys and the final checkpoint.
     let last = notes.last().cloned().unwrap_or_default();
+    let mut verifier = ReceiptVerifier::new(&ring, Some(&manifest.origin));
     for p in walk(&dir.join("partners"))? {
         if p.file_name().is_some_and(|n| n == "receipts.jsonl") {
             let partner =
@@ -769,7 +770,8 @@ pub fn audit_bundle(dir: &Path, keys: Option<&Path>) -> Result<AuditReport> {
             for (i, line) in BufReader::new(File::open(&p)?).lines().enumerate() {
                 let doc: ReceiptDocument = serde_json::from_str(&line?)
                     .with_context(|| format!("{}: line {} is not a receipt", p.display(), i + 1))?;
-                let vr = verify_receipt(&doc, &ring, Some(&manifest.origin))
+                let vr = verifier
+                    .verify(&doc)
                     .map_err(|e| anyhow::anyhow!("audit failed: receipt {} of {partner}: {e}", i + 1))?;
                 if doc.checkpoint != last || vr.mandate.payee.id != partner {
                     bail!(
@@ -791,6 +793,7 @@ pub fn verify_files(jwks: &Path, files: &[PathBuf]) -> Result<u64> {
         serde_json::from_slice(&std::fs::read(jwks).with_context(|| format!("cannot read {}", jwks.display()))?)
             .with_context(|| format!("{} is not a JWKS", jwks.display()))?;
     let ring = KeyRing::new(&jwks)?;
+    let mut verifier = ReceiptVerifier::new(&ring, None);
     let mut n = 0;
     for f in files {
         let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
@@ -809,7 +812,7 @@ pub fn verify_files(jwks: &Path, files: &[PathBuf]) -> Result<u64> {
         }
         for (line, d) in docs {
             let d = d.map_err(|e| anyhow::anyhow!("{}:{line}: not a receipt: {e}", f.display()))?;
-            verify_receipt(&d, &ring, None).map_err(|e| anyhow::anyhow!("{}:{line}: {e}", f.display()))?;
+            verifier.verify(&d).map_err(|e| anyhow::anyhow!("{}:{line}: {e}", f.display()))?;
             n += 1;
         }
     }

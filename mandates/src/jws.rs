@@ -54,9 +54,10 @@ pub struct Header {
 /// Signs `payload` (already canonical bytes) as a compact JWS of type `typ`.
 #[must_use]
 pub fn sign(typ: &str, payload: &[u8], key: &SigningKey) -> String {
-    let header = Header { alg: "EdDSA".into(), kid: key.kid().to_owned(), typ: typ.to_owned() };
-    // A struct of three strings always canonicalises.
-    let header = crate::jcs::to_vec(&header).unwrap_or_default();
+    // JCS of {alg, kid, typ}: members already in canonical order, strings escaped as JCS
+    // does (serde_json's string escaping is JCS's); a unit test holds it to `jcs::to_vec`.
+    let q = |v: &str| serde_json::to_string(v).unwrap_or_default();
+    let header = format!(r#"{{"alg":"EdDSA","kid":{},"typ":{}}}"#, q(key.kid()), q(typ)).into_bytes();
     let mut out = String::with_capacity(payload.len() * 4 / 3 + 200);
     B64.encode_string(&header, &mut out);
     out.push('.');
@@ -173,6 +174,17 @@ mod tests {
 
     fn ring(k: &SigningKey) -> KeyRing {
         KeyRing::new(&Jwks { keys: vec![k.to_jwk(None, None)] }).unwrap()
+    }
+
+    #[test]
+    fn header_is_canonical() {
+        let k = SigningKey::from_seed(&[1; 32]);
+        for typ in ["settle-payment-mandate+jws", "odd \"typ\"\n\u{1}é"] {
+            let t = sign(typ, b"{}", &k);
+            let h = B64.decode(t.split('.').next().unwrap()).unwrap();
+            let want = Header { alg: "EdDSA".into(), kid: k.kid().into(), typ: typ.into() };
+            assert_eq!(h, crate::jcs::to_vec(&want).unwrap());
+        }
     }
 
     #[test]

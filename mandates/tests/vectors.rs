@@ -861,7 +861,19 @@ fn receipt_document_refuses_tampering() {
     let ring = committed_ring(&f);
     let kid = vendor_kid(&f);
     let base: ReceiptDocument = serde_json::from_value(f["receipt_document"]["document"].clone()).expect("document");
-    let check = |doc: &ReceiptDocument| verify_receipt(doc, &ring, Some(ORIGIN));
+    // Every outcome twice: one-off, and through a verifier that already trusts the
+    // committed checkpoint (the cached path must refuse exactly the same).
+    let check = |doc: &ReceiptDocument| {
+        let once = verify_receipt(doc, &ring, Some(ORIGIN));
+        let mut cached = settle_mandates::receipt::ReceiptVerifier::new(&ring, Some(ORIGIN));
+        cached.verify(&base).expect("the committed document verifies");
+        assert_eq!(
+            cached.verify(doc).map(|_| ()),
+            once.as_ref().map(|_| ()).map_err(Clone::clone),
+            "cached path differs"
+        );
+        once
+    };
     check(&base).expect("the committed document verifies");
 
     // Tampered receipt JWS.
