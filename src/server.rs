@@ -42,6 +42,8 @@ pub const OPENAPI: &str = include_str!("../docs/openapi.json");
 struct App {
     svc: Arc<Service>,
     keys: Arc<KeyFile>,
+    /// `http://<listen address>`.
+    base: String,
 }
 
 /// An RFC 9457 problem.
@@ -818,6 +820,56 @@ async fn consistency(State(app): State<App>, Query(q): Query<Consistency>) -> Re
         .into_response())
 }
 
+/// JWS `typ` of the signed agent card.
+pub const TYP_AGENT_CARD: &str = "settle-agent-card+jws";
+
+/// The A2A v1.0 agent card: what settle does for agents, where, and how to authenticate.
+/// `signatures` holds a JWS (flattened: protected header and signature, detached
+/// payload) over the RFC 8785 form of the card without `signatures`, by the vendor key.
+fn card(app: &App, base: &str) -> Result<Value, Problem> {
+    let skill = |id: &str, name: &str, description: &str, tags: &[&str], examples: &[&str]| json!({"id": id, "name": name, "description": description, "tags": tags, "examples": examples});
+    let mut card = json!({
+        "name": format!("settle ({})", app.keys.vendor),
+        "description": "Commission settlement for the vendor's partner program: register leads, record won deals and refunds, and receive one Ed25519-signed AP2-style payment mandate per hop of the referral chain, with receipts and Merkle proofs verifiable offline against the vendor's JWKS.",
+        "supportedInterfaces": [{"url": format!("{base}/v1"), "protocolBinding": "HTTP+JSON", "protocolVersion": "1.0"}],
+        "version": env!("CARGO_PKG_VERSION"),
+        "provider": {"organization": app.keys.vendor, "url": base},
+        "documentationUrl": format!("{base}/openapi.json"),
+        "capabilities": {"streaming": false, "pushNotifications": false},
+        "defaultInputModes": ["application/json"],
+        "defaultOutputModes": ["application/json"],
+        "securitySchemes": {"bearer": {"httpAuthSecurityScheme": {"scheme": "Bearer", "description": "API token from `settle keys token`, bound to a principal and scopes"}}},
+        "securityRequirements": [{"schemes": {"bearer": {"list": []}}}],
+        "skills": [
+            skill("register-lead", "Register a lead", "Register a customer for a partner; the first valid registration in the attribution window owns it (POST /v1/leads).", &["leads", "attribution"], &["Register acme.example for partner p01 in program growth"]),
+            skill("hand-off-lead", "Hand off a lead", "Add a hop to a lead's referral chain (POST /v1/leads/{id}/handoffs).", &["leads", "referral chain"], &["Hand lead-7 from p01 to p02"]),
+            skill("record-conversion", "Record a won deal", "Record a conversion and get the signed payment mandate of every hop, after it is durable (POST /v1/conversions).", &["settlement", "mandates", "AP2"], &["Deal deal-42 on lead-7 won 12345.67 USD"]),
+            skill("record-refund", "Record a refund", "Record a full or partial refund; every hop's commission is clawed back proportionally (POST /v1/refunds).", &["refunds", "clawbacks"], &["Refund 2000.00 USD of deal-42"]),
+            skill("partner-balance", "Partner balance", "Earned, on hold, payable, paid and clawed back for one partner (GET /v1/partners/{id}/balance).", &["balances"], &["What is p01 owed?"]),
+            skill("receipt-with-proof", "Receipt with proof", "A mandate's receipt with its RFC 9162 inclusion proof and signed checkpoint (GET /v1/partners/{id}/receipts/{mandate}).", &["receipts", "verification", "merkle"], &["Receipt of md_120_1 for p02"]),
+            skill("log-consistency", "Checkpoint consistency", "The latest signed checkpoint and a consistency proof between two sizes (GET /v1/checkpoints/...).", &["transparency", "audit"], &["Prove the log only grew from size 1000 to 2000"])
+        ]
+    });
+    let key = app
+        .keys
+        .current()
+        .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", e.to_string()))?;
+    let payload = settle_mandates::jcs::to_vec(&card)
+        .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", e.to_string()))?;
+    let token = settle_mandates::jws::sign(TYP_AGENT_CARD, &payload, &key);
+    let mut parts = token.split('.');
+    let (protected, _, signature) = (parts.next().unwrap_or_default(), parts.next(), parts.next().unwrap_or_default());
+    card["signatures"] = json!([{"protected": protected, "signature": signature}]);
+    Ok(card)
+}
+
+/// The card names the address settle was started on, never the request's Host header
+/// (a signed card must not echo what a caller sends).
+async fn agent_card(State(app): State<App>) -> Result<Response, Problem> {
+    let base = app.base.clone();
+    Ok(Json(card(&app, &base)?).into_response())
+}
+
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
@@ -830,6 +882,7 @@ fn router(app: App) -> Router {
     Router::new()
         .route("/openapi.json", get(openapi))
         .route("/.well-known/jwks.json", get(jwks))
+        .route("/.well-known/agent-card.json", get(agent_card))
         .route("/v1/checkpoints/latest", get(latest))
         .route("/v1/checkpoints/consistency", get(consistency))
         .route("/v1/programs", post(publish))
@@ -867,7 +920,7 @@ pub fn serve(data: &Path, listen: std::net::SocketAddr) -> Result<()> {
     let svc2 = svc.clone();
     rt.block_on(async move {
         let svc = svc2;
-        let app = App { svc: svc.clone(), keys };
+        let app = App { svc: svc.clone(), keys, base: format!("http://{listen}") };
         let listener =
             tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         tracing::info!("settle serving {} on http://{listen}", data.display());
