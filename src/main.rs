@@ -179,9 +179,14 @@ fn run(cli: Cli) -> Result<()> {
             demo::run(&data, conversions, seed, quiet)
         }
         Cmd::Audit { data, bundle, keys } => {
+            let mut unpinned = false;
             let (r, what) = match (data, bundle) {
                 (Some(d), _) => (bundle::audit_data(&d)?, d),
-                (None, Some(b)) => (bundle::audit_bundle(&b, keys.as_deref())?, b),
+                (None, Some(b)) => {
+                    let r = bundle::audit_bundle(&b, keys.as_deref())?;
+                    unpinned = keys.is_none();
+                    (r, b)
+                }
                 (None, None) => bail!("give --data or --bundle"),
             };
             println!(
@@ -198,6 +203,9 @@ fn run(cli: Cli) -> Result<()> {
                     String::new()
                 }
             );
+            if unpinned {
+                println!("note: checked against the bundle's own jwks.json; pin the vendor's keys with --keys");
+            }
             Ok(())
         }
         Cmd::Export { data, out } => {
@@ -256,6 +264,22 @@ fn keys(cmd: KeysCmd) -> Result<()> {
         }
         KeysCmd::Rotate { data } => {
             let mut kf = keystore::KeyFile::load(&data)?;
+            // The running process would go on signing with the retired key: refuse.
+            if data.join("log").exists() {
+                let l = settle_ledger::Ledger::open(
+                    &data.join("log"),
+                    settle_ledger::LedgerConfig {
+                        origin: kf.origin.clone(),
+                        key: kf.current()?,
+                        accepts: std::sync::Arc::new(settle_engine::model::accepts),
+                        persist: fjall::PersistMode::SyncAll,
+                    },
+                )
+                .map_err(|e| {
+                    anyhow::anyhow!("the log in {} is in use (stop `settle serve` first): {e}", data.display())
+                })?;
+                l.close()?;
+            }
             let old = kf.current()?.kid().to_owned();
             kf.rotate(keystore::random_seed()?, chrono::Utc::now().timestamp());
             kf.save(&data)?;

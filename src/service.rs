@@ -157,6 +157,7 @@ impl Service {
                 .collect();
         }
         let mut sq = self.seq.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        forget_durable(&mut sq, self.ledger.size());
         // A place in the queue first: a full queue refuses before anything is decided.
         let reserved = if wait_for_room { self.ledger.reserve_blocking() } else { self.ledger.try_reserve() };
         let reserved = match reserved {
@@ -290,15 +291,30 @@ impl Service {
     /// Records facts, waiting for room in the queue; each result after it is durable.
     pub async fn submit(self: &Arc<Self>, subs: Vec<Submit>) -> Vec<Result<Outcome, SubmitError>> {
         let me = Arc::clone(self);
-        let prepared = tokio::task::spawn_blocking(move || me.prepare(subs, true)).await.unwrap_or_default();
-        self.complete(prepared).await
+        let n = subs.len();
+        match tokio::task::spawn_blocking(move || me.prepare(subs, true)).await {
+            Ok(p) => self.complete(p).await,
+            Err(e) => self.panicked(n, &e),
+        }
     }
 
     /// As [`Service::submit`] but refuses with [`SubmitError::Busy`] when the queue is full.
     pub async fn try_submit(self: &Arc<Self>, subs: Vec<Submit>) -> Vec<Result<Outcome, SubmitError>> {
         let me = Arc::clone(self);
-        let prepared = tokio::task::spawn_blocking(move || me.prepare(subs, false)).await.unwrap_or_default();
-        self.complete(prepared).await
+        let n = subs.len();
+        match tokio::task::spawn_blocking(move || me.prepare(subs, false)).await {
+            Ok(p) => self.complete(p).await,
+            Err(e) => self.panicked(n, &e),
+        }
+    }
+
+    /// A bug panicked while deciding: the engine may be ahead of the log, so stop writing
+    /// (a restart rebuilds it from the log).
+    fn panicked(&self, n: usize, e: &tokio::task::JoinError) -> Vec<Result<Outcome, SubmitError>> {
+        self.failed.store(true, Ordering::Release);
+        (0..n)
+            .map(|_| Err(SubmitError::Storage(format!("internal error while deciding ({e}); restart the service"))))
+            .collect()
     }
 
     /// Blocking [`Service::submit`] for synchronous drivers (the demo).
@@ -309,7 +325,8 @@ impl Service {
 
     /// Saves the engine state as of the last record (fast restarts).
     pub fn save_state(&self) -> Result<()> {
-        let sq = self.seq.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut sq = self.seq.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        forget_durable(&mut sq, self.ledger.size());
         if sq.next == 0 || !sq.inflight.is_empty() {
             return Ok(());
         }
@@ -327,6 +344,12 @@ impl Service {
     pub fn close(&self) -> Result<()> {
         Ok(self.ledger.close()?)
     }
+}
+
+/// Drops in-flight entries whose records are durable: also those whose caller went away
+/// before its acknowledgement (a dropped request still commits).
+fn forget_durable(sq: &mut Sequencer, durable: u64) {
+    sq.inflight.retain(|_, f| f.first_seq + u64::from(f.count) > durable);
 }
 
 fn to_append(key: &str, h: [u8; 32], first: u64, records: Vec<Ready>) -> Append {

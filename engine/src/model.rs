@@ -18,6 +18,12 @@ pub const MAX_TIERS: usize = 16;
 pub const MAX_SPIFFS: usize = 16;
 /// Most levels in a per-level split.
 pub const MAX_LEVELS: usize = MAX_HOPS;
+/// Most partners in one program (its open mandate lists them all).
+pub const MAX_PARTNERS_PER_PROGRAM: usize = 4096;
+/// Longest free text (names, reasons, rail codes), bytes.
+pub const MAX_TEXT_BYTES: usize = 256;
+/// Most mandate ids in one `holds_released` event (more are split over several).
+pub const MAX_RELEASED_PER_EVENT: usize = 10_000;
 /// Longest id, bytes.
 pub const MAX_ID_BYTES: usize = 128;
 /// Most mandates named in one settlement.

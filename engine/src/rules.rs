@@ -45,6 +45,9 @@ pub fn validate(spec: &ProgramSpec) -> Result<(), RuleError> {
         return err("too many tiers or spiffs".into());
     }
     if !p.tiers.is_empty() {
+        if p.tiers.iter().any(|t| !(0..=settle_mandates::money::MAX_MINOR_UNITS).contains(&t.from)) {
+            return err(format!("tier 'from' must be between 0 and {}", settle_mandates::money::MAX_MINOR_UNITS));
+        }
         if p.tiers[0].from != 0 {
             return err("the first tier must start at volume 0".into());
         }
@@ -58,7 +61,9 @@ pub fn validate(spec: &ProgramSpec) -> Result<(), RuleError> {
             return err("give either pool.percent or pool.tiers, not both".into());
         }
     }
+    crate::state::check_text("program name", &spec.name).map_err(|e| RuleError(e.to_string()))?;
     for s in &p.spiffs {
+        crate::state::check_text("spiff name", &s.name).map_err(|e| RuleError(e.to_string()))?;
         if s.until <= s.from {
             return err(format!("spiff '{}' ends before it starts", s.name));
         }
@@ -267,7 +272,8 @@ pub fn allocate(total: i64, weights: &[Decimal]) -> Vec<i64> {
     let mut fracs: Vec<(Decimal, usize)> = Vec::with_capacity(n);
     let mut given = 0i64;
     for (i, w) in weights.iter().enumerate() {
-        let exact = t * *w / sum;
+        // Ratio first when the product would leave Decimal's range (very large pools).
+        let exact = t.checked_mul(*w).map_or_else(|| (*w / sum) * t, |x| x / sum);
         let fl = exact.floor();
         let v = i64::try_from(fl).unwrap_or_else(|_| unreachable!("share ≤ total"));
         out[i] = v;

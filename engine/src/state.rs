@@ -53,6 +53,14 @@ pub fn check_id(what: &str, id: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// Checks free text: at most [`MAX_TEXT_BYTES`] bytes.
+pub fn check_text(what: &str, s: &str) -> Result<(), Rejection> {
+    if s.len() > crate::model::MAX_TEXT_BYTES {
+        return Err(Rejection::Invalid(format!("{what} is longer than {} bytes", crate::model::MAX_TEXT_BYTES)));
+    }
+    Ok(())
+}
+
 /// Engine identity and secrets (injected, never read from the environment).
 #[derive(Clone)]
 pub struct EngineConfig {
@@ -504,7 +512,16 @@ impl Decider<'_> {
             }
             Event::PartnerEnrolled { partner, program, name, role } => {
                 check_id("partner", &partner)?;
+                check_text("partner name", &name)?;
                 let p = self.st.program(&program)?;
+                if self.st.partners.values().filter(|x| x.program == program).count()
+                    >= crate::model::MAX_PARTNERS_PER_PROGRAM
+                {
+                    return Err(Rejection::Invalid(format!(
+                        "program '{program}' already has {} partners (the most a program may have)",
+                        crate::model::MAX_PARTNERS_PER_PROGRAM
+                    )));
+                }
                 if self.st.partners.contains_key(&partner) {
                     return Err(Rejection::Conflict(format!("partner '{partner}' is already enrolled")));
                 }
@@ -518,7 +535,8 @@ impl Decider<'_> {
                     }
                 }))
             }
-            Event::PartnerSuspended { partner, .. } => {
+            Event::PartnerSuspended { partner, reason } => {
+                check_text("reason", &reason)?;
                 let p = self
                     .st
                     .partners
@@ -585,10 +603,14 @@ impl Decider<'_> {
                 }
                 Ok(self.advance(to))
             }
-            Event::SettlementConfirmed { settlement, partner, mandate_ids, .. } => {
+            Event::SettlementConfirmed { settlement, partner, mandate_ids, rail, confirmation_id } => {
+                check_text("rail", &rail)?;
+                check_text("confirmation_id", &confirmation_id)?;
                 self.settle(settlement, partner, mandate_ids, true)
             }
-            Event::SettlementFailed { settlement, partner, mandate_ids, .. } => {
+            Event::SettlementFailed { settlement, partner, mandate_ids, rail, error } => {
+                check_text("rail", &rail)?;
+                check_text("error", &error)?;
                 self.settle(settlement, partner, mandate_ids, false)
             }
             other => Err(Rejection::NotAFact(other.kind())),
@@ -692,6 +714,12 @@ impl Decider<'_> {
     ) -> Result<Apply, Rejection> {
         check_id("conversion", &id)?;
         revenue.check_sign(settle_mandates::money::Sign::Positive)?;
+        if occurred_at > self.env.at {
+            return Err(Rejection::Invalid(format!(
+                "occurred_at {occurred_at} is after the log time {}: a deal is recorded once it is won",
+                self.env.at
+            )));
+        }
         if self.st.conversion_ids.contains_key(&id) {
             return Err(Rejection::Conflict(format!("conversion '{id}' is already recorded")));
         }
@@ -767,7 +795,11 @@ impl Decider<'_> {
                     ),
                 );
             };
-            Amount::from_decimal(revenue.to_decimal() * rate, spec.currency, spec.pool_rounding)?.minor_units()
+            let converted = revenue
+                .to_decimal()
+                .checked_mul(rate)
+                .ok_or_else(|| Rejection::Invalid("revenue × fx rate is out of range".into()))?;
+            Amount::from_decimal(converted, spec.currency, spec.pool_rounding)?.minor_units()
         };
         let chain = lead.chain.clone();
         for p in &chain {
@@ -941,8 +973,9 @@ impl Decider<'_> {
                 .spec;
             let pool = c.pool.minor_units();
             let clawed: i64 = c.hops.iter().map(|h| h.clawed).sum();
+            // pool × refunded / revenue, the ratio first: both factors reach 10^15.
             let target_exact =
-                Decimal::from(pool) * Decimal::from(refunded_after) / Decimal::from(c.revenue.minor_units());
+                Decimal::from(pool) * (Decimal::from(refunded_after) / Decimal::from(c.revenue.minor_units()));
             let target = Amount::from_decimal(
                 target_exact / Decimal::from(10_i64.pow(cur.exponent())),
                 cur,
@@ -1030,8 +1063,8 @@ impl Decider<'_> {
 
     fn advance(&mut self, to: DateTime<Utc>) -> Apply {
         let t = ts(to);
-        let mut released = Vec::new();
-        let mut total = BTreeMap::<Currency, i64>::new();
+        // Released mandates by currency, each with what it releases (amount − clawed).
+        let mut released = BTreeMap::<Currency, Vec<(String, i64)>>::new();
         let mut keys = Vec::new();
         for (&at, seqs) in self.st.holds.range(..=t) {
             keys.push(at);
@@ -1039,18 +1072,18 @@ impl Decider<'_> {
                 let c = &self.st.conversions[&cs];
                 for (i, h) in c.hops.iter().enumerate() {
                     if h.status == HopStatus::Held {
-                        released.push(mandate_id(cs, i));
-                        *total.entry(c.pool.currency()).or_default() += h.amount - h.clawed;
+                        released.entry(c.pool.currency()).or_default().push((mandate_id(cs, i), h.amount - h.clawed));
                     }
                 }
             }
         }
-        if !released.is_empty() {
-            // One event per currency keeps totals exact; programs usually share one.
-            let ids = released.clone();
-            for (cur, sum) in &total {
-                let amt = Amount::from_minor(*sum, *cur).unwrap_or_else(|_| Amount::zero(*cur));
-                self.derived(Event::HoldsReleased { mandate_ids: ids.clone(), total: amt }, None);
+        // One event per currency and per chunk of ids, each with its exact total.
+        for (cur, items) in &released {
+            for chunk in items.chunks(crate::model::MAX_RELEASED_PER_EVENT) {
+                let sum: i64 = chunk.iter().map(|(_, v)| v).sum();
+                let total = Amount::from_minor(sum, *cur).unwrap_or_else(|_| Amount::zero(*cur));
+                let mandate_ids = chunk.iter().map(|(id, _)| id.clone()).collect();
+                self.derived(Event::HoldsReleased { mandate_ids, total }, None);
             }
         }
         Box::new(move |s| {

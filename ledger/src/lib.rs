@@ -42,7 +42,7 @@ pub use record::{ExportLine, GENESIS_CHAIN, Record, chain_link};
 pub use verify::{Failure, VerifyReport, export_bundle_log, verify_export, verify_log};
 
 /// Largest event accepted, bytes.
-pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
 /// Most records in one append (one request: an event and what it caused).
 pub const MAX_RECORDS_PER_APPEND: usize = 4096;
 /// Most records in one group-commit batch.

@@ -153,6 +153,10 @@ impl Jwk {
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| KeyError::InvalidPublicKey(self.kid.clone()))?;
         let key = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::InvalidPublicKey(self.kid.clone()))?;
+        // A small-order key lets anyone forge signatures that batch checks accept.
+        if key.is_weak() {
+            return Err(KeyError::InvalidPublicKey(self.kid.clone()));
+        }
         let tp = thumbprint(&key);
         if tp != self.kid {
             return Err(KeyError::KidMismatch { expected: tp, found: self.kid.clone() });
@@ -225,6 +229,11 @@ mod tests {
         let mut bad = jwk.clone();
         bad.kid = "other".into();
         assert!(matches!(bad.verifying_key(), Err(KeyError::KidMismatch { .. })));
+        let mut weak = jwk.clone();
+        weak.x = B64.encode([1u8; 1].iter().chain([0u8; 31].iter()).copied().collect::<Vec<u8>>()); // the identity point
+        weak.kid =
+            B64.encode(Sha256::digest(format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#, weak.x).as_bytes()));
+        assert!(matches!(weak.verifying_key(), Err(KeyError::InvalidPublicKey(_))), "a small-order key is refused");
         let mut bad = jwk;
         bad.crv = "P-256".into();
         assert!(matches!(bad.verifying_key(), Err(KeyError::Unsupported { .. })));
