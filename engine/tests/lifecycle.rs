@@ -61,6 +61,19 @@ fn duplicate_leads_and_bad_chains() {
             },
             "greater than zero",
         ),
+        (
+            Event::ConversionRecorded {
+                conversion: "future".into(),
+                lead: "l1".into(),
+                revenue: usd(100),
+                occurred_at: t(5),
+                subscription_month: None,
+                fx: None,
+            },
+            "after the log time",
+        ),
+        (Event::PartnerSuspended { partner: "p1".into(), reason: "x".repeat(MAX_TEXT_BYTES + 1) }, "longer than"),
+        (Event::HoldsAdvanced { to: t(1) }, "at the latest"),
     ];
     for (e, msg) in cases {
         let before = w.engine.state().clone();
