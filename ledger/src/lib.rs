@@ -250,6 +250,8 @@ struct Stores {
 /// handle closes the queue, which stops the writer).
 struct Shared {
     stores: Stores,
+    /// Upper tree levels, in memory (see [`CACHED_LEVEL`]); holds only durable nodes.
+    nodes: NodeCache,
     size: AtomicU64,
     poisoned: AtomicBool,
     origin: String,
@@ -327,13 +329,26 @@ fn tree_key(level: u32, index: u64) -> [u8; 9] {
     k
 }
 
+/// Nodes at this height and above are also kept in memory (one per 2^CACHED_LEVEL
+/// leaves: about 5 MB for ten million records), so a proof reads at most about
+/// CACHED_LEVEL + log2(n) nodes from disk instead of 2·log2(n).
+pub const CACHED_LEVEL: u32 = 6;
+
+type NodeCache = RwLock<HashMap<(u32, u64), Hash>>;
+
 struct TreeSource<'a> {
     tree: &'a Keyspace,
+    cache: Option<&'a NodeCache>,
 }
 
 impl NodeSource for TreeSource<'_> {
     type Error = LedgerError;
     fn node(&self, level: u32, index: u64) -> Result<Hash> {
+        if level >= CACHED_LEVEL
+            && let Some(h) = self.cache.and_then(|c| c.read().ok().and_then(|m| m.get(&(level, index)).copied()))
+        {
+            return Ok(h);
+        }
         let v = self.tree.get(tree_key(level, index))?.ok_or_else(|| LedgerError::Inconsistent {
             seq: index << level,
             what: format!("Merkle node ({level}, {index}) is missing"),
@@ -398,7 +413,17 @@ impl Ledger {
         };
         let (size, last_chain, frontier) = recover(&stores)?;
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let mut nodes = HashMap::new();
+        for g in stores.tree.range(tree_key(CACHED_LEVEL, 0)..) {
+            let (k, v) = g.into_inner()?;
+            let (Some(&level), Some(ix), Ok(h)) = (k.first(), k.get(1..9), <[u8; 32]>::try_from(v.as_ref())) else {
+                return Err(LedgerError::Inconsistent { seq: 0, what: "a stored Merkle node is malformed".into() });
+            };
+            let index = u64::from_be_bytes(ix.try_into().unwrap_or([0; 8]));
+            nodes.insert((u32::from(level), index), h);
+        }
         let shared = Arc::new(Shared {
+            nodes: RwLock::new(nodes),
             stores: stores.clone(),
             size: AtomicU64::new(size),
             poisoned: AtomicBool::new(false),
@@ -601,7 +626,7 @@ impl Ledger {
     /// Root of the first `size` records.
     pub fn root(&self, size: u64) -> Result<Hash> {
         self.check_size(size)?;
-        merkle::root(&TreeSource { tree: &self.inner.stores.tree }, size)
+        merkle::root(&TreeSource { tree: &self.inner.stores.tree, cache: Some(&self.inner.nodes) }, size)
     }
 
     fn check_size(&self, size: u64) -> Result<()> {
@@ -615,13 +640,21 @@ impl Ledger {
     /// Inclusion proof of record `index` in the tree of `size` records.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>> {
         self.check_size(size)?;
-        Ok(merkle::inclusion_proof(&TreeSource { tree: &self.inner.stores.tree }, index, size)??)
+        Ok(merkle::inclusion_proof(
+            &TreeSource { tree: &self.inner.stores.tree, cache: Some(&self.inner.nodes) },
+            index,
+            size,
+        )??)
     }
 
     /// Consistency proof between tree sizes `old` and `new`.
     pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>> {
         self.check_size(new)?;
-        Ok(merkle::consistency_proof(&TreeSource { tree: &self.inner.stores.tree }, old, new)??)
+        Ok(merkle::consistency_proof(
+            &TreeSource { tree: &self.inner.stores.tree, cache: Some(&self.inner.nodes) },
+            old,
+            new,
+        )??)
     }
 
     /// The latest signed checkpoint.
@@ -744,7 +777,7 @@ fn recover(s: &Stores) -> Result<(u64, Hash, Frontier)> {
     let size = seq + 1;
     let rec =
         Record::decode(seq, &v).ok_or(LedgerError::Inconsistent { seq, what: "last record does not decode".into() })?;
-    let src = TreeSource { tree: &s.tree };
+    let src = TreeSource { tree: &s.tree, cache: None };
     // Rebuild the frontier from the stored complete subtrees of `size`.
     let mut nodes = Vec::new();
     let mut start = 0u64;
@@ -819,6 +852,7 @@ impl Writer {
         let mut batch = s.db.batch().durability(Some(self.persist));
         let mut replies: Vec<Reply> = Vec::with_capacity(cmds.len());
         let mut pending_keys: HashMap<Vec<u8>, KeyEntry> = HashMap::new();
+        let mut new_nodes: Vec<((u32, u64), Hash)> = Vec::new();
         let start = (self.chain, self.frontier.clone());
         let mut after: Vec<Cmd> = Vec::new();
         let mut appends = Vec::new();
@@ -877,7 +911,12 @@ impl Writer {
                 };
                 batch.insert(&s.records, seq.to_be_bytes(), rec.encode());
                 let leaf = merkle::leaf_hash(&r.event);
-                self.frontier.push(leaf, |level, index, h| batch.insert(&s.tree, tree_key(level, index), h));
+                self.frontier.push(leaf, |level, index, h| {
+                    batch.insert(&s.tree, tree_key(level, index), h);
+                    if level >= CACHED_LEVEL {
+                        new_nodes.push(((level, index), h));
+                    }
+                });
             }
             let count = u32::try_from(a.records.len()).unwrap_or(u32::MAX);
             let appended = Appended { first_seq, count, chain: self.chain, replayed: false };
@@ -903,6 +942,10 @@ impl Writer {
                 }
                 self.fail_rest(after);
                 return;
+            }
+            if !new_nodes.is_empty() {
+                let mut m = self.inner.nodes.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                m.extend(new_nodes.drain(..));
             }
             self.inner.size.store(self.frontier.size, Ordering::Release);
         }
