@@ -244,39 +244,30 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
             let mut chain = vec![origin];
             if !duplicate {
                 let hops = [1, 2, 2, 3, 3, 3, 4][rng.random_range(0..7)];
+                let handoff = |i: i64, chain: &[usize], to: usize, k: String| Submit {
+                    request: None,
+                    key: k,
+                    by: admin.clone(),
+                    at: at(day, i),
+                    event: Event::LeadHandedOff {
+                        lead: id.clone(),
+                        from: ps[*chain.last().unwrap_or(&0)].clone(),
+                        to: ps[to].clone(),
+                    },
+                };
                 while chain.len() < hops {
                     let next = rng.random_range(0..ps.len());
                     if chain.contains(&next) {
                         continue;
                     }
                     i += 1;
-                    facts.push(Submit {
-                        request: None,
-                        key: key(),
-                        by: admin.clone(),
-                        at: at(day, i),
-                        event: Event::LeadHandedOff {
-                            lead: id.clone(),
-                            from: ps[*chain.last().unwrap_or(&0)].clone(),
-                            to: ps[next].clone(),
-                        },
-                    });
+                    facts.push(handoff(i, &chain, next, key()));
                     chain.push(next);
                 }
                 if chain.len() >= 2 && rng.random_bool(0.02) {
                     // A handoff back to the originator would be a referral cycle: refused.
                     i += 1;
-                    facts.push(Submit {
-                        request: None,
-                        key: key(),
-                        by: admin.clone(),
-                        at: at(day, i),
-                        event: Event::LeadHandedOff {
-                            lead: id.clone(),
-                            from: ps[*chain.last().unwrap_or(&0)].clone(),
-                            to: ps[chain[0]].clone(),
-                        },
-                    });
+                    facts.push(handoff(i, &chain, chain[0], key()));
                 }
             }
             leads.push(Lead { id, program, chain, day });
