@@ -188,22 +188,22 @@ pub enum Constraint {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OpenMandate {
-    /// Always [`VCT_OPEN_MANDATE`].
-    pub vct: String,
-    /// Id of this standing authorisation (`om_<program>_<seq>`).
-    pub mandate_id: String,
-    /// Vendor (payer) id.
-    pub iss: String,
+    /// The constraints.
+    pub constraints: Vec<Constraint>,
     /// Issued at, Unix seconds.
     pub iat: i64,
+    /// Vendor (payer) id.
+    pub iss: String,
+    /// Id of this standing authorisation (`om_<program>_<seq>`).
+    pub mandate_id: String,
     /// Program id.
     pub program: String,
     /// Program rule version in force.
     pub rule_version: u32,
-    /// The constraints.
-    pub constraints: Vec<Constraint>,
     /// Derived salt.
     pub salt: String,
+    /// Always [`VCT_OPEN_MANDATE`].
+    pub vct: String,
 }
 
 impl Signed for OpenMandate {
@@ -245,80 +245,81 @@ pub struct Payee {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Instrument {
+    /// Account id (the partner's).
+    pub id: String,
     /// `settle.commission_account`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// Account id (the partner's).
-    pub id: String,
 }
 
 /// Where in the log the cause of a mandate stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogRef {
-    /// Sequence number (= Merkle leaf index) of the causing event.
-    pub seq: u64,
     /// Hex SHA-256 of the causing event's canonical bytes (= its Merkle leaf data).
     pub event_hash: String,
+    /// Sequence number (= Merkle leaf index) of the causing event.
+    pub seq: u64,
 }
 
 /// Why a mandate says what it says: enough to recompute its amount from the program.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MandateBasis {
-    /// Program id.
-    pub program: String,
-    /// Rule version the amount was computed under.
-    pub rule_version: u32,
-    /// Rounding policy id (e.g. `largest_remainder.v1`).
-    pub rounding: String,
-    /// The open mandate this payment is authorised under.
-    pub open_mandate: String,
+    /// Principal (human or agent) that caused it.
+    pub caused_by: String,
     /// Conversion id.
     pub conversion: String,
     /// Hop, 0 = originator.
     pub hop: u32,
     /// Number of hops in the chain.
     pub hops: u32,
-    /// Role of the payee on this hop (`originator`, `intermediary`, `closer`).
-    pub role: String,
-    /// The pool of the whole conversion (what the hops add up to).
-    pub pool: Amount,
     /// The log entry that caused this mandate.
     pub log: LogRef,
-    /// Principal (human or agent) that caused it.
-    pub caused_by: String,
+    /// The open mandate this payment is authorised under.
+    pub open_mandate: String,
+    /// The pool of the whole conversion (what the hops add up to).
+    pub pool: Amount,
+    /// Program id.
+    pub program: String,
     /// For a clawback: the mandate it reverses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reverses: Option<String>,
+    /// Role of the payee on this hop (`originator`, `intermediary`, `closer`).
+    pub role: String,
+    /// Rounding policy id (e.g. `largest_remainder.v1`).
+    pub rounding: String,
+    /// Rule version the amount was computed under.
+    pub rule_version: u32,
 }
 
 /// A closed mandate: one hop of one conversion (payment) or its reversal (clawback).
+/// Fields are declared in canonical (sorted) order so signing skips re-ordering.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Mandate {
-    /// [`VCT_PAYMENT_MANDATE`] or [`VCT_CLAWBACK_MANDATE`].
-    pub vct: String,
-    /// Mandate id.
-    pub transaction_id: String,
+    /// Why.
+    pub basis: MandateBasis,
+    /// Payment or clawback.
+    pub direction: Direction,
+    /// Earliest execution (end of the holding period), Unix seconds.
+    pub execution_date: i64,
+    /// Issued at, Unix seconds.
+    pub iat: i64,
+    /// Vendor id.
+    pub iss: String,
     /// Who is paid (or clawed back from).
     pub payee: Payee,
     /// The amount, always positive; the direction says which way.
     pub payment_amount: Amount,
     /// Where it is paid.
     pub payment_instrument: Instrument,
-    /// Payment or clawback.
-    pub direction: Direction,
-    /// Vendor id.
-    pub iss: String,
-    /// Issued at, Unix seconds.
-    pub iat: i64,
-    /// Earliest execution (end of the holding period), Unix seconds.
-    pub execution_date: i64,
-    /// Why.
-    pub basis: MandateBasis,
     /// Derived salt.
     pub salt: String,
+    /// Mandate id.
+    pub transaction_id: String,
+    /// [`VCT_PAYMENT_MANDATE`] or [`VCT_CLAWBACK_MANDATE`].
+    pub vct: String,
 }
 
 impl Mandate {
@@ -402,41 +403,41 @@ pub enum ReceiptKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiptPayload {
-    /// Always [`VCT_RECEIPT`].
-    pub vct: String,
-    /// AP2 status.
-    pub status: Status,
-    /// Vendor id.
-    pub iss: String,
-    /// Issued at (the checkpoint's time), Unix seconds.
-    pub iat: i64,
-    /// base64url(SHA-256(mandate token)).
-    pub reference: String,
-    /// The mandate id.
-    pub payment_id: String,
-    /// Rail confirmation id (settled receipts).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub psp_confirmation_id: Option<String>,
-    /// Network confirmation id, when the rail gives one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network_confirmation_id: Option<String>,
     /// AP2 error code (failed receipts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// AP2 error description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_description: Option<String>,
+    /// Issued at (the checkpoint's time), Unix seconds.
+    pub iat: i64,
+    /// Vendor id.
+    pub iss: String,
     /// What outcome.
     pub kind: ReceiptKind,
+    /// Merkle leaf index of the proving log entry.
+    pub leaf_index: u64,
+    /// Network confirmation id, when the rail gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_confirmation_id: Option<String>,
+    /// The mandate id.
+    pub payment_id: String,
+    /// Rail confirmation id (settled receipts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psp_confirmation_id: Option<String>,
     /// Rail name for settled/failed receipts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rail: Option<String>,
-    /// Merkle leaf index of the proving log entry.
-    pub leaf_index: u64,
-    /// Tree size of the checkpoint proven against.
-    pub tree_size: u64,
+    /// base64url(SHA-256(mandate token)).
+    pub reference: String,
     /// Hex root of that checkpoint.
     pub root: String,
+    /// AP2 status.
+    pub status: Status,
+    /// Tree size of the checkpoint proven against.
+    pub tree_size: u64,
+    /// Always [`VCT_RECEIPT`].
+    pub vct: String,
 }
 
 impl Signed for ReceiptPayload {
