@@ -109,6 +109,44 @@ pub fn receipt_iat(checkpoint_time: i64, key_valid_from: Option<i64>) -> i64 {
     key_valid_from.map_or(checkpoint_time, |v| v.max(checkpoint_time))
 }
 
+/// The log record of mandate `id` (payment `md_<seq>_<hop>` or clawback `cb_<seq>_<hop>`):
+/// its record, token and payee. A payment mandate sits at a fixed position after its
+/// conversion; a clawback among the few records after its refund.
+pub fn mandate_record(ledger: &Ledger, id: &str) -> Result<Option<(settle_ledger::Record, String, String)>> {
+    let found = |r: settle_ledger::Record| -> Result<Option<(settle_ledger::Record, String, String)>> {
+        match Envelope::from_bytes(&r.event)?.event {
+            Event::MandateIssued { mandate_id, mandate, partner, .. }
+            | Event::ClawbackIssued { mandate_id, mandate, partner, .. }
+                if mandate_id == id =>
+            {
+                Ok(Some((r, mandate, partner)))
+            }
+            _ => Ok(None),
+        }
+    };
+    if let Some((cseq, hop)) = parse_mandate_id(id) {
+        let Some(seq) = settle_engine::state::mandate_seq(cseq, hop) else { return Ok(None) };
+        return match ledger.record(seq)? {
+            Some(r) => found(r),
+            None => Ok(None),
+        };
+    }
+    let Some((rseq, _)) = id.strip_prefix("cb_").and_then(|r| r.split_once('_')) else { return Ok(None) };
+    let Ok(rseq) = rseq.parse::<u64>() else { return Ok(None) };
+    // A refund's clawbacks follow it: at most one per hop.
+    for seq in rseq.saturating_add(1)..rseq.saturating_add(1 + settle_engine::model::MAX_HOPS as u64) {
+        match ledger.record(seq)? {
+            Some(r) => {
+                if let Some(x) = found(r)? {
+                    return Ok(Some(x));
+                }
+            }
+            None => break,
+        }
+    }
+    Ok(None)
+}
+
 /// One receipt to build: partner, payload, mandate token, leaf seq.
 struct Pending {
     partner: String,
@@ -157,17 +195,7 @@ pub fn receipts(
     };
     // Mandate tokens by id, for rail receipts: looked up in the log when needed.
     let token_of = |id: &str| -> Result<Option<(String, String)>> {
-        let Some((cseq, hop)) = parse_mandate_id(id) else { return Ok(None) };
-        let Some(r) = settle_engine::state::mandate_seq(cseq, hop).map(|s| ledger.record(s)).transpose()?.flatten()
-        else {
-            return Ok(None);
-        };
-        match Envelope::from_bytes(&r.event)?.event {
-            Event::MandateIssued { mandate_id, mandate, partner, .. } if mandate_id == id => {
-                Ok(Some((mandate, partner)))
-            }
-            _ => Ok(None),
-        }
+        Ok(mandate_record(ledger, id)?.map(|(_, token, partner)| (token, partner)))
     };
     for r in ledger.records(0) {
         let r = r?;

@@ -19,7 +19,6 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use settle_engine::model::{AgentScope, Event, FxRate, PartnerRole, ProgramSpec, RefundSize};
-use settle_engine::state::parse_mandate_id;
 use settle_engine::{Envelope, Rejection};
 use settle_mandates::money::{Amount, Currency, Sign};
 use settle_mandates::receipt::ReceiptDocument;
@@ -740,17 +739,15 @@ async fn receipt(
     p.may_see(&id)?;
     let nf =
         || Problem::new(StatusCode::NOT_FOUND, "Not found", format!("mandate '{mid}' of partner '{id}' not found"));
-    let (cs, hop) = parse_mandate_id(&mid).ok_or_else(nf)?;
     let ledger = app.svc.ledger().clone();
-    let r = ledger
-        .record(settle_engine::state::mandate_seq(cs, hop).ok_or_else(nf)?)
+    // Payment (md_) and clawback (cb_) mandates alike.
+    let (r, mandate, partner) = crate::bundle::mandate_record(&ledger, &mid)
         .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", e.to_string()))?
         .ok_or_else(nf)?;
-    let env = Envelope::from_bytes(&r.event).map_err(|_| nf())?;
-    let Event::MandateIssued { mandate_id, partner, mandate, .. } = env.event else { return Err(nf()) };
-    if mandate_id != mid || partner != id {
+    if partner != id {
         return Err(nf());
     }
+    let mandate_id = mid.clone();
     let cp = ledger.checkpoint_covering(r.seq).ok().flatten().ok_or_else(|| {
         Problem::new(
             StatusCode::CONFLICT,

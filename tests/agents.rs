@@ -62,3 +62,43 @@ fn agent_card_has_the_a2a_fields_and_a_valid_signature() {
     assert_eq!(again, card);
     server.stop();
 }
+
+#[test]
+fn clawback_mandates_have_receipts_that_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    keys_create(&data);
+    let admin =
+        token(&data, "vendor-admin", "ops", None, "programs-write,leads-write,conversions-write,refunds-write,read");
+    let partner = token(&data, "partner", "p1", None, "read");
+    let server = Server::start(&data, dir.path());
+    let api = server.api(Some(&admin));
+    api.post_expect("/v1/programs", "prog", &program_spec("growth"), 201);
+    api.post_expect("/v1/partners", "p1", &enroll_body("p1", "growth"), 201);
+    api.post_expect("/v1/leads", "lead", &lead_body("l1", "growth", "p1"), 201);
+    let conv = serde_json::json!({"conversion": "d1", "lead": "l1", "revenue": "100.00", "currency": "USD"});
+    api.post_expect("/v1/conversions", "conv", &conv, 201);
+    let refund = serde_json::json!({"refund": "r1", "conversion": "d1", "amount": "25.00", "currency": "USD"});
+    let r = api.post_expect("/v1/refunds", "refund", &refund, 201);
+    let cb = r["mandates"][0].clone();
+    assert_eq!(cb["direction"], "clawback");
+    assert_eq!(cb["amount"]["amount"], 250, "25% of a 10.00 pool");
+    let id = cb["mandate_id"].as_str().unwrap().to_owned();
+    let mine = server.api(Some(&partner));
+    let receipt = wait_for("a checkpoint covering the clawback", 10, || {
+        let resp = mine.get(&format!("/v1/partners/p1/receipts/{id}"));
+        (resp.status == 200).then_some(resp.body)
+    });
+    assert_eq!(api.get(&format!("/v1/partners/p2/receipts/{id}")).status, 404, "another partner's path");
+    std::fs::write(dir.path().join("jwks.json"), api.get("/.well-known/jwks.json").body).unwrap();
+    std::fs::write(dir.path().join("cb.json"), &receipt).unwrap();
+    let out = settle([
+        "verify".into(),
+        "--keys".into(),
+        dir.path().join("jwks.json").into_os_string(),
+        dir.path().join("cb.json").into_os_string(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("1 receipts verified"), "{}", stdout(&out));
+    server.stop();
+}
