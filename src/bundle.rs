@@ -568,7 +568,7 @@ pub fn export(data: &Path, out: &Path) -> Result<Manifest> {
         files.insert(p.clone(), BufWriter::new(File::create(pdir(p)?.join("receipts.jsonl"))?));
     }
     let key = keys.current()?;
-    receipts(&ledger, &cp, &key, keys.keys.last().and_then(|k| k.valid_from), &keys.vendor, |partner, doc| {
+    receipts(&ledger, &cp, &key, keys.current_valid_from(), &keys.vendor, |partner, doc| {
         let f = files.get_mut(partner).context("receipt for an unknown partner")?;
         serde_json::to_writer(&mut *f, doc)?;
         f.write_all(b"\n")?;
@@ -601,7 +601,7 @@ pub fn export(data: &Path, out: &Path) -> Result<Manifest> {
     }
     let m = Manifest {
         format: "settle.bundle.1".into(),
-        signed_at: receipt_iat(cp.checkpoint.time, keys.keys.last().and_then(|k| k.valid_from)),
+        signed_at: receipt_iat(cp.checkpoint.time, keys.current_valid_from()),
         vendor: keys.vendor,
         origin: keys.origin,
         records,

@@ -149,6 +149,12 @@ impl KeyFile {
         Ok(SigningKey::from_seed(&seed_of(&k.seed)?))
     }
 
+    /// When the current key became valid (receipts it signs are dated no earlier).
+    #[must_use]
+    pub fn current_valid_from(&self) -> Option<i64> {
+        self.keys.last().and_then(|k| k.valid_from)
+    }
+
     /// The salt secret.
     pub fn salt(&self) -> Result<[u8; 32]> {
         seed_of(&self.salt_secret)

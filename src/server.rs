@@ -760,7 +760,7 @@ async fn receipt(
     let proof = ledger
         .inclusion_proof(r.seq, cp.checkpoint.size)
         .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", e.to_string()))?;
-    let iat = crate::bundle::receipt_iat(cp.checkpoint.time, app.keys.keys.last().and_then(|k| k.valid_from));
+    let iat = crate::bundle::receipt_iat(cp.checkpoint.time, app.keys.current_valid_from());
     let payload = crate::bundle::receipt_payload(
         &app.keys.vendor,
         iat,

@@ -386,7 +386,7 @@ pub fn restore(ledger: &Ledger, cfg: EngineConfig) -> Result<Engine> {
     let mut expect_derived = 0u64;
     for r in ledger.records(from) {
         let r = r?;
-        let fact = settle_engine::model::EVENT_TYPES.iter().any(|(k, _)| *k == r.kind) && !is_derived_kind(&r.kind);
+        let fact = settle_engine::model::is_fact_kind(&r.kind);
         if !fact {
             anyhow::ensure!(expect_derived > 0, "record {} is a derived event no fact caused", r.seq);
             expect_derived -= 1;
@@ -404,19 +404,4 @@ pub fn restore(ledger: &Ledger, cfg: EngineConfig) -> Result<Engine> {
     }
     anyhow::ensure!(expect_derived == 0, "the log ends {expect_derived} derived events short");
     Ok(engine)
-}
-
-/// True for event types the engine derives.
-#[must_use]
-pub fn is_derived_kind(kind: &str) -> bool {
-    matches!(
-        kind,
-        "open_mandate_issued"
-            | "lead_outcome"
-            | "conversion_outcome"
-            | "mandate_issued"
-            | "clawback_issued"
-            | "holds_released"
-            | "payout_booked"
-    )
 }

@@ -526,17 +526,25 @@ impl Event {
     /// True for facts (what callers say), false for what the engine derives.
     #[must_use]
     pub fn is_fact(&self) -> bool {
-        !matches!(
-            self,
-            Self::OpenMandateIssued { .. }
-                | Self::LeadOutcome { .. }
-                | Self::ConversionOutcome { .. }
-                | Self::MandateIssued { .. }
-                | Self::ClawbackIssued { .. }
-                | Self::HoldsReleased { .. }
-                | Self::PayoutBooked { .. }
-        )
+        is_fact_kind(self.kind())
     }
+}
+
+/// The event types the engine derives (every other type is a fact).
+pub const DERIVED_TYPES: &[&str] = &[
+    "open_mandate_issued",
+    "lead_outcome",
+    "conversion_outcome",
+    "mandate_issued",
+    "clawback_issued",
+    "holds_released",
+    "payout_booked",
+];
+
+/// True for a known fact type, by name (what a stored record's type says).
+#[must_use]
+pub fn is_fact_kind(kind: &str) -> bool {
+    EVENT_TYPES.iter().any(|(k, _)| *k == kind) && !DERIVED_TYPES.contains(&kind)
 }
 
 /// Every event type name and its current version: what the ledger accepts.
@@ -600,5 +608,21 @@ impl Envelope {
     /// Parses stored bytes.
     pub fn from_bytes(b: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_types_are_known_types_and_facts_are_the_rest() {
+        for d in DERIVED_TYPES {
+            assert!(accepts(d, 1), "{d} is not a known event type");
+            assert!(!is_fact_kind(d));
+        }
+        let facts = EVENT_TYPES.iter().filter(|(k, _)| is_fact_kind(k)).count();
+        assert_eq!(facts + DERIVED_TYPES.len(), EVENT_TYPES.len());
+        assert!(is_fact_kind("conversion_recorded") && !is_fact_kind("no_such_event"));
     }
 }
