@@ -145,13 +145,7 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
     let mut setup = Vec::new();
     let mut partners: Vec<Vec<String>> = vec![Vec::new(), Vec::new()];
     for spec in programs(usd)? {
-        setup.push(Submit {
-            request: None,
-            key: key(),
-            by: admin.clone(),
-            at: at(0, 0),
-            event: Event::ProgramPublished { spec },
-        });
+        setup.push(fact(key(), admin.clone(), at(0, 0), Event::ProgramPublished { spec }));
     }
     let roles = [PartnerRole::Partner, PartnerRole::Connector, PartnerRole::Receiver, PartnerRole::Master];
     let mut n = 0;
@@ -160,36 +154,34 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
             n += 1;
             let id = format!("p{n:02}");
             let program = ["growth", "resellers"][pi].to_owned();
-            setup.push(Submit {
-                request: None,
-                key: key(),
-                by: admin.clone(),
-                at: at(0, 1),
-                event: Event::PartnerEnrolled {
+            setup.push(fact(
+                key(),
+                admin.clone(),
+                at(0, 1),
+                Event::PartnerEnrolled {
                     partner: id.clone(),
                     program,
                     name: format!("Partner {n:02}"),
                     role: roles[n % 4],
                 },
-            });
+            ));
             partners[pi].push(id);
         }
     }
     let agents = [("agent-p01", "p01"), ("agent-p02", "p02"), ("agent-p25", "p25")];
     for (a, p) in agents {
-        setup.push(Submit {
-            request: None,
-            key: key(),
-            by: format!("partner:{p}"),
-            at: at(0, 2),
-            event: Event::AgentAuthorised {
+        setup.push(fact(
+            key(),
+            format!("partner:{p}"),
+            at(0, 2),
+            Event::AgentAuthorised {
                 agent: a.into(),
                 partner: p.into(),
                 scopes: vec![AgentScope::LeadsWrite, AgentScope::Read],
                 not_before: at(0, 0),
                 expires_at: at(DAYS + 30, 0),
             },
-        });
+        ));
     }
     submit(&svc, setup, &mut st, 0)?;
 
@@ -229,31 +221,31 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
             let agent = agents.iter().find(|(_, p)| *p == ps[origin]).map(|(a, _)| *a);
             let by = agent.map_or_else(|| format!("partner:{}", ps[origin]), |a| format!("agent:{a}"));
             i += 1;
-            facts.push(Submit {
-                request: None,
-                key: key(),
+            facts.push(fact(
+                key(),
                 by,
-                at: at(day, i),
-                event: Event::LeadRegistered {
+                at(day, i),
+                Event::LeadRegistered {
                     lead: id.clone(),
                     program: ["growth", "resellers"][program].into(),
                     customer: format!("customer-{customer}.example"),
                     partner: ps[origin].clone(),
                 },
-            });
+            ));
             let mut chain = vec![origin];
             if !duplicate {
                 let hops = [1, 2, 2, 3, 3, 3, 4][rng.random_range(0..7)];
-                let handoff = |i: i64, chain: &[usize], to: usize, k: String| Submit {
-                    request: None,
-                    key: k,
-                    by: admin.clone(),
-                    at: at(day, i),
-                    event: Event::LeadHandedOff {
-                        lead: id.clone(),
-                        from: ps[*chain.last().unwrap_or(&0)].clone(),
-                        to: ps[to].clone(),
-                    },
+                let handoff = |i: i64, chain: &[usize], to: usize, k: String| {
+                    fact(
+                        k,
+                        admin.clone(),
+                        at(day, i),
+                        Event::LeadHandedOff {
+                            lead: id.clone(),
+                            from: ps[*chain.last().unwrap_or(&0)].clone(),
+                            to: ps[to].clone(),
+                        },
+                    )
                 };
                 while chain.len() < hops {
                     let next = rng.random_range(0..ps.len());
@@ -280,12 +272,11 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
             let revenue = rng.random_range(10_000..5_000_000i64);
             let id = format!("deal-{done}");
             i += 1;
-            facts.push(Submit {
-                request: None,
-                key: key(),
-                by: "agent:vendor-crm".into(),
-                at: at(day, i),
-                event: Event::ConversionRecorded {
+            facts.push(fact(
+                key(),
+                "agent:vendor-crm",
+                at(day, i),
+                Event::ConversionRecorded {
                     conversion: id.clone(),
                     lead: l.id.clone(),
                     revenue: Amount::from_minor(revenue, usd)?,
@@ -293,7 +284,7 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
                     subscription_month: None,
                     fx: None,
                 },
-            });
+            ));
             converted.push((id, revenue));
             let _ = (l.program, &l.chain);
         }
@@ -314,31 +305,19 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
                 RefundSize::Full
             };
             i += 1;
-            facts.push(Submit {
-                request: None,
-                key: key(),
-                by: "agent:vendor-crm".into(),
-                at: at(day, i),
-                event: Event::RefundRecorded { refund: format!("refund-{cid}"), conversion: cid, size },
-            });
+            facts.push(fact(
+                key(),
+                "agent:vendor-crm",
+                at(day, i),
+                Event::RefundRecorded { refund: format!("refund-{cid}"), conversion: cid, size },
+            ));
         }
         for chunk in facts.chunks(crate::service::MAX_BATCH) {
             submit(&svc, chunk.to_vec(), &mut st, day)?;
         }
         // End of day: holds that ended become payable.
         let eod = at(day, 86_000);
-        submit(
-            &svc,
-            vec![Submit {
-                request: None,
-                key: key(),
-                by: "engine:clock".into(),
-                at: eod,
-                event: Event::HoldsAdvanced { to: eod },
-            }],
-            &mut st,
-            day,
-        )?;
+        submit(&svc, vec![fact(key(), "engine:clock", eod, Event::HoldsAdvanced { to: eod })], &mut st, day)?;
         // Weekly payouts on the built-in book rail.
         if day % 7 == 6 {
             let payable: BTreeMap<String, Vec<String>> = svc.with_state(|s| {
@@ -357,33 +336,31 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
                 for (j, chunk) in ids.chunks(MAX_SETTLEMENT_MANDATES).enumerate() {
                     let sid = format!("payout-{day}-{p}-{j}");
                     if day % 28 == 27 && p == "p03" {
-                        pay.push(Submit {
-                            request: None,
-                            key: key(),
-                            by: "rail:book".into(),
-                            at: at(day, 86_100),
-                            event: Event::SettlementFailed {
+                        pay.push(fact(
+                            key(),
+                            "rail:book",
+                            at(day, 86_100),
+                            Event::SettlementFailed {
                                 settlement: format!("{sid}-try1"),
                                 partner: p.clone(),
                                 rail: "book".into(),
                                 error: "account_closed".into(),
                                 mandate_ids: chunk.to_vec(),
                             },
-                        });
+                        ));
                     }
-                    pay.push(Submit {
-                        request: None,
-                        key: key(),
-                        by: "rail:book".into(),
-                        at: at(day, 86_200),
-                        event: Event::SettlementConfirmed {
+                    pay.push(fact(
+                        key(),
+                        "rail:book",
+                        at(day, 86_200),
+                        Event::SettlementConfirmed {
                             settlement: sid.clone(),
                             partner: p.clone(),
                             rail: "book".into(),
                             confirmation_id: format!("book-{sid}"),
                             mandate_ids: chunk.to_vec(),
                         },
-                    });
+                    ));
                 }
             }
             for chunk in pay.chunks(crate::service::MAX_BATCH) {
@@ -454,6 +431,11 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
         (st.mandates + st.clawbacks) as f64 / secs
     );
     Ok(())
+}
+
+/// A fact as the demo submits it (no HTTP request behind it).
+fn fact(key: String, by: impl Into<String>, at: DateTime<Utc>, event: Event) -> Submit {
+    Submit { request: None, key, by: by.into(), at, event }
 }
 
 fn prepare_dir(data: &Path) -> Result<()> {
