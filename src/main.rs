@@ -1,8 +1,11 @@
 //! `settle`: the command line, the HTTP API server and the demo.
 
+mod a2a;
+mod api;
 mod bundle;
 mod demo;
 mod keystore;
+mod mcp;
 mod server;
 mod service;
 
@@ -93,6 +96,12 @@ enum Cmd {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8417")]
         listen: std::net::SocketAddr,
+    },
+    /// Serve MCP over stdio for an agent (token in SETTLE_TOKEN; tools listed without).
+    Mcp {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
     },
     /// Manage signing keys and API tokens.
     Keys {
@@ -241,6 +250,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Serve { data, listen } => server::serve(&data, listen),
+        Cmd::Mcp { data } => mcp::stdio(&data),
         Cmd::Keys { cmd } => keys(cmd),
     }
 }

@@ -1,9 +1,11 @@
-//! The A2A agent card: required v1.0 fields, and a signature that verifies against the
-//! vendor's JWKS over the RFC 8785 form of the card.
+//! Agent-native access: the A2A agent card (required v1.0 fields, a signature over the
+//! RFC 8785 form of the card) and `SendMessage`; the MCP server over stdio and over
+//! streamable HTTP, every tool called, scope refusals included; the partner kit in Python
+//! on the receipts a demo produces.
 
 mod support;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use settle_mandates::keys::{Jwks, KeyRing};
 use support::*;
 
@@ -32,7 +34,8 @@ fn agent_card_has_the_a2a_fields_and_a_valid_signature() {
     }
     let iface = &card["supportedInterfaces"][0];
     assert_eq!(iface["protocolVersion"], "1.0");
-    assert_eq!(iface["url"].as_str().unwrap(), format!("http://{}/v1", server.addr));
+    assert_eq!(iface["protocolBinding"], "JSONRPC");
+    assert_eq!(iface["url"].as_str().unwrap(), format!("http://{}/a2a", server.addr));
     let skills = card["skills"].as_array().unwrap();
     assert!(skills.len() >= 5);
     for s in skills {
@@ -55,7 +58,7 @@ fn agent_card_has_the_a2a_fields_and_a_valid_signature() {
     settle_mandates::jws::verify(&compact(&unsigned), &ring, "settle-agent-card+jws").expect("card signature verifies");
     // An edited card does not.
     let mut edited = unsigned.clone();
-    edited["supportedInterfaces"][0]["url"] = "http://evil.example/v1".into();
+    edited["supportedInterfaces"][0]["url"] = "http://evil.example/a2a".into();
     assert!(settle_mandates::jws::verify(&compact(&edited), &ring, "settle-agent-card+jws").is_err());
     // The card is the same on every request (it names the listen address, not the Host header).
     let again = api.get("/.well-known/agent-card.json").json();
@@ -101,4 +104,461 @@ fn clawback_mandates_have_receipts_that_verify() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).starts_with("1 receipts verified"), "{}", stdout(&out));
     server.stop();
+}
+
+/// An MCP client speaking JSON-RPC over the stdio of `settle mcp`.
+struct Mcp {
+    child: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+    next: u64,
+}
+
+impl Mcp {
+    fn start(data: &std::path::Path, token: Option<&str>) -> Mcp {
+        let mut cmd = std::process::Command::new(bin());
+        cmd.args(["mcp", "--data"]).arg(data).env_remove("SETTLE_TOKEN").env("RUST_LOG", "warn");
+        if let Some(t) = token {
+            cmd.env("SETTLE_TOKEN", t);
+        }
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("cannot start settle mcp");
+        let out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut m = Mcp { child, out, next: 1 };
+        let init = m.request(
+            "initialize",
+            json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "0"}}),
+        );
+        assert_eq!(init["result"]["serverInfo"]["name"], "settle", "{init}");
+        m.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+        m
+    }
+
+    fn send(&mut self, v: &Value) {
+        use std::io::Write as _;
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{v}").expect("write to settle mcp");
+        stdin.flush().expect("flush");
+    }
+
+    fn request(&mut self, method: &str, params: Value) -> Value {
+        use std::io::BufRead as _;
+        let id = self.next;
+        self.next += 1;
+        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        loop {
+            let mut line = String::new();
+            assert!(self.out.read_line(&mut line).expect("read from settle mcp") > 0, "settle mcp closed stdout");
+            let m: Value = serde_json::from_str(&line).expect("settle mcp writes JSON lines");
+            if m["id"] == json!(id) {
+                return m;
+            }
+        }
+    }
+
+    /// Calls a tool; returns (is_error, structured content).
+    fn call(&mut self, tool: &str, args: Value) -> (bool, Value) {
+        let r = self.request("tools/call", json!({"name": tool, "arguments": args}));
+        let res = &r["result"];
+        assert!(res.is_object(), "tools/call {tool} answered no result: {r}");
+        (res["isError"] == json!(true), res["structuredContent"].clone())
+    }
+
+    fn ok(&mut self, tool: &str, args: Value) -> Value {
+        let (err, v) = self.call(tool, args);
+        assert!(!err, "{tool} failed: {v}");
+        v
+    }
+
+    fn refused(&mut self, tool: &str, args: Value, status: u64) -> Value {
+        let (err, v) = self.call(tool, args);
+        assert!(err, "{tool} should have been refused: {v}");
+        assert_eq!(v["status"], json!(status), "{tool}: {v}");
+        assert!(v["detail"].as_str().is_some_and(|d| !d.is_empty()), "{tool}: a refusal says why: {v}");
+        v
+    }
+
+    fn close(mut self) {
+        drop(self.child.stdin.take());
+        let st = self.child.wait().expect("wait for settle mcp");
+        assert!(st.success(), "settle mcp exited with {st}");
+    }
+}
+
+/// A store with the test program, partners p1 and p2, set up over HTTP and stopped.
+fn program_with_two_partners(dir: &std::path::Path) -> (std::path::PathBuf, String) {
+    let data = dir.join("data");
+    keys_create(&data);
+    let admin = token(
+        &data,
+        "vendor-admin",
+        "ops",
+        None,
+        "programs-write,leads-write,conversions-write,refunds-write,settlements-write,read",
+    );
+    let server = Server::start(&data, dir);
+    let api = server.api(Some(&admin));
+    api.post_expect("/v1/programs", "prog", &program_spec("growth"), 201);
+    api.post_expect("/v1/partners", "p1", &enroll_body("p1", "growth"), 201);
+    api.post_expect("/v1/partners", "p2", &enroll_body("p2", "growth"), 201);
+    server.stop();
+    (data, admin)
+}
+
+#[test]
+fn mcp_over_stdio_lists_and_calls_every_tool_within_token_scopes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, admin) = program_with_two_partners(dir.path());
+    let p1 = token(&data, "partner", "p1", None, "read,leads-write");
+    let reader = token(&data, "vendor-agent", "bot", None, "read");
+
+    // Listing needs no token; calls without one are refused with a way out.
+    let mut anon = Mcp::start(&data, None);
+    let tools = anon.request("tools/list", json!({}));
+    let tools = tools["result"]["tools"].as_array().expect("tools").clone();
+    let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    for want in [
+        "register_lead",
+        "hand_off_lead",
+        "record_conversion",
+        "record_refund",
+        "get_balance",
+        "list_mandates",
+        "get_receipt",
+        "verify_receipt",
+        "get_checkpoint",
+        "describe_program",
+    ] {
+        assert!(names.contains(&want), "missing tool {want}: {names:?}");
+    }
+    for t in &tools {
+        assert!(t["description"].as_str().is_some_and(|d| d.len() > 40), "{t}");
+        assert_eq!(t["inputSchema"]["type"], "object", "{t}");
+    }
+    let conv_schema = &tools.iter().find(|t| t["name"] == "record_conversion").unwrap()["inputSchema"];
+    assert_eq!(conv_schema["properties"]["revenue"]["type"], "string", "money is never a float: {conv_schema}");
+    let v = anon.refused("get_balance", json!({"partner": "p1"}), 401);
+    assert!(v["detail"].as_str().unwrap().contains("SETTLE_TOKEN"), "{v}");
+    anon.close();
+
+    // The vendor: every write and read tool.
+    let mut m = Mcp::start(&data, Some(&admin));
+    let lead =
+        m.ok("register_lead", json!({"lead": "l1", "program": "growth", "customer": "acme.example", "partner": "p1"}));
+    assert_eq!(lead["outcome"]["outcome"], "owner", "{lead}");
+    let again =
+        m.ok("register_lead", json!({"lead": "l1", "program": "growth", "customer": "acme.example", "partner": "p1"}));
+    assert_eq!(again["replayed"], true, "a retried call is replayed, not recorded twice: {again}");
+    m.ok("hand_off_lead", json!({"lead": "l1", "from": "p1", "to": "p2"}));
+    let conv =
+        m.ok("record_conversion", json!({"conversion": "d1", "lead": "l1", "revenue": "1000.00", "currency": "USD"}));
+    let mandates = conv["mandates"].as_array().expect("mandates").clone();
+    assert_eq!(mandates.len(), 2, "one mandate per hop: {conv}");
+    let sum: i64 = mandates.iter().map(|x| x["amount"]["amount"].as_i64().unwrap()).sum();
+    assert_eq!(sum, 10_000, "hops sum to the 100.00 pool exactly");
+    let bad = m.refused(
+        "record_conversion",
+        json!({"conversion": "d2", "lead": "l1", "revenue": "1e3", "currency": "USD"}),
+        422,
+    );
+    assert!(bad["detail"].as_str().unwrap().contains("1e3"), "{bad}");
+    m.refused(
+        "record_conversion",
+        json!({"conversion": "d3", "lead": "nope", "revenue": "5.00", "currency": "USD"}),
+        404,
+    );
+
+    let bal = m.ok("get_balance", json!({"partner": "p2"}));
+    assert_eq!(bal["earned"], "70.00", "closer 40 % + the absent intermediaries' 20 % + the unallocated 10 %: {bal}");
+    let list = m.ok("list_mandates", json!({"partner": "p2"}));
+    assert_eq!(list["mandates"][0]["mandate_id"], mandates[1]["mandate_id"], "{list}");
+    let mid = mandates[1]["mandate_id"].as_str().unwrap().to_owned();
+    let receipt = wait_for("a checkpoint covering the mandate", 10, || {
+        let (err, v) = m.call("get_receipt", json!({"partner": "p2", "mandate_id": mid}));
+        (!err).then_some(v)
+    });
+    let verdict = m.ok("verify_receipt", json!({"receipt": receipt}));
+    assert_eq!(verdict["valid"], true, "{verdict}");
+    let mut forged = receipt.clone();
+    forged["inclusion"] = json!([]);
+    let verdict = m.ok("verify_receipt", json!({"receipt": forged}));
+    assert_eq!(verdict["valid"], false, "{verdict}");
+    assert!(verdict["reason"].as_str().is_some_and(|r| !r.is_empty()), "{verdict}");
+    let cp = m.ok("get_checkpoint", json!({}));
+    let size = cp["size"].as_u64().unwrap();
+    assert!(
+        size > 0 && cp["note"].as_str().unwrap().starts_with(&format!("{}\n{size}\n", cp["origin"].as_str().unwrap()))
+    );
+    let cp2 = m.ok("get_checkpoint", json!({"since_size": 3}));
+    assert_eq!(cp2["consistency"]["from"], 3, "{cp2}");
+    assert!(cp2["consistency"]["proof"].as_array().is_some_and(|p| !p.is_empty()), "{cp2}");
+    let prog = m.ok("describe_program", json!({"program": "growth"}));
+    let text = prog["versions"][0]["explanation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(text.contains("10% of revenue") && text.contains("closer 40%"), "{text}");
+    let refund = m.ok("record_refund", json!({"refund": "r1", "conversion": "d1", "full": true}));
+    assert_eq!(refund["mandates"].as_array().map(Vec::len), Some(2), "one clawback per hop: {refund}");
+    m.refused("record_refund", json!({"refund": "r2", "conversion": "d1", "amount": "5.00"}), 422);
+    m.close();
+
+    // A partner: its own leads and data only; no vendor writes.
+    let mut p = Mcp::start(&data, Some(&p1));
+    p.ok("register_lead", json!({"lead": "l2", "program": "growth", "customer": "beta.example", "partner": "p1"}));
+    p.refused(
+        "register_lead",
+        json!({"lead": "l3", "program": "growth", "customer": "c.example", "partner": "p2"}),
+        403,
+    );
+    p.refused(
+        "record_conversion",
+        json!({"conversion": "d9", "lead": "l2", "revenue": "5.00", "currency": "USD"}),
+        403,
+    );
+    p.refused("record_refund", json!({"refund": "r9", "conversion": "d1", "full": true}), 403);
+    p.ok("get_balance", json!({"partner": "p1"}));
+    p.refused("get_balance", json!({"partner": "p2"}), 404);
+    p.refused("list_mandates", json!({"partner": "p2"}), 404);
+    p.refused("get_receipt", json!({"partner": "p2", "mandate_id": mid}), 404);
+    p.close();
+
+    // A read-only vendor agent: reads, and every write refused for want of its scope.
+    let mut r = Mcp::start(&data, Some(&reader));
+    r.ok("describe_program", json!({"program": "growth"}));
+    let v = r.refused(
+        "register_lead",
+        json!({"lead": "l4", "program": "growth", "customer": "d.example", "partner": "p1"}),
+        403,
+    );
+    assert!(v["detail"].as_str().unwrap().contains("leads_write"), "{v}");
+    r.refused("hand_off_lead", json!({"lead": "l2", "from": "p1", "to": "p2"}), 403);
+    r.refused(
+        "record_conversion",
+        json!({"conversion": "d9", "lead": "l2", "revenue": "5.00", "currency": "USD"}),
+        403,
+    );
+    r.close();
+
+    // What the sessions recorded audits clean.
+    let out = settle_ok(["audit".as_ref(), "--data".as_ref(), data.as_os_str()]);
+    assert!(out.starts_with("audit ok") && out.contains("money conserved"), "{out}");
+}
+
+/// One JSON-RPC request to `path` with an optional bearer token.
+fn rpc(addr: std::net::SocketAddr, path: &str, token: Option<&str>, body: &Value) -> Resp {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Content-Type", "application/json"), ("Accept", "application/json, text/event-stream")];
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a));
+    }
+    http(addr, "POST", path, &headers, Some(body.to_string().as_bytes())).expect("POST")
+}
+
+#[test]
+fn mcp_over_streamable_http_checks_the_bearer_token_of_each_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, admin) = program_with_two_partners(dir.path());
+    let p1 = token(&data, "partner", "p1", None, "read");
+    let server = Server::start(&data, dir.path());
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}});
+    let r = rpc(server.addr, "/mcp", None, &init);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["result"]["serverInfo"]["name"], "settle");
+    let list = rpc(server.addr, "/mcp", None, &json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}));
+    assert!(list.json()["result"]["tools"].as_array().is_some_and(|t| t.len() >= 10), "{}", list.text());
+    let call = |token: Option<&str>, partner: &str| {
+        let body = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "get_balance", "arguments": {"partner": partner}}});
+        rpc(server.addr, "/mcp", token, &body).json()["result"].clone()
+    };
+    let ok = call(Some(&admin), "p1");
+    assert_eq!(ok["isError"], false, "{ok}");
+    assert_eq!(ok["structuredContent"]["partner"], "p1");
+    let own = call(Some(&p1), "p1");
+    assert_eq!(own["isError"], false, "{own}");
+    let other = call(Some(&p1), "p2");
+    assert_eq!((other["isError"].clone(), other["structuredContent"]["status"].clone()), (json!(true), json!(404)));
+    let anon = call(None, "p1");
+    assert_eq!((anon["isError"].clone(), anon["structuredContent"]["status"].clone()), (json!(true), json!(401)));
+    let wrong = call(Some("stl_not_a_token"), "p1");
+    assert_eq!(wrong["structuredContent"]["status"], 401, "{wrong}");
+    server.stop();
+}
+
+fn send_message(addr: std::net::SocketAddr, token: Option<&str>, message_id: &str, data: Value) -> Resp {
+    let body = json!({"jsonrpc": "2.0", "id": message_id, "method": "SendMessage", "params": {"message": {
+        "messageId": message_id, "role": "ROLE_USER", "parts": [{"data": data, "mediaType": "application/json"}]}}});
+    rpc(addr, "/a2a", token, &body)
+}
+
+/// A mandate's payload without what depends on the wall clock of the request.
+fn timeless(token: &str) -> Value {
+    let mut p = jws_payload(token);
+    let o = p.as_object_mut().unwrap();
+    o.remove("iat");
+    o.remove("execution_date");
+    o["basis"].as_object_mut().unwrap().remove("log");
+    p
+}
+
+#[test]
+fn a2a_send_message_answers_with_the_mandates_the_http_api_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, admin) = program_with_two_partners(dir.path());
+    let p1 = token(&data, "partner", "p1", None, "read,leads-write");
+    // The partner's agent registers and hands off the lead agent to agent.
+    let server = Server::start(&data, dir.path());
+    let r = send_message(
+        server.addr,
+        Some(&p1),
+        "msg-lead-1",
+        json!({"lead": {"lead": "l1", "program": "growth", "customer": "acme.example", "partner": "p1"}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let task = r.json()["result"]["task"].clone();
+    assert_eq!(task["status"]["state"], "TASK_STATE_COMPLETED", "{task}");
+    assert_eq!(task["artifacts"][0]["parts"][0]["data"]["outcome"]["outcome"], "owner", "{task}");
+    let again = send_message(
+        server.addr,
+        Some(&p1),
+        "msg-lead-1",
+        json!({"lead": {"lead": "l1", "program": "growth", "customer": "acme.example", "partner": "p1"}}),
+    )
+    .json();
+    assert_eq!(again["result"]["task"]["id"], task["id"], "a retried message is the same task");
+    assert_eq!(again["result"]["task"]["artifacts"][0]["parts"][0]["data"]["replayed"], true);
+    let h =
+        send_message(server.addr, Some(&p1), "msg-h-1", json!({"handoff": {"lead": "l1", "from": "p1", "to": "p2"}}));
+    assert_eq!(h.json()["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED", "{}", h.text());
+    // A partner may not record deals: the task is rejected with the problem.
+    let conv = json!({"conversion": "d1", "lead": "l1", "revenue": "1234.56", "currency": "USD"});
+    let no = send_message(server.addr, Some(&p1), "msg-c-0", json!({"conversion": conv})).json();
+    let st = &no["result"]["task"]["status"];
+    assert_eq!(st["state"], "TASK_STATE_REJECTED", "{no}");
+    assert_eq!(st["message"]["parts"][1]["data"]["status"], 403, "{no}");
+    // Bad requests get JSON-RPC errors; no token gets HTTP 401.
+    let bad = send_message(server.addr, Some(&admin), "msg-x", json!({"teleport": {}})).json();
+    assert_eq!(bad["error"]["code"], -32602, "{bad}");
+    let unknown =
+        rpc(server.addr, "/a2a", Some(&admin), &json!({"jsonrpc": "2.0", "id": 9, "method": "GetTask", "params": {}}));
+    assert_eq!(unknown.json()["error"]["code"], -32601);
+    assert_eq!(send_message(server.addr, None, "msg-y", json!({"conversion": conv})).problem(401)["status"], 401);
+    server.stop();
+
+    // The same conversion over HTTP and over A2A, on two copies of this store.
+    let twin = dir.path().join("twin");
+    copy_dir(&data, &twin);
+    let server = Server::start(&data, dir.path());
+    let http_resp = server.api(Some(&admin)).post_expect("/v1/conversions", "conv-1", &conv, 201);
+    server.stop();
+    let server = Server::start(&twin, dir.path());
+    let a2a = send_message(server.addr, Some(&admin), "msg-c-1", json!({"conversion": conv})).json();
+    let task = &a2a["result"]["task"];
+    assert_eq!(task["status"]["state"], "TASK_STATE_COMPLETED", "{a2a}");
+    let art = &task["artifacts"][0]["parts"][0]["data"];
+    let (hm, am) = (http_resp["mandates"].as_array().unwrap(), art["mandates"].as_array().unwrap());
+    assert_eq!(hm.len(), 2);
+    assert_eq!(hm.len(), am.len());
+    for (h, a) in hm.iter().zip(am) {
+        assert_eq!(h["mandate_id"], a["mandate_id"]);
+        assert_eq!(h["amount"], a["amount"]);
+        assert_eq!(timeless(h["mandate"].as_str().unwrap()), timeless(a["mandate"].as_str().unwrap()));
+    }
+    assert_eq!(http_resp["outcome"], art["outcome"]);
+    // And the A2A mandates are the ones the HTTP API lists for the partner, byte for byte.
+    let listed = server.api(Some(&admin)).get("/v1/partners/p2/mandates").json();
+    assert_eq!(listed["mandates"][0]["mandate"], am[1]["mandate"], "{listed}");
+    server.stop();
+}
+
+#[test]
+fn python_kit_verifies_demo_receipts_and_refuses_tampered_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    settle_ok(["demo", "--quiet", "--conversions", "300", "--seed", "11", "--data", data.to_str().unwrap()]);
+    let bundle = data.join("bundle");
+    let jwks = bundle.join("jwks.json");
+    let partners: Vec<_> = std::fs::read_dir(bundle.join("partners")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(!partners.is_empty());
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut verified = 0;
+    for p in &partners {
+        let receipts = p.join("receipts.jsonl");
+        let out = support::python::run(root, &["receipt".as_ref(), jwks.as_os_str(), receipts.as_os_str()]);
+        assert!(
+            out.status.success(),
+            "the kit refused demo receipts of {}:\n{}",
+            p.display(),
+            support::python::describe(&out)
+        );
+        verified += String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("ok")).count();
+    }
+    assert!(verified > 0, "no receipt verified");
+
+    // Tampered: a changed amount in a mandate, a changed leaf, a dropped proof step.
+    let receipts = std::fs::read_to_string(partners[0].join("receipts.jsonl")).unwrap();
+    let doc: Value = serde_json::from_str(receipts.lines().next().unwrap()).unwrap();
+    let tamper = |name: &str, edit: &dyn Fn(&mut Value)| {
+        let mut d = doc.clone();
+        edit(&mut d);
+        let f = dir.path().join(format!("{name}.json"));
+        std::fs::write(&f, d.to_string()).unwrap();
+        let out = support::python::run(root, &["receipt".as_ref(), jwks.as_os_str(), f.as_os_str()]);
+        assert_eq!(out.status.code(), Some(1), "{name} passed:\n{}", support::python::describe(&out));
+    };
+    tamper("mandate", &|d| {
+        let t = d["mandate"].as_str().unwrap().to_owned();
+        let parts: Vec<&str> = t.split('.').collect();
+        let mut p = jws_payload(&t);
+        p["payment_amount"]["amount"] = json!(p["payment_amount"]["amount"].as_i64().unwrap() + 1);
+        use base64::Engine as _;
+        let enc = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(settle_mandates::jcs::to_vec(&p).unwrap());
+        d["mandate"] = json!(format!("{}.{enc}.{}", parts[0], parts[2]));
+    });
+    tamper("leaf", &|d| {
+        let mut l = d["leaf"].as_str().unwrap().to_owned();
+        let c = if l.ends_with('A') { 'B' } else { 'A' };
+        l.pop();
+        l.push(c);
+        d["leaf"] = json!(l);
+    });
+    tamper("proof", &|d| {
+        d["inclusion"].as_array_mut().unwrap().pop();
+    });
+
+    // Consistency: the first checkpoint of the bundle is a prefix of the last, by a proof
+    // from the running server.
+    let cps: Vec<String> = serde_json::from_slice(&std::fs::read(bundle.join("checkpoints.json")).unwrap()).unwrap();
+    assert!(cps.len() >= 2);
+    let size_of = |note: &str| note.lines().nth(1).unwrap().parse::<u64>().unwrap();
+    let server = Server::start(&data, dir.path());
+    let (old, new) = (&cps[0], cps.last().unwrap());
+    let proof = server.api(None).get(&format!("/v1/checkpoints/consistency?from={}&to={}", size_of(old), size_of(new)));
+    assert_eq!(proof.status, 200, "{}", proof.text());
+    server.stop();
+    let files: Vec<std::path::PathBuf> = [("old", old.as_bytes()), ("new", new.as_bytes()), ("proof", &proof.body[..])]
+        .iter()
+        .map(|(n, b)| {
+            let f = dir.path().join(n);
+            std::fs::write(&f, b).unwrap();
+            f
+        })
+        .collect();
+    let args = |v: &[&std::path::PathBuf]| -> Vec<std::ffi::OsString> {
+        let mut a: Vec<std::ffi::OsString> = vec!["consistency".into(), jwks.clone().into_os_string()];
+        a.extend(v.iter().map(|p| p.as_os_str().to_owned()));
+        a
+    };
+    let good = args(&[&files[0], &files[1], &files[2]]);
+    let out = support::python::run(root, &good.iter().map(|s| s.as_os_str()).collect::<Vec<_>>());
+    assert!(out.status.success(), "{}", support::python::describe(&out));
+    let swapped = args(&[&files[1], &files[0], &files[2]]);
+    let out = support::python::run(root, &swapped.iter().map(|s| s.as_os_str()).collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(1), "a proof for other sizes must fail:\n{}", support::python::describe(&out));
 }

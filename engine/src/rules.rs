@@ -294,6 +294,103 @@ pub fn allocate(total: i64, weights: &[Decimal]) -> Vec<i64> {
     out
 }
 
+impl ProgramSpec {
+    /// The rules in plain language, one sentence per line, so that an agent or a finance
+    /// reader can explain any number the engine produced from them.
+    #[must_use]
+    pub fn explain(&self) -> Vec<String> {
+        let cur = self.currency;
+        let money = |m: i64| {
+            settle_mandates::money::Amount::from_minor(m, cur)
+                .map_or_else(|_| format!("{m} minor units"), |a| format!("{} {}", a.to_decimal_string(), cur.code()))
+        };
+        let pct = |p: crate::model::Percent| format!("{}%", p.value());
+        let mut out = Vec::new();
+        let p = &self.pool;
+        let mut pool = Vec::new();
+        if !p.tiers.is_empty() {
+            let bands: Vec<String> =
+                p.tiers.iter().map(|t| format!("{} from {}", pct(t.percent), money(t.from))).collect();
+            let mode = match p.tier_mode {
+                Some(TierMode::Marginal) => "each part of the deal at the rate of its volume band",
+                _ => "the whole deal at the rate of the tier the closer's monthly volume reaches",
+            };
+            pool.push(format!("volume tiers ({}), {mode}", bands.join(", ")));
+        } else if let Some(r) = p.percent {
+            pool.push(format!("{} of revenue", pct(r)));
+        }
+        if let Some(f) = p.flat {
+            pool.push(format!("{} flat per deal", money(f)));
+        }
+        if let SplitRule::Levels { rates } = &self.split {
+            let r: Vec<String> = rates.iter().map(|r| pct(*r)).collect();
+            pool.push(format!("the sum of the level rates present ({}, closer first) of revenue", r.join(" / ")));
+        }
+        for s in &p.spiffs {
+            let mut extra = Vec::new();
+            if let Some(r) = s.percent {
+                extra.push(format!("{} of revenue", pct(r)));
+            }
+            if let Some(f) = s.flat {
+                extra.push(money(f));
+            }
+            pool.push(format!(
+                "plus bonus '{}' ({}) for deals from {} until {}",
+                s.name,
+                extra.join(" + "),
+                s.from.to_rfc3339(),
+                s.until.to_rfc3339()
+            ));
+        }
+        out.push(format!("Pool of a deal: {}.", if pool.is_empty() { "nothing".to_owned() } else { pool.join("; ") }));
+        if let Some(c) = p.cap {
+            out.push(format!("The pool is capped at {} per deal.", money(c)));
+        }
+        if let Some(f) = p.floor {
+            out.push(format!("The pool is at least {} per deal.", money(f)));
+        }
+        if let Some(m) = p.recurring_months {
+            out.push(format!("Subscriptions earn for their first {m} months only."));
+        }
+        if let Some(b) = &self.budget {
+            out.push(format!("Pools are limited to {} per calendar month (UTC); a deal that would exceed it is held with the reason and issues no mandates.", money(b.max)));
+        }
+        let rounding = serde_json::to_value(self.pool_rounding)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        out.push(format!("The pool is rounded to minor units of {} by {rounding}.", cur.code()));
+        match &self.split {
+            SplitRule::Shares { originator, intermediaries, closer, remaining } => out.push(format!(
+                "Split: originator {}, intermediaries {} shared equally, closer {}; the rest (and the share of an absent position) goes to the {}.",
+                pct(*originator),
+                pct(*intermediaries),
+                pct(*closer),
+                match remaining {
+                    Position::Originator => "originator",
+                    Position::Intermediaries => "intermediaries",
+                    Position::Closer => "closer",
+                }
+            )),
+            SplitRule::Levels { .. } => out.push(
+                "Split: each level earns its rate of revenue (level 1 = closer); levels beyond the rates earn nothing.".to_owned(),
+            ),
+        }
+        out.push(format!(
+            "Shares are exact, then brought to minor units by largest remainder ({}): the hops always sum to the pool exactly.",
+            crate::model::SPLIT_POLICY
+        ));
+        if let Some(r) = &self.payment_range {
+            out.push(format!("Each hop's payment must lie between {} and {}; otherwise the deal is held with the reason and issues no mandates.", money(r.min), money(r.max)));
+        }
+        out.push(format!(
+            "Commissions are held {} days (the refund window) before they are payable; a lead's deals earn for {} days after its registration.",
+            self.holding_days, self.attribution_window_days
+        ));
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

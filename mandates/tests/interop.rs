@@ -5,8 +5,11 @@
 //! Needs `python3`; the script installs joserfc with pip if it cannot import it. If the
 //! verifier cannot run, these tests fail: they never skip.
 
+#[path = "../../tests/support/python.rs"]
+mod python;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,26 +21,10 @@ use settle_mandates::checkpoint::Checkpoint;
 use settle_mandates::jcs;
 use settle_mandates::keys::SigningKey;
 
+use python::describe;
+
 fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The partner's verification kit (examples/python), as a partner runs it.
-fn script() -> PathBuf {
-    manifest_dir().parent().expect("workspace root").join("examples").join("python").join("verify_receipt.py")
-}
-
-/// Installs the kit's stock libraries from PyPI when they are missing; fails loudly.
-fn ensure_python_deps() {
-    let have = Command::new("python3").args(["-c", "import joserfc, cryptography"]).status();
-    if have.is_ok_and(|s| s.success()) {
-        return;
-    }
-    let st = Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "joserfc", "cryptography"])
-        .status()
-        .expect("python3 is needed for the interop test");
-    assert!(st.success(), "could not install joserfc and cryptography from PyPI: the interop test cannot run");
 }
 
 /// The committed vectors (see tests/vectors.rs).
@@ -79,23 +66,8 @@ fn run_verifier(jwks: &Value, receipt: &Value) -> Output {
     let receipt_path = dir.path().join("receipt.json");
     std::fs::write(&jwks_path, serde_json::to_vec_pretty(jwks).unwrap()).expect("write JWKS");
     std::fs::write(&receipt_path, serde_json::to_vec_pretty(receipt).unwrap()).expect("write receipt");
-    ensure_python_deps();
-    Command::new("python3")
-        .arg(script())
-        .arg("receipt")
-        .arg(&jwks_path)
-        .arg(&receipt_path)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run python3 {}: {e}", script().display()))
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    let workspace = manifest_dir().parent().expect("workspace root").to_owned();
+    python::run(&workspace, &["receipt".as_ref(), jwks_path.as_os_str(), receipt_path.as_os_str()])
 }
 
 fn s(v: &Value) -> &str {
