@@ -152,7 +152,7 @@ async fn perform(app: &App, p: &Principal, key: String, intent: Intent) -> Resul
         Intent::Handoff(h) => write(HandoffBody { from: h.from, to: h.to }.event(p, h.lead)?, None).await,
         Intent::Conversion(b) => {
             let request = serde_json::to_value(&b).ok();
-            write(b.event(p)?, request).await
+            write(b.event(p, Utc::now())?, request).await
         }
         Intent::Refund(b) => write(b.event(p)?, None).await,
         Intent::Balance(q) => Ok((String::new(), api::balance(app, p, &q.partner)?)),

@@ -383,8 +383,9 @@ pub struct ConversionBody {
 }
 
 impl ConversionBody {
-    /// The event (vendor only).
-    pub fn event(self, p: &Principal) -> Result<Event, Problem> {
+    /// The event (vendor only); a deal without `occurred_at` occurred at `now`, which
+    /// must not be later than the time the event is recorded at.
+    pub fn event(self, p: &Principal, now: DateTime<Utc>) -> Result<Event, Problem> {
         p.require_vendor(Scope::ConversionsWrite)?;
         let revenue = parse_amount(&self.revenue, &self.currency, Sign::Positive)?;
         let fx = self
@@ -401,7 +402,7 @@ impl ConversionBody {
             conversion: self.conversion,
             lead: self.lead,
             revenue,
-            occurred_at: self.occurred_at.unwrap_or_else(Utc::now),
+            occurred_at: self.occurred_at.unwrap_or(now),
             subscription_month: self.subscription_month,
             fx,
         })

@@ -92,6 +92,25 @@ fn seed_of(hexs: &str) -> Result<[u8; 32]> {
 }
 
 impl KeyFile {
+    /// Issues an API token for a principal: stores its hash, returns (token, token id).
+    /// The token itself is shown only to the caller.
+    pub fn issue_token(
+        &mut self,
+        kind: PrincipalKind,
+        subject: String,
+        partner: Option<String>,
+        scopes: Vec<Scope>,
+    ) -> Result<(String, String)> {
+        if kind == PrincipalKind::PartnerAgent && partner.is_none() {
+            bail!("a partner-agent token needs --partner");
+        }
+        let token = format!("stl_{}", hex::encode(random_seed()?));
+        let hash = token_hash(&token);
+        let id = format!("tok_{}", &hash[..12]);
+        self.tokens.push(StoredToken { id: id.clone(), hash, kind, subject, partner, scopes });
+        Ok((token, id))
+    }
+
     /// Path of the key file in a data dir.
     #[must_use]
     pub fn path(data: &Path) -> PathBuf {

@@ -5,6 +5,7 @@ mod api;
 mod bundle;
 mod demo;
 mod keystore;
+mod load;
 mod mcp;
 mod server;
 mod service;
@@ -102,6 +103,30 @@ enum Cmd {
         /// Data directory.
         #[arg(long)]
         data: PathBuf,
+    },
+    /// Drive the HTTP API on 127.0.0.1 with a load and report throughput and latency.
+    Load {
+        /// A new data directory (the load writes a fresh store there).
+        #[arg(long)]
+        data: PathBuf,
+        /// Conversions in the batched phase.
+        #[arg(long, default_value_t = 100_000)]
+        conversions: u64,
+        /// Conversions per batch request.
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+        /// Batch requests in flight.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Arrival rate of single conversions, per second (0: skip that phase).
+        #[arg(long, default_value_t = 1_000)]
+        rate: u64,
+        /// Length of the single-conversion phase, seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Leads (3-hop chains) the conversions are spread over.
+        #[arg(long, default_value_t = 1_000)]
+        leads: usize,
     },
     /// Manage signing keys and API tokens.
     Keys {
@@ -251,6 +276,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Serve { data, listen } => server::serve(&data, listen),
         Cmd::Mcp { data } => mcp::stdio(&data),
+        Cmd::Load { data, conversions, batch, concurrency, rate, seconds, leads } => {
+            load::run(&load::LoadConfig { data, conversions, batch, concurrency, rate, seconds, leads })
+        }
         Cmd::Keys { cmd } => keys(cmd),
     }
 }
@@ -315,20 +343,7 @@ fn keys(cmd: KeysCmd) -> Result<()> {
                 PrincipalArg::Partner => keystore::PrincipalKind::Partner,
                 PrincipalArg::PartnerAgent => keystore::PrincipalKind::PartnerAgent,
             };
-            if kind == keystore::PrincipalKind::PartnerAgent && partner.is_none() {
-                bail!("a partner-agent token needs --partner");
-            }
-            let secret = keystore::random_seed()?;
-            let token = format!("stl_{}", hex::encode(secret));
-            let id = format!("tok_{}", &keystore::token_hash(&token)[..12]);
-            kf.tokens.push(keystore::StoredToken {
-                id: id.clone(),
-                hash: keystore::token_hash(&token),
-                kind,
-                subject,
-                partner,
-                scopes: scope,
-            });
+            let (token, id) = kf.issue_token(kind, subject, partner, scope)?;
             kf.save(&data)?;
             println!("{token}");
             eprintln!("token {id} stored (hashed); this is the only time it is shown");

@@ -196,7 +196,7 @@ impl SettleMcp {
         let r = self
             .record(&ctx, &id, |p| {
                 let request = serde_json::to_value(&b).ok();
-                Ok((b.event(p)?, request))
+                Ok((b.event(p, chrono::Utc::now())?, request))
             })
             .await;
         Ok(answer(r))

@@ -265,7 +265,7 @@ async fn convert(
     let p = principal(&app, &h)?;
     let b = body(b)?;
     let request = serde_json::to_value(&b).ok();
-    let e = b.event(&p)?;
+    let e = b.event(&p, Utc::now())?;
     write_one(&app, &p, &h, e, request).await
 }
 
@@ -285,7 +285,7 @@ async fn convert_batch(
     let mut subs = Vec::with_capacity(items.len());
     for (i, it) in items.into_iter().enumerate() {
         let request = serde_json::to_value(&it).ok();
-        let e = it.event(&p).map_err(|mut pr| {
+        let e = it.event(&p, now).map_err(|mut pr| {
             pr.detail = format!("item {i}: {}", pr.detail);
             pr
         })?;
@@ -415,7 +415,8 @@ async fn no_route() -> Problem {
     api::not_found("no such endpoint; see /openapi.json")
 }
 
-fn router(app: App, listen: std::net::SocketAddr) -> Router {
+/// The HTTP routes of `settle serve` (also served in-process by `settle load`).
+pub fn router(app: App, listen: std::net::SocketAddr) -> Router {
     Router::new()
         .route("/openapi.json", get(openapi))
         .route("/.well-known/jwks.json", get(jwks))

@@ -314,6 +314,8 @@ fn every_subcommand_has_help_and_bad_usage_fails() {
         &["verify"],
         &["statement"],
         &["serve"],
+        &["mcp"],
+        &["load"],
         &["keys"],
         &["keys", "create"],
         &["keys", "rotate"],
@@ -349,4 +351,44 @@ fn every_subcommand_has_help_and_bad_usage_fails() {
         assert!(!out.status.success(), "settle {bad:?} succeeded");
         assert!(!stderr(&out).is_empty(), "settle {bad:?}: no message");
     }
+}
+
+#[test]
+fn load_drives_the_http_api_and_leaves_a_store_that_audits() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("load");
+    let out = settle_ok([
+        "load",
+        "--data",
+        data.to_str().unwrap(),
+        "--conversions",
+        "600",
+        "--batch",
+        "200",
+        "--leads",
+        "50",
+        "--rate",
+        "40",
+        "--seconds",
+        "1",
+    ]);
+    let line = |prefix: &str| {
+        out.lines().map(str::trim).find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix} in {out}"))
+    };
+    assert!(line("batched").starts_with("batched             600 conversions, 1800 mandates"), "{out}");
+    assert!(line("singles").starts_with("singles             40 conversions offered at 40/s"), "{out}");
+    assert!(line("raw signing").contains("signatures/s"), "{out}");
+    let audit = settle_ok(["audit", "--data", data.to_str().unwrap()]);
+    assert!(audit.starts_with("audit ok") && audit.contains("money conserved"), "{audit}");
+    let mandates: u64 = audit
+        .split(" mandates re-derived")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no mandate count in {audit}"));
+    assert!(mandates >= 1920, "3 hops x 640 conversions, plus the open mandates: {audit}");
+    // A store that is not empty is refused, and left alone.
+    let again = settle(["load", "--data", data.to_str().unwrap(), "--conversions", "10"]);
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("not empty"), "{}", stderr(&again));
 }
