@@ -26,14 +26,14 @@ pub const TYP_AGENT_CARD: &str = "settle-agent-card+jws";
 /// The A2A v1.0 agent card: what settle does for agents, where, and how to authenticate.
 /// `signatures` holds a JWS (flattened: protected header and signature, detached
 /// payload) over the RFC 8785 form of the card without `signatures`, by the vendor key.
-fn card(app: &App, base: &str) -> Result<Value, Problem> {
+fn card(keys: &crate::keystore::KeyFile, base: &str) -> Result<Value, Problem> {
     let skill = |id: &str, name: &str, description: &str, tags: &[&str], examples: &[&str]| json!({"id": id, "name": name, "description": description, "tags": tags, "examples": examples, "inputModes": ["application/json"], "outputModes": ["application/json"]});
     let mut card = json!({
-        "name": format!("settle ({})", app.keys.vendor),
+        "name": format!("settle ({})", keys.vendor),
         "description": "Commission settlement for the vendor's partner program: register leads, record won deals and refunds, and receive one Ed25519-signed AP2-style payment mandate per hop of the referral chain, with receipts and Merkle proofs verifiable offline against the vendor's JWKS. Send a message with one data part naming the intent (lead, handoff, conversion, refund, balance, receipt) and the fields of the matching REST request; the REST API is described at documentationUrl and MCP is served at /mcp.",
         "supportedInterfaces": [{"url": format!("{base}/a2a"), "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}],
         "version": env!("CARGO_PKG_VERSION"),
-        "provider": {"organization": app.keys.vendor, "url": base},
+        "provider": {"organization": keys.vendor, "url": base},
         "documentationUrl": format!("{base}/openapi.json"),
         "capabilities": {"streaming": false, "pushNotifications": false},
         "defaultInputModes": ["application/json"],
@@ -49,7 +49,7 @@ fn card(app: &App, base: &str) -> Result<Value, Problem> {
             skill("receipt-with-proof", "Receipt with proof", "A mandate's receipt with its RFC 9162 inclusion proof and signed checkpoint. Data part: {\"receipt\": {\"partner\", \"mandate_id\"}}.", &["receipts", "verification", "merkle"], &["{\"receipt\": {\"partner\": \"p02\", \"mandate_id\": \"md_120_1\"}}"])
         ]
     });
-    let key = app.keys.current().map_err(api::internal)?;
+    let key = keys.current().map_err(api::internal)?;
     let payload = settle_mandates::jcs::to_vec(&card).map_err(api::internal)?;
     let token = settle_mandates::jws::sign(TYP_AGENT_CARD, &payload, &key);
     let mut parts = token.split('.');
@@ -62,7 +62,7 @@ fn card(app: &App, base: &str) -> Result<Value, Problem> {
 /// (a signed card must not echo what a caller sends).
 pub async fn agent_card(State(app): State<App>) -> Result<Response, Problem> {
     let base = app.base.clone();
-    Ok(Json(card(&app, &base)?).into_response())
+    Ok(Json(card(&app.keys, &base)?).into_response())
 }
 
 /// What a message asks for: exactly one intent, with the fields of the REST request.
@@ -193,4 +193,28 @@ fn task(message_id: &str, context: Option<String>, message: &Value, result: Resu
         "artifacts": artifacts,
         "history": [message],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::golden;
+
+    /// The signed card for a fixed key and address is a committed golden vector
+    /// (`tests/vectors/agent_card.json`): Ed25519 is deterministic, so any drift in the
+    /// card or its signing shows here.
+    #[test]
+    fn agent_card_golden_vector() {
+        let keys =
+            crate::keystore::KeyFile::new("ven_acme", "settle.example/log", [0x11; 32], [0x22; 32], 1_767_225_600);
+        let card = card(&keys, "http://127.0.0.1:8417").expect("card");
+        golden::check(
+            "agent_card.json",
+            &json!({
+                "about": "The A2A agent card settle serves for vendor ven_acme (key seed 0x11 x 32) listening on 127.0.0.1:8417. signatures[0] is a flattened JWS (detached payload) over the RFC 8785 form of the card without `signatures`.",
+                "jwks": keys.jwks().expect("jwks"),
+                "card": card,
+            }),
+        );
+    }
 }

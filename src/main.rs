@@ -4,6 +4,8 @@ mod a2a;
 mod api;
 mod bundle;
 mod demo;
+#[cfg(test)]
+mod golden;
 mod keystore;
 mod load;
 mod mcp;

@@ -340,3 +340,17 @@ pub fn stdio(data: &Path) -> Result<()> {
     svc.close()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tools an agent sees (names, descriptions, input schemas) are a committed golden
+    /// vector (`tests/vectors/mcp_tools.json`): a change to a tool's contract shows in review.
+    #[test]
+    fn mcp_tools_golden_vector() {
+        let tools = SettleMcp::tool_router().list_all();
+        assert!(tools.len() >= 10);
+        crate::golden::check("mcp_tools.json", &serde_json::json!({"tools": tools}));
+    }
+}
