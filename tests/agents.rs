@@ -474,6 +474,35 @@ fn a2a_send_message_answers_with_the_mandates_the_http_api_gives() {
     // And the A2A mandates are the ones the HTTP API lists for the partner, byte for byte.
     let listed = server.api(Some(&admin)).get("/v1/partners/p2/mandates").json();
     assert_eq!(listed["mandates"][0]["mandate"], am[1]["mandate"], "{listed}");
+
+    // An agent that knows only the card URL and its token: it finds the endpoint in the
+    // card, asks for its receipt there, and verifies it offline with the JWKS alone.
+    let card = server.api(None).get("/.well-known/agent-card.json").json();
+    let url = card["supportedInterfaces"][0]["url"].as_str().unwrap().to_owned();
+    let path = url.strip_prefix(&format!("http://{}", server.addr)).expect("the card names this server");
+    let p2 = token(&twin, "partner", "p2", None, "read");
+    let server = {
+        server.stop();
+        Server::start(&twin, dir.path())
+    };
+    let mid = am[1]["mandate_id"].as_str().unwrap().to_owned();
+    let receipt = wait_for("a checkpoint covering the mandate", 10, || {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": {
+            "messageId": format!("msg-r-{mid}"), "role": "ROLE_USER",
+            "parts": [{"data": {"receipt": {"partner": "p2", "mandate_id": mid}}}]}}});
+        let r = rpc(server.addr, path, Some(&p2), &body).json();
+        let t = &r["result"]["task"];
+        (t["status"]["state"] == "TASK_STATE_COMPLETED").then(|| t["artifacts"][0]["parts"][0]["data"].clone())
+    });
+    std::fs::write(dir.path().join("jwks.json"), server.api(None).get("/.well-known/jwks.json").body).unwrap();
+    std::fs::write(dir.path().join("receipt.json"), receipt.to_string()).unwrap();
+    let out = settle([
+        "verify".into(),
+        "--keys".into(),
+        dir.path().join("jwks.json").into_os_string(),
+        dir.path().join("receipt.json").into_os_string(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
     server.stop();
 }
 
