@@ -591,3 +591,33 @@ fn python_kit_verifies_demo_receipts_and_refuses_tampered_ones() {
     let out = support::python::run(root, &swapped.iter().map(|s| s.as_os_str()).collect::<Vec<_>>());
     assert_eq!(out.status.code(), Some(1), "a proof for other sizes must fail:\n{}", support::python::describe(&out));
 }
+
+#[test]
+fn typescript_kit_verifies_demo_receipts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    settle_ok(["demo", "--quiet", "--conversions", "200", "--seed", "12", "--data", data.to_str().unwrap()]);
+    let kit = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join("typescript");
+    // jose from the npm registry, as the lock file pins it; fails loudly if unreachable.
+    let st = std::process::Command::new("npm")
+        .args(["ci", "--silent", "--no-audit", "--no-fund"])
+        .current_dir(&kit)
+        .status()
+        .expect("npm is needed to run the TypeScript kit");
+    assert!(st.success(), "npm ci failed: the TypeScript kit cannot run");
+    let bundle = data.join("bundle");
+    let mut verified = 0;
+    for p in std::fs::read_dir(bundle.join("partners")).unwrap() {
+        let receipts = p.unwrap().path().join("receipts.jsonl");
+        let out = std::process::Command::new("node")
+            .arg(kit.join("verify_receipt.mjs"))
+            .arg("receipt")
+            .arg(bundle.join("jwks.json"))
+            .arg(&receipts)
+            .output()
+            .expect("node is needed to run the TypeScript kit");
+        assert!(out.status.success(), "{}", support::python::describe(&out));
+        verified += String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("ok")).count();
+    }
+    assert!(verified > 0, "no receipt verified");
+}
