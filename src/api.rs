@@ -35,6 +35,8 @@ pub struct App {
     pub keys: Arc<KeyFile>,
     /// `http://<listen address>`.
     pub base: String,
+    /// The webhook deliverer (`settle serve` only).
+    pub hooks: Option<Arc<crate::webhooks::Webhooks>>,
 }
 
 /// An RFC 9457 problem.
@@ -109,6 +111,11 @@ pub fn bad(detail: impl Into<String>) -> Problem {
 /// 422.
 pub fn unprocessable(detail: impl Into<String>) -> Problem {
     Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Rejected", detail)
+}
+
+/// 409, for an idempotency key reused with another request.
+pub fn key_reused(detail: impl Into<String>) -> Problem {
+    Problem::new(StatusCode::CONFLICT, "Idempotency key reused", detail)
 }
 
 /// 403.

@@ -140,7 +140,7 @@ pub fn run(cfg: &LoadConfig) -> Result<()> {
     let report = rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let app = App { svc: svc2.clone(), keys: Arc::new(kf), base: format!("http://{addr}") };
+        let app = App { svc: svc2.clone(), keys: Arc::new(kf), base: format!("http://{addr}"), hooks: None };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             axum::serve(listener, crate::server::router(app, addr))

@@ -11,9 +11,11 @@ mod load;
 mod mcp;
 mod server;
 mod service;
+mod webhooks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -99,6 +101,18 @@ enum Cmd {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8417")]
         listen: std::net::SocketAddr,
+        /// Webhook retries: delay before the first retry, in ms (doubles per attempt).
+        #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+        webhook_backoff_ms: u64,
+        /// Webhook retries: longest delay between two attempts, in ms.
+        #[arg(long, default_value_t = 3_600_000, value_parser = clap::value_parser!(u64).range(1..))]
+        webhook_backoff_cap_ms: u64,
+        /// Webhook attempts before an event goes to the dead letters.
+        #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..=100))]
+        webhook_attempts: u32,
+        /// How long a webhook receiver has to answer, in ms.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+        webhook_timeout_ms: u64,
     },
     /// Serve MCP over stdio for an agent (token in SETTLE_TOKEN; tools listed without).
     Mcp {
@@ -276,7 +290,22 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Cmd::Serve { data, listen } => server::serve(&data, listen),
+        Cmd::Serve {
+            data,
+            listen,
+            webhook_backoff_ms,
+            webhook_backoff_cap_ms,
+            webhook_attempts,
+            webhook_timeout_ms,
+        } => {
+            let policy = webhooks::RetryPolicy {
+                base: Duration::from_millis(webhook_backoff_ms),
+                cap: Duration::from_millis(webhook_backoff_cap_ms),
+                attempts: webhook_attempts,
+                timeout: Duration::from_millis(webhook_timeout_ms),
+            };
+            server::serve(&data, listen, policy)
+        }
         Cmd::Mcp { data } => mcp::stdio(&data),
         Cmd::Load { data, conversions, batch, concurrency, rate, seconds, leads } => {
             load::run(&load::LoadConfig { data, conversions, batch, concurrency, rate, seconds, leads })

@@ -322,7 +322,7 @@ pub fn stdio(data: &Path) -> Result<()> {
     let svc = crate::service::Service::open(data)?;
     let token = std::env::var(TOKEN_ENV).ok().filter(|t| !t.trim().is_empty());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let app = App { svc: svc.clone(), keys, base: String::from("stdio") };
+    let app = App { svc: svc.clone(), keys, base: String::from("stdio"), hooks: None };
     rt.block_on(async move {
         // Checkpoints as in `settle serve`, so receipts of what this session records exist.
         let ticker = tokio::spawn(crate::server::background(app.svc.clone()));

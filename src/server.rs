@@ -12,6 +12,8 @@ use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+
+use crate::webhooks::{ReplayBody, RetryPolicy, SubscribeBody, Webhooks};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -389,6 +391,58 @@ async fn receipt(
     Ok(Json(api::receipt(&app, &p, &id, &mid)?).into_response())
 }
 
+fn hooks(app: &App) -> Result<Arc<Webhooks>, Problem> {
+    app.hooks.clone().ok_or_else(|| api::not_found("webhooks are delivered by `settle serve`"))
+}
+
+async fn subscribe(
+    State(app): State<App>,
+    h: HeaderMap,
+    b: Result<Json<SubscribeBody>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let p = principal(&app, &h)?;
+    let key = idem_key(&p, &h)?;
+    let b = body(b)?;
+    let hooks = hooks(&app)?;
+    let v = tokio::task::block_in_place(|| hooks.subscribe(&p, &key, b))?;
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+async fn subscriptions(State(app): State<App>, h: HeaderMap) -> Result<Response, Problem> {
+    let p = principal(&app, &h)?;
+    Ok(Json(hooks(&app)?.list(&p)?).into_response())
+}
+
+async fn subscription(State(app): State<App>, UrlPath(id): UrlPath<String>, h: HeaderMap) -> Result<Response, Problem> {
+    let p = principal(&app, &h)?;
+    Ok(Json(hooks(&app)?.get(&p, &id)?).into_response())
+}
+
+async fn unsubscribe(State(app): State<App>, UrlPath(id): UrlPath<String>, h: HeaderMap) -> Result<Response, Problem> {
+    let p = principal(&app, &h)?;
+    let hooks = hooks(&app)?;
+    tokio::task::block_in_place(|| hooks.delete(&p, &id))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn dead_letters(State(app): State<App>, UrlPath(id): UrlPath<String>, h: HeaderMap) -> Result<Response, Problem> {
+    let p = principal(&app, &h)?;
+    Ok(Json(hooks(&app)?.dead_letters(&p, &id)?).into_response())
+}
+
+async fn replay(
+    State(app): State<App>,
+    UrlPath(id): UrlPath<String>,
+    h: HeaderMap,
+    b: Result<Json<ReplayBody>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let p = principal(&app, &h)?;
+    let b = body(b)?;
+    let hooks = hooks(&app)?;
+    let v = tokio::task::block_in_place(|| hooks.replay(&p, &id, &b))?;
+    Ok((StatusCode::ACCEPTED, Json(v)).into_response())
+}
+
 async fn jwks(State(app): State<App>) -> Result<Response, Problem> {
     Ok(Json(app.keys.jwks().map_err(api::internal)?).into_response())
 }
@@ -441,6 +495,10 @@ pub fn router(app: App, listen: std::net::SocketAddr) -> Router {
         .route("/v1/refunds", post(refund))
         .route("/v1/settlements", post(settlement))
         .route("/v1/holds/advance", post(advance))
+        .route("/v1/webhooks", post(subscribe).get(subscriptions))
+        .route("/v1/webhooks/{id}", get(subscription).delete(unsubscribe))
+        .route("/v1/webhooks/{id}/dead-letters", get(dead_letters))
+        .route("/v1/webhooks/{id}/replay", post(replay))
         .nest_service("/mcp", crate::mcp::http_service(app.clone(), listen))
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -483,7 +541,7 @@ pub async fn background(svc: Arc<Service>) {
 }
 
 /// Serves the API on `listen` until SIGTERM/SIGINT; then drains, checkpoints, saves.
-pub fn serve(data: &Path, listen: std::net::SocketAddr) -> Result<()> {
+pub fn serve(data: &Path, listen: std::net::SocketAddr, webhooks: RetryPolicy) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
@@ -494,13 +552,16 @@ pub fn serve(data: &Path, listen: std::net::SocketAddr) -> Result<()> {
     let svc2 = svc.clone();
     rt.block_on(async move {
         let svc = svc2;
-        let app = App { svc: svc.clone(), keys, base: format!("http://{listen}") };
+        let hooks = Webhooks::new(svc.clone(), keys.current()?, webhooks);
+        hooks.start()?;
+        let app = App { svc: svc.clone(), keys, base: format!("http://{listen}"), hooks: Some(hooks.clone()) };
         let listener =
             tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         tracing::info!("settle serving {} on http://{listen}", data.display());
         let ticker = tokio::spawn(background(svc.clone()));
         axum::serve(listener, router(app, listen)).with_graceful_shutdown(shutdown()).await?;
         ticker.abort();
+        hooks.stop();
         Ok::<(), anyhow::Error>(())
     })?;
     drop(rt);

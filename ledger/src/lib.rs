@@ -244,6 +244,7 @@ struct Stores {
     keys: Keyspace,
     checkpoints: Keyspace,
     projections: Keyspace,
+    aux: Keyspace,
 }
 
 /// What the writer thread shares with the handles (no queue sender: dropping the last
@@ -409,6 +410,7 @@ impl Ledger {
             keys: ks("idempotency")?,
             checkpoints: ks("checkpoints")?,
             projections: ks("projections")?,
+            aux: ks("aux")?,
             db: db.clone(),
         };
         let (size, last_chain, frontier) = recover(&stores)?;
@@ -621,6 +623,41 @@ impl Ledger {
                 LedgerError::Inconsistent { seq: 0, what: format!("projection {name} is truncated") }
             })?);
         Ok(Some((seq, v[8..].to_vec())))
+    }
+
+    /// Operational state kept beside the log but outside it (webhook subscriptions,
+    /// delivery cursors, dead letters): not hashed, not exported, not part of the
+    /// verifiable history. `durable` syncs before returning; otherwise the write survives
+    /// a process crash but may be lost with the machine.
+    pub fn aux_put(&self, key: &[u8], value: &[u8], durable: bool) -> Result<()> {
+        self.inner.stores.aux.insert(key, value)?;
+        if durable {
+            self.inner.stores.db.persist(PersistMode::SyncAll)?;
+        }
+        Ok(())
+    }
+
+    /// Removes an [`Ledger::aux_put`] entry (durably).
+    pub fn aux_remove(&self, key: &[u8]) -> Result<()> {
+        self.inner.stores.aux.remove(key)?;
+        self.inner.stores.db.persist(PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    /// An [`Ledger::aux_put`] entry.
+    pub fn aux_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.inner.stores.aux.get(key)?.map(|v| v.to_vec()))
+    }
+
+    /// The [`Ledger::aux_put`] entries whose key starts with `prefix`, in key order, at
+    /// most `limit`.
+    pub fn aux_scan(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for g in self.inner.stores.aux.prefix(prefix).take(limit) {
+            let (k, v) = g.into_inner()?;
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
     }
 
     /// Root of the first `size` records.

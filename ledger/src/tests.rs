@@ -190,3 +190,24 @@ fn concurrent_appenders_are_grouped_and_all_acknowledged() {
     assert_eq!(seqs, (0..400).collect::<Vec<_>>());
     assert_eq!(verify_log(&l, &ring(&[1])).unwrap().records, 400);
 }
+
+#[test]
+fn aux_entries_survive_reopen_and_stay_out_of_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let l = Ledger::open(dir.path(), config(1)).unwrap();
+        l.append_blocking(append("k", &["a"])).unwrap();
+        l.aux_put(b"wh/sub/1", b"one", true).unwrap();
+        l.aux_put(b"wh/sub/2", b"two", false).unwrap();
+        l.aux_put(b"wh/cur/1", b"7", true).unwrap();
+        l.aux_remove(b"wh/sub/2").unwrap();
+        l.close().unwrap();
+    }
+    let l = Ledger::open(dir.path(), config(1)).unwrap();
+    assert_eq!(l.size(), 1, "aux writes are not records");
+    assert_eq!(l.aux_get(b"wh/sub/1").unwrap().as_deref(), Some(&b"one"[..]));
+    assert_eq!(l.aux_get(b"wh/sub/2").unwrap(), None);
+    let subs = l.aux_scan(b"wh/sub/", 10).unwrap();
+    assert_eq!(subs, vec![(b"wh/sub/1".to_vec(), b"one".to_vec())]);
+    assert_eq!(l.aux_scan(b"wh/", 1).unwrap().len(), 1, "the limit holds");
+}

@@ -12,6 +12,7 @@
 //! - [`checkpoint`]: C2SP signed-note checkpoints.
 //! - [`receipt`]: the receipt document and [`receipt::verify_receipt`], the one call a
 //!   partner makes.
+//! - [`webhook`]: Standard Webhooks signatures (HMAC `v1` and Ed25519 `v1a`).
 //!
 //! This crate does no I/O and reads no clock and no randomness: time, ids, secrets and
 //! keys are arguments. Same inputs, same bytes.
@@ -32,3 +33,4 @@ pub mod merkle;
 pub mod money;
 pub mod receipt;
 pub mod types;
+pub mod webhook;

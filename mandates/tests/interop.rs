@@ -149,3 +149,43 @@ fn python_verifier_rejects_tampered_receipts() {
         assert!(!String::from_utf8_lossy(&out.stdout).starts_with("ok"), "{name}\n{}", describe(&out));
     }
 }
+
+/// The committed webhook vector's `v1` signature is what the stock `standardwebhooks`
+/// library computes, and its `v1a` signature verifies with `cryptography` and the bare
+/// public key: receivers need nothing from us.
+#[test]
+fn webhook_vector_matches_the_standardwebhooks_library() {
+    python::ensure_webhook_deps();
+    let f = formats();
+    let w = &f["webhook"];
+    let script = r#"
+import base64, datetime, json, sys
+from standardwebhooks import Webhook
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+w = json.load(sys.stdin)
+ts = datetime.datetime.fromtimestamp(w["timestamp"], tz=datetime.timezone.utc)
+v1 = Webhook(w["secret"]).sign(w["id"], ts, w["body"])
+sigs = dict(e.split(",", 1) for e in w["signature_header"].split(" "))
+assert "v1," + sigs["v1"] == v1, (v1, sigs)
+key = Ed25519PublicKey.from_public_bytes(base64.b64decode(w["public_key"][len("whpk_"):]))
+key.verify(base64.b64decode(sigs["v1a"]), f'{w["id"]}.{w["timestamp"]}.{w["body"]}'.encode())
+print("ok")
+"#;
+    let run = |w: &Value| {
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), w.to_string().as_bytes()).expect("write");
+        child.wait_with_output().expect("python3 finishes")
+    };
+    let out = run(w);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok", "{}", describe(&out));
+    let mut tampered = w.clone();
+    tampered["body"] = json!(s(&w["body"]).replace("12.34", "12.35"));
+    let out = run(&tampered);
+    assert!(!out.status.success(), "a tampered body passed: {}", describe(&out));
+}

@@ -31,6 +31,7 @@ use settle_mandates::types::{
     Signed, SignedError, Status, TYP_CLAWBACK_MANDATE, TYP_OPEN_MANDATE, TYP_PAYMENT_MANDATE, TYP_RECEIPT,
     VCT_CLAWBACK_MANDATE, VCT_OPEN_MANDATE, VCT_PAYMENT_MANDATE, VCT_RECEIPT, derive_salt, token_reference, verify_as,
 };
+use settle_mandates::webhook;
 
 // ---------------------------------------------------------------------------------------
 // Loading helpers
@@ -555,6 +556,35 @@ fn generate() -> Value {
             "receipt": signed_entry(&receipt, &vendor),
             "document": serde_json::to_value(&document).expect("document serialises"),
         },
+        "webhook": webhook_entry(&vendor),
+    })
+}
+
+const WEBHOOK_ID: &str = "evt_1042";
+const WEBHOOK_TIMESTAMP: i64 = 1_767_225_600;
+const WEBHOOK_SECRET: [u8; 32] = [0x5a; 32];
+
+fn webhook_body() -> String {
+    let payment = payment_mandate(conversion_leaf().as_bytes());
+    let body = json!({
+        "type": "mandate.issued",
+        "timestamp": "2026-01-01T00:00:00Z",
+        "data": {"seq": 1042, "mandate_id": PAYMENT_ID, "partner": "acme", "amount": {"value": "12.34", "currency": "USD"}, "mandate": payment.sign(&vendor())},
+    });
+    jcs::to_string(&body).expect("JCS")
+}
+
+fn webhook_entry(vendor: &SigningKey) -> Value {
+    let secret = webhook::Secret::from_bytes(&WEBHOOK_SECRET);
+    let body = webhook_body();
+    json!({
+        "id": WEBHOOK_ID,
+        "timestamp": WEBHOOK_TIMESTAMP,
+        "secret": secret.to_text(),
+        "public_key": webhook::public_key_text(vendor),
+        "body": body,
+        "signed_content": format!("{WEBHOOK_ID}.{WEBHOOK_TIMESTAMP}.{body}"),
+        "signature_header": webhook::sign(WEBHOOK_ID, WEBHOOK_TIMESTAMP, body.as_bytes(), &secret, vendor),
     })
 }
 
@@ -943,4 +973,30 @@ fn receipt_document_refuses_tampering() {
         verify_receipt(&base, &ring, Some("other.example/log")).unwrap_err(),
         ReceiptError::Checkpoint(CheckpointError::WrongOrigin { .. })
     ));
+}
+
+#[test]
+fn committed_webhook_signatures_verify_independently() {
+    let f = load(FORMATS);
+    let w = &f["webhook"];
+    let (id, ts, body, header) = (s(w, "id"), i(w, "timestamp"), s(w, "body"), s(w, "signature_header"));
+    assert_eq!(s(w, "signed_content"), format!("{id}.{ts}.{body}"));
+    let (v1, v1a) = header.split_once(' ').expect("two signatures, space-separated");
+    // v1: HMAC-SHA256 over the signed content with the base64-decoded secret.
+    let key = B64STD.decode(s(w, "secret").strip_prefix("whsec_").expect("whsec_ prefix")).unwrap();
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).unwrap();
+    mac.update(s(w, "signed_content").as_bytes());
+    assert_eq!(v1, format!("v1,{}", B64STD.encode(mac.finalize().into_bytes())));
+    // v1a: Ed25519 over the same bytes, checked with the bare public key.
+    let pk: [u8; 32] =
+        B64STD.decode(s(w, "public_key").strip_prefix("whpk_").expect("whpk_ prefix")).unwrap().try_into().unwrap();
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(&pk).unwrap();
+    let sig: [u8; 64] = B64STD.decode(v1a.strip_prefix("v1a,").expect("v1a prefix")).unwrap().try_into().unwrap();
+    vk.verify_strict(s(w, "signed_content").as_bytes(), &ed25519_dalek::Signature::from_bytes(&sig))
+        .expect("v1a verifies");
+    // And through the crate, against the committed JWKS.
+    let secret = webhook::Secret::parse(s(w, "secret")).unwrap();
+    webhook::verify_v1(id, ts, body.as_bytes(), header, &secret).unwrap();
+    assert_eq!(webhook::verify_v1a(id, ts, body.as_bytes(), header, &committed_ring(&f)).unwrap(), vendor_kid(&f));
+    assert!(webhook::verify_v1(id, ts, body.replace("12.34", "12.35").as_bytes(), header, &secret).is_err());
 }

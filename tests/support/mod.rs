@@ -106,6 +106,11 @@ impl Server {
     /// Starts `settle serve --data DATA` on a free 127.0.0.1 port and waits until it answers.
     /// Logs go to `LOGDIR/serve-PORT.log`.
     pub fn start(data: &Path, logdir: &Path) -> Server {
+        Self::start_with(data, logdir, &[])
+    }
+
+    /// [`Server::start`] with more `settle serve` options.
+    pub fn start_with(data: &Path, logdir: &Path, extra: &[&str]) -> Server {
         let mut last = String::new();
         for _ in 0..5 {
             let port = free_port();
@@ -116,6 +121,7 @@ impl Server {
                 .args(["serve", "--data"])
                 .arg(data)
                 .args(["--listen", &addr.to_string()])
+                .args(extra)
                 .env("RUST_LOG", "warn,settle::server=info")
                 .env("RUST_BACKTRACE", "0")
                 .stdin(Stdio::null())

@@ -23,6 +23,20 @@ pub fn ensure_deps() {
     assert!(st.success(), "could not install joserfc and cryptography from PyPI: the partner kit cannot run");
 }
 
+/// Installs what the kit's webhook receiver needs (`standardwebhooks`, `cryptography`)
+/// when missing; fails loudly when it cannot.
+pub fn ensure_webhook_deps() {
+    let have = Command::new("python3").args(["-c", "import standardwebhooks, cryptography"]).status();
+    if have.is_ok_and(|s| s.success()) {
+        return;
+    }
+    let st = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "standardwebhooks", "cryptography"])
+        .status()
+        .expect("python3 is needed to run the webhook receiver");
+    assert!(st.success(), "could not install standardwebhooks and cryptography from PyPI");
+}
+
 /// Runs the kit with `args` (after installing its dependencies).
 pub fn run(workspace: &Path, args: &[&std::ffi::OsStr]) -> Output {
     ensure_deps();

@@ -1,0 +1,700 @@
+//! Signed webhooks, delivered from the log.
+//!
+//! The outbox is the log itself: every event a subscriber hears of (a mandate issued, a
+//! clawback, holds released, a settlement confirmed or failed, a payout booked) is a
+//! record written in the same atomic, durable batch as the fact that caused it, so a
+//! crash can lose no webhook. Each subscription keeps a cursor (the next sequence it has
+//! not yet handled) beside the log; a worker per subscription walks the log from there,
+//! in order, and delivers each event at least once:
+//!
+//! - signed per Standard Webhooks, `webhook-signature: v1,<HMAC> v1a,<Ed25519>`
+//!   ([`settle_mandates::webhook`]), with `webhook-id` = `evt_<sequence>`, the same on
+//!   every attempt, so receivers deduplicate by it;
+//! - retried with exponential backoff and jitter on any answer but 2xx (or none in
+//!   time), then moved to the subscription's dead letters, which the vendor replays;
+//! - a partner's subscription hears only of that partner's money.
+//!
+//! Subscriptions, cursors and dead letters are operational state beside the log
+//! ([`settle_ledger::Ledger::aux_put`]): not part of the verifiable history, never exported
+//! (the secrets stay on the server).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use chrono::{DateTime, SecondsFormat, Utc};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use settle_engine::model::Event;
+use settle_engine::state::parse_mandate_id;
+use settle_engine::{Envelope, State};
+use settle_mandates::keys::SigningKey;
+use settle_mandates::webhook::{self, Secret};
+use sha2::{Digest, Sha256};
+
+use crate::api::{Principal, Problem, bad, internal, key_reused, not_found, unprocessable};
+use crate::keystore::Scope;
+use crate::service::Service;
+
+/// The event types a subscription can ask for.
+pub const EVENT_TYPES: &[&str] = &[
+    "mandate.issued",
+    "clawback.issued",
+    "hold.released",
+    "settlement.confirmed",
+    "settlement.failed",
+    "payout.booked",
+];
+/// Most subscriptions one principal may hold.
+pub const MAX_SUBSCRIPTIONS_PER_PRINCIPAL: usize = 20;
+/// Longest subscriber URL, bytes.
+pub const MAX_URL_BYTES: usize = 2048;
+/// Records a worker reads from the log at a time.
+const SCAN_CHUNK: u64 = 256;
+/// How often an idle worker looks for new records.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+/// Most dead letters listed in one answer.
+pub const MAX_DEAD_LETTERS_LISTED: usize = 1000;
+
+/// When and how often to retry a delivery.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Delay before the first retry; doubles with every failed attempt.
+    pub base: Duration,
+    /// Longest delay between two attempts.
+    pub cap: Duration,
+    /// Attempts before an event goes to the dead letters.
+    pub attempts: u32,
+    /// How long to wait for the subscriber's answer.
+    pub timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// 5 s doubling to at most 1 h, 15 attempts (about 8 hours), 10 s to answer.
+    fn default() -> Self {
+        Self {
+            base: Duration::from_secs(5),
+            cap: Duration::from_secs(3600),
+            attempts: 15,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait after `failed` failed attempts: `min(cap, base·2^(failed-1))`, of which
+    /// a random half is jitter (so failed subscribers do not retry in lockstep):
+    /// `jitter_permille` in 0..=1000 picks where in that half.
+    #[must_use]
+    pub fn delay(&self, failed: u32, jitter_permille: u32) -> Duration {
+        let exp = self.base.saturating_mul(1u32 << failed.saturating_sub(1).min(20));
+        let half = exp.min(self.cap) / 2;
+        half + half * jitter_permille.min(1000) / 1000
+    }
+}
+
+/// A subscription, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Subscription {
+    /// `whsub_<hex>`.
+    pub id: String,
+    /// Where events are POSTed.
+    pub url: String,
+    /// Event types delivered (all of [`EVENT_TYPES`] when empty).
+    pub events: Vec<String>,
+    /// Who subscribed (the `by` of the principal).
+    pub owner: String,
+    /// The partner whose events it hears of; none for the vendor (every event).
+    pub partner: Option<String>,
+    /// The symmetric secret, `whsec_<base64>`.
+    pub secret: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// The first record it hears of (the log size when it was created).
+    pub from_seq: u64,
+}
+
+/// An event that could not be delivered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// `webhook-id`.
+    pub webhook_id: String,
+    /// The record.
+    pub seq: u64,
+    /// Event type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last failure.
+    pub last_error: String,
+    /// When it was given up on.
+    pub failed_at: DateTime<Utc>,
+}
+
+/// One event ready to send.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// `webhook-id`.
+    pub id: String,
+    /// The record.
+    pub seq: u64,
+    /// Event type.
+    pub kind: &'static str,
+    /// The JSON body (JCS bytes).
+    pub body: Vec<u8>,
+}
+
+/// What a worker reports about its subscription.
+#[derive(Debug, Clone, Default, Serialize)]
+struct Progress {
+    delivered: u64,
+    failed_attempts: u64,
+    pending: Option<u64>,
+    pending_attempts: u32,
+    last_error: Option<String>,
+    last_success_at: Option<DateTime<Utc>>,
+}
+
+struct Worker {
+    sub: Subscription,
+    progress: Mutex<Progress>,
+    /// A cursor reset asked for by a replay.
+    reset: Mutex<Option<u64>>,
+    task: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+type Http = Client<HttpConnector, Full<Bytes>>;
+
+/// The webhook deliverer of a running server.
+pub struct Webhooks {
+    svc: Arc<Service>,
+    key: SigningKey,
+    policy: RetryPolicy,
+    client: Http,
+    workers: Mutex<HashMap<String, Arc<Worker>>>,
+}
+
+fn sub_key(id: &str) -> Vec<u8> {
+    format!("wh/sub/{id}").into_bytes()
+}
+fn cursor_key(id: &str) -> Vec<u8> {
+    format!("wh/cur/{id}").into_bytes()
+}
+fn dead_prefix(id: &str) -> Vec<u8> {
+    format!("wh/dead/{id}/").into_bytes()
+}
+fn dead_key(id: &str, seq: u64) -> Vec<u8> {
+    format!("wh/dead/{id}/{seq:020}").into_bytes()
+}
+fn replay_prefix(id: &str) -> Vec<u8> {
+    format!("wh/replay/{id}/").into_bytes()
+}
+fn replay_key(id: &str, seq: u64) -> Vec<u8> {
+    format!("wh/replay/{id}/{seq:020}").into_bytes()
+}
+fn idem_key(key: &str) -> Vec<u8> {
+    format!("wh/key/{key}").into_bytes()
+}
+fn seq_of_key(k: &[u8]) -> Option<u64> {
+    std::str::from_utf8(k).ok()?.rsplit('/').next()?.parse().ok()
+}
+
+fn storage(e: impl std::fmt::Display) -> Problem {
+    internal(format!("webhook store: {e}"))
+}
+
+/// The request body of `POST /v1/webhooks`.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubscribeBody {
+    /// `http://` or `https://` URL that receives the events.
+    pub url: String,
+    /// Event types to deliver; all when absent or empty.
+    #[serde(default)]
+    pub events: Vec<String>,
+}
+
+/// The request body of `POST /v1/webhooks/{id}/replay`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayBody {
+    /// Redeliver every dead letter (the default when `from_seq` is absent).
+    #[serde(default)]
+    pub dead_letters: bool,
+    /// Or: redeliver every event from this record on (receivers deduplicate by
+    /// `webhook-id`).
+    #[serde(default)]
+    pub from_seq: Option<u64>,
+}
+
+/// Event type, log time and data of record `seq` as `partner` (or the vendor, `None`)
+/// may see it; `None` when it is not a webhook event or not theirs.
+#[must_use]
+pub fn event_of(seq: u64, env: &Envelope, partner: Option<&str>, state: &State) -> Option<(&'static str, Value)> {
+    let mine = |p: &str| partner.is_none_or(|me| me == p);
+    let conversion_of =
+        |mandate: &str| parse_mandate_id(mandate).and_then(|(s, _)| state.conversions.get(&s)).map(|c| c.id.clone());
+    let partner_of = |mandate: &str| {
+        parse_mandate_id(mandate)
+            .and_then(|(s, hop)| state.conversions.get(&s).and_then(|c| c.hops.get(hop)))
+            .map(|h| h.partner.clone())
+    };
+    let (kind, mut data) = match &env.event {
+        Event::MandateIssued { mandate_id, partner: p, amount, mandate } if mine(p) => (
+            "mandate.issued",
+            json!({"mandate_id": mandate_id, "partner": p, "amount": amount, "conversion": conversion_of(mandate_id), "mandate": mandate}),
+        ),
+        Event::ClawbackIssued { mandate_id, reverses, partner: p, amount, offset, mandate } if mine(p) => (
+            "clawback.issued",
+            json!({"mandate_id": mandate_id, "reverses": reverses, "partner": p, "amount": amount, "offset": offset, "mandate": mandate}),
+        ),
+        Event::HoldsReleased { mandate_ids, total } => match partner {
+            None => ("hold.released", json!({"mandate_ids": mandate_ids, "total": total})),
+            Some(me) => {
+                let ids: Vec<&String> = mandate_ids.iter().filter(|m| partner_of(m).as_deref() == Some(me)).collect();
+                if ids.is_empty() {
+                    return None;
+                }
+                ("hold.released", json!({"mandate_ids": ids}))
+            }
+        },
+        Event::SettlementConfirmed { settlement, partner: p, rail, confirmation_id, mandate_ids } if mine(p) => (
+            "settlement.confirmed",
+            json!({"settlement": settlement, "partner": p, "rail": rail, "confirmation_id": confirmation_id, "mandate_ids": mandate_ids}),
+        ),
+        Event::SettlementFailed { settlement, partner: p, rail, error, mandate_ids } if mine(p) => (
+            "settlement.failed",
+            json!({"settlement": settlement, "partner": p, "rail": rail, "error": error, "mandate_ids": mandate_ids}),
+        ),
+        Event::PayoutBooked { settlement, partner: p, paid, offset, mandate_ids } if mine(p) => (
+            "payout.booked",
+            json!({"settlement": settlement, "partner": p, "paid": paid, "offset": offset, "mandate_ids": mandate_ids}),
+        ),
+        _ => return None,
+    };
+    data["seq"] = json!(seq);
+    Some((kind, data))
+}
+
+/// The message for record `seq` to subscription `sub`, if it hears of it.
+#[must_use]
+pub fn message_for(sub: &Subscription, seq: u64, env: &Envelope, state: &State) -> Option<Message> {
+    let (kind, data) = event_of(seq, env, sub.partner.as_deref(), state)?;
+    if !sub.events.is_empty() && !sub.events.iter().any(|e| e == kind) {
+        return None;
+    }
+    let body = json!({"type": kind, "timestamp": env.at.to_rfc3339_opts(SecondsFormat::AutoSi, true), "data": data});
+    Some(Message { id: format!("evt_{seq}"), seq, kind, body: settle_mandates::jcs::to_vec(&body).ok()? })
+}
+
+fn check_url(url: &str) -> Result<(), Problem> {
+    if url.len() > MAX_URL_BYTES {
+        return Err(unprocessable(format!("url is longer than {MAX_URL_BYTES} bytes")));
+    }
+    let uri: hyper::Uri = url.parse().map_err(|e| unprocessable(format!("url '{url}' does not parse: {e}")))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(unprocessable(
+                "this server delivers webhooks over plain http only (put a TLS-terminating proxy in front of an https receiver)",
+            ));
+        }
+        _ => return Err(unprocessable(format!("url '{url}' must start with http://"))),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(unprocessable(format!("url '{url}' has no host")));
+    }
+    Ok(())
+}
+
+impl Webhooks {
+    /// The deliverer for `svc`, signing with `key`; starts no worker yet.
+    #[must_use]
+    pub fn new(svc: Arc<Service>, key: SigningKey, policy: RetryPolicy) -> Arc<Self> {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(policy.timeout));
+        http.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(4).build(http);
+        Arc::new(Self { svc, key, policy, client, workers: Mutex::new(HashMap::new()) })
+    }
+
+    /// Starts a worker for every stored subscription (inside a tokio runtime).
+    pub fn start(self: &Arc<Self>) -> anyhow::Result<()> {
+        for (_, v) in self.svc.ledger().aux_scan(b"wh/sub/", usize::MAX)? {
+            let sub: Subscription = serde_json::from_slice(&v)?;
+            self.spawn(sub);
+        }
+        Ok(())
+    }
+
+    fn workers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Worker>>> {
+        self.workers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn spawn(self: &Arc<Self>, sub: Subscription) {
+        let w = Arc::new(Worker {
+            sub,
+            progress: Mutex::new(Progress::default()),
+            reset: Mutex::new(None),
+            task: Mutex::new(None),
+        });
+        let me = Arc::clone(self);
+        let w2 = Arc::clone(&w);
+        let h = tokio::spawn(async move { me.run(w2).await });
+        *w.task.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(h.abort_handle());
+        self.workers().insert(w.sub.id.clone(), w);
+    }
+
+    /// Stops every worker (cursors are already stored).
+    pub fn stop(&self) {
+        for w in self.workers().values() {
+            if let Some(h) = w.task.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+                h.abort();
+            }
+        }
+    }
+
+    fn visible(&self, p: &Principal, id: &str) -> Result<Arc<Worker>, Problem> {
+        p.require(Scope::Read)?;
+        let w = self.workers().get(id).cloned();
+        match w {
+            Some(w) if p.is_vendor() || (w.sub.partner.is_some() && w.sub.partner == p.partner) => Ok(w),
+            _ => Err(not_found(format!("webhook subscription '{id}' not found"))),
+        }
+    }
+
+    /// `POST /v1/webhooks`: subscribes `p` (idempotent on `key`); the answer carries the
+    /// secret.
+    pub fn subscribe(self: &Arc<Self>, p: &Principal, key: &str, body: SubscribeBody) -> Result<Value, Problem> {
+        p.require(Scope::Read)?;
+        let hash = hex::encode(Sha256::digest(
+            settle_mandates::jcs::to_vec(&serde_json::to_value(&body).map_err(storage)?).map_err(storage)?,
+        ));
+        let ledger = self.svc.ledger();
+        if let Some(v) = ledger.aux_get(&idem_key(key)).map_err(storage)? {
+            let prior: Value = serde_json::from_slice(&v).map_err(storage)?;
+            if prior["hash"] != json!(hash) {
+                return Err(key_reused("idempotency key was already used with a different request"));
+            }
+            let id = prior["id"].as_str().unwrap_or_default();
+            let w = self.visible(p, id)?;
+            return Ok(self.describe(&w, true));
+        }
+        check_url(&body.url)?;
+        if let Some(e) = body.events.iter().find(|e| !EVENT_TYPES.contains(&e.as_str())) {
+            return Err(unprocessable(format!("unknown event type '{e}'; known: {}", EVENT_TYPES.join(", "))));
+        }
+        let owner = p.by();
+        if self.workers().values().filter(|w| w.sub.owner == owner).count() >= MAX_SUBSCRIPTIONS_PER_PRINCIPAL {
+            return Err(unprocessable(format!(
+                "at most {MAX_SUBSCRIPTIONS_PER_PRINCIPAL} subscriptions per principal; delete one first"
+            )));
+        }
+        let mut raw = [0u8; 32];
+        getrandom::fill(&mut raw).map_err(storage)?;
+        let mut idb = [0u8; 12];
+        getrandom::fill(&mut idb).map_err(storage)?;
+        let mut events = body.events.clone();
+        events.sort();
+        events.dedup();
+        let sub = Subscription {
+            id: format!("whsub_{}", hex::encode(idb)),
+            url: body.url,
+            events,
+            owner,
+            partner: if p.is_vendor() { None } else { p.partner.clone() },
+            secret: Secret::from_bytes(&raw).to_text(),
+            created_at: Utc::now(),
+            from_seq: ledger.size(),
+        };
+        ledger.aux_put(&cursor_key(&sub.id), &sub.from_seq.to_be_bytes(), false).map_err(storage)?;
+        ledger.aux_put(&sub_key(&sub.id), &serde_json::to_vec(&sub).map_err(storage)?, false).map_err(storage)?;
+        ledger
+            .aux_put(&idem_key(key), &serde_json::to_vec(&json!({"hash": hash, "id": sub.id})).map_err(storage)?, true)
+            .map_err(storage)?;
+        let id = sub.id.clone();
+        self.spawn(sub);
+        let w = self.visible(p, &id)?;
+        Ok(self.describe(&w, true))
+    }
+
+    fn describe(&self, w: &Worker, with_secret: bool) -> Value {
+        let ledger = self.svc.ledger();
+        let cursor = ledger
+            .aux_get(&cursor_key(&w.sub.id))
+            .ok()
+            .flatten()
+            .and_then(|v| v.try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(w.sub.from_seq);
+        let dead = ledger.aux_scan(&dead_prefix(&w.sub.id), usize::MAX).map_or(0, |v| v.len());
+        let progress = w.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let mut v = json!({
+            "id": w.sub.id,
+            "url": w.sub.url,
+            "events": if w.sub.events.is_empty() { EVENT_TYPES.iter().map(|s| (*s).to_owned()).collect() } else { w.sub.events.clone() },
+            "owner": w.sub.owner,
+            "partner": w.sub.partner,
+            "created_at": w.sub.created_at,
+            "from_seq": w.sub.from_seq,
+            "cursor": cursor,
+            "dead_letters": dead,
+            "delivery": progress,
+            "public_key": webhook::public_key_text(&self.key),
+            "kid": self.key.kid(),
+        });
+        if with_secret {
+            v["secret"] = json!(w.sub.secret);
+        }
+        v
+    }
+
+    /// `GET /v1/webhooks`: the principal's subscriptions (every one for the vendor).
+    pub fn list(&self, p: &Principal) -> Result<Value, Problem> {
+        p.require(Scope::Read)?;
+        let mut ws: Vec<Arc<Worker>> = self
+            .workers()
+            .values()
+            .filter(|w| p.is_vendor() || (w.sub.partner.is_some() && w.sub.partner == p.partner))
+            .cloned()
+            .collect();
+        ws.sort_by(|a, b| a.sub.created_at.cmp(&b.sub.created_at).then(a.sub.id.cmp(&b.sub.id)));
+        Ok(json!({"subscriptions": ws.iter().map(|w| self.describe(w, false)).collect::<Vec<_>>()}))
+    }
+
+    /// `GET /v1/webhooks/{id}`.
+    pub fn get(&self, p: &Principal, id: &str) -> Result<Value, Problem> {
+        let w = self.visible(p, id)?;
+        Ok(self.describe(&w, false))
+    }
+
+    /// `DELETE /v1/webhooks/{id}`: stops deliveries and forgets the subscription.
+    pub fn delete(&self, p: &Principal, id: &str) -> Result<(), Problem> {
+        let w = self.visible(p, id)?;
+        if let Some(h) = w.task.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            h.abort();
+        }
+        self.workers().remove(id);
+        let ledger = self.svc.ledger();
+        for prefix in [dead_prefix(id), replay_prefix(id)] {
+            for (k, _) in ledger.aux_scan(&prefix, usize::MAX).map_err(storage)? {
+                ledger.aux_remove(&k).map_err(storage)?;
+            }
+        }
+        ledger.aux_remove(&cursor_key(id)).map_err(storage)?;
+        ledger.aux_remove(&sub_key(id)).map_err(storage)
+    }
+
+    /// `GET /v1/webhooks/{id}/dead-letters`.
+    pub fn dead_letters(&self, p: &Principal, id: &str) -> Result<Value, Problem> {
+        let w = self.visible(p, id)?;
+        let list = self.svc.ledger().aux_scan(&dead_prefix(&w.sub.id), MAX_DEAD_LETTERS_LISTED).map_err(storage)?;
+        let dead: Vec<Value> = list.iter().filter_map(|(_, v)| serde_json::from_slice(v).ok()).collect();
+        Ok(json!({"subscription": id, "dead_letters": dead}))
+    }
+
+    /// `POST /v1/webhooks/{id}/replay` (vendor only): queues the dead letters, or rewinds
+    /// the cursor to `from_seq`.
+    pub fn replay(&self, p: &Principal, id: &str, body: &ReplayBody) -> Result<Value, Problem> {
+        p.require_vendor(Scope::ProgramsWrite)?;
+        let w = self.visible(p, id)?;
+        let ledger = self.svc.ledger();
+        if let Some(from) = body.from_seq {
+            if body.dead_letters {
+                return Err(bad("give either from_seq or dead_letters, not both"));
+            }
+            let size = ledger.size();
+            if from > size {
+                return Err(unprocessable(format!("from_seq {from} is past the end of the log ({size} records)")));
+            }
+            *w.reset.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(from);
+            return Ok(json!({"subscription": id, "from_seq": from, "queued_records": size - from}));
+        }
+        let dead = ledger.aux_scan(&dead_prefix(id), usize::MAX).map_err(storage)?;
+        for (i, (k, _)) in dead.iter().enumerate() {
+            if let Some(seq) = seq_of_key(k) {
+                ledger.aux_put(&replay_key(id, seq), b"", i + 1 == dead.len()).map_err(storage)?;
+            }
+        }
+        Ok(json!({"subscription": id, "queued_dead_letters": dead.len()}))
+    }
+
+    /// The worker of one subscription: queued replays first, then the log from its
+    /// cursor, one event at a time, in order.
+    async fn run(self: Arc<Self>, w: Arc<Worker>) {
+        let id = w.sub.id.clone();
+        let ledger = self.svc.ledger().clone();
+        let mut cursor = match ledger.aux_get(&cursor_key(&id)) {
+            Ok(Some(v)) => v.try_into().map(u64::from_be_bytes).unwrap_or(w.sub.from_seq),
+            _ => w.sub.from_seq,
+        };
+        loop {
+            if let Some(from) = w.reset.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+                cursor = from;
+                let _ = ledger.aux_put(&cursor_key(&id), &cursor.to_be_bytes(), true);
+            }
+            // Replays of dead letters.
+            if let Ok(queued) = ledger.aux_scan(&replay_prefix(&id), 64)
+                && !queued.is_empty()
+            {
+                for (k, _) in queued {
+                    if let Some(seq) = seq_of_key(&k)
+                        && let Some(m) = self.message_at(&w.sub, seq)
+                        && self.deliver(&w, &m).await
+                    {
+                        let _ = ledger.aux_remove(&dead_key(&id, seq));
+                    }
+                    let _ = ledger.aux_remove(&k);
+                }
+                continue;
+            }
+            let size = ledger.size();
+            if cursor >= size {
+                tokio::time::sleep(IDLE_POLL).await;
+                continue;
+            }
+            let end = size.min(cursor + SCAN_CHUNK);
+            let mut records = Vec::new();
+            for r in ledger.records(cursor).take(usize::try_from(end - cursor).unwrap_or(usize::MAX)) {
+                match r
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| Envelope::from_bytes(&r.event).map(|e| (r.seq, e)).map_err(|e| e.to_string()))
+                {
+                    Ok(x) => records.push(x),
+                    Err(e) => {
+                        tracing::error!("webhooks: cannot read the log at {cursor}: {e}");
+                        break;
+                    }
+                }
+            }
+            if records.is_empty() {
+                tokio::time::sleep(IDLE_POLL).await;
+                continue;
+            }
+            for (seq, env) in records {
+                if w.reset.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_some() {
+                    break;
+                }
+                let m = self.svc.with_state(|s| message_for(&w.sub, seq, &env, s));
+                if let Some(m) = m {
+                    self.deliver(&w, &m).await;
+                }
+                cursor = seq + 1;
+                let _ = ledger.aux_put(&cursor_key(&id), &cursor.to_be_bytes(), false);
+            }
+        }
+    }
+
+    fn message_at(&self, sub: &Subscription, seq: u64) -> Option<Message> {
+        let r = self.svc.ledger().record(seq).ok()??;
+        let env = Envelope::from_bytes(&r.event).ok()?;
+        self.svc.with_state(|s| message_for(sub, seq, &env, s))
+    }
+
+    /// Delivers `m` with retries; true when the subscriber took it, false when it went to
+    /// the dead letters.
+    async fn deliver(&self, w: &Worker, m: &Message) -> bool {
+        let mut failed = 0u32;
+        loop {
+            {
+                let mut p = w.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                p.pending = Some(m.seq);
+                p.pending_attempts = failed;
+            }
+            let err = match self.attempt(&w.sub, m).await {
+                Ok(()) => {
+                    let mut p = w.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    p.delivered += 1;
+                    p.pending = None;
+                    p.pending_attempts = 0;
+                    p.last_success_at = Some(Utc::now());
+                    return true;
+                }
+                Err(e) => e,
+            };
+            failed += 1;
+            {
+                let mut p = w.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                p.failed_attempts += 1;
+                p.last_error = Some(format!("{}: {err}", m.id));
+            }
+            if failed >= self.policy.attempts {
+                let d = DeadLetter {
+                    webhook_id: m.id.clone(),
+                    seq: m.seq,
+                    kind: m.kind.into(),
+                    attempts: failed,
+                    last_error: err,
+                    failed_at: Utc::now(),
+                };
+                tracing::warn!("webhook {} to {} is dead after {failed} attempts", m.id, w.sub.url);
+                if let Ok(v) = serde_json::to_vec(&d) {
+                    let _ = self.svc.ledger().aux_put(&dead_key(&w.sub.id, m.seq), &v, true);
+                }
+                w.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pending = None;
+                return false;
+            }
+            let jitter = rand::rng().random_range(0..=1000);
+            tokio::time::sleep(self.policy.delay(failed, jitter)).await;
+        }
+    }
+
+    async fn attempt(&self, sub: &Subscription, m: &Message) -> Result<(), String> {
+        let secret = Secret::parse(&sub.secret).map_err(|e| e.to_string())?;
+        let ts = Utc::now().timestamp();
+        let sig = webhook::sign(&m.id, ts, &m.body, &secret, &self.key);
+        let req = hyper::Request::post(&sub.url)
+            .header("content-type", "application/json")
+            .header("user-agent", concat!("settle-webhooks/", env!("CARGO_PKG_VERSION")))
+            .header("webhook-id", &m.id)
+            .header("webhook-timestamp", ts.to_string())
+            .header("webhook-signature", sig)
+            .body(Full::new(Bytes::from(m.body.clone())))
+            .map_err(|e| e.to_string())?;
+        let res = tokio::time::timeout(self.policy.timeout, async {
+            let r = self.client.request(req).await.map_err(|e| format!("cannot deliver: {e}"))?;
+            let status = r.status();
+            // Drain (bounded by the timeout) so the connection can be reused.
+            let _ = r.into_body().collect().await;
+            Ok::<StatusCode, String>(status)
+        })
+        .await
+        .map_err(|_| format!("no answer within {} ms", self.policy.timeout.as_millis()))??;
+        if res.is_success() { Ok(()) } else { Err(format!("answered {res}")) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_half_of_it_jitter() {
+        let p = RetryPolicy {
+            base: Duration::from_millis(100),
+            cap: Duration::from_millis(1000),
+            attempts: 5,
+            timeout: Duration::from_secs(1),
+        };
+        let ms = |failed, j| p.delay(failed, j).as_millis();
+        assert_eq!([ms(1, 0), ms(2, 0), ms(3, 0), ms(4, 0), ms(5, 0), ms(30, 0)], [50, 100, 200, 400, 500, 500]);
+        assert_eq!([ms(1, 1000), ms(3, 1000), ms(9, 1000), ms(9, 5000)], [100, 400, 1000, 1000]);
+        assert_eq!(ms(3, 500), 300);
+    }
+
+    #[test]
+    fn urls_must_be_http_with_a_host() {
+        check_url("http://127.0.0.1:8080/hooks").unwrap();
+        for bad in ["ftp://x/y", "https://example.com/h", "/relative", "http://", "not a url"] {
+            assert!(check_url(bad).is_err(), "{bad}");
+        }
+        assert!(check_url(&format!("http://h/{}", "a".repeat(MAX_URL_BYTES))).is_err());
+    }
+}

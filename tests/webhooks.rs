@@ -1,0 +1,338 @@
+//! Webhooks end to end: the real `settle serve` delivers to the partner kit's receiver
+//! (`examples/python/webhook_receiver.py`), which checks the `v1` signature with the stock
+//! `standardwebhooks` library and the `v1a` signature with `cryptography` and the JWKS.
+//! Receivers that fail, a server killed with SIGKILL while events wait, dead letters and
+//! the vendor's replay: every event arrives, each exactly once by `webhook-id`.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{Value, json};
+use support::*;
+
+/// The receiver, killed on drop.
+struct Receiver {
+    child: Child,
+    url: String,
+    out: PathBuf,
+    secret: PathBuf,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Receiver {
+    fn start(dir: &Path, name: &str, jwks: &Path, fail: &[&str]) -> Receiver {
+        python::ensure_webhook_deps();
+        let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let port_file = dir.join(format!("{name}.port"));
+        let out = dir.join(format!("{name}.jsonl"));
+        let secret = dir.join(format!("{name}.secret"));
+        let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("receiver log");
+        let child = Command::new("python3")
+            .arg(workspace.join("examples").join("python").join("webhook_receiver.py"))
+            .arg("--jwks")
+            .arg(jwks)
+            .arg("--secret-file")
+            .arg(&secret)
+            .arg("--out")
+            .arg(&out)
+            .arg("--port-file")
+            .arg(&port_file)
+            .args(fail)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("python3 runs the receiver");
+        let port = wait_for("the receiver's port", 30, || std::fs::read_to_string(&port_file).ok());
+        Receiver { child, url: format!("http://127.0.0.1:{}/hooks/{name}", port.trim()), out, secret }
+    }
+
+    fn lines(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("receiver writes JSON lines"))
+            .collect()
+    }
+
+    /// Accepted events by webhook-id; panics on a rejected delivery or an id accepted twice.
+    fn accepted(&self) -> BTreeMap<String, Value> {
+        let mut m = BTreeMap::new();
+        for l in self.lines() {
+            assert!(l.get("rejected").is_none(), "the receiver refused a delivery: {l}");
+            if let Some(id) = l["webhook_id"].as_str() {
+                assert!(m.insert(id.to_owned(), l["event"].clone()).is_none(), "{id} accepted twice");
+            }
+        }
+        m
+    }
+
+    fn wait_for_ids(&self, want: &BTreeSet<String>, secs: u64) -> BTreeMap<String, Value> {
+        wait_for(&format!("{} webhooks at {}", want.len(), self.url), secs, || {
+            let got = self.accepted();
+            want.iter().all(|id| got.contains_key(id)).then_some(got)
+        })
+    }
+}
+
+fn webhook_type(log_type: &str) -> Option<&'static str> {
+    Some(match log_type {
+        "mandate_issued" => "mandate.issued",
+        "clawback_issued" => "clawback.issued",
+        "holds_released" => "hold.released",
+        "settlement_confirmed" => "settlement.confirmed",
+        "settlement_failed" => "settlement.failed",
+        "payout_booked" => "payout.booked",
+        _ => return None,
+    })
+}
+
+/// The webhook events a write response announces: id → (type, log event).
+fn events_of(resp: &Value, out: &mut BTreeMap<String, (String, Value)>) {
+    let seq = resp["seq"].as_u64().expect("seq");
+    for (i, e) in resp["events"].as_array().expect("events").iter().enumerate() {
+        if let Some(t) = webhook_type(e["type"].as_str().expect("type")) {
+            out.insert(format!("evt_{}", seq + i as u64), (t.to_owned(), e["data"].clone()));
+        }
+    }
+}
+
+const FAST_RETRIES: &[&str] =
+    &["--webhook-backoff-ms", "100", "--webhook-backoff-cap-ms", "800", "--webhook-attempts", "40"];
+
+#[test]
+fn signed_webhooks_survive_failing_receivers_a_crash_and_dead_letters() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    keys_create(&data);
+    let admin = token(&data, "vendor-admin", "ops", None, ADMIN_SCOPES);
+    let p1 = token(&data, "partner", "p1", None, "read");
+    let p2 = token(&data, "partner", "p2", None, "read");
+    let srv = Server::start_with(&data, dir.path(), FAST_RETRIES);
+    let api = srv.api(Some(&admin));
+
+    // The program, three partners, one lead handed p1 → p2 → p3.
+    api.post_expect("/v1/programs", "program", &program_spec("growth"), 201);
+    for p in ["p1", "p2", "p3"] {
+        api.post_expect("/v1/partners", &format!("enroll-{p}"), &enroll_body(p, "growth"), 201);
+    }
+    api.post_expect("/v1/leads", "lead", &lead_body("lead-1", "growth", "p1"), 201);
+    api.post_expect("/v1/leads/lead-1/handoffs", "h2", &json!({"from": "p1", "to": "p2"}), 201);
+    api.post_expect("/v1/leads/lead-1/handoffs", "h3", &json!({"from": "p2", "to": "p3"}), 201);
+
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, api.get("/.well-known/jwks.json").text()).expect("write JWKS");
+    let vendor_down = dir.path().join("vendor-down");
+    std::fs::write(&vendor_down, "").expect("flag");
+    let vendor_rx =
+        Receiver::start(dir.path(), "vendor", &jwks, &["--fail-while", vendor_down.to_str().expect("utf-8")]);
+    let p1_rx = Receiver::start(dir.path(), "p1", &jwks, &["--fail-first", "3"]);
+
+    // Subscriptions: the vendor hears of everything, p1 of its own money only.
+    let sub = |api: &Api, key: &str, body: &Value| api.post_expect("/v1/webhooks", key, body, 201);
+    let vendor_sub = sub(&api, "sub-vendor", &json!({"url": vendor_rx.url}));
+    assert!(vendor_sub["secret"].as_str().expect("secret").starts_with("whsec_"));
+    assert!(vendor_sub["public_key"].as_str().expect("public key").starts_with("whpk_"));
+    assert_eq!(vendor_sub["events"].as_array().map(Vec::len), Some(6), "all event types by default");
+    std::fs::write(&vendor_rx.secret, vendor_sub["secret"].as_str().expect("secret")).expect("secret file");
+    let p1_api = srv.api(Some(&p1));
+    let p1_sub = sub(&p1_api, "sub-p1", &json!({"url": p1_rx.url}));
+    std::fs::write(&p1_rx.secret, p1_sub["secret"].as_str().expect("secret")).expect("secret file");
+    assert_eq!(p1_sub["partner"], "p1");
+
+    // Idempotent creation; refusals change nothing.
+    let again = api.post("/v1/webhooks", "sub-vendor", &json!({"url": vendor_rx.url}));
+    assert_eq!((again.status, again.json()["id"].clone()), (201, vendor_sub["id"].clone()), "{}", again.text());
+    assert_eq!(api.post("/v1/webhooks", "sub-vendor", &json!({"url": p1_rx.url})).problem(409)["status"], 409);
+    api.post("/v1/webhooks", "sub-ftp", &json!({"url": "ftp://127.0.0.1/x"})).problem(422);
+    api.post("/v1/webhooks", "sub-bad-type", &json!({"url": vendor_rx.url, "events": ["mandate.paid"]})).problem(422);
+    api.post("/v1/webhooks", "sub-extra", &json!({"url": vendor_rx.url, "secret": "mine"})).problem(400);
+    let none = api.post_raw("/v1/webhooks", None, Some("application/json"), br#"{"url":"http://127.0.0.1:9/x"}"#);
+    none.problem(400);
+    srv.api(None).post("/v1/webhooks", "anon", &json!({"url": vendor_rx.url})).problem(401);
+    let vid = vendor_sub["id"].as_str().expect("id").to_owned();
+    let pid = p1_sub["id"].as_str().expect("id").to_owned();
+    // Partners see only their own subscriptions; only the vendor replays.
+    srv.api(Some(&p2)).get(&format!("/v1/webhooks/{pid}")).problem(404);
+    p1_api.get(&format!("/v1/webhooks/{vid}")).problem(404);
+    assert_eq!(p1_api.get("/v1/webhooks").json()["subscriptions"].as_array().map(Vec::len), Some(1));
+    assert_eq!(api.get("/v1/webhooks").json()["subscriptions"].as_array().map(Vec::len), Some(2));
+    p1_api.post(&format!("/v1/webhooks/{pid}/replay"), "r", &json!({})).problem(403);
+
+    // Money moves: two conversions, a partial refund, holds advanced, a settlement.
+    let mut expected = BTreeMap::new();
+    let c1 = api.post_expect(
+        "/v1/conversions",
+        "c1",
+        &json!({"conversion": "C1", "lead": "lead-1", "revenue": "12345.67", "currency": "USD"}),
+        201,
+    );
+    events_of(&c1, &mut expected);
+    let c2 = api.post_expect(
+        "/v1/conversions",
+        "c2",
+        &json!({"conversion": "C2", "lead": "lead-1", "revenue": "500.00", "currency": "USD"}),
+        201,
+    );
+    events_of(&c2, &mut expected);
+    let refund = api.post_expect(
+        "/v1/refunds",
+        "r1",
+        &json!({"refund": "R1", "conversion": "C1", "amount": "1000.00", "currency": "USD"}),
+        201,
+    );
+    events_of(&refund, &mut expected);
+    events_of(&api.post_expect("/v1/holds/advance", "adv", &json!({}), 201), &mut expected);
+    let p1_c2 = c2["mandates"]
+        .as_array()
+        .expect("mandates")
+        .iter()
+        .find(|m| m["partner"] == "p1")
+        .and_then(|m| m["mandate_id"].as_str())
+        .expect("p1 is paid on C2")
+        .to_owned();
+    let settled = api.post_expect(
+        "/v1/settlements",
+        "s1",
+        &json!({"settlement": "S1", "partner": "p1", "rail": "book", "confirmation_id": "BK-1", "mandate_ids": [p1_c2]}),
+        201,
+    );
+    events_of(&settled, &mut expected);
+    let kinds: BTreeSet<&str> = expected.values().map(|(t, _)| t.as_str()).collect();
+    assert!(
+        ["mandate.issued", "clawback.issued", "settlement.confirmed"].iter().all(|k| kinds.contains(k)),
+        "the flow should produce these event types: {kinds:?}"
+    );
+
+    // p1 hears of its mandates, clawbacks, releases and settlements, nothing else.
+    let mut p1_mandates = BTreeSet::new();
+    for (t, d) in expected.values() {
+        if t == "mandate.issued" && d["partner"] == "p1" {
+            p1_mandates.insert(d["mandate_id"].as_str().expect("id").to_owned());
+        }
+    }
+    let p1_expected: BTreeSet<String> = expected
+        .iter()
+        .filter(|(_, (t, d))| match t.as_str() {
+            "hold.released" => {
+                d["mandate_ids"].as_array().expect("ids").iter().any(|m| p1_mandates.contains(m.as_str().expect("id")))
+            }
+            _ => d["partner"] == "p1",
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert!(p1_expected.len() >= 3, "p1 should hear of several events: {p1_expected:?}");
+    let p1_got = p1_rx.wait_for_ids(&p1_expected, 60);
+    assert_eq!(p1_got.keys().cloned().collect::<BTreeSet<_>>(), p1_expected, "p1 hears of its own events only");
+    for e in p1_got.values() {
+        if let Some(p) = e["data"].get("partner") {
+            assert_eq!(p, "p1", "{e}");
+        }
+    }
+
+    // The vendor's receiver is still down: kill the server before it recovers, restart.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(vendor_rx.accepted().is_empty(), "the vendor's receiver is down");
+    srv.kill9();
+    let srv = Server::start_with(&data, dir.path(), FAST_RETRIES);
+    let api = srv.api(Some(&admin));
+    std::fs::remove_file(&vendor_down).expect("receiver back up");
+    let want: BTreeSet<String> = expected.keys().cloned().collect();
+    let got = vendor_rx.wait_for_ids(&want, 90);
+    assert_eq!(got.keys().cloned().collect::<BTreeSet<_>>(), want, "every event, nothing else");
+    for (id, (t, d)) in &expected {
+        let e = &got[id];
+        assert_eq!(e["type"], json!(t), "{id}");
+        assert_eq!(e["data"]["seq"], json!(id[4..].parse::<u64>().expect("evt_<seq>")), "{id}");
+        if t == "mandate.issued" {
+            assert_eq!(e["data"]["mandate"], d["mandate"], "{id}: the signed mandate itself");
+        }
+    }
+    eprintln!("vendor receiver: {} events {kinds:?}; p1 receiver: {} events", got.len(), p1_got.len());
+    let status = api.get(&format!("/v1/webhooks/{vid}")).json();
+    assert!(status["delivery"]["failed_attempts"].as_u64().expect("count") >= 1, "{status}");
+    assert!(status.get("secret").is_none(), "the secret is shown only on creation: {status}");
+
+    // Dead letters: a server that gives up after two attempts, a receiver that is down.
+    assert!(srv.stop().success(), "graceful stop");
+    let srv = Server::start_with(&data, dir.path(), &["--webhook-backoff-ms", "50", "--webhook-attempts", "2"]);
+    let api = srv.api(Some(&admin));
+    let dead_down = dir.path().join("dead-down");
+    std::fs::write(&dead_down, "").expect("flag");
+    let dead_rx = Receiver::start(dir.path(), "dead", &jwks, &["--fail-while", dead_down.to_str().expect("utf-8")]);
+    let dsub = sub(&api, "sub-dead", &json!({"url": dead_rx.url, "events": ["mandate.issued"]}));
+    std::fs::write(&dead_rx.secret, dsub["secret"].as_str().expect("secret")).expect("secret file");
+    let did = dsub["id"].as_str().expect("id").to_owned();
+    let c3 = api.post_expect(
+        "/v1/conversions",
+        "c3",
+        &json!({"conversion": "C3", "lead": "lead-1", "revenue": "80.00", "currency": "USD"}),
+        201,
+    );
+    let mut c3_events = BTreeMap::new();
+    events_of(&c3, &mut c3_events);
+    let c3_ids: BTreeSet<String> =
+        c3_events.iter().filter(|(_, (t, _))| t == "mandate.issued").map(|(id, _)| id.clone()).collect();
+    assert_eq!(c3_ids.len(), 3, "three hops");
+    let dead = wait_for("three dead letters", 30, || {
+        let d = api.get(&format!("/v1/webhooks/{did}/dead-letters")).json();
+        (d["dead_letters"].as_array().map(Vec::len) == Some(3)).then_some(d)
+    });
+    let dead_ids: BTreeSet<String> = dead["dead_letters"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|d| {
+            assert_eq!(d["attempts"], 2, "{d}");
+            assert!(d["last_error"].as_str().expect("error").contains("503"), "{d}");
+            d["webhook_id"].as_str().expect("id").to_owned()
+        })
+        .collect();
+    assert_eq!(dead_ids, c3_ids);
+    std::fs::remove_file(&dead_down).expect("receiver back up");
+    let r = api.post(&format!("/v1/webhooks/{did}/replay"), "replay-1", &json!({}));
+    assert_eq!((r.status, r.json()["queued_dead_letters"].clone()), (202, json!(3)), "{}", r.text());
+    dead_rx.wait_for_ids(&c3_ids, 30);
+    wait_for("no dead letters after the replay", 30, || {
+        let d = api.get(&format!("/v1/webhooks/{did}/dead-letters")).json();
+        (d["dead_letters"].as_array().map(Vec::len) == Some(0)).then_some(())
+    });
+    // Replay from the start of the log: every mandate ever issued, once each by id.
+    let all_mandates: BTreeSet<String> = expected
+        .iter()
+        .chain(c3_events.iter())
+        .filter(|(_, (t, _))| t == "mandate.issued")
+        .map(|(id, _)| id.clone())
+        .collect();
+    let r = api.post(&format!("/v1/webhooks/{did}/replay"), "replay-2", &json!({"from_seq": 0}));
+    assert_eq!(r.status, 202, "{}", r.text());
+    let got = dead_rx.wait_for_ids(&all_mandates, 60);
+    let dups = dead_rx.lines().iter().filter(|l| l.get("duplicate").is_some()).count();
+    eprintln!("replay from 0: {} mandates, {dups} duplicate deliveries deduplicated by id", got.len());
+    assert!(dups >= 3, "the replay from 0 redelivers C3's three mandates");
+    assert_eq!(got.keys().cloned().collect::<BTreeSet<_>>(), all_mandates);
+    api.post(&format!("/v1/webhooks/{did}/replay"), "replay-3", &json!({"from_seq": 1_000_000})).problem(422);
+
+    // Unsubscribing stops deliveries and forgets the subscription.
+    let d = support::http(
+        srv.addr,
+        "DELETE",
+        &format!("/v1/webhooks/{did}"),
+        &[("authorization", &format!("Bearer {admin}"))],
+        None,
+    )
+    .expect("DELETE");
+    assert_eq!(d.status, 204, "{}", d.text());
+    api.get(&format!("/v1/webhooks/{did}")).problem(404);
+    assert_eq!(api.get("/v1/webhooks").json()["subscriptions"].as_array().map(Vec::len), Some(2));
+    assert!(srv.stop().success());
+}
