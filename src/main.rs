@@ -108,11 +108,15 @@ enum Cmd {
         #[arg(long, default_value_t = 3_600_000, value_parser = clap::value_parser!(u64).range(1..))]
         webhook_backoff_cap_ms: u64,
         /// Webhook attempts before an event goes to the dead letters.
-        #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..=100))]
+        #[arg(long, default_value_t = 18, value_parser = clap::value_parser!(u32).range(1..=100))]
         webhook_attempts: u32,
         /// How long a webhook receiver has to answer, in ms.
         #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
         webhook_timeout_ms: u64,
+        /// Extra CA certificates (PEM) trusted for https webhook receivers, beside the
+        /// Mozilla root store.
+        #[arg(long)]
+        webhook_ca: Option<PathBuf>,
     },
     /// Serve MCP over stdio for an agent (token in SETTLE_TOKEN; tools listed without).
     Mcp {
@@ -297,6 +301,7 @@ fn run(cli: Cli) -> Result<()> {
             webhook_backoff_cap_ms,
             webhook_attempts,
             webhook_timeout_ms,
+            webhook_ca,
         } => {
             let policy = webhooks::RetryPolicy {
                 base: Duration::from_millis(webhook_backoff_ms),
@@ -304,7 +309,7 @@ fn run(cli: Cli) -> Result<()> {
                 attempts: webhook_attempts,
                 timeout: Duration::from_millis(webhook_timeout_ms),
             };
-            server::serve(&data, listen, policy)
+            server::serve(&data, listen, policy, webhook_ca.as_deref())
         }
         Cmd::Mcp { data } => mcp::stdio(&data),
         Cmd::Load { data, conversions, batch, concurrency, rate, seconds, leads } => {

@@ -404,8 +404,8 @@ async fn subscribe(
     let key = idem_key(&p, &h)?;
     let b = body(b)?;
     let hooks = hooks(&app)?;
-    let v = tokio::task::block_in_place(|| hooks.subscribe(&p, &key, b))?;
-    Ok((StatusCode::CREATED, Json(v)).into_response())
+    let (v, replayed) = tokio::task::block_in_place(|| hooks.subscribe(&p, &key, b))?;
+    Ok((if replayed { StatusCode::OK } else { StatusCode::CREATED }, Json(v)).into_response())
 }
 
 async fn subscriptions(State(app): State<App>, h: HeaderMap) -> Result<Response, Problem> {
@@ -437,10 +437,11 @@ async fn replay(
     b: Result<Json<ReplayBody>, JsonRejection>,
 ) -> Result<Response, Problem> {
     let p = principal(&app, &h)?;
+    let key = idem_key(&p, &h)?;
     let b = body(b)?;
     let hooks = hooks(&app)?;
-    let v = tokio::task::block_in_place(|| hooks.replay(&p, &id, &b))?;
-    Ok((StatusCode::ACCEPTED, Json(v)).into_response())
+    let (v, replayed) = tokio::task::block_in_place(|| hooks.replay(&p, &key, &id, &b))?;
+    Ok((if replayed { StatusCode::OK } else { StatusCode::ACCEPTED }, Json(v)).into_response())
 }
 
 async fn jwks(State(app): State<App>) -> Result<Response, Problem> {
@@ -541,18 +542,24 @@ pub async fn background(svc: Arc<Service>) {
 }
 
 /// Serves the API on `listen` until SIGTERM/SIGINT; then drains, checkpoints, saves.
-pub fn serve(data: &Path, listen: std::net::SocketAddr, webhooks: RetryPolicy) -> Result<()> {
+pub fn serve(
+    data: &Path,
+    listen: std::net::SocketAddr,
+    webhooks: RetryPolicy,
+    webhook_ca: Option<&Path>,
+) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let keys = Arc::new(KeyFile::load(data)?);
+    let extra_roots = webhook_ca.map(crate::webhooks::read_ca).transpose()?.unwrap_or_default();
     let svc = Service::open(data)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let svc2 = svc.clone();
     rt.block_on(async move {
         let svc = svc2;
-        let hooks = Webhooks::new(svc.clone(), keys.current()?, webhooks);
+        let hooks = Webhooks::new(svc.clone(), keys.current()?, webhooks, extra_roots)?;
         hooks.start()?;
         let app = App { svc: svc.clone(), keys, base: format!("http://{listen}"), hooks: Some(hooks.clone()) };
         let listener =

@@ -30,6 +30,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rand::Rng;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use settle_engine::model::Event;
@@ -77,12 +79,13 @@ pub struct RetryPolicy {
 }
 
 impl Default for RetryPolicy {
-    /// 5 s doubling to at most 1 h, 15 attempts (about 8 hours), 10 s to answer.
+    /// 5 s doubling to at most 1 h, 18 attempts (4.2 to 8.4 hours of retries), 10 s to
+    /// answer.
     fn default() -> Self {
         Self {
             base: Duration::from_secs(5),
             cap: Duration::from_secs(3600),
-            attempts: 15,
+            attempts: 18,
             timeout: Duration::from_secs(10),
         }
     }
@@ -171,7 +174,22 @@ struct Worker {
     task: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
-type Http = Client<HttpConnector, Full<Bytes>>;
+impl Worker {
+    fn new(sub: Subscription) -> Self {
+        Self { sub, progress: Mutex::new(Progress::default()), reset: Mutex::new(None), task: Mutex::new(None) }
+    }
+}
+
+type Http = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Reads extra trusted CA certificates (PEM) for https receivers with a private CA.
+pub fn read_ca(path: &std::path::Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(|e| anyhow::anyhow!("cannot read CA certificates from {}: {e}", path.display()))?;
+    anyhow::ensure!(!certs.is_empty(), "{} holds no PEM certificate", path.display());
+    Ok(certs)
+}
 
 /// The webhook deliverer of a running server.
 pub struct Webhooks {
@@ -180,6 +198,8 @@ pub struct Webhooks {
     policy: RetryPolicy,
     client: Http,
     workers: Mutex<HashMap<String, Arc<Worker>>>,
+    /// Subscription writes, one at a time (idempotency checks are read-then-write).
+    writes: Mutex<()>,
 }
 
 fn sub_key(id: &str) -> Vec<u8> {
@@ -301,13 +321,8 @@ fn check_url(url: &str) -> Result<(), Problem> {
     }
     let uri: hyper::Uri = url.parse().map_err(|e| unprocessable(format!("url '{url}' does not parse: {e}")))?;
     match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(unprocessable(
-                "this server delivers webhooks over plain http only (put a TLS-terminating proxy in front of an https receiver)",
-            ));
-        }
-        _ => return Err(unprocessable(format!("url '{url}' must start with http://"))),
+        Some("http" | "https") => {}
+        _ => return Err(unprocessable(format!("url '{url}' must start with http:// or https://"))),
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err(unprocessable(format!("url '{url}' has no host")));
@@ -316,21 +331,40 @@ fn check_url(url: &str) -> Result<(), Problem> {
 }
 
 impl Webhooks {
-    /// The deliverer for `svc`, signing with `key`; starts no worker yet.
-    #[must_use]
-    pub fn new(svc: Arc<Service>, key: SigningKey, policy: RetryPolicy) -> Arc<Self> {
+    /// The deliverer for `svc`, signing with `key`; starts no worker yet. https receivers
+    /// are checked against the Mozilla root store (`webpki-roots`) and `extra_roots`.
+    pub fn new(
+        svc: Arc<Service>,
+        key: SigningKey,
+        policy: RetryPolicy,
+        extra_roots: Vec<CertificateDer<'static>>,
+    ) -> anyhow::Result<Arc<Self>> {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(policy.timeout));
         http.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(4).build(http);
-        Arc::new(Self { svc, key, policy, client, workers: Mutex::new(HashMap::new()) })
+        http.enforce_http(false);
+        let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        for ca in extra_roots {
+            roots.add(ca).map_err(|e| anyhow::anyhow!("a CA certificate is not usable: {e}"))?;
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(4).build(https);
+        Ok(Arc::new(Self { svc, key, policy, client, workers: Mutex::new(HashMap::new()), writes: Mutex::new(()) }))
     }
 
     /// Starts a worker for every stored subscription (inside a tokio runtime).
     pub fn start(self: &Arc<Self>) -> anyhow::Result<()> {
         for (_, v) in self.svc.ledger().aux_scan(b"wh/sub/", usize::MAX)? {
             let sub: Subscription = serde_json::from_slice(&v)?;
-            self.spawn(sub);
+            self.spawn(Worker::new(sub));
         }
         Ok(())
     }
@@ -339,13 +373,8 @@ impl Webhooks {
         self.workers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn spawn(self: &Arc<Self>, sub: Subscription) {
-        let w = Arc::new(Worker {
-            sub,
-            progress: Mutex::new(Progress::default()),
-            reset: Mutex::new(None),
-            task: Mutex::new(None),
-        });
+    fn spawn(self: &Arc<Self>, w: Worker) {
+        let w = Arc::new(w);
         let me = Arc::clone(self);
         let w2 = Arc::clone(&w);
         let h = tokio::spawn(async move { me.run(w2).await });
@@ -371,59 +400,86 @@ impl Webhooks {
         }
     }
 
-    /// `POST /v1/webhooks`: subscribes `p` (idempotent on `key`); the answer carries the
-    /// secret.
-    pub fn subscribe(self: &Arc<Self>, p: &Principal, key: &str, body: SubscribeBody) -> Result<Value, Problem> {
-        p.require(Scope::Read)?;
-        let hash = hex::encode(Sha256::digest(
-            settle_mandates::jcs::to_vec(&serde_json::to_value(&body).map_err(storage)?).map_err(storage)?,
-        ));
+    /// Runs the write `f` once per idempotency key: the same key and request again get
+    /// the original answer (`true`: replayed), another request under it a 409.
+    fn once(
+        &self,
+        key: &str,
+        request: &Value,
+        f: impl FnOnce() -> Result<(Value, Vec<(Vec<u8>, Vec<u8>)>), Problem>,
+    ) -> Result<(Value, bool), Problem> {
+        let _one_at_a_time = self.writes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let hash = hex::encode(Sha256::digest(settle_mandates::jcs::to_vec(request).map_err(storage)?));
         let ledger = self.svc.ledger();
         if let Some(v) = ledger.aux_get(&idem_key(key)).map_err(storage)? {
             let prior: Value = serde_json::from_slice(&v).map_err(storage)?;
             if prior["hash"] != json!(hash) {
-                return Err(key_reused("idempotency key was already used with a different request"));
+                return Err(key_reused(format!("idempotency key '{key}' was already used with a different request")));
             }
-            let id = prior["id"].as_str().unwrap_or_default();
-            let w = self.visible(p, id)?;
-            return Ok(self.describe(&w, true));
+            return Ok((prior["response"].clone(), true));
         }
-        check_url(&body.url)?;
-        if let Some(e) = body.events.iter().find(|e| !EVENT_TYPES.contains(&e.as_str())) {
-            return Err(unprocessable(format!("unknown event type '{e}'; known: {}", EVENT_TYPES.join(", "))));
+        // The write and its answer under the key: one atomic, durable batch.
+        let (response, mut writes) = f()?;
+        let record = serde_json::to_vec(&json!({"hash": hash, "response": response})).map_err(storage)?;
+        writes.push((idem_key(key), record));
+        let entries: Vec<(&[u8], &[u8])> = writes.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
+        ledger.aux_put_all(&entries, true).map_err(storage)?;
+        Ok((response, false))
+    }
+
+    /// `POST /v1/webhooks`: subscribes `p` (idempotent on `key`); the answer carries the
+    /// secret.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        p: &Principal,
+        key: &str,
+        body: SubscribeBody,
+    ) -> Result<(Value, bool), Problem> {
+        p.require(Scope::Read)?;
+        let request = serde_json::to_value(&body).map_err(storage)?;
+        let mut created = None;
+        let answer = self.once(key, &request, || {
+            check_url(&body.url)?;
+            if let Some(e) = body.events.iter().find(|e| !EVENT_TYPES.contains(&e.as_str())) {
+                return Err(unprocessable(format!("unknown event type '{e}'; known: {}", EVENT_TYPES.join(", "))));
+            }
+            let owner = p.by();
+            if self.workers().values().filter(|w| w.sub.owner == owner).count() >= MAX_SUBSCRIPTIONS_PER_PRINCIPAL {
+                return Err(unprocessable(format!(
+                    "at most {MAX_SUBSCRIPTIONS_PER_PRINCIPAL} subscriptions per principal; delete one first"
+                )));
+            }
+            let mut raw = [0u8; 32];
+            getrandom::fill(&mut raw).map_err(storage)?;
+            let mut idb = [0u8; 12];
+            getrandom::fill(&mut idb).map_err(storage)?;
+            let mut events = body.events.clone();
+            events.sort();
+            events.dedup();
+            let ledger = self.svc.ledger();
+            let sub = Subscription {
+                id: format!("whsub_{}", hex::encode(idb)),
+                url: body.url.clone(),
+                events,
+                owner,
+                partner: if p.is_vendor() { None } else { p.partner.clone() },
+                secret: Secret::from_bytes(&raw).to_text(),
+                created_at: Utc::now(),
+                from_seq: ledger.size(),
+            };
+            let writes = vec![
+                (cursor_key(&sub.id), sub.from_seq.to_be_bytes().to_vec()),
+                (sub_key(&sub.id), serde_json::to_vec(&sub).map_err(storage)?),
+            ];
+            let w = Worker::new(sub);
+            let response = self.describe(&w, true);
+            created = Some(w);
+            Ok((response, writes))
+        })?;
+        if let Some(w) = created {
+            self.spawn(w);
         }
-        let owner = p.by();
-        if self.workers().values().filter(|w| w.sub.owner == owner).count() >= MAX_SUBSCRIPTIONS_PER_PRINCIPAL {
-            return Err(unprocessable(format!(
-                "at most {MAX_SUBSCRIPTIONS_PER_PRINCIPAL} subscriptions per principal; delete one first"
-            )));
-        }
-        let mut raw = [0u8; 32];
-        getrandom::fill(&mut raw).map_err(storage)?;
-        let mut idb = [0u8; 12];
-        getrandom::fill(&mut idb).map_err(storage)?;
-        let mut events = body.events.clone();
-        events.sort();
-        events.dedup();
-        let sub = Subscription {
-            id: format!("whsub_{}", hex::encode(idb)),
-            url: body.url,
-            events,
-            owner,
-            partner: if p.is_vendor() { None } else { p.partner.clone() },
-            secret: Secret::from_bytes(&raw).to_text(),
-            created_at: Utc::now(),
-            from_seq: ledger.size(),
-        };
-        ledger.aux_put(&cursor_key(&sub.id), &sub.from_seq.to_be_bytes(), false).map_err(storage)?;
-        ledger.aux_put(&sub_key(&sub.id), &serde_json::to_vec(&sub).map_err(storage)?, false).map_err(storage)?;
-        ledger
-            .aux_put(&idem_key(key), &serde_json::to_vec(&json!({"hash": hash, "id": sub.id})).map_err(storage)?, true)
-            .map_err(storage)?;
-        let id = sub.id.clone();
-        self.spawn(sub);
-        let w = self.visible(p, &id)?;
-        Ok(self.describe(&w, true))
+        Ok(answer)
     }
 
     fn describe(&self, w: &Worker, with_secret: bool) -> Value {
@@ -502,28 +558,27 @@ impl Webhooks {
 
     /// `POST /v1/webhooks/{id}/replay` (vendor only): queues the dead letters, or rewinds
     /// the cursor to `from_seq`.
-    pub fn replay(&self, p: &Principal, id: &str, body: &ReplayBody) -> Result<Value, Problem> {
+    pub fn replay(&self, p: &Principal, key: &str, id: &str, body: &ReplayBody) -> Result<(Value, bool), Problem> {
         p.require_vendor(Scope::ProgramsWrite)?;
         let w = self.visible(p, id)?;
-        let ledger = self.svc.ledger();
-        if let Some(from) = body.from_seq {
-            if body.dead_letters {
-                return Err(bad("give either from_seq or dead_letters, not both"));
+        let request = json!({"subscription": id, "dead_letters": body.dead_letters, "from_seq": body.from_seq});
+        self.once(key, &request, || {
+            let ledger = self.svc.ledger();
+            if let Some(from) = body.from_seq {
+                if body.dead_letters {
+                    return Err(bad("give either from_seq or dead_letters, not both"));
+                }
+                let size = ledger.size();
+                if from > size {
+                    return Err(unprocessable(format!("from_seq {from} is past the end of the log ({size} records)")));
+                }
+                *w.reset.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(from);
+                return Ok((json!({"subscription": id, "from_seq": from, "queued_records": size - from}), vec![]));
             }
-            let size = ledger.size();
-            if from > size {
-                return Err(unprocessable(format!("from_seq {from} is past the end of the log ({size} records)")));
-            }
-            *w.reset.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(from);
-            return Ok(json!({"subscription": id, "from_seq": from, "queued_records": size - from}));
-        }
-        let dead = ledger.aux_scan(&dead_prefix(id), usize::MAX).map_err(storage)?;
-        for (i, (k, _)) in dead.iter().enumerate() {
-            if let Some(seq) = seq_of_key(k) {
-                ledger.aux_put(&replay_key(id, seq), b"", i + 1 == dead.len()).map_err(storage)?;
-            }
-        }
-        Ok(json!({"subscription": id, "queued_dead_letters": dead.len()}))
+            let dead = ledger.aux_scan(&dead_prefix(id), usize::MAX).map_err(storage)?;
+            let writes = dead.iter().filter_map(|(k, _)| seq_of_key(k)).map(|s| (replay_key(id, s), vec![])).collect();
+            Ok((json!({"subscription": id, "queued_dead_letters": dead.len()}), writes))
+        })
     }
 
     /// The worker of one subscription: queued replays first, then the log from its
@@ -692,7 +747,8 @@ mod tests {
     #[test]
     fn urls_must_be_http_with_a_host() {
         check_url("http://127.0.0.1:8080/hooks").unwrap();
-        for bad in ["ftp://x/y", "https://example.com/h", "/relative", "http://", "not a url"] {
+        check_url("https://hooks.example.com/settle").unwrap();
+        for bad in ["ftp://x/y", "/relative", "http://", "not a url"] {
             assert!(check_url(bad).is_err(), "{bad}");
         }
         assert!(check_url(&format!("http://h/{}", "a".repeat(MAX_URL_BYTES))).is_err());

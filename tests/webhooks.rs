@@ -29,7 +29,7 @@ impl Drop for Receiver {
 }
 
 impl Receiver {
-    fn start(dir: &Path, name: &str, jwks: &Path, fail: &[&str]) -> Receiver {
+    fn start(dir: &Path, name: &str, jwks: &Path, opts: &[&str]) -> Receiver {
         python::ensure_webhook_deps();
         let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let port_file = dir.join(format!("{name}.port"));
@@ -46,14 +46,15 @@ impl Receiver {
             .arg(&out)
             .arg("--port-file")
             .arg(&port_file)
-            .args(fail)
+            .args(opts)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("python3 runs the receiver");
         let port = wait_for("the receiver's port", 30, || std::fs::read_to_string(&port_file).ok());
-        Receiver { child, url: format!("http://127.0.0.1:{}/hooks/{name}", port.trim()), out, secret }
+        let scheme = if opts.contains(&"--tls-dir") { "https" } else { "http" };
+        Receiver { child, url: format!("{scheme}://127.0.0.1:{}/hooks/{name}", port.trim()), out, secret }
     }
 
     fn lines(&self) -> Vec<Value> {
@@ -151,7 +152,8 @@ fn signed_webhooks_survive_failing_receivers_a_crash_and_dead_letters() {
 
     // Idempotent creation; refusals change nothing.
     let again = api.post("/v1/webhooks", "sub-vendor", &json!({"url": vendor_rx.url}));
-    assert_eq!((again.status, again.json()["id"].clone()), (201, vendor_sub["id"].clone()), "{}", again.text());
+    assert_eq!(again.status, 200, "a retry answers the original: {}", again.text());
+    assert_eq!(again.json(), vendor_sub, "the original answer, secret included");
     assert_eq!(api.post("/v1/webhooks", "sub-vendor", &json!({"url": p1_rx.url})).problem(409)["status"], 409);
     api.post("/v1/webhooks", "sub-ftp", &json!({"url": "ftp://127.0.0.1/x"})).problem(422);
     api.post("/v1/webhooks", "sub-bad-type", &json!({"url": vendor_rx.url, "events": ["mandate.paid"]})).problem(422);
@@ -263,9 +265,21 @@ fn signed_webhooks_survive_failing_receivers_a_crash_and_dead_letters() {
     assert!(status.get("secret").is_none(), "the secret is shown only on creation: {status}");
 
     // Dead letters: a server that gives up after two attempts, a receiver that is down.
+    // And https: a receiver with a certificate from a private CA the server is told to trust.
     assert!(srv.stop().success(), "graceful stop");
-    let srv = Server::start_with(&data, dir.path(), &["--webhook-backoff-ms", "50", "--webhook-attempts", "2"]);
+    let tls_dir = dir.path().join("tls");
+    let tls_rx = Receiver::start(dir.path(), "tls", &jwks, &["--tls-dir", tls_dir.to_str().expect("utf-8")]);
+    assert!(tls_rx.url.starts_with("https://"));
+    let ca = tls_dir.join("ca.pem");
+    let ca = ca.to_str().expect("utf-8");
+    let srv = Server::start_with(
+        &data,
+        dir.path(),
+        &["--webhook-backoff-ms", "50", "--webhook-attempts", "2", "--webhook-ca", ca],
+    );
     let api = srv.api(Some(&admin));
+    let tsub = sub(&api, "sub-tls", &json!({"url": tls_rx.url, "events": ["mandate.issued"]}));
+    std::fs::write(&tls_rx.secret, tsub["secret"].as_str().expect("secret")).expect("secret file");
     let dead_down = dir.path().join("dead-down");
     std::fs::write(&dead_down, "").expect("flag");
     let dead_rx = Receiver::start(dir.path(), "dead", &jwks, &["--fail-while", dead_down.to_str().expect("utf-8")]);
@@ -298,9 +312,15 @@ fn signed_webhooks_survive_failing_receivers_a_crash_and_dead_letters() {
         })
         .collect();
     assert_eq!(dead_ids, c3_ids);
+    let got = tls_rx.wait_for_ids(&c3_ids, 30);
+    assert_eq!(got.keys().cloned().collect::<BTreeSet<_>>(), c3_ids, "over https, verified by the receiver");
     std::fs::remove_file(&dead_down).expect("receiver back up");
     let r = api.post(&format!("/v1/webhooks/{did}/replay"), "replay-1", &json!({}));
     assert_eq!((r.status, r.json()["queued_dead_letters"].clone()), (202, json!(3)), "{}", r.text());
+    let retried = api.post(&format!("/v1/webhooks/{did}/replay"), "replay-1", &json!({}));
+    assert_eq!((retried.status, retried.json()), (200, r.json()), "a retried replay answers the original");
+    let other = api.post(&format!("/v1/webhooks/{did}/replay"), "replay-1", &json!({"from_seq": 0}));
+    assert_eq!(other.problem(409)["title"], "Idempotency key reused");
     dead_rx.wait_for_ids(&c3_ids, 30);
     wait_for("no dead letters after the replay", 30, || {
         let d = api.get(&format!("/v1/webhooks/{did}/dead-letters")).json();
@@ -333,6 +353,6 @@ fn signed_webhooks_survive_failing_receivers_a_crash_and_dead_letters() {
     .expect("DELETE");
     assert_eq!(d.status, 204, "{}", d.text());
     api.get(&format!("/v1/webhooks/{did}")).problem(404);
-    assert_eq!(api.get("/v1/webhooks").json()["subscriptions"].as_array().map(Vec::len), Some(2));
+    assert_eq!(api.get("/v1/webhooks").json()["subscriptions"].as_array().map(Vec::len), Some(3));
     assert!(srv.stop().success());
 }

@@ -12,15 +12,20 @@ to a JSON Lines file.
     pip install standardwebhooks cryptography
     python3 webhook_receiver.py --jwks jwks.json --secret-file secret.txt --out events.jsonl
 
-Options for testing a sender's retries: `--fail-while FILE` answers 503 while FILE
-exists; `--fail-first N` answers 503 to the first N deliveries.
+Options for testing a sender: `--fail-while FILE` answers 503 while FILE exists;
+`--fail-first N` answers 503 to the first N deliveries; `--tls-dir DIR` serves https
+with a certificate for 127.0.0.1 from a throwaway CA written to DIR/ca.pem (trust it
+with `settle serve --webhook-ca DIR/ca.pem`).
 """
 
 import argparse
 import base64
+import datetime
 import http.server
 import json
+import ipaddress
 import os
+import ssl
 import sys
 import threading
 
@@ -112,6 +117,47 @@ class Receiver(http.server.BaseHTTPRequestHandler):
         return self.answer(200, "ok")
 
 
+def make_tls(dirname):
+    """A throwaway CA (DIR/ca.pem) and a server certificate for 127.0.0.1 signed by it."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    pem = serialization.Encoding.PEM
+
+    def cert(subject, issuer, public_key, signer, ca):
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            b = b.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        return b.sign(signer, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = cert("settle test CA", "settle test CA", ca_key.public_key(), ca_key, True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = cert("127.0.0.1", "settle test CA", key.public_key(), ca_key, False)
+    os.makedirs(dirname, exist_ok=True)
+    with open(os.path.join(dirname, "server.pem"), "wb") as f:
+        f.write(leaf.public_bytes(pem))
+    with open(os.path.join(dirname, "server.key"), "wb") as f:
+        f.write(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    with open(os.path.join(dirname, "ca.pem"), "wb") as f:
+        f.write(ca.public_bytes(pem))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(os.path.join(dirname, "server.pem"), os.path.join(dirname, "server.key"))
+    return ctx
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jwks", required=True, help="the vendor's JWKS (/.well-known/jwks.json)")
@@ -121,6 +167,7 @@ def main():
     ap.add_argument("--port-file", help="write the port here once listening")
     ap.add_argument("--fail-while", help="answer 503 while this file exists")
     ap.add_argument("--fail-first", type=int, default=0, help="answer 503 to the first N deliveries")
+    ap.add_argument("--tls-dir", help="serve https; write a throwaway CA to DIR/ca.pem")
     args = ap.parse_args()
 
     out_lock = threading.Lock()
@@ -130,6 +177,8 @@ def main():
             f.write(json.dumps(obj, sort_keys=True) + "\n")
 
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", args.port), Receiver)
+    if args.tls_dir:
+        srv.socket = make_tls(args.tls_dir).wrap_socket(srv.socket, server_side=True)
     srv.state = {
         "keys": load_keys(args.jwks),
         "secret_file": args.secret_file,

@@ -630,10 +630,17 @@ impl Ledger {
     /// verifiable history. `durable` syncs before returning; otherwise the write survives
     /// a process crash but may be lost with the machine.
     pub fn aux_put(&self, key: &[u8], value: &[u8], durable: bool) -> Result<()> {
-        self.inner.stores.aux.insert(key, value)?;
-        if durable {
-            self.inner.stores.db.persist(PersistMode::SyncAll)?;
+        self.aux_put_all(&[(key, value)], durable)
+    }
+
+    /// Several [`Ledger::aux_put`]s in one atomic batch.
+    pub fn aux_put_all(&self, entries: &[(&[u8], &[u8])], durable: bool) -> Result<()> {
+        let s = &self.inner.stores;
+        let mut batch = s.db.batch().durability(durable.then_some(PersistMode::SyncAll));
+        for (k, v) in entries {
+            batch.insert(&s.aux, *k, *v);
         }
+        batch.commit()?;
         Ok(())
     }
 
