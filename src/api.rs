@@ -264,25 +264,84 @@ impl Principal {
 /// The JSON answer to a write: the outcome, the signed mandates, the events recorded.
 #[must_use]
 pub fn outcome_json(o: &Outcome) -> Value {
-    let mandates: Vec<Value> = o
-        .records
-        .iter()
-        .filter_map(|e| match &e.event {
-            Event::MandateIssued { mandate_id, partner, amount, mandate } => Some(json!({"mandate_id": mandate_id, "partner": partner, "amount": amount, "direction": "payment", "mandate": mandate})),
-            Event::ClawbackIssued { mandate_id, partner, amount, offset, mandate, reverses } => Some(json!({"mandate_id": mandate_id, "partner": partner, "amount": amount, "direction": "clawback", "offset": offset, "reverses": reverses, "mandate": mandate})),
+    serde_json::to_value(OutcomeView::of(o)).unwrap_or_else(|e| json!({"error": e.to_string()}))
+}
+
+/// The answer to a write, serialised straight from the outcome (no intermediate
+/// `Value`: batches of a thousand conversions answer megabytes of it). Members are in
+/// sorted order, as `serde_json::Value` would give them.
+#[derive(Serialize)]
+pub struct OutcomeView<'a> {
+    events: &'a [Envelope],
+    mandates: Vec<MandateView<'a>>,
+    outcome: Option<Summary<'a>>,
+    replayed: bool,
+    seq: u64,
+}
+
+#[derive(Serialize)]
+struct MandateView<'a> {
+    amount: &'a Amount,
+    direction: &'static str,
+    mandate: &'a str,
+    mandate_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<&'a Amount>,
+    partner: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reverses: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Summary<'a> {
+    Conversion { outcome: &'a str, pool: &'a Amount, reason: Option<&'a str>, rule_version: Option<u32> },
+    Lead { chain: &'a [String], outcome: &'a str, owner: Option<&'a str> },
+}
+
+impl<'a> OutcomeView<'a> {
+    /// The view of `o`.
+    #[must_use]
+    pub fn of(o: &'a Outcome) -> Self {
+        let mandates = o
+            .records
+            .iter()
+            .filter_map(|e| match &e.event {
+                Event::MandateIssued { mandate_id, partner, amount, mandate } => Some(MandateView {
+                    amount,
+                    direction: "payment",
+                    mandate,
+                    mandate_id,
+                    offset: None,
+                    partner,
+                    reverses: None,
+                }),
+                Event::ClawbackIssued { mandate_id, partner, amount, offset, mandate, reverses } => Some(MandateView {
+                    amount,
+                    direction: "clawback",
+                    mandate,
+                    mandate_id,
+                    offset: Some(offset),
+                    partner,
+                    reverses: Some(reverses),
+                }),
+                _ => None,
+            })
+            .collect();
+        let outcome = o.records.iter().find_map(|e| match &e.event {
+            Event::ConversionOutcome { outcome, reason, pool, rule_version, .. } => Some(Summary::Conversion {
+                outcome,
+                pool,
+                reason: reason.as_deref(),
+                rule_version: *rule_version,
+            }),
+            Event::LeadOutcome { outcome, owner, chain, .. } => {
+                Some(Summary::Lead { chain, outcome, owner: owner.as_deref() })
+            }
             _ => None,
-        })
-        .collect();
-    let outcome = o.records.iter().find_map(|e| match &e.event {
-        Event::ConversionOutcome { outcome, reason, pool, rule_version, .. } => {
-            Some(json!({"outcome": outcome, "reason": reason, "pool": pool, "rule_version": rule_version}))
-        }
-        Event::LeadOutcome { outcome, owner, chain, .. } => {
-            Some(json!({"outcome": outcome, "owner": owner, "chain": chain}))
-        }
-        _ => None,
-    });
-    json!({"seq": o.seq, "replayed": o.replayed, "outcome": outcome, "mandates": mandates, "events": o.records})
+        });
+        Self { events: &o.records, mandates, outcome, replayed: o.replayed, seq: o.seq }
+    }
 }
 
 /// Records one fact for `p` under the idempotency key `key` (already scoped to `p`);

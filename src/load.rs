@@ -51,7 +51,30 @@ struct Driver {
     auth: String,
 }
 
+#[derive(serde::Deserialize)]
+struct BatchAnswer {
+    results: Vec<BatchItem>,
+}
+
+#[derive(serde::Deserialize)]
+struct BatchItem {
+    mandates: Option<Vec<serde::de::IgnoredAny>>,
+    detail: Option<String>,
+}
+
 impl Driver {
+    /// POSTs `body`; returns the status and the raw answer.
+    async fn post_bytes(&self, path: &str, key: &str, body: &Value) -> Result<(u16, Bytes)> {
+        let req = hyper::Request::post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .header("authorization", &self.auth)
+            .header("idempotency-key", key)
+            .body(Full::new(Bytes::from(serde_json::to_vec(body)?)))?;
+        let resp = self.client.request(req).await.with_context(|| format!("POST {path}"))?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.into_body().collect().await?.to_bytes()))
+    }
+
     /// POSTs `body`; returns the status and the parsed body.
     async fn post(&self, path: &str, key: &str, body: &Value) -> Result<(u16, Value)> {
         let req = hyper::Request::post(format!("{}{path}", self.base))
@@ -234,14 +257,20 @@ async fn drive(d: &Arc<Driver>, cfg: &LoadConfig) -> Result<Vec<String>> {
             let items: Vec<Value> = (first..last)
                 .map(|n| conversion(format!("b-{n}"), usize::try_from(n).unwrap_or(0) % leads, n))
                 .collect();
-            let v = d.expect("/v1/conversions/batch", &format!("batch-{b}"), &json!({"items": items})).await?;
-            let results = v["results"].as_array().context("batch answer without results")?;
+            let (status, bytes) =
+                d.post_bytes("/v1/conversions/batch", &format!("batch-{b}"), &json!({"items": items})).await?;
+            if !(200..300).contains(&status) {
+                let text = String::from_utf8_lossy(&bytes);
+                bail!("POST /v1/conversions/batch answered {status}: {}", text.chars().take(300).collect::<String>());
+            }
+            // A client reads what it needs: here, how many mandates each item carries.
+            let answer: BatchAnswer = serde_json::from_slice(&bytes).context("batch answer does not parse")?;
             let mut mandates = 0u64;
-            for r in results {
-                let m = r["mandates"].as_array().with_context(|| format!("a conversion failed: {r}"))?;
+            for r in &answer.results {
+                let m = r.mandates.as_ref().with_context(|| format!("a conversion failed: {:?}", r.detail))?;
                 mandates += m.len() as u64;
             }
-            Ok::<(u64, u64), anyhow::Error>((results.len() as u64, mandates))
+            Ok::<(u64, u64), anyhow::Error>((answer.results.len() as u64, mandates))
         });
     }
     let (mut convs, mut mandates) = (0u64, 0u64);

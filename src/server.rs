@@ -17,7 +17,7 @@ use crate::webhooks::{ReplayBody, RetryPolicy, SubscribeBody, Webhooks};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use settle_engine::model::{AgentScope, Event, PartnerRole, ProgramSpec};
 
 use crate::api::{
@@ -294,18 +294,39 @@ async fn convert_batch(
         subs.push(Submit { key: format!("{key}#{i}"), by: p.by(), at: now, event: e, request });
     }
     let results = app.svc.try_submit(subs).await;
-    let mut out = Vec::with_capacity(results.len());
-    for r in results {
-        out.push(match r {
-            Ok(o) => outcome_json(&o),
-            Err(SubmitError::Busy) => return Err(SubmitError::Busy.into()),
-            Err(e) => {
-                let pr: Problem = e.into();
-                json!({"status": pr.status.as_u16(), "title": pr.title, "detail": pr.detail})
-            }
-        });
+    if results.iter().any(|r| matches!(r, Err(SubmitError::Busy))) {
+        return Err(SubmitError::Busy.into());
     }
-    Ok(Json(json!({"results": out})).into_response())
+    let items: Vec<BatchItem> = results
+        .iter()
+        .map(|r| match r {
+            Ok(o) => BatchItem::Done(api::OutcomeView::of(o)),
+            Err(e) => {
+                let pr: Problem = e.clone().into();
+                BatchItem::Failed { detail: pr.detail, status: pr.status.as_u16(), title: pr.title }
+            }
+        })
+        .collect();
+    // Sized up front: a batch answer runs to megabytes, and growing it by doubling costs
+    // copies and fresh pages.
+    let mut buf = Vec::with_capacity(items.len().saturating_mul(BATCH_ITEM_BYTES_HINT));
+    serde_json::to_writer(&mut buf, &BatchAnswer { results: items }).map_err(api::internal)?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], buf).into_response())
+}
+
+/// About how many bytes one conversion takes in a batch answer (three hops).
+const BATCH_ITEM_BYTES_HINT: usize = 9 * 1024;
+
+#[derive(serde::Serialize)]
+struct BatchAnswer<'a> {
+    results: Vec<BatchItem<'a>>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum BatchItem<'a> {
+    Done(api::OutcomeView<'a>),
+    Failed { detail: String, status: u16, title: &'static str },
 }
 
 async fn refund(
