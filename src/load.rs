@@ -146,6 +146,11 @@ pub fn run(cfg: &LoadConfig) -> Result<()> {
         bail!("{} is not empty: settle load writes a fresh store", cfg.data.display());
     }
     std::fs::create_dir_all(&cfg.data)?;
+    // Quiet unless asked (RUST_LOG=fjall=debug shows the storage engine's write halts).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .try_init();
     let mut kf = KeyFile::new(
         "vendor",
         "settle.load/log",
@@ -306,7 +311,11 @@ async fn drive(d: &Arc<Driver>, cfg: &LoadConfig) -> Result<Vec<String>> {
                 if v["mandates"].as_array().is_none_or(Vec::is_empty) {
                     bail!("a single conversion settled without mandates: {v}");
                 }
-                Ok::<Duration, anyhow::Error>(due.elapsed())
+                let took = due.elapsed();
+                if took > Duration::from_millis(20) {
+                    tracing::debug!(target: "settle::load", "slow single {n}: {} ms", took.as_millis());
+                }
+                Ok::<Duration, anyhow::Error>(took)
             });
         }
         let mut lat = Vec::with_capacity(usize::try_from(total).unwrap_or(0));

@@ -241,6 +241,7 @@ struct Stores {
     db: Database,
     records: Keyspace,
     tree: Keyspace,
+    upper: Keyspace,
     keys: Keyspace,
     checkpoints: Keyspace,
     projections: Keyspace,
@@ -323,12 +324,33 @@ impl std::fmt::Debug for Ledger {
     }
 }
 
-fn tree_key(level: u32, index: u64) -> [u8; 9] {
+/// Key of Merkle node (`level`, `index`) in the `nodes` keyspace: the last leaf it
+/// covers, then its level. Nodes are created in exactly this order (appending leaf `n`
+/// completes the nodes ending at `n`, lowest first), so every write lands at the end of
+/// the key space: flushed tables never overlap and compaction only moves them, where a
+/// level-first key interleaves the levels and makes every compaction a merge.
+fn node_key(level: u32, index: u64) -> [u8; 9] {
+    let last = index.wrapping_add(1).wrapping_shl(level).wrapping_sub(1);
+    let mut k = [0u8; 9];
+    k[..8].copy_from_slice(&last.to_be_bytes());
+    k[8] = u8::try_from(level).unwrap_or(u8::MAX);
+    k
+}
+
+/// Key of an upper node (level ≥ [`CACHED_LEVEL`]) in the `upper` keyspace, which holds
+/// a copy of them by level so that opening the ledger loads the cache with one scan.
+fn upper_key(level: u32, index: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[0] = u8::try_from(level).unwrap_or(u8::MAX);
     k[1..].copy_from_slice(&index.to_be_bytes());
     k
 }
+
+/// Memtable size of every keyspace. fjall's default (64 MiB) makes each flush a burst
+/// of tens of megabytes, and every group commit's sync waits behind it: with 1,000
+/// single appends/s after a large batched load, p99 latency was 118–140 ms with 64 MiB
+/// memtables and 10–12 ms with 8 MiB (`settle load`, see docs/performance.md).
+pub const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Nodes at this height and above are also kept in memory (one per 2^CACHED_LEVEL
 /// leaves: about 5 MB for ten million records), so a proof reads at most about
@@ -350,7 +372,7 @@ impl NodeSource for TreeSource<'_> {
         {
             return Ok(h);
         }
-        let v = self.tree.get(tree_key(level, index))?.ok_or_else(|| LedgerError::Inconsistent {
+        let v = self.tree.get(node_key(level, index))?.ok_or_else(|| LedgerError::Inconsistent {
             seq: index << level,
             what: format!("Merkle node ({level}, {index}) is missing"),
         })?;
@@ -403,10 +425,11 @@ impl Ledger {
     /// Opens (or creates) the ledger in `path` and starts its writer thread.
     pub fn open(path: &Path, config: LedgerConfig) -> Result<Self> {
         let db = Database::builder(path).open()?;
-        let ks = |n: &str| db.keyspace(n, KeyspaceCreateOptions::default);
+        let ks = |n: &str| db.keyspace(n, || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES));
         let stores = Stores {
             records: ks("records")?,
-            tree: ks("tree")?,
+            tree: ks("nodes")?,
+            upper: ks("upper")?,
             keys: ks("idempotency")?,
             checkpoints: ks("checkpoints")?,
             projections: ks("projections")?,
@@ -416,7 +439,7 @@ impl Ledger {
         let (size, last_chain, frontier) = recover(&stores)?;
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let mut nodes = HashMap::new();
-        for g in stores.tree.range(tree_key(CACHED_LEVEL, 0)..) {
+        for g in stores.upper.iter() {
             let (k, v) = g.into_inner()?;
             let (Some(&level), Some(ix), Ok(h)) = (k.first(), k.get(1..9), <[u8; 32]>::try_from(v.as_ref())) else {
                 return Err(LedgerError::Inconsistent { seq: 0, what: "a stored Merkle node is malformed".into() });
@@ -834,7 +857,7 @@ fn recover(s: &Stores) -> Result<(u64, Hash, Frontier)> {
     if src.node(0, seq)? != merkle::leaf_hash(&rec.event) {
         return Err(LedgerError::Inconsistent { seq, what: "last record's leaf hash differs from the tree".into() });
     }
-    if s.tree.get(tree_key(0, size))?.is_some() {
+    if s.tree.get(node_key(0, size))?.is_some() {
         return Err(LedgerError::Inconsistent { seq: size, what: "tree has leaves beyond the last record".into() });
     }
     if let Some(g) = s.checkpoints.last_key_value() {
@@ -956,8 +979,9 @@ impl Writer {
                 batch.insert(&s.records, seq.to_be_bytes(), rec.encode());
                 let leaf = merkle::leaf_hash(&r.event);
                 self.frontier.push(leaf, |level, index, h| {
-                    batch.insert(&s.tree, tree_key(level, index), h);
+                    batch.insert(&s.tree, node_key(level, index), h);
                     if level >= CACHED_LEVEL {
+                        batch.insert(&s.upper, upper_key(level, index), h);
                         new_nodes.push(((level, index), h));
                     }
                 });
