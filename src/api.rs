@@ -329,12 +329,9 @@ impl<'a> OutcomeView<'a> {
             })
             .collect();
         let outcome = o.records.iter().find_map(|e| match &e.event {
-            Event::ConversionOutcome { outcome, reason, pool, rule_version, .. } => Some(Summary::Conversion {
-                outcome,
-                pool,
-                reason: reason.as_deref(),
-                rule_version: *rule_version,
-            }),
+            Event::ConversionOutcome { outcome, reason, pool, rule_version, .. } => {
+                Some(Summary::Conversion { outcome, pool, reason: reason.as_deref(), rule_version: *rule_version })
+            }
             Event::LeadOutcome { outcome, owner, chain, .. } => {
                 Some(Summary::Lead { chain, outcome, owner: owner.as_deref() })
             }

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD as B64STD, URL_SAFE_NO_PAD as B64};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use settle_engine::replay::Replay;
+use settle_engine::replay::{Mismatch, Replay, parse_record};
 use settle_engine::state::{Book, parse_mandate_id};
 use settle_engine::{Engine, EngineConfig, Envelope, Event};
 use settle_ledger::{Ledger, SignedCheckpoint};
@@ -703,18 +703,53 @@ pub fn audit_data(data: &Path) -> Result<AuditReport> {
         },
     )
     .map_err(|e| anyhow::anyhow!("cannot open the log in {}: {e}", data.display()))?;
-    let v = settle_ledger::verify_log(&ledger, &ring)
-        .map_err(|f| anyhow::anyhow!("audit failed at seq {}: {}", f.seq, f.what))?;
+    // Two passes over the log at once: the ledger's (chain, hashes, tree, checkpoint
+    // signatures) on its own thread, the replay (re-derive every split, mandate and
+    // balance; signatures batch-verified in the background) on this one.
+    let (l2, ring2) = (ledger.clone(), ring.clone());
+    let structural = std::thread::spawn(move || settle_ledger::verify_log(&l2, &ring2));
     let cfg = EngineConfig { vendor: keys.vendor.clone(), salt_secret: keys.salt()? };
     let mut replay = Replay::new(Engine::new(cfg), ring, true);
-    for r in ledger.records(0) {
-        let r = r?;
-        replay
-            .feed(r.seq, &r.kind, r.version, &r.event)
-            .map_err(|m| anyhow::anyhow!("audit failed at seq {}: {}", m.seq, m.what))?;
-    }
-    let mandates = replay.mandates;
-    let engine = replay.finish().map_err(|m| anyhow::anyhow!("audit failed at seq {}: {}", m.seq, m.what))?;
+    // And the replay itself in two stages: records read, parsed and checked canonical on
+    // one thread, decided and compared in log order on this one.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(u64, Result<Envelope, Mismatch>)>>(16);
+    let reader = ledger.clone();
+    let parser = std::thread::spawn(move || {
+        let mut chunk = Vec::with_capacity(PARSE_CHUNK);
+        for r in reader.records(0) {
+            let item = match r {
+                Ok(r) => (r.seq, parse_record(r.seq, &r.kind, r.version, &r.event)),
+                Err(e) => (u64::MAX, Err(Mismatch { seq: 0, what: e.to_string() })),
+            };
+            let stop = item.1.is_err();
+            chunk.push(item);
+            if stop || chunk.len() == PARSE_CHUNK {
+                if tx.send(std::mem::replace(&mut chunk, Vec::with_capacity(PARSE_CHUNK))).is_err() || stop {
+                    return;
+                }
+            }
+        }
+        let _ = tx.send(chunk);
+    });
+    let replayed = (|| {
+        for chunk in rx {
+            for (seq, env) in chunk {
+                match env {
+                    Ok(env) => replay.feed_parsed(seq, env)?,
+                    Err(m) => return Err(replay.earliest(m)),
+                }
+            }
+        }
+        let mandates = replay.mandates;
+        Ok::<_, Mismatch>((mandates, replay.finish()?))
+    })();
+    let _ = parser.join();
+    // A broken chain or tree is reported first: it is what makes everything else moot.
+    let v = structural
+        .join()
+        .map_err(|_| anyhow::anyhow!("the log verification thread panicked"))?
+        .map_err(|f| anyhow::anyhow!("audit failed at seq {}: {}", f.seq, f.what))?;
+    let (mandates, engine) = replayed.map_err(|m| anyhow::anyhow!("audit failed at seq {}: {}", m.seq, m.what))?;
     let mut report = AuditReport {
         records: v.records,
         checkpoints: v.checkpoints,
@@ -726,6 +761,9 @@ pub fn audit_data(data: &Path) -> Result<AuditReport> {
     ledger.close()?;
     Ok(report)
 }
+
+/// Records parsed per hand-off between the audit's parsing and replaying threads.
+const PARSE_CHUNK: usize = 256;
 
 /// Audits an exported bundle with the public keys it carries only.
 /// With `keys`, the vendor's keys as the auditor obtained them (pinned); without, the

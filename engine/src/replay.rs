@@ -92,7 +92,7 @@ pub struct Replay {
     /// When true, salts are compared too (the replayer holds the salt secret).
     with_secret: bool,
     expected: std::collections::VecDeque<(crate::state::Output, u64)>,
-    pending_sigs: Vec<(u64, &'static str, String, i64)>,
+    pending_sigs: Vec<Pending>,
     verifying: Option<std::thread::JoinHandle<Result<(), Mismatch>>>,
     /// Mandates checked.
     pub mandates: u64,
@@ -122,16 +122,36 @@ impl Replay {
         &self.engine
     }
 
-    /// Feeds the record at `seq` with canonical bytes `bytes`.
+    /// Feeds the record at `seq` with canonical bytes `bytes`. On a failure, the checks
+    /// still pending for earlier records run first, so the failure reported is the first
+    /// in log order.
     pub fn feed(&mut self, seq: u64, kind: &str, version: u32, bytes: &[u8]) -> Result<(), Mismatch> {
+        let env = match parse_record(seq, kind, version, bytes) {
+            Ok(env) => env,
+            Err(m) => return Err(self.earliest(m)),
+        };
+        self.feed_parsed(seq, env)
+    }
+
+    /// [`Replay::feed`] of a record already parsed and checked by [`parse_record`] (which
+    /// a caller may run on another thread, ahead of the replay).
+    pub fn feed_parsed(&mut self, seq: u64, env: Envelope) -> Result<(), Mismatch> {
+        match self.feed_inner(seq, env) {
+            Ok(()) => Ok(()),
+            Err(m) => Err(self.earliest(m)),
+        }
+    }
+
+    /// `m`, or an earlier failure among the checks still pending: what to report when
+    /// the caller found `m` (e.g. from [`parse_record`]).
+    pub fn earliest(&mut self, m: Mismatch) -> Mismatch {
+        let earlier = self.flush().and_then(|()| self.flush());
+        earlier.err().filter(|e| e.seq < m.seq).unwrap_or(m)
+    }
+
+    fn feed_inner(&mut self, seq: u64, env: Envelope) -> Result<(), Mismatch> {
         let bad = |what: String| Mismatch { seq, what };
-        let env = Envelope::from_bytes(bytes).map_err(|e| bad(format!("event does not parse: {e}")))?;
-        if env.to_bytes() != bytes {
-            return Err(bad("event is not in canonical form".into()));
-        }
-        if env.event.kind() != kind || env.v != version {
-            return Err(bad(format!("record says {kind} v{version}, event is {} v{}", env.event.kind(), env.v)));
-        }
+        let kind = env.event.kind();
         self.records += 1;
         if env.event.is_fact() {
             if let Some((o, _)) = self.expected.front() {
@@ -161,16 +181,10 @@ impl Replay {
         let token = token_of(&env)
             .ok_or_else(|| bad(format!("expected a signed {} here, found {kind}", want.event.kind())))?
             .to_owned();
-        let (typ, payload_ok) = match &sign {
-            ToSign::Mandate(m) => {
-                let typ = m.typ();
-                (typ, self.check_payload::<Mandate>(&token, typ, m, |x| &mut x.salt))
-            }
-            ToSign::Open(m) => {
-                (TYP_OPEN_MANDATE, self.check_payload::<OpenMandate>(&token, TYP_OPEN_MANDATE, m, |x| &mut x.salt))
-            }
+        let typ = match &sign {
+            ToSign::Mandate(m) => m.typ(),
+            ToSign::Open(_) => TYP_OPEN_MANDATE,
         };
-        let iat = payload_ok.map_err(|w| bad(format!("signed {} differs from the replay: {w}", want.event.kind())))?;
         fill(&mut want, token.clone());
         if want != env {
             return Err(bad(format!(
@@ -179,36 +193,12 @@ impl Replay {
             )));
         }
         self.mandates += 1;
-        self.pending_sigs.push((seq, typ, token, iat));
+        // The signed payload and the signature are checked in parallel, in `flush`.
+        self.pending_sigs.push(Pending { seq, kind: want.event.kind(), typ, token, want: sign });
         if self.pending_sigs.len() >= VERIFY_BATCH {
             self.flush()?;
         }
         Ok(())
-    }
-
-    fn check_payload<T: Signed + PartialEq + std::fmt::Debug + Clone>(
-        &self,
-        token: &str,
-        typ: &str,
-        want: &T,
-        salt_of: impl Fn(&mut T) -> &mut String,
-    ) -> Result<i64, String> {
-        let p = jws::parse(token, typ).map_err(|e| e.to_string())?;
-        // The signature and the key's validity at `iat` are checked in `flush`.
-        let mut got: T = serde_json::from_slice(&p.payload).map_err(|e| e.to_string())?;
-        if settle_mandates::jcs::to_vec(&got).map_err(|e| e.to_string())? != p.payload {
-            return Err("payload is not canonical".into());
-        }
-        if !self.with_secret {
-            // Without the vendor's salt secret the salt cannot be re-derived: compare the rest.
-            let mut w = want.clone();
-            *salt_of(&mut w) = salt_of(&mut got).clone();
-            return if got == w { Ok(got.iat()) } else { Err(mismatch(&w, &got)) };
-        }
-        if &got != want {
-            return Err(mismatch(want, &got));
-        }
-        Ok(got.iat())
     }
 
     /// Verifies the signatures collected so far: batch verification on all cores, in the
@@ -222,7 +212,8 @@ impl Replay {
             return Ok(());
         }
         let ring = self.ring.clone();
-        self.verifying = Some(std::thread::spawn(move || verify_sigs(&sigs, &ring)));
+        let with_secret = self.with_secret;
+        self.verifying = Some(std::thread::spawn(move || verify_sigs(&sigs, &ring, with_secret)));
         Ok(())
     }
 
@@ -248,27 +239,89 @@ fn mismatch<T: serde::Serialize>(want: &T, got: &T) -> String {
     )
 }
 
-/// Batch-verifies signatures on all cores and checks each key was valid at `iat`.
-fn verify_sigs(sigs: &[(u64, &'static str, String, i64)], ring: &KeyRing) -> Result<(), Mismatch> {
-    sigs.par_chunks(256)
-        .map(|chunk| {
-            for typ in [TYP_PAYMENT_MANDATE, TYP_CLAWBACK_MANDATE, TYP_OPEN_MANDATE] {
-                let idx: Vec<usize> = (0..chunk.len()).filter(|&i| chunk[i].1 == typ).collect();
-                if idx.is_empty() {
-                    continue;
-                }
-                let toks: Vec<&str> = idx.iter().map(|&i| chunk[i].2.as_str()).collect();
-                let verified = jws::verify_batch(&toks, ring, typ)
-                    .map_err(|(i, e)| Mismatch { seq: chunk[idx[i]].0, what: format!("signature: {e}") })?;
-                for (k, v) in verified.iter().enumerate() {
-                    let (seq, _, _, iat) = chunk[idx[k]];
-                    if !v.key.valid_at(iat) {
-                        return Err(Mismatch { seq, what: format!("key {} was not valid at iat {iat}", v.key.kid) });
-                    }
-                }
+/// Parses a record's event and checks it is canonical and of the type and version the
+/// record says: the part of a replay that needs no state.
+pub fn parse_record(seq: u64, kind: &str, version: u32, bytes: &[u8]) -> Result<Envelope, Mismatch> {
+    let bad = |what: String| Mismatch { seq, what };
+    let env = Envelope::from_bytes(bytes).map_err(|e| bad(format!("event does not parse: {e}")))?;
+    if env.to_bytes() != bytes {
+        return Err(bad("event is not in canonical form".into()));
+    }
+    if env.event.kind() != kind || env.v != version {
+        return Err(bad(format!("record says {kind} v{version}, event is {} v{}", env.event.kind(), env.v)));
+    }
+    Ok(env)
+}
+
+/// A signed derived event whose payload and signature are still to be checked.
+struct Pending {
+    seq: u64,
+    kind: &'static str,
+    typ: &'static str,
+    token: String,
+    want: ToSign,
+}
+
+/// The signed payload of `token` is canonical and is what the replay derived (but for
+/// the salt when the replayer lacks the salt secret); returns its `iat`.
+fn check_payload<T: Signed + PartialEq + std::fmt::Debug + Clone>(
+    token: &str,
+    typ: &str,
+    want: &T,
+    with_secret: bool,
+    salt_of: impl Fn(&mut T) -> &mut String,
+) -> Result<i64, String> {
+    let p = jws::parse(token, typ).map_err(|e| e.to_string())?;
+    let mut got: T = serde_json::from_slice(&p.payload).map_err(|e| e.to_string())?;
+    if settle_mandates::jcs::to_vec(&got).map_err(|e| e.to_string())? != p.payload {
+        return Err("payload is not canonical".into());
+    }
+    if !with_secret {
+        // Without the vendor's salt secret the salt cannot be re-derived: compare the rest.
+        let mut w = want.clone();
+        *salt_of(&mut w) = salt_of(&mut got).clone();
+        return if got == w { Ok(got.iat()) } else { Err(mismatch(&w, &got)) };
+    }
+    if &got != want {
+        return Err(mismatch(want, &got));
+    }
+    Ok(got.iat())
+}
+
+/// Checks a chunk: every payload against the replay, then the signatures by batch
+/// verification, and that each key was valid at the payload's `iat`. The first failure
+/// in log order.
+fn verify_chunk(chunk: &[Pending], ring: &KeyRing, with_secret: bool) -> Result<(), Mismatch> {
+    let mut iats = Vec::with_capacity(chunk.len());
+    for p in chunk {
+        let iat = match &p.want {
+            ToSign::Mandate(m) => check_payload::<Mandate>(&p.token, p.typ, m, with_secret, |x| &mut x.salt),
+            ToSign::Open(m) => check_payload::<OpenMandate>(&p.token, p.typ, m, with_secret, |x| &mut x.salt),
+        }
+        .map_err(|w| Mismatch { seq: p.seq, what: format!("signed {} differs from the replay: {w}", p.kind) })?;
+        iats.push(iat);
+    }
+    for typ in [TYP_PAYMENT_MANDATE, TYP_CLAWBACK_MANDATE, TYP_OPEN_MANDATE] {
+        let idx: Vec<usize> = (0..chunk.len()).filter(|&i| chunk[i].typ == typ).collect();
+        if idx.is_empty() {
+            continue;
+        }
+        let toks: Vec<&str> = idx.iter().map(|&i| chunk[i].token.as_str()).collect();
+        let verified = jws::verify_batch(&toks, ring, typ)
+            .map_err(|(i, e)| Mismatch { seq: chunk[idx[i]].seq, what: format!("signature: {e}") })?;
+        for (k, v) in verified.iter().enumerate() {
+            let (seq, iat) = (chunk[idx[k]].seq, iats[idx[k]]);
+            if !v.key.valid_at(iat) {
+                return Err(Mismatch { seq, what: format!("key {} was not valid at iat {iat}", v.key.kid) });
             }
-            Ok(())
-        })
-        .collect::<Result<Vec<()>, _>>()
-        .map(|_| ())
+        }
+    }
+    Ok(())
+}
+
+/// Checks every pending signed event on all cores; the first failure in log order.
+fn verify_sigs(sigs: &[Pending], ring: &KeyRing, with_secret: bool) -> Result<(), Mismatch> {
+    let results: Vec<Result<(), Mismatch>> =
+        sigs.par_chunks(256).map(|chunk| verify_chunk(chunk, ring, with_secret)).collect();
+    results.into_iter().find(Result::is_err).unwrap_or(Ok(()))
 }
