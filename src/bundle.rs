@@ -723,10 +723,10 @@ pub fn audit_data(data: &Path) -> Result<AuditReport> {
             };
             let stop = item.1.is_err();
             chunk.push(item);
-            if stop || chunk.len() == PARSE_CHUNK {
-                if tx.send(std::mem::replace(&mut chunk, Vec::with_capacity(PARSE_CHUNK))).is_err() || stop {
-                    return;
-                }
+            if (stop || chunk.len() == PARSE_CHUNK)
+                && (tx.send(std::mem::replace(&mut chunk, Vec::with_capacity(PARSE_CHUNK))).is_err() || stop)
+            {
+                return;
             }
         }
         let _ = tx.send(chunk);
