@@ -723,10 +723,12 @@ pub fn audit_data(data: &Path) -> Result<AuditReport> {
             };
             let stop = item.1.is_err();
             chunk.push(item);
-            if (stop || chunk.len() == PARSE_CHUNK)
-                && (tx.send(std::mem::replace(&mut chunk, Vec::with_capacity(PARSE_CHUNK))).is_err() || stop)
-            {
-                return;
+            if stop || chunk.len() == PARSE_CHUNK {
+                // A failure ends the stream after it is handed over.
+                let sent = tx.send(std::mem::replace(&mut chunk, Vec::with_capacity(PARSE_CHUNK))).is_ok();
+                if stop || !sent {
+                    return;
+                }
             }
         }
         let _ = tx.send(chunk);
