@@ -38,6 +38,10 @@ fn bench(c: &mut Criterion) {
     });
 
     let (mut engine, mut seq) = fixtures::engine_with_chain();
+    // The fixture must settle: three signed mandates, not a "no commission" outcome.
+    let first = engine.decide(fixtures::env(seq, fixtures::conversion(0)), seq).unwrap();
+    assert_eq!(first.outputs.iter().filter(|o| o.sign.is_some()).count(), 3, "the fixture conversion must pay 3 hops");
+    seq += 1 + first.outputs.len() as u64;
     let mut i = 0u64;
     g.bench_function("decide_conversion_unsigned", |b| {
         b.iter(|| {

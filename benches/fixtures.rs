@@ -67,10 +67,19 @@ pub fn spec() -> ProgramSpec {
     }
 }
 
+/// The envelope of record `seq`, logged at t(seq) for the set-up facts and at
+/// t(1000 + seq) for everything after it, so a conversion won at t(1000) (after its lead
+/// was registered) is recorded after it was won.
 pub fn env(seq: u64, e: Event) -> Envelope {
+    let s = i64::try_from(seq).unwrap();
+    let at = if matches!(e, Event::ConversionRecorded { .. }) { t(1000 + s) } else { t(s) };
+    env_at(seq, at, e)
+}
+
+pub fn env_at(seq: u64, at: DateTime<Utc>, e: Event) -> Envelope {
     Envelope {
         v: 1,
-        at: t(i64::try_from(seq).unwrap()),
+        at,
         by: "vendor:bench".into(),
         key: Some(format!("k{seq}")),
         cause: None,
@@ -117,7 +126,7 @@ pub fn conversion(i: u64) -> Event {
         conversion: format!("deal-{i}"),
         lead: "l1".into(),
         revenue: usd(1_234_567),
-        occurred_at: t(60),
+        occurred_at: t(1000),
         subscription_month: None,
         fx: None,
     }
