@@ -77,14 +77,7 @@ pub fn env(seq: u64, e: Event) -> Envelope {
 }
 
 pub fn env_at(seq: u64, at: DateTime<Utc>, e: Event) -> Envelope {
-    Envelope {
-        v: 1,
-        at,
-        by: "vendor:bench".into(),
-        key: Some(format!("k{seq}")),
-        cause: None,
-        event: e,
-    }
+    Envelope { v: 1, at, by: "vendor:bench".into(), key: Some(format!("k{seq}")), cause: None, event: e }
 }
 
 /// An engine with a program, three partners and a 3-hop lead; returns it and the next seq.
