@@ -77,14 +77,7 @@ impl Driver {
 
     /// POSTs `body`; returns the status and the parsed body.
     async fn post(&self, path: &str, key: &str, body: &Value) -> Result<(u16, Value)> {
-        let req = hyper::Request::post(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .header("authorization", &self.auth)
-            .header("idempotency-key", key)
-            .body(Full::new(Bytes::from(serde_json::to_vec(body)?)))?;
-        let resp = self.client.request(req).await.with_context(|| format!("POST {path}"))?;
-        let status = resp.status().as_u16();
-        let bytes = resp.into_body().collect().await?.to_bytes();
+        let (status, bytes) = self.post_bytes(path, key, body).await?;
         Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
     }
 

@@ -107,6 +107,12 @@ fn events_of(resp: &Value, out: &mut BTreeMap<String, (String, Value)>) {
     }
 }
 
+/// Records conversion `id` of lead-1 (the idempotency key is the id).
+fn convert(api: &Api, id: &str, revenue: &str) -> Value {
+    let body = json!({"conversion": id, "lead": "lead-1", "revenue": revenue, "currency": "USD"});
+    api.post_expect("/v1/conversions", &id.to_lowercase(), &body, 201)
+}
+
 const FAST_RETRIES: &[&str] =
     &["--webhook-backoff-ms", "100", "--webhook-backoff-cap-ms", "800", "--webhook-attempts", "40"];
 
@@ -172,19 +178,9 @@ fn signed_webhooks_survive_failing_receivers_a_crash_and_dead_letters() {
 
     // Money moves: two conversions, a partial refund, holds advanced, a settlement.
     let mut expected = BTreeMap::new();
-    let c1 = api.post_expect(
-        "/v1/conversions",
-        "c1",
-        &json!({"conversion": "C1", "lead": "lead-1", "revenue": "12345.67", "currency": "USD"}),
-        201,
-    );
+    let c1 = convert(&api, "C1", "12345.67");
     events_of(&c1, &mut expected);
-    let c2 = api.post_expect(
-        "/v1/conversions",
-        "c2",
-        &json!({"conversion": "C2", "lead": "lead-1", "revenue": "500.00", "currency": "USD"}),
-        201,
-    );
+    let c2 = convert(&api, "C2", "500.00");
     events_of(&c2, &mut expected);
     let refund = api.post_expect(
         "/v1/refunds",
@@ -286,12 +282,7 @@ fn signed_webhooks_survive_failing_receivers_a_crash_and_dead_letters() {
     let dsub = sub(&api, "sub-dead", &json!({"url": dead_rx.url, "events": ["mandate.issued"]}));
     std::fs::write(&dead_rx.secret, dsub["secret"].as_str().expect("secret")).expect("secret file");
     let did = dsub["id"].as_str().expect("id").to_owned();
-    let c3 = api.post_expect(
-        "/v1/conversions",
-        "c3",
-        &json!({"conversion": "C3", "lead": "lead-1", "revenue": "80.00", "currency": "USD"}),
-        201,
-    );
+    let c3 = convert(&api, "C3", "80.00");
     let mut c3_events = BTreeMap::new();
     events_of(&c3, &mut c3_events);
     let c3_ids: BTreeSet<String> =

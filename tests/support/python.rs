@@ -9,32 +9,29 @@ pub fn kit(workspace: &Path) -> PathBuf {
     workspace.join("examples").join("python").join("verify_receipt.py")
 }
 
-/// Installs the kit's stock libraries from PyPI when they are missing; fails loudly
-/// (never skips) when they cannot be installed.
-pub fn ensure_deps() {
-    let have = Command::new("python3").args(["-c", "import joserfc, cryptography"]).status();
+/// Installs `packages` from PyPI unless `imports` already import; fails loudly (never
+/// skips) when they cannot be installed.
+fn ensure(imports: &str, packages: &[&str], needed_for: &str) {
+    let have = Command::new("python3").args(["-c", &format!("import {imports}")]).status();
     if have.is_ok_and(|s| s.success()) {
         return;
     }
     let st = Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "joserfc", "cryptography"])
+        .args(["-m", "pip", "install", "--quiet"])
+        .args(packages)
         .status()
-        .expect("python3 is needed to run the partner kit");
-    assert!(st.success(), "could not install joserfc and cryptography from PyPI: the partner kit cannot run");
+        .unwrap_or_else(|e| panic!("python3 is needed to run {needed_for}: {e}"));
+    assert!(st.success(), "could not install {} from PyPI: {needed_for} cannot run", packages.join(" and "));
 }
 
-/// Installs what the kit's webhook receiver needs (`standardwebhooks`, `cryptography`)
-/// when missing; fails loudly when it cannot.
+/// The partner kit's stock libraries.
+pub fn ensure_deps() {
+    ensure("joserfc, cryptography", &["joserfc", "cryptography"], "the partner kit");
+}
+
+/// What the kit's webhook receiver needs (`standardwebhooks`, `cryptography`).
 pub fn ensure_webhook_deps() {
-    let have = Command::new("python3").args(["-c", "import standardwebhooks, cryptography"]).status();
-    if have.is_ok_and(|s| s.success()) {
-        return;
-    }
-    let st = Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "standardwebhooks", "cryptography"])
-        .status()
-        .expect("python3 is needed to run the webhook receiver");
-    assert!(st.success(), "could not install standardwebhooks and cryptography from PyPI");
+    ensure("standardwebhooks, cryptography", &["standardwebhooks", "cryptography"], "the webhook receiver");
 }
 
 /// Runs the kit with `args` (after installing its dependencies).
