@@ -123,6 +123,10 @@ enum Cmd {
         /// Mozilla root store.
         #[arg(long)]
         webhook_ca: Option<PathBuf>,
+        /// Deliver webhooks to loopback and private addresses too (off by default, so a
+        /// subscriber cannot make the server reach into its own network).
+        #[arg(long)]
+        webhook_allow_private: bool,
     },
     /// Serve MCP over stdio for an agent (token in SETTLE_TOKEN; tools listed without).
     Mcp {
@@ -308,12 +312,14 @@ fn run(cli: Cli) -> Result<()> {
             webhook_attempts,
             webhook_timeout_ms,
             webhook_ca,
+            webhook_allow_private,
         } => {
             let policy = webhooks::RetryPolicy {
                 base: Duration::from_millis(webhook_backoff_ms),
                 cap: Duration::from_millis(webhook_backoff_cap_ms),
                 attempts: webhook_attempts,
                 timeout: Duration::from_millis(webhook_timeout_ms),
+                allow_private: webhook_allow_private,
             };
             server::serve(&data, listen, policy, webhook_ca.as_deref())
         }

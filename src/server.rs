@@ -580,7 +580,8 @@ pub fn serve(
     let svc2 = svc.clone();
     rt.block_on(async move {
         let svc = svc2;
-        let hooks = Webhooks::new(svc.clone(), keys.current()?, webhooks, extra_roots)?;
+        let tokens = keys.tokens.iter().map(|t| t.id.clone()).collect();
+        let hooks = Webhooks::new(svc.clone(), keys.current()?, webhooks, extra_roots, tokens)?;
         hooks.start()?;
         let app = App { svc: svc.clone(), keys, base: format!("http://{listen}"), hooks: Some(hooks.clone()) };
         let listener =

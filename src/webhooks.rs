@@ -42,7 +42,7 @@ use settle_mandates::webhook::{self, Secret};
 use sha2::{Digest, Sha256};
 
 use crate::api::{Principal, Problem, bad, internal, key_reused, not_found, unprocessable};
-use crate::keystore::Scope;
+use crate::keystore::{PrincipalKind, Scope};
 use crate::service::Service;
 
 /// The event types a subscription can ask for.
@@ -62,6 +62,8 @@ pub const MAX_URL_BYTES: usize = 2048;
 const SCAN_CHUNK: u64 = 256;
 /// How often an idle worker looks for new records.
 const IDLE_POLL: Duration = Duration::from_millis(100);
+/// How often a paused or failing worker looks again.
+const PAUSED_POLL: Duration = Duration::from_secs(1);
 /// Most dead letters listed in one answer.
 pub const MAX_DEAD_LETTERS_LISTED: usize = 1000;
 
@@ -76,6 +78,9 @@ pub struct RetryPolicy {
     pub attempts: u32,
     /// How long to wait for the subscriber's answer.
     pub timeout: Duration,
+    /// Deliver to loopback and private addresses too (off by default: a subscriber must
+    /// not make the server reach into its own network).
+    pub allow_private: bool,
 }
 
 impl Default for RetryPolicy {
@@ -87,6 +92,7 @@ impl Default for RetryPolicy {
             cap: Duration::from_secs(3600),
             attempts: 18,
             timeout: Duration::from_secs(10),
+            allow_private: false,
         }
     }
 }
@@ -122,6 +128,15 @@ pub struct Subscription {
     pub created_at: DateTime<Utc>,
     /// The first record it hears of (the log size when it was created).
     pub from_seq: u64,
+    /// The API token that subscribed: deliveries pause while it is revoked.
+    #[serde(default)]
+    pub token_id: String,
+    /// The partner agent that subscribed: deliveries pause while its grant is not current.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// Where its creation's answer is kept (removed with it).
+    #[serde(default)]
+    pub idem: String,
 }
 
 /// An event that could not be delivered.
@@ -169,18 +184,23 @@ struct Progress {
 struct Worker {
     sub: Subscription,
     progress: Mutex<Progress>,
-    /// A cursor reset asked for by a replay.
-    reset: Mutex<Option<u64>>,
+    /// Set when the subscription is deleted: the worker writes nothing more.
+    deleted: std::sync::atomic::AtomicBool,
     task: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 impl Worker {
     fn new(sub: Subscription) -> Self {
-        Self { sub, progress: Mutex::new(Progress::default()), reset: Mutex::new(None), task: Mutex::new(None) }
+        Self {
+            sub,
+            progress: Mutex::new(Progress::default()),
+            deleted: std::sync::atomic::AtomicBool::new(false),
+            task: Mutex::new(None),
+        }
     }
 }
 
-type Http = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+type Http = Client<hyper_rustls::HttpsConnector<HttpConnector<Guarded>>, Full<Bytes>>;
 
 /// Reads extra trusted CA certificates (PEM) for https receivers with a private CA.
 pub fn read_ca(path: &std::path::Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
@@ -200,6 +220,8 @@ pub struct Webhooks {
     workers: Mutex<HashMap<String, Arc<Worker>>>,
     /// Subscription writes, one at a time (idempotency checks are read-then-write).
     writes: Mutex<()>,
+    /// Ids of the API tokens in force (read at start, as the server reads tokens).
+    tokens: std::collections::HashSet<String>,
 }
 
 fn sub_key(id: &str) -> Vec<u8> {
@@ -219,6 +241,9 @@ fn replay_prefix(id: &str) -> Vec<u8> {
 }
 fn replay_key(id: &str, seq: u64) -> Vec<u8> {
     format!("wh/replay/{id}/{seq:020}").into_bytes()
+}
+fn reset_key(id: &str) -> Vec<u8> {
+    format!("wh/reset/{id}").into_bytes()
 }
 fn idem_key(key: &str) -> Vec<u8> {
     format!("wh/key/{key}").into_bytes()
@@ -315,7 +340,72 @@ pub fn message_for(sub: &Subscription, seq: u64, env: &Envelope, state: &State) 
     Some(Message { id: format!("evt_{seq}"), seq, kind, body: settle_mandates::jcs::to_vec(&body).ok()? })
 }
 
-fn check_url(url: &str) -> Result<(), Problem> {
+/// Whether deliveries may go to `ip`: public addresses only, unless the server allows
+/// private ones (`--webhook-allow-private`, for receivers on the same host or network).
+#[must_use]
+pub fn deliverable(ip: std::net::IpAddr, allow_private: bool) -> bool {
+    use std::net::IpAddr;
+    if allow_private {
+        return true;
+    }
+    match ip {
+        IpAddr::V4(v) => {
+            !(v.is_private()
+                || v.is_loopback()
+                || v.is_link_local()
+                || v.is_unspecified()
+                || v.is_broadcast()
+                || v.is_documentation()
+                || v.octets()[0] == 100 && (v.octets()[1] & 0xc0) == 64
+                || v.octets()[0] == 0)
+        }
+        IpAddr::V6(v) => {
+            if let Some(v4) = v.to_ipv4_mapped() {
+                return deliverable(IpAddr::V4(v4), false);
+            }
+            !(v.is_loopback()
+                || v.is_unspecified()
+                || v.is_unique_local()
+                || v.is_unicast_link_local()
+                || v.is_multicast())
+        }
+    }
+}
+
+/// A resolver that drops addresses deliveries may not go to (so a public name that
+/// resolves to an internal address is refused at connect time, not only at subscribe).
+#[derive(Clone)]
+struct Guarded {
+    inner: hyper_util::client::legacy::connect::dns::GaiResolver,
+    allow_private: bool,
+}
+
+impl tower_service::Service<hyper_util::client::legacy::connect::dns::Name> for Guarded {
+    type Response = std::vec::IntoIter<std::net::SocketAddr>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, name: hyper_util::client::legacy::connect::dns::Name) -> Self::Future {
+        let allow = self.allow_private;
+        let fut = self.inner.call(name);
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> = fut.await?.filter(|a| deliverable(a.ip(), allow)).collect();
+            if addrs.is_empty() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    "the receiver's name resolves only to private addresses",
+                ));
+            }
+            Ok(addrs.into_iter())
+        })
+    }
+}
+
+fn check_url(url: &str, allow_private: bool) -> Result<(), Problem> {
     if url.len() > MAX_URL_BYTES {
         return Err(unprocessable(format!("url is longer than {MAX_URL_BYTES} bytes")));
     }
@@ -324,8 +414,15 @@ fn check_url(url: &str) -> Result<(), Problem> {
         Some("http" | "https") => {}
         _ => return Err(unprocessable(format!("url '{url}' must start with http:// or https://"))),
     }
-    if uri.host().is_none_or(str::is_empty) {
+    let host = uri.host().unwrap_or_default();
+    if host.is_empty() {
         return Err(unprocessable(format!("url '{url}' has no host")));
+    }
+    let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>();
+    if literal.is_ok_and(|ip| !deliverable(ip, allow_private)) || (!allow_private && host == "localhost") {
+        return Err(unprocessable(format!(
+            "url '{url}' points at a private address; this server delivers to public addresses only"
+        )));
     }
     Ok(())
 }
@@ -338,8 +435,13 @@ impl Webhooks {
         key: SigningKey,
         policy: RetryPolicy,
         extra_roots: Vec<CertificateDer<'static>>,
+        tokens: std::collections::HashSet<String>,
     ) -> anyhow::Result<Arc<Self>> {
-        let mut http = HttpConnector::new();
+        let resolver = Guarded {
+            inner: hyper_util::client::legacy::connect::dns::GaiResolver::new(),
+            allow_private: policy.allow_private,
+        };
+        let mut http = HttpConnector::new_with_resolver(resolver);
         http.set_connect_timeout(Some(policy.timeout));
         http.set_nodelay(true);
         http.enforce_http(false);
@@ -357,7 +459,15 @@ impl Webhooks {
             .enable_http1()
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(4).build(https);
-        Ok(Arc::new(Self { svc, key, policy, client, workers: Mutex::new(HashMap::new()), writes: Mutex::new(()) }))
+        Ok(Arc::new(Self {
+            svc,
+            key,
+            policy,
+            client,
+            workers: Mutex::new(HashMap::new()),
+            writes: Mutex::new(()),
+            tokens,
+        }))
     }
 
     /// Starts a worker for every stored subscription (inside a tokio runtime).
@@ -439,7 +549,7 @@ impl Webhooks {
         let request = serde_json::to_value(&body).map_err(storage)?;
         let mut created = None;
         let answer = self.once(key, &request, || {
-            check_url(&body.url)?;
+            check_url(&body.url, self.policy.allow_private)?;
             if let Some(e) = body.events.iter().find(|e| !EVENT_TYPES.contains(&e.as_str())) {
                 return Err(unprocessable(format!("unknown event type '{e}'; known: {}", EVENT_TYPES.join(", "))));
             }
@@ -466,6 +576,9 @@ impl Webhooks {
                 secret: Secret::from_bytes(&raw).to_text(),
                 created_at: Utc::now(),
                 from_seq: ledger.size(),
+                token_id: p.token_id.clone(),
+                agent: (p.kind == PrincipalKind::PartnerAgent).then(|| p.subject.clone()),
+                idem: String::from_utf8_lossy(&idem_key(key)).into_owned(),
             };
             let writes = vec![
                 (cursor_key(&sub.id), sub.from_seq.to_be_bytes().to_vec()),
@@ -531,21 +644,27 @@ impl Webhooks {
         Ok(self.describe(&w, false))
     }
 
-    /// `DELETE /v1/webhooks/{id}`: stops deliveries and forgets the subscription.
+    /// `DELETE /v1/webhooks/{id}`: stops deliveries and forgets the subscription, its
+    /// cursor, dead letters, queued replays and the stored answer to its creation (a
+    /// retry of that creation then subscribes anew), in one atomic batch.
     pub fn delete(&self, p: &Principal, id: &str) -> Result<(), Problem> {
+        let _one_at_a_time = self.writes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let w = self.visible(p, id)?;
+        w.deleted.store(true, std::sync::atomic::Ordering::Release);
         if let Some(h) = w.task.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
             h.abort();
         }
         self.workers().remove(id);
         let ledger = self.svc.ledger();
-        for prefix in [dead_prefix(id), replay_prefix(id)] {
-            for (k, _) in ledger.aux_scan(&prefix, usize::MAX).map_err(storage)? {
-                ledger.aux_remove(&k).map_err(storage)?;
-            }
+        let mut keys = vec![cursor_key(id), sub_key(id)];
+        if !w.sub.idem.is_empty() {
+            keys.push(w.sub.idem.clone().into_bytes());
         }
-        ledger.aux_remove(&cursor_key(id)).map_err(storage)?;
-        ledger.aux_remove(&sub_key(id)).map_err(storage)
+        for prefix in [dead_prefix(id), replay_prefix(id), reset_key(id)] {
+            keys.extend(ledger.aux_scan(&prefix, usize::MAX).map_err(storage)?.into_iter().map(|(k, _)| k));
+        }
+        let removes: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        ledger.aux_apply(&[], &removes, true).map_err(storage)
     }
 
     /// `GET /v1/webhooks/{id}/dead-letters`.
@@ -560,7 +679,7 @@ impl Webhooks {
     /// the cursor to `from_seq`.
     pub fn replay(&self, p: &Principal, key: &str, id: &str, body: &ReplayBody) -> Result<(Value, bool), Problem> {
         p.require_vendor(Scope::ProgramsWrite)?;
-        let w = self.visible(p, id)?;
+        self.visible(p, id)?;
         let request = json!({"subscription": id, "dead_letters": body.dead_letters, "from_seq": body.from_seq});
         self.once(key, &request, || {
             let ledger = self.svc.ledger();
@@ -572,8 +691,9 @@ impl Webhooks {
                 if from > size {
                     return Err(unprocessable(format!("from_seq {from} is past the end of the log ({size} records)")));
                 }
-                *w.reset.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(from);
-                return Ok((json!({"subscription": id, "from_seq": from, "queued_records": size - from}), vec![]));
+                // Stored with the answer: a restart before the worker sees it loses nothing.
+                let writes = vec![(reset_key(id), from.to_be_bytes().to_vec())];
+                return Ok((json!({"subscription": id, "from_seq": from, "queued_records": size - from}), writes));
             }
             let dead = ledger.aux_scan(&dead_prefix(id), usize::MAX).map_err(storage)?;
             let writes = dead.iter().filter_map(|(k, _)| seq_of_key(k)).map(|s| (replay_key(id, s), vec![])).collect();
@@ -590,24 +710,51 @@ impl Webhooks {
             Ok(Some(v)) => v.try_into().map(u64::from_be_bytes).unwrap_or(w.sub.from_seq),
             _ => w.sub.from_seq,
         };
+        let gone = || w.deleted.load(std::sync::atomic::Ordering::Acquire);
         loop {
-            if let Some(from) = w.reset.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
-                cursor = from;
-                let _ = ledger.aux_put(&cursor_key(&id), &cursor.to_be_bytes(), true);
+            if gone() {
+                return;
+            }
+            if !self.authorised(&w.sub) {
+                w.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner).last_error =
+                    Some("paused: the token that subscribed is revoked, or the agent's grant is not current".into());
+                tokio::time::sleep(PAUSED_POLL).await;
+                continue;
+            }
+            // A rewind asked for by a replay (stored durably with its answer).
+            if let Ok(Some(v)) = ledger.aux_get(&reset_key(&id))
+                && let Ok(b) = <[u8; 8]>::try_from(v.as_slice())
+            {
+                cursor = u64::from_be_bytes(b);
+                let ok = ledger.aux_apply(&[(&cursor_key(&id), &cursor.to_be_bytes())], &[&reset_key(&id)], true);
+                if ok.is_err() {
+                    tokio::time::sleep(IDLE_POLL).await;
+                }
+                continue;
             }
             // Replays of dead letters.
             if let Ok(queued) = ledger.aux_scan(&replay_prefix(&id), 64)
                 && !queued.is_empty()
             {
+                let mut failed = false;
                 for (k, _) in queued {
+                    let mut removes = vec![k.clone()];
                     if let Some(seq) = seq_of_key(&k)
                         && let Some(m) = self.message_at(&w.sub, seq)
                         && self.deliver(&w, &m).await
                     {
-                        let _ = ledger.aux_remove(&dead_key(&id, seq));
+                        removes.push(dead_key(&id, seq));
                     }
-                    let _ = ledger.aux_remove(&k);
+                    if gone() {
+                        return;
+                    }
+                    let r: Vec<&[u8]> = removes.iter().map(Vec::as_slice).collect();
+                    failed |= ledger.aux_apply(&[], &r, false).is_err();
                 }
+                if failed {
+                    tokio::time::sleep(IDLE_POLL).await;
+                }
+                tokio::task::yield_now().await;
                 continue;
             }
             let size = ledger.size();
@@ -630,21 +777,45 @@ impl Webhooks {
                 }
             }
             if records.is_empty() {
-                tokio::time::sleep(IDLE_POLL).await;
+                tokio::time::sleep(PAUSED_POLL).await;
                 continue;
             }
             for (seq, env) in records {
-                if w.reset.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_some() {
-                    break;
+                if gone() {
+                    return;
                 }
                 let m = self.svc.with_state(|s| message_for(&w.sub, seq, &env, s));
+                cursor = seq + 1;
                 if let Some(m) = m {
                     self.deliver(&w, &m).await;
+                    if gone() {
+                        return;
+                    }
+                    // Past this event for good (taken, or a dead letter).
+                    let _ = ledger.aux_put(&cursor_key(&id), &cursor.to_be_bytes(), false);
                 }
-                cursor = seq + 1;
-                let _ = ledger.aux_put(&cursor_key(&id), &cursor.to_be_bytes(), false);
             }
+            // Records this subscription does not hear of: one cursor write per chunk.
+            if gone() {
+                return;
+            }
+            let _ = ledger.aux_put(&cursor_key(&id), &cursor.to_be_bytes(), false);
         }
+    }
+
+    /// Whether the subscriber may still hear of its events: its token is in force and, for
+    /// a partner's agent, the partner's grant recorded in the log is current.
+    fn authorised(&self, sub: &Subscription) -> bool {
+        if !sub.token_id.is_empty() && !self.tokens.contains(&sub.token_id) {
+            return false;
+        }
+        let Some(agent) = &sub.agent else { return true };
+        let now = Utc::now();
+        self.svc.with_state(|s| {
+            s.agents.get(agent).is_some_and(|a| {
+                !a.revoked && a.not_before <= now && now < a.expires_at && Some(&a.partner) == sub.partner.as_ref()
+            })
+        })
     }
 
     fn message_at(&self, sub: &Subscription, seq: u64) -> Option<Message> {
@@ -690,7 +861,9 @@ impl Webhooks {
                     failed_at: Utc::now(),
                 };
                 tracing::warn!("webhook {} to {} is dead after {failed} attempts", m.id, w.sub.url);
-                if let Ok(v) = serde_json::to_vec(&d) {
+                if let Ok(v) = serde_json::to_vec(&d)
+                    && !w.deleted.load(std::sync::atomic::Ordering::Acquire)
+                {
                     let _ = self.svc.ledger().aux_put(&dead_key(&w.sub.id, m.seq), &v, true);
                 }
                 w.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pending = None;
@@ -730,6 +903,160 @@ impl Webhooks {
 mod tests {
     use super::*;
 
+    fn usd(minor: i64) -> settle_mandates::money::Amount {
+        settle_mandates::money::Amount::from_minor(minor, "USD".parse().expect("USD")).expect("amount")
+    }
+
+    /// One record of each webhook type, and the state they refer to: a conversion
+    /// recorded at seq 100 paying p1 (hop 0) and p2 (hop 1).
+    fn fixture() -> (State, Vec<(u64, Envelope)>) {
+        use settle_engine::state::{Conversion, Hop, HopStatus};
+        let mut state = State::default();
+        let hop = |partner: &str, amount| Hop {
+            partner: partner.into(),
+            amount,
+            clawed: 0,
+            status: HopStatus::Payable,
+            payable_at: 0,
+        };
+        state.conversions.insert(
+            100,
+            Conversion {
+                id: "C-100".into(),
+                program: "growth".into(),
+                rule_version: 1,
+                revenue: usd(1_000_000),
+                refunded: 0,
+                pool: usd(100_000),
+                hops: vec![hop("p1", 40_000), hop("p2", 60_000)],
+            },
+        );
+        let at: DateTime<Utc> = "2026-11-25T08:00:00Z".parse().expect("time");
+        let env = |event| Envelope { v: 1, at, by: "engine".into(), key: None, cause: Some(100), event };
+        let records = vec![
+            (
+                101,
+                env(Event::MandateIssued {
+                    mandate_id: "md_100_0".into(),
+                    partner: "p1".into(),
+                    amount: usd(40_000),
+                    mandate: "eyJ.p1.sig".into(),
+                }),
+            ),
+            (
+                102,
+                env(Event::MandateIssued {
+                    mandate_id: "md_100_1".into(),
+                    partner: "p2".into(),
+                    amount: usd(60_000),
+                    mandate: "eyJ.p2.sig".into(),
+                }),
+            ),
+            (
+                110,
+                env(Event::ClawbackIssued {
+                    mandate_id: "mc_109_0".into(),
+                    reverses: "md_100_0".into(),
+                    partner: "p1".into(),
+                    amount: usd(4_000),
+                    offset: usd(0),
+                    mandate: "eyJ.c1.sig".into(),
+                }),
+            ),
+            (
+                120,
+                env(Event::HoldsReleased {
+                    mandate_ids: vec!["md_100_0".into(), "md_100_1".into()],
+                    total: usd(96_000),
+                }),
+            ),
+            (
+                130,
+                env(Event::SettlementConfirmed {
+                    settlement: "S1".into(),
+                    partner: "p1".into(),
+                    rail: "book".into(),
+                    confirmation_id: "BK-1".into(),
+                    mandate_ids: vec!["md_100_0".into()],
+                }),
+            ),
+            (
+                131,
+                env(Event::PayoutBooked {
+                    settlement: "S1".into(),
+                    partner: "p1".into(),
+                    paid: usd(36_000),
+                    offset: usd(0),
+                    mandate_ids: vec!["md_100_0".into()],
+                }),
+            ),
+            (
+                140,
+                env(Event::SettlementFailed {
+                    settlement: "S2".into(),
+                    partner: "p2".into(),
+                    rail: "sepa".into(),
+                    error: "AC04".into(),
+                    mandate_ids: vec!["md_100_1".into()],
+                }),
+            ),
+            (150, env(Event::HoldsAdvanced { to: at })),
+        ];
+        (state, records)
+    }
+
+    fn sub(partner: Option<&str>) -> Subscription {
+        Subscription {
+            id: "whsub_test".into(),
+            url: "http://127.0.0.1:9/h".into(),
+            events: vec![],
+            owner: "test".into(),
+            partner: partner.map(str::to_owned),
+            secret: Secret::from_bytes(&[1; 32]).to_text(),
+            created_at: Utc::now(),
+            from_seq: 0,
+            token_id: String::new(),
+            agent: None,
+            idem: String::new(),
+        }
+    }
+
+    /// The bodies each kind of subscriber receives, byte for byte (golden vector
+    /// `tests/vectors/webhook_messages.json`; rewrite with SETTLE_BLESS=1).
+    #[test]
+    fn message_bodies_match_the_golden_vector_and_partners_hear_only_of_their_money() {
+        let (state, records) = fixture();
+        let mut out = serde_json::Map::new();
+        for (who, partner) in [("vendor", None), ("p1", Some("p1")), ("p2", Some("p2"))] {
+            let s = sub(partner);
+            let msgs: Vec<Value> = records
+                .iter()
+                .filter_map(|(seq, env)| message_for(&s, *seq, env, &state))
+                .map(|m| json!({"webhook-id": m.id, "body": String::from_utf8(m.body).expect("UTF-8")}))
+                .collect();
+            out.insert(who.into(), Value::Array(msgs));
+        }
+        let ids = |who: &str| -> Vec<String> {
+            out[who]
+                .as_array()
+                .expect("list")
+                .iter()
+                .map(|m| m["webhook-id"].as_str().expect("id").to_owned())
+                .collect()
+        };
+        assert_eq!(ids("vendor"), ["evt_101", "evt_102", "evt_110", "evt_120", "evt_130", "evt_131", "evt_140"]);
+        assert_eq!(ids("p1"), ["evt_101", "evt_110", "evt_120", "evt_130", "evt_131"]);
+        assert_eq!(ids("p2"), ["evt_102", "evt_120", "evt_140"]);
+        let p1_release = &out["p1"].as_array().expect("list")[2]["body"];
+        assert!(!p1_release.as_str().expect("body").contains("md_100_1"), "p2's mandate in p1's release: {p1_release}");
+        let mut only = sub(None);
+        only.events = vec!["settlement.failed".into()];
+        let picked: Vec<u64> =
+            records.iter().filter_map(|(seq, env)| message_for(&only, *seq, env, &state).map(|m| m.seq)).collect();
+        assert_eq!(picked, [140], "an event filter delivers only its types");
+        crate::golden::check("webhook_messages.json", &Value::Object(out));
+    }
+
     #[test]
     fn backoff_doubles_up_to_the_cap_with_half_of_it_jitter() {
         let p = RetryPolicy {
@@ -737,6 +1064,7 @@ mod tests {
             cap: Duration::from_millis(1000),
             attempts: 5,
             timeout: Duration::from_secs(1),
+            allow_private: false,
         };
         let ms = |failed, j| p.delay(failed, j).as_millis();
         assert_eq!([ms(1, 0), ms(2, 0), ms(3, 0), ms(4, 0), ms(5, 0), ms(30, 0)], [50, 100, 200, 400, 500, 500]);
@@ -746,11 +1074,36 @@ mod tests {
 
     #[test]
     fn urls_must_be_http_with_a_host() {
-        check_url("http://127.0.0.1:8080/hooks").unwrap();
-        check_url("https://hooks.example.com/settle").unwrap();
+        check_url("https://hooks.example.com/settle", false).unwrap();
+        check_url("http://8.8.8.8:8080/hooks", false).unwrap();
         for bad in ["ftp://x/y", "/relative", "http://", "not a url"] {
-            assert!(check_url(bad).is_err(), "{bad}");
+            assert!(check_url(bad, true).is_err(), "{bad}");
         }
-        assert!(check_url(&format!("http://h/{}", "a".repeat(MAX_URL_BYTES))).is_err());
+        assert!(check_url(&format!("http://h/{}", "a".repeat(MAX_URL_BYTES)), true).is_err());
+    }
+
+    #[test]
+    fn private_addresses_are_refused_unless_allowed() {
+        for url in [
+            "http://127.0.0.1:8080/h",
+            "http://localhost/h",
+            "http://10.1.2.3/h",
+            "http://192.168.0.1/h",
+            "http://172.16.5.5/h",
+            "http://169.254.169.254/latest/meta-data",
+            "http://100.64.0.1/h",
+            "http://0.0.0.0/h",
+            "http://[::1]/h",
+            "http://[fd00::1]/h",
+            "http://[fe80::1]/h",
+            "http://[::ffff:127.0.0.1]/h",
+        ] {
+            assert!(check_url(url, false).is_err(), "{url} must be refused");
+            check_url(url, true).unwrap();
+        }
+        assert!(deliverable("93.184.216.34".parse().unwrap(), false));
+        assert!(deliverable("2606:2800:220:1::1".parse().unwrap(), false));
+        assert!(!deliverable("10.0.0.1".parse().unwrap(), false));
+        assert!(deliverable("10.0.0.1".parse().unwrap(), true));
     }
 }

@@ -113,8 +113,15 @@ fn convert(api: &Api, id: &str, revenue: &str) -> Value {
     api.post_expect("/v1/conversions", &id.to_lowercase(), &body, 201)
 }
 
-const FAST_RETRIES: &[&str] =
-    &["--webhook-backoff-ms", "100", "--webhook-backoff-cap-ms", "800", "--webhook-attempts", "40"];
+const FAST_RETRIES: &[&str] = &[
+    "--webhook-backoff-ms",
+    "100",
+    "--webhook-backoff-cap-ms",
+    "800",
+    "--webhook-attempts",
+    "40",
+    "--webhook-allow-private",
+];
 
 #[test]
 fn signed_webhooks_survive_failing_receivers_a_crash_and_dead_letters() {
@@ -205,9 +212,26 @@ fn signed_webhooks_survive_failing_receivers_a_crash_and_dead_letters() {
         201,
     );
     events_of(&settled, &mut expected);
+    let p1_c1 = c1["mandates"]
+        .as_array()
+        .expect("mandates")
+        .iter()
+        .find(|m| m["partner"] == "p1" && m["direction"] == "payment")
+        .and_then(|m| m["mandate_id"].as_str())
+        .expect("p1 is paid on C1")
+        .to_owned();
+    let failed = api.post_expect(
+        "/v1/settlements",
+        "s2",
+        &json!({"settlement": "S2", "partner": "p1", "rail": "sepa", "error": "AC04", "mandate_ids": [p1_c1]}),
+        201,
+    );
+    events_of(&failed, &mut expected);
     let kinds: BTreeSet<&str> = expected.values().map(|(t, _)| t.as_str()).collect();
     assert!(
-        ["mandate.issued", "clawback.issued", "settlement.confirmed"].iter().all(|k| kinds.contains(k)),
+        ["mandate.issued", "clawback.issued", "settlement.confirmed", "settlement.failed", "payout.booked"]
+            .iter()
+            .all(|k| kinds.contains(k)),
         "the flow should produce these event types: {kinds:?}"
     );
 
@@ -235,6 +259,11 @@ fn signed_webhooks_survive_failing_receivers_a_crash_and_dead_letters() {
         if let Some(p) = e["data"].get("partner") {
             assert_eq!(p, "p1", "{e}");
         }
+        if e["type"] == "hold.released" {
+            for m in e["data"]["mandate_ids"].as_array().expect("ids") {
+                assert!(p1_mandates.contains(m.as_str().expect("id")), "another partner's mandate in {e}");
+            }
+        }
     }
 
     // The vendor's receiver is still down: kill the server before it recovers, restart.
@@ -259,6 +288,8 @@ fn signed_webhooks_survive_failing_receivers_a_crash_and_dead_letters() {
     let status = api.get(&format!("/v1/webhooks/{vid}")).json();
     assert!(status["delivery"]["failed_attempts"].as_u64().expect("count") >= 1, "{status}");
     assert!(status.get("secret").is_none(), "the secret is shown only on creation: {status}");
+    let listed = api.get("/v1/webhooks").json();
+    assert!(!listed.to_string().contains("whsec_"), "no secret in the list: {listed}");
 
     // Dead letters: a server that gives up after two attempts, a receiver that is down.
     // And https: a receiver with a certificate from a private CA the server is told to trust.
@@ -271,7 +302,7 @@ fn signed_webhooks_survive_failing_receivers_a_crash_and_dead_letters() {
     let srv = Server::start_with(
         &data,
         dir.path(),
-        &["--webhook-backoff-ms", "50", "--webhook-attempts", "2", "--webhook-ca", ca],
+        &["--webhook-backoff-ms", "50", "--webhook-attempts", "2", "--webhook-ca", ca, "--webhook-allow-private"],
     );
     let api = srv.api(Some(&admin));
     let tsub = sub(&api, "sub-tls", &json!({"url": tls_rx.url, "events": ["mandate.issued"]}));
@@ -344,6 +375,18 @@ fn signed_webhooks_survive_failing_receivers_a_crash_and_dead_letters() {
     .expect("DELETE");
     assert_eq!(d.status, 204, "{}", d.text());
     api.get(&format!("/v1/webhooks/{did}")).problem(404);
+    let anew =
+        api.post_expect("/v1/webhooks", "sub-dead", &json!({"url": dead_rx.url, "events": ["mandate.issued"]}), 201);
+    assert_ne!(anew["id"], json!(did), "after a delete, the same request subscribes anew");
+    let d = support::http(
+        srv.addr,
+        "DELETE",
+        &format!("/v1/webhooks/{}", anew["id"].as_str().expect("id")),
+        &[("authorization", &format!("Bearer {admin}"))],
+        None,
+    )
+    .expect("DELETE");
+    assert_eq!(d.status, 204, "{}", d.text());
     assert_eq!(api.get("/v1/webhooks").json()["subscriptions"].as_array().map(Vec::len), Some(3));
     assert!(srv.stop().success());
 }

@@ -658,19 +658,25 @@ impl Ledger {
 
     /// Several [`Ledger::aux_put`]s in one atomic batch.
     pub fn aux_put_all(&self, entries: &[(&[u8], &[u8])], durable: bool) -> Result<()> {
-        let s = &self.inner.stores;
-        let mut batch = s.db.batch().durability(durable.then_some(PersistMode::SyncAll));
-        for (k, v) in entries {
-            batch.insert(&s.aux, *k, *v);
-        }
-        batch.commit()?;
-        Ok(())
+        self.aux_apply(entries, &[], durable)
     }
 
-    /// Removes an [`Ledger::aux_put`] entry (durably).
-    pub fn aux_remove(&self, key: &[u8]) -> Result<()> {
-        self.inner.stores.aux.remove(key)?;
-        self.inner.stores.db.persist(PersistMode::SyncAll)?;
+    /// Removes an [`Ledger::aux_put`] entry (`durable`: synced before returning).
+    pub fn aux_remove(&self, key: &[u8], durable: bool) -> Result<()> {
+        self.aux_apply(&[], &[key], durable)
+    }
+
+    /// Puts and removals of [`Ledger::aux_put`] entries in one atomic batch.
+    pub fn aux_apply(&self, puts: &[(&[u8], &[u8])], removes: &[&[u8]], durable: bool) -> Result<()> {
+        let s = &self.inner.stores;
+        let mut batch = s.db.batch().durability(durable.then_some(PersistMode::SyncAll));
+        for (k, v) in puts {
+            batch.insert(&s.aux, *k, *v);
+        }
+        for k in removes {
+            batch.remove(&s.aux, *k);
+        }
+        batch.commit()?;
         Ok(())
     }
 

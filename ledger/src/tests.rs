@@ -200,7 +200,7 @@ fn aux_entries_survive_reopen_and_stay_out_of_the_log() {
         l.aux_put(b"wh/sub/1", b"one", true).unwrap();
         l.aux_put(b"wh/sub/2", b"two", false).unwrap();
         l.aux_put(b"wh/cur/1", b"7", true).unwrap();
-        l.aux_remove(b"wh/sub/2").unwrap();
+        l.aux_remove(b"wh/sub/2", true).unwrap();
         l.close().unwrap();
     }
     let l = Ledger::open(dir.path(), config(1)).unwrap();

@@ -185,7 +185,7 @@ print("ok")
     let out = run(w);
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok", "{}", describe(&out));
     let mut tampered = w.clone();
-    tampered["body"] = json!(s(&w["body"]).replace("12.34", "12.35"));
+    tampered["body"] = json!(s(&w["body"]).replace("1234", "1235"));
     let out = run(&tampered);
     assert!(!out.status.success(), "a tampered body passed: {}", describe(&out));
 }

@@ -569,7 +569,7 @@ fn webhook_body() -> String {
     let body = json!({
         "type": "mandate.issued",
         "timestamp": "2026-01-01T00:00:00Z",
-        "data": {"seq": 1042, "mandate_id": PAYMENT_ID, "partner": "acme", "amount": {"value": "12.34", "currency": "USD"}, "mandate": payment.sign(&vendor())},
+        "data": {"seq": 1042, "mandate_id": PAYMENT_ID, "partner": "acme", "amount": {"amount": 1234, "currency": "USD"}, "conversion": "cnv_000042", "mandate": payment.sign(&vendor())},
     });
     jcs::to_string(&body).expect("JCS")
 }
@@ -998,5 +998,5 @@ fn committed_webhook_signatures_verify_independently() {
     let secret = webhook::Secret::parse(s(w, "secret")).unwrap();
     webhook::verify_v1(id, ts, body.as_bytes(), header, &secret).unwrap();
     assert_eq!(webhook::verify_v1a(id, ts, body.as_bytes(), header, &committed_ring(&f)).unwrap(), vendor_kid(&f));
-    assert!(webhook::verify_v1(id, ts, body.replace("12.34", "12.35").as_bytes(), header, &secret).is_err());
+    assert!(webhook::verify_v1(id, ts, body.replace("1234", "1235").as_bytes(), header, &secret).is_err());
 }
