@@ -738,6 +738,9 @@ impl Webhooks {
             {
                 let mut failed = false;
                 for (k, _) in queued {
+                    if !self.authorised(&w.sub) {
+                        break;
+                    }
                     let mut removes = vec![k.clone()];
                     if let Some(seq) = seq_of_key(&k)
                         && let Some(m) = self.message_at(&w.sub, seq)
@@ -785,14 +788,20 @@ impl Webhooks {
                     return;
                 }
                 let m = self.svc.with_state(|s| message_for(&w.sub, seq, &env, s));
-                cursor = seq + 1;
                 if let Some(m) = m {
+                    // Authority is checked before every delivery (the cursor stays here).
+                    if !self.authorised(&w.sub) {
+                        break;
+                    }
+                    cursor = seq + 1;
                     self.deliver(&w, &m).await;
                     if gone() {
                         return;
                     }
                     // Past this event for good (taken, or a dead letter).
                     let _ = ledger.aux_put(&cursor_key(&id), &cursor.to_be_bytes(), false);
+                } else {
+                    cursor = seq + 1;
                 }
             }
             // Records this subscription does not hear of: one cursor write per chunk.

@@ -294,6 +294,7 @@ fn signed_webhooks_survive_failing_receivers_a_crash_and_dead_letters() {
     // Dead letters: a server that gives up after two attempts, a receiver that is down.
     // And https: a receiver with a certificate from a private CA the server is told to trust.
     assert!(srv.stop().success(), "graceful stop");
+    let agent = token(&data, "partner-agent", "agent-w", Some("p1"), "read");
     let tls_dir = dir.path().join("tls");
     let tls_rx = Receiver::start(dir.path(), "tls", &jwks, &["--tls-dir", tls_dir.to_str().expect("utf-8")]);
     assert!(tls_rx.url.starts_with("https://"));
@@ -364,6 +365,39 @@ fn signed_webhooks_survive_failing_receivers_a_crash_and_dead_letters() {
     assert_eq!(got.keys().cloned().collect::<BTreeSet<_>>(), all_mandates);
     api.post(&format!("/v1/webhooks/{did}/replay"), "replay-3", &json!({"from_seq": 1_000_000})).problem(422);
 
+    // A partner's agent hears of p1's money while its grant holds, and nothing after it
+    // is revoked: the subscription pauses, its cursor stays put.
+    let now = chrono::Utc::now();
+    let grant = json!({"agent": "agent-w", "partner": "p1", "scopes": ["read"],
+        "not_before": (now - chrono::Duration::hours(1)).to_rfc3339(),
+        "expires_at": (now + chrono::Duration::days(1)).to_rfc3339()});
+    api.post_expect("/v1/agents", "grant-agent-w", &grant, 201);
+    let agent_rx = Receiver::start(dir.path(), "agent", &jwks, &[]);
+    let asub = sub(&srv.api(Some(&agent)), "sub-agent", &json!({"url": agent_rx.url, "events": ["mandate.issued"]}));
+    std::fs::write(&agent_rx.secret, asub["secret"].as_str().expect("secret")).expect("secret file");
+    assert_eq!(asub["partner"], "p1");
+    let mut c4 = BTreeMap::new();
+    events_of(&convert(&api, "C4", "90.00"), &mut c4);
+    let p1_c4: BTreeSet<String> = c4
+        .iter()
+        .filter(|(_, (t, d))| t == "mandate.issued" && d["partner"] == "p1")
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert_eq!(p1_c4.len(), 1);
+    agent_rx.wait_for_ids(&p1_c4, 30);
+    api.post_expect("/v1/agents/agent-w/revoke", "revoke-agent-w", &json!(null), 201);
+    let mut c5 = BTreeMap::new();
+    events_of(&convert(&api, "C5", "95.00"), &mut c5);
+    let aid = asub["id"].as_str().expect("id").to_owned();
+    let paused = wait_for("the agent's subscription to pause", 30, || {
+        let st = api.get(&format!("/v1/webhooks/{aid}")).json();
+        st["delivery"]["last_error"].as_str().is_some_and(|e| e.starts_with("paused")).then_some(st)
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(agent_rx.accepted().keys().cloned().collect::<BTreeSet<_>>(), p1_c4, "nothing after the revocation");
+    let c5_seq = c5.keys().map(|id| id[4..].parse::<u64>().expect("seq")).min().expect("C5 events");
+    assert!(paused["cursor"].as_u64().expect("cursor") <= c5_seq, "the cursor stays before C5: {paused}");
+
     // Unsubscribing stops deliveries and forgets the subscription.
     let d = support::http(
         srv.addr,
@@ -387,6 +421,6 @@ fn signed_webhooks_survive_failing_receivers_a_crash_and_dead_letters() {
     )
     .expect("DELETE");
     assert_eq!(d.status, 204, "{}", d.text());
-    assert_eq!(api.get("/v1/webhooks").json()["subscriptions"].as_array().map(Vec::len), Some(3));
+    assert_eq!(api.get("/v1/webhooks").json()["subscriptions"].as_array().map(Vec::len), Some(4));
     assert!(srv.stop().success());
 }
