@@ -64,6 +64,8 @@ const SCAN_CHUNK: u64 = 256;
 const IDLE_POLL: Duration = Duration::from_millis(100);
 /// How often a paused or failing worker looks again.
 const PAUSED_POLL: Duration = Duration::from_secs(1);
+/// Dead letters counted in a subscription's description (more show as this number).
+pub const DEAD_LETTERS_COUNTED: usize = 10_000;
 /// Most dead letters listed in one answer.
 pub const MAX_DEAD_LETTERS_LISTED: usize = 1000;
 
@@ -603,7 +605,7 @@ impl Webhooks {
             .flatten()
             .and_then(|v| v.try_into().ok().map(u64::from_be_bytes))
             .unwrap_or(w.sub.from_seq);
-        let dead = ledger.aux_scan(&dead_prefix(&w.sub.id), usize::MAX).map_or(0, |v| v.len());
+        let dead = ledger.aux_scan(&dead_prefix(&w.sub.id), DEAD_LETTERS_COUNTED).map_or(0, |v| v.len());
         let progress = w.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let mut v = json!({
             "id": w.sub.id,
