@@ -785,11 +785,14 @@ impl Webhooks {
                 tokio::time::sleep(PAUSED_POLL).await;
                 continue;
             }
-            for (seq, env) in records {
+            // One look at the engine state per chunk (it shares a lock with the sequencer).
+            let messages: Vec<(u64, Option<Message>)> = self
+                .svc
+                .with_state(|s| records.iter().map(|(seq, env)| (*seq, message_for(&w.sub, *seq, env, s))).collect());
+            for (seq, m) in messages {
                 if gone() {
                     return;
                 }
-                let m = self.svc.with_state(|s| message_for(&w.sub, seq, &env, s));
                 if let Some(m) = m {
                     // Authority is checked before every delivery (the cursor stays here).
                     if !self.authorised(&w.sub) {
