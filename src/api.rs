@@ -96,7 +96,7 @@ impl From<SubmitError> for Problem {
             }
             SubmitError::Rejected(Rejection::Conflict(_)) => Self::new(StatusCode::CONFLICT, "Conflict", e.to_string()),
             SubmitError::Rejected(_) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "Rejected", e.to_string()),
-            SubmitError::KeyConflict(_) => Self::new(StatusCode::CONFLICT, "Idempotency key reused", e.to_string()),
+            SubmitError::KeyConflict(_) => key_reused(e.to_string()),
             SubmitError::Busy => Self::new(StatusCode::TOO_MANY_REQUESTS, "Too many requests", e.to_string()),
             SubmitError::Storage(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", e.to_string()),
         }

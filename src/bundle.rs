@@ -716,11 +716,13 @@ pub fn audit_data(data: &Path) -> Result<AuditReport> {
     let reader = ledger.clone();
     let parser = std::thread::spawn(move || {
         let mut chunk = Vec::with_capacity(PARSE_CHUNK);
+        let mut next = 0u64;
         for r in reader.records(0) {
             let item = match r {
                 Ok(r) => (r.seq, parse_record(r.seq, &r.kind, r.version, &r.event)),
-                Err(e) => (u64::MAX, Err(Mismatch { seq: 0, what: e.to_string() })),
+                Err(e) => (next, Err(Mismatch { seq: next, what: format!("cannot read the record: {e}") })),
             };
+            next = item.0 + 1;
             let stop = item.1.is_err();
             chunk.push(item);
             if stop || chunk.len() == PARSE_CHUNK {
@@ -750,8 +752,8 @@ pub fn audit_data(data: &Path) -> Result<AuditReport> {
     let v = structural
         .join()
         .map_err(|_| anyhow::anyhow!("the log verification thread panicked"))?
-        .map_err(|f| anyhow::anyhow!("audit failed at seq {}: {}", f.seq, f.what))?;
-    let (mandates, engine) = replayed.map_err(|m| anyhow::anyhow!("audit failed at seq {}: {}", m.seq, m.what))?;
+        .map_err(|f| failed_at(f.seq, &f.what))?;
+    let (mandates, engine) = replayed.map_err(|m| failed_at(m.seq, &m.what))?;
     let mut report = AuditReport {
         records: v.records,
         checkpoints: v.checkpoints,
@@ -762,6 +764,10 @@ pub fn audit_data(data: &Path) -> Result<AuditReport> {
     conserved(&engine, &mut report)?;
     ledger.close()?;
     Ok(report)
+}
+
+fn failed_at(seq: u64, what: &str) -> anyhow::Error {
+    anyhow::anyhow!("audit failed at seq {seq}: {what}")
 }
 
 /// Records parsed per hand-off between the audit's parsing and replaying threads.
@@ -799,9 +805,9 @@ pub fn audit_bundle(dir: &Path, keys: Option<&Path>) -> Result<AuditReport> {
             .feed(r.seq, &r.kind, r.version, &r.event)
             .map_err(|m| settle_ledger::Failure { seq: m.seq, what: m.what })
     })
-    .map_err(|f| anyhow::anyhow!("audit failed at seq {}: {}", f.seq, f.what))?;
+    .map_err(|f| failed_at(f.seq, &f.what))?;
     let mandates = replay.mandates;
-    let engine = replay.finish().map_err(|m| anyhow::anyhow!("audit failed at seq {}: {}", m.seq, m.what))?;
+    let engine = replay.finish().map_err(|m| failed_at(m.seq, &m.what))?;
     let mut report = AuditReport { records: v.records, checkpoints: v.checkpoints, mandates, ..Default::default() };
     conserved(&engine, &mut report)?;
     if hex::encode(v.root) != manifest.root || v.records != manifest.records {

@@ -12,8 +12,6 @@ use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-
-use crate::webhooks::{ReplayBody, RetryPolicy, SubscribeBody, Webhooks};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -21,10 +19,11 @@ use serde_json::Value;
 use settle_engine::model::{AgentScope, Event, PartnerRole, ProgramSpec};
 
 use crate::api::{
-    self, App, ConversionBody, HandoffBody, LeadBody, Principal, Problem, RefundBody, bad, outcome_json, unprocessable,
+    self, App, ConversionBody, HandoffBody, LeadBody, Principal, Problem, RefundBody, bad, unprocessable,
 };
 use crate::keystore::{KeyFile, PrincipalKind, Scope};
 use crate::service::{MAX_BATCH, Service, Submit, SubmitError};
+use crate::webhooks::{ReplayBody, RetryPolicy, SubscribeBody, Webhooks};
 
 /// Largest request body, bytes.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -70,7 +69,7 @@ async fn write_one(
     let key = idem_key(p, headers)?;
     let o = api::write(app, p, key, event, request).await?;
     let status = if o.replayed { StatusCode::OK } else { StatusCode::CREATED };
-    Ok((status, Json(outcome_json(&o))).into_response())
+    Ok((status, Json(api::OutcomeView::of(&o))).into_response())
 }
 
 #[derive(Deserialize, serde::Serialize)]

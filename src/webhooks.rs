@@ -192,6 +192,18 @@ struct Worker {
 }
 
 impl Worker {
+    /// Whether `p` may see this subscription: the vendor sees all, a partner its own.
+    fn seen_by(&self, p: &Principal) -> bool {
+        p.is_vendor() || (self.sub.partner.is_some() && self.sub.partner == p.partner)
+    }
+
+    /// Stops the delivery task (at its next await).
+    fn abort(&self) {
+        if let Some(h) = lock(&self.task).take() {
+            h.abort();
+        }
+    }
+
     fn new(sub: Subscription) -> Self {
         Self {
             sub,
@@ -252,6 +264,11 @@ fn idem_key(key: &str) -> Vec<u8> {
 }
 fn seq_of_key(k: &[u8]) -> Option<u64> {
     std::str::from_utf8(k).ok()?.rsplit('/').next()?.parse().ok()
+}
+
+/// A mutex's guard; a panic elsewhere does not poison webhook bookkeeping.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn storage(e: impl std::fmt::Display) -> Problem {
@@ -482,7 +499,7 @@ impl Webhooks {
     }
 
     fn workers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Worker>>> {
-        self.workers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.workers)
     }
 
     fn spawn(self: &Arc<Self>, w: Worker) {
@@ -490,16 +507,14 @@ impl Webhooks {
         let me = Arc::clone(self);
         let w2 = Arc::clone(&w);
         let h = tokio::spawn(async move { me.run(w2).await });
-        *w.task.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(h.abort_handle());
+        *lock(&w.task) = Some(h.abort_handle());
         self.workers().insert(w.sub.id.clone(), w);
     }
 
     /// Stops every worker (cursors are already stored).
     pub fn stop(&self) {
         for w in self.workers().values() {
-            if let Some(h) = w.task.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
-                h.abort();
-            }
+            w.abort();
         }
     }
 
@@ -507,7 +522,7 @@ impl Webhooks {
         p.require(Scope::Read)?;
         let w = self.workers().get(id).cloned();
         match w {
-            Some(w) if p.is_vendor() || (w.sub.partner.is_some() && w.sub.partner == p.partner) => Ok(w),
+            Some(w) if w.seen_by(p) => Ok(w),
             _ => Err(not_found(format!("webhook subscription '{id}' not found"))),
         }
     }
@@ -520,7 +535,7 @@ impl Webhooks {
         request: &Value,
         f: impl FnOnce() -> Result<(Value, Vec<(Vec<u8>, Vec<u8>)>), Problem>,
     ) -> Result<(Value, bool), Problem> {
-        let _one_at_a_time = self.writes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _one_at_a_time = lock(&self.writes);
         let hash = hex::encode(Sha256::digest(settle_mandates::jcs::to_vec(request).map_err(storage)?));
         let ledger = self.svc.ledger();
         if let Some(v) = ledger.aux_get(&idem_key(key)).map_err(storage)? {
@@ -535,7 +550,7 @@ impl Webhooks {
         let record = serde_json::to_vec(&json!({"hash": hash, "response": response})).map_err(storage)?;
         writes.push((idem_key(key), record));
         let entries: Vec<(&[u8], &[u8])> = writes.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
-        ledger.aux_put_all(&entries, true).map_err(storage)?;
+        ledger.aux_apply(&entries, &[], true).map_err(storage)?;
         Ok((response, false))
     }
 
@@ -599,14 +614,9 @@ impl Webhooks {
 
     fn describe(&self, w: &Worker, with_secret: bool) -> Value {
         let ledger = self.svc.ledger();
-        let cursor = ledger
-            .aux_get(&cursor_key(&w.sub.id))
-            .ok()
-            .flatten()
-            .and_then(|v| v.try_into().ok().map(u64::from_be_bytes))
-            .unwrap_or(w.sub.from_seq);
+        let cursor = self.stored_cursor(&w.sub);
         let dead = ledger.aux_scan(&dead_prefix(&w.sub.id), DEAD_LETTERS_COUNTED).map_or(0, |v| v.len());
-        let progress = w.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let progress = lock(&w.progress).clone();
         let mut v = json!({
             "id": w.sub.id,
             "url": w.sub.url,
@@ -630,12 +640,7 @@ impl Webhooks {
     /// `GET /v1/webhooks`: the principal's subscriptions (every one for the vendor).
     pub fn list(&self, p: &Principal) -> Result<Value, Problem> {
         p.require(Scope::Read)?;
-        let mut ws: Vec<Arc<Worker>> = self
-            .workers()
-            .values()
-            .filter(|w| p.is_vendor() || (w.sub.partner.is_some() && w.sub.partner == p.partner))
-            .cloned()
-            .collect();
+        let mut ws: Vec<Arc<Worker>> = self.workers().values().filter(|w| w.seen_by(p)).cloned().collect();
         ws.sort_by(|a, b| a.sub.created_at.cmp(&b.sub.created_at).then(a.sub.id.cmp(&b.sub.id)));
         Ok(json!({"subscriptions": ws.iter().map(|w| self.describe(w, false)).collect::<Vec<_>>()}))
     }
@@ -650,19 +655,17 @@ impl Webhooks {
     /// cursor, dead letters, queued replays and the stored answer to its creation (a
     /// retry of that creation then subscribes anew), in one atomic batch.
     pub fn delete(&self, p: &Principal, id: &str) -> Result<(), Problem> {
-        let _one_at_a_time = self.writes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _one_at_a_time = lock(&self.writes);
         let w = self.visible(p, id)?;
         w.deleted.store(true, std::sync::atomic::Ordering::Release);
-        if let Some(h) = w.task.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
-            h.abort();
-        }
+        w.abort();
         self.workers().remove(id);
         let ledger = self.svc.ledger();
-        let mut keys = vec![cursor_key(id), sub_key(id)];
+        let mut keys = vec![cursor_key(id), sub_key(id), reset_key(id)];
         if !w.sub.idem.is_empty() {
             keys.push(w.sub.idem.clone().into_bytes());
         }
-        for prefix in [dead_prefix(id), replay_prefix(id), reset_key(id)] {
+        for prefix in [dead_prefix(id), replay_prefix(id)] {
             keys.extend(ledger.aux_scan(&prefix, usize::MAX).map_err(storage)?.into_iter().map(|(k, _)| k));
         }
         let removes: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
@@ -708,17 +711,14 @@ impl Webhooks {
     async fn run(self: Arc<Self>, w: Arc<Worker>) {
         let id = w.sub.id.clone();
         let ledger = self.svc.ledger().clone();
-        let mut cursor = match ledger.aux_get(&cursor_key(&id)) {
-            Ok(Some(v)) => v.try_into().map(u64::from_be_bytes).unwrap_or(w.sub.from_seq),
-            _ => w.sub.from_seq,
-        };
+        let mut cursor = self.stored_cursor(&w.sub);
         let gone = || w.deleted.load(std::sync::atomic::Ordering::Acquire);
         loop {
             if gone() {
                 return;
             }
             if !self.authorised(&w.sub) {
-                w.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner).last_error =
+                lock(&w.progress).last_error =
                     Some("paused: the token that subscribed is revoked, or the agent's grant is not current".into());
                 tokio::time::sleep(PAUSED_POLL).await;
                 continue;
@@ -832,6 +832,12 @@ impl Webhooks {
         })
     }
 
+    /// The next record `sub` has not handled, as stored.
+    fn stored_cursor(&self, sub: &Subscription) -> u64 {
+        let stored = self.svc.ledger().aux_get(&cursor_key(&sub.id)).ok().flatten();
+        stored.and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok()).map_or(sub.from_seq, u64::from_be_bytes)
+    }
+
     fn message_at(&self, sub: &Subscription, seq: u64) -> Option<Message> {
         let r = self.svc.ledger().record(seq).ok()??;
         let env = Envelope::from_bytes(&r.event).ok()?;
@@ -844,13 +850,13 @@ impl Webhooks {
         let mut failed = 0u32;
         loop {
             {
-                let mut p = w.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut p = lock(&w.progress);
                 p.pending = Some(m.seq);
                 p.pending_attempts = failed;
             }
             let err = match self.attempt(&w.sub, m).await {
                 Ok(()) => {
-                    let mut p = w.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let mut p = lock(&w.progress);
                     p.delivered += 1;
                     p.pending = None;
                     p.pending_attempts = 0;
@@ -861,7 +867,7 @@ impl Webhooks {
             };
             failed += 1;
             {
-                let mut p = w.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut p = lock(&w.progress);
                 p.failed_attempts += 1;
                 p.last_error = Some(format!("{}: {err}", m.id));
             }
@@ -880,7 +886,7 @@ impl Webhooks {
                 {
                     let _ = self.svc.ledger().aux_put(&dead_key(&w.sub.id, m.seq), &v, true);
                 }
-                w.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pending = None;
+                lock(&w.progress).pending = None;
                 return false;
             }
             let jitter = rand::rng().random_range(0..=1000);

@@ -107,6 +107,15 @@ fn events_of(resp: &Value, out: &mut BTreeMap<String, (String, Value)>) {
     }
 }
 
+/// The id of the payment mandate to `partner` in a conversion's answer.
+fn payment_to(conversion: &Value, partner: &str) -> String {
+    let mandates = conversion["mandates"].as_array().expect("mandates");
+    let m = mandates.iter().find(|m| m["partner"] == partner && m["direction"] == "payment");
+    m.and_then(|m| m["mandate_id"].as_str())
+        .unwrap_or_else(|| panic!("{partner} is not paid in {conversion}"))
+        .to_owned()
+}
+
 /// Records conversion `id` of lead-1 (the idempotency key is the id).
 fn convert(api: &Api, id: &str, revenue: &str) -> Value {
     let body = json!({"conversion": id, "lead": "lead-1", "revenue": revenue, "currency": "USD"});
@@ -197,14 +206,7 @@ fn signed_webhooks_survive_failing_receivers_a_crash_and_dead_letters() {
     );
     events_of(&refund, &mut expected);
     events_of(&api.post_expect("/v1/holds/advance", "adv", &json!({}), 201), &mut expected);
-    let p1_c2 = c2["mandates"]
-        .as_array()
-        .expect("mandates")
-        .iter()
-        .find(|m| m["partner"] == "p1")
-        .and_then(|m| m["mandate_id"].as_str())
-        .expect("p1 is paid on C2")
-        .to_owned();
+    let p1_c2 = payment_to(&c2, "p1");
     let settled = api.post_expect(
         "/v1/settlements",
         "s1",
@@ -212,14 +214,7 @@ fn signed_webhooks_survive_failing_receivers_a_crash_and_dead_letters() {
         201,
     );
     events_of(&settled, &mut expected);
-    let p1_c1 = c1["mandates"]
-        .as_array()
-        .expect("mandates")
-        .iter()
-        .find(|m| m["partner"] == "p1" && m["direction"] == "payment")
-        .and_then(|m| m["mandate_id"].as_str())
-        .expect("p1 is paid on C1")
-        .to_owned();
+    let p1_c1 = payment_to(&c1, "p1");
     let failed = api.post_expect(
         "/v1/settlements",
         "s2",

@@ -145,8 +145,13 @@ impl Replay {
     /// `m`, or an earlier failure among the checks still pending: what to report when
     /// the caller found `m` (e.g. from [`parse_record`]).
     pub fn earliest(&mut self, m: Mismatch) -> Mismatch {
-        let earlier = self.flush().and_then(|()| self.flush());
-        earlier.err().filter(|e| e.seq < m.seq).unwrap_or(m)
+        self.drain().err().filter(|e| e.seq < m.seq).unwrap_or(m)
+    }
+
+    /// Runs every check still pending: the batch in the background, then the rest.
+    fn drain(&mut self) -> Result<(), Mismatch> {
+        self.flush()?;
+        self.flush()
     }
 
     fn feed_inner(&mut self, seq: u64, env: Envelope) -> Result<(), Mismatch> {
@@ -219,8 +224,7 @@ impl Replay {
 
     /// Ends the replay: every derived event present, every signature verified.
     pub fn finish(mut self) -> Result<Engine, Mismatch> {
-        self.flush()?;
-        self.flush()?;
+        self.drain()?;
         if let Some((o, cause)) = self.expected.front() {
             return Err(Mismatch {
                 seq: *cause,

@@ -653,12 +653,7 @@ impl Ledger {
     /// verifiable history. `durable` syncs before returning; otherwise the write survives
     /// a process crash but may be lost with the machine.
     pub fn aux_put(&self, key: &[u8], value: &[u8], durable: bool) -> Result<()> {
-        self.aux_put_all(&[(key, value)], durable)
-    }
-
-    /// Several [`Ledger::aux_put`]s in one atomic batch.
-    pub fn aux_put_all(&self, entries: &[(&[u8], &[u8])], durable: bool) -> Result<()> {
-        self.aux_apply(entries, &[], durable)
+        self.aux_apply(&[(key, value)], &[], durable)
     }
 
     /// Removes an [`Ledger::aux_put`] entry (`durable`: synced before returning).
