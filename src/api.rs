@@ -534,7 +534,7 @@ pub fn balance(app: &App, p: &Principal, id: &str) -> Result<Value, Problem> {
                 let b = s.books.get(id).copied().unwrap_or_default();
                 let cur = s.programs.get(&pt.program).map(|pr| pr.latest().spec.currency);
                 let a = |m: i64| cur.and_then(|c| Amount::from_minor(m, c).ok()).map(|a| a.to_decimal_string());
-                json!({"partner": id, "program": pt.program, "currency": cur, "earned": a(b.earned), "on_hold": a(b.on_hold), "payable": a(b.payable), "paid": a(b.paid), "clawed_back": a(b.clawed_back)})
+                json!({"partner": id, "program": pt.program, "currency": cur, "earned": a(b.earned), "on_hold": a(b.on_hold), "payable": a(b.payable), "in_payout": a(b.in_payout), "paid": a(b.paid), "clawed_back": a(b.clawed_back)})
             })
         })
         .ok_or_else(|| not_found(format!("partner '{id}' not found")))
@@ -553,20 +553,35 @@ pub async fn mandates(
     let svc = app.svc.clone();
     tokio::task::spawn_blocking(move || -> Result<Value, String> {
         // Hops of this partner, from the engine's index, in log order.
+        // Hops of this partner, by the log position of the fact that issued their
+        // mandates: the conversion, or the release of a held one.
         let seqs: Vec<(u64, usize)> = svc.with_state(|s| {
-            s.conversions
-                .range(after.map_or(0, |a| a.saturating_add(1))..)
-                .flat_map(|(cs, c)| {
-                    c.hops.iter().enumerate().filter(|(_, h)| h.partner == id).map(move |(i, _)| (*cs, i))
-                })
+            let from = after.map_or(0, |a| a.saturating_add(1));
+            let hops = |base: u64, c: &settle_engine::state::Conversion| {
+                c.hops.iter().position(|h| h.partner == id).map(|i| (base, i))
+            };
+            let mut v: Vec<(u64, usize)> = s
+                .conversions
+                .range(from..)
+                .filter(|(_, c)| c.released_at.is_none())
+                .filter_map(|(cs, c)| hops(*cs, c))
                 .take(limit)
-                .collect()
+                .collect();
+            v.extend(
+                s.releases
+                    .range(from..)
+                    .filter_map(|(r, cs)| s.conversions.get(cs).and_then(|c| hops(*r, c)))
+                    .take(limit),
+            );
+            v.sort_unstable();
+            v.truncate(limit);
+            v
         });
         let mut items = Vec::new();
-        for (cs, i) in seqs {
+        for (base, i) in seqs {
             let r = svc
                 .ledger()
-                .record(settle_engine::state::mandate_seq(cs, i).ok_or("mandate position out of range")?)
+                .record(settle_engine::state::mandate_seq(base, i).ok_or("mandate position out of range")?)
                 .map_err(|e| e.to_string())?
                 .ok_or("missing record")?;
             let env = Envelope::from_bytes(&r.event).map_err(|e| e.to_string())?;

@@ -273,6 +273,8 @@ pub struct StatementLine {
     pub on_hold: String,
     /// Payable after the fact (negative: offset owed).
     pub payable: String,
+    /// In open payout batches after the fact.
+    pub in_payout: String,
     /// Paid to date after the fact.
     pub paid: String,
 }
@@ -303,10 +305,11 @@ fn balance_line(
         rule_version: String::new(),
         hop: String::new(),
         role: String::new(),
-        amount: dec(b.on_hold + b.payable + b.paid, c),
+        amount: dec(b.on_hold + b.payable + b.in_payout + b.paid, c),
         currency: c.to_string(),
         on_hold: dec(b.on_hold, c),
         payable: dec(b.payable, c),
+        in_payout: dec(b.in_payout, c),
         paid: dec(b.paid, c),
     }
 }
@@ -380,6 +383,7 @@ pub fn statements(
                         currency: c.to_string(),
                         on_hold: dec(b.on_hold, c),
                         payable: dec(b.payable, c),
+                        in_payout: dec(b.in_payout, c),
                         paid: dec(b.paid, c),
                     },
                 ));
@@ -415,11 +419,35 @@ pub fn statements(
                     None,
                     None,
                 ),
+                Event::PayoutBatchCreated { batch, partner, amount, .. } => push(
+                    partner,
+                    "payout_batched",
+                    batch.clone(),
+                    String::new(),
+                    amount.minor_units(),
+                    amount.currency(),
+                    None,
+                    None,
+                ),
+                // A failed batch's money is payable again (the fact itself is the line).
+                Event::SettlementFailed { batch: Some(batch), partner, .. } => {
+                    if let Some(b) = st.batches.get(batch) {
+                        push(
+                            partner,
+                            "payout_returned",
+                            batch.clone(),
+                            String::new(),
+                            b.amount.minor_units(),
+                            b.amount.currency(),
+                            None,
+                            None,
+                        );
+                    }
+                }
                 Event::HoldsReleased { mandate_ids, .. } => {
                     for id in mandate_ids {
-                        let Some((cs, h)) = parse_mandate_id(id) else { continue };
-                        let Some(c) = st.conversions.get(&cs) else { continue };
-                        let Some(hop) = c.hops.get(h) else { continue };
+                        let Some((_, h, c)) = st.mandate_hop(id) else { continue };
+                        let hop = &c.hops[h];
                         let info = (
                             c.rule_version,
                             u32::try_from(h).unwrap_or(u32::MAX),
@@ -473,6 +501,9 @@ pub fn statements(
                 break;
             }
             fact = Some((r.seq, env.at));
+            if matches!(env.event, Event::SettlementFailed { batch: Some(_), .. }) {
+                pending.push(env.clone());
+            }
             let d = engine
                 .decide(env, r.seq)
                 .map_err(|e| anyhow::anyhow!("record {} is rejected on replay: {e}", r.seq))?;
@@ -654,18 +685,19 @@ fn conserved(engine: &Engine, report: &mut AuditReport) -> Result<()> {
     let mut earned = 0i64;
     let mut held = 0i64;
     for (p, b) in &st.books {
-        if b.earned - b.clawed_back != b.on_hold + b.payable + b.paid {
+        if b.earned - b.clawed_back != b.on_hold + b.payable + b.in_payout + b.paid {
             bail!(
-                "money not conserved for partner {p}: earned {} − clawed {} ≠ on hold {} + payable {} + paid {}",
+                "money not conserved for partner {p}: earned {} − clawed {} ≠ on hold {} + payable {} + in payout {} + paid {}",
                 b.earned,
                 b.clawed_back,
                 b.on_hold,
                 b.payable,
+                b.in_payout,
                 b.paid
             );
         }
         earned += b.earned - b.clawed_back;
-        held += b.on_hold + b.payable + b.paid;
+        held += b.on_hold + b.payable + b.in_payout + b.paid;
     }
     let mut from_hops = 0i64;
     for c in st.conversions.values() {

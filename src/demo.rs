@@ -325,7 +325,7 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
                 for (cs, c) in &s.conversions {
                     for (h, hop) in c.hops.iter().enumerate() {
                         if hop.status == HopStatus::Payable {
-                            m.entry(hop.partner.clone()).or_default().push(settle_engine::state::mandate_id(*cs, h));
+                            m.entry(hop.partner.clone()).or_default().push(c.mandate_id(*cs, h));
                         }
                     }
                 }
@@ -342,6 +342,7 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
                             at(day, 86_100),
                             Event::SettlementFailed {
                                 settlement: format!("{sid}-try1"),
+                                batch: None,
                                 partner: p.clone(),
                                 rail: "book".into(),
                                 error: "account_closed".into(),
@@ -355,6 +356,7 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
                         at(day, 86_200),
                         Event::SettlementConfirmed {
                             settlement: sid.clone(),
+                            batch: None,
                             partner: p.clone(),
                             rail: "book".into(),
                             confirmation_id: format!("book-{sid}"),

@@ -114,6 +114,8 @@ struct BatchBody {
 #[serde(deny_unknown_fields)]
 struct SettlementBody {
     settlement: String,
+    #[serde(default)]
+    batch: Option<String>,
     partner: String,
     rail: String,
     mandate_ids: Vec<String>,
@@ -121,6 +123,15 @@ struct SettlementBody {
     confirmation_id: Option<String>,
     #[serde(default)]
     error: Option<String>,
+}
+
+#[derive(Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct PayoutBody {
+    batch: String,
+    partner: String,
+    rail: String,
+    mandate_ids: Vec<String>,
 }
 
 #[derive(Deserialize, serde::Serialize)]
@@ -349,6 +360,7 @@ async fn settlement(
     let e = match (b.confirmation_id, b.error) {
         (Some(c), None) => Event::SettlementConfirmed {
             settlement: b.settlement,
+            batch: b.batch,
             partner: b.partner,
             rail: b.rail,
             confirmation_id: c,
@@ -356,6 +368,7 @@ async fn settlement(
         },
         (None, Some(err)) => Event::SettlementFailed {
             settlement: b.settlement,
+            batch: b.batch,
             partner: b.partner,
             rail: b.rail,
             error: err,
@@ -364,6 +377,24 @@ async fn settlement(
         _ => return Err(unprocessable("give either confirmation_id (paid) or error (failed)")),
     };
     write_one(&app, &p, &h, e, None).await
+}
+
+async fn payout(
+    State(app): State<App>,
+    h: HeaderMap,
+    b: Result<Json<PayoutBody>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let p = principal(&app, &h)?;
+    p.require_vendor(Scope::SettlementsWrite)?;
+    let b = body(b)?;
+    let e = Event::PayoutBatched { batch: b.batch, partner: b.partner, rail: b.rail, mandate_ids: b.mandate_ids };
+    write_one(&app, &p, &h, e, None).await
+}
+
+async fn release(State(app): State<App>, UrlPath(id): UrlPath<String>, h: HeaderMap) -> Result<Response, Problem> {
+    let p = principal(&app, &h)?;
+    p.require_vendor(Scope::SettlementsWrite)?;
+    write_one(&app, &p, &h, Event::ConversionReleased { conversion: id }, None).await
 }
 
 async fn advance(
@@ -513,7 +544,9 @@ pub fn router(app: App, listen: std::net::SocketAddr) -> Router {
         .route("/v1/leads/{id}/handoffs", post(handoff))
         .route("/v1/conversions", post(convert))
         .route("/v1/conversions/batch", post(convert_batch))
+        .route("/v1/conversions/{id}/release", post(release))
         .route("/v1/refunds", post(refund))
+        .route("/v1/payouts", post(payout))
         .route("/v1/settlements", post(settlement))
         .route("/v1/holds/advance", post(advance))
         .route("/v1/webhooks", post(subscribe).get(subscriptions))

@@ -35,7 +35,6 @@ use rustls::pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use settle_engine::model::Event;
-use settle_engine::state::parse_mandate_id;
 use settle_engine::{Envelope, State};
 use settle_mandates::keys::SigningKey;
 use settle_mandates::webhook::{self, Secret};
@@ -52,6 +51,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "hold.released",
     "settlement.confirmed",
     "settlement.failed",
+    "payout.batched",
     "payout.booked",
 ];
 /// Most subscriptions one principal may hold.
@@ -304,13 +304,8 @@ pub struct ReplayBody {
 #[must_use]
 pub fn event_of(seq: u64, env: &Envelope, partner: Option<&str>, state: &State) -> Option<(&'static str, Value)> {
     let mine = |p: &str| partner.is_none_or(|me| me == p);
-    let conversion_of =
-        |mandate: &str| parse_mandate_id(mandate).and_then(|(s, _)| state.conversions.get(&s)).map(|c| c.id.clone());
-    let partner_of = |mandate: &str| {
-        parse_mandate_id(mandate)
-            .and_then(|(s, hop)| state.conversions.get(&s).and_then(|c| c.hops.get(hop)))
-            .map(|h| h.partner.clone())
-    };
+    let conversion_of = |mandate: &str| state.mandate_hop(mandate).map(|(_, _, c)| c.id.clone());
+    let partner_of = |mandate: &str| state.mandate_hop(mandate).map(|(_, i, c)| c.hops[i].partner.clone());
     let (kind, mut data) = match &env.event {
         Event::MandateIssued { mandate_id, partner: p, amount, mandate } if mine(p) => (
             "mandate.issued",
@@ -330,13 +325,25 @@ pub fn event_of(seq: u64, env: &Envelope, partner: Option<&str>, state: &State) 
                 ("hold.released", json!({"mandate_ids": ids}))
             }
         },
-        Event::SettlementConfirmed { settlement, partner: p, rail, confirmation_id, mandate_ids } if mine(p) => (
-            "settlement.confirmed",
-            json!({"settlement": settlement, "partner": p, "rail": rail, "confirmation_id": confirmation_id, "mandate_ids": mandate_ids}),
-        ),
-        Event::SettlementFailed { settlement, partner: p, rail, error, mandate_ids } if mine(p) => (
+        Event::SettlementConfirmed { settlement, batch, partner: p, rail, confirmation_id, mandate_ids } if mine(p) => {
+            (
+                "settlement.confirmed",
+                with_batch(
+                    json!({"settlement": settlement, "partner": p, "rail": rail, "confirmation_id": confirmation_id, "mandate_ids": mandate_ids}),
+                    batch.as_deref(),
+                ),
+            )
+        }
+        Event::SettlementFailed { settlement, batch, partner: p, rail, error, mandate_ids } if mine(p) => (
             "settlement.failed",
-            json!({"settlement": settlement, "partner": p, "rail": rail, "error": error, "mandate_ids": mandate_ids}),
+            with_batch(
+                json!({"settlement": settlement, "partner": p, "rail": rail, "error": error, "mandate_ids": mandate_ids}),
+                batch.as_deref(),
+            ),
+        ),
+        Event::PayoutBatchCreated { batch, partner: p, rail, amount, offset, mandate_ids } if mine(p) => (
+            "payout.batched",
+            json!({"batch": batch, "partner": p, "rail": rail, "amount": amount, "offset": offset, "mandate_ids": mandate_ids}),
         ),
         Event::PayoutBooked { settlement, partner: p, paid, offset, mandate_ids } if mine(p) => (
             "payout.booked",
@@ -346,6 +353,13 @@ pub fn event_of(seq: u64, env: &Envelope, partner: Option<&str>, state: &State) 
     };
     data["seq"] = json!(seq);
     Some((kind, data))
+}
+
+fn with_batch(mut data: Value, batch: Option<&str>) -> Value {
+    if let Some(b) = batch {
+        data["batch"] = json!(b);
+    }
+    data
 }
 
 /// The message for record `seq` to subscription `sub`, if it hears of it.
@@ -949,6 +963,8 @@ mod tests {
                 refunded: 0,
                 pool: usd(100_000),
                 hops: vec![hop("p1", 40_000), hop("p2", 60_000)],
+                released_at: None,
+                held: None,
             },
         );
         let at: DateTime<Utc> = "2026-11-25T08:00:00Z".parse().expect("time");
@@ -994,6 +1010,7 @@ mod tests {
                 130,
                 env(Event::SettlementConfirmed {
                     settlement: "S1".into(),
+                    batch: None,
                     partner: "p1".into(),
                     rail: "book".into(),
                     confirmation_id: "BK-1".into(),
@@ -1011,9 +1028,21 @@ mod tests {
                 }),
             ),
             (
+                135,
+                env(Event::PayoutBatchCreated {
+                    batch: "B2".into(),
+                    partner: "p2".into(),
+                    rail: "sepa".into(),
+                    amount: usd(60_000),
+                    offset: usd(0),
+                    mandate_ids: vec!["md_100_1".into()],
+                }),
+            ),
+            (
                 140,
                 env(Event::SettlementFailed {
                     settlement: "S2".into(),
+                    batch: Some("B2".into()),
                     partner: "p2".into(),
                     rail: "sepa".into(),
                     error: "AC04".into(),
@@ -1064,9 +1093,12 @@ mod tests {
                 .map(|m| m["webhook-id"].as_str().expect("id").to_owned())
                 .collect()
         };
-        assert_eq!(ids("vendor"), ["evt_101", "evt_102", "evt_110", "evt_120", "evt_130", "evt_131", "evt_140"]);
+        assert_eq!(
+            ids("vendor"),
+            ["evt_101", "evt_102", "evt_110", "evt_120", "evt_130", "evt_131", "evt_135", "evt_140"]
+        );
         assert_eq!(ids("p1"), ["evt_101", "evt_110", "evt_120", "evt_130", "evt_131"]);
-        assert_eq!(ids("p2"), ["evt_102", "evt_120", "evt_140"]);
+        assert_eq!(ids("p2"), ["evt_102", "evt_120", "evt_135", "evt_140"]);
         let p1_release = &out["p1"].as_array().expect("list")[2]["body"];
         assert!(!p1_release.as_str().expect("body").contains("md_100_1"), "p2's mandate in p1's release: {p1_release}");
         let mut only = sub(None);

@@ -131,6 +131,7 @@ fn statement_verify_and_errors_on_a_demo() {
             "currency",
             "on_hold",
             "payable",
+            "in_payout",
             "paid"
         ]
     );
@@ -153,7 +154,7 @@ fn statement_verify_and_errors_on_a_demo() {
         earned_ids.insert(r[4].to_owned());
     }
     // Balances: the closing line is the last balances, and opening + earned − clawed = closing.
-    let total = |r: &csv::StringRecord| cents(&r[10]) + cents(&r[11]) + cents(&r[12]);
+    let total = |r: &csv::StringRecord| cents(&r[10]) + cents(&r[11]) + cents(&r[12]) + cents(&r[13]);
     assert_eq!(cents(&last[8]), total(last));
     let balances = |r: &csv::StringRecord| r.iter().skip(10).map(str::to_owned).collect::<Vec<_>>();
     assert_eq!(balances(last), balances(&rows[rows.len() - 2]), "closing balances are those after the last line");

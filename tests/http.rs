@@ -633,3 +633,116 @@ fn edge_numbers_in_paths_and_queries_are_answered_not_panicked() {
     assert_eq!(api.get("/v1/partners/p1/balance").status, 200);
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+/// A conversion over the budget is held; releasing it is refused (422, nothing written)
+/// until an amendment raises the budget, then pays the amounts computed when it was
+/// recorded. Its closer is paid through a payout batch the rail first fails, then
+/// confirms; the balance shows money in flight; the store audits.
+#[test]
+fn held_conversions_are_released_and_payout_batches_answered_by_the_rail() {
+    let (dir, data, admin) = new_data();
+    let server = Server::start(&data, dir.path());
+    let api = server.api(Some(&admin));
+    let mut spec = program_spec("growth");
+    spec["budget"] = json!({"max": 150_000});
+    let r = api.post_expect("/v1/programs", "setup-program", &spec, 201);
+    assert_eq!(r["seq"], 0);
+    for p in ["p1", "p2"] {
+        api.post_expect("/v1/partners", &format!("enroll-{p}"), &enroll_body(p, "growth"), 201);
+    }
+    api.post_expect("/v1/leads", "lead", &lead_body("lead-h", "growth", "p1"), 201);
+    api.post_expect("/v1/leads/lead-h/handoffs", "handoff", &json!({"from": "p1", "to": "p2"}), 201);
+    let convert = |id: &str| {
+        api.post_expect(
+            "/v1/conversions",
+            id,
+            &json!({"conversion": id, "lead": "lead-h", "revenue": "10000.00", "currency": "USD"}),
+            201,
+        )
+    };
+    let c1 = convert("C1");
+    assert_eq!(c1["outcome"]["outcome"], "settled", "pool 1000.00 of the 1500.00 budget");
+    let held = convert("C2");
+    assert_eq!(held["outcome"]["outcome"], "held");
+    assert!(held["outcome"]["reason"].as_str().unwrap().contains("budget"), "{held}");
+
+    // Still over budget: a problem, and nothing written.
+    let before = api.get("/v1/partners/p2/balance").json();
+    let p = api.post("/v1/conversions/C2/release", "release-1", &json!({})).problem(422);
+    assert!(p["detail"].as_str().unwrap().contains("stays held: monthly budget exceeded"), "{p}");
+    assert_eq!(api.get("/v1/partners/p2/balance").json(), before);
+    api.post("/v1/conversions/C1/release", "release-c1", &json!({})).problem(409);
+
+    spec["budget"] = json!({"max": 500_000});
+    let amended = api.post_expect(
+        "/v1/programs/growth/amendments",
+        "raise-budget",
+        &json!({"spec": spec, "effective_from": "2025-01-01T00:00:00Z"}),
+        201,
+    );
+    let release_seq = next_seq(&amended);
+    let released = api.post_expect("/v1/conversions/C2/release", "release-2", &json!({}), 201);
+    assert_eq!(released["seq"], json!(release_seq));
+    assert_eq!(released["outcome"]["outcome"], "settled");
+    let ms = released["mandates"].as_array().unwrap();
+    let ids: Vec<&str> = ms.iter().map(|m| m["mandate_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [format!("md_{release_seq}_0"), format!("md_{release_seq}_1")]);
+    let closer = ids[1].to_owned();
+    let to_p2 = |r: &Value| -> i64 {
+        r["mandates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["partner"] == "p2")
+            .map(|m| m["amount"]["amount"].as_i64().unwrap())
+            .sum()
+    };
+    assert_eq!(to_p2(&released), to_p2(&c1), "the same deal pays the same split once released");
+    let owed = to_p2(&c1) + to_p2(&released);
+    let dec = |minor: i64| format!("{}.{:02}", minor / 100, minor % 100);
+    let basis = &jws_payload(ms[1]["mandate"].as_str().unwrap())["basis"];
+    assert_eq!((basis["conversion"].as_str(), basis["log"]["seq"].as_u64()), (Some("C2"), Some(release_seq)));
+    // The same key and body is the same answer; the partner lists the released mandate.
+    assert_eq!(api.post_expect("/v1/conversions/C2/release", "release-2", &json!({}), 200)["seq"], json!(release_seq));
+    let listed = api.get("/v1/partners/p2/mandates").json();
+    let listed: Vec<&str> =
+        listed["mandates"].as_array().unwrap().iter().map(|m| m["mandate_id"].as_str().unwrap()).collect();
+    assert!(listed.contains(&closer.as_str()), "{listed:?}");
+
+    // A payout batch of both of p2's mandates: in flight, failed, batched again, paid.
+    let mut all: Vec<String> = listed.iter().map(|s| (*s).to_owned()).collect();
+    all.sort_by_key(|id| id.split('_').nth(1).unwrap().parse::<u64>().unwrap());
+    let batch = |b: &str, key: &str| {
+        api.post_expect(
+            "/v1/payouts",
+            key,
+            &json!({"batch": b, "partner": "p2", "rail": "sepa", "mandate_ids": all}),
+            201,
+        )
+    };
+    let b1 = batch("B1", "batch-1");
+    let created = b1["events"].as_array().unwrap().iter().find(|e| e["type"] == "payout_batch_created").unwrap();
+    assert_eq!(created["data"]["amount"], json!({"amount": owed, "currency": "USD"}));
+    let bal = api.get("/v1/partners/p2/balance").json();
+    assert_eq!((bal["payable"].as_str(), bal["in_payout"].as_str()), (Some("0.00"), Some(dec(owed).as_str())));
+    let answer = |s: &str, b: &str, ok: bool| {
+        let mut body = json!({"settlement": s, "batch": b, "partner": "p2", "rail": "sepa", "mandate_ids": all});
+        body[if ok { "confirmation_id" } else { "error" }] = json!(if ok { "SEPA-OK" } else { "AC04" });
+        api.post("/v1/settlements", s, &body)
+    };
+    assert_eq!(answer("S1", "B1", false).status, 201);
+    assert_eq!(
+        api.get("/v1/partners/p2/balance").json()["payable"],
+        json!(dec(owed)),
+        "a failed batch is payable again"
+    );
+    answer("S1b", "B1", true).problem(409);
+    batch("B2", "batch-2");
+    let paid = answer("S2", "B2", true).json();
+    assert!(paid["events"].as_array().unwrap().iter().any(|e| e["type"] == "payout_booked"), "{paid}");
+    let bal = api.get("/v1/partners/p2/balance").json();
+    assert_eq!((bal["in_payout"].as_str(), bal["paid"].as_str()), (Some("0.00"), Some(dec(owed).as_str())));
+
+    assert!(server.stop().success());
+    settle_ok([OsArg::from("audit"), "--data".into(), data.into()]);
+}

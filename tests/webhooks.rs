@@ -92,6 +92,7 @@ fn webhook_type(log_type: &str) -> Option<&'static str> {
         "holds_released" => "hold.released",
         "settlement_confirmed" => "settlement.confirmed",
         "settlement_failed" => "settlement.failed",
+        "payout_batch_created" => "payout.batched",
         "payout_booked" => "payout.booked",
         _ => return None,
     })
@@ -165,7 +166,7 @@ fn signed_webhooks_survive_failing_receivers_a_crash_and_dead_letters() {
     let vendor_sub = sub(&api, "sub-vendor", &json!({"url": vendor_rx.url}));
     assert!(vendor_sub["secret"].as_str().expect("secret").starts_with("whsec_"));
     assert!(vendor_sub["public_key"].as_str().expect("public key").starts_with("whpk_"));
-    assert_eq!(vendor_sub["events"].as_array().map(Vec::len), Some(6), "all event types by default");
+    assert_eq!(vendor_sub["events"].as_array().map(Vec::len), Some(7), "all event types by default");
     std::fs::write(&vendor_rx.secret, vendor_sub["secret"].as_str().expect("secret")).expect("secret file");
     let p1_api = srv.api(Some(&p1));
     let p1_sub = sub(&p1_api, "sub-p1", &json!({"url": p1_rx.url}));
@@ -222,11 +223,33 @@ fn signed_webhooks_survive_failing_receivers_a_crash_and_dead_letters() {
         201,
     );
     events_of(&failed, &mut expected);
+    // The same mandate again, through a payout batch the rail confirms as a whole.
+    let batched = api.post_expect(
+        "/v1/payouts",
+        "b1",
+        &json!({"batch": "B1", "partner": "p1", "rail": "sepa", "mandate_ids": [p1_c1]}),
+        201,
+    );
+    events_of(&batched, &mut expected);
+    let paid = api.post_expect(
+        "/v1/settlements",
+        "s3",
+        &json!({"settlement": "S3", "batch": "B1", "partner": "p1", "rail": "sepa", "confirmation_id": "SEPA-1", "mandate_ids": [p1_c1]}),
+        201,
+    );
+    events_of(&paid, &mut expected);
     let kinds: BTreeSet<&str> = expected.values().map(|(t, _)| t.as_str()).collect();
     assert!(
-        ["mandate.issued", "clawback.issued", "settlement.confirmed", "settlement.failed", "payout.booked"]
-            .iter()
-            .all(|k| kinds.contains(k)),
+        [
+            "mandate.issued",
+            "clawback.issued",
+            "settlement.confirmed",
+            "settlement.failed",
+            "payout.batched",
+            "payout.booked"
+        ]
+        .iter()
+        .all(|k| kinds.contains(k)),
         "the flow should produce these event types: {kinds:?}"
     );
 

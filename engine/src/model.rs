@@ -386,10 +386,32 @@ pub enum Event {
         /// New time.
         to: DateTime<Utc>,
     },
-    /// A rail paid a partner's payable mandates.
+    /// Payable mandates of one partner were put into a payout batch for a rail: they are
+    /// in flight (neither payable nor paid) until the batch is settled or fails.
+    PayoutBatched {
+        /// Batch id.
+        batch: String,
+        /// Partner.
+        partner: String,
+        /// Rail the batch is sent to.
+        rail: String,
+        /// Mandates in the batch.
+        mandate_ids: Vec<String>,
+    },
+    /// The vendor released a held conversion: it is decided again against the program's
+    /// current standing authorisation (after an amendment, a new budget, a partner's
+    /// reinstatement) and settled if that now allows it.
+    ConversionReleased {
+        /// Conversion id.
+        conversion: String,
+    },
+    /// A rail paid a partner's payable mandates (or a payout batch).
     SettlementConfirmed {
         /// Settlement id.
         settlement: String,
+        /// The payout batch settled, if the mandates were batched.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        batch: Option<String>,
         /// Partner.
         partner: String,
         /// Rail name (`book`, `sepa`, `stripe`, ...).
@@ -403,6 +425,9 @@ pub enum Event {
     SettlementFailed {
         /// Settlement id.
         settlement: String,
+        /// The payout batch that failed (its mandates are payable again), if batched.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        batch: Option<String>,
         /// Partner.
         partner: String,
         /// Rail name.
@@ -480,6 +505,21 @@ pub enum Event {
         /// Total released.
         total: Amount,
     },
+    /// A payout batch was made: what the rail is to pay.
+    PayoutBatchCreated {
+        /// Batch id.
+        batch: String,
+        /// Partner.
+        partner: String,
+        /// Rail.
+        rail: String,
+        /// Amount the rail is to pay.
+        amount: Amount,
+        /// Part of the mandates' value absorbed by earlier negative balances.
+        offset: Amount,
+        /// Mandates in the batch.
+        mandate_ids: Vec<String>,
+    },
     /// A settlement was booked.
     PayoutBooked {
         /// Settlement id.
@@ -511,6 +551,8 @@ impl Event {
             Self::ConversionRecorded { .. } => "conversion_recorded",
             Self::RefundRecorded { .. } => "refund_recorded",
             Self::HoldsAdvanced { .. } => "holds_advanced",
+            Self::PayoutBatched { .. } => "payout_batched",
+            Self::ConversionReleased { .. } => "conversion_released",
             Self::SettlementConfirmed { .. } => "settlement_confirmed",
             Self::SettlementFailed { .. } => "settlement_failed",
             Self::OpenMandateIssued { .. } => "open_mandate_issued",
@@ -519,6 +561,7 @@ impl Event {
             Self::MandateIssued { .. } => "mandate_issued",
             Self::ClawbackIssued { .. } => "clawback_issued",
             Self::HoldsReleased { .. } => "holds_released",
+            Self::PayoutBatchCreated { .. } => "payout_batch_created",
             Self::PayoutBooked { .. } => "payout_booked",
         }
     }
@@ -538,6 +581,7 @@ pub const DERIVED_TYPES: &[&str] = &[
     "mandate_issued",
     "clawback_issued",
     "holds_released",
+    "payout_batch_created",
     "payout_booked",
 ];
 
@@ -560,6 +604,8 @@ pub const EVENT_TYPES: &[(&str, u32)] = &[
     ("conversion_recorded", 1),
     ("refund_recorded", 1),
     ("holds_advanced", 1),
+    ("payout_batched", 1),
+    ("conversion_released", 1),
     ("settlement_confirmed", 1),
     ("settlement_failed", 1),
     ("open_mandate_issued", 1),
@@ -568,6 +614,7 @@ pub const EVENT_TYPES: &[(&str, u32)] = &[
     ("mandate_issued", 1),
     ("clawback_issued", 1),
     ("holds_released", 1),
+    ("payout_batch_created", 1),
     ("payout_booked", 1),
 ];
 

@@ -160,6 +160,8 @@ pub enum HopStatus {
     Held,
     /// Payable.
     Payable,
+    /// In an open payout batch: sent to a rail, not yet confirmed.
+    Batched,
     /// Settled on a rail.
     Paid,
 }
@@ -196,10 +198,69 @@ pub struct Conversion {
     pub pool: Amount,
     /// The hops (empty when held or no commission).
     pub hops: Vec<Hop>,
+    /// The fact whose derived events hold the mandates when it is not the conversion's
+    /// own: the `conversion_released` that settled it after a hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_at: Option<u64>,
+    /// What a held conversion is paid from if it is released.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<HeldDeal>,
+}
+
+impl Conversion {
+    /// Id of hop `hop`'s payment mandate, for this conversion recorded at `seq`.
+    #[must_use]
+    pub fn mandate_id(&self, seq: u64, hop: usize) -> String {
+        mandate_id(self.released_at.unwrap_or(seq), hop)
+    }
+}
+
+/// A deal's split as computed when it was recorded: what a held conversion pays on release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldDeal {
+    /// Payees, originator first.
+    pub chain: Vec<String>,
+    /// Each hop's part of the pool, minor units (Σ = pool).
+    pub parts: Vec<i64>,
+    /// When the deal was won.
+    pub occurred_at: DateTime<Utc>,
+    /// Revenue in the program's currency, minor units (counts toward the closer's volume).
+    pub revenue: i64,
+    /// Why it is held.
+    pub reason: String,
+}
+
+/// A payout batch: mandates of one partner sent to a rail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    /// Partner.
+    pub partner: String,
+    /// Rail.
+    pub rail: String,
+    /// Mandates, in the batch's order.
+    pub mandate_ids: Vec<String>,
+    /// What the rail is to pay.
+    pub amount: Amount,
+    /// Part of the mandates' value absorbed by earlier negative balances.
+    pub offset: Amount,
+    /// Open, paid or failed.
+    pub status: BatchStatus,
+}
+
+/// Where a payout batch is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchStatus {
+    /// Sent, not yet confirmed.
+    Open,
+    /// The rail paid it.
+    Paid,
+    /// The rail failed; its mandates are payable again.
+    Failed,
 }
 
 /// A partner's balances, program currency, minor units.
-/// Invariant: `earned - clawed_back == on_hold + payable + paid`.
+/// Invariant: `earned - clawed_back == on_hold + payable + in_payout + paid`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Book {
     /// Total earned (mandates issued).
@@ -210,6 +271,9 @@ pub struct Book {
     pub on_hold: i64,
     /// Payable now (negative: an offset owed from clawbacks of paid money).
     pub payable: i64,
+    /// In open payout batches: sent to a rail, not yet confirmed.
+    #[serde(default)]
+    pub in_payout: i64,
     /// Total paid on rails.
     pub paid: i64,
 }
@@ -218,7 +282,7 @@ impl Book {
     fn assert_balanced(&self, who: &str) {
         assert_eq!(
             self.earned - self.clawed_back,
-            self.on_hold + self.payable + self.paid,
+            self.on_hold + self.payable + self.in_payout + self.paid,
             "book of {who} is unbalanced: {self:?}"
         );
     }
@@ -256,6 +320,12 @@ pub struct State {
     pub refunds: BTreeMap<String, u64>,
     /// Settlement ids recorded.
     pub settlements: BTreeMap<String, u64>,
+    /// Payout batches by id.
+    #[serde(default)]
+    pub batches: BTreeMap<String, Batch>,
+    /// Conversion sequence by the sequence of the `conversion_released` that paid it.
+    #[serde(default)]
+    pub releases: BTreeMap<u64, u64>,
 }
 
 /// Something the engine still has to sign before the derived event is final.
@@ -351,6 +421,22 @@ impl State {
             .filter(|a| !a.revoked && a.not_before <= t && t < a.expires_at && a.scopes.contains(&scope))
     }
 
+    /// The conversion (by its sequence) and hop a payment mandate id names, if it exists.
+    #[must_use]
+    pub fn mandate_hop(&self, id: &str) -> Option<(u64, usize, &Conversion)> {
+        let (s, i) = parse_mandate_id(id)?;
+        let (cs, c) = match self.conversions.get(&s) {
+            Some(c) if c.released_at.is_none() => (s, c),
+            Some(_) => return None,
+            None => {
+                let cs = *self.releases.get(&s)?;
+                (cs, self.conversions.get(&cs)?)
+            }
+        };
+        c.hops.get(i)?;
+        Some((cs, i, c))
+    }
+
     fn book(&mut self, partner: &str) -> &mut Book {
         self.books.entry(partner.to_owned()).or_default()
     }
@@ -405,6 +491,10 @@ impl Engine {
 }
 
 type Apply = Box<dyn FnOnce(&mut State)>;
+
+/// Payable hops named by a settlement or batch: positions (conversion seq, hop), their
+/// net value and currency.
+type Payable = (Vec<(u64, usize)>, i64, Currency);
 
 struct Decider<'a> {
     cfg: &'a EngineConfig,
@@ -603,15 +693,20 @@ impl Decider<'_> {
                 }
                 Ok(self.advance(to))
             }
-            Event::SettlementConfirmed { settlement, partner, mandate_ids, rail, confirmation_id } => {
+            Event::PayoutBatched { batch, partner, rail, mandate_ids } => {
+                check_text("rail", &rail)?;
+                self.batch(batch, partner, rail, mandate_ids)
+            }
+            Event::ConversionReleased { conversion } => self.release(conversion),
+            Event::SettlementConfirmed { settlement, batch, partner, mandate_ids, rail, confirmation_id } => {
                 check_text("rail", &rail)?;
                 check_text("confirmation_id", &confirmation_id)?;
-                self.settle(settlement, partner, mandate_ids, true)
+                self.settle(settlement, partner, mandate_ids, batch, true)
             }
-            Event::SettlementFailed { settlement, partner, mandate_ids, rail, error } => {
+            Event::SettlementFailed { settlement, batch, partner, mandate_ids, rail, error } => {
                 check_text("rail", &rail)?;
                 check_text("error", &error)?;
-                self.settle(settlement, partner, mandate_ids, false)
+                self.settle(settlement, partner, mandate_ids, batch, false)
             }
             other => Err(Rejection::NotAFact(other.kind())),
         }
@@ -740,6 +835,8 @@ impl Decider<'_> {
             refunded: 0,
             pool: zero,
             hops: Vec::new(),
+            released_at: None,
+            held: None,
         };
         let no = |this: &mut Self, conv: Conversion, outcome: &str, reason: String| -> Result<Apply, Rejection> {
             this.derived(
@@ -802,14 +899,8 @@ impl Decider<'_> {
             Amount::from_decimal(converted, spec.currency, spec.pool_rounding)?.minor_units()
         };
         let chain = lead.chain.clone();
-        for p in &chain {
-            if self.st.partners.get(p).is_none_or(|x| x.suspended) {
-                return no(self, conv, "held", format!("partner '{p}' is suspended or unknown"));
-            }
-        }
         let closer = chain.last().cloned().unwrap_or_default();
-        let vkey = month_key(&closer, occurred_at);
-        let volume_before = self.st.volume.get(&vkey).copied().unwrap_or(0);
+        let volume_before = self.st.volume.get(&month_key(&closer, occurred_at)).copied().unwrap_or(0);
         let exact = rules::exact_pool(
             spec,
             &Deal { revenue: revenue_prog, closer_volume_before: volume_before, occurred_at, hops: chain.len() },
@@ -822,42 +913,71 @@ impl Decider<'_> {
         conv.pool = pool;
         let parts = rules::allocate(pool.minor_units(), &exact.weights);
         assert_eq!(parts.iter().sum::<i64>(), pool.minor_units(), "split does not sum to the pool");
-        // Open mandate constraints.
-        let bkey = month_key(&conv.program, occurred_at);
-        let used = self.st.budget_used.get(&bkey).copied().unwrap_or(0);
-        let mut held = None;
-        if occurred_at < spec.valid_from || spec.valid_until.is_some_and(|u| occurred_at >= u) {
-            held = Some("deal occurred outside the program's validity window".to_owned());
-        } else if let Some(b) = &spec.budget
-            && used + pool.minor_units() > b.max
+        let deal = HeldDeal { chain, parts, occurred_at, revenue: revenue_prog, reason: String::new() };
+        if let Some(reason) = self.breach(spec, &conv.program, &deal)? {
+            conv.held = Some(HeldDeal { reason: reason.clone(), ..deal });
+            return no(self, conv, "held", reason);
+        }
+        let open = prog.open_mandate.clone();
+        self.pay(seq, conv, &rv, open, deal, None)
+    }
+
+    /// Why the standing authorisation `spec` does not allow paying `deal` (the first
+    /// reason), or `None`.
+    fn breach(&self, spec: &ProgramSpec, program: &str, deal: &HeldDeal) -> Result<Option<String>, Rejection> {
+        for p in &deal.chain {
+            if self.st.partners.get(p).is_none_or(|x| x.suspended) {
+                return Ok(Some(format!("partner '{p}' is suspended or unknown")));
+            }
+        }
+        let pool: i64 = deal.parts.iter().sum();
+        let used = self.st.budget_used.get(&month_key(program, deal.occurred_at)).copied().unwrap_or(0);
+        if deal.occurred_at < spec.valid_from || spec.valid_until.is_some_and(|u| deal.occurred_at >= u) {
+            return Ok(Some("deal occurred outside the program's validity window".to_owned()));
+        }
+        if let Some(b) = &spec.budget
+            && used + pool > b.max
         {
-            held = Some(format!(
+            return Ok(Some(format!(
                 "monthly budget exceeded: {} used of {}, pool {}",
                 Amount::from_minor(used, spec.currency)?,
                 Amount::from_minor(b.max, spec.currency)?,
-                pool
-            ));
+                Amount::from_minor(pool, spec.currency)?
+            )));
         }
-        if held.is_none()
-            && let Some(r) = &spec.payment_range
-            && let Some(p) = parts.iter().find(|p| **p > 0 && (**p < r.min || **p > r.max))
+        if let Some(r) = &spec.payment_range
+            && let Some(p) = deal.parts.iter().find(|p| **p > 0 && (**p < r.min || **p > r.max))
         {
-            held = Some(format!(
+            return Ok(Some(format!(
                 "hop amount {} is outside the allowed range {}..{}",
                 Amount::from_minor(*p, spec.currency)?,
                 Amount::from_minor(r.min, spec.currency)?,
                 Amount::from_minor(r.max, spec.currency)?
-            ));
+            )));
         }
-        if let Some(reason) = held {
-            return no(self, conv, "held", reason);
-        }
+        Ok(None)
+    }
+
+    /// Issues one payment mandate per hop of `deal` for conversion `conv` (recorded at
+    /// `cs`), computed under `rv`, from this fact: the conversion itself, or the release
+    /// of a held one (`released` names what held it).
+    fn pay(
+        &mut self,
+        cs: u64,
+        mut conv: Conversion,
+        rv: &RuleVersion,
+        open: String,
+        deal: HeldDeal,
+        released: Option<String>,
+    ) -> Result<Apply, Rejection> {
+        let spec = &rv.spec;
+        let seq = self.seq;
+        let pool = conv.pool;
         let payable_at = ts(self.env.at) + i64::from(spec.holding_days) * 86_400;
         let status = if spec.holding_days == 0 { HopStatus::Payable } else { HopStatus::Held };
         let log = LogRef { seq, event_hash: self.event_hash() };
-        let open = prog.open_mandate.clone();
-        let n = chain.len();
-        for (i, (partner, amount)) in chain.iter().zip(&parts).enumerate() {
+        let n = deal.chain.len();
+        for (i, (partner, amount)) in deal.chain.iter().zip(&deal.parts).enumerate() {
             let mid = mandate_id(seq, i);
             let amt = Amount::from_minor(*amount, spec.currency)?;
             let m = Mandate {
@@ -875,7 +995,7 @@ impl Decider<'_> {
                     rule_version: rv.version,
                     rounding: spec.rounding_id(),
                     open_mandate: open.clone(),
-                    conversion: id.clone(),
+                    conversion: conv.id.clone(),
                     hop: u32::try_from(i).unwrap_or(u32::MAX),
                     hops: u32::try_from(n).unwrap_or(u32::MAX),
                     role: role_of(i, n).into(),
@@ -894,16 +1014,20 @@ impl Decider<'_> {
         }
         self.derived(
             Event::ConversionOutcome {
-                conversion: id.clone(),
+                conversion: conv.id.clone(),
                 outcome: "settled".into(),
-                reason: None,
+                reason: released.map(|r| format!("released from hold ({r})")),
                 pool,
                 rule_version: Some(rv.version),
             },
             None,
         );
+        let vkey = month_key(deal.chain.last().map_or("", String::as_str), deal.occurred_at);
+        let bkey = month_key(&conv.program, deal.occurred_at);
+        conv.held = None;
+        conv.released_at = (seq != cs).then_some(seq);
         Ok(Box::new(move |s| {
-            *s.volume.entry(vkey).or_default() += revenue_prog;
+            *s.volume.entry(vkey).or_default() += deal.revenue;
             *s.budget_used.entry(bkey).or_default() += pool.minor_units();
             for h in &conv.hops {
                 let b = s.book(&h.partner);
@@ -916,11 +1040,37 @@ impl Decider<'_> {
                 b.assert_balanced(&h.partner);
             }
             if status == HopStatus::Held {
-                s.holds.entry(payable_at).or_default().push(seq);
+                s.holds.entry(payable_at).or_default().push(cs);
             }
-            s.conversion_ids.insert(id, seq);
-            s.conversions.insert(seq, conv);
+            if let Some(r) = conv.released_at {
+                s.releases.insert(r, cs);
+            }
+            s.conversion_ids.insert(conv.id.clone(), cs);
+            s.conversions.insert(cs, conv);
         }))
+    }
+
+    fn release(&mut self, conversion: String) -> Result<Apply, Rejection> {
+        let cs = *self
+            .st
+            .conversion_ids
+            .get(&conversion)
+            .ok_or_else(|| Rejection::NotFound(format!("conversion '{conversion}'")))?;
+        let c = &self.st.conversions[&cs];
+        let Some(deal) = &c.held else {
+            return Err(Rejection::Conflict(format!("conversion '{conversion}' is not held")));
+        };
+        if c.refunded > 0 {
+            return Err(Rejection::Invalid(format!(
+                "conversion '{conversion}' has refunds recorded: only a whole deal can be released from hold"
+            )));
+        }
+        let prog = self.st.program(&c.program)?;
+        if let Some(reason) = self.breach(&prog.latest().spec, &c.program, deal)? {
+            return Err(Rejection::Invalid(format!("conversion '{conversion}' stays held: {reason}")));
+        }
+        let rv = prog.versions.iter().find(|v| v.version == c.rule_version).unwrap_or_else(|| unreachable!());
+        self.pay(cs, c.clone(), rv, prog.open_mandate.clone(), deal.clone(), Some(deal.reason.clone()))
     }
 
     fn refund(&mut self, refund: String, conversion: String, size: RefundSize) -> Result<Apply, Rejection> {
@@ -996,10 +1146,11 @@ impl Decider<'_> {
             let n = c.hops.len();
             for &(i, p) in &claws {
                 let h = &c.hops[i];
-                let orig = mandate_id(cseq, i);
+                let orig = c.mandate_id(cseq, i);
                 let cb = format!("cb_{seq}_{i}");
                 let amt = Amount::from_minor(p, cur)?;
-                let offset = Amount::from_minor(if h.status == HopStatus::Paid { p } else { 0 }, cur)?;
+                let committed = matches!(h.status, HopStatus::Paid | HopStatus::Batched);
+                let offset = Amount::from_minor(if committed { p } else { 0 }, cur)?;
                 let m = Mandate {
                     vct: Mandate::vct_for(Direction::Clawback).into(),
                     transaction_id: cb.clone(),
@@ -1054,7 +1205,7 @@ impl Decider<'_> {
                 b.clawed_back += p;
                 match status {
                     HopStatus::Held => b.on_hold -= p,
-                    HopStatus::Payable | HopStatus::Paid => b.payable -= p,
+                    HopStatus::Payable | HopStatus::Batched | HopStatus::Paid => b.payable -= p,
                 }
                 b.assert_balanced(&partner);
             }
@@ -1072,7 +1223,7 @@ impl Decider<'_> {
                 let c = &self.st.conversions[&cs];
                 for (i, h) in c.hops.iter().enumerate() {
                     if h.status == HopStatus::Held {
-                        released.entry(c.pool.currency()).or_default().push((mandate_id(cs, i), h.amount - h.clawed));
+                        released.entry(c.pool.currency()).or_default().push((c.mandate_id(cs, i), h.amount - h.clawed));
                     }
                 }
             }
@@ -1109,49 +1260,102 @@ impl Decider<'_> {
         })
     }
 
-    fn settle(&mut self, settlement: String, partner: String, ids: Vec<String>, ok: bool) -> Result<Apply, Rejection> {
-        check_id("settlement", &settlement)?;
-        if self.st.settlements.contains_key(&settlement) {
-            return Err(Rejection::Conflict(format!("settlement '{settlement}' is already recorded")));
-        }
+    /// The hops `ids` name, each `partner`'s and payable, none twice: their positions,
+    /// what they are worth now (amount − clawed) and their currency.
+    fn payable_hops(&self, partner: &str, ids: &[String]) -> Result<Payable, Rejection> {
         if ids.is_empty() || ids.len() > MAX_SETTLEMENT_MANDATES {
-            return Err(Rejection::Invalid(format!("a settlement names 1..={MAX_SETTLEMENT_MANDATES} mandates")));
+            return Err(Rejection::Invalid(format!("name 1..={MAX_SETTLEMENT_MANDATES} mandates")));
         }
-        let book = self
-            .st
-            .books
-            .get(&partner)
-            .copied()
-            .ok_or_else(|| Rejection::NotFound(format!("partner '{partner}' with commissions")))?;
         let mut hops = Vec::with_capacity(ids.len());
         let mut net = 0i64;
         let mut cur = None;
         let mut seen = std::collections::BTreeSet::new();
-        for id in &ids {
-            let (cs, i) = parse_mandate_id(id)
-                .ok_or_else(|| Rejection::Invalid(format!("'{id}' is not a payment mandate id")))?;
-            let h = self
-                .st
-                .conversions
-                .get(&cs)
-                .and_then(|c| c.hops.get(i).map(|h| (c, h)))
-                .ok_or_else(|| Rejection::NotFound(format!("mandate '{id}'")))?;
-            if h.1.partner != partner {
+        for id in ids {
+            if parse_mandate_id(id).is_none() {
+                return Err(Rejection::Invalid(format!("'{id}' is not a payment mandate id")));
+            }
+            let (cs, i, c) = self.st.mandate_hop(id).ok_or_else(|| Rejection::NotFound(format!("mandate '{id}'")))?;
+            let h = &c.hops[i];
+            if h.partner != partner {
                 return Err(Rejection::Invalid(format!("mandate '{id}' pays another partner")));
             }
-            if h.1.status != HopStatus::Payable {
+            if h.status != HopStatus::Payable {
                 return Err(Rejection::Invalid(
-                    format!("mandate '{id}' is not payable (it is {:?})", h.1.status).to_lowercase(),
+                    format!("mandate '{id}' is not payable (it is {:?})", h.status).to_lowercase(),
                 ));
             }
-            if !seen.insert(id.clone()) {
+            if !seen.insert(id.as_str()) {
                 return Err(Rejection::Invalid(format!("mandate '{id}' is named twice")));
             }
-            cur = Some(h.0.pool.currency());
-            net += h.1.amount - h.1.clawed;
+            cur = Some(c.pool.currency());
+            net += h.amount - h.clawed;
             hops.push((cs, i));
         }
-        let cur = cur.unwrap_or_else(|| unreachable!("ids is not empty"));
+        Ok((hops, net, cur.unwrap_or_else(|| unreachable!("ids is not empty"))))
+    }
+
+    fn partner_book(&self, partner: &str) -> Result<Book, Rejection> {
+        self.st
+            .books
+            .get(partner)
+            .copied()
+            .ok_or_else(|| Rejection::NotFound(format!("partner '{partner}' with commissions")))
+    }
+
+    fn batch(&mut self, batch: String, partner: String, rail: String, ids: Vec<String>) -> Result<Apply, Rejection> {
+        check_id("payout batch", &batch)?;
+        if self.st.batches.contains_key(&batch) {
+            return Err(Rejection::Conflict(format!("payout batch '{batch}' already exists")));
+        }
+        let book = self.partner_book(&partner)?;
+        let (hops, net, cur) = self.payable_hops(&partner, &ids)?;
+        // What the rail pays: the mandates' value, less what earlier clawbacks of paid
+        // money left owing (a negative payable).
+        let amount = Amount::from_minor(net.min(book.payable.max(0)), cur)?;
+        let offset = Amount::from_minor(net - amount.minor_units(), cur)?;
+        self.derived(
+            Event::PayoutBatchCreated {
+                batch: batch.clone(),
+                partner: partner.clone(),
+                rail: rail.clone(),
+                amount,
+                offset,
+                mandate_ids: ids.clone(),
+            },
+            None,
+        );
+        Ok(Box::new(move |s| {
+            for (cs, i) in hops {
+                if let Some(h) = s.conversions.get_mut(&cs).and_then(|c| c.hops.get_mut(i)) {
+                    h.status = HopStatus::Batched;
+                }
+            }
+            let b = s.book(&partner);
+            b.payable -= amount.minor_units();
+            b.in_payout += amount.minor_units();
+            b.assert_balanced(&partner);
+            s.batches
+                .insert(batch, Batch { partner, rail, mandate_ids: ids, amount, offset, status: BatchStatus::Open });
+        }))
+    }
+
+    fn settle(
+        &mut self,
+        settlement: String,
+        partner: String,
+        ids: Vec<String>,
+        batch: Option<String>,
+        ok: bool,
+    ) -> Result<Apply, Rejection> {
+        check_id("settlement", &settlement)?;
+        if self.st.settlements.contains_key(&settlement) {
+            return Err(Rejection::Conflict(format!("settlement '{settlement}' is already recorded")));
+        }
+        if let Some(b) = batch {
+            return self.settle_batch(settlement, partner, ids, b, ok);
+        }
+        let book = self.partner_book(&partner)?;
+        let (hops, net, cur) = self.payable_hops(&partner, &ids)?;
         let seq = self.seq;
         if !ok {
             return Ok(Box::new(move |s| {
@@ -1180,6 +1384,72 @@ impl Decider<'_> {
             let b = s.book(&partner);
             b.payable -= paid;
             b.paid += paid;
+            b.assert_balanced(&partner);
+        }))
+    }
+
+    /// A rail's answer for a whole payout batch: paid (the mandates are paid) or failed
+    /// (they are payable again).
+    fn settle_batch(
+        &mut self,
+        settlement: String,
+        partner: String,
+        ids: Vec<String>,
+        batch: String,
+        ok: bool,
+    ) -> Result<Apply, Rejection> {
+        let b = self.st.batches.get(&batch).ok_or_else(|| Rejection::NotFound(format!("payout batch '{batch}'")))?;
+        if b.partner != partner {
+            return Err(Rejection::Invalid(format!(
+                "payout batch '{batch}' pays partner '{}', not '{partner}'",
+                b.partner
+            )));
+        }
+        if b.status != BatchStatus::Open {
+            return Err(Rejection::Conflict(
+                format!("payout batch '{batch}' is already settled (it {:?})", b.status).to_lowercase(),
+            ));
+        }
+        if ids != b.mandate_ids {
+            return Err(Rejection::Invalid(format!(
+                "mandate_ids must list the {} mandates of payout batch '{batch}', in the batch's order",
+                b.mandate_ids.len()
+            )));
+        }
+        let hops: Vec<(u64, usize)> =
+            ids.iter().filter_map(|id| self.st.mandate_hop(id).map(|(cs, i, _)| (cs, i))).collect();
+        let (amount, offset) = (b.amount, b.offset);
+        let seq = self.seq;
+        if ok {
+            self.derived(
+                Event::PayoutBooked {
+                    settlement: settlement.clone(),
+                    partner: partner.clone(),
+                    paid: amount,
+                    offset,
+                    mandate_ids: ids,
+                },
+                None,
+            );
+        }
+        Ok(Box::new(move |s| {
+            s.settlements.insert(settlement, seq);
+            let status = if ok { HopStatus::Paid } else { HopStatus::Payable };
+            for (cs, i) in hops {
+                if let Some(h) = s.conversions.get_mut(&cs).and_then(|c| c.hops.get_mut(i)) {
+                    h.status = status;
+                }
+            }
+            if let Some(b) = s.batches.get_mut(&batch) {
+                b.status = if ok { BatchStatus::Paid } else { BatchStatus::Failed };
+            }
+            let b = s.book(&partner);
+            b.in_payout -= amount.minor_units();
+            if ok {
+                b.paid += amount.minor_units();
+            } else {
+                b.payable += amount.minor_units();
+            }
             b.assert_balanced(&partner);
         }))
     }

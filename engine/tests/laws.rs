@@ -15,6 +15,10 @@ enum Op {
     RefundFull(usize),
     Advance(i64),
     Settle(usize),
+    Batch(usize),
+    Answer(bool),
+    RaiseBudget,
+    Release(usize),
 }
 
 fn arb_split() -> impl Strategy<Value = SplitRule> {
@@ -39,12 +43,23 @@ fn arb_ops() -> impl Strategy<Value = Vec<Op>> {
             1 => any::<usize>().prop_map(Op::RefundFull),
             1 => (1i64..40).prop_map(Op::Advance),
             1 => any::<usize>().prop_map(Op::Settle),
+            1 => any::<usize>().prop_map(Op::Batch),
+            1 => any::<bool>().prop_map(Op::Answer),
+            1 => Just(Op::RaiseBudget),
+            2 => any::<usize>().prop_map(Op::Release),
         ],
         1..40,
     )
 }
 
-fn spec_of(split: SplitRule, percent: u32, flat: Option<i64>, cap: Option<i64>, holding: u32) -> ProgramSpec {
+fn spec_of(
+    split: SplitRule,
+    percent: u32,
+    flat: Option<i64>,
+    cap: Option<i64>,
+    holding: u32,
+    budget: Option<i64>,
+) -> ProgramSpec {
     let levels = matches!(split, SplitRule::Levels { .. });
     let mut pool = percent_pool(&format!("{}.{}", percent / 10, percent % 10));
     if levels {
@@ -53,7 +68,24 @@ fn spec_of(split: SplitRule, percent: u32, flat: Option<i64>, cap: Option<i64>, 
         pool.flat = flat;
     }
     pool.cap = cap;
-    spec(split, pool, holding)
+    let mut s = spec(split, pool, holding);
+    s.budget = budget.map(|max| Budget { max });
+    s
+}
+
+/// Ids of `partner`'s payable mandates, in log order.
+fn payable(engine: &Engine, partner: &str) -> Vec<String> {
+    let st = engine.state();
+    st.conversions
+        .iter()
+        .flat_map(|(cs, c)| {
+            c.hops
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| h.partner == partner && h.status == settle_engine::state::HopStatus::Payable)
+                .map(move |(i, _)| c.mandate_id(*cs, i))
+        })
+        .collect()
 }
 
 /// Runs ops; returns the facts fed (for replay) and checks every law on the way.
@@ -96,31 +128,68 @@ fn run(spec: ProgramSpec, hops: usize, ops: &[Op]) -> (Vec<(Envelope, u64)>, Eng
             }
             Op::Settle(p) => {
                 let partner = format!("p{}", p % hops);
-                let ids: Vec<String> = w
-                    .engine
-                    .state()
-                    .conversions
-                    .iter()
-                    .flat_map(|(cs, c)| {
-                        c.hops
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, h)| {
-                                h.partner == partner && h.status == settle_engine::state::HopStatus::Payable
-                            })
-                            .map(move |(i, _)| settle_engine::state::mandate_id(*cs, i))
-                    })
-                    .collect();
+                let ids = payable(&w.engine, &partner);
                 if ids.is_empty() {
                     continue;
                 }
                 Event::SettlementConfirmed {
                     settlement: format!("s{n}"),
+                    batch: None,
                     partner,
                     rail: "book".into(),
                     confirmation_id: format!("x{n}"),
                     mandate_ids: ids,
                 }
+            }
+            Op::Batch(p) => {
+                let partner = format!("p{}", p % hops);
+                let ids = payable(&w.engine, &partner);
+                if ids.is_empty() {
+                    continue;
+                }
+                Event::PayoutBatched { batch: format!("b{n}"), partner, rail: "sepa".into(), mandate_ids: ids }
+            }
+            Op::Answer(ok) => {
+                let st = w.engine.state();
+                let Some((id, b)) =
+                    st.batches.iter().find(|(_, b)| b.status == settle_engine::state::BatchStatus::Open)
+                else {
+                    continue;
+                };
+                let (batch, partner, ids) = (Some(id.clone()), b.partner.clone(), b.mandate_ids.clone());
+                if *ok {
+                    Event::SettlementConfirmed {
+                        settlement: format!("s{n}"),
+                        batch,
+                        partner,
+                        rail: "sepa".into(),
+                        confirmation_id: format!("x{n}"),
+                        mandate_ids: ids,
+                    }
+                } else {
+                    Event::SettlementFailed {
+                        settlement: format!("s{n}"),
+                        batch,
+                        partner,
+                        rail: "sepa".into(),
+                        error: "AC04".into(),
+                        mandate_ids: ids,
+                    }
+                }
+            }
+            Op::RaiseBudget => {
+                let mut spec = w.engine.state().programs["prg"].latest().spec.clone();
+                let Some(b) = &mut spec.budget else { continue };
+                b.max = b.max.saturating_mul(4).min(10_i64.pow(15));
+                Event::ProgramAmended { spec, effective_from: t(w.day) }
+            }
+            Op::Release(i) => {
+                let held: Vec<&String> =
+                    w.engine.state().conversions.values().filter(|c| c.held.is_some()).map(|c| &c.id).collect();
+                if held.is_empty() {
+                    continue;
+                }
+                Event::ConversionReleased { conversion: held[i % held.len()].clone() }
             }
             _ => continue,
         };
@@ -170,20 +239,41 @@ fn run(spec: ProgramSpec, hops: usize, ops: &[Op]) -> (Vec<(Envelope, u64)>, Eng
         assert_eq!(b.earned, issued.get(p).copied().unwrap_or(0), "earned of {p}");
         assert_eq!(b.clawed_back, clawed.get(p).copied().unwrap_or(0), "clawed of {p}");
         assert_eq!(b.paid, paid.get(p).copied().unwrap_or(0), "paid of {p}");
-        assert_eq!(b.earned - b.clawed_back, b.on_hold + b.payable + b.paid);
+        assert_eq!(b.earned - b.clawed_back, b.on_hold + b.payable + b.in_payout + b.paid);
+        let in_flight: i64 = st
+            .batches
+            .values()
+            .filter(|x| x.partner == *p && x.status == settle_engine::state::BatchStatus::Open)
+            .map(|x| x.amount.minor_units())
+            .sum();
+        assert_eq!(b.in_payout, in_flight, "in payout of {p} is its open batches");
+    }
+    // A hop is batched exactly when an open batch holds it.
+    let in_open: std::collections::BTreeSet<&String> = st
+        .batches
+        .values()
+        .filter(|x| x.status == settle_engine::state::BatchStatus::Open)
+        .flat_map(|x| &x.mandate_ids)
+        .collect();
+    for (cs, c) in &st.conversions {
+        for (i, h) in c.hops.iter().enumerate() {
+            let id = c.mandate_id(*cs, i);
+            assert_eq!(st.mandate_hop(&id).map(|(s, j, _)| (s, j)), Some((*cs, i)), "{id} resolves to its hop");
+            assert_eq!(h.status == settle_engine::state::HopStatus::Batched, in_open.contains(&id), "{id}");
+        }
     }
     (facts, w.engine)
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(96))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
     fn splits_clawbacks_and_books_hold_their_laws(
         split in arb_split(), percent in 0u32..=300, flat in prop::option::of(0i64..100_000), cap in prop::option::of(0i64..5_000_000),
-        holding in 0u32..30, hops in 1usize..=MAX_HOPS, ops in arb_ops(),
+        holding in 0u32..30, hops in 1usize..=MAX_HOPS, ops in arb_ops(), budget in prop::option::of(1_000i64..5_000_000),
     ) {
-        let s = spec_of(split, percent, flat, cap, holding);
+        let s = spec_of(split, percent, flat, cap, holding, budget);
         prop_assume!(settle_engine::rules::validate(&s).is_ok());
         let (facts, engine) = run(s, hops, &ops);
         // Replay: the same facts into a fresh engine give the same state, byte for byte.

@@ -149,6 +149,7 @@ fn holds_release_refunds_claw_back_every_hop_and_paid_money_goes_negative() {
     let cseq = w.engine.state().conversion_ids["c1"];
     w.fact(Event::SettlementConfirmed {
         settlement: "s1".into(),
+        batch: None,
         partner: "p2".into(),
         rail: "book".into(),
         confirmation_id: "x".into(),
@@ -159,6 +160,7 @@ fn holds_release_refunds_claw_back_every_hop_and_paid_money_goes_negative() {
     assert!(
         w.try_fact(Event::SettlementConfirmed {
             settlement: "s2".into(),
+            batch: None,
             partner: "p2".into(),
             rail: "book".into(),
             confirmation_id: "y".into(),
@@ -228,4 +230,150 @@ fn amendments_apply_from_their_time_and_never_change_the_past() {
         fx: None,
     });
     assert_eq!(amounts(&d), vec![10000, 10000]);
+}
+
+fn ids_of(d: &settle_engine::Decision) -> Vec<String> {
+    d.outputs
+        .iter()
+        .filter_map(|o| match &o.envelope.event {
+            Event::MandateIssued { mandate_id, .. } => Some(mandate_id.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn settle(batch: &str, settlement: &str, ids: &[String], ok: bool) -> Event {
+    if ok {
+        Event::SettlementConfirmed {
+            settlement: settlement.into(),
+            batch: Some(batch.into()),
+            partner: "p1".into(),
+            rail: "sepa".into(),
+            confirmation_id: "SEPA-1".into(),
+            mandate_ids: ids.to_vec(),
+        }
+    } else {
+        Event::SettlementFailed {
+            settlement: settlement.into(),
+            batch: Some(batch.into()),
+            partner: "p1".into(),
+            rail: "sepa".into(),
+            error: "AC04".into(),
+            mandate_ids: ids.to_vec(),
+        }
+    }
+}
+
+#[test]
+fn payout_batches_hold_money_in_flight_until_the_rail_answers() {
+    // No holding period: 50/50 of a 10% pool, p1 is the closer.
+    let mut w = World::chain(spec(shares("50", "0", "50", Position::Closer), percent_pool("10"), 0), 2);
+    let a = ids_of(&w.convert("c1", 100_000))[1].clone(); // p1: 50.00
+    let b = ids_of(&w.convert("c2", 200_000))[1].clone(); // p1: 100.00
+    let book = |w: &World| *w.engine.state().books.get("p1").unwrap();
+    let batch = |id: &str, ids: &[String]| Event::PayoutBatched {
+        batch: id.into(),
+        partner: "p1".into(),
+        rail: "sepa".into(),
+        mandate_ids: ids.to_vec(),
+    };
+    let both = vec![a.clone(), b.clone()];
+    let d = w.fact(batch("B1", &both));
+    assert!(
+        matches!(&d.outputs[0].envelope.event, Event::PayoutBatchCreated { amount, offset, .. } if amount.minor_units() == 15_000 && offset.is_zero())
+    );
+    assert_eq!((book(&w).payable, book(&w).in_payout, book(&w).paid), (0, 15_000, 0));
+    // In flight: not in another batch, not settled directly, not the batch under other ids.
+    let e = w.try_fact(batch("B2", std::slice::from_ref(&a))).unwrap_err().to_string();
+    assert!(e.contains("not payable (it is batched)"), "{e}");
+    let direct = Event::SettlementConfirmed {
+        settlement: "S0".into(),
+        batch: None,
+        partner: "p1".into(),
+        rail: "sepa".into(),
+        confirmation_id: "x".into(),
+        mandate_ids: vec![a.clone()],
+    };
+    assert!(w.try_fact(direct).unwrap_err().to_string().contains("batched"));
+    let e = w.try_fact(settle("B1", "S1", std::slice::from_ref(&a), true)).unwrap_err().to_string();
+    assert!(e.contains("must list the 2 mandates of payout batch 'B1'"), "{e}");
+    assert!(matches!(w.try_fact(batch("B1", &both)), Err(Rejection::Conflict(_))));
+    // The rail fails: payable again, and a new batch can take them.
+    assert!(w.fact(settle("B1", "S1", &both, false)).outputs.is_empty());
+    assert_eq!((book(&w).payable, book(&w).in_payout), (15_000, 0));
+    assert!(w.try_fact(settle("B1", "S1b", &both, true)).unwrap_err().to_string().contains("already settled"));
+    w.fact(batch("B2", &both));
+    // A refund while in flight: like paid money, it is owed back as a negative payable.
+    let r = w.fact(Event::RefundRecorded {
+        refund: "r1".into(),
+        conversion: "c2".into(),
+        size: RefundSize::Amount(usd(100_000)),
+    });
+    assert!(
+        matches!(&r.outputs[1].envelope.event, Event::ClawbackIssued { offset, amount, .. } if offset == amount && amount.minor_units() == 5_000)
+    );
+    assert_eq!((book(&w).payable, book(&w).in_payout), (-5_000, 15_000));
+    let d = w.fact(settle("B2", "S2", &both, true));
+    assert!(matches!(&d.outputs[0].envelope.event, Event::PayoutBooked { paid, .. } if paid.minor_units() == 15_000));
+    let b1 = book(&w);
+    assert_eq!((b1.payable, b1.in_payout, b1.paid, b1.earned, b1.clawed_back), (-5_000, 0, 15_000, 15_000, 5_000));
+    let c = &w.engine.state().conversions[&w.engine.state().conversion_ids["c1"]];
+    assert_eq!(c.hops[1].status, HopStatus::Paid);
+}
+
+#[test]
+fn a_held_conversion_is_paid_on_release_once_its_authorisation_allows_it() {
+    let mut s = spec(shares("50", "0", "50", Position::Closer), percent_pool("10"), 7);
+    s.budget = Some(settle_engine::model::Budget { max: 15_000 });
+    let mut w = World::chain(s.clone(), 2);
+    w.convert("c1", 100_000); // pool 100.00 of the 150.00 budget
+    let held = w.convert("c2", 100_000);
+    assert_eq!(outcome(&held).0, "held");
+    let cseq = w.engine.state().conversion_ids["c2"];
+    // Still over budget: refused, nothing changes.
+    let before = w.engine.state().clone();
+    let e = w.try_fact(Event::ConversionReleased { conversion: "c2".into() }).unwrap_err().to_string();
+    assert!(e.contains("stays held: monthly budget exceeded"), "{e}");
+    assert_eq!(*w.engine.state(), before);
+    // The vendor raises the budget; the release pays what the deal earned when recorded.
+    s.budget = Some(settle_engine::model::Budget { max: 50_000 });
+    w.fact(Event::ProgramAmended { spec: s, effective_from: t(0) });
+    w.day = 3;
+    let release_seq = w.seq;
+    let d = w.fact(Event::ConversionReleased { conversion: "c2".into() });
+    assert_eq!(amounts(&d), vec![5_000, 5_000]);
+    let ids = ids_of(&d);
+    assert_eq!(ids, vec![format!("md_{release_seq}_0"), format!("md_{release_seq}_1")]);
+    let (o, why, pool) = outcome(&d);
+    assert_eq!((o.as_str(), pool), ("settled", 10_000));
+    assert!(why.unwrap().starts_with("released from hold (monthly budget exceeded"));
+    let st = w.engine.state();
+    let (cs, hop, c) = st.mandate_hop(&ids[1]).unwrap();
+    assert_eq!((cs, hop, c.id.as_str(), c.released_at), (cseq, 1, "c2", Some(release_seq)));
+    assert!(st.mandate_hop(&format!("md_{cseq}_0")).is_none(), "the held conversion's own seq names no mandate");
+    assert_eq!(st.books["p1"].on_hold, 10_000, "both deals' closer parts, each in its holding period");
+    assert!(matches!(
+        w.try_fact(Event::ConversionReleased { conversion: "c2".into() }),
+        Err(Rejection::Conflict(m)) if m.contains("not held")
+    ));
+    // Its hold ends 7 days after the release, and a refund claws back the released hops.
+    w.day = 10;
+    let r = w.fact(Event::HoldsAdvanced { to: t(10) });
+    assert!(
+        matches!(&r.outputs[0].envelope.event, Event::HoldsReleased { mandate_ids, .. } if mandate_ids.contains(&ids[0]))
+    );
+    let r = w.fact(Event::RefundRecorded { refund: "r1".into(), conversion: "c2".into(), size: RefundSize::Full });
+    assert!(matches!(&r.outputs[0].envelope.event, Event::ClawbackIssued { reverses, .. } if *reverses == ids[0]));
+}
+
+#[test]
+fn release_refuses_conversions_that_are_not_held_or_were_refunded() {
+    let mut s = spec(shares("50", "0", "50", Position::Closer), percent_pool("10"), 0);
+    s.budget = Some(settle_engine::model::Budget { max: 1 });
+    let mut w = World::chain(s, 2);
+    assert_eq!(outcome(&w.convert("c1", 100_000)).0, "held");
+    w.fact(Event::RefundRecorded { refund: "r1".into(), conversion: "c1".into(), size: RefundSize::Amount(usd(1)) });
+    let e = w.try_fact(Event::ConversionReleased { conversion: "c1".into() }).unwrap_err().to_string();
+    assert!(e.contains("has refunds recorded"), "{e}");
+    assert!(matches!(w.try_fact(Event::ConversionReleased { conversion: "nope".into() }), Err(Rejection::NotFound(_))));
 }
