@@ -18,6 +18,10 @@ use settle_ledger::{Append, Ledger, LedgerConfig, NewRecord};
 use settle_mandates::keys::SigningKey;
 use settle_mandates::money::Amount;
 
+// The allocator the `settle` binary runs with, so the figures are the shipped ones.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const BATCH: u64 = 512;
 
 fn bench(c: &mut Criterion) {

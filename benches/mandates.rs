@@ -16,6 +16,10 @@ use settle_mandates::receipt::{ReceiptDocument, verify_receipt};
 use settle_mandates::types::{Mandate, ReceiptKind, ReceiptPayload, Signed, Status, token_reference};
 use sha2::{Digest, Sha256};
 
+// The allocator the `settle` binary runs with, so the figures are the shipped ones.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A virtual tree of 2^30 leaves whose nodes are made up on demand: enough for a real
 /// 30-hash inclusion proof without storing a billion leaves.
 struct Virtual {

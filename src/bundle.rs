@@ -570,8 +570,9 @@ fn sha256_file(p: &Path) -> Result<String> {
 /// Exports the self-contained audit bundle into `out`.
 pub fn export(data: &Path, out: &Path) -> Result<Manifest> {
     let keys = crate::keystore::KeyFile::load(data)?;
-    let svc = crate::service::Service::open(data)?;
-    let ledger = svc.ledger().clone();
+    // The ledger alone: the statements below replay the log with an engine of their own,
+    // so the service's restored engine state would only double the memory.
+    let ledger = open_ledger(data, &keys)?;
     // The bundle must be covered to its last record by a signed checkpoint.
     let last_time = match ledger.size() {
         0 => bail!("the log in {} is empty: nothing to export", data.display()),
@@ -588,15 +589,26 @@ pub fn export(data: &Path, out: &Path) -> Result<Manifest> {
     let notes: Vec<String> = ledger.checkpoints().map(|c| c.map(|c| c.note)).collect::<Result<_, _>>()?;
     std::fs::write(out.join(CHECKPOINTS_FILE), serde_json::to_vec_pretty(&notes)?)?;
     std::fs::write(out.join(JWKS_FILE), serde_json::to_vec_pretty(&keys.jwks()?)?)?;
-    let partners: Vec<String> = svc.with_state(|s| s.partners.keys().cloned().collect());
-    let mut files: BTreeMap<String, BufWriter<File>> = BTreeMap::new();
-    let pdir = |p: &str| -> Result<PathBuf> {
+    let pfile = |p: &str, name: &str| -> Result<BufWriter<File>> {
         let d = out.join("partners").join(p);
         std::fs::create_dir_all(&d)?;
-        Ok(d)
+        Ok(BufWriter::new(File::create(d.join(name))?))
     };
-    for p in &partners {
-        files.insert(p.clone(), BufWriter::new(File::create(pdir(p)?.join("receipts.jsonl"))?));
+    // Statements first: they name every partner (each gets at least its opening and
+    // closing lines), then every partner's receipts.
+    let ecfg = EngineConfig { vendor: keys.vendor.clone(), salt_secret: keys.salt()? };
+    let mut writers: BTreeMap<String, csv::Writer<BufWriter<File>>> = BTreeMap::new();
+    statements(&ledger, ecfg, None, None, None, |p, line| {
+        if !writers.contains_key(p) {
+            writers.insert(p.to_owned(), csv::Writer::from_writer(pfile(p, "statement.csv")?));
+        }
+        writers.get_mut(p).context("statement writer")?.serialize(line)?;
+        Ok(())
+    })?;
+    let mut files: BTreeMap<String, BufWriter<File>> = BTreeMap::new();
+    for (p, mut w) in writers {
+        w.flush()?;
+        files.insert(p.clone(), pfile(&p, "receipts.jsonl")?);
     }
     let key = keys.current()?;
     receipts(&ledger, &cp, &key, keys.current_valid_from(), &keys.vendor, |partner, doc| {
@@ -608,20 +620,7 @@ pub fn export(data: &Path, out: &Path) -> Result<Manifest> {
     for (_, mut f) in files {
         f.flush()?;
     }
-    let ecfg = EngineConfig { vendor: keys.vendor.clone(), salt_secret: keys.salt()? };
-    let mut writers: BTreeMap<String, csv::Writer<BufWriter<File>>> = BTreeMap::new();
-    for p in &partners {
-        writers
-            .insert(p.clone(), csv::Writer::from_writer(BufWriter::new(File::create(pdir(p)?.join("statement.csv"))?)));
-    }
-    statements(&ledger, ecfg, None, None, None, |p, line| {
-        writers.get_mut(p).context("statement line for an unknown partner")?.serialize(line)?;
-        Ok(())
-    })?;
-    for (_, mut w) in writers {
-        w.flush()?;
-    }
-    svc.close()?;
+    ledger.close()?;
     let mut hashes = BTreeMap::new();
     for entry in walk(out)? {
         let rel = entry.strip_prefix(out)?.to_string_lossy().replace('\\', "/");
@@ -720,12 +719,9 @@ fn conserved(engine: &Engine, report: &mut AuditReport) -> Result<()> {
     Ok(())
 }
 
-/// Audits a live data dir: chain, tree, checkpoints, full replay of every split and
-/// mandate, signatures, conservation of money.
-pub fn audit_data(data: &Path) -> Result<AuditReport> {
-    let keys = crate::keystore::KeyFile::load(data)?;
-    let ring = keys.ring()?;
-    let ledger = Ledger::open(
+/// Opens the log of `data` alone (no engine), exclusively.
+fn open_ledger(data: &Path, keys: &crate::keystore::KeyFile) -> Result<Ledger> {
+    Ledger::open(
         &data.join("log"),
         settle_ledger::LedgerConfig {
             origin: keys.origin.clone(),
@@ -734,7 +730,15 @@ pub fn audit_data(data: &Path) -> Result<AuditReport> {
             persist: fjall::PersistMode::SyncAll,
         },
     )
-    .map_err(|e| anyhow::anyhow!("cannot open the log in {}: {e}", data.display()))?;
+    .map_err(|e| anyhow::anyhow!("cannot open the log in {}: {e}", data.display()))
+}
+
+/// Audits a live data dir: chain, tree, checkpoints, full replay of every split and
+/// mandate, signatures, conservation of money.
+pub fn audit_data(data: &Path) -> Result<AuditReport> {
+    let keys = crate::keystore::KeyFile::load(data)?;
+    let ring = keys.ring()?;
+    let ledger = open_ledger(data, &keys)?;
     // Two passes over the log at once: the ledger's (chain, hashes, tree, checkpoint
     // signatures) on its own thread, the replay (re-derive every split, mandate and
     // balance; signatures batch-verified in the background) on this one.

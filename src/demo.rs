@@ -380,7 +380,9 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
         .transpose()?
         .unwrap_or_default();
     let cp = svc.checkpoint(end_time)?;
-    svc.save_state()?;
+    // No saved engine state: serialising the whole projection costs about as much memory
+    // again as the projection itself (the demo's peak); `settle serve` on this store
+    // rebuilds it by replaying the log.
     let elapsed = started.elapsed();
     bar.finish_and_clear();
     svc.close()?;
