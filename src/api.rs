@@ -552,7 +552,6 @@ pub async fn mandates(
     let limit = limit.unwrap_or(100).clamp(1, MAX_PAGE);
     let svc = app.svc.clone();
     tokio::task::spawn_blocking(move || -> Result<Value, String> {
-        // Hops of this partner, from the engine's index, in log order.
         // Hops of this partner, by the log position of the fact that issued their
         // mandates: the conversion, or the release of a held one.
         let seqs: Vec<(u64, usize)> = svc.with_state(|s| {

@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 
 use crate::api::App;
 use crate::keystore::{KeyFile, PrincipalKind, Scope};
+use crate::rates::per_sec;
 use crate::service::{MAX_BATCH, Service};
 
 /// What to run.
@@ -103,28 +104,9 @@ fn conversion(id: String, lead: usize, n: u64) -> Value {
 }
 
 /// `n / elapsed` per second, in integers.
-fn per_sec(n: u64, elapsed: Duration) -> u64 {
-    let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX).max(1);
-    n.saturating_mul(1_000_000) / us
-}
-
 fn ms(d: Duration) -> String {
     let us = d.as_micros();
     format!("{}.{:02} ms", us / 1000, (us % 1000) / 10)
-}
-
-/// Raw Ed25519 signatures per second on one core, over mandate-sized messages.
-fn raw_signing_rate() -> u64 {
-    let key = settle_mandates::keys::SigningKey::from_seed(&[7u8; 32]);
-    let msg = [0x5au8; 600];
-    let n = 2_000u64;
-    let t = Instant::now();
-    for i in 0..n {
-        let mut m = msg;
-        m[..8].copy_from_slice(&i.to_le_bytes());
-        std::hint::black_box(key.sign(&m));
-    }
-    per_sec(n, t.elapsed())
 }
 
 /// Runs the load and prints the figures.
@@ -154,7 +136,7 @@ pub fn run(cfg: &LoadConfig) -> Result<()> {
     let all = vec![Scope::ProgramsWrite, Scope::LeadsWrite, Scope::ConversionsWrite, Scope::Read];
     let (token, _) = kf.issue_token(PrincipalKind::VendorAdmin, "load".into(), None, all)?;
     kf.save(&cfg.data)?;
-    let raw_sign = raw_signing_rate();
+    let raw_sign = crate::rates::raw_signing_rate();
     let svc = Service::open(&cfg.data)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let svc2 = svc.clone();

@@ -9,6 +9,7 @@ mod golden;
 mod keystore;
 mod load;
 mod mcp;
+mod rates;
 mod server;
 mod service;
 mod webhooks;
