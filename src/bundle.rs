@@ -551,7 +551,7 @@ pub fn statement(
 }
 
 /// Writes a statement as CSV.
-pub fn write_csv(lines: &[StatementLine], w: impl Write) -> Result<()> {
+pub fn write_csv<T: Serialize>(lines: &[T], w: impl Write) -> Result<()> {
     let mut c = csv::Writer::from_writer(w);
     for l in lines {
         c.serialize(l)?;
@@ -719,8 +719,84 @@ fn conserved(engine: &Engine, report: &mut AuditReport) -> Result<()> {
     Ok(())
 }
 
+/// One partner's balances as of a log position (`settle balances`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BalanceLine {
+    /// Last record reflected: the books are those after every fact up to here.
+    pub seq: u64,
+    /// Partner.
+    pub partner: String,
+    /// Program.
+    pub program: String,
+    /// Currency of the program.
+    pub currency: String,
+    /// Total earned.
+    pub earned: String,
+    /// Total clawed back.
+    pub clawed_back: String,
+    /// On hold.
+    pub on_hold: String,
+    /// Payable (negative: offset owed).
+    pub payable: String,
+    /// In open payout batches.
+    pub in_payout: String,
+    /// Paid.
+    pub paid: String,
+}
+
+/// Every partner's books after each fact recorded at or before `at` (all of the log when
+/// `None`): the log replayed from its first record, so any past position can be asked.
+pub fn balances(ledger: &Ledger, cfg: EngineConfig, at: Option<u64>) -> Result<Vec<BalanceLine>> {
+    let size = ledger.size();
+    if size == 0 {
+        bail!("the log is empty");
+    }
+    if let Some(a) = at
+        && a >= size
+    {
+        bail!("--at {a} is past the end of the log ({size} records, the last is {})", size - 1);
+    }
+    let mut engine = Engine::new(cfg);
+    let mut last = 0u64;
+    for r in ledger.records(0) {
+        let r = r?;
+        if at.is_some_and(|a| r.seq > a) {
+            break;
+        }
+        if !settle_engine::model::is_fact_kind(&r.kind) {
+            continue;
+        }
+        let env = Envelope::from_bytes(&r.event).with_context(|| format!("record {} does not decode", r.seq))?;
+        let d =
+            engine.decide(env, r.seq).map_err(|e| anyhow::anyhow!("record {} is rejected on replay: {e}", r.seq))?;
+        last = r.seq + d.outputs.len() as u64;
+    }
+    let st = engine.state();
+    Ok(st
+        .partners
+        .iter()
+        .map(|(id, p)| {
+            let b = st.books.get(id).copied().unwrap_or_default();
+            let cur = st.programs.get(&p.program).map_or_else(|| "USD".parse(), |pr| Ok(pr.latest().spec.currency));
+            let cur = cur.unwrap_or_else(|_| unreachable!("USD is a currency"));
+            BalanceLine {
+                seq: last,
+                partner: id.clone(),
+                program: p.program.clone(),
+                currency: cur.to_string(),
+                earned: dec(b.earned, cur),
+                clawed_back: dec(b.clawed_back, cur),
+                on_hold: dec(b.on_hold, cur),
+                payable: dec(b.payable, cur),
+                in_payout: dec(b.in_payout, cur),
+                paid: dec(b.paid, cur),
+            }
+        })
+        .collect())
+}
+
 /// Opens the log of `data` alone (no engine), exclusively.
-fn open_ledger(data: &Path, keys: &crate::keystore::KeyFile) -> Result<Ledger> {
+pub fn open_ledger(data: &Path, keys: &crate::keystore::KeyFile) -> Result<Ledger> {
     Ledger::open(
         &data.join("log"),
         settle_ledger::LedgerConfig {

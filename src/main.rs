@@ -100,6 +100,18 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "csv")]
         format: Format,
     },
+    /// Every partner's balances as of a log position (default: the end of the log).
+    Balances {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Log position: the books after every fact recorded at or before it.
+        #[arg(long)]
+        at: Option<u64>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "csv")]
+        format: Format,
+    },
     /// Serve the HTTP API.
     Serve {
         /// Data directory.
@@ -226,6 +238,16 @@ enum PrincipalArg {
     PartnerAgent,
 }
 
+fn print_lines<T: serde::Serialize>(lines: &[T], format: Format) -> Result<()> {
+    match format {
+        Format::Csv => bundle::write_csv(lines, std::io::stdout().lock()),
+        Format::Json => {
+            println!("{}", serde_json::to_string_pretty(lines)?);
+            Ok(())
+        }
+    }
+}
+
 fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&chrono::Utc));
@@ -293,17 +315,20 @@ fn run(cli: Cli) -> Result<()> {
             let kf = keystore::KeyFile::load(&data)?;
             let from = from.as_deref().map(parse_time).transpose()?;
             let to = to.as_deref().map(parse_time).transpose()?;
-            let svc = service::Service::open(&data)?;
+            // The ledger alone: the statement replays the log with an engine of its own.
+            let ledger = bundle::open_ledger(&data, &kf)?;
             let cfg = settle_engine::EngineConfig { vendor: kf.vendor.clone(), salt_secret: kf.salt()? };
-            let lines = bundle::statement(svc.ledger(), cfg, &partner, from, to)?;
-            svc.close()?;
-            match format {
-                Format::Csv => bundle::write_csv(&lines, std::io::stdout().lock()),
-                Format::Json => {
-                    println!("{}", serde_json::to_string_pretty(&lines)?);
-                    Ok(())
-                }
-            }
+            let lines = bundle::statement(&ledger, cfg, &partner, from, to)?;
+            ledger.close()?;
+            print_lines(&lines, format)
+        }
+        Cmd::Balances { data, at, format } => {
+            let kf = keystore::KeyFile::load(&data)?;
+            let ledger = bundle::open_ledger(&data, &kf)?;
+            let cfg = settle_engine::EngineConfig { vendor: kf.vendor.clone(), salt_secret: kf.salt()? };
+            let lines = bundle::balances(&ledger, cfg, at)?;
+            ledger.close()?;
+            print_lines(&lines, format)
         }
         Cmd::Serve {
             data,

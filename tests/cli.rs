@@ -314,6 +314,7 @@ fn every_subcommand_has_help_and_bad_usage_fails() {
         &["export"],
         &["verify"],
         &["statement"],
+        &["balances"],
         &["serve"],
         &["mcp"],
         &["load"],
@@ -392,4 +393,56 @@ fn load_drives_the_http_api_and_leaves_a_store_that_audits() {
     let again = settle(["load", "--data", data.to_str().unwrap(), "--conversions", "10"]);
     assert!(!again.status.success());
     assert!(stderr(&again).contains("not empty"), "{}", stderr(&again));
+}
+
+/// `settle balances` replays the log to any position: at the end it agrees with every
+/// partner's statement closing line, at a past fact with that fact's statement line; the
+/// books balance at every position asked; a position past the end is a one-line error.
+#[test]
+fn balances_at_any_past_position_agree_with_the_statements() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("demo");
+    demo(&d, 120, 8);
+    let run = |extra: &[&str]| {
+        let mut args: Vec<OsString> = vec!["balances".into(), "--data".into(), d.clone().into()];
+        args.extend(extra.iter().map(OsString::from));
+        settle_ok(args)
+    };
+    let rows = |text: &str| -> Vec<csv::StringRecord> {
+        csv::Reader::from_reader(text.as_bytes()).records().map(|r| r.unwrap()).collect()
+    };
+    let statement = stdout(&settle([
+        OsString::from("statement"),
+        "--data".into(),
+        d.clone().into(),
+        "--partner".into(),
+        "p01".into(),
+    ]));
+    let lines = rows(&statement);
+    // Statement columns 10..=13 are on_hold, payable, in_payout, paid; balance columns 6..=9.
+    let after = |r: &csv::StringRecord, from: usize| (from..from + 4).map(|i| r[i].to_owned()).collect::<Vec<_>>();
+    let p01 = |text: &str| rows(text).into_iter().find(|r| &r[1] == "p01").expect("p01 has a line");
+    let end = p01(&run(&[]));
+    assert_eq!(after(&end, 6), after(lines.last().unwrap(), 10), "at the end: the closing balances");
+    // Every position asked: earned − clawed back = on hold + payable + in payout + paid.
+    let mut checked = 0;
+    for l in lines.iter().filter(|l| &l[2] == "earned" || &l[2] == "paid" || &l[2] == "hold_released").take(8) {
+        let text = run(&["--at", &l[0]]);
+        let b = p01(&text);
+        assert!(b[0].parse::<u64>().unwrap() >= l[0].parse::<u64>().unwrap(), "reflects the fact at {}", &l[0]);
+        assert_eq!(after(&b, 6), after(l, 10), "balances after the fact at seq {}", &l[0]);
+        for r in rows(&text) {
+            let c = |i: usize| cents(&r[i]);
+            assert_eq!(c(4) - c(5), c(6) + c(7) + c(8) + c(9), "books of {} balance at {}", &r[1], &l[0]);
+        }
+        checked += 1;
+    }
+    assert!(checked >= 3, "too few positions checked: {checked}");
+    let json: Value = serde_json::from_str(&run(&["--at", "0", "--format", "json"])).unwrap();
+    assert_eq!(json, serde_json::json!([]), "before any partner enrolled there are no books");
+    let out = settle([OsString::from("balances"), "--data".into(), d.into(), "--at".into(), "99999999".into()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("past the end of the log"), "{err}");
 }
