@@ -69,8 +69,8 @@ pub struct PartnerParams {
 pub struct MandatesParams {
     /// Partner id.
     pub partner: String,
-    /// Only mandates of conversions recorded after this log position (the `seq` of the
-    /// last mandate of the previous page).
+    /// Only mandates recorded after this log position (the `seq` of the last mandate of
+    /// the previous page).
     #[serde(default)]
     pub after: Option<u64>,
     /// Page size, 1..=1000 (default 100).
@@ -215,7 +215,7 @@ impl SettleMcp {
     }
 
     #[tool(
-        description = "A partner's balance in the program currency: earned, on hold (inside the refund window), payable, paid and clawed back, as decimal strings. Needs the read scope; a partner sees only itself."
+        description = "A partner's balance in the program currency: earned, on hold (inside the refund window), payable, in payout (in open payout batches), paid and clawed back, as decimal strings. Needs the read scope; a partner sees only itself."
     )]
     async fn get_balance(
         &self,

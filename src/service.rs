@@ -21,8 +21,9 @@ use sha2::{Digest, Sha256};
 
 use crate::keystore::KeyFile;
 
-/// Name of the engine's projection in the ledger.
-pub const PROJECTION: &str = "engine";
+/// Name of the engine's projection in the ledger. Versioned with the state's shape: a
+/// state saved by an older shape is not restored (the log is replayed instead).
+pub const PROJECTION: &str = "engine.v2";
 /// Most facts in one submitted batch.
 pub const MAX_BATCH: usize = 1000;
 

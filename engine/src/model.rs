@@ -399,8 +399,8 @@ pub enum Event {
         mandate_ids: Vec<String>,
     },
     /// The vendor released a held conversion: it is decided again against the program's
-    /// current standing authorisation (after an amendment, a new budget, a partner's
-    /// reinstatement) and settled if that now allows it.
+    /// current standing authorisation (after an amendment raised its budget or widened
+    /// its range or validity) and settled if that now allows it.
     ConversionReleased {
         /// Conversion id.
         conversion: String,

@@ -243,6 +243,9 @@ pub struct Batch {
     pub amount: Amount,
     /// Part of the mandates' value absorbed by earlier negative balances.
     pub offset: Amount,
+    /// Clawed back from its mandates while it was open.
+    #[serde(default)]
+    pub clawed: i64,
     /// Open, paid or failed.
     pub status: BatchStatus,
 }
@@ -274,11 +277,27 @@ pub struct Book {
     /// In open payout batches: sent to a rail, not yet confirmed.
     #[serde(default)]
     pub in_payout: i64,
+    /// Of `payable`'s debt, what clawbacks of money still in open payout batches left:
+    /// owed back only if the rail pays the batch, so no other payout absorbs it meanwhile.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub clawed_in_payout: i64,
     /// Total paid on rails.
     pub paid: i64,
 }
 
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+
 impl Book {
+    /// What a payout may pay now: the payable balance, less only the debts of money that
+    /// has left (clawbacks of money still in flight wait for the rail's answer).
+    #[must_use]
+    pub fn payable_now(&self) -> i64 {
+        (self.payable + self.clawed_in_payout).max(0)
+    }
+
     fn assert_balanced(&self, who: &str) {
         assert_eq!(
             self.earned - self.clawed_back,
@@ -326,6 +345,9 @@ pub struct State {
     /// Conversion sequence by the sequence of the `conversion_released` that paid it.
     #[serde(default)]
     pub releases: BTreeMap<u64, u64>,
+    /// The open payout batch of every mandate in flight.
+    #[serde(default)]
+    pub in_flight: BTreeMap<String, String>,
 }
 
 /// Something the engine still has to sign before the derived event is final.
@@ -701,12 +723,12 @@ impl Decider<'_> {
             Event::SettlementConfirmed { settlement, batch, partner, mandate_ids, rail, confirmation_id } => {
                 check_text("rail", &rail)?;
                 check_text("confirmation_id", &confirmation_id)?;
-                self.settle(settlement, partner, mandate_ids, batch, true)
+                self.settle(settlement, partner, rail, mandate_ids, batch, true)
             }
             Event::SettlementFailed { settlement, batch, partner, mandate_ids, rail, error } => {
                 check_text("rail", &rail)?;
                 check_text("error", &error)?;
-                self.settle(settlement, partner, mandate_ids, batch, false)
+                self.settle(settlement, partner, rail, mandate_ids, batch, false)
             }
             other => Err(Rejection::NotAFact(other.kind())),
         }
@@ -899,6 +921,15 @@ impl Decider<'_> {
             Amount::from_decimal(converted, spec.currency, spec.pool_rounding)?.minor_units()
         };
         let chain = lead.chain.clone();
+        // A suspended partner holds the deal before its pool is computed (the outcome's
+        // pool is zero, as it always was); a suspension is never lifted, so there is no
+        // split to keep for a release.
+        if let Some(p) = chain.iter().find(|p| self.st.partners.get(*p).is_none_or(|x| x.suspended)) {
+            let reason = format!("partner '{p}' is suspended or unknown");
+            let parts = Vec::new();
+            conv.held = Some(HeldDeal { chain, parts, occurred_at, revenue: revenue_prog, reason: reason.clone() });
+            return no(self, conv, "held", reason);
+        }
         let closer = chain.last().cloned().unwrap_or_default();
         let volume_before = self.st.volume.get(&month_key(&closer, occurred_at)).copied().unwrap_or(0);
         let exact = rules::exact_pool(
@@ -972,7 +1003,8 @@ impl Decider<'_> {
     ) -> Result<Apply, Rejection> {
         let spec = &rv.spec;
         let seq = self.seq;
-        let pool = conv.pool;
+        let pool = Amount::from_minor(deal.parts.iter().sum(), spec.currency)?;
+        conv.pool = pool;
         let payable_at = ts(self.env.at) + i64::from(spec.holding_days) * 86_400;
         let status = if spec.holding_days == 0 { HopStatus::Payable } else { HopStatus::Held };
         let log = LogRef { seq, event_hash: self.event_hash() };
@@ -1068,6 +1100,9 @@ impl Decider<'_> {
         let prog = self.st.program(&c.program)?;
         if let Some(reason) = self.breach(&prog.latest().spec, &c.program, deal)? {
             return Err(Rejection::Invalid(format!("conversion '{conversion}' stays held: {reason}")));
+        }
+        if deal.parts.len() != deal.chain.len() {
+            return Err(Rejection::Invalid(format!("conversion '{conversion}' stays held: {}", deal.reason)));
         }
         let rv = prog.versions.iter().find(|v| v.version == c.rule_version).unwrap_or_else(|| unreachable!());
         self.pay(cs, c.clone(), rv, prog.open_mandate.clone(), deal.clone(), Some(deal.reason.clone()))
@@ -1196,16 +1231,26 @@ impl Decider<'_> {
             c.refunded = refunded_after;
             let mut moves = Vec::new();
             for (i, p) in claws {
+                let id = c.mandate_id(cseq, i);
                 let h = &mut c.hops[i];
                 h.clawed += p;
-                moves.push((h.partner.clone(), h.status, p));
+                moves.push((h.partner.clone(), h.status, p, id));
             }
-            for (partner, status, p) in moves {
+            for (partner, status, p, id) in moves {
+                if status == HopStatus::Batched
+                    && let Some(batch) = s.in_flight.get(&id).and_then(|b| s.batches.get_mut(b))
+                {
+                    batch.clawed += p;
+                }
                 let b = s.book(&partner);
                 b.clawed_back += p;
                 match status {
                     HopStatus::Held => b.on_hold -= p,
-                    HopStatus::Payable | HopStatus::Batched | HopStatus::Paid => b.payable -= p,
+                    HopStatus::Payable | HopStatus::Paid => b.payable -= p,
+                    HopStatus::Batched => {
+                        b.payable -= p;
+                        b.clawed_in_payout += p;
+                    }
                 }
                 b.assert_balanced(&partner);
             }
@@ -1311,7 +1356,7 @@ impl Decider<'_> {
         let (hops, net, cur) = self.payable_hops(&partner, &ids)?;
         // What the rail pays: the mandates' value, less what earlier clawbacks of paid
         // money left owing (a negative payable).
-        let amount = Amount::from_minor(net.min(book.payable.max(0)), cur)?;
+        let amount = Amount::from_minor(net.min(book.payable_now()), cur)?;
         let offset = Amount::from_minor(net - amount.minor_units(), cur)?;
         self.derived(
             Event::PayoutBatchCreated {
@@ -1334,8 +1379,11 @@ impl Decider<'_> {
             b.payable -= amount.minor_units();
             b.in_payout += amount.minor_units();
             b.assert_balanced(&partner);
-            s.batches
-                .insert(batch, Batch { partner, rail, mandate_ids: ids, amount, offset, status: BatchStatus::Open });
+            for id in &ids {
+                s.in_flight.insert(id.clone(), batch.clone());
+            }
+            let status = BatchStatus::Open;
+            s.batches.insert(batch, Batch { partner, rail, mandate_ids: ids, amount, offset, clawed: 0, status });
         }))
     }
 
@@ -1343,6 +1391,7 @@ impl Decider<'_> {
         &mut self,
         settlement: String,
         partner: String,
+        rail: String,
         ids: Vec<String>,
         batch: Option<String>,
         ok: bool,
@@ -1352,7 +1401,7 @@ impl Decider<'_> {
             return Err(Rejection::Conflict(format!("settlement '{settlement}' is already recorded")));
         }
         if let Some(b) = batch {
-            return self.settle_batch(settlement, partner, ids, b, ok);
+            return self.settle_batch(settlement, partner, &rail, ids, b, ok);
         }
         let book = self.partner_book(&partner)?;
         let (hops, net, cur) = self.payable_hops(&partner, &ids)?;
@@ -1362,7 +1411,7 @@ impl Decider<'_> {
                 s.settlements.insert(settlement, seq);
             }));
         }
-        let paid = net.min(book.payable.max(0));
+        let paid = net.min(book.payable_now());
         let offset = net - paid;
         self.derived(
             Event::PayoutBooked {
@@ -1394,6 +1443,7 @@ impl Decider<'_> {
         &mut self,
         settlement: String,
         partner: String,
+        rail: &str,
         ids: Vec<String>,
         batch: String,
         ok: bool,
@@ -1410,6 +1460,9 @@ impl Decider<'_> {
                 format!("payout batch '{batch}' is already settled (it {:?})", b.status).to_lowercase(),
             ));
         }
+        if rail != b.rail {
+            return Err(Rejection::Invalid(format!("payout batch '{batch}' went to rail '{}', not '{rail}'", b.rail)));
+        }
         if ids != b.mandate_ids {
             return Err(Rejection::Invalid(format!(
                 "mandate_ids must list the {} mandates of payout batch '{batch}', in the batch's order",
@@ -1418,7 +1471,7 @@ impl Decider<'_> {
         }
         let hops: Vec<(u64, usize)> =
             ids.iter().filter_map(|id| self.st.mandate_hop(id).map(|(cs, i, _)| (cs, i))).collect();
-        let (amount, offset) = (b.amount, b.offset);
+        let (amount, offset, clawed) = (b.amount, b.offset, b.clawed);
         let seq = self.seq;
         if ok {
             self.derived(
@@ -1442,8 +1495,14 @@ impl Decider<'_> {
             }
             if let Some(b) = s.batches.get_mut(&batch) {
                 b.status = if ok { BatchStatus::Paid } else { BatchStatus::Failed };
+                for id in &b.mandate_ids {
+                    s.in_flight.remove(id);
+                }
             }
             let b = s.book(&partner);
+            // Paid: what was clawed in flight is now a debt of money that left. Failed:
+            // the batch's money is payable again, less what was clawed from it.
+            b.clawed_in_payout -= clawed;
             b.in_payout -= amount.minor_units();
             if ok {
                 b.paid += amount.minor_units();

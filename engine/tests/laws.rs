@@ -247,6 +247,23 @@ fn run(spec: ProgramSpec, hops: usize, ops: &[Op]) -> (Vec<(Envelope, u64)>, Eng
             .map(|x| x.amount.minor_units())
             .sum();
         assert_eq!(b.in_payout, in_flight, "in payout of {p} is its open batches");
+        let clawed_in_flight: i64 = st
+            .batches
+            .values()
+            .filter(|x| x.partner == *p && x.status == settle_engine::state::BatchStatus::Open)
+            .map(|x| x.clawed)
+            .sum();
+        assert_eq!(b.clawed_in_payout, clawed_in_flight, "clawbacks in flight of {p}");
+        // What is payable is backed by payable mandates: never more than they are worth
+        // (less where clawbacks of paid money are still owed).
+        let backing: i64 = st
+            .conversions
+            .values()
+            .flat_map(|c| &c.hops)
+            .filter(|h| h.partner == *p && h.status == settle_engine::state::HopStatus::Payable)
+            .map(|h| h.amount - h.clawed)
+            .sum();
+        assert!(b.payable <= backing, "payable {} of {p} exceeds its payable mandates' {backing}", b.payable);
     }
     // A hop is batched exactly when an open batch holds it.
     let in_open: std::collections::BTreeSet<&String> = st

@@ -377,3 +377,60 @@ fn release_refuses_conversions_that_are_not_held_or_were_refunded() {
     assert!(e.contains("has refunds recorded"), "{e}");
     assert!(matches!(w.try_fact(Event::ConversionReleased { conversion: "nope".into() }), Err(Rejection::NotFound(_))));
 }
+
+/// A clawback of money still in a payout batch is owed back only if the rail pays the
+/// batch: another payout meanwhile pays in full, and a failed batch leaves exactly what
+/// its mandates are still worth payable.
+#[test]
+fn clawbacks_in_flight_wait_for_the_rails_answer() {
+    let mut w = World::chain(spec(shares("0", "0", "100", Position::Closer), percent_pool("10"), 0), 1);
+    let book = |w: &World| *w.engine.state().books.get("p0").unwrap();
+    let a = ids_of(&w.convert("c1", 100_000))[0].clone(); // p0: 100.00
+    let batch = |id: &str, ids: &[String]| Event::PayoutBatched {
+        batch: id.into(),
+        partner: "p0".into(),
+        rail: "sepa".into(),
+        mandate_ids: ids.to_vec(),
+    };
+    w.fact(batch("B1", std::slice::from_ref(&a)));
+    w.fact(Event::RefundRecorded { refund: "r1".into(), conversion: "c1".into(), size: RefundSize::Full });
+    assert_eq!((book(&w).payable, book(&w).clawed_in_payout), (-10_000, 10_000));
+    let b = ids_of(&w.convert("c2", 100_000))[0].clone();
+    let d = w.fact(Event::SettlementConfirmed {
+        settlement: "S1".into(),
+        batch: None,
+        partner: "p0".into(),
+        rail: "book".into(),
+        confirmation_id: "x".into(),
+        mandate_ids: vec![b],
+    });
+    assert!(
+        matches!(&d.outputs[0].envelope.event, Event::PayoutBooked { paid, offset, .. } if paid.minor_units() == 10_000 && offset.is_zero()),
+        "the debt of money still in flight is not taken from another payout"
+    );
+    // The rail answers for another rail's batch: refused.
+    let wrong_rail = Event::SettlementFailed {
+        settlement: "S2".into(),
+        batch: Some("B1".into()),
+        partner: "p0".into(),
+        rail: "book".into(),
+        error: "x".into(),
+        mandate_ids: vec![a.clone()],
+    };
+    assert!(w.try_fact(wrong_rail).unwrap_err().to_string().contains("went to rail 'sepa'"));
+    w.fact(settle_p0("B1", "S2", std::slice::from_ref(&a), false));
+    let b0 = book(&w);
+    assert_eq!((b0.payable, b0.in_payout, b0.paid, b0.clawed_in_payout), (0, 0, 10_000, 0), "nothing owed either way");
+}
+
+fn settle_p0(batch: &str, settlement: &str, ids: &[String], ok: bool) -> Event {
+    match settle(batch, settlement, ids, ok) {
+        Event::SettlementConfirmed { settlement, batch, rail, confirmation_id, mandate_ids, .. } => {
+            Event::SettlementConfirmed { settlement, batch, partner: "p0".into(), rail, confirmation_id, mandate_ids }
+        }
+        Event::SettlementFailed { settlement, batch, rail, error, mandate_ids, .. } => {
+            Event::SettlementFailed { settlement, batch, partner: "p0".into(), rail, error, mandate_ids }
+        }
+        e => e,
+    }
+}
