@@ -434,3 +434,15 @@ fn settle_p0(batch: &str, settlement: &str, ids: &[String], ok: bool) -> Event {
         e => e,
     }
 }
+
+/// A suspended partner in the chain holds the deal before its pool is computed (pool 0,
+/// as recorded since the first version), and a release leaves it held.
+#[test]
+fn a_suspended_partner_holds_the_deal_with_no_pool_and_it_stays_held() {
+    let mut w = World::chain(spec(shares("50", "0", "50", Position::Closer), percent_pool("10"), 0), 2);
+    w.fact(Event::PartnerSuspended { partner: "p1".into(), reason: "fraud review".into() });
+    let d = w.convert("c1", 100_000);
+    assert_eq!(outcome(&d), ("held".into(), Some("partner 'p1' is suspended or unknown".into()), 0));
+    let e = w.try_fact(Event::ConversionReleased { conversion: "c1".into() }).unwrap_err().to_string();
+    assert!(e.contains("stays held: partner 'p1' is suspended"), "{e}");
+}
