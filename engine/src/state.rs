@@ -424,6 +424,12 @@ impl State {
         self.programs.get(id).ok_or_else(|| Rejection::NotFound(format!("program '{id}'")))
     }
 
+    /// A recorded conversion by id, with the sequence of its fact.
+    fn conversion(&self, id: &str) -> Result<(u64, &Conversion), Rejection> {
+        let cs = *self.conversion_ids.get(id).ok_or_else(|| Rejection::NotFound(format!("conversion '{id}'")))?;
+        Ok((cs, &self.conversions[&cs]))
+    }
+
     fn active_partner(&self, id: &str, program: &str) -> Result<&Partner, Rejection> {
         let p = self.partners.get(id).ok_or_else(|| Rejection::NotFound(format!("partner '{id}'")))?;
         if p.program != program {
@@ -1083,12 +1089,7 @@ impl Decider<'_> {
     }
 
     fn release(&mut self, conversion: String) -> Result<Apply, Rejection> {
-        let cs = *self
-            .st
-            .conversion_ids
-            .get(&conversion)
-            .ok_or_else(|| Rejection::NotFound(format!("conversion '{conversion}'")))?;
-        let c = &self.st.conversions[&cs];
+        let (cs, c) = self.st.conversion(&conversion)?;
         let Some(deal) = &c.held else {
             return Err(Rejection::Conflict(format!("conversion '{conversion}' is not held")));
         };
@@ -1113,12 +1114,7 @@ impl Decider<'_> {
         if self.st.refunds.contains_key(&refund) {
             return Err(Rejection::Conflict(format!("refund '{refund}' is already recorded")));
         }
-        let cseq = *self
-            .st
-            .conversion_ids
-            .get(&conversion)
-            .ok_or_else(|| Rejection::NotFound(format!("conversion '{conversion}'")))?;
-        let c = &self.st.conversions[&cseq];
+        let (cseq, c) = self.st.conversion(&conversion)?;
         let left = c.revenue.minor_units() - c.refunded;
         let amount = match size {
             RefundSize::Full => left,
