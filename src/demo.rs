@@ -3,7 +3,7 @@
 //! Everything derives from `--seed`: keys, partners, leads, chains, deals, refunds and
 //! the simulated clock. Same seed, byte-identical log and export, on any machine.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Instant;
 
@@ -25,6 +25,12 @@ pub const DAYS: i64 = 150;
 /// Partners per program.
 const PARTNERS: [usize; 2] = [24, 16];
 
+/// The resellers' monthly budget: about nine tenths of what their deals earn in an
+/// average month at `per_day` conversions a day, so busy months hold some deals.
+fn resellers_budget(per_day: u64) -> Budget {
+    Budget { max: i64::try_from(per_day).unwrap_or(i64::MAX / 4_000_000).saturating_mul(3_000_000) }
+}
+
 fn derive(label: &str, seed: u64) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"settle demo/");
@@ -41,7 +47,7 @@ fn pct(s: &str) -> Result<Percent> {
     Ok(serde_json::from_value(serde_json::Value::String(s.into()))?)
 }
 
-fn programs(usd: Currency) -> Result<Vec<ProgramSpec>> {
+fn programs(usd: Currency, per_day: u64) -> Result<Vec<ProgramSpec>> {
     let start = t0();
     Ok(vec![
         ProgramSpec {
@@ -87,7 +93,7 @@ fn programs(usd: Currency) -> Result<Vec<ProgramSpec>> {
             pool_rounding: Rounding::HalfEven,
             pool: PoolRule::default(),
             split: SplitRule::Levels { rates: vec![pct("10")?, pct("2")?, pct("1")?] },
-            budget: None,
+            budget: Some(resellers_budget(per_day)),
             payment_range: None,
             valid_from: start,
             valid_until: None,
@@ -111,6 +117,9 @@ pub struct Stats {
     by_role: BTreeMap<String, i64>,
     clawed: i64,
     paid: i64,
+    held_ids: BTreeSet<String>,
+    released: u64,
+    batches: u64,
 }
 
 struct Lead {
@@ -144,7 +153,8 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
     // Programs and partners, with three partners acting through agents.
     let mut setup = Vec::new();
     let mut partners: Vec<Vec<String>> = vec![Vec::new(), Vec::new()];
-    for spec in programs(usd)? {
+    let per_day = conversions.div_ceil(u64::try_from(DAYS).unwrap_or(1)).max(1);
+    for spec in programs(usd, per_day)? {
         setup.push(fact(key(), admin.clone(), at(0, 0), Event::ProgramPublished { spec }));
     }
     let roles = [PartnerRole::Partner, PartnerRole::Connector, PartnerRole::Receiver, PartnerRole::Master];
@@ -185,7 +195,9 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
     }
     submit(&svc, setup, &mut st, 0)?;
 
-    let per_day = conversions.div_ceil(u64::try_from(DAYS).unwrap_or(1)).max(1);
+    // Four fifths into the days that have conversions, the vendor raises the resellers'
+    // budget and releases what it held.
+    let budget_raised_day = i64::try_from(conversions.div_ceil(per_day)).unwrap_or(DAYS).min(DAYS) * 4 / 5;
     let bar = if quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(conversions) };
     bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} {msg:12} [{bar:30}] {pos}/{len} conversions {per_sec}")
@@ -194,6 +206,7 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
     bar.set_message("settling");
     let mut leads: Vec<Lead> = Vec::new();
     let mut converted: Vec<(String, i64)> = Vec::new(); // (conversion id, revenue)
+    let mut refunded = BTreeSet::new();
     let mut done = 0u64;
     let mut n_lead = 0u64;
     let mut customers = 0u64;
@@ -299,6 +312,7 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
             }
             let k = rng.random_range(0..converted.len());
             let (cid, rev) = converted.swap_remove(k);
+            refunded.insert(cid.clone());
             let size = if roll < 5 {
                 RefundSize::Amount(Amount::from_minor(rev * rng.random_range(10..60i64) / 100, usd)?)
             } else {
@@ -314,6 +328,21 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
         }
         for chunk in facts.chunks(crate::service::MAX_BATCH) {
             submit(&svc, chunk.to_vec(), &mut st, day)?;
+        }
+        // The vendor raises the resellers' budget and releases the deals it held (all but
+        // those refunded meanwhile: only whole deals are released).
+        if day == budget_raised_day {
+            let mut spec = programs(usd, per_day)?.swap_remove(1);
+            spec.budget = Some(Budget { max: resellers_budget(per_day).max.saturating_mul(2) });
+            let mut raise =
+                vec![fact(key(), admin.clone(), at(day, 85_000), Event::ProgramAmended { spec, effective_from: t0() })];
+            for (n, c) in st.held_ids.iter().filter(|c| !refunded.contains(*c)).enumerate() {
+                let t = at(day, 85_001 + i64::try_from(n).unwrap_or(0));
+                raise.push(fact(key(), admin.clone(), t, Event::ConversionReleased { conversion: c.clone() }));
+            }
+            for chunk in raise.chunks(crate::service::MAX_BATCH) {
+                submit(&svc, chunk.to_vec(), &mut st, day)?;
+            }
         }
         // End of day: holds that ended become payable.
         let eod = at(day, 86_000);
@@ -331,38 +360,45 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
                 }
                 m
             });
+            // Each partner's payable mandates go out in a payout batch that the book rail
+            // then confirms; p03's rail refuses the first batch every fourth week, and
+            // its mandates go out again in a new one.
             let mut pay = Vec::new();
             for (p, ids) in payable {
                 for (j, chunk) in ids.chunks(MAX_SETTLEMENT_MANDATES).enumerate() {
                     let sid = format!("payout-{day}-{p}-{j}");
+                    let batch = |b: &str| Event::PayoutBatched {
+                        batch: b.to_owned(),
+                        partner: p.clone(),
+                        rail: "book".into(),
+                        mandate_ids: chunk.to_vec(),
+                    };
+                    let answer = |b: &str, ok: bool| {
+                        let (settlement, batch, partner, rail) =
+                            (b.to_owned(), Some(b.to_owned()), p.clone(), "book".to_owned());
+                        let mandate_ids = chunk.to_vec();
+                        if ok {
+                            let confirmation_id = format!("book-{b}");
+                            Event::SettlementConfirmed {
+                                settlement,
+                                batch,
+                                partner,
+                                rail,
+                                confirmation_id,
+                                mandate_ids,
+                            }
+                        } else {
+                            let error = "account_closed".to_owned();
+                            Event::SettlementFailed { settlement, batch, partner, rail, error, mandate_ids }
+                        }
+                    };
                     if day % 28 == 27 && p == "p03" {
-                        pay.push(fact(
-                            key(),
-                            "rail:book",
-                            at(day, 86_100),
-                            Event::SettlementFailed {
-                                settlement: format!("{sid}-try1"),
-                                batch: None,
-                                partner: p.clone(),
-                                rail: "book".into(),
-                                error: "account_closed".into(),
-                                mandate_ids: chunk.to_vec(),
-                            },
-                        ));
+                        let first = format!("{sid}-try1");
+                        pay.push(fact(key(), "agent:vendor-payouts", at(day, 86_050), batch(&first)));
+                        pay.push(fact(key(), "rail:book", at(day, 86_100), answer(&first, false)));
                     }
-                    pay.push(fact(
-                        key(),
-                        "rail:book",
-                        at(day, 86_200),
-                        Event::SettlementConfirmed {
-                            settlement: sid.clone(),
-                            batch: None,
-                            partner: p.clone(),
-                            rail: "book".into(),
-                            confirmation_id: format!("book-{sid}"),
-                            mandate_ids: chunk.to_vec(),
-                        },
-                    ));
+                    pay.push(fact(key(), "agent:vendor-payouts", at(day, 86_150), batch(&sid)));
+                    pay.push(fact(key(), "rail:book", at(day, 86_200), answer(&sid, true)));
                 }
             }
             for chunk in pay.chunks(crate::service::MAX_BATCH) {
@@ -406,12 +442,12 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
     println!("settle demo (seed {seed}) in {}", data.display());
     println!("  facts recorded      {} ({} refused as expected: referral cycles)", st.facts, st.rejected_as_expected);
     println!(
-        "  conversions         {} settled, {} held, {} without commission ({} duplicate leads)",
-        st.settled, st.held, st.no_commission, st.duplicates
+        "  conversions         {} settled, {} held ({} released once the budget was raised), {} without commission ({} duplicate leads)",
+        st.settled, st.held, st.released, st.no_commission, st.duplicates
     );
     println!(
-        "  mandates signed     {} payments, {} clawbacks, {} payouts on the book rail",
-        st.mandates, st.clawbacks, st.payouts
+        "  mandates signed     {} payments, {} clawbacks, {} payouts on the book rail ({} payout batches)",
+        st.mandates, st.clawbacks, st.payouts, st.batches
     );
     for (role, v) in &st.by_role {
         println!("  earned by {role:<13} {}", Amount::from_minor(*v, usd)?);
@@ -488,11 +524,16 @@ fn submit(svc: &Service, facts: Vec<Submit>, st: &mut Stats, day: i64) -> Result
 fn count(e: &Event, st: &mut Stats) {
     match e {
         Event::ConversionRecorded { .. } => st.conversions += 1,
-        Event::ConversionOutcome { outcome, .. } => match outcome.as_str() {
+        Event::ConversionOutcome { conversion, outcome, reason, .. } => match outcome.as_str() {
+            "settled" if reason.as_deref().is_some_and(|r| r.starts_with("released")) => st.released += 1,
             "settled" => st.settled += 1,
-            "held" => st.held += 1,
+            "held" => {
+                st.held += 1;
+                st.held_ids.insert(conversion.clone());
+            }
             _ => st.no_commission += 1,
         },
+        Event::PayoutBatchCreated { .. } => st.batches += 1,
         Event::LeadOutcome { outcome, .. } if outcome == "duplicate" => st.duplicates += 1,
         Event::MandateIssued { mandate_id, amount, .. } => {
             st.mandates += 1;

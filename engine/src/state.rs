@@ -204,7 +204,7 @@ pub struct Conversion {
     pub released_at: Option<u64>,
     /// What a held conversion is paid from if it is released.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub held: Option<HeldDeal>,
+    pub held: Option<Box<HeldDeal>>,
 }
 
 impl Conversion {
@@ -933,7 +933,8 @@ impl Decider<'_> {
         if let Some(p) = chain.iter().find(|p| self.st.partners.get(*p).is_none_or(|x| x.suspended)) {
             let reason = format!("partner '{p}' is suspended or unknown");
             let parts = Vec::new();
-            conv.held = Some(HeldDeal { chain, parts, occurred_at, revenue: revenue_prog, reason: reason.clone() });
+            let deal = HeldDeal { chain, parts, occurred_at, revenue: revenue_prog, reason: reason.clone() };
+            conv.held = Some(Box::new(deal));
             return no(self, conv, "held", reason);
         }
         let closer = chain.last().cloned().unwrap_or_default();
@@ -952,7 +953,7 @@ impl Decider<'_> {
         assert_eq!(parts.iter().sum::<i64>(), pool.minor_units(), "split does not sum to the pool");
         let deal = HeldDeal { chain, parts, occurred_at, revenue: revenue_prog, reason: String::new() };
         if let Some(reason) = self.breach(spec, &conv.program, &deal)? {
-            conv.held = Some(HeldDeal { reason: reason.clone(), ..deal });
+            conv.held = Some(Box::new(HeldDeal { reason: reason.clone(), ..deal }));
             return no(self, conv, "held", reason);
         }
         let open = prog.open_mandate.clone();
@@ -1106,7 +1107,7 @@ impl Decider<'_> {
             return Err(Rejection::Invalid(format!("conversion '{conversion}' stays held: {}", deal.reason)));
         }
         let rv = prog.versions.iter().find(|v| v.version == c.rule_version).unwrap_or_else(|| unreachable!());
-        self.pay(cs, c.clone(), rv, prog.open_mandate.clone(), deal.clone(), Some(deal.reason.clone()))
+        self.pay(cs, c.clone(), rv, prog.open_mandate.clone(), (**deal).clone(), Some(deal.reason.clone()))
     }
 
     fn refund(&mut self, refund: String, conversion: String, size: RefundSize) -> Result<Apply, Rejection> {
