@@ -757,20 +757,7 @@ pub fn balances(ledger: &Ledger, cfg: EngineConfig, at: Option<u64>) -> Result<V
         bail!("--at {a} is past the end of the log ({size} records, the last is {})", size - 1);
     }
     let mut engine = Engine::new(cfg);
-    let mut last = 0u64;
-    for r in ledger.records(0) {
-        let r = r?;
-        if at.is_some_and(|a| r.seq > a) {
-            break;
-        }
-        if !settle_engine::model::is_fact_kind(&r.kind) {
-            continue;
-        }
-        let env = Envelope::from_bytes(&r.event).with_context(|| format!("record {} does not decode", r.seq))?;
-        let d =
-            engine.decide(env, r.seq).map_err(|e| anyhow::anyhow!("record {} is rejected on replay: {e}", r.seq))?;
-        last = r.seq + d.outputs.len() as u64;
-    }
+    let last = crate::service::replay(ledger, &mut engine, 0, at)?.unwrap_or(0);
     let st = engine.state();
     Ok(st
         .partners

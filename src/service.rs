@@ -384,7 +384,16 @@ pub fn restore(ledger: &Ledger, cfg: EngineConfig) -> Result<Engine> {
         }
         None => (Engine::new(cfg), 0),
     };
+    replay(ledger, &mut engine, from, None)?;
+    Ok(engine)
+}
+
+/// Feeds `engine` every fact from record `from` on (through the fact at `until`, when
+/// given), checking that each fact's derived events follow it; returns the last record
+/// reflected (a fact's derived events belong to it).
+pub fn replay(ledger: &Ledger, engine: &mut Engine, from: u64, until: Option<u64>) -> Result<Option<u64>> {
     let mut expect_derived = 0u64;
+    let mut last = None;
     for r in ledger.records(from) {
         let r = r?;
         let fact = settle_engine::model::is_fact_kind(&r.kind);
@@ -398,11 +407,15 @@ pub fn restore(ledger: &Ledger, cfg: EngineConfig) -> Result<Engine> {
             "record {} is a fact, but {expect_derived} derived events are missing before it",
             r.seq
         );
+        if until.is_some_and(|u| r.seq > u) {
+            return Ok(last);
+        }
         let env = Envelope::from_bytes(&r.event).with_context(|| format!("record {} does not decode", r.seq))?;
         let d =
             engine.decide(env, r.seq).map_err(|e| anyhow::anyhow!("record {} is rejected on replay: {e}", r.seq))?;
         expect_derived = d.outputs.len() as u64;
+        last = Some(r.seq + expect_derived);
     }
     anyhow::ensure!(expect_derived == 0, "the log ends {expect_derived} derived events short");
-    Ok(engine)
+    Ok(last)
 }
