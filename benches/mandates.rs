@@ -40,6 +40,29 @@ impl NodeSource for Virtual {
     }
 }
 
+/// A virtual tree of 2^30 leaves with a run of real leaves from `base`: the nodes above
+/// them are computed, every other node is made up, so all the real leaves' proofs lead to
+/// one root.
+struct VirtualRun {
+    base: u64,
+    leaves: Vec<Hash>,
+}
+
+impl NodeSource for VirtualRun {
+    type Error = std::convert::Infallible;
+    fn node(&self, level: u32, index: u64) -> Result<Hash, Self::Error> {
+        let (first, last) = (index << level, ((index + 1) << level) - 1);
+        let end = self.base + self.leaves.len() as u64;
+        if last < self.base || first >= end {
+            return Virtual { leaf: [0; 32], index: u64::MAX }.node(level, index);
+        }
+        if level == 0 {
+            return Ok(self.leaves[(index - self.base) as usize]);
+        }
+        Ok(merkle::node_hash(&self.node(level - 1, 2 * index)?, &self.node(level - 1, 2 * index + 1)?))
+    }
+}
+
 /// The root a proof implies (RFC 9162 §2.1.3.2 fold).
 fn fold(mut fnode: u64, mut snode: u64, leaf: Hash, proof: &[Hash]) -> Hash {
     let mut r = leaf;
@@ -121,6 +144,59 @@ fn bench(c: &mut Criterion) {
     let mut cached = settle_mandates::receipt::ReceiptVerifier::new(&ring, None);
     g.bench_function("verify_receipt_30_hash_proof_checkpoint_known", |b| {
         b.iter(|| cached.verify(std::hint::black_box(&doc)).unwrap())
+    });
+
+    // A partner's file of receipts against one checkpoint: 64 distinct receipts (distinct
+    // mandates, leaves and 30-hash proofs), verified one by one and as a run.
+    let base = 1u64 << 29;
+    let tokens: Vec<String> = (0..64).map(|i| fixtures::mandate(1_000 + i).sign(&key)).collect();
+    let leaves: Vec<Vec<u8>> = tokens
+        .iter()
+        .map(|t| format!(r#"{{"data":{{"mandate":"{t}"}},"type":"mandate_issued","v":1}}"#).into_bytes())
+        .collect();
+    let run = VirtualRun { base, leaves: leaves.iter().map(|l| merkle::leaf_hash(l)).collect() };
+    let proofs: Vec<Vec<Hash>> =
+        (0..64).map(|i| merkle::inclusion_proof(&run, base + i, size).unwrap().unwrap()).collect();
+    let root = fold(base, size - 1, run.leaves[0], &proofs[0]);
+    let cp = Checkpoint { origin: "settle.bench/log".into(), size, root, time: 1_767_225_600 };
+    let note = cp.sign(&key);
+    let docs: Vec<ReceiptDocument> = (0..64)
+        .map(|i| {
+            let m = Mandate::verify(&tokens[i], &ring).unwrap().0;
+            let payload = ReceiptPayload {
+                reference: token_reference(&tokens[i]),
+                payment_id: m.transaction_id,
+                leaf_index: base + i as u64,
+                root: hex::encode(root),
+                ..payload.clone()
+            };
+            ReceiptDocument {
+                receipt: payload.sign(&key),
+                mandate: tokens[i].clone(),
+                leaf: B64.encode(&leaves[i]),
+                inclusion: proofs[i].iter().map(|h| B64STD.encode(h)).collect(),
+                checkpoint: note.clone(),
+            }
+        })
+        .collect();
+    g.finish();
+    let mut g = c.benchmark_group("receipt_files");
+    g.throughput(Throughput::Elements(docs.len() as u64));
+    g.bench_function("verify_64_receipts_one_by_one_checkpoint_known", |b| {
+        let mut v = settle_mandates::receipt::ReceiptVerifier::new(&ring, None);
+        b.iter(|| {
+            for d in &docs {
+                v.verify(std::hint::black_box(d)).unwrap();
+            }
+        })
+    });
+    g.bench_function("verify_64_receipts_as_a_run", |b| {
+        b.iter(|| {
+            // A fresh verifier each time: the checkpoint's signature is in the batch.
+            let mut v = settle_mandates::receipt::ReceiptVerifier::new(&ring, None);
+            let out = v.verify_all(std::hint::black_box(&docs));
+            assert!(out.iter().all(Result::is_ok));
+        })
     });
     g.finish();
 }

@@ -207,20 +207,26 @@ fn statement_verify_and_errors_on_a_demo() {
     assert_eq!(out.trim(), format!("{} receipts verified", receipts.lines().count()));
     let lines: Vec<Value> = receipts.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert!(lines.len() >= 2, "need two receipts to tamper with");
-    let tampered = |name: &str, docs: &[Value]| {
+    // `line`: the first bad line, the one the error must name.
+    let tampered = |name: &str, docs: &[Value], line: usize| {
         let p = dir.path().join(name);
         let s: String = docs.iter().map(|d| format!("{d}\n")).collect();
         std::fs::write(&p, s).unwrap();
         let out = settle([OsString::from("verify"), "--keys".into(), jwks.clone().into(), p.clone().into()]);
         assert!(!out.status.success(), "{name} verified: {}", stdout(&out));
         assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
-        assert!(stderr(&out).contains(&format!("{name}:")), "the error names the file: {}", stderr(&out));
+        assert!(stderr(&out).contains(&format!("{name}:{line}:")), "the error names file and line: {}", stderr(&out));
     };
     // Another (validly signed) mandate in the first receipt.
     let mut docs = lines.clone();
     let j = lines.iter().position(|l| l["mandate"] != lines[0]["mandate"]).expect("receipts of two mandates");
     docs[0]["mandate"] = lines[j]["mandate"].clone();
-    tampered("swapped-mandate.jsonl", &docs);
+    tampered("swapped-mandate.jsonl", &docs, 1);
+    // A line that is not a receipt after it: the first failure is still the one named.
+    docs.push(json!({"not": "a receipt"}));
+    tampered("swapped-then-unreadable.jsonl", &docs, 1);
+    let n = docs.len();
+    tampered("unreadable.jsonl", &[&lines[..], &docs[n - 1..]].concat(), n);
     // A byte of the receipt's payload changed (the amount is not in it; its leaf index is).
     let mut docs = lines.clone();
     let r = docs[0]["receipt"].as_str().unwrap().to_owned();
@@ -229,11 +235,11 @@ fn statement_verify_and_errors_on_a_demo() {
     payload["leaf_index"] = json!(payload["leaf_index"].as_u64().unwrap() + 1);
     let forged = format!("{}.{}.{}", parts[0], B64.encode(serde_json::to_vec(&payload).unwrap()), parts[2]);
     docs[0]["receipt"] = json!(forged);
-    tampered("forged-payload.jsonl", &docs);
+    tampered("forged-payload.jsonl", &docs, 1);
     // The leaf swapped for another record.
     let mut docs = lines.clone();
     docs[j]["leaf"] = lines[0]["leaf"].clone();
-    tampered("swapped-leaf.jsonl", &docs);
+    tampered("swapped-leaf.jsonl", &docs, j + 1);
     // A wrong key set.
     let mut keys: Value = serde_json::from_slice(&std::fs::read(&jwks).unwrap()).unwrap();
     let x = keys["keys"][0]["x"].as_str().unwrap().to_owned();

@@ -902,6 +902,12 @@ fn receipt_document_refuses_tampering() {
             once.as_ref().map(|_| ()).map_err(Clone::clone),
             "cached path differs"
         );
+        // And amid good receipts in one run (signatures batch-checked together; a bad
+        // one sends the run to the one-by-one checks), with a fresh verifier.
+        let mut run = settle_mandates::receipt::ReceiptVerifier::new(&ring, Some(ORIGIN));
+        let outcomes: Vec<Result<(), ReceiptError>> =
+            run.verify_all(&[base.clone(), doc.clone(), base.clone()]).into_iter().map(|r| r.map(|_| ())).collect();
+        assert_eq!(outcomes, vec![Ok(()), once.as_ref().map(|_| ()).map_err(Clone::clone), Ok(())], "run differs");
         once
     };
     check(&base).expect("the committed document verifies");
