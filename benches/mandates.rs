@@ -57,7 +57,7 @@ impl NodeSource for VirtualRun {
             return Virtual { leaf: [0; 32], index: u64::MAX }.node(level, index);
         }
         if level == 0 {
-            return Ok(self.leaves[(index - self.base) as usize]);
+            return Ok(self.leaves[usize::try_from(index - self.base).expect("a run fits in memory")]);
         }
         Ok(merkle::node_hash(&self.node(level - 1, 2 * index)?, &self.node(level - 1, 2 * index + 1)?))
     }

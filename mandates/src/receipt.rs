@@ -198,7 +198,10 @@ impl<'a> ReceiptVerifier<'a> {
                 }
                 let origin = self.origin.as_deref();
                 out.extend(
-                    chunk.iter().zip(parsed).map(|(d, t)| verify_inner(d, self.ring, origin, Signatures::Checked(t))),
+                    chunk
+                        .iter()
+                        .zip(parsed)
+                        .map(|(d, t)| verify_inner(d, self.ring, origin, Signatures::Checked(Box::new(t)))),
                 );
             } else {
                 out.extend(chunk.iter().map(|d| self.verify(d)));
@@ -219,7 +222,7 @@ impl<'a> ReceiptVerifier<'a> {
 enum Signatures<'d> {
     /// All three were verified by a batch check over the same bytes, which parsed these
     /// tokens.
-    Checked(Tokens<'d>),
+    Checked(Box<Tokens<'d>>),
     /// None yet; `checkpoint_known`: the checkpoint note (compared byte for byte) was
     /// verified before.
     Unchecked { checkpoint_known: bool },
