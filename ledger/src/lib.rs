@@ -13,9 +13,10 @@
 //!   with different content it is [`LedgerError::KeyConflict`]. The key index is written
 //!   in the same batch as the records.
 //! - **Tamper-evident.** Records form a hash chain, and an RFC 9162 Merkle tree is kept
-//!   incrementally (every complete subtree is stored once, in the same batch). Signed
-//!   C2SP checkpoints commit to the tree; inclusion and consistency proofs come from the
-//!   stored nodes in O(log n) reads.
+//!   incrementally (every complete subtree is stored once, in the same batch: the lower
+//!   [`TILE_HEIGHT`] levels as tiles of 256 leaves, the levels above node by node). Signed
+//!   C2SP checkpoints commit to the tree; an inclusion proof reads one tile, the rest
+//!   of the tree is in memory.
 //! - **Consistent read models.** A projection's state and the sequence it reflects are
 //!   written in the same batch as the records that produced it.
 //! - **Fail-stop.** After any storage error the ledger is poisoned and refuses writes
@@ -240,7 +241,7 @@ enum Cmd {
 struct Stores {
     db: Database,
     records: Keyspace,
-    tree: Keyspace,
+    tiles: Keyspace,
     upper: Keyspace,
     keys: Keyspace,
     checkpoints: Keyspace,
@@ -252,8 +253,10 @@ struct Stores {
 /// handle closes the queue, which stops the writer).
 struct Shared {
     stores: Stores,
-    /// Upper tree levels, in memory (see [`CACHED_LEVEL`]); holds only durable nodes.
-    nodes: NodeCache,
+    /// The tree's levels from [`TILE_HEIGHT`] up, in memory; holds only durable nodes.
+    nodes: RwLock<HashMap<(u32, u64), Hash>>,
+    /// The tile being filled, as far as it is durable.
+    open_tile: RwLock<OpenTile>,
     size: AtomicU64,
     poisoned: AtomicBool,
     origin: String,
@@ -324,21 +327,8 @@ impl std::fmt::Debug for Ledger {
     }
 }
 
-/// Key of Merkle node (`level`, `index`) in the `nodes` keyspace: the last leaf it
-/// covers, then its level. Nodes are created in exactly this order (appending leaf `n`
-/// completes the nodes ending at `n`, lowest first), so every write lands at the end of
-/// the key space: flushed tables never overlap and compaction only moves them, where a
-/// level-first key interleaves the levels and makes every compaction a merge.
-fn node_key(level: u32, index: u64) -> [u8; 9] {
-    let last = index.wrapping_add(1).wrapping_shl(level).wrapping_sub(1);
-    let mut k = [0u8; 9];
-    k[..8].copy_from_slice(&last.to_be_bytes());
-    k[8] = u8::try_from(level).unwrap_or(u8::MAX);
-    k
-}
-
-/// Key of an upper node (level ≥ [`CACHED_LEVEL`]) in the `upper` keyspace, which holds
-/// a copy of them by level so that opening the ledger loads the cache with one scan.
+/// Key of an upper node (level ≥ [`TILE_HEIGHT`]) in the `upper` keyspace: level, then
+/// index, so opening the ledger loads them all with one scan.
 fn upper_key(level: u32, index: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[0] = u8::try_from(level).unwrap_or(u8::MAX);
@@ -352,34 +342,101 @@ fn upper_key(level: u32, index: u64) -> [u8; 9] {
 /// memtables and 10–12 ms with 8 MiB (`settle load`, see docs/performance.md).
 pub const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
 
-/// Nodes at this height and above are also kept in memory (one per 2^CACHED_LEVEL
-/// leaves: about 5 MB for ten million records), so a proof reads at most about
-/// CACHED_LEVEL + log2(n) nodes from disk instead of 2·log2(n).
-pub const CACHED_LEVEL: u32 = 6;
+/// Height of a tile: the tree's lower levels are stored as tiles of 2^TILE_HEIGHT = 256
+/// leaves (in the manner of C2SP tlog-tiles), written once, when complete, as one value
+/// holding every node of the tile below its root. Appending costs one write per 256
+/// records instead of one per node, and the lower part of an inclusion proof is one
+/// read. Nodes from this height up (one per 128 records on average, about 2.5 MB for ten
+/// million) are stored one by one and all kept in memory.
+pub const TILE_HEIGHT: u32 = 8;
+/// Leaves of a tile.
+const TILE_WIDTH: u64 = 1 << TILE_HEIGHT;
+/// Nodes a tile stores: its levels 0 to TILE_HEIGHT − 1, lowest first (256 + 128 + … + 2);
+/// its root is the upper node above it.
+const TILE_NODES: usize = 2 * (1 << TILE_HEIGHT) - 2;
 
-type NodeCache = RwLock<HashMap<(u32, u64), Hash>>;
+/// Where node (`level` < TILE_HEIGHT, `index`) sits: its tile, and its slot in the tile.
+fn tile_slot(level: u32, index: u64) -> (u64, usize) {
+    let shift = TILE_HEIGHT - level;
+    let offset = TILE_NODES + 2 - (2 << shift);
+    (index >> shift, offset + usize::try_from(index & ((1 << shift) - 1)).unwrap_or(usize::MAX))
+}
 
+/// The tile being filled: leaves `index`·256 .. + `count`, and every node of it complete.
+#[derive(Debug, Clone)]
+struct OpenTile {
+    index: u64,
+    count: u64,
+    nodes: Box<[Hash; TILE_NODES]>,
+}
+
+impl OpenTile {
+    fn new(index: u64) -> Self {
+        Self { index, count: 0, nodes: Box::new([[0; 32]; TILE_NODES]) }
+    }
+
+    /// Records a node of this tile completed by the frontier (leaves count as level 0).
+    fn set(&mut self, level: u32, index: u64, h: Hash) {
+        let (_, slot) = tile_slot(level, index);
+        self.nodes[slot] = h;
+        if level == 0 {
+            self.count += 1;
+        }
+    }
+
+    /// Node (`level`, `index`) of this tile, if complete.
+    fn node(&self, level: u32, index: u64) -> Option<Hash> {
+        let (tile, slot) = tile_slot(level, index);
+        let complete = ((index + 1) << level) - (tile << TILE_HEIGHT) <= self.count;
+        (tile == self.index && complete).then(|| self.nodes[slot])
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        self.nodes.concat()
+    }
+}
+
+/// The tree as stored: tiles in fjall (the last one read is kept), the open tile and the
+/// upper levels in memory.
 struct TreeSource<'a> {
-    tree: &'a Keyspace,
-    cache: Option<&'a NodeCache>,
+    tiles: &'a Keyspace,
+    upper: &'a HashMap<(u32, u64), Hash>,
+    open: &'a OpenTile,
+    last_tile: std::cell::RefCell<Option<(u64, fjall::Slice)>>,
+}
+
+impl<'a> TreeSource<'a> {
+    fn new(tiles: &'a Keyspace, upper: &'a HashMap<(u32, u64), Hash>, open: &'a OpenTile) -> Self {
+        Self { tiles, upper, open, last_tile: std::cell::RefCell::new(None) }
+    }
+
+    fn missing(level: u32, index: u64, what: &str) -> LedgerError {
+        LedgerError::Inconsistent { seq: index << level, what: format!("Merkle node ({level}, {index}) {what}") }
+    }
 }
 
 impl NodeSource for TreeSource<'_> {
     type Error = LedgerError;
     fn node(&self, level: u32, index: u64) -> Result<Hash> {
-        if level >= CACHED_LEVEL
-            && let Some(h) = self.cache.and_then(|c| c.read().ok().and_then(|m| m.get(&(level, index)).copied()))
-        {
+        if level >= TILE_HEIGHT {
+            return self.upper.get(&(level, index)).copied().ok_or_else(|| Self::missing(level, index, "is missing"));
+        }
+        if let Some(h) = self.open.node(level, index) {
             return Ok(h);
         }
-        let v = self.tree.get(node_key(level, index))?.ok_or_else(|| LedgerError::Inconsistent {
-            seq: index << level,
-            what: format!("Merkle node ({level}, {index}) is missing"),
-        })?;
-        v.as_ref().try_into().map_err(|_| LedgerError::Inconsistent {
-            seq: index << level,
-            what: format!("Merkle node ({level}, {index}) is not 32 bytes"),
-        })
+        let (tile, slot) = tile_slot(level, index);
+        let mut last = self.last_tile.borrow_mut();
+        if last.as_ref().is_none_or(|(t, _)| *t != tile) {
+            let v = self.tiles.get(tile.to_be_bytes())?.ok_or_else(|| Self::missing(level, index, "is missing"))?;
+            if v.len() != TILE_NODES * 32 {
+                return Err(Self::missing(level, index, "is in a malformed tile"));
+            }
+            *last = Some((tile, v));
+        }
+        let v = last.as_ref().map(|(_, v)| v).ok_or_else(|| Self::missing(level, index, "is missing"))?;
+        v.get(slot * 32..slot * 32 + 32)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| Self::missing(level, index, "is in a malformed tile"))
     }
 }
 
@@ -428,7 +485,7 @@ impl Ledger {
         let ks = |n: &str| db.keyspace(n, || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES));
         let stores = Stores {
             records: ks("records")?,
-            tree: ks("nodes")?,
+            tiles: ks("tiles")?,
             upper: ks("upper")?,
             keys: ks("idempotency")?,
             checkpoints: ks("checkpoints")?,
@@ -436,19 +493,11 @@ impl Ledger {
             aux: ks("aux")?,
             db: db.clone(),
         };
-        let (size, last_chain, frontier) = recover(&stores)?;
+        let Recovered { size, chain: last_chain, frontier, upper: nodes, open_tile } = recover(&stores)?;
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let mut nodes = HashMap::new();
-        for g in stores.upper.iter() {
-            let (k, v) = g.into_inner()?;
-            let (Some(&level), Some(ix), Ok(h)) = (k.first(), k.get(1..9), <[u8; 32]>::try_from(v.as_ref())) else {
-                return Err(LedgerError::Inconsistent { seq: 0, what: "a stored Merkle node is malformed".into() });
-            };
-            let index = u64::from_be_bytes(ix.try_into().unwrap_or([0; 8]));
-            nodes.insert((u32::from(level), index), h);
-        }
         let shared = Arc::new(Shared {
             nodes: RwLock::new(nodes),
+            open_tile: RwLock::new(open_tile.clone()),
             stores: stores.clone(),
             size: AtomicU64::new(size),
             poisoned: AtomicBool::new(false),
@@ -458,8 +507,15 @@ impl Ledger {
         let inner =
             Arc::new(Inner { shared: Arc::clone(&shared), tx: RwLock::new(Some(tx)), writer: Mutex::new(None) });
         drop(stores);
-        let mut writer =
-            Writer { inner: shared, rx, chain: last_chain, frontier, key: config.key, persist: config.persist };
+        let mut writer = Writer {
+            inner: shared,
+            rx,
+            chain: last_chain,
+            frontier,
+            open_tile,
+            key: config.key,
+            persist: config.persist,
+        };
         let handle = std::thread::Builder::new()
             .name("settle-ledger-writer".into())
             .spawn(move || writer.run())
@@ -694,7 +750,14 @@ impl Ledger {
     /// Root of the first `size` records.
     pub fn root(&self, size: u64) -> Result<Hash> {
         self.check_size(size)?;
-        merkle::root(&TreeSource { tree: &self.inner.stores.tree, cache: Some(&self.inner.nodes) }, size)
+        self.with_tree(|t| merkle::root(t, size))
+    }
+
+    /// Runs `f` on the durable tree (tiles, the open tile, the upper levels).
+    fn with_tree<R>(&self, f: impl FnOnce(&TreeSource<'_>) -> R) -> R {
+        let upper = self.inner.nodes.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let open = self.inner.open_tile.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&TreeSource::new(&self.inner.stores.tiles, &upper, &open))
     }
 
     fn check_size(&self, size: u64) -> Result<()> {
@@ -708,21 +771,13 @@ impl Ledger {
     /// Inclusion proof of record `index` in the tree of `size` records.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>> {
         self.check_size(size)?;
-        Ok(merkle::inclusion_proof(
-            &TreeSource { tree: &self.inner.stores.tree, cache: Some(&self.inner.nodes) },
-            index,
-            size,
-        )??)
+        Ok(self.with_tree(|t| merkle::inclusion_proof(t, index, size))??)
     }
 
     /// Consistency proof between tree sizes `old` and `new`.
     pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>> {
         self.check_size(new)?;
-        Ok(merkle::consistency_proof(
-            &TreeSource { tree: &self.inner.stores.tree, cache: Some(&self.inner.nodes) },
-            old,
-            new,
-        )??)
+        Ok(self.with_tree(|t| merkle::consistency_proof(t, old, new))??)
     }
 
     /// The latest signed checkpoint.
@@ -827,26 +882,78 @@ impl Iterator for RecordIter {
     }
 }
 
-/// Reads the tail of the log and the frontier of the tree, checking they agree.
-fn recover(s: &Stores) -> Result<(u64, Hash, Frontier)> {
+/// What opening the store finds: the log's size and last chain link, and the tree.
+struct Recovered {
+    size: u64,
+    chain: Hash,
+    frontier: Frontier,
+    upper: HashMap<(u32, u64), Hash>,
+    open_tile: OpenTile,
+}
+
+/// Reads the tail of the log and the stored tree, checking they agree: the open tile is
+/// rebuilt from the records after the last complete tile, which must end where the
+/// upper levels say; nothing of the tree may lie beyond the log; the latest checkpoint's
+/// root must be the tree's.
+fn recover(s: &Stores) -> Result<Recovered> {
+    let inconsistent = |seq: u64, what: &str| LedgerError::Inconsistent { seq, what: what.into() };
+    let mut upper = HashMap::new();
+    for g in s.upper.iter() {
+        let (k, v) = g.into_inner()?;
+        let (Some(&level), Some(ix), Ok(h)) = (k.first(), k.get(1..9), <[u8; 32]>::try_from(v.as_ref())) else {
+            return Err(inconsistent(0, "a stored Merkle node is malformed"));
+        };
+        let index = u64::from_be_bytes(ix.try_into().unwrap_or([0; 8]));
+        upper.insert((u32::from(level), index), h);
+    }
     let Some(last) = s.records.last_key_value() else {
-        if s.tree.first_key_value().is_some() || s.keys.first_key_value().is_some() {
-            return Err(LedgerError::Inconsistent {
-                seq: 0,
-                what: "no records, but tree or key index is not empty".into(),
-            });
+        if s.tiles.first_key_value().is_some() || !upper.is_empty() || s.keys.first_key_value().is_some() {
+            return Err(inconsistent(0, "no records, but tree or key index is not empty"));
         }
-        return Ok((0, GENESIS_CHAIN, Frontier::default()));
+        return Ok(Recovered {
+            size: 0,
+            chain: GENESIS_CHAIN,
+            frontier: Frontier::default(),
+            upper,
+            open_tile: OpenTile::new(0),
+        });
     };
     let (k, v) = last.into_inner()?;
-    let seq = u64::from_be_bytes(
-        k.as_ref().try_into().map_err(|_| LedgerError::Inconsistent { seq: 0, what: "bad record key".into() })?,
-    );
+    let seq = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| inconsistent(0, "bad record key"))?);
     let size = seq + 1;
-    let rec =
-        Record::decode(seq, &v).ok_or(LedgerError::Inconsistent { seq, what: "last record does not decode".into() })?;
-    let src = TreeSource { tree: &s.tree, cache: None };
-    // Rebuild the frontier from the stored complete subtrees of `size`.
+    let rec = Record::decode(seq, &v).ok_or_else(|| inconsistent(seq, "last record does not decode"))?;
+    // The open tile, from the records after the last complete tile.
+    let tile = size >> TILE_HEIGHT;
+    let mut open_tile = OpenTile::new(tile);
+    let mut scratch = Frontier { nodes: Vec::new(), size: tile << TILE_HEIGHT };
+    for g in s.records.range((tile << TILE_HEIGHT).to_be_bytes()..) {
+        let (k, v) = g.into_inner()?;
+        let n = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| inconsistent(0, "bad record key"))?);
+        if n != scratch.size {
+            return Err(inconsistent(scratch.size, "record is missing"));
+        }
+        let r = Record::decode(n, &v).ok_or_else(|| inconsistent(n, "record does not decode"))?;
+        scratch.push(merkle::leaf_hash(&r.event), |level, index, h| open_tile.set(level, index, h));
+    }
+    if s.tiles.get(tile.to_be_bytes())?.is_some() || upper.keys().any(|&(l, i)| ((i + 1) << l) > size) {
+        return Err(inconsistent(size, "tree has leaves beyond the last record"));
+    }
+    let src = TreeSource::new(&s.tiles, &upper, &open_tile);
+    // The last complete tile must be the one the upper levels were built on.
+    if tile > 0 {
+        let below =
+            merkle::node_hash(&src.node(TILE_HEIGHT - 1, 2 * tile - 2)?, &src.node(TILE_HEIGHT - 1, 2 * tile - 1)?);
+        if below != src.node(TILE_HEIGHT, tile - 1)? {
+            return Err(inconsistent(
+                (tile - 1) << TILE_HEIGHT,
+                "the last complete tile differs from the tree above it",
+            ));
+        }
+        if size == tile << TILE_HEIGHT && src.node(0, seq)? != merkle::leaf_hash(&rec.event) {
+            return Err(inconsistent(seq, "last record's leaf hash differs from the tree"));
+        }
+    }
+    // The frontier: the complete subtrees of `size`, largest first.
     let mut nodes = Vec::new();
     let mut start = 0u64;
     for level in (0..64u32).rev() {
@@ -854,12 +961,6 @@ fn recover(s: &Stores) -> Result<(u64, Hash, Frontier)> {
             nodes.push((level, src.node(level, start >> level)?));
             start += 1 << level;
         }
-    }
-    if src.node(0, seq)? != merkle::leaf_hash(&rec.event) {
-        return Err(LedgerError::Inconsistent { seq, what: "last record's leaf hash differs from the tree".into() });
-    }
-    if s.tree.get(node_key(0, size))?.is_some() {
-        return Err(LedgerError::Inconsistent { seq: size, what: "tree has leaves beyond the last record".into() });
     }
     if let Some(g) = s.checkpoints.last_key_value() {
         let cp = decode_checkpoint(&g.value()?)?;
@@ -870,13 +971,11 @@ fn recover(s: &Stores) -> Result<(u64, Hash, Frontier)> {
             });
         }
         if merkle::root(&src, cp.checkpoint.size)? != cp.checkpoint.root {
-            return Err(LedgerError::Inconsistent {
-                seq: cp.checkpoint.size,
-                what: "latest checkpoint root differs from the tree".into(),
-            });
+            return Err(inconsistent(cp.checkpoint.size, "latest checkpoint root differs from the tree"));
         }
     }
-    Ok((size, rec.chain, Frontier { nodes, size }))
+    drop(src);
+    Ok(Recovered { size, chain: rec.chain, frontier: Frontier { nodes, size }, upper, open_tile })
 }
 
 struct Writer {
@@ -884,6 +983,8 @@ struct Writer {
     rx: mpsc::Receiver<Cmd>,
     chain: Hash,
     frontier: Frontier,
+    /// The tile being filled, including what is not durable yet.
+    open_tile: OpenTile,
     key: SigningKey,
     persist: PersistMode,
 }
@@ -921,7 +1022,7 @@ impl Writer {
         let mut replies: Vec<Reply> = Vec::with_capacity(cmds.len());
         let mut pending_keys: HashMap<Vec<u8>, KeyEntry> = HashMap::new();
         let mut new_nodes: Vec<((u32, u64), Hash)> = Vec::new();
-        let start = (self.chain, self.frontier.clone());
+        let start = (self.chain, self.frontier.clone(), self.open_tile.clone());
         let mut after: Vec<Cmd> = Vec::new();
         let mut appends = Vec::new();
         for cmd in cmds.drain(..) {
@@ -979,13 +1080,19 @@ impl Writer {
                 };
                 batch.insert(&s.records, seq.to_be_bytes(), rec.encode());
                 let leaf = merkle::leaf_hash(&r.event);
+                let open_tile = &mut self.open_tile;
                 self.frontier.push(leaf, |level, index, h| {
-                    batch.insert(&s.tree, node_key(level, index), h);
-                    if level >= CACHED_LEVEL {
+                    if level < TILE_HEIGHT {
+                        open_tile.set(level, index, h);
+                    } else {
                         batch.insert(&s.upper, upper_key(level, index), h);
                         new_nodes.push(((level, index), h));
                     }
                 });
+                if self.open_tile.count == TILE_WIDTH {
+                    batch.insert(&s.tiles, self.open_tile.index.to_be_bytes(), self.open_tile.bytes());
+                    self.open_tile = OpenTile::new(self.open_tile.index + 1);
+                }
             }
             let count = u32::try_from(a.records.len()).unwrap_or(u32::MAX);
             let appended = Appended { first_seq, count, chain: self.chain, replayed: false };
@@ -1004,7 +1111,7 @@ impl Writer {
             if let Err(e) = batch.commit() {
                 // Nothing of this batch is acknowledged; refuse everything after.
                 self.poison();
-                (self.chain, self.frontier) = start;
+                (self.chain, self.frontier, self.open_tile) = start;
                 let err = LedgerError::Storage(e.to_string());
                 for (reply, out) in replies {
                     let _ = reply.send(out.and(Err(err.clone())));
@@ -1012,6 +1119,8 @@ impl Writer {
                 self.fail_rest(after);
                 return;
             }
+            // Durable now: readers may see the new nodes (before the new size).
+            self.inner.open_tile.write().unwrap_or_else(std::sync::PoisonError::into_inner).clone_from(&self.open_tile);
             if !new_nodes.is_empty() {
                 let mut m = self.inner.nodes.write().unwrap_or_else(std::sync::PoisonError::into_inner);
                 m.extend(new_nodes.drain(..));

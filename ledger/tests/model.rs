@@ -117,6 +117,9 @@ fn item() -> impl Strategy<Value = Item> {
     prop_oneof![
         5 => (prop::collection::vec(rec_spec(), 1..=4), prop_oneof![6 => Just(None), 1 => Just(Some(true)), 1 => Just(Some(false))])
             .prop_map(|(recs, expect)| Item::Fresh { recs, expect }),
+        // Long appends, so that runs cross the ledger's 256-leaf tiles (and reopen
+        // inside and at the edge of one).
+        1 => prop::collection::vec(rec_spec(), 100..=300).prop_map(|recs| Item::Fresh { recs, expect: None }),
         3 => pick().prop_map(Item::Retry),
         2 => pick().prop_map(Item::Conflict),
     ]
@@ -493,6 +496,16 @@ fn every_operation_once() {
         Op::One(Item::Fresh { recs: recs(2), expect: None }),
         Op::Read { seq: 4, from: 3, key: 1 },
         Op::Proof { size: 100, index: 50, new: 11, old: 1 },
+        // Across tiles of 256 leaves (11 records so far): to the edge of one, reopen,
+        // past it, reopen. (Proof sizes are taken modulo the log's size, plus one.)
+        Op::One(Item::Fresh { recs: recs(256 - 11), expect: Some(true) }),
+        Op::Reopen,
+        Op::Proof { size: 255, index: 255, new: 256, old: 17 },
+        Op::One(Item::Fresh { recs: recs(300), expect: None }),
+        Op::Checkpoint { time: 4 },
+        Op::Reopen,
+        Op::Proof { size: 555, index: 300, new: 556, old: 256 },
+        Op::Proof { size: 300, index: 3, new: 555, old: 100 },
     ];
     run(&ops);
 }
