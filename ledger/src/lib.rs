@@ -155,6 +155,38 @@ pub struct Append {
     pub projection: Option<ProjectionUpdate>,
 }
 
+/// An [`Append`] checked and prepared for the writer.
+struct Prepared {
+    key: Vec<u8>,
+    content_hash: Hash,
+    records: Vec<PreparedRecord>,
+    expected_seq: Option<u64>,
+    projection: Option<ProjectionUpdate>,
+}
+
+/// A record encoded for storage but for its chain link, with its hashes.
+struct PreparedRecord {
+    /// [`Record::encode`] with a zero chain at `chain_at`.
+    value: Vec<u8>,
+    chain_at: usize,
+    event_hash: Hash,
+    leaf: Hash,
+}
+
+impl PreparedRecord {
+    fn new(r: &NewRecord) -> Self {
+        let event_hash: Hash = Sha256::digest(&r.event).into();
+        let (value, chain_at) = record::encode(&r.kind, r.version, &event_hash, &GENESIS_CHAIN, &r.event);
+        Self { value, chain_at, event_hash, leaf: merkle::leaf_hash(&r.event) }
+    }
+
+    /// The storage value, linked after `chain`.
+    fn with_chain(mut self, chain: &Hash) -> Vec<u8> {
+        self.value[self.chain_at..self.chain_at + 32].copy_from_slice(chain);
+        self.value
+    }
+}
+
 /// Outcome of an append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
@@ -231,7 +263,7 @@ impl std::fmt::Debug for LedgerConfig {
 }
 
 enum Cmd {
-    Append(Vec<(Append, oneshot::Sender<Result<Appended>>)>),
+    Append(Vec<(Prepared, oneshot::Sender<Result<Appended>>)>),
     Checkpoint(i64, oneshot::Sender<Result<SignedCheckpoint>>),
     Rotate(SigningKey, oneshot::Sender<()>),
     Projection(ProjectionUpdate, u64, oneshot::Sender<Result<()>>),
@@ -300,9 +332,7 @@ impl Reserved {
         self,
         appends: Vec<Append>,
     ) -> Result<Vec<impl std::future::Future<Output = Result<Appended>> + use<>>> {
-        for a in &appends {
-            self.ledger.precheck(a)?;
-        }
+        let appends = appends.into_iter().map(|a| self.ledger.precheck(a)).collect::<Result<Vec<_>>>()?;
         let mut items = Vec::with_capacity(appends.len());
         let mut rxs = Vec::with_capacity(appends.len());
         for a in appends {
@@ -543,7 +573,10 @@ impl Ledger {
         self.inner.tx.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone().ok_or(LedgerError::Closed)
     }
 
-    fn precheck(&self, a: &Append) -> Result<()> {
+    /// Checks an append and prepares its records on the caller's thread (hashes and
+    /// storage encoding; the writer only links the chain), so the one writer thread does
+    /// as little per record as it can.
+    fn precheck(&self, a: Append) -> Result<Prepared> {
         if a.records.is_empty() {
             return Err(LedgerError::Invalid("an append needs at least one record".into()));
         }
@@ -564,12 +597,19 @@ impl Ledger {
                 return Err(LedgerError::UnknownEvent { kind: r.kind.clone(), version: r.version });
             }
         }
-        Ok(())
+        let records = a.records.iter().map(PreparedRecord::new).collect();
+        Ok(Prepared {
+            key: a.key,
+            content_hash: a.content_hash,
+            records,
+            expected_seq: a.expected_seq,
+            projection: a.projection,
+        })
     }
 
     /// Appends atomically and durably; resolves after the batch holding it is synced.
     pub async fn append(&self, a: Append) -> Result<Appended> {
-        self.precheck(&a)?;
+        let a = self.precheck(a)?;
         let (tx, rx) = oneshot::channel();
         self.sender()?.send(Cmd::Append(vec![(a, tx)])).await.map_err(|_| LedgerError::Closed)?;
         rx.await.map_err(|_| LedgerError::Closed)?
@@ -600,7 +640,7 @@ impl Ledger {
     /// As [`Ledger::append`], but refuses at once with [`LedgerError::QueueFull`] when
     /// the queue is full. Returns a future of the outcome.
     pub fn try_append(&self, a: Append) -> Result<impl std::future::Future<Output = Result<Appended>> + use<>> {
-        self.precheck(&a)?;
+        let a = self.precheck(a)?;
         let (tx, rx) = oneshot::channel();
         self.sender()?.try_send(Cmd::Append(vec![(a, tx)])).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => LedgerError::QueueFull,
@@ -611,7 +651,7 @@ impl Ledger {
 
     /// Blocking append, for threads outside an async runtime.
     pub fn append_blocking(&self, a: Append) -> Result<Appended> {
-        self.precheck(&a)?;
+        let a = self.precheck(a)?;
         let (tx, rx) = oneshot::channel();
         self.sender()?.blocking_send(Cmd::Append(vec![(a, tx)])).map_err(|_| LedgerError::Closed)?;
         rx.blocking_recv().map_err(|_| LedgerError::Closed)?
@@ -1066,20 +1106,12 @@ impl Writer {
                 replies.push((reply, Err(LedgerError::SequenceMismatch { expected: exp, actual: first_seq })));
                 continue;
             }
-            for r in &a.records {
+            let count = u32::try_from(a.records.len()).unwrap_or(u32::MAX);
+            for r in a.records {
                 let seq = self.frontier.size;
-                let event_hash: Hash = Sha256::digest(&r.event).into();
-                self.chain = chain_link(&self.chain, seq, &event_hash);
-                let rec = Record {
-                    seq,
-                    kind: r.kind.clone(),
-                    version: r.version,
-                    event: r.event.clone(),
-                    event_hash,
-                    chain: self.chain,
-                };
-                batch.insert(&s.records, seq.to_be_bytes(), rec.encode());
-                let leaf = merkle::leaf_hash(&r.event);
+                self.chain = chain_link(&self.chain, seq, &r.event_hash);
+                let leaf = r.leaf;
+                batch.insert(&s.records, seq.to_be_bytes(), r.with_chain(&self.chain));
                 let open_tile = &mut self.open_tile;
                 self.frontier.push(leaf, |level, index, h| {
                     if level < TILE_HEIGHT {
@@ -1094,7 +1126,6 @@ impl Writer {
                     self.open_tile = OpenTile::new(self.open_tile.index + 1);
                 }
             }
-            let count = u32::try_from(a.records.len()).unwrap_or(u32::MAX);
             let appended = Appended { first_seq, count, chain: self.chain, replayed: false };
             let entry = KeyEntry { content_hash: a.content_hash, appended };
             batch.insert(&s.keys, a.key.clone(), entry.encode());

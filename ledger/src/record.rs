@@ -41,21 +41,27 @@ pub fn chain_link(prev: &Hash, seq: u64, event_hash: &Hash) -> Hash {
 
 const FORMAT: u8 = 1;
 
+/// [`Record::encode`] from its parts, and where in it the chain link sits.
+pub(crate) fn encode(kind: &str, version: u32, event_hash: &Hash, chain: &Hash, event: &[u8]) -> (Vec<u8>, usize) {
+    let mut v = Vec::with_capacity(1 + 2 + kind.len() + 4 + 64 + event.len());
+    v.push(FORMAT);
+    let kl = u16::try_from(kind.len()).unwrap_or(u16::MAX);
+    v.extend_from_slice(&kl.to_be_bytes());
+    v.extend_from_slice(&kind.as_bytes()[..usize::from(kl)]);
+    v.extend_from_slice(&version.to_be_bytes());
+    v.extend_from_slice(event_hash);
+    let chain_at = v.len();
+    v.extend_from_slice(chain);
+    v.extend_from_slice(event);
+    (v, chain_at)
+}
+
 impl Record {
     /// Storage encoding: format byte, kind length (u16) and kind, version (u32),
     /// event hash, chain, event bytes.
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(1 + 2 + self.kind.len() + 4 + 64 + self.event.len());
-        v.push(FORMAT);
-        let kl = u16::try_from(self.kind.len()).unwrap_or(u16::MAX);
-        v.extend_from_slice(&kl.to_be_bytes());
-        v.extend_from_slice(&self.kind.as_bytes()[..usize::from(kl)]);
-        v.extend_from_slice(&self.version.to_be_bytes());
-        v.extend_from_slice(&self.event_hash);
-        v.extend_from_slice(&self.chain);
-        v.extend_from_slice(&self.event);
-        v
+        encode(&self.kind, self.version, &self.event_hash, &self.chain, &self.event).0
     }
 
     /// Decodes the storage encoding.
