@@ -50,6 +50,8 @@ pub const MAX_RECORDS_PER_APPEND: usize = 4096;
 pub const MAX_BATCH_RECORDS: usize = 16_384;
 /// Appends waiting for the writer before callers are held back.
 pub const QUEUE_CAPACITY: usize = 8192;
+/// Appends in one group from which [`Reserved::append_group`] prepares them in parallel.
+pub const PARALLEL_PRECHECK: usize = 64;
 /// Longest idempotency key, bytes.
 pub const MAX_KEY_BYTES: usize = 256;
 
@@ -332,7 +334,14 @@ impl Reserved {
         self,
         appends: Vec<Append>,
     ) -> Result<Vec<impl std::future::Future<Output = Result<Appended>> + use<>>> {
-        let appends = appends.into_iter().map(|a| self.ledger.precheck(a)).collect::<Result<Vec<_>>>()?;
+        // A large group is checked and hashed on all cores (a settlement batch is
+        // thousands of records); a small one on the caller's thread.
+        let appends = if appends.len() >= PARALLEL_PRECHECK {
+            use rayon::prelude::*;
+            appends.into_par_iter().map(|a| self.ledger.precheck(a)).collect::<Result<Vec<_>>>()?
+        } else {
+            appends.into_iter().map(|a| self.ledger.precheck(a)).collect::<Result<Vec<_>>>()?
+        };
         let mut items = Vec::with_capacity(appends.len());
         let mut rxs = Vec::with_capacity(appends.len());
         for a in appends {
@@ -1058,25 +1067,30 @@ impl Writer {
 
     fn process(&mut self, cmds: &mut Vec<Cmd>) {
         let s = self.inner.stores.clone();
-        let mut batch = s.db.batch().durability(Some(self.persist));
-        let mut replies: Vec<Reply> = Vec::with_capacity(cmds.len());
-        let mut pending_keys: HashMap<Vec<u8>, KeyEntry> = HashMap::new();
-        let mut new_nodes: Vec<((u32, u64), Hash)> = Vec::new();
-        let start = (self.chain, self.frontier.clone(), self.open_tile.clone());
         let mut after: Vec<Cmd> = Vec::new();
-        let mut appends = Vec::new();
+        let mut appends = Vec::with_capacity(cmds.len());
         for cmd in cmds.drain(..) {
             match cmd {
                 Cmd::Append(v) => appends.extend(v),
                 other => after.push(other),
             }
         }
+        // Sized up front: a batch of thousands of records otherwise grows (and copies)
+        // its item list and the key map a dozen times.
+        let n_records: usize = appends.iter().map(|(a, _): &(Prepared, _)| a.records.len()).sum();
+        let mut batch = fjall::OwnedWriteBatch::with_capacity(s.db.clone(), n_records + appends.len() + 8)
+            .durability(Some(self.persist));
+        let mut replies: Vec<Reply> = Vec::with_capacity(appends.len());
+        // Keys appended in this batch, by the stored key itself (one copy, shared).
+        let mut pending_keys: HashMap<fjall::Slice, KeyEntry> = HashMap::with_capacity(appends.len());
+        let mut new_nodes: Vec<((u32, u64), Hash)> = Vec::new();
+        let start = (self.chain, self.frontier.clone(), self.open_tile.clone());
         for (a, reply) in appends {
             if self.inner.poisoned.load(Ordering::Acquire) {
                 replies.push((reply, Err(LedgerError::Poisoned)));
                 continue;
             }
-            let existing = match pending_keys.get(&a.key) {
+            let existing = match pending_keys.get(a.key.as_slice()) {
                 Some(e) => Some(*e),
                 None => match s.keys.get(&a.key) {
                     Ok(v) => v.and_then(|v| KeyEntry::decode(&v)),
@@ -1128,8 +1142,9 @@ impl Writer {
             }
             let appended = Appended { first_seq, count, chain: self.chain, replayed: false };
             let entry = KeyEntry { content_hash: a.content_hash, appended };
-            batch.insert(&s.keys, a.key.clone(), entry.encode());
-            pending_keys.insert(a.key, entry);
+            let key = fjall::Slice::from(a.key);
+            batch.insert(&s.keys, key.clone(), entry.encode());
+            pending_keys.insert(key, entry);
             if let Some(p) = a.projection {
                 let mut v = Vec::with_capacity(8 + p.state.len());
                 v.extend_from_slice(&(self.frontier.size - 1).to_be_bytes());
