@@ -58,7 +58,10 @@ pub fn sign_decisions(decisions: Vec<Decision>, key: &SigningKey) -> Vec<Vec<Rea
         .into_par_iter()
         .map(|d| {
             let mut out = Vec::with_capacity(1 + d.outputs.len());
-            out.push(ready(d.fact));
+            out.push(match d.fact_bytes {
+                Some(bytes) => Ready { kind: d.fact.event.kind(), version: d.fact.v, bytes, envelope: d.fact },
+                None => ready(d.fact),
+            });
             for o in d.outputs {
                 let mut env = o.envelope;
                 match o.sign {

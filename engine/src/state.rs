@@ -377,6 +377,9 @@ pub struct Decision {
     pub fact: Envelope,
     /// Derived events, in log order after the fact.
     pub outputs: Vec<Output>,
+    /// The fact's canonical bytes, when deciding needed them (their hash is in every
+    /// mandate the fact caused), so they are not made twice.
+    pub fact_bytes: Option<Vec<u8>>,
 }
 
 fn month_key(prefix: &str, t: DateTime<Utc>) -> String {
@@ -508,13 +511,21 @@ impl Engine {
         if !env.event.is_fact() {
             return Err(Rejection::NotAFact(env.event.kind()));
         }
-        let mut d = Decider { cfg: &self.cfg, st: &self.state, env: &env, seq, outputs: Vec::new(), event_hash: None };
+        let mut d = Decider {
+            cfg: &self.cfg,
+            st: &self.state,
+            env: &env,
+            seq,
+            outputs: Vec::new(),
+            event_hash: None,
+            fact_bytes: None,
+        };
         let apply = d.run()?;
-        let outputs = d.outputs;
+        let (outputs, fact_bytes) = (d.outputs, d.fact_bytes);
         apply(&mut self.state);
         let now = self.state.now.map_or(env.at, |n| n.max(env.at));
         self.state.now = Some(now);
-        Ok(Decision { seq, fact: env, outputs })
+        Ok(Decision { seq, fact: env, outputs, fact_bytes })
     }
 }
 
@@ -531,6 +542,7 @@ struct Decider<'a> {
     seq: u64,
     outputs: Vec<Output>,
     event_hash: Option<String>,
+    fact_bytes: Option<Vec<u8>>,
 }
 
 impl Decider<'_> {
@@ -541,8 +553,13 @@ impl Decider<'_> {
 
     fn event_hash(&mut self) -> String {
         use sha2::Digest;
-        let env = self.env;
-        self.event_hash.get_or_insert_with(|| hex::encode(sha2::Sha256::digest(env.to_bytes()))).clone()
+        if let Some(h) = &self.event_hash {
+            return h.clone();
+        }
+        let bytes = self.env.to_bytes();
+        let h = hex::encode(sha2::Sha256::digest(&bytes));
+        self.fact_bytes = Some(bytes);
+        self.event_hash.get_or_insert(h).clone()
     }
 
     fn open_mandate(&mut self, spec: &ProgramSpec, version: u32, payees: Vec<String>) -> String {
