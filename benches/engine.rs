@@ -93,34 +93,36 @@ fn bench(c: &mut Criterion) {
     }
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let mut n = 0u64;
-    // As `settle serve` runs it: a batch is decided while the one before it is signed on
-    // all cores (only deciding holds the sequencer), batches enqueue in decision order,
-    // and the next is decided and signed while the previous one is being committed.
-    let sign = |ds: Vec<settle_engine::Decision>, key: SigningKey| {
-        std::thread::spawn(move || {
-            let firsts: Vec<u64> = ds.iter().map(|d| d.seq).collect();
-            sign_decisions(ds, &key)
-                .into_iter()
-                .zip(firsts)
-                .map(|(recs, first)| Append {
-                    key: format!("c{first}").into_bytes(),
-                    content_hash: [0; 32],
-                    records: recs
-                        .into_iter()
-                        .map(|r| NewRecord { kind: r.kind.into(), version: r.version, event: r.bytes })
-                        .collect(),
-                    expected_seq: Some(first),
-                    projection: None,
-                })
-                .collect::<Vec<Append>>()
-        })
-    };
+    // As `settle serve` runs it: the next batch is decided and signed while the previous
+    // one is being committed (at most two batches in flight).
     g.bench_function("settle_conversion_full_2_cores", |b| {
         b.iter_custom(|iters| {
             let start = std::time::Instant::now();
             let mut in_flight: std::collections::VecDeque<Vec<_>> = std::collections::VecDeque::new();
-            let mut signing: Option<std::thread::JoinHandle<Vec<Append>>> = None;
-            let enqueue = |appends: Vec<Append>, in_flight: &mut std::collections::VecDeque<Vec<_>>| {
+            for _ in 0..iters {
+                let mut ds = Vec::with_capacity(usize::try_from(BATCH).unwrap());
+                for _ in 0..BATCH {
+                    n += 1;
+                    let d = engine.decide(fixtures::env(seq, fixtures::conversion(1_000_000 + n)), seq).unwrap();
+                    seq += 1 + d.outputs.len() as u64;
+                    ds.push(d);
+                }
+                let firsts: Vec<u64> = ds.iter().map(|d| d.seq).collect();
+                let signed = sign_decisions(ds, &key);
+                let appends: Vec<Append> = signed
+                    .into_iter()
+                    .zip(firsts)
+                    .map(|(recs, first)| Append {
+                        key: format!("c{first}").into_bytes(),
+                        content_hash: [0; 32],
+                        records: recs
+                            .into_iter()
+                            .map(|r| NewRecord { kind: r.kind.into(), version: r.version, event: r.bytes })
+                            .collect(),
+                        expected_seq: Some(first),
+                        projection: None,
+                    })
+                    .collect();
                 in_flight.push_back(ledger.reserve_blocking().unwrap().append_group(appends).unwrap());
                 if in_flight.len() > 1 {
                     let futs = in_flight.pop_front().unwrap();
@@ -130,22 +132,6 @@ fn bench(c: &mut Criterion) {
                         }
                     });
                 }
-            };
-            for _ in 0..iters {
-                let mut ds = Vec::with_capacity(usize::try_from(BATCH).unwrap());
-                for _ in 0..BATCH {
-                    n += 1;
-                    let d = engine.decide(fixtures::env(seq, fixtures::conversion(1_000_000 + n)), seq).unwrap();
-                    seq += 1 + d.outputs.len() as u64;
-                    ds.push(d);
-                }
-                if let Some(h) = signing.take() {
-                    enqueue(h.join().unwrap(), &mut in_flight);
-                }
-                signing = Some(sign(ds, key.clone()));
-            }
-            if let Some(h) = signing.take() {
-                enqueue(h.join().unwrap(), &mut in_flight);
             }
             for futs in in_flight {
                 rt.block_on(async {

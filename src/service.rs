@@ -3,15 +3,13 @@
 //! decide (sequential, pure engine) → sign (parallel, order-preserving) → append (group
 //! commit, one sync per batch) → acknowledge. A fact is decided against the sequence
 //! number it will get; the ledger checks that with `expected_seq`, so engine state and
-//! log can never drift apart. Only deciding holds the sequencer: a submission signs
-//! outside it (so the next one decides meanwhile) and then waits for its turn, taken when
-//! it was decided, to enqueue, so groups reach the ledger in decision order. Retries are answered from the idempotency index (or from
+//! log can never drift apart. Retries are answered from the idempotency index (or from
 //! the in-flight table while the original is not yet durable): nothing is paid twice.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -28,8 +26,6 @@ use crate::keystore::KeyFile;
 pub const PROJECTION: &str = "engine.v2";
 /// Most facts in one submitted batch.
 pub const MAX_BATCH: usize = 1000;
-/// Decided facts from which a submission signs without holding the sequencer.
-pub const SIGN_OUTSIDE_SEQUENCER: usize = 64;
 
 /// A fact to record.
 #[derive(Debug, Clone)]
@@ -85,41 +81,6 @@ struct Sequencer {
     engine: Engine,
     next: u64,
     inflight: HashMap<String, InFlight>,
-    /// Turns handed out to decided submissions (see [`Turns`]).
-    turns: u64,
-}
-
-/// The order in which decided submissions enqueue their appends: the turn now allowed.
-#[derive(Default)]
-struct Turns {
-    next: Mutex<u64>,
-    changed: Condvar,
-}
-
-/// A decided submission's turn. It waits for the turns before it and passes its own on
-/// when dropped, whatever happens in between (an error or a panic while signing), so no
-/// later submission waits forever and the order is kept.
-struct Turn<'a> {
-    turns: &'a Turns,
-    turn: u64,
-}
-
-impl Turn<'_> {
-    /// Waits until the submissions decided before this one have enqueued.
-    fn wait(&self) {
-        let mut n = self.turns.next.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        while *n != self.turn {
-            n = self.turns.changed.wait(n).unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
-    }
-}
-
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        self.wait();
-        *self.turns.next.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
-        self.turns.changed.notify_all();
-    }
 }
 
 /// The service.
@@ -127,7 +88,6 @@ pub struct Service {
     ledger: Ledger,
     key: SigningKey,
     seq: Mutex<Sequencer>,
-    turns: Turns,
     failed: AtomicBool,
 }
 
@@ -169,8 +129,7 @@ impl Service {
         Ok(Arc::new(Self {
             ledger,
             key,
-            seq: Mutex::new(Sequencer { engine, next, inflight: HashMap::new(), turns: 0 }),
-            turns: Turns::default(),
+            seq: Mutex::new(Sequencer { engine, next, inflight: HashMap::new() }),
             failed: AtomicBool::new(false),
         }))
     }
@@ -254,29 +213,16 @@ impl Service {
                 }
             }
         }
-        // Sign on all cores, then enqueue as one group (one commit) when this submission's
-        // turn comes. A large submission signs outside the sequencer, so the next one
-        // decides meanwhile; a small one keeps it (measured: single conversions' latency
-        // tail doubled when they, too, let go of it).
-        let turn = Turn { turns: &self.turns, turn: sq.turns };
-        sq.turns += 1;
-        let firsts: Vec<u64> = owners.iter().map(|(_, key, _)| sq.inflight[key].first_seq).collect();
-        let _sequencer = if decisions.len() >= SIGN_OUTSIDE_SEQUENCER { None } else { Some(sq) };
+        // Sign on all cores, then enqueue in decision order as one group (one commit).
         let signed = sign_decisions(decisions, &self.key);
         let mut appends = Vec::with_capacity(signed.len());
         let mut metas = Vec::with_capacity(signed.len());
-        for (((slot, key, h), records), first) in owners.into_iter().zip(signed).zip(firsts) {
+        for ((slot, key, h), records) in owners.into_iter().zip(signed) {
+            let first = sq.inflight[&key].first_seq;
             metas.push((slot, first, records.iter().map(|r| r.envelope.clone()).collect::<Vec<Envelope>>()));
             appends.push(to_append(&key, h, first, records));
         }
-        turn.wait();
-        if self.failed.load(Ordering::Acquire) {
-            // An earlier submission failed after deciding: the engine is ahead of the log.
-            let err = SubmitError::Storage("the service stopped after a storage failure; restart it".into());
-            for (slot, _, _) in metas {
-                slots[slot] = Some(Prepared::Done(Err(err.clone())));
-            }
-        } else if !appends.is_empty() {
+        if !appends.is_empty() {
             match reserved.append_group(appends) {
                 Ok(futs) => {
                     for ((slot, first, envs), f) in metas.into_iter().zip(futs) {
