@@ -56,8 +56,16 @@ fn bench(c: &mut Criterion) {
         });
     });
 
-    // Raw signing bound: 3 signatures per conversion on both cores, same payload size.
+    // Canonical bytes of the records a conversion writes: the mandate event (carrying its
+    // signed JWS) is the largest.
     let key = SigningKey::from_seed(&[3; 32]);
+    let (mut fresh, at) = fixtures::engine_with_chain();
+    let d = fresh.decide(fixtures::env(at, fixtures::conversion(0)), at).unwrap();
+    let signed = sign_decisions(vec![d], &key).remove(0);
+    let issued = signed.iter().find(|r| r.kind == "mandate_issued").unwrap().envelope.clone();
+    g.bench_function("canonical_bytes_mandate_issued", |b| b.iter(|| std::hint::black_box(&issued).to_bytes()));
+
+    // Raw signing bound: 3 signatures per conversion on both cores, same payload size.
     let dalek = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
     let payload = settle_mandates::jcs::to_vec(&fixtures::mandate(1)).unwrap();
     g.sample_size(10).measurement_time(Duration::from_secs(8));

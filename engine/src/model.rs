@@ -624,23 +624,6 @@ pub fn accepts(kind: &str, version: u32) -> bool {
     EVENT_TYPES.iter().any(|(k, v)| *k == kind && *v == version)
 }
 
-/// [`Envelope`] with its members declared in RFC 8785 order (`type` and `data` are the
-/// event's tag and content, flattened into the envelope).
-#[derive(Serialize)]
-struct SortedEnvelope<'a> {
-    at: &'a DateTime<Utc>,
-    by: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cause: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<serde_json::Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    key: Option<&'a str>,
-    #[serde(rename = "type")]
-    kind: &'a str,
-    v: u32,
-}
-
 /// An event as stored: the envelope (RFC 8785 canonical JSON of this is the leaf).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -665,29 +648,7 @@ impl Envelope {
     /// Canonical bytes.
     #[must_use]
     pub fn to_bytes(&self) -> Vec<u8> {
-        // The envelope's members written in canonical (sorted) order, the event's data as
-        // a JSON value (whose objects keep their members sorted), so the compact output is
-        // already RFC 8785 and `jcs::to_vec` takes it after one check instead of parsing
-        // and rewriting it. Same bytes as canonicalising the envelope itself (a test holds
-        // the two together). Events hold no floats and only string keys.
-        let sorted = serde_json::to_value(&self.event).ok().map(|v| match v {
-            serde_json::Value::Object(mut m) => (m.remove("type"), m.remove("data"), m.is_empty()),
-            _ => (None, None, false),
-        });
-        if let Some((Some(serde_json::Value::String(kind)), data, true)) = sorted {
-            let s = SortedEnvelope {
-                at: &self.at,
-                by: &self.by,
-                cause: self.cause,
-                data,
-                key: self.key.as_deref(),
-                kind: &kind,
-                v: self.v,
-            };
-            if let Ok(b) = settle_mandates::jcs::to_vec(&s) {
-                return b;
-            }
-        }
+        // Events hold no floats and only string keys: always canonicalisable.
         settle_mandates::jcs::to_vec(self).unwrap_or_else(|e| unreachable!("{e}"))
     }
 

@@ -45,8 +45,10 @@ fn token_of(env: &Envelope) -> Option<&str> {
     }
 }
 
-fn ready(envelope: Envelope) -> Ready {
-    Ready { kind: envelope.event.kind(), version: envelope.v, bytes: envelope.to_bytes(), envelope }
+/// The record of `envelope`, with its canonical bytes if they were already made.
+fn ready(envelope: Envelope, bytes: Option<Vec<u8>>) -> Ready {
+    let bytes = bytes.unwrap_or_else(|| envelope.to_bytes());
+    Ready { kind: envelope.event.kind(), version: envelope.v, bytes, envelope }
 }
 
 /// Signs every decision's mandates on all cores (the bytes signed are fixed before
@@ -58,10 +60,7 @@ pub fn sign_decisions(decisions: Vec<Decision>, key: &SigningKey) -> Vec<Vec<Rea
         .into_par_iter()
         .map(|d| {
             let mut out = Vec::with_capacity(1 + d.outputs.len());
-            out.push(match d.fact_bytes {
-                Some(bytes) => Ready { kind: d.fact.event.kind(), version: d.fact.v, bytes, envelope: d.fact },
-                None => ready(d.fact),
-            });
+            out.push(ready(d.fact, d.fact_bytes));
             for o in d.outputs {
                 let mut env = o.envelope;
                 match o.sign {
@@ -69,7 +68,7 @@ pub fn sign_decisions(decisions: Vec<Decision>, key: &SigningKey) -> Vec<Vec<Rea
                     Some(ToSign::Open(m)) => fill(&mut env, m.sign(key)),
                     None => {}
                 }
-                out.push(ready(env));
+                out.push(ready(env, None));
             }
             out
         })

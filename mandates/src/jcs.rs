@@ -30,7 +30,9 @@ pub fn to_vec<T: Serialize>(value: &T) -> Result<Vec<u8>, JcsError> {
     if already_canonical(&compact) {
         return Ok(compact);
     }
-    let v = serde_json::from_slice::<Value>(&compact)?;
+    // Otherwise the value as a JSON tree (taken from the value itself, not by parsing
+    // the compact bytes again), written member by member in canonical order.
+    let v = serde_json::to_value(value)?;
     let mut out = Vec::with_capacity(512);
     if direct(&v, &mut out)? { Ok(out) } else { Ok(serde_json_canonicalizer::to_vec(&v)?) }
 }
