@@ -152,8 +152,16 @@ struct Pending {
     partner: String,
     payload: ReceiptPayload,
     mandate: String,
-    leaf: Vec<u8>,
+    /// The record's bytes, shared by every receipt of a settlement (one per mandate it
+    /// names): a copy each would make a chunk's memory grow with the square of a payout.
+    leaf: std::sync::Arc<[u8]>,
 }
+
+/// Receipts signed and written together: at most this many, and ...
+const RECEIPT_CHUNK: usize = 2048;
+/// ... at most this many leaf bytes (each receipt carries its leaf in base64, so a chunk
+/// of receipts of large settlements is written before it grows large).
+const RECEIPT_CHUNK_BYTES: usize = 8 << 20;
 
 /// Builds every receipt the log holds against checkpoint `cp`, calling `out` with
 /// (partner, receipt) in log order. Signing runs on all cores in chunks.
@@ -168,6 +176,7 @@ pub fn receipts(
     let iat = receipt_iat(cp.checkpoint.time, key_valid_from);
     let mut n = 0u64;
     let mut chunk: Vec<Pending> = Vec::new();
+    let mut chunk_bytes = 0usize;
     let flush = |chunk: &mut Vec<Pending>, out: &mut dyn FnMut(&str, &ReceiptDocument) -> Result<()>| -> Result<u64> {
         let docs: Vec<Result<(String, ReceiptDocument)>> = chunk
             .par_drain(..)
@@ -213,11 +222,13 @@ pub fn receipts(
             | Event::ClawbackIssued { mandate_id, partner, mandate, .. } => {
                 let payload =
                     receipt_payload(vendor, iat, cp, ReceiptKind::MandateRecorded, r.seq, &mandate, &mandate_id, None);
-                chunk.push(Pending { partner, payload, mandate, leaf: r.event.clone() });
+                chunk_bytes += r.event.len();
+                chunk.push(Pending { partner, payload, mandate, leaf: r.event.as_slice().into() });
             }
             Event::SettlementConfirmed { rail, confirmation_id, mandate_ids, .. }
             | Event::SettlementFailed { rail, error: confirmation_id, mandate_ids, .. } => {
                 let ok = r.kind == "settlement_confirmed";
+                let leaf: std::sync::Arc<[u8]> = r.event.as_slice().into();
                 for id in &mandate_ids {
                     let Some((mandate, partner)) = token_of(id)? else {
                         bail!("settlement at seq {} names unknown mandate {id}", r.seq)
@@ -233,13 +244,19 @@ pub fn receipts(
                         id,
                         Some((&rail, &confirmation_id, ok)),
                     );
-                    chunk.push(Pending { partner, payload, mandate, leaf: r.event.clone() });
+                    chunk_bytes += leaf.len();
+                    chunk.push(Pending { partner, payload, mandate, leaf: leaf.clone() });
+                    if chunk.len() >= RECEIPT_CHUNK || chunk_bytes >= RECEIPT_CHUNK_BYTES {
+                        n += flush(&mut chunk, &mut out)?;
+                        chunk_bytes = 0;
+                    }
                 }
             }
             _ => {}
         }
-        if chunk.len() >= 2048 {
+        if chunk.len() >= RECEIPT_CHUNK || chunk_bytes >= RECEIPT_CHUNK_BYTES {
             n += flush(&mut chunk, &mut out)?;
+            chunk_bytes = 0;
         }
     }
     n += flush(&mut chunk, &mut out)?;
@@ -1026,21 +1043,34 @@ pub fn verify_files(jwks: &Path, files: &[PathBuf]) -> Result<u64> {
     let mut verifier = ReceiptVerifier::new(&ring, None);
     let mut n = 0;
     for f in files {
-        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
-        let docs: Vec<(usize, Result<ReceiptDocument, serde_json::Error>)> =
-            match serde_json::from_str::<ReceiptDocument>(&text) {
-                Ok(d) => vec![(1, Ok(d))],
-                Err(_) => text
+        // A file is one receipt (possibly pretty-printed) or JSON Lines of receipts, read
+        // as it is verified: a partner's file of receipts can be larger than memory.
+        let open = || File::open(f).with_context(|| format!("cannot read {}", f.display()));
+        let mut first = String::new();
+        BufReader::new(open()?).read_line(&mut first).with_context(|| format!("cannot read {}", f.display()))?;
+        let one_line = serde_json::from_str::<ReceiptDocument>(&first).is_ok();
+        let docs: Box<dyn Iterator<Item = (usize, Result<ReceiptDocument>)>> = if one_line || first.trim().is_empty() {
+            Box::new(
+                BufReader::new(open()?)
                     .lines()
                     .enumerate()
-                    .filter(|(_, l)| !l.trim().is_empty())
-                    .map(|(i, l)| (i + 1, serde_json::from_str(l)))
-                    .collect(),
-            };
-        if docs.is_empty() {
+                    .filter(|(_, l)| l.as_ref().map_or(true, |l| !l.trim().is_empty()))
+                    .map(|(i, l)| {
+                        let doc = l
+                            .with_context(|| format!("cannot read {}", f.display()))
+                            .and_then(|l| serde_json::from_str(&l).map_err(anyhow::Error::from));
+                        (i + 1, doc)
+                    }),
+            )
+        } else {
+            let doc = serde_json::from_reader(BufReader::new(open()?)).map_err(anyhow::Error::from);
+            Box::new(std::iter::once((1, doc)))
+        };
+        let mut docs = docs.peekable();
+        if docs.peek().is_none() {
             bail!("{}: no receipts", f.display());
         }
-        let docs = docs.into_iter().map(|(line, d)| {
+        let docs = docs.map(|(line, d)| {
             d.map(|d| (line, d)).map_err(|e| anyhow::anyhow!("{}:{line}: not a receipt: {e}", f.display()))
         });
         n += verify_receipt_run(&mut verifier, docs, |line, _, verified| {
