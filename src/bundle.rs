@@ -473,7 +473,7 @@ pub fn statements(
                         push(
                             &hop.partner,
                             "hold_released",
-                            c.id.clone(),
+                            c.id.to_string(),
                             id.clone(),
                             hop.amount - hop.clawed,
                             c.pool.currency(),

@@ -354,7 +354,7 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
                 for (cs, c) in &s.conversions {
                     for (h, hop) in c.hops.iter().enumerate() {
                         if hop.status == HopStatus::Payable {
-                            m.entry(hop.partner.clone()).or_default().push(c.mandate_id(*cs, h));
+                            m.entry(hop.partner.to_string()).or_default().push(c.mandate_id(*cs, h));
                         }
                     }
                 }

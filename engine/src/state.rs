@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use compact_str::CompactString;
+
 use chrono::{DateTime, Datelike, Duration, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -141,15 +143,15 @@ pub struct Agent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lead {
     /// Program.
-    pub program: String,
+    pub program: CompactString,
     /// Customer key.
-    pub customer: String,
+    pub customer: CompactString,
     /// Referral chain, originator first.
-    pub chain: Vec<String>,
+    pub chain: Vec<CompactString>,
     /// Registered at.
     pub registered_at: DateTime<Utc>,
     /// The owning lead when this one is a duplicate.
-    pub duplicate_of: Option<String>,
+    pub duplicate_of: Option<CompactString>,
 }
 
 /// Where one hop's money is.
@@ -170,7 +172,7 @@ pub enum HopStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hop {
     /// Payee.
-    pub partner: String,
+    pub partner: CompactString,
     /// Amount of the mandate, minor units.
     pub amount: i64,
     /// Clawed back so far, minor units.
@@ -185,9 +187,9 @@ pub struct Hop {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Conversion {
     /// Conversion id.
-    pub id: String,
+    pub id: CompactString,
     /// Program.
-    pub program: String,
+    pub program: CompactString,
     /// Rule version used.
     pub rule_version: u32,
     /// Revenue in its own currency, minor units.
@@ -320,13 +322,13 @@ pub struct State {
     /// Agents.
     pub agents: BTreeMap<String, Agent>,
     /// Leads.
-    pub leads: BTreeMap<String, Lead>,
+    pub leads: BTreeMap<CompactString, Box<Lead>>,
     /// Owning lead by `program \u{1f} customer`.
-    pub owners: BTreeMap<String, String>,
+    pub owners: BTreeMap<CompactString, CompactString>,
     /// Conversions by the sequence of their fact.
-    pub conversions: BTreeMap<u64, Conversion>,
+    pub conversions: BTreeMap<u64, Box<Conversion>>,
     /// Conversion sequence by id.
-    pub conversion_ids: BTreeMap<String, u64>,
+    pub conversion_ids: BTreeMap<CompactString, u64>,
     /// Held conversions by end of hold: payable_at → conversion seqs.
     pub holds: BTreeMap<i64, Vec<u64>>,
     /// Balances by partner.
@@ -772,7 +774,7 @@ impl Decider<'_> {
         }
         let prog = self.st.program(&program)?;
         self.st.active_partner(&partner, &program)?;
-        if self.st.leads.contains_key(&lead) {
+        if self.st.leads.contains_key(lead.as_str()) {
             return Err(Rejection::Conflict(format!("lead '{lead}' already exists")));
         }
         let window = Duration::days(i64::from(prog.latest().spec.attribution_window_days));
@@ -780,8 +782,8 @@ impl Decider<'_> {
         let owner = self
             .st
             .owners
-            .get(&okey)
-            .and_then(|l| self.st.leads.get(l).map(|x| (l.clone(), x)))
+            .get(okey.as_str())
+            .and_then(|l| self.st.leads.get(l).map(|x| (l.to_string(), x)))
             .filter(|(_, x)| x.registered_at + window > at)
             .map(|(l, _)| l);
         let chain = vec![partner];
@@ -800,24 +802,27 @@ impl Decider<'_> {
         );
         Ok(Box::new(move |s| {
             if dup.is_none() {
-                s.owners.insert(okey, lead.clone());
+                s.owners.insert(okey.into(), lead.as_str().into());
             }
-            s.leads.insert(lead, Lead { program, customer, chain, registered_at: at, duplicate_of: dup });
+            let (program, customer) = (program.into(), customer.into());
+            let chain = chain.into_iter().map(CompactString::from).collect();
+            let duplicate_of = dup.map(CompactString::from);
+            s.leads.insert(lead.into(), Box::new(Lead { program, customer, chain, registered_at: at, duplicate_of }));
         }))
     }
 
     fn lead_handed_off(&mut self, lead: String, from: String, to: String) -> Result<Apply, Rejection> {
-        let l = self.st.leads.get(&lead).ok_or_else(|| Rejection::NotFound(format!("lead '{lead}'")))?;
+        let l = self.st.leads.get(lead.as_str()).ok_or_else(|| Rejection::NotFound(format!("lead '{lead}'")))?;
         if let Some(o) = &l.duplicate_of {
             return Err(Rejection::Invalid(format!("lead '{lead}' is a duplicate of '{o}' and cannot be handed off")));
         }
-        if l.chain.last() != Some(&from) {
+        if l.chain.last().map(CompactString::as_str) != Some(from.as_str()) {
             return Err(Rejection::Invalid(format!(
                 "'{from}' does not hold lead '{lead}' (its last hop is '{}')",
-                l.chain.last().map_or("", String::as_str)
+                l.chain.last().map_or("", CompactString::as_str)
             )));
         }
-        if l.chain.contains(&to) {
+        if l.chain.iter().any(|p| *p == to) {
             return Err(Rejection::Invalid(format!(
                 "handing lead '{lead}' to '{to}' would make a referral cycle (already in the chain)"
             )));
@@ -829,15 +834,15 @@ impl Decider<'_> {
         }
         self.st.active_partner(&from, &l.program)?;
         self.st.active_partner(&to, &l.program)?;
-        let mut chain = l.chain.clone();
+        let mut chain: Vec<String> = l.chain.iter().map(ToString::to_string).collect();
         chain.push(to);
         self.derived(
             Event::LeadOutcome { lead: lead.clone(), outcome: "handed_off".into(), owner: None, chain: chain.clone() },
             None,
         );
         Ok(Box::new(move |s| {
-            if let Some(l) = s.leads.get_mut(&lead) {
-                l.chain = chain;
+            if let Some(l) = s.leads.get_mut(lead.as_str()) {
+                l.chain = chain.into_iter().map(CompactString::from).collect();
             }
         }))
     }
@@ -860,20 +865,21 @@ impl Decider<'_> {
                 self.env.at
             )));
         }
-        if self.st.conversion_ids.contains_key(&id) {
+        if self.st.conversion_ids.contains_key(id.as_str()) {
             return Err(Rejection::Conflict(format!("conversion '{id}' is already recorded")));
         }
         if fx.is_some_and(|r| r <= Decimal::ZERO) {
             return Err(Rejection::Invalid("fx rate must be positive".into()));
         }
-        let lead = self.st.leads.get(&lead_id).ok_or_else(|| Rejection::NotFound(format!("lead '{lead_id}'")))?;
+        let lead =
+            self.st.leads.get(lead_id.as_str()).ok_or_else(|| Rejection::NotFound(format!("lead '{lead_id}'")))?;
         let prog = self.st.program(&lead.program)?;
         let rv = prog.rules_at(occurred_at).clone();
         let spec = &rv.spec;
         let seq = self.seq;
         let zero = Amount::zero(spec.currency);
         let mut conv = Conversion {
-            id: id.clone(),
+            id: id.as_str().into(),
             program: lead.program.clone(),
             rule_version: rv.version,
             revenue,
@@ -886,7 +892,7 @@ impl Decider<'_> {
         let no = |this: &mut Self, conv: Conversion, outcome: &str, reason: String| -> Result<Apply, Rejection> {
             this.derived(
                 Event::ConversionOutcome {
-                    conversion: conv.id.clone(),
+                    conversion: conv.id.to_string(),
                     outcome: outcome.into(),
                     reason: Some(reason),
                     pool: conv.pool,
@@ -897,7 +903,7 @@ impl Decider<'_> {
             let cid = conv.id.clone();
             Ok(Box::new(move |s: &mut State| {
                 s.conversion_ids.insert(cid, seq);
-                s.conversions.insert(seq, conv);
+                s.conversions.insert(seq, Box::new(conv));
             }))
         };
         if let Some(o) = &lead.duplicate_of {
@@ -943,7 +949,7 @@ impl Decider<'_> {
                 .ok_or_else(|| Rejection::Invalid("revenue × fx rate is out of range".into()))?;
             Amount::from_decimal(converted, spec.currency, spec.pool_rounding)?.minor_units()
         };
-        let chain = lead.chain.clone();
+        let chain: Vec<String> = lead.chain.iter().map(ToString::to_string).collect();
         // A suspended partner holds the deal before its pool is computed (the outcome's
         // pool is zero, as it always was); a suspension is never lifted, so there is no
         // split to keep for a release.
@@ -1033,6 +1039,8 @@ impl Decider<'_> {
         let status = if spec.holding_days == 0 { HopStatus::Payable } else { HopStatus::Held };
         let log = LogRef { seq, event_hash: self.event_hash() };
         let n = deal.chain.len();
+        // Exactly as many hops as the chain has: the state keeps them for the deal's life.
+        conv.hops.reserve_exact(n);
         for (i, (partner, amount)) in deal.chain.iter().zip(&deal.parts).enumerate() {
             let mid = mandate_id(seq, i);
             let amt = Amount::from_minor(*amount, spec.currency)?;
@@ -1047,11 +1055,11 @@ impl Decider<'_> {
                 iat: ts(self.env.at),
                 execution_date: payable_at,
                 basis: MandateBasis {
-                    program: conv.program.clone(),
+                    program: conv.program.to_string(),
                     rule_version: rv.version,
                     rounding: spec.rounding_id(),
                     open_mandate: open.clone(),
-                    conversion: conv.id.clone(),
+                    conversion: conv.id.to_string(),
                     hop: u32::try_from(i).unwrap_or(u32::MAX),
                     hops: u32::try_from(n).unwrap_or(u32::MAX),
                     role: role_of(i, n).into(),
@@ -1066,11 +1074,11 @@ impl Decider<'_> {
                 Event::MandateIssued { mandate_id: mid, partner: partner.clone(), amount: amt, mandate: String::new() },
                 Some(ToSign::Mandate(Box::new(m))),
             );
-            conv.hops.push(Hop { partner: partner.clone(), amount: *amount, clawed: 0, status, payable_at });
+            conv.hops.push(Hop { partner: partner.as_str().into(), amount: *amount, clawed: 0, status, payable_at });
         }
         self.derived(
             Event::ConversionOutcome {
-                conversion: conv.id.clone(),
+                conversion: conv.id.to_string(),
                 outcome: "settled".into(),
                 reason: released.map(|r| format!("released from hold ({r})")),
                 pool,
@@ -1102,7 +1110,7 @@ impl Decider<'_> {
                 s.releases.insert(r, cs);
             }
             s.conversion_ids.insert(conv.id.clone(), cs);
-            s.conversions.insert(cs, conv);
+            s.conversions.insert(cs, Box::new(conv));
         }))
     }
 
@@ -1164,7 +1172,7 @@ impl Decider<'_> {
         // the increment is split over what each hop still holds (never more).
         let mut claws: Vec<(usize, i64)> = Vec::new();
         if !c.hops.is_empty() {
-            let spec = &self.st.programs[&c.program]
+            let spec = &self.st.programs[c.program.as_str()]
                 .versions
                 .iter()
                 .find(|v| v.version == c.rule_version)
@@ -1203,18 +1211,21 @@ impl Decider<'_> {
                 let m = Mandate {
                     vct: Mandate::vct_for(Direction::Clawback).into(),
                     transaction_id: cb.clone(),
-                    payee: Payee { id: h.partner.clone() },
+                    payee: Payee { id: h.partner.to_string() },
                     payment_amount: amt,
-                    payment_instrument: Instrument { kind: "settle.commission_account".into(), id: h.partner.clone() },
+                    payment_instrument: Instrument {
+                        kind: "settle.commission_account".into(),
+                        id: h.partner.to_string(),
+                    },
                     direction: Direction::Clawback,
                     iss: self.cfg.vendor.clone(),
                     iat: ts(self.env.at),
                     execution_date: ts(self.env.at),
                     basis: MandateBasis {
-                        program: c.program.clone(),
+                        program: c.program.to_string(),
                         rule_version: c.rule_version,
                         rounding: spec.rounding_id(),
-                        open_mandate: self.st.programs[&c.program].open_mandate.clone(),
+                        open_mandate: self.st.programs[c.program.as_str()].open_mandate.clone(),
                         conversion: conversion.clone(),
                         hop: u32::try_from(i).unwrap_or(u32::MAX),
                         hops: u32::try_from(n).unwrap_or(u32::MAX),
@@ -1230,7 +1241,7 @@ impl Decider<'_> {
                     Event::ClawbackIssued {
                         mandate_id: cb,
                         reverses: orig,
-                        partner: h.partner.clone(),
+                        partner: h.partner.to_string(),
                         amount: amt,
                         offset,
                         mandate: String::new(),

@@ -184,12 +184,12 @@ fn run(spec: ProgramSpec, hops: usize, ops: &[Op]) -> (Vec<(Envelope, u64)>, Eng
                 Event::ProgramAmended { spec, effective_from: t(w.day) }
             }
             Op::Release(i) => {
-                let held: Vec<&String> =
+                let held: Vec<&compact_str::CompactString> =
                     w.engine.state().conversions.values().filter(|c| c.held.is_some()).map(|c| &c.id).collect();
                 if held.is_empty() {
                     continue;
                 }
-                Event::ConversionReleased { conversion: held[i % held.len()].clone() }
+                Event::ConversionReleased { conversion: held[i % held.len()].to_string() }
             }
             _ => continue,
         };
