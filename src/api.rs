@@ -561,15 +561,15 @@ pub async fn mandates(
             };
             let mut v: Vec<(u64, usize)> = s
                 .conversions
-                .range(from..)
+                .iter_from(from)
                 .filter(|(_, c)| c.released_at.is_none())
-                .filter_map(|(cs, c)| hops(*cs, c))
+                .filter_map(|(cs, c)| hops(cs, &c))
                 .take(limit)
                 .collect();
             v.extend(
                 s.releases
                     .range(from..)
-                    .filter_map(|(r, cs)| s.conversions.get(cs).and_then(|c| hops(*r, c)))
+                    .filter_map(|(r, cs)| s.conversions.get(*cs).and_then(|c| hops(*r, &c)))
                     .take(limit),
             );
             v.sort_unstable();

@@ -122,10 +122,9 @@ pub struct Stats {
     batches: u64,
 }
 
+/// A lead the demo registered: `lead-{n}`, on `day`.
 struct Lead {
-    id: String,
-    program: usize,
-    chain: Vec<usize>,
+    n: u64,
     day: i64,
 }
 
@@ -205,7 +204,7 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
     );
     bar.set_message("settling");
     let mut leads: Vec<Lead> = Vec::new();
-    let mut converted: Vec<(String, i64)> = Vec::new(); // (conversion id, revenue)
+    let mut converted: Vec<(u64, i64)> = Vec::new(); // (n of conversion `deal-{n}`, revenue)
     let mut refunded = BTreeSet::new();
     let mut done = 0u64;
     let mut n_lead = 0u64;
@@ -275,11 +274,11 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
                     facts.push(handoff(i, &chain, chain[0], key()));
                 }
             }
-            leads.push(Lead { id, program, chain, day });
+            leads.push(Lead { n: n_lead, day });
         }
-        // Conversions on recent leads.
+        // Conversions on recent leads (registered in the last hundred days).
+        let recent = leads.iter().rposition(|l| l.day + 100 < day).map_or(0, |p| p + 1);
         for _ in 0..today {
-            let recent = leads.iter().rposition(|l| l.day + 100 < day).map_or(0, |p| p + 1);
             let l = &leads[rng.random_range(recent..leads.len())];
             done += 1;
             let revenue = rng.random_range(10_000..5_000_000i64);
@@ -291,15 +290,14 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
                 at(day, i),
                 Event::ConversionRecorded {
                     conversion: id.clone(),
-                    lead: l.id.clone(),
+                    lead: format!("lead-{}", l.n),
                     revenue: Amount::from_minor(revenue, usd)?,
                     occurred_at: at(day, i),
                     subscription_month: None,
                     fx: None,
                 },
             ));
-            converted.push((id, revenue));
-            let _ = (l.program, &l.chain);
+            converted.push((done, revenue));
         }
         // Refunds: 5% partial, 2% full, on earlier deals.
         for _ in 0..today {
@@ -311,7 +309,8 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
                 continue;
             }
             let k = rng.random_range(0..converted.len());
-            let (cid, rev) = converted.swap_remove(k);
+            let (n, rev) = converted.swap_remove(k);
+            let cid = format!("deal-{n}");
             refunded.insert(cid.clone());
             let size = if roll < 5 {
                 RefundSize::Amount(Amount::from_minor(rev * rng.random_range(10..60i64) / 100, usd)?)
@@ -351,10 +350,10 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
         if day % 7 == 6 {
             let payable: BTreeMap<String, Vec<String>> = svc.with_state(|s| {
                 let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
-                for (cs, c) in &s.conversions {
+                for (cs, c) in s.conversions.iter() {
                     for (h, hop) in c.hops.iter().enumerate() {
                         if hop.status == HopStatus::Payable {
-                            m.entry(hop.partner.to_string()).or_default().push(c.mandate_id(*cs, h));
+                            m.entry(hop.partner.to_string()).or_default().push(c.mandate_id(cs, h));
                         }
                     }
                 }
@@ -408,6 +407,7 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
         }
         bar.set_position(done);
     }
+    drop((leads, converted, refunded));
     let last = svc.ledger().size();
     let end_time = svc
         .ledger()

@@ -955,7 +955,7 @@ mod tests {
         };
         state.conversions.insert(
             100,
-            Box::new(Conversion {
+            &Conversion {
                 id: "C-100".into(),
                 program: "growth".into(),
                 rule_version: 1,
@@ -965,7 +965,7 @@ mod tests {
                 hops: vec![hop("p1", 40_000), hop("p2", 60_000)],
                 released_at: None,
                 held: None,
-            }),
+            },
         );
         let at: DateTime<Utc> = "2026-11-25T08:00:00Z".parse().expect("time");
         let env = |event| Envelope { v: 1, at, by: "engine".into(), key: None, cause: Some(100), event };

@@ -11,12 +11,14 @@
 //! - [`model`]: the events and the program rules (data, not code).
 //! - [`rules`]: the pool and its split ([`rules::allocate`]: largest remainder).
 //! - [`state`]: [`Engine::decide`], the one state transition.
+//! - [`table`]: the state's conversions, packed.
 //! - [`replay`]: signing decisions on all cores, and replaying a log to check it.
 
 pub mod model;
 pub mod replay;
 pub mod rules;
 pub mod state;
+pub mod table;
 
 pub use model::{Envelope, Event};
 pub use state::{Decision, Engine, EngineConfig, Rejection, State};

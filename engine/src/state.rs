@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use compact_str::CompactString;
 
+use crate::table::{Conversions, Leads};
+
 use chrono::{DateTime, Datelike, Duration, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -239,7 +241,8 @@ pub struct Batch {
     pub partner: String,
     /// Rail.
     pub rail: String,
-    /// Mandates, in the batch's order.
+    /// Mandates, in the batch's order, while the batch is open (emptied when it closes:
+    /// the log keeps them in the batch's fact).
     pub mandate_ids: Vec<String>,
     /// What the rail is to pay.
     pub amount: Amount,
@@ -322,11 +325,11 @@ pub struct State {
     /// Agents.
     pub agents: BTreeMap<String, Agent>,
     /// Leads.
-    pub leads: BTreeMap<CompactString, Box<Lead>>,
+    pub leads: Leads,
     /// Owning lead by `program \u{1f} customer`.
     pub owners: BTreeMap<CompactString, CompactString>,
     /// Conversions by the sequence of their fact.
-    pub conversions: BTreeMap<u64, Box<Conversion>>,
+    pub conversions: Conversions,
     /// Conversion sequence by id.
     pub conversion_ids: BTreeMap<CompactString, u64>,
     /// Held conversions by end of hold: payable_at → conversion seqs.
@@ -430,9 +433,9 @@ impl State {
     }
 
     /// A recorded conversion by id, with the sequence of its fact.
-    fn conversion(&self, id: &str) -> Result<(u64, &Conversion), Rejection> {
+    fn conversion(&self, id: &str) -> Result<(u64, Conversion), Rejection> {
         let cs = *self.conversion_ids.get(id).ok_or_else(|| Rejection::NotFound(format!("conversion '{id}'")))?;
-        Ok((cs, &self.conversions[&cs]))
+        Ok((cs, self.conversions.get(cs).unwrap_or_else(|| unreachable!("conversion '{id}' is indexed at {cs}"))))
     }
 
     fn active_partner(&self, id: &str, program: &str) -> Result<&Partner, Rejection> {
@@ -456,14 +459,14 @@ impl State {
 
     /// The conversion (by its sequence) and hop a payment mandate id names, if it exists.
     #[must_use]
-    pub fn mandate_hop(&self, id: &str) -> Option<(u64, usize, &Conversion)> {
+    pub fn mandate_hop(&self, id: &str) -> Option<(u64, usize, Conversion)> {
         let (s, i) = parse_mandate_id(id)?;
-        let (cs, c) = match self.conversions.get(&s) {
+        let (cs, c) = match self.conversions.get(s) {
             Some(c) if c.released_at.is_none() => (s, c),
             Some(_) => return None,
             None => {
                 let cs = *self.releases.get(&s)?;
-                (cs, self.conversions.get(&cs)?)
+                (cs, self.conversions.get(cs)?)
             }
         };
         c.hops.get(i)?;
@@ -807,7 +810,7 @@ impl Decider<'_> {
             let (program, customer) = (program.into(), customer.into());
             let chain = chain.into_iter().map(CompactString::from).collect();
             let duplicate_of = dup.map(CompactString::from);
-            s.leads.insert(lead.into(), Box::new(Lead { program, customer, chain, registered_at: at, duplicate_of }));
+            s.leads.insert(&lead, &Lead { program, customer, chain, registered_at: at, duplicate_of });
         }))
     }
 
@@ -841,9 +844,7 @@ impl Decider<'_> {
             None,
         );
         Ok(Box::new(move |s| {
-            if let Some(l) = s.leads.get_mut(lead.as_str()) {
-                l.chain = chain.into_iter().map(CompactString::from).collect();
-            }
+            s.leads.update(&lead, |l| l.chain = chain.into_iter().map(CompactString::from).collect());
         }))
     }
 
@@ -903,7 +904,7 @@ impl Decider<'_> {
             let cid = conv.id.clone();
             Ok(Box::new(move |s: &mut State| {
                 s.conversion_ids.insert(cid, seq);
-                s.conversions.insert(seq, Box::new(conv));
+                s.conversions.insert(seq, &conv);
             }))
         };
         if let Some(o) = &lead.duplicate_of {
@@ -1110,7 +1111,7 @@ impl Decider<'_> {
                 s.releases.insert(r, cs);
             }
             s.conversion_ids.insert(conv.id.clone(), cs);
-            s.conversions.insert(cs, Box::new(conv));
+            s.conversions.insert(cs, &conv);
         }))
     }
 
@@ -1252,15 +1253,20 @@ impl Decider<'_> {
         }
         Ok(Box::new(move |s| {
             s.refunds.insert(refund, seq);
-            let c = s.conversions.get_mut(&cseq).unwrap_or_else(|| unreachable!());
-            c.refunded = refunded_after;
-            let mut moves = Vec::new();
-            for (i, p) in claws {
-                let id = c.mandate_id(cseq, i);
-                let h = &mut c.hops[i];
-                h.clawed += p;
-                moves.push((h.partner.clone(), h.status, p, id));
-            }
+            let moves = s
+                .conversions
+                .update(cseq, |c| {
+                    c.refunded = refunded_after;
+                    let mut moves = Vec::new();
+                    for (i, p) in claws {
+                        let id = c.mandate_id(cseq, i);
+                        let h = &mut c.hops[i];
+                        h.clawed += p;
+                        moves.push((h.partner.clone(), h.status, p, id));
+                    }
+                    moves
+                })
+                .unwrap_or_else(|| unreachable!());
             for (partner, status, p, id) in moves {
                 if status == HopStatus::Batched
                     && let Some(batch) = s.in_flight.get(&id).and_then(|b| s.batches.get_mut(b))
@@ -1290,7 +1296,7 @@ impl Decider<'_> {
         for (&at, seqs) in self.st.holds.range(..=t) {
             keys.push(at);
             for &cs in seqs {
-                let c = &self.st.conversions[&cs];
+                let c = self.st.conversions.get(cs).unwrap_or_else(|| unreachable!());
                 for (i, h) in c.hops.iter().enumerate() {
                     if h.status == HopStatus::Held {
                         released.entry(c.pool.currency()).or_default().push((c.mandate_id(cs, i), h.amount - h.clawed));
@@ -1311,14 +1317,19 @@ impl Decider<'_> {
             for at in keys {
                 let Some(seqs) = s.holds.remove(&at) else { continue };
                 for cs in seqs {
-                    let c = s.conversions.get_mut(&cs).unwrap_or_else(|| unreachable!());
-                    let mut moves = Vec::new();
-                    for h in &mut c.hops {
-                        if h.status == HopStatus::Held {
-                            h.status = HopStatus::Payable;
-                            moves.push((h.partner.clone(), h.amount - h.clawed));
-                        }
-                    }
+                    let moves = s
+                        .conversions
+                        .update(cs, |c| {
+                            let mut moves = Vec::new();
+                            for h in &mut c.hops {
+                                if h.status == HopStatus::Held {
+                                    h.status = HopStatus::Payable;
+                                    moves.push((h.partner.clone(), h.amount - h.clawed));
+                                }
+                            }
+                            moves
+                        })
+                        .unwrap_or_else(|| unreachable!());
                     for (p, v) in moves {
                         let b = s.book(&p);
                         b.on_hold -= v;
@@ -1396,9 +1407,11 @@ impl Decider<'_> {
         );
         Ok(Box::new(move |s| {
             for (cs, i) in hops {
-                if let Some(h) = s.conversions.get_mut(&cs).and_then(|c| c.hops.get_mut(i)) {
-                    h.status = HopStatus::Batched;
-                }
+                s.conversions.update(cs, |c| {
+                    if let Some(h) = c.hops.get_mut(i) {
+                        h.status = HopStatus::Batched;
+                    }
+                });
             }
             let b = s.book(&partner);
             b.payable -= amount.minor_units();
@@ -1451,9 +1464,11 @@ impl Decider<'_> {
         Ok(Box::new(move |s| {
             s.settlements.insert(settlement, seq);
             for (cs, i) in hops {
-                if let Some(h) = s.conversions.get_mut(&cs).and_then(|c| c.hops.get_mut(i)) {
-                    h.status = HopStatus::Paid;
-                }
+                s.conversions.update(cs, |c| {
+                    if let Some(h) = c.hops.get_mut(i) {
+                        h.status = HopStatus::Paid;
+                    }
+                });
             }
             let b = s.book(&partner);
             b.payable -= paid;
@@ -1514,14 +1529,18 @@ impl Decider<'_> {
             s.settlements.insert(settlement, seq);
             let status = if ok { HopStatus::Paid } else { HopStatus::Payable };
             for (cs, i) in hops {
-                if let Some(h) = s.conversions.get_mut(&cs).and_then(|c| c.hops.get_mut(i)) {
-                    h.status = status;
-                }
+                s.conversions.update(cs, |c| {
+                    if let Some(h) = c.hops.get_mut(i) {
+                        h.status = status;
+                    }
+                });
             }
             if let Some(b) = s.batches.get_mut(&batch) {
                 b.status = if ok { BatchStatus::Paid } else { BatchStatus::Failed };
-                for id in &b.mandate_ids {
-                    s.in_flight.remove(id);
+                // A closed batch is never settled again: its mandates (in the log, with
+                // the batch's fact) need not stay in the state for the rest of its life.
+                for id in std::mem::take(&mut b.mandate_ids) {
+                    s.in_flight.remove(&id);
                 }
             }
             let b = s.book(&partner);

@@ -83,7 +83,8 @@ fn payable(engine: &Engine, partner: &str) -> Vec<String> {
                 .iter()
                 .enumerate()
                 .filter(|(_, h)| h.partner == partner && h.status == settle_engine::state::HopStatus::Payable)
-                .map(move |(i, _)| c.mandate_id(*cs, i))
+                .map(|(i, _)| c.mandate_id(cs, i))
+                .collect::<Vec<_>>()
         })
         .collect()
 }
@@ -184,8 +185,8 @@ fn run(spec: ProgramSpec, hops: usize, ops: &[Op]) -> (Vec<(Envelope, u64)>, Eng
                 Event::ProgramAmended { spec, effective_from: t(w.day) }
             }
             Op::Release(i) => {
-                let held: Vec<&compact_str::CompactString> =
-                    w.engine.state().conversions.values().filter(|c| c.held.is_some()).map(|c| &c.id).collect();
+                let held: Vec<compact_str::CompactString> =
+                    w.engine.state().conversions.values().filter(|c| c.held.is_some()).map(|c| c.id).collect();
                 if held.is_empty() {
                     continue;
                 }
@@ -265,7 +266,7 @@ fn run(spec: ProgramSpec, hops: usize, ops: &[Op]) -> (Vec<(Envelope, u64)>, Eng
         let backing: i64 = st
             .conversions
             .values()
-            .flat_map(|c| &c.hops)
+            .flat_map(|c| c.hops)
             .filter(|h| h.partner == *p && h.status == settle_engine::state::HopStatus::Payable)
             .map(|h| h.amount - h.clawed)
             .sum();
@@ -278,10 +279,10 @@ fn run(spec: ProgramSpec, hops: usize, ops: &[Op]) -> (Vec<(Envelope, u64)>, Eng
         .filter(|x| x.status == settle_engine::state::BatchStatus::Open)
         .flat_map(|x| &x.mandate_ids)
         .collect();
-    for (cs, c) in &st.conversions {
+    for (cs, c) in st.conversions.iter() {
         for (i, h) in c.hops.iter().enumerate() {
-            let id = c.mandate_id(*cs, i);
-            assert_eq!(st.mandate_hop(&id).map(|(s, j, _)| (s, j)), Some((*cs, i)), "{id} resolves to its hop");
+            let id = c.mandate_id(cs, i);
+            assert_eq!(st.mandate_hop(&id).map(|(s, j, _)| (s, j)), Some((cs, i)), "{id} resolves to its hop");
             assert_eq!(h.status == settle_engine::state::HopStatus::Batched, in_open.contains(&id), "{id}");
         }
     }

@@ -184,7 +184,7 @@ fn holds_release_refunds_claw_back_every_hop_and_paid_money_goes_negative() {
     // Refund the rest: exactly everything is clawed back, never more.
     let r = w.fact(Event::RefundRecorded { refund: "r2".into(), conversion: "c1".into(), size: RefundSize::Full });
     assert_eq!(amounts(&r), vec![22500, 15000, 37500]);
-    let c = &w.engine.state().conversions[&cseq];
+    let c = w.engine.state().conversions.get(cseq).unwrap();
     assert!(c.hops.iter().all(|h| h.clawed == h.amount));
     assert_eq!(c.hops[2].status, HopStatus::Paid);
     assert!(
@@ -207,7 +207,7 @@ fn amendments_apply_from_their_time_and_never_change_the_past() {
     let mut s2 = spec(shares("50", "0", "50", Position::Closer), percent_pool("20"), 0);
     s2.valid_from = t(0);
     w.fact(Event::ProgramAmended { spec: s2, effective_from: t(20) });
-    let c1 = w.engine.state().conversions[&w.engine.state().conversion_ids["c1"]].clone();
+    let c1 = w.engine.state().conversions.get(w.engine.state().conversion_ids["c1"]).unwrap();
     assert_eq!(c1.hops.iter().map(|h| h.amount).collect::<Vec<_>>(), before);
     assert_eq!(c1.rule_version, 1);
     // A deal that occurred before the amendment, recorded after it, keeps the old rules.
@@ -317,7 +317,7 @@ fn payout_batches_hold_money_in_flight_until_the_rail_answers() {
     assert!(matches!(&d.outputs[0].envelope.event, Event::PayoutBooked { paid, .. } if paid.minor_units() == 15_000));
     let b1 = book(&w);
     assert_eq!((b1.payable, b1.in_payout, b1.paid, b1.earned, b1.clawed_back), (-5_000, 0, 15_000, 15_000, 5_000));
-    let c = &w.engine.state().conversions[&w.engine.state().conversion_ids["c1"]];
+    let c = w.engine.state().conversions.get(w.engine.state().conversion_ids["c1"]).unwrap();
     assert_eq!(c.hops[1].status, HopStatus::Paid);
 }
 

@@ -1,0 +1,496 @@
+//! The state's tables that grow with history, packed: conversions and leads.
+//!
+//! Every conversion ever recorded stays in the state for its life (a refund can claw back
+//! any of them), and so does every lead (a later conversion or duplicate may name it), so
+//! these tables grow with history: as structs, with their hops and chains, about 570
+//! bytes a settled conversion and its half of a lead. Here each is kept as a few dozen
+//! bytes of varints and strings and decoded when the engine reads it. Conversions are
+//! keyed by the sequence of their fact; the engine adds them in log order, so they are
+//! appended to fixed-size chunks (no reallocation of the whole table as it grows) and
+//! found by binary search. Leads are keyed by their id.
+//!
+//! The encoding never leaves the process: the state's JSON form (saved projections) is
+//! the map of key → value it always was.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use settle_mandates::money::{Amount, Currency};
+
+use chrono::{DateTime, Utc};
+use compact_str::CompactString;
+
+use crate::state::{Conversion, HeldDeal, Hop, HopStatus, Lead};
+
+/// Conversions per chunk.
+const CHUNK: usize = 16_384;
+
+/// Conversions by the sequence of their fact, ascending.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Conversions {
+    chunks: Vec<Vec<(u64, Box<[u8]>)>>,
+    len: usize,
+}
+
+impl Conversions {
+    /// How many.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// None yet?
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn position(&self, seq: u64) -> Option<(usize, usize)> {
+        // The last chunk whose first key is ≤ seq.
+        let c = self.chunks.partition_point(|ch| ch.first().is_some_and(|(k, _)| *k <= seq)).checked_sub(1)?;
+        let i = self.chunks[c].binary_search_by_key(&seq, |(k, _)| *k).ok()?;
+        Some((c, i))
+    }
+
+    /// The conversion recorded at `seq`.
+    #[must_use]
+    pub fn get(&self, seq: u64) -> Option<Conversion> {
+        self.position(seq).map(|(c, i)| decode(&self.chunks[c][i].1))
+    }
+
+    /// Whether a conversion was recorded at `seq`.
+    #[must_use]
+    pub fn contains_key(&self, seq: u64) -> bool {
+        self.position(seq).is_some()
+    }
+
+    /// Records `c` at `seq`: replaces the conversion there, or adds one after the last.
+    ///
+    /// # Panics
+    /// If `seq` is new and not after every sequence already here (the engine records
+    /// conversions in log order).
+    pub fn insert(&mut self, seq: u64, c: &Conversion) {
+        let bytes = encode(c);
+        if let Some((ch, i)) = self.position(seq) {
+            self.chunks[ch][i].1 = bytes;
+            return;
+        }
+        let last = self.chunks.last().and_then(|ch| ch.last()).map(|(k, _)| *k);
+        assert!(last.is_none_or(|l| l < seq), "conversion at {seq} is out of log order (last {last:?})");
+        if self.chunks.last().is_none_or(|ch| ch.len() == CHUNK) {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        if let Some(ch) = self.chunks.last_mut() {
+            ch.push((seq, bytes));
+        }
+        self.len += 1;
+    }
+
+    /// Changes the conversion at `seq` with `f`; `None` if there is none.
+    pub fn update<R>(&mut self, seq: u64, f: impl FnOnce(&mut Conversion) -> R) -> Option<R> {
+        let (ch, i) = self.position(seq)?;
+        let slot = &mut self.chunks[ch][i].1;
+        let mut c = decode(slot);
+        let r = f(&mut c);
+        *slot = encode(&c);
+        Some(r)
+    }
+
+    /// Every conversion with its sequence, in log order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, Conversion)> + '_ {
+        self.iter_from(0)
+    }
+
+    /// The conversions recorded at `from` or later, with their sequences, in log order.
+    pub fn iter_from(&self, from: u64) -> impl Iterator<Item = (u64, Conversion)> + '_ {
+        let c = self.chunks.partition_point(|ch| ch.last().is_some_and(|(k, _)| *k < from));
+        let skip = self.chunks.get(c).map_or(0, |ch| ch.partition_point(|(k, _)| *k < from));
+        self.chunks[c..].iter().flatten().skip(skip).map(|(k, b)| (*k, decode(b)))
+    }
+
+    /// Every conversion, in log order.
+    pub fn values(&self) -> impl Iterator<Item = Conversion> + '_ {
+        self.iter().map(|(_, c)| c)
+    }
+}
+
+impl std::fmt::Debug for Conversions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for Conversions {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Conversions {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let m = BTreeMap::<u64, Conversion>::deserialize(d)?;
+        let mut t = Self::default();
+        for (k, c) in &m {
+            t.insert(*k, c);
+        }
+        Ok(t)
+    }
+}
+
+/// Leads by id.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Leads(BTreeMap<CompactString, Box<[u8]>>);
+
+impl Leads {
+    /// How many.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// None yet?
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The lead `id`.
+    #[must_use]
+    pub fn get(&self, id: &str) -> Option<Lead> {
+        self.0.get(id).map(|b| decode_lead(b))
+    }
+
+    /// Whether lead `id` exists.
+    #[must_use]
+    pub fn contains_key(&self, id: &str) -> bool {
+        self.0.contains_key(id)
+    }
+
+    /// Records lead `id` (replacing it if it exists).
+    pub fn insert(&mut self, id: &str, l: &Lead) {
+        self.0.insert(id.into(), encode_lead(l));
+    }
+
+    /// Changes lead `id` with `f`; `None` if there is none.
+    pub fn update<R>(&mut self, id: &str, f: impl FnOnce(&mut Lead) -> R) -> Option<R> {
+        let slot = self.0.get_mut(id)?;
+        let mut l = decode_lead(slot);
+        let r = f(&mut l);
+        *slot = encode_lead(&l);
+        Some(r)
+    }
+
+    /// Every lead with its id, in id order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Lead)> + '_ {
+        self.0.iter().map(|(k, b)| (k.as_str(), decode_lead(b)))
+    }
+}
+
+impl std::fmt::Debug for Leads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for Leads {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Leads {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let m = BTreeMap::<String, Lead>::deserialize(d)?;
+        Ok(Self(m.iter().map(|(k, l)| (k.as_str().into(), encode_lead(l))).collect()))
+    }
+}
+
+// The packed form: unsigned LEB128 varints, signed ones zigzagged, strings as length and
+// UTF-8 bytes, a currency as its three letters.
+
+fn put_u(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(u8::try_from(v & 0x7f).unwrap_or(0) | 0x80);
+        v >>= 7;
+    }
+    out.push(u8::try_from(v).unwrap_or(0));
+}
+
+fn put_i(out: &mut Vec<u8>, v: i64) {
+    put_u(out, ((v << 1) ^ (v >> 63)).cast_unsigned());
+}
+
+fn put_s(out: &mut Vec<u8>, s: &str) {
+    put_u(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_amount(out: &mut Vec<u8>, a: Amount) {
+    put_i(out, a.minor_units());
+    out.extend_from_slice(a.currency().code().as_bytes());
+}
+
+const STATUS: [HopStatus; 4] = [HopStatus::Held, HopStatus::Payable, HopStatus::Batched, HopStatus::Paid];
+
+fn encode(c: &Conversion) -> Box<[u8]> {
+    let mut out = Vec::with_capacity(64 + 24 * c.hops.len());
+    put_s(&mut out, &c.id);
+    put_s(&mut out, &c.program);
+    put_u(&mut out, u64::from(c.rule_version));
+    put_amount(&mut out, c.revenue);
+    put_i(&mut out, c.refunded);
+    put_amount(&mut out, c.pool);
+    put_u(&mut out, c.hops.len() as u64);
+    for h in &c.hops {
+        put_s(&mut out, &h.partner);
+        put_i(&mut out, h.amount);
+        put_i(&mut out, h.clawed);
+        out.push(u8::try_from(STATUS.iter().position(|s| *s == h.status).unwrap_or(0)).unwrap_or(0));
+        put_i(&mut out, h.payable_at);
+    }
+    match c.released_at {
+        None => out.push(0),
+        Some(r) => {
+            out.push(1);
+            put_u(&mut out, r);
+        }
+    }
+    match &c.held {
+        None => out.push(0),
+        Some(h) => {
+            out.push(1);
+            // Held deals are few and rare: their JSON is packed enough.
+            put_s(&mut out, &serde_json::to_string(h).unwrap_or_else(|e| unreachable!("a held deal is JSON: {e}")));
+        }
+    }
+    out.into_boxed_slice()
+}
+
+/// Reads what [`encode`] wrote; the bytes never come from outside the process.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> u8 {
+        let (b, rest) = self.0.split_first().unwrap_or_else(|| unreachable!("packed conversion ends early"));
+        self.0 = rest;
+        *b
+    }
+
+    fn u(&mut self) -> u64 {
+        let mut v = 0u64;
+        let mut shift = 0;
+        loop {
+            let b = self.byte();
+            v |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return v;
+            }
+            shift += 7;
+        }
+    }
+
+    fn i(&mut self) -> i64 {
+        let u = self.u();
+        (u >> 1).cast_signed() ^ -((u & 1).cast_signed())
+    }
+
+    fn bytes(&mut self, n: usize) -> &'a [u8] {
+        let (b, rest) = self.0.split_at(n);
+        self.0 = rest;
+        b
+    }
+
+    fn s(&mut self) -> &'a str {
+        let n = usize::try_from(self.u()).unwrap_or(usize::MAX);
+        std::str::from_utf8(self.bytes(n)).unwrap_or_else(|e| unreachable!("packed string is UTF-8: {e}"))
+    }
+
+    fn time(&mut self) -> DateTime<Utc> {
+        let secs = self.i();
+        let nanos = u32::try_from(self.u()).unwrap_or(0);
+        DateTime::from_timestamp(secs, nanos).unwrap_or_else(|| unreachable!("packed time {secs}.{nanos}"))
+    }
+
+    fn amount(&mut self) -> Amount {
+        let minor = self.i();
+        let code = std::str::from_utf8(self.bytes(3)).unwrap_or_default();
+        let cur: Currency = code.parse().unwrap_or_else(|_| unreachable!("packed currency {code}"));
+        Amount::from_minor(minor, cur).unwrap_or_else(|e| unreachable!("packed amount: {e}"))
+    }
+}
+
+fn decode(b: &[u8]) -> Conversion {
+    let mut r = Reader(b);
+    let id = r.s().into();
+    let program = r.s().into();
+    let rule_version = u32::try_from(r.u()).unwrap_or(u32::MAX);
+    let revenue = r.amount();
+    let refunded = r.i();
+    let pool = r.amount();
+    let n = usize::try_from(r.u()).unwrap_or(0);
+    let mut hops = Vec::with_capacity(n);
+    for _ in 0..n {
+        let partner = r.s().into();
+        let amount = r.i();
+        let clawed = r.i();
+        let status = STATUS[usize::from(r.byte()) % STATUS.len()];
+        let payable_at = r.i();
+        hops.push(Hop { partner, amount, clawed, status, payable_at });
+    }
+    let released_at = (r.byte() == 1).then(|| r.u());
+    let held = (r.byte() == 1).then(|| {
+        let h: HeldDeal = serde_json::from_str(r.s()).unwrap_or_else(|e| unreachable!("packed held deal: {e}"));
+        Box::new(h)
+    });
+    Conversion { id, program, rule_version, revenue, refunded, pool, hops, released_at, held }
+}
+
+fn put_time(out: &mut Vec<u8>, t: DateTime<Utc>) {
+    put_i(out, t.timestamp());
+    put_u(out, u64::from(t.timestamp_subsec_nanos()));
+}
+
+fn encode_lead(l: &Lead) -> Box<[u8]> {
+    let mut out = Vec::with_capacity(48 + 8 * l.chain.len());
+    put_s(&mut out, &l.program);
+    put_s(&mut out, &l.customer);
+    put_u(&mut out, l.chain.len() as u64);
+    for p in &l.chain {
+        put_s(&mut out, p);
+    }
+    put_time(&mut out, l.registered_at);
+    match &l.duplicate_of {
+        None => out.push(0),
+        Some(o) => {
+            out.push(1);
+            put_s(&mut out, o);
+        }
+    }
+    out.into_boxed_slice()
+}
+
+fn decode_lead(b: &[u8]) -> Lead {
+    let mut r = Reader(b);
+    let program = r.s().into();
+    let customer = r.s().into();
+    let n = usize::try_from(r.u()).unwrap_or(0);
+    let chain = (0..n).map(|_| CompactString::from(r.s())).collect();
+    let registered_at = r.time();
+    let duplicate_of = (r.byte() == 1).then(|| r.s().into());
+    Lead { program, customer, chain, registered_at, duplicate_of }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn usd(m: i64) -> Amount {
+        Amount::from_minor(m, "USD".parse().unwrap()).unwrap()
+    }
+
+    fn conversion(amounts: &[i64], released: Option<u64>, held: bool, refunded: i64) -> Conversion {
+        let status = [HopStatus::Held, HopStatus::Payable, HopStatus::Batched, HopStatus::Paid];
+        let hops = amounts
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Hop {
+                partner: format!("partner-{i}").into(),
+                amount: *a,
+                clawed: a / 3,
+                status: status[i % 4],
+                payable_at: -5 + i64::try_from(i).unwrap() * 1_000_000_007,
+            })
+            .collect();
+        let held = held.then(|| {
+            Box::new(HeldDeal {
+                chain: vec!["a".into(), "b".into()],
+                parts: vec![1, -2],
+                occurred_at: chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap(),
+                revenue: 99,
+                reason: "budget \"quoted\" é".into(),
+            })
+        });
+        Conversion {
+            id: "deal-ünïcode-and-a-rather-long-identifier".into(),
+            program: "growth".into(),
+            rule_version: 7,
+            revenue: Amount::from_minor(123_456_789, "JPY".parse().unwrap()).unwrap(),
+            refunded,
+            pool: usd(-42),
+            hops,
+            released_at: released,
+            held,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn packing_round_trips(
+            amounts in prop::collection::vec(-1_000_000_000_000_000i64..1_000_000_000_000_000, 0..6),
+            released in prop::option::of(any::<u64>()),
+            held in any::<bool>(),
+            refunded in any::<i64>(),
+        ) {
+            let c = conversion(&amounts, released, held, refunded);
+            prop_assert_eq!(decode(&encode(&c)), c);
+        }
+    }
+
+    #[test]
+    fn a_table_finds_replaces_and_updates_across_chunks() {
+        let mut t = Conversions::default();
+        let n = u64::try_from(CHUNK).unwrap() * 2 + 5;
+        for s in 0..n {
+            t.insert(s * 3 + 1, &conversion(&[i64::try_from(s).unwrap()], None, false, 0));
+        }
+        assert_eq!(t.len(), usize::try_from(n).unwrap());
+        assert!(t.get(0).is_none() && t.get(2).is_none() && t.get(n * 3 + 1).is_none());
+        let probe = u64::try_from(CHUNK).unwrap() + 3;
+        assert_eq!(t.get(probe * 3 + 1).unwrap().hops[0].amount, i64::try_from(probe).unwrap());
+        t.insert(4, &conversion(&[-9, 9], Some(77), true, 5));
+        assert_eq!(t.get(4).unwrap().released_at, Some(77));
+        assert_eq!(t.len(), usize::try_from(n).unwrap(), "a replacement adds nothing");
+        assert_eq!(t.update(4, |c| std::mem::replace(&mut c.refunded, 6)), Some(5));
+        assert_eq!(t.get(4).unwrap().refunded, 6);
+        assert!(t.update(5, |_| ()).is_none());
+        let seqs: Vec<u64> = t.iter().map(|(s, _)| s).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]) && seqs.len() == t.len());
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(serde_json::from_str::<Conversions>(&json).unwrap(), t);
+    }
+
+    proptest! {
+        #[test]
+        fn a_lead_round_trips(
+            chain in prop::collection::vec("[a-z0-9ü-]{1,40}", 0..6),
+            secs in -50_000_000_000i64..50_000_000_000,
+            nanos in 0u32..1_000_000_000,
+            dup in prop::option::of("[a-z0-9-]{1,30}"),
+        ) {
+            let l = Lead {
+                program: "growth".into(),
+                customer: "customer-12345.example".into(),
+                chain: chain.into_iter().map(CompactString::from).collect(),
+                registered_at: DateTime::from_timestamp(secs, nanos).unwrap(),
+                duplicate_of: dup.map(CompactString::from),
+            };
+            let mut t = Leads::default();
+            t.insert("lead-1", &l);
+            prop_assert_eq!(t.get("lead-1"), Some(l.clone()));
+            t.update("lead-1", |x| x.chain.push("closer".into()));
+            let grown = t.get("lead-1").unwrap();
+            prop_assert_eq!(grown.chain.last().map(CompactString::as_str), Some("closer"));
+            let json = serde_json::to_string(&t).unwrap();
+            prop_assert_eq!(serde_json::from_str::<Leads>(&json).unwrap(), t);
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "out of log order")]
+    fn a_new_conversion_before_the_last_is_refused() {
+        let mut t = Conversions::default();
+        t.insert(10, &conversion(&[1], None, false, 0));
+        t.insert(9, &conversion(&[1], None, false, 0));
+    }
+}
