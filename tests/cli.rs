@@ -227,6 +227,14 @@ fn statement_verify_and_errors_on_a_demo() {
     tampered("swapped-then-unreadable.jsonl", &docs, 1);
     let n = docs.len();
     tampered("unreadable.jsonl", &[&lines[..], &docs[n - 1..]].concat(), n);
+    // A first line that is not a receipt (the file is read as it is verified, and a file
+    // that is not JSON Lines is read as one receipt).
+    tampered("unreadable-first.jsonl", &[&docs[n - 1..], &lines[..]].concat(), 1);
+    // One receipt, pretty-printed, is a file of its own.
+    let one = dir.path().join("one-receipt.json");
+    std::fs::write(&one, serde_json::to_vec_pretty(&lines[0]).unwrap()).unwrap();
+    let out = settle_ok([OsString::from("verify"), "--keys".into(), jwks.clone().into(), one.into()]);
+    assert_eq!(out.trim(), "1 receipts verified");
     // A byte of the receipt's payload changed (the amount is not in it; its leaf index is).
     let mut docs = lines.clone();
     let r = docs[0]["receipt"].as_str().unwrap().to_owned();
