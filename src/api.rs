@@ -561,9 +561,9 @@ pub async fn mandates(
             };
             let mut v: Vec<(u64, usize)> = s
                 .conversions
-                .iter_from(from)
-                .filter(|(_, c)| c.released_at.is_none())
-                .filter_map(|(cs, c)| hops(cs, &c))
+                .hops_of(from, &id)
+                .filter(|(_, _, released)| !released)
+                .map(|(cs, i, _)| (cs, i))
                 .take(limit)
                 .collect();
             v.extend(

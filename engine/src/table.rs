@@ -112,6 +112,19 @@ impl Conversions {
     pub fn values(&self) -> impl Iterator<Item = Conversion> + '_ {
         self.iter().map(|(_, c)| c)
     }
+
+    /// From `from` on, in log order: (sequence, hop) of every conversion one of whose hops
+    /// pays `partner`, and whether the conversion was released from a hold (its mandates
+    /// then belong to the release's fact). Reads only the hops' payees, decoding nothing
+    /// else: a partner's listing scans the table.
+    pub fn hops_of<'a>(&'a self, from: u64, partner: &'a str) -> impl Iterator<Item = (u64, usize, bool)> + 'a {
+        let c = self.chunks.partition_point(|ch| ch.last().is_some_and(|(k, _)| *k < from));
+        let skip = self.chunks.get(c).map_or(0, |ch| ch.partition_point(|(k, _)| *k < from));
+        self.chunks[c..].iter().flatten().skip(skip).filter_map(move |(k, b)| {
+            let (hop, released) = hop_of(b, partner);
+            hop.map(|h| (*k, h, released))
+        })
+    }
 }
 
 impl std::fmt::Debug for Conversions {
@@ -319,6 +332,28 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The first hop of packed conversion `b` that pays `partner`, and whether it was released.
+fn hop_of(b: &[u8], partner: &str) -> (Option<usize>, bool) {
+    let mut r = Reader(b);
+    let _ = (r.s(), r.s(), r.u());
+    let skip_amount = |r: &mut Reader<'_>| {
+        r.u();
+        r.bytes(3);
+    };
+    skip_amount(&mut r);
+    r.u();
+    skip_amount(&mut r);
+    let n = usize::try_from(r.u()).unwrap_or(0);
+    let mut found = None;
+    for i in 0..n {
+        if r.s() == partner && found.is_none() {
+            found = Some(i);
+        }
+        let _ = (r.u(), r.u(), r.byte(), r.u());
+    }
+    (found, r.byte() == 1)
+}
+
 fn decode(b: &[u8]) -> Conversion {
     let mut r = Reader(b);
     let id = r.s().into();
@@ -458,6 +493,18 @@ mod tests {
         assert!(seqs.windows(2).all(|w| w[0] < w[1]) && seqs.len() == t.len());
         let json = serde_json::to_string(&t).unwrap();
         assert_eq!(serde_json::from_str::<Conversions>(&json).unwrap(), t);
+        // A partner's hops, read without decoding, agree with decoding everything.
+        for (from, who) in [(0, "partner-1"), (probe * 3, "partner-0"), (0, "nobody")] {
+            let fast: Vec<_> = t.hops_of(from, who).collect();
+            let slow: Vec<_> = t
+                .iter_from(from)
+                .filter_map(|(s, c)| {
+                    c.hops.iter().position(|h| h.partner == who).map(|i| (s, i, c.released_at.is_some()))
+                })
+                .collect();
+            assert_eq!(fast, slow, "{who} from {from}");
+        }
+        assert_eq!(t.hops_of(0, "partner-1").collect::<Vec<_>>(), vec![(4, 1, true)]);
     }
 
     proptest! {
