@@ -58,12 +58,6 @@ impl Conversions {
         self.position(seq).map(|(c, i)| decode(&self.chunks[c][i].1))
     }
 
-    /// Whether a conversion was recorded at `seq`.
-    #[must_use]
-    pub fn contains_key(&self, seq: u64) -> bool {
-        self.position(seq).is_some()
-    }
-
     /// Records `c` at `seq`: replaces the conversion there, or adds one after the last.
     ///
     /// # Panics
@@ -103,9 +97,14 @@ impl Conversions {
 
     /// The conversions recorded at `from` or later, with their sequences, in log order.
     pub fn iter_from(&self, from: u64) -> impl Iterator<Item = (u64, Conversion)> + '_ {
+        self.entries_from(from).map(|(k, b)| (*k, decode(b)))
+    }
+
+    /// The packed entries at `from` or later, in log order.
+    fn entries_from(&self, from: u64) -> impl Iterator<Item = &(u64, Box<[u8]>)> + '_ {
         let c = self.chunks.partition_point(|ch| ch.last().is_some_and(|(k, _)| *k < from));
         let skip = self.chunks.get(c).map_or(0, |ch| ch.partition_point(|(k, _)| *k < from));
-        self.chunks[c..].iter().flatten().skip(skip).map(|(k, b)| (*k, decode(b)))
+        self.chunks[c..].iter().flatten().skip(skip)
     }
 
     /// Every conversion, in log order.
@@ -118,9 +117,7 @@ impl Conversions {
     /// then belong to the release's fact). Reads only the hops' payees, decoding nothing
     /// else: a partner's listing scans the table.
     pub fn hops_of<'a>(&'a self, from: u64, partner: &'a str) -> impl Iterator<Item = (u64, usize, bool)> + 'a {
-        let c = self.chunks.partition_point(|ch| ch.last().is_some_and(|(k, _)| *k < from));
-        let skip = self.chunks.get(c).map_or(0, |ch| ch.partition_point(|(k, _)| *k < from));
-        self.chunks[c..].iter().flatten().skip(skip).filter_map(move |(k, b)| {
+        self.entries_from(from).filter_map(move |(k, b)| {
             let (hop, released) = hop_of(b, partner);
             hop.map(|h| (*k, h, released))
         })
