@@ -152,15 +152,14 @@ struct Pending {
     partner: String,
     payload: ReceiptPayload,
     mandate: String,
-    /// The record's bytes, shared by every receipt of a settlement (one per mandate it
-    /// names): a copy each would make a chunk's memory grow with the square of a payout.
-    leaf: std::sync::Arc<[u8]>,
+    /// The record's bytes (a mandate's issue or its payment outcome: one record each).
+    leaf: Vec<u8>,
 }
 
 /// Receipts signed and written together: at most this many, and ...
 const RECEIPT_CHUNK: usize = 2048;
-/// ... at most this many leaf bytes (each receipt carries its leaf in base64, so a chunk
-/// of receipts of large settlements is written before it grows large).
+/// ... at most this many leaf bytes (each receipt carries its leaf in base64: a bound on
+/// a chunk's memory whatever the events' sizes).
 const RECEIPT_CHUNK_BYTES: usize = 8 << 20;
 
 /// Builds every receipt the log holds against checkpoint `cp`, calling `out` with
@@ -212,7 +211,7 @@ pub fn receipts(
             break;
         }
         let env = match r.kind.as_str() {
-            "mandate_issued" | "clawback_issued" | "settlement_confirmed" | "settlement_failed" => {
+            "mandate_issued" | "clawback_issued" | "mandate_paid" | "mandate_payment_failed" => {
                 Envelope::from_bytes(&r.event)?
             }
             _ => continue,
@@ -225,32 +224,27 @@ pub fn receipts(
                 chunk_bytes += r.event.len();
                 chunk.push(Pending { partner, payload, mandate, leaf: r.event.as_slice().into() });
             }
-            Event::SettlementConfirmed { rail, confirmation_id, mandate_ids, .. }
-            | Event::SettlementFailed { rail, error: confirmation_id, mandate_ids, .. } => {
-                let ok = r.kind == "settlement_confirmed";
-                let leaf: std::sync::Arc<[u8]> = r.event.as_slice().into();
-                for id in &mandate_ids {
-                    let Some((mandate, partner)) = token_of(id)? else {
-                        bail!("settlement at seq {} names unknown mandate {id}", r.seq)
-                    };
-                    let kind = if ok { ReceiptKind::PaymentSettled } else { ReceiptKind::PaymentFailed };
-                    let payload = receipt_payload(
-                        vendor,
-                        iat,
-                        cp,
-                        kind,
-                        r.seq,
-                        &mandate,
-                        id,
-                        Some((&rail, &confirmation_id, ok)),
-                    );
-                    chunk_bytes += leaf.len();
-                    chunk.push(Pending { partner, payload, mandate, leaf: leaf.clone() });
-                    if chunk.len() >= RECEIPT_CHUNK || chunk_bytes >= RECEIPT_CHUNK_BYTES {
-                        n += flush(&mut chunk, &mut out)?;
-                        chunk_bytes = 0;
-                    }
-                }
+            Event::MandatePaid { mandate_id, rail, confirmation_id, .. }
+            | Event::MandatePaymentFailed { mandate_id, rail, error: confirmation_id, .. } => {
+                // The leaf is this record: one per mandate, so a receipt stays small
+                // whatever the size of the settlement.
+                let ok = r.kind == "mandate_paid";
+                let Some((mandate, partner)) = token_of(&mandate_id)? else {
+                    bail!("settlement outcome at seq {} names unknown mandate {mandate_id}", r.seq)
+                };
+                let kind = if ok { ReceiptKind::PaymentSettled } else { ReceiptKind::PaymentFailed };
+                let payload = receipt_payload(
+                    vendor,
+                    iat,
+                    cp,
+                    kind,
+                    r.seq,
+                    &mandate,
+                    &mandate_id,
+                    Some((&rail, &confirmation_id, ok)),
+                );
+                chunk_bytes += r.event.len();
+                chunk.push(Pending { partner, payload, mandate, leaf: r.event.as_slice().into() });
             }
             _ => {}
         }

@@ -22,10 +22,15 @@ use sha2::{Digest, Sha256};
 use crate::keystore::KeyFile;
 
 /// Name of the engine's projection in the ledger. Versioned with the state's shape: a
-/// state saved by an older shape is not restored (the log is replayed instead).
-pub const PROJECTION: &str = "engine.v2";
+/// state saved by an older shape is not restored (the log is replayed instead). v3: a
+/// settlement derives one record per mandate.
+pub const PROJECTION: &str = "engine.v3";
 /// Most facts in one submitted batch.
 pub const MAX_BATCH: usize = 1000;
+
+// The largest fact and what it derives fit one append: a settlement of the most mandates
+// is the fact, its booking and one record per mandate.
+const _: () = assert!(2 + settle_engine::model::MAX_SETTLEMENT_MANDATES <= settle_ledger::MAX_RECORDS_PER_APPEND);
 
 /// A fact to record.
 #[derive(Debug, Clone)]

@@ -533,6 +533,33 @@ pub enum Event {
         /// Mandates settled.
         mandate_ids: Vec<String>,
     },
+    /// A settlement paid one mandate: a small leaf of its own, so that a partner's
+    /// receipt of the payment carries this record, not the settlement's whole list.
+    MandatePaid {
+        /// The mandate.
+        mandate_id: String,
+        /// Settlement id.
+        settlement: String,
+        /// Partner paid.
+        partner: String,
+        /// Rail name.
+        rail: String,
+        /// The rail's confirmation id.
+        confirmation_id: String,
+    },
+    /// A settlement failed to pay one mandate (its own leaf, as for [`Event::MandatePaid`]).
+    MandatePaymentFailed {
+        /// The mandate.
+        mandate_id: String,
+        /// Settlement id.
+        settlement: String,
+        /// Partner.
+        partner: String,
+        /// Rail name.
+        rail: String,
+        /// The rail's error code.
+        error: String,
+    },
 }
 
 impl Event {
@@ -563,6 +590,8 @@ impl Event {
             Self::HoldsReleased { .. } => "holds_released",
             Self::PayoutBatchCreated { .. } => "payout_batch_created",
             Self::PayoutBooked { .. } => "payout_booked",
+            Self::MandatePaid { .. } => "mandate_paid",
+            Self::MandatePaymentFailed { .. } => "mandate_payment_failed",
         }
     }
 
@@ -583,6 +612,8 @@ pub const DERIVED_TYPES: &[&str] = &[
     "holds_released",
     "payout_batch_created",
     "payout_booked",
+    "mandate_paid",
+    "mandate_payment_failed",
 ];
 
 /// True for a known fact type, by name (what a stored record's type says).
@@ -616,6 +647,8 @@ pub const EVENT_TYPES: &[(&str, u32)] = &[
     ("holds_released", 1),
     ("payout_batch_created", 1),
     ("payout_booked", 1),
+    ("mandate_paid", 1),
+    ("mandate_payment_failed", 1),
 ];
 
 /// Whether the log accepts `kind` at `version`.

@@ -551,6 +551,27 @@ struct Decider<'a> {
 }
 
 impl Decider<'_> {
+    /// One record per mandate a settlement paid (or failed to pay), after the booking:
+    /// the leaf a partner's receipt of that payment proves.
+    fn per_mandate(
+        &mut self,
+        settlement: &str,
+        partner: &str,
+        rail: &str,
+        ids: &[String],
+        said: Result<String, String>,
+    ) {
+        self.outputs.reserve(ids.len());
+        for id in ids {
+            let (mandate_id, settlement, partner, rail) = (id.clone(), settlement.into(), partner.into(), rail.into());
+            let event = match &said {
+                Ok(c) => Event::MandatePaid { mandate_id, settlement, partner, rail, confirmation_id: c.clone() },
+                Err(e) => Event::MandatePaymentFailed { mandate_id, settlement, partner, rail, error: e.clone() },
+            };
+            self.derived(event, None);
+        }
+    }
+
     fn derived(&mut self, event: Event, sign: Option<ToSign>) {
         let envelope = Envelope { v: 1, at: self.env.at, by: "engine".into(), key: None, cause: Some(self.seq), event };
         self.outputs.push(Output { envelope, sign });
@@ -751,12 +772,12 @@ impl Decider<'_> {
             Event::SettlementConfirmed { settlement, batch, partner, mandate_ids, rail, confirmation_id } => {
                 check_text("rail", &rail)?;
                 check_text("confirmation_id", &confirmation_id)?;
-                self.settle(settlement, partner, rail, mandate_ids, batch, true)
+                self.settle(settlement, partner, rail, mandate_ids, batch, Ok(confirmation_id))
             }
             Event::SettlementFailed { settlement, batch, partner, mandate_ids, rail, error } => {
                 check_text("rail", &rail)?;
                 check_text("error", &error)?;
-                self.settle(settlement, partner, rail, mandate_ids, batch, false)
+                self.settle(settlement, partner, rail, mandate_ids, batch, Err(error))
             }
             other => Err(Rejection::NotAFact(other.kind())),
         }
@@ -1432,19 +1453,20 @@ impl Decider<'_> {
         rail: String,
         ids: Vec<String>,
         batch: Option<String>,
-        ok: bool,
+        said: Result<String, String>,
     ) -> Result<Apply, Rejection> {
         check_id("settlement", &settlement)?;
         if self.st.settlements.contains_key(&settlement) {
             return Err(Rejection::Conflict(format!("settlement '{settlement}' is already recorded")));
         }
         if let Some(b) = batch {
-            return self.settle_batch(settlement, partner, &rail, ids, b, ok);
+            return self.settle_batch(settlement, partner, &rail, ids, b, said);
         }
         let book = self.partner_book(&partner)?;
         let (hops, net, cur) = self.payable_hops(&partner, &ids)?;
         let seq = self.seq;
-        if !ok {
+        if said.is_err() {
+            self.per_mandate(&settlement, &partner, &rail, &ids, said);
             return Ok(Box::new(move |s| {
                 s.settlements.insert(settlement, seq);
             }));
@@ -1457,10 +1479,11 @@ impl Decider<'_> {
                 partner: partner.clone(),
                 paid: Amount::from_minor(paid, cur)?,
                 offset: Amount::from_minor(offset, cur)?,
-                mandate_ids: ids,
+                mandate_ids: ids.clone(),
             },
             None,
         );
+        self.per_mandate(&settlement, &partner, &rail, &ids, said);
         Ok(Box::new(move |s| {
             s.settlements.insert(settlement, seq);
             for (cs, i) in hops {
@@ -1486,7 +1509,7 @@ impl Decider<'_> {
         rail: &str,
         ids: Vec<String>,
         batch: String,
-        ok: bool,
+        said: Result<String, String>,
     ) -> Result<Apply, Rejection> {
         let b = self.st.batches.get(&batch).ok_or_else(|| Rejection::NotFound(format!("payout batch '{batch}'")))?;
         if b.partner != partner {
@@ -1513,6 +1536,7 @@ impl Decider<'_> {
             ids.iter().filter_map(|id| self.st.mandate_hop(id).map(|(cs, i, _)| (cs, i))).collect();
         let (amount, offset, clawed) = (b.amount, b.offset, b.clawed);
         let seq = self.seq;
+        let ok = said.is_ok();
         if ok {
             self.derived(
                 Event::PayoutBooked {
@@ -1520,11 +1544,12 @@ impl Decider<'_> {
                     partner: partner.clone(),
                     paid: amount,
                     offset,
-                    mandate_ids: ids,
+                    mandate_ids: ids.clone(),
                 },
                 None,
             );
         }
+        self.per_mandate(&settlement, &partner, rail, &ids, said);
         Ok(Box::new(move |s| {
             s.settlements.insert(settlement, seq);
             let status = if ok { HopStatus::Paid } else { HopStatus::Payable };

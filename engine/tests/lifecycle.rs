@@ -299,7 +299,17 @@ fn payout_batches_hold_money_in_flight_until_the_rail_answers() {
     assert!(e.contains("must list the 2 mandates of payout batch 'B1'"), "{e}");
     assert!(matches!(w.try_fact(batch("B1", &both)), Err(Rejection::Conflict(_))));
     // The rail fails: payable again, and a new batch can take them.
-    assert!(w.fact(settle("B1", "S1", &both, false)).outputs.is_empty());
+    // Nothing is booked; each mandate gets a record of the failure (a receipt's leaf).
+    let failed = w.fact(settle("B1", "S1", &both, false));
+    let named: Vec<&str> = failed
+        .outputs
+        .iter()
+        .map(|o| match &o.envelope.event {
+            Event::MandatePaymentFailed { mandate_id, settlement, .. } if settlement == "S1" => mandate_id.as_str(),
+            other => panic!("unexpected {}", other.kind()),
+        })
+        .collect();
+    assert_eq!(named, both.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!((book(&w).payable, book(&w).in_payout), (15_000, 0));
     assert!(w.try_fact(settle("B1", "S1b", &both, true)).unwrap_err().to_string().contains("already settled"));
     w.fact(batch("B2", &both));
@@ -315,6 +325,15 @@ fn payout_batches_hold_money_in_flight_until_the_rail_answers() {
     assert_eq!((book(&w).payable, book(&w).in_payout), (-5_000, 15_000));
     let d = w.fact(settle("B2", "S2", &both, true));
     assert!(matches!(&d.outputs[0].envelope.event, Event::PayoutBooked { paid, .. } if paid.minor_units() == 15_000));
+    // Then one record per mandate paid, in the settlement's order.
+    assert_eq!(d.outputs.len(), 1 + both.len());
+    for (o, id) in d.outputs[1..].iter().zip(&both) {
+        assert!(
+            matches!(&o.envelope.event, Event::MandatePaid { mandate_id, confirmation_id, rail, .. } if mandate_id == id && rail == "sepa" && confirmation_id == "SEPA-1"),
+            "{:?}",
+            o.envelope.event
+        );
+    }
     let b1 = book(&w);
     assert_eq!((b1.payable, b1.in_payout, b1.paid, b1.earned, b1.clawed_back), (-5_000, 0, 15_000, 15_000, 5_000));
     let c = w.engine.state().conversions.get(w.engine.state().conversion_ids["c1"]).unwrap();

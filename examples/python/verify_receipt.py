@@ -305,7 +305,8 @@ def verify_receipt(doc, jwks, origin=None, partner=None):
     if kind == "mandate_recorded":
         named = data.get("mandate") == doc["mandate"]
     elif kind in ("payment_settled", "payment_failed"):
-        named = mandate.get("transaction_id") in (data.get("mandate_ids") or [])
+        want = "mandate_paid" if kind == "payment_settled" else "mandate_payment_failed"
+        named = event.get("type") == want and data.get("mandate_id") == mandate.get("transaction_id")
     else:
         raise Invalid(f"receipt: unknown kind {kind!r}")
     if not named:

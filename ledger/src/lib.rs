@@ -44,10 +44,11 @@ pub use verify::{Failure, VerifyReport, export_bundle_log, verify_export, verify
 
 /// Largest event accepted, bytes.
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
-/// Most records in one append (one request: an event and what it caused).
-pub const MAX_RECORDS_PER_APPEND: usize = 4096;
 /// Most records in one group-commit batch.
 pub const MAX_BATCH_RECORDS: usize = 16_384;
+/// Most records in one append (one request: an event and what it caused; a settlement
+/// of 10,000 mandates derives a record per mandate). One append fits one batch.
+pub const MAX_RECORDS_PER_APPEND: usize = 12_288;
 /// Appends waiting for the writer before callers are held back.
 pub const QUEUE_CAPACITY: usize = 8192;
 /// Appends in one group from which [`Reserved::append_group`] prepares them in parallel.

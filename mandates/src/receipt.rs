@@ -267,10 +267,13 @@ fn verify_inner<'d>(
         ReceiptKind::MandateRecorded => {
             leaf_json.pointer("/data/mandate").and_then(|v| v.as_str()) == Some(doc.mandate.as_str())
         }
-        ReceiptKind::PaymentSettled | ReceiptKind::PaymentFailed => leaf_json
-            .pointer("/data/mandate_ids")
-            .and_then(|v| v.as_array())
-            .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(&mandate.transaction_id))),
+        ReceiptKind::PaymentSettled | ReceiptKind::PaymentFailed => {
+            let want =
+                if receipt.kind == ReceiptKind::PaymentSettled { "mandate_paid" } else { "mandate_payment_failed" };
+            leaf_json.get("type").and_then(|v| v.as_str()) == Some(want)
+                && leaf_json.pointer("/data/mandate_id").and_then(|v| v.as_str())
+                    == Some(mandate.transaction_id.as_str())
+        }
     };
     if !recorded {
         return Err(ReceiptError::Leaf("the leaf does not name this mandate"));

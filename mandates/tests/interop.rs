@@ -92,6 +92,22 @@ fn python_verifier_accepts_the_committed_receipt() {
 }
 
 #[test]
+fn python_verifier_accepts_the_committed_payment_receipt_and_refuses_another_leaf() {
+    let f = formats();
+    let base = &f["settled_receipt_document"]["document"];
+    let out = run_verifier(&f["jwks"], base);
+    assert!(out.status.success(), "the Python verifier refused the payment receipt:\n{}", describe(&out));
+    // The leaf must be the mandate's own payment record: a failure record is not one.
+    let mut leaf: Value = serde_json::from_slice(&B64.decode(s(&base["leaf"])).unwrap()).unwrap();
+    leaf["type"] = json!("mandate_payment_failed");
+    let mut d = base.clone();
+    d["leaf"] = json!(B64.encode(jcs::to_vec(&leaf).unwrap()));
+    let out = run_verifier(&f["jwks"], &d);
+    assert!(!out.status.success(), "accepted a payment receipt with a failure leaf:\n{}", describe(&out));
+    assert!(describe(&out).contains("does not name this mandate"), "{}", describe(&out));
+}
+
+#[test]
 fn python_verifier_rejects_tampered_receipts() {
     let f = formats();
     let jwks = &f["jwks"];

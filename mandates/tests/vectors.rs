@@ -390,7 +390,7 @@ fn leaf_text(kind: &str, data: &Value) -> String {
     jcs::to_string(&json!({"type": kind, "v": 1, "data": data})).expect("canonical")
 }
 
-/// The five leaves of the receipt's log; leaf 2 records the payment mandate.
+/// The five leaves of the receipt's log; leaf 2 records the payment mandate, leaf 4 its payment.
 fn receipt_leaves(payment_jws: &str) -> Vec<String> {
     vec![
         leaf_text(
@@ -400,11 +400,18 @@ fn receipt_leaves(payment_jws: &str) -> Vec<String> {
         conversion_leaf(),
         leaf_text("mandate_issued", &json!({"mandate": payment_jws})),
         leaf_text("hold_started", &json!({"mandate_ids": [PAYMENT_ID], "until": 1_769_904_000})),
-        leaf_text(
-            "payout_settled",
-            &json!({"mandate_ids": [PAYMENT_ID], "rail": "ach", "psp_confirmation_id": "psp_7f3a"}),
-        ),
+        settled_leaf(),
     ]
+}
+
+/// Leaf 4: the record that a settlement paid the mandate (a `payment_settled` receipt's leaf).
+const SETTLED_LEAF: u64 = 4;
+
+fn settled_leaf() -> String {
+    leaf_text(
+        "mandate_paid",
+        &json!({"mandate_id": PAYMENT_ID, "settlement": "stl_0007", "partner": "ptn_bob", "rail": "ach", "confirmation_id": "psp_7f3a"}),
+    )
 }
 
 fn conversion_leaf() -> String {
@@ -501,6 +508,23 @@ fn generate() -> Value {
         checkpoint: note.clone(),
     };
 
+    // The receipt of its payment, against the same checkpoint.
+    let settled_proof = merkle::inclusion_proof(hashes.as_slice(), SETTLED_LEAF, size).unwrap().unwrap();
+    let settled = ReceiptPayload {
+        psp_confirmation_id: Some("psp_7f3a".into()),
+        kind: ReceiptKind::PaymentSettled,
+        rail: Some("ach".into()),
+        leaf_index: SETTLED_LEAF,
+        ..receipt.clone()
+    };
+    let settled_document = ReceiptDocument {
+        receipt: settled.sign(&vendor),
+        mandate: payment_jws.clone(),
+        leaf: B64.encode(leaves[idx(SETTLED_LEAF)].as_bytes()),
+        inclusion: settled_proof.iter().map(|h| B64STD.encode(h)).collect(),
+        checkpoint: note.clone(),
+    };
+
     // A receipt payload with every optional field set.
     let failed = ReceiptPayload {
         vct: VCT_RECEIPT.into(),
@@ -555,6 +579,11 @@ fn generate() -> Value {
             "checkpoint": checkpoint_entry(&cp, &vendor),
             "receipt": signed_entry(&receipt, &vendor),
             "document": serde_json::to_value(&document).expect("document serialises"),
+        },
+        "settled_receipt_document": {
+            "leaf_index": SETTLED_LEAF,
+            "receipt": signed_entry(&settled, &vendor),
+            "document": serde_json::to_value(&settled_document).expect("document serialises"),
         },
         "webhook": webhook_entry(&vendor),
     })
@@ -863,6 +892,20 @@ fn committed_tokens_and_notes_verify() {
     let hashes: Vec<Hash> = leaves.iter().map(|l| merkle::leaf_hash(l.as_bytes())).collect();
     assert_eq!(hex::encode(merkle::root_of(&hashes)), s(rd, "root"));
     assert_eq!(len64(hashes.len()), u(rd, "tree_size"));
+
+    // The receipt of the payment: its leaf is the mandate's own `mandate_paid` record,
+    // in the same tree, under the same checkpoint.
+    let sd = &f["settled_receipt_document"];
+    let doc: ReceiptDocument = serde_json::from_value(sd["document"].clone()).expect("settled document");
+    let v = verify_receipt(&doc, &ring, Some(ORIGIN)).expect("committed settled receipt verifies");
+    assert_eq!(v.receipt.kind, ReceiptKind::PaymentSettled);
+    assert_eq!(v.receipt.leaf_index, u(sd, "leaf_index"));
+    assert_eq!(v.receipt.psp_confirmation_id.as_deref(), Some("psp_7f3a"));
+    assert_eq!(doc.receipt, s(&sd["receipt"], "jws"));
+    assert_eq!(doc.checkpoint, s(&rd["checkpoint"], "note"));
+    let leaf: Value = serde_json::from_slice(&B64.decode(&doc.leaf).unwrap()).unwrap();
+    assert_eq!(B64.decode(&doc.leaf).unwrap(), leaves[idx(u(sd, "leaf_index"))].as_bytes());
+    assert_eq!((leaf["type"].as_str(), leaf["data"]["mandate_id"].as_str()), (Some("mandate_paid"), Some(PAYMENT_ID)));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -936,6 +979,21 @@ fn receipt_document_refuses_tampering() {
     let mut d = base.clone();
     d.leaf = tamper_leaf(&base, |l| l["data"]["mandate"] = json!("another token"));
     assert_eq!(check(&d).unwrap_err(), ReceiptError::Leaf("the leaf does not name this mandate"));
+
+    // A payment receipt whose leaf is not its mandate's payment record: another record
+    // type (here the failure type, or the old whole-settlement form), or another mandate.
+    let paid: ReceiptDocument =
+        serde_json::from_value(f["settled_receipt_document"]["document"].clone()).expect("settled document");
+    check(&paid).expect("the committed payment receipt verifies");
+    for edit in [
+        (|l: &mut Value| l["type"] = json!("mandate_payment_failed")) as fn(&mut Value),
+        |l| l["data"]["mandate_id"] = json!("md_other"),
+        |l| l["data"] = json!({"mandate_ids": [PAYMENT_ID]}),
+    ] {
+        let mut d = paid.clone();
+        d.leaf = tamper_leaf(&paid, edit);
+        assert_eq!(check(&d).unwrap_err(), ReceiptError::Leaf("the leaf does not name this mandate"));
+    }
 
     // A flipped bit in each proof hash.
     assert_eq!(base.inclusion.len(), 3);
