@@ -278,6 +278,21 @@ fn payout_batches_hold_money_in_flight_until_the_rail_answers() {
         mandate_ids: ids.to_vec(),
     };
     let both = vec![a.clone(), b.clone()];
+    // A direct payment the rail refused: one failure record, the mandate stays payable.
+    let refused = w.fact(Event::SettlementFailed {
+        settlement: "S-1".into(),
+        batch: None,
+        partner: "p1".into(),
+        rail: "sepa".into(),
+        error: "account_closed".into(),
+        mandate_ids: vec![a.clone()],
+    });
+    assert!(
+        matches!(&refused.outputs[..], [o] if matches!(&o.envelope.event, Event::MandatePaymentFailed { mandate_id, error, .. } if *mandate_id == a && error == "account_closed")),
+        "{:?}",
+        refused.outputs
+    );
+    assert_eq!((book(&w).payable, book(&w).paid), (15_000, 0));
     let d = w.fact(batch("B1", &both));
     assert!(
         matches!(&d.outputs[0].envelope.event, Event::PayoutBatchCreated { amount, offset, .. } if amount.minor_units() == 15_000 && offset.is_zero())

@@ -306,7 +306,8 @@ def verify_receipt(doc, jwks, origin=None, partner=None):
         named = data.get("mandate") == doc["mandate"]
     elif kind in ("payment_settled", "payment_failed"):
         want = "mandate_paid" if kind == "payment_settled" else "mandate_payment_failed"
-        named = event.get("type") == want and data.get("mandate_id") == mandate.get("transaction_id")
+        kind_of = event.get("type") if isinstance(event, dict) else None
+        named = kind_of == want and data.get("mandate_id") == mandate.get("transaction_id")
     else:
         raise Invalid(f"receipt: unknown kind {kind!r}")
     if not named:

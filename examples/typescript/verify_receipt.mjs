@@ -259,7 +259,7 @@ async function verifyReceipt(doc, jwks, origin, partner) {
   if (receipt.kind === 'mandate_recorded') named = data.mandate === doc.mandate;
   else if (receipt.kind === 'payment_settled' || receipt.kind === 'payment_failed') {
     const want = receipt.kind === 'payment_settled' ? 'mandate_paid' : 'mandate_payment_failed';
-    named = event.type === want && data.mandate_id === mandate.transaction_id;
+    named = event !== null && typeof event === 'object' && event.type === want && data.mandate_id === mandate.transaction_id;
   } else throw new Invalid(`receipt: unknown kind ${receipt.kind}`);
   if (!named) throw new Invalid('leaf: the log event does not name this mandate');
 

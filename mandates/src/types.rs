@@ -393,9 +393,9 @@ pub enum Status {
 pub enum ReceiptKind {
     /// The mandate is recorded in the log (leaf `data.mandate` = the mandate token).
     MandateRecorded,
-    /// The mandate was paid on a rail (leaf `data.mandate_ids` lists it).
+    /// The mandate was paid on a rail (leaf: its `mandate_paid` record, `data.mandate_id`).
     PaymentSettled,
-    /// Payment on a rail failed (leaf `data.mandate_ids` lists it).
+    /// Payment on a rail failed (leaf: its `mandate_payment_failed` record, `data.mandate_id`).
     PaymentFailed,
 }
 

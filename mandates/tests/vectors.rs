@@ -981,14 +981,18 @@ fn receipt_document_refuses_tampering() {
     assert_eq!(check(&d).unwrap_err(), ReceiptError::Leaf("the leaf does not name this mandate"));
 
     // A payment receipt whose leaf is not its mandate's payment record: another record
-    // type (here the failure type, or the old whole-settlement form), or another mandate.
+    // type (the failure type; a settlement fact listing the mandate among others), or
+    // another mandate.
     let paid: ReceiptDocument =
         serde_json::from_value(f["settled_receipt_document"]["document"].clone()).expect("settled document");
     check(&paid).expect("the committed payment receipt verifies");
     for edit in [
         (|l: &mut Value| l["type"] = json!("mandate_payment_failed")) as fn(&mut Value),
         |l| l["data"]["mandate_id"] = json!("md_other"),
-        |l| l["data"] = json!({"mandate_ids": [PAYMENT_ID]}),
+        |l| {
+            l["type"] = json!("settlement_confirmed");
+            l["data"] = json!({"mandate_ids": [PAYMENT_ID, "md_other"]});
+        },
     ] {
         let mut d = paid.clone();
         d.leaf = tamper_leaf(&paid, edit);
