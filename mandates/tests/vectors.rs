@@ -480,7 +480,6 @@ fn generate() -> Value {
     let hashes: Vec<Hash> = leaves.iter().map(|l| merkle::leaf_hash(l.as_bytes())).collect();
     let size = len64(hashes.len());
     let root = merkle::root_of(&hashes);
-    let proof = merkle::inclusion_proof(hashes.as_slice(), RECEIPT_LEAF, size).unwrap().unwrap();
     let cp = Checkpoint { origin: ORIGIN.into(), size, root, time: RECEIPT_CHECKPOINT_TIME };
     let note = cp.sign(&vendor);
     let receipt = ReceiptPayload {
@@ -500,16 +499,20 @@ fn generate() -> Value {
         tree_size: size,
         root: hex::encode(root),
     };
-    let document = ReceiptDocument {
-        receipt: receipt.sign(&vendor),
-        mandate: payment_jws.clone(),
-        leaf: B64.encode(leaves[idx(RECEIPT_LEAF)].as_bytes()),
-        inclusion: proof.iter().map(|h| B64STD.encode(h)).collect(),
-        checkpoint: note.clone(),
+    // A receipt document: the payload signed, its leaf, the leaf's path, the checkpoint.
+    let document_of = |r: &ReceiptPayload| {
+        let proof = merkle::inclusion_proof(hashes.as_slice(), r.leaf_index, size).unwrap().unwrap();
+        ReceiptDocument {
+            receipt: r.sign(&vendor),
+            mandate: payment_jws.clone(),
+            leaf: B64.encode(leaves[idx(r.leaf_index)].as_bytes()),
+            inclusion: proof.iter().map(|h| B64STD.encode(h)).collect(),
+            checkpoint: note.clone(),
+        }
     };
+    let document = document_of(&receipt);
 
     // The receipt of its payment, against the same checkpoint.
-    let settled_proof = merkle::inclusion_proof(hashes.as_slice(), SETTLED_LEAF, size).unwrap().unwrap();
     let settled = ReceiptPayload {
         psp_confirmation_id: Some("psp_7f3a".into()),
         kind: ReceiptKind::PaymentSettled,
@@ -517,13 +520,7 @@ fn generate() -> Value {
         leaf_index: SETTLED_LEAF,
         ..receipt.clone()
     };
-    let settled_document = ReceiptDocument {
-        receipt: settled.sign(&vendor),
-        mandate: payment_jws.clone(),
-        leaf: B64.encode(leaves[idx(SETTLED_LEAF)].as_bytes()),
-        inclusion: settled_proof.iter().map(|h| B64STD.encode(h)).collect(),
-        checkpoint: note.clone(),
-    };
+    let settled_document = document_of(&settled);
 
     // A receipt payload with every optional field set.
     let failed = ReceiptPayload {
