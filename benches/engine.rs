@@ -96,6 +96,7 @@ fn bench(c: &mut Criterion) {
                 records: vec![NewRecord { kind: "setup".into(), version: 1, event: b"{}".to_vec() }],
                 expected_seq: Some(s),
                 projection: None,
+                looked_up: None,
             })
             .unwrap();
     }
@@ -129,6 +130,7 @@ fn bench(c: &mut Criterion) {
                             .collect(),
                         expected_seq: Some(first),
                         projection: None,
+                        looked_up: None,
                     })
                     .collect();
                 in_flight.push_back(ledger.reserve_blocking().unwrap().append_group(appends).unwrap());

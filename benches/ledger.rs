@@ -37,6 +37,7 @@ fn append(i: u64) -> Append {
         records: vec![NewRecord { kind: "bench".into(), version: 1, event }],
         expected_seq: None,
         projection: None,
+        looked_up: None,
     }
 }
 

@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use settle_engine::replay::{Ready, sign_decisions};
 use settle_engine::{Engine, EngineConfig, Envelope, Event, Rejection, State};
-use settle_ledger::{Append, Appended, Ledger, LedgerConfig, LedgerError, NewRecord, ProjectionUpdate};
+use settle_ledger::{Append, Appended, KeyLookup, Ledger, LedgerConfig, LedgerError, NewRecord, ProjectionUpdate};
 use settle_mandates::keys::SigningKey;
 use sha2::{Digest, Sha256};
 
@@ -189,20 +189,20 @@ impl Service {
                 }));
                 continue;
             }
-            match self.ledger.key_entry(s.key.as_bytes()) {
-                Ok(Some(e)) => {
-                    slots.push(Some(if e.content_hash == h {
-                        Prepared::Wait(e.appended.first_seq, e.appended.count)
-                    } else {
-                        Prepared::Done(Err(SubmitError::KeyConflict(s.key)))
-                    }));
-                    continue;
-                }
-                Ok(None) => {}
+            let looked_up = match self.ledger.look_up(s.key.as_bytes()) {
+                Ok(l) => l,
                 Err(e) => {
                     slots.push(Some(Prepared::Done(Err(SubmitError::Storage(e.to_string())))));
                     continue;
                 }
+            };
+            if let Some(e) = looked_up.entry() {
+                slots.push(Some(if e.content_hash == h {
+                    Prepared::Wait(e.appended.first_seq, e.appended.count)
+                } else {
+                    Prepared::Done(Err(SubmitError::KeyConflict(s.key)))
+                }));
+                continue;
             }
             let env = Envelope { v: 1, at: s.at, by: s.by, key: Some(s.key.clone()), cause: None, event: s.event };
             let seq = sq.next;
@@ -212,7 +212,7 @@ impl Service {
                     let count = 1 + u32::try_from(d.outputs.len()).unwrap_or(u32::MAX);
                     sq.next += u64::from(count);
                     sq.inflight.insert(s.key.clone(), InFlight { content_hash: h, first_seq: seq, count });
-                    owners.push((slots.len(), s.key, h));
+                    owners.push((slots.len(), s.key, h, looked_up));
                     slots.push(None);
                     decisions.push(d);
                 }
@@ -222,10 +222,10 @@ impl Service {
         let signed = sign_decisions(decisions, &self.key);
         let mut appends = Vec::with_capacity(signed.len());
         let mut metas = Vec::with_capacity(signed.len());
-        for ((slot, key, h), records) in owners.into_iter().zip(signed) {
+        for ((slot, key, h, looked_up), records) in owners.into_iter().zip(signed) {
             let first = sq.inflight[&key].first_seq;
             metas.push((slot, first, records.iter().map(|r| r.envelope.clone()).collect::<Vec<Envelope>>()));
-            appends.push(to_append(&key, h, first, records));
+            appends.push(to_append(&key, h, first, records, looked_up));
         }
         if !appends.is_empty() {
             match reserved.append_group(appends) {
@@ -358,7 +358,7 @@ fn forget_durable(sq: &mut Sequencer, durable: u64) {
     sq.inflight.retain(|_, f| f.first_seq + u64::from(f.count) > durable);
 }
 
-fn to_append(key: &str, h: [u8; 32], first: u64, records: Vec<Ready>) -> Append {
+fn to_append(key: &str, h: [u8; 32], first: u64, records: Vec<Ready>, looked_up: KeyLookup) -> Append {
     Append {
         key: key.as_bytes().to_vec(),
         content_hash: h,
@@ -368,6 +368,7 @@ fn to_append(key: &str, h: [u8; 32], first: u64, records: Vec<Ready>) -> Append 
             .collect(),
         expected_seq: Some(first),
         projection: None,
+        looked_up: Some(looked_up),
     }
 }
 

@@ -55,6 +55,17 @@ pub const QUEUE_CAPACITY: usize = 8192;
 pub const PARALLEL_PRECHECK: usize = 64;
 /// Longest idempotency key, bytes.
 pub const MAX_KEY_BYTES: usize = 256;
+/// Keys of the latest group commits the writer keeps in memory (at least the last
+/// batch's, whatever its size), so that an append whose key was looked up on the
+/// caller's thread before those batches were durable is settled without reading the
+/// store again. An append looked up before the oldest batch kept is read again.
+pub const RECENT_KEYS: usize = 16_384;
+/// The storage engine's background threads (flushes and compactions). fjall's default
+/// is one per core up to four; with two, its first worker hands each compaction request
+/// back to the queue while the other is busy and takes it again at once, a busy loop
+/// that cost a tenth of the group-commit throughput here (docs/performance.md). With
+/// three the loop is rare; one alone can stall writes behind a long compaction.
+pub const STORAGE_WORKERS: usize = 3;
 
 /// Why the ledger refused or failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -156,21 +167,44 @@ pub struct Append {
     pub expected_seq: Option<u64>,
     /// Read-model state to store atomically with the records.
     pub projection: Option<ProjectionUpdate>,
+    /// The caller's own look-up of `key` ([`Ledger::look_up`]), when it made one before
+    /// deciding what to append; otherwise the ledger looks the key up itself.
+    pub looked_up: Option<KeyLookup>,
+}
+
+/// What the idempotency index held for a key when it was looked up, and how much of the
+/// log that look-up could have seen (so the writer can tell what it may have missed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyLookup {
+    entry: Option<KeyEntry>,
+    /// Group commits durable (and readable) before the look-up.
+    after: u64,
+}
+
+impl KeyLookup {
+    /// The key's entry, if the key was used.
+    #[must_use]
+    pub fn entry(&self) -> Option<&KeyEntry> {
+        self.entry.as_ref()
+    }
 }
 
 /// An [`Append`] checked and prepared for the writer.
 struct Prepared {
-    key: Vec<u8>,
+    key: fjall::Slice,
     content_hash: Hash,
     records: Vec<PreparedRecord>,
     expected_seq: Option<u64>,
     projection: Option<ProjectionUpdate>,
+    /// The key's entry in the store when it was looked up (see [`RecentKeys`]).
+    seen: KeyLookup,
 }
 
 /// A record encoded for storage but for its chain link, with its hashes.
 struct PreparedRecord {
-    /// [`Record::encode`] with a zero chain at `chain_at`.
-    value: Vec<u8>,
+    /// [`Record::encode`] with a zero chain at `chain_at`, already in the store's own
+    /// buffer type, so the writer thread patches the link in place instead of copying.
+    value: byteview::ByteView,
     chain_at: usize,
     event_hash: Hash,
     leaf: Hash,
@@ -180,13 +214,51 @@ impl PreparedRecord {
     fn new(r: &NewRecord) -> Self {
         let event_hash: Hash = Sha256::digest(&r.event).into();
         let (value, chain_at) = record::encode(&r.kind, r.version, &event_hash, &GENESIS_CHAIN, &r.event);
-        Self { value, chain_at, event_hash, leaf: merkle::leaf_hash(&r.event) }
+        Self { value: byteview::ByteView::new(&value), chain_at, event_hash, leaf: merkle::leaf_hash(&r.event) }
     }
 
     /// The storage value, linked after `chain`.
-    fn with_chain(mut self, chain: &Hash) -> Vec<u8> {
-        self.value[self.chain_at..self.chain_at + 32].copy_from_slice(chain);
-        self.value
+    fn with_chain(mut self, chain: &Hash) -> fjall::Slice {
+        // Never shared before now; if it were, copy rather than write through.
+        if self.value.get_mut().is_none() {
+            self.value = byteview::ByteView::new(&self.value);
+        }
+        {
+            let Some(mut v) = self.value.get_mut() else { unreachable!("a fresh copy is not shared") };
+            v[self.chain_at..self.chain_at + 32].copy_from_slice(chain);
+        }
+        fjall::Slice::from(self.value)
+    }
+}
+
+/// The keys of the latest group commits, for the writer: an append carries what was
+/// found in the store for its key and how many batches were durable before that look-up
+/// ([`KeyLookup`]); every later batch is either here or, if it has been dropped from
+/// here, the writer reads the store again.
+struct RecentKeys {
+    map: HashMap<fjall::Slice, KeyEntry>,
+    /// Batch number and its keys, oldest first.
+    batches: std::collections::VecDeque<(u64, Vec<fjall::Slice>)>,
+    /// The keys of every batch from this number on are in `map`.
+    from: u64,
+}
+
+impl RecentKeys {
+    fn new(next_batch: u64) -> Self {
+        Self { map: HashMap::new(), batches: std::collections::VecDeque::new(), from: next_batch }
+    }
+
+    /// Keeps batch `n`'s keys (already in `map`), dropping the oldest batches while
+    /// more than [`RECENT_KEYS`] are kept.
+    fn committed(&mut self, n: u64, keys: Vec<fjall::Slice>) {
+        self.batches.push_back((n, keys));
+        while self.map.len() > RECENT_KEYS && self.batches.len() > 1 {
+            let Some((old, keys)) = self.batches.pop_front() else { break };
+            for k in &keys {
+                self.map.remove(k);
+            }
+            self.from = old + 1;
+        }
     }
 }
 
@@ -293,6 +365,8 @@ struct Shared {
     /// The tile being filled, as far as it is durable.
     open_tile: RwLock<OpenTile>,
     size: AtomicU64,
+    /// Group commits made durable since the ledger was opened.
+    batches: AtomicU64,
     poisoned: AtomicBool,
     origin: String,
     accepts: Acceptor,
@@ -521,7 +595,7 @@ impl Frontier {
 impl Ledger {
     /// Opens (or creates) the ledger in `path` and starts its writer thread.
     pub fn open(path: &Path, config: LedgerConfig) -> Result<Self> {
-        let db = Database::builder(path).open()?;
+        let db = Database::builder(path).worker_threads(STORAGE_WORKERS).open()?;
         let ks = |n: &str| db.keyspace(n, || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES));
         let stores = Stores {
             records: ks("records")?,
@@ -540,6 +614,7 @@ impl Ledger {
             open_tile: RwLock::new(open_tile.clone()),
             stores: stores.clone(),
             size: AtomicU64::new(size),
+            batches: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
             origin: config.origin.clone(),
             accepts: config.accepts.clone(),
@@ -555,6 +630,7 @@ impl Ledger {
             open_tile,
             key: config.key,
             persist: config.persist,
+            recent: RecentKeys::new(1),
         };
         let handle = std::thread::Builder::new()
             .name("settle-ledger-writer".into())
@@ -608,12 +684,21 @@ impl Ledger {
             }
         }
         let records = a.records.iter().map(PreparedRecord::new).collect();
+        // The key is looked up on the caller's thread (here, or by the caller before it
+        // decided), so the one writer thread does not have to: what it finds is final
+        // (keys are permanent), and what was appended after the look-up the writer
+        // knows from its recent batches.
+        let seen = match a.looked_up {
+            Some(l) => l,
+            None => self.look_up(&a.key)?,
+        };
         Ok(Prepared {
-            key: a.key,
+            key: fjall::Slice::from(a.key),
             content_hash: a.content_hash,
             records,
             expected_seq: a.expected_seq,
             projection: a.projection,
+            seen,
         })
     }
 
@@ -742,6 +827,14 @@ impl Ledger {
     /// The idempotency entry for `key`, if the key was used.
     pub fn key_entry(&self, key: &[u8]) -> Result<Option<KeyEntry>> {
         Ok(self.inner.stores.keys.get(key)?.and_then(|v| KeyEntry::decode(&v)))
+    }
+
+    /// Looks `key` up in the idempotency index; pass the result in
+    /// [`Append::looked_up`] to spare the ledger a second look-up.
+    pub fn look_up(&self, key: &[u8]) -> Result<KeyLookup> {
+        // Read the count first: every batch it counts is readable below.
+        let after = self.inner.batches.load(Ordering::Acquire);
+        Ok(KeyLookup { entry: self.key_entry(key)?, after })
     }
 
     /// The stored projection state and the last sequence it reflects.
@@ -1037,6 +1130,7 @@ struct Writer {
     open_tile: OpenTile,
     key: SigningKey,
     persist: PersistMode,
+    recent: RecentKeys,
 }
 
 type Reply = (oneshot::Sender<Result<Appended>>, Result<Appended>);
@@ -1082,8 +1176,9 @@ impl Writer {
         let mut batch = fjall::OwnedWriteBatch::with_capacity(s.db.clone(), n_records + appends.len() + 8)
             .durability(Some(self.persist));
         let mut replies: Vec<Reply> = Vec::with_capacity(appends.len());
-        // Keys appended in this batch, by the stored key itself (one copy, shared).
-        let mut pending_keys: HashMap<fjall::Slice, KeyEntry> = HashMap::with_capacity(appends.len());
+        // Keys appended in this batch (also in `recent.map`, which settles duplicates
+        // within the batch).
+        let mut batch_keys: Vec<fjall::Slice> = Vec::with_capacity(appends.len());
         let mut new_nodes: Vec<((u32, u64), Hash)> = Vec::new();
         let start = (self.chain, self.frontier.clone(), self.open_tile.clone());
         for (a, reply) in appends {
@@ -1091,8 +1186,11 @@ impl Writer {
                 replies.push((reply, Err(LedgerError::Poisoned)));
                 continue;
             }
-            let existing = match pending_keys.get(a.key.as_slice()) {
+            let existing = match self.recent.map.get(&a.key) {
                 Some(e) => Some(*e),
+                None if a.seen.entry.is_some() => a.seen.entry,
+                // Every batch made durable after the look-up is in `recent`.
+                None if a.seen.after + 1 >= self.recent.from => None,
                 None => match s.keys.get(&a.key) {
                     Ok(v) => v.and_then(|v| KeyEntry::decode(&v)),
                     Err(e) => {
@@ -1143,9 +1241,9 @@ impl Writer {
             }
             let appended = Appended { first_seq, count, chain: self.chain, replayed: false };
             let entry = KeyEntry { content_hash: a.content_hash, appended };
-            let key = fjall::Slice::from(a.key);
-            batch.insert(&s.keys, key.clone(), entry.encode());
-            pending_keys.insert(key, entry);
+            batch.insert(&s.keys, a.key.clone(), entry.encode());
+            self.recent.map.insert(a.key.clone(), entry);
+            batch_keys.push(a.key);
             if let Some(p) = a.projection {
                 let mut v = Vec::with_capacity(8 + p.state.len());
                 v.extend_from_slice(&(self.frontier.size - 1).to_be_bytes());
@@ -1173,6 +1271,12 @@ impl Writer {
                 m.extend(new_nodes.drain(..));
             }
             self.inner.size.store(self.frontier.size, Ordering::Release);
+            // Its keys are readable in the store now; count the batch after that, so a
+            // caller that reads this count and then finds no key knows which batches
+            // its look-up may have missed.
+            let n = self.inner.batches.load(Ordering::Relaxed) + 1;
+            self.recent.committed(n, batch_keys);
+            self.inner.batches.store(n, Ordering::Release);
         }
         for (reply, out) in replies {
             let _ = reply.send(out);

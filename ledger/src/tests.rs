@@ -29,6 +29,7 @@ pub(crate) fn append(key: &str, events: &[&str]) -> Append {
             .collect(),
         expected_seq: None,
         projection: None,
+        looked_up: None,
     }
 }
 
@@ -210,4 +211,63 @@ fn aux_entries_survive_reopen_and_stay_out_of_the_log() {
     let subs = l.aux_scan(b"wh/sub/", 10).unwrap();
     assert_eq!(subs, vec![(b"wh/sub/1".to_vec(), b"one".to_vec())]);
     assert_eq!(l.aux_scan(b"wh/", 1).unwrap().len(), 1, "the limit holds");
+}
+
+/// Appends `n` groups of `per` fresh keys, each group one group commit.
+fn fill(l: &Ledger, prefix: &str, n: usize, per: usize) {
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    for g in 0..n {
+        let group = (0..per).map(|i| append(&format!("{prefix}{g}-{i}"), &["f"])).collect();
+        for f in l.reserve_blocking().unwrap().append_group(group).unwrap() {
+            assert!(!rt.block_on(f).unwrap().replayed);
+        }
+    }
+}
+
+/// The writer settles an append from the look-up made on the caller's side, plus the
+/// keys of the batches made durable since; a look-up older than the batches it keeps
+/// is read again from the store. Either way a key is never appended twice.
+#[test]
+fn a_look_up_made_before_the_key_was_appended_never_appends_it_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(dir.path(), config(1)).unwrap();
+    let stale = l.look_up(b"k").unwrap();
+    assert_eq!(stale.entry(), None);
+    let first = l.append_blocking(append("k", &["x"])).unwrap();
+    let with = |events: &[&str]| Append { looked_up: Some(stale), ..append("k", events) };
+    let check = |l: &Ledger, size: u64| {
+        assert_eq!(l.append_blocking(with(&["x"])).unwrap(), Appended { replayed: true, ..first });
+        assert!(matches!(l.append_blocking(with(&["y"])), Err(LedgerError::KeyConflict { seq: 0, .. })));
+        assert_eq!(l.size(), size);
+    };
+    // Settled from the recent batches.
+    check(&l, 1);
+    // Push the key's batch out of the recent ones: now the writer reads the store.
+    let per = 1000;
+    let groups = RECENT_KEYS / per + 2;
+    fill(&l, "f", groups, per);
+    let size = 1 + (groups * per) as u64;
+    check(&l, size);
+    // A fresh look-up finds the entry itself.
+    let fresh = l.look_up(b"k").unwrap();
+    assert_eq!(fresh.entry().map(|e| e.appended.first_seq), Some(0));
+    assert_eq!(l.append_blocking(Append { looked_up: Some(fresh), ..append("k", &["x"]) }).unwrap().first_seq, 0);
+    assert_eq!(verify_log(&l, &ring(&[1])).unwrap().records, size);
+}
+
+/// Within one group commit, a key's second append is the first one's replay.
+#[test]
+fn a_key_twice_in_one_group_commit_is_appended_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(dir.path(), config(1)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let group = vec![append("d", &["x"]), append("e", &["x"]), append("d", &["x"]), append("d", &["z"])];
+    let out: Vec<Result<Appended>> =
+        l.reserve_blocking().unwrap().append_group(group).unwrap().into_iter().map(|f| rt.block_on(f)).collect();
+    let d = *out[0].as_ref().unwrap();
+    assert_eq!((d.first_seq, d.replayed), (0, false));
+    assert_eq!(out[1].as_ref().unwrap().first_seq, 1);
+    assert_eq!(out[2].as_ref().unwrap(), &Appended { replayed: true, ..d });
+    assert!(matches!(out[3], Err(LedgerError::KeyConflict { seq: 0, .. })));
+    assert_eq!(l.size(), 2);
 }

@@ -66,6 +66,7 @@ fn append(key: &str, event: Vec<u8>) -> Append {
         records: vec![NewRecord { kind: KIND.into(), version: 1, event }],
         expected_seq: None,
         projection: None,
+        looked_up: None,
     }
 }
 

@@ -233,6 +233,7 @@ impl Model {
                     records: new.clone(),
                     expected_seq,
                     projection: None,
+                    looked_up: None,
                 };
                 if let Some(exp) = expected_seq
                     && exp != first_seq
@@ -267,6 +268,7 @@ impl Model {
                     records: k.recs.clone(),
                     expected_seq: None,
                     projection: None,
+                    looked_up: None,
                 };
                 Some((append, Expect::Ok(Appended { replayed: true, ..k.appended })))
             }
@@ -281,7 +283,17 @@ impl Model {
                 let expect =
                     Expect::Conflict { key: String::from_utf8_lossy(&key).into_owned(), seq: k.appended.first_seq };
                 // A stale expected_seq must not matter: the key is looked at first.
-                Some((Append { key, content_hash: ch, records: recs, expected_seq: Some(0), projection: None }, expect))
+                Some((
+                    Append {
+                        key,
+                        content_hash: ch,
+                        records: recs,
+                        expected_seq: Some(0),
+                        projection: None,
+                        looked_up: None,
+                    },
+                    expect,
+                ))
             }
         }
     }
@@ -354,6 +366,7 @@ fn run(ops: &[Op]) {
                     records: vec![NewRecord { kind: "model_a".into(), version: 1, event: b"{}".to_vec() }],
                     expected_seq: None,
                     projection: None,
+                    looked_up: None,
                 };
                 assert_eq!(l.append_blocking(fresh), Err(LedgerError::Closed));
                 drop(l);
