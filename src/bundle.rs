@@ -813,37 +813,50 @@ pub fn audit_data(data: &Path) -> Result<AuditReport> {
     let keys = crate::keystore::KeyFile::load(data)?;
     let ring = keys.ring()?;
     let ledger = open_ledger(data, &keys)?;
-    // Two passes over the log at once: the ledger's (chain, hashes, tree, checkpoint
-    // signatures) on its own thread, the replay (re-derive every split, mandate and
-    // balance; signatures batch-verified in the background) on this one.
-    let (l2, ring2) = (ledger.clone(), ring.clone());
-    let structural = std::thread::spawn(move || settle_ledger::verify_log(&l2, &ring2));
+    // One read of the log, three stages on their own threads: the ledger's pass (chain,
+    // hashes, tree, checkpoint signatures) hands each record it verified to the parser
+    // (parse, check canonical), which hands it to the replay on this thread (re-derive
+    // every split, mandate and balance, in log order; signatures batch-verified in the
+    // background).
     let cfg = EngineConfig { vendor: keys.vendor.clone(), salt_secret: keys.salt()? };
-    let mut replay = Replay::new(Engine::new(cfg), ring, true);
-    // And the replay itself in two stages: records read, parsed and checked canonical on
-    // one thread, decided and compared in log order on this one.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(u64, Result<Envelope, Mismatch>)>>(16);
+    let mut replay = Replay::new(Engine::new(cfg), ring.clone(), true);
+    let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Vec<settle_ledger::Record>>(16);
     let reader = ledger.clone();
-    let parser = std::thread::spawn(move || {
+    let structural = std::thread::spawn(move || {
         let mut chunk = Vec::with_capacity(PARSE_CHUNK);
-        let mut next = 0u64;
-        for r in reader.records(0) {
-            let item = match r {
-                Ok(r) => (r.seq, parse_record(r.seq, &r.kind, r.version, &r.event)),
-                Err(e) => (next, Err(Mismatch { seq: next, what: format!("cannot read the record: {e}") })),
-            };
-            next = item.0 + 1;
-            let stop = item.1.is_err();
-            chunk.push(item);
-            if stop || chunk.len() == PARSE_CHUNK {
-                // A failure ends the stream after it is handed over.
-                let sent = tx.send(std::mem::replace(&mut chunk, Vec::with_capacity(PARSE_CHUNK))).is_ok();
-                if stop || !sent {
-                    return;
+        let mut open = true;
+        let v = settle_ledger::verify_log_each(&reader, &ring, |r| {
+            // Once the replay has stopped, the pass goes on alone (its verdict comes first).
+            if open {
+                chunk.push(r);
+                if chunk.len() == PARSE_CHUNK {
+                    open = raw_tx.send(std::mem::replace(&mut chunk, Vec::with_capacity(PARSE_CHUNK))).is_ok();
                 }
             }
+        });
+        if open {
+            let _ = raw_tx.send(chunk);
         }
-        let _ = tx.send(chunk);
+        v
+    });
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(u64, Result<Envelope, Mismatch>)>>(16);
+    let parser = std::thread::spawn(move || {
+        for records in raw_rx {
+            let mut chunk = Vec::with_capacity(records.len());
+            let mut stop = false;
+            for r in records {
+                let item = (r.seq, parse_record(r.seq, &r.kind, r.version, &r.event));
+                stop = item.1.is_err();
+                chunk.push(item);
+                if stop {
+                    break;
+                }
+            }
+            // A failure ends the stream after it is handed over.
+            if tx.send(chunk).is_err() || stop {
+                return;
+            }
+        }
     });
     let replayed = (|| {
         for chunk in rx {

@@ -282,7 +282,10 @@ pub struct FxRate {
     pub source: String,
 }
 
-/// Every event type. Facts first, then derived events.
+/// Every event type. Facts first, then derived events. Each variant declares its fields
+/// in RFC 8785 (sorted) order, so that serde writes its data already canonical and
+/// [`Envelope::to_bytes`] need not sort it (a test holds the kinds written most to that;
+/// a kind that is not falls back to sorting, with the same bytes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data", rename_all = "snake_case")]
 pub enum Event {
@@ -294,19 +297,19 @@ pub enum Event {
     },
     /// A program's rules were amended from `effective_from` on.
     ProgramAmended {
-        /// The new rules (same program id and currency).
-        spec: ProgramSpec,
         /// From when they apply (conversions occurring earlier keep the old rules).
         effective_from: DateTime<Utc>,
+        /// The new rules (same program id and currency).
+        spec: ProgramSpec,
     },
     /// A partner joined a program.
     PartnerEnrolled {
+        /// Display name.
+        name: String,
         /// Partner id.
         partner: String,
         /// Program id.
         program: String,
-        /// Display name.
-        name: String,
         /// Role.
         role: PartnerRole,
     },
@@ -321,14 +324,14 @@ pub enum Event {
     AgentAuthorised {
         /// Agent id.
         agent: String,
+        /// End (exclusive).
+        expires_at: DateTime<Utc>,
+        /// Start.
+        not_before: DateTime<Utc>,
         /// Partner it acts for.
         partner: String,
         /// What it may do.
         scopes: Vec<AgentScope>,
-        /// Start.
-        not_before: DateTime<Utc>,
-        /// End (exclusive).
-        expires_at: DateTime<Utc>,
     },
     /// An agent's authority was revoked.
     AgentRevoked {
@@ -337,21 +340,21 @@ pub enum Event {
     },
     /// A partner registered a customer.
     LeadRegistered {
-        /// Lead id.
-        lead: String,
-        /// Program id.
-        program: String,
         /// Normalised customer key (e.g. company domain).
         customer: String,
+        /// Lead id.
+        lead: String,
         /// Registering partner.
         partner: String,
+        /// Program id.
+        program: String,
     },
     /// A lead was handed to another partner (adds a hop).
     LeadHandedOff {
-        /// Lead id.
-        lead: String,
         /// Current last hop.
         from: String,
+        /// Lead id.
+        lead: String,
         /// New last hop.
         to: String,
     },
@@ -359,25 +362,25 @@ pub enum Event {
     ConversionRecorded {
         /// Conversion id.
         conversion: String,
-        /// Lead id.
-        lead: String,
-        /// Revenue.
-        revenue: Amount,
-        /// When the deal was won.
-        occurred_at: DateTime<Utc>,
-        /// Month of a subscription (1 = first), for recurring limits.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        subscription_month: Option<u32>,
         /// Exchange rate when revenue is not in the program's currency.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         fx: Option<FxRate>,
+        /// Lead id.
+        lead: String,
+        /// When the deal was won.
+        occurred_at: DateTime<Utc>,
+        /// Revenue.
+        revenue: Amount,
+        /// Month of a subscription (1 = first), for recurring limits.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subscription_month: Option<u32>,
     },
     /// Revenue of a conversion was refunded (wholly or partly).
     RefundRecorded {
-        /// Refund id.
-        refund: String,
         /// Conversion id.
         conversion: String,
+        /// Refund id.
+        refund: String,
         /// How much.
         size: RefundSize,
     },
@@ -391,12 +394,12 @@ pub enum Event {
     PayoutBatched {
         /// Batch id.
         batch: String,
+        /// Mandates in the batch.
+        mandate_ids: Vec<String>,
         /// Partner.
         partner: String,
         /// Rail the batch is sent to.
         rail: String,
-        /// Mandates in the batch.
-        mandate_ids: Vec<String>,
     },
     /// The vendor released a held conversion: it is decided again against the program's
     /// current standing authorisation (after an amendment raised its budget or widened
@@ -407,46 +410,48 @@ pub enum Event {
     },
     /// A rail paid a partner's payable mandates (or a payout batch).
     SettlementConfirmed {
-        /// Settlement id.
-        settlement: String,
         /// The payout batch settled, if the mandates were batched.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         batch: Option<String>,
-        /// Partner.
-        partner: String,
-        /// Rail name (`book`, `sepa`, `stripe`, ...).
-        rail: String,
         /// The rail's confirmation id.
         confirmation_id: String,
         /// Mandates paid.
         mandate_ids: Vec<String>,
+        /// Partner.
+        partner: String,
+        /// Rail name (`book`, `sepa`, `stripe`, ...).
+        rail: String,
+        /// Settlement id.
+        settlement: String,
     },
     /// A rail failed to pay.
     SettlementFailed {
-        /// Settlement id.
-        settlement: String,
         /// The payout batch that failed (its mandates are payable again), if batched.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         batch: Option<String>,
-        /// Partner.
-        partner: String,
-        /// Rail name.
-        rail: String,
         /// The rail's error code.
         error: String,
         /// Mandates it tried to pay.
         mandate_ids: Vec<String>,
+        /// Partner.
+        partner: String,
+        /// Rail name.
+        rail: String,
+        /// Settlement id.
+        settlement: String,
     },
     // ---- derived ----
     /// The program's standing authorisation (open mandate) was (re)issued.
     OpenMandateIssued {
-        /// Its id.
-        mandate_id: String,
         /// Compact JWS.
         mandate: String,
+        /// Its id.
+        mandate_id: String,
     },
     /// Outcome of a lead registration or handoff.
     LeadOutcome {
+        /// The chain now.
+        chain: Vec<String>,
         /// Lead id.
         lead: String,
         /// `owner`, `duplicate`, `handed_off`.
@@ -454,8 +459,6 @@ pub enum Event {
         /// The lead that owns the customer, for duplicates.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         owner: Option<String>,
-        /// The chain now.
-        chain: Vec<String>,
     },
     /// Outcome of a conversion: the pool and what was done with it.
     ConversionOutcome {
@@ -463,40 +466,40 @@ pub enum Event {
         conversion: String,
         /// `settled`, `held`, `no_commission`.
         outcome: String,
+        /// The pool (zero when none).
+        pool: Amount,
         /// Why (for held and no_commission).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
-        /// The pool (zero when none).
-        pool: Amount,
         /// Rule version used.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rule_version: Option<u32>,
     },
     /// One hop's payment mandate.
     MandateIssued {
-        /// Mandate id.
-        mandate_id: String,
-        /// Payee.
-        partner: String,
         /// Amount.
         amount: Amount,
         /// Compact JWS of the mandate.
         mandate: String,
+        /// Mandate id.
+        mandate_id: String,
+        /// Payee.
+        partner: String,
     },
     /// One hop's clawback mandate.
     ClawbackIssued {
-        /// Clawback mandate id.
-        mandate_id: String,
-        /// The mandate reversed.
-        reverses: String,
-        /// Partner.
-        partner: String,
         /// Amount clawed back.
         amount: Amount,
-        /// Part of it taken from money already paid (a negative payable to offset).
-        offset: Amount,
         /// Compact JWS.
         mandate: String,
+        /// Clawback mandate id.
+        mandate_id: String,
+        /// Part of it taken from money already paid (a negative payable to offset).
+        offset: Amount,
+        /// Partner.
+        partner: String,
+        /// The mandate reversed.
+        reverses: String,
     },
     /// Holds ended: these mandates are payable.
     HoldsReleased {
@@ -507,58 +510,58 @@ pub enum Event {
     },
     /// A payout batch was made: what the rail is to pay.
     PayoutBatchCreated {
+        /// Amount the rail is to pay.
+        amount: Amount,
         /// Batch id.
         batch: String,
+        /// Mandates in the batch.
+        mandate_ids: Vec<String>,
+        /// Part of the mandates' value absorbed by earlier negative balances.
+        offset: Amount,
         /// Partner.
         partner: String,
         /// Rail.
         rail: String,
-        /// Amount the rail is to pay.
-        amount: Amount,
-        /// Part of the mandates' value absorbed by earlier negative balances.
-        offset: Amount,
-        /// Mandates in the batch.
-        mandate_ids: Vec<String>,
     },
     /// A settlement was booked.
     PayoutBooked {
-        /// Settlement id.
-        settlement: String,
-        /// Partner.
-        partner: String,
-        /// Amount moved to paid.
-        paid: Amount,
-        /// Part of the mandates' value absorbed by earlier negative balances.
-        offset: Amount,
         /// Mandates settled.
         mandate_ids: Vec<String>,
+        /// Part of the mandates' value absorbed by earlier negative balances.
+        offset: Amount,
+        /// Amount moved to paid.
+        paid: Amount,
+        /// Partner.
+        partner: String,
+        /// Settlement id.
+        settlement: String,
     },
     /// A settlement paid one mandate: a small leaf of its own, so that a partner's
     /// receipt of the payment carries this record, not the settlement's whole list.
     MandatePaid {
+        /// The rail's confirmation id.
+        confirmation_id: String,
         /// The mandate.
         mandate_id: String,
-        /// Settlement id.
-        settlement: String,
         /// Partner paid.
         partner: String,
         /// Rail name.
         rail: String,
-        /// The rail's confirmation id.
-        confirmation_id: String,
+        /// Settlement id.
+        settlement: String,
     },
     /// A settlement failed to pay one mandate (its own leaf, as for [`Event::MandatePaid`]).
     MandatePaymentFailed {
+        /// The rail's error code.
+        error: String,
         /// The mandate.
         mandate_id: String,
-        /// Settlement id.
-        settlement: String,
         /// Partner.
         partner: String,
         /// Rail name.
         rail: String,
-        /// The rail's error code.
-        error: String,
+        /// Settlement id.
+        settlement: String,
     },
 }
 
@@ -681,13 +684,91 @@ impl Envelope {
     /// Canonical bytes.
     #[must_use]
     pub fn to_bytes(&self) -> Vec<u8> {
+        if let Some(b) = self.sorted_bytes() {
+            return b;
+        }
         // Events hold no floats and only string keys: always canonicalisable.
         settle_mandates::jcs::to_vec(self).unwrap_or_else(|e| unreachable!("{e}"))
     }
 
+    /// The canonical bytes assembled without a JSON tree: the envelope's members written
+    /// in RFC 8785 order around the event's data as serde writes it, then checked to be
+    /// canonical (so the data's own members must come out sorted; where they do not,
+    /// `None`, and [`Envelope::to_bytes`] takes the general path). Same bytes either way.
+    fn sorted_bytes(&self) -> Option<Vec<u8>> {
+        let event = serde_json::to_vec(&self.event).ok()?;
+        // serde writes an adjacently tagged variant as {"type":"<kind>","data":<data>},
+        // or {"type":"<kind>"} when it has no data.
+        let kind = self.event.kind();
+        let rest = event
+            .strip_prefix(b"{\"type\":\"")?
+            .strip_prefix(kind.as_bytes())?
+            .strip_prefix(b"\"")?
+            .strip_suffix(b"}")?;
+        let data = match rest {
+            [] => None,
+            r => Some(r.strip_prefix(b",\"data\":")?),
+        };
+        let mut out = Vec::with_capacity(event.len() + 96 + self.by.len());
+        let member = |out: &mut Vec<u8>, name: &[u8]| {
+            out.push(if out.is_empty() { b'{' } else { b',' });
+            out.extend_from_slice(name);
+        };
+        member(&mut out, b"\"at\":");
+        serde_json::to_writer(&mut out, &self.at).ok()?;
+        member(&mut out, b"\"by\":");
+        serde_json::to_writer(&mut out, &self.by).ok()?;
+        if let Some(c) = self.cause {
+            member(&mut out, b"\"cause\":");
+            out.extend_from_slice(c.to_string().as_bytes());
+        }
+        if let Some(d) = data {
+            member(&mut out, b"\"data\":");
+            out.extend_from_slice(d);
+        }
+        if let Some(k) = &self.key {
+            member(&mut out, b"\"key\":");
+            serde_json::to_writer(&mut out, k).ok()?;
+        }
+        member(&mut out, b"\"type\":");
+        serde_json::to_writer(&mut out, kind).ok()?;
+        member(&mut out, b"\"v\":");
+        out.extend_from_slice(self.v.to_string().as_bytes());
+        out.push(b'}');
+        settle_mandates::jcs::is_canonical(&out).then_some(out)
+    }
+
     /// Parses stored bytes.
     pub fn from_bytes(b: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(b)
+        /// The envelope's members, the event's data left unparsed: what the derived
+        /// `Deserialize` reads, without buffering the whole envelope first (as
+        /// `#[serde(flatten)]` does).
+        #[derive(Deserialize)]
+        struct Parts<'a> {
+            v: u32,
+            at: DateTime<Utc>,
+            by: String,
+            #[serde(default)]
+            key: Option<String>,
+            #[serde(default)]
+            cause: Option<u64>,
+            #[serde(rename = "type", borrow)]
+            kind: std::borrow::Cow<'a, str>,
+            #[serde(default, borrow)]
+            data: Option<&'a serde_json::value::RawValue>,
+        }
+        let p: Parts<'_> = serde_json::from_slice(b)?;
+        // The event as its own derived `Deserialize` reads it fastest: tag, then data.
+        let mut tagged = Vec::with_capacity(p.kind.len() + p.data.map_or(0, |d| d.get().len()) + 20);
+        tagged.extend_from_slice(b"{\"type\":");
+        serde_json::to_writer(&mut tagged, &p.kind)?;
+        if let Some(d) = p.data {
+            tagged.extend_from_slice(b",\"data\":");
+            tagged.extend_from_slice(d.get().as_bytes());
+        }
+        tagged.push(b'}');
+        let event = serde_json::from_slice(&tagged)?;
+        Ok(Self { v: p.v, at: p.at, by: p.by, key: p.key, cause: p.cause, event })
     }
 }
 
@@ -704,5 +785,71 @@ mod tests {
         let facts = EVENT_TYPES.iter().filter(|(k, _)| is_fact_kind(k)).count();
         assert_eq!(facts + DERIVED_TYPES.len(), EVENT_TYPES.len());
         assert!(is_fact_kind("conversion_recorded") && !is_fact_kind("no_such_event"));
+    }
+
+    /// The kinds a conversion and its settlement write take the direct path to their
+    /// canonical bytes (no JSON tree), which gives the reference bytes, and they read
+    /// back as the derived `Deserialize` reads them.
+    #[test]
+    fn hot_kinds_are_written_canonical_without_sorting() {
+        let usd: settle_mandates::money::Currency = "USD".parse().unwrap();
+        let amount = Amount::from_minor(12_345, usd).unwrap();
+        let at: DateTime<Utc> = "2026-03-01T12:00:00Z".parse().unwrap();
+        let s = |x: &str| x.to_owned();
+        let events = [
+            Event::LeadRegistered {
+                lead: s("l1"),
+                program: s("growth"),
+                customer: s("acme.example"),
+                partner: s("p1"),
+            },
+            Event::LeadHandedOff { lead: s("l1"), from: s("p1"), to: s("p2") },
+            Event::ConversionRecorded {
+                conversion: s("c1"),
+                lead: s("l1"),
+                revenue: amount,
+                occurred_at: at,
+                subscription_month: Some(2),
+                fx: None,
+            },
+            Event::LeadOutcome { lead: s("l1"), outcome: s("owner"), owner: None, chain: vec![s("p1"), s("p2")] },
+            Event::ConversionOutcome {
+                conversion: s("c1"),
+                outcome: s("settled"),
+                reason: None,
+                pool: amount,
+                rule_version: Some(1),
+            },
+            Event::MandateIssued { mandate_id: s("md_7_0"), partner: s("p1"), amount, mandate: s("eyJ.eyJ.sig") },
+            Event::ClawbackIssued {
+                mandate_id: s("cb_9_0"),
+                reverses: s("md_7_0"),
+                partner: s("p1"),
+                amount,
+                offset: amount,
+                mandate: s("eyJ.eyJ.sig"),
+            },
+            Event::MandatePaid {
+                mandate_id: s("md_7_0"),
+                settlement: s("st1"),
+                partner: s("p1"),
+                rail: s("book"),
+                confirmation_id: s("bk-1"),
+            },
+            Event::HoldsAdvanced { to: at },
+        ];
+        for (i, event) in events.into_iter().enumerate() {
+            let (key, cause) = if i % 2 == 0 { (Some(s("k-\"é\"")), None) } else { (None, Some(7)) };
+            let e = Envelope { v: 1, at, by: s("vendor:admin"), key, cause, event };
+            let reference = serde_json_canonicalizer::to_vec(&serde_json::to_value(&e).unwrap()).unwrap();
+            assert_eq!(e.sorted_bytes().as_deref(), Some(&reference[..]), "{}", e.event.kind());
+            assert_eq!(e.to_bytes(), reference);
+            assert_eq!(Envelope::from_bytes(&reference).unwrap(), e, "{}", e.event.kind());
+            assert_eq!(serde_json::from_slice::<Envelope>(&reference).unwrap(), e);
+        }
+        // A kind with no data, and refusals as the derived reading refuses them.
+        let unit = br#"{"at":"2026-03-01T12:00:00Z","by":"engine","type":"no_such_kind","v":1}"#;
+        assert!(Envelope::from_bytes(unit).is_err());
+        assert!(Envelope::from_bytes(br#"{"at":"2026-03-01T12:00:00Z","by":"engine","v":1}"#).is_err());
     }
 }

@@ -278,6 +278,12 @@ fn check_payload<T: Signed + PartialEq + std::fmt::Debug + Clone>(
     salt_of: impl Fn(&mut T) -> &mut String,
 ) -> Result<i64, String> {
     let p = jws::parse(token, typ).map_err(|e| e.to_string())?;
+    // Holding the salt secret, the replay knows every byte the payload must have: one
+    // serialisation and a comparison, no parse. Otherwise (or to say what differs) the
+    // payload is parsed and compared field by field.
+    if with_secret && settle_mandates::jcs::to_vec(want).is_ok_and(|w| w == p.payload) {
+        return Ok(want.iat());
+    }
     let mut got: T = serde_json::from_slice(&p.payload).map_err(|e| e.to_string())?;
     if settle_mandates::jcs::to_vec(&got).map_err(|e| e.to_string())? != p.payload {
         return Err("payload is not canonical".into());

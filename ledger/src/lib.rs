@@ -40,7 +40,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
 pub use record::{ExportLine, GENESIS_CHAIN, Record, chain_link};
-pub use verify::{Failure, VerifyReport, export_bundle_log, verify_export, verify_log};
+pub use verify::{Failure, VerifyReport, export_bundle_log, verify_export, verify_log, verify_log_each};
 
 /// Largest event accepted, bytes.
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
@@ -807,6 +807,12 @@ impl Ledger {
     /// Streams records from `from` to the current size, checking each record's hash and
     /// chain link as it goes (memory stays flat).
     pub fn records(&self, from: u64) -> RecordIter {
+        RecordIter { check: true, ..self.records_unchecked(from) }
+    }
+
+    /// [`Ledger::records`] without the hash and chain checks, for a caller that makes
+    /// them itself (the verification pass): each event is hashed once, not twice.
+    pub(crate) fn records_unchecked(&self, from: u64) -> RecordIter {
         let end = self.size();
         let from = from.min(end);
         let prev = if from == 0 {
@@ -821,6 +827,7 @@ impl Ledger {
             next: from,
             end,
             prev,
+            check: false,
         }
     }
 
@@ -982,6 +989,8 @@ pub struct RecordIter {
     next: u64,
     end: u64,
     prev: Result<Hash>,
+    /// Check each record's event hash and chain link.
+    check: bool,
 }
 
 impl Iterator for RecordIter {
@@ -1013,6 +1022,9 @@ impl Iterator for RecordIter {
             return fail("sequence gap");
         }
         let Some(r) = Record::decode(seq, &v) else { return fail("record does not decode") };
+        if !self.check {
+            return Some(Ok(r));
+        }
         let eh: Hash = Sha256::digest(&r.event).into();
         if eh != r.event_hash {
             return fail("event hash does not match the event bytes");

@@ -44,6 +44,13 @@ pub fn to_string<T: Serialize>(value: &T) -> Result<String, JcsError> {
     Ok(String::from_utf8(b).unwrap_or_else(|e| unreachable!("{e}")))
 }
 
+/// True when `b`, compact JSON as serde_json writes it, is already in RFC 8785 form (see
+/// below): lets a caller that assembles canonical bytes itself check them cheaply.
+#[must_use]
+pub fn is_canonical(b: &[u8]) -> bool {
+    already_canonical(b)
+}
+
 /// True when compact JSON (as serde_json writes it) is already in RFC 8785 form: members
 /// of every object in UTF-16 order, no escaped keys, numbers only integers within
 /// ±(2^53 − 1). serde_json's string escaping is JCS's, so strings need no change.
@@ -77,15 +84,19 @@ fn already_canonical(b: &[u8]) -> bool {
                 let start = i + 1;
                 let mut j = start;
                 let mut escaped = false;
-                while j < b.len() && b[j] != b'"' {
-                    if b[j] == b'\\' {
-                        escaped = true;
-                        j += 1;
+                // Jump to the next quote or backslash (a signature's base64 is long).
+                loop {
+                    match memchr::memchr2(b'"', b'\\', &b[j.min(b.len())..]) {
+                        None => return false,
+                        Some(k) if b[j + k] == b'"' => {
+                            j += k;
+                            break;
+                        }
+                        Some(k) => {
+                            escaped = true;
+                            j += k + 2;
+                        }
                     }
-                    j += 1;
-                }
-                if j >= b.len() {
-                    return false;
                 }
                 if expect_key {
                     if escaped {
