@@ -839,15 +839,25 @@ pub fn audit_data(data: &Path) -> Result<AuditReport> {
         }
         v
     });
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(u64, Result<Envelope, Mismatch>)>>(16);
+    /// A record for the replay: a fact parsed (and checked canonical), or a derived
+    /// record left as bytes for the replay to compare with what it derives.
+    enum Item {
+        Fact(u64, Box<Result<Envelope, Mismatch>>),
+        Derived(settle_ledger::Record),
+    }
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Item>>(16);
     let parser = std::thread::spawn(move || {
         for records in raw_rx {
             let mut chunk = Vec::with_capacity(records.len());
             let mut stop = false;
             for r in records {
-                let item = (r.seq, parse_record(r.seq, &r.kind, r.version, &r.event));
-                stop = item.1.is_err();
-                chunk.push(item);
+                if !settle_engine::model::is_fact_kind(&r.kind) {
+                    chunk.push(Item::Derived(r));
+                    continue;
+                }
+                let parsed = parse_record(r.seq, &r.kind, r.version, &r.event);
+                stop = parsed.is_err();
+                chunk.push(Item::Fact(r.seq, Box::new(parsed)));
                 if stop {
                     break;
                 }
@@ -860,10 +870,13 @@ pub fn audit_data(data: &Path) -> Result<AuditReport> {
     });
     let replayed = (|| {
         for chunk in rx {
-            for (seq, env) in chunk {
-                match env {
-                    Ok(env) => replay.feed_parsed(seq, env)?,
-                    Err(m) => return Err(replay.earliest(m)),
+            for item in chunk {
+                match item {
+                    Item::Fact(seq, parsed) => match *parsed {
+                        Ok(env) => replay.feed_parsed(seq, env)?,
+                        Err(m) => return Err(replay.earliest(m)),
+                    },
+                    Item::Derived(r) => replay.feed_derived_bytes(r.seq, &r.kind, r.version, &r.event)?,
                 }
             }
         }
