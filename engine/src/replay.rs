@@ -52,6 +52,16 @@ fn signature_token(bytes: &[u8]) -> Option<String> {
     serde_json::from_slice::<Record<'_>>(bytes).ok().map(|r| r.data.mandate.into_owned())
 }
 
+/// The token [`fill`] put in (the envelope keeps an empty one).
+fn take_token(env: &mut Envelope) -> String {
+    match &mut env.event {
+        Event::MandateIssued { mandate, .. }
+        | Event::ClawbackIssued { mandate, .. }
+        | Event::OpenMandateIssued { mandate, .. } => std::mem::take(mandate),
+        _ => unreachable!("only mandate events are signed"),
+    }
+}
+
 fn token_of(env: &Envelope) -> Option<&str> {
     match &env.event {
         Event::MandateIssued { mandate, .. }
@@ -175,21 +185,21 @@ impl Replay {
     /// `None` (and nothing changed) if they are not.
     fn feed_exact(&mut self, seq: u64, kind: &str, version: u32, bytes: &[u8]) -> Option<Result<(), Mismatch>> {
         let (mut o, cause) = self.expected.pop_front()?;
-        let token = match &o.sign {
-            _ if o.envelope.event.kind() != kind || o.envelope.v != version => None,
-            Some(_) => signature_token(bytes).map(|t| {
-                fill(&mut o.envelope, t.clone());
-                Some(t)
-            }),
-            None => Some(None),
-        };
-        let Some(token) = token.filter(|_| o.envelope.to_bytes() == bytes) else {
+        let same = o.envelope.event.kind() == kind
+            && o.envelope.v == version
+            && match &o.sign {
+                Some(_) => signature_token(bytes).map(|t| fill(&mut o.envelope, t)).is_some(),
+                None => true,
+            }
+            && o.envelope.to_bytes() == bytes;
+        if !same {
             // Put it back for the full check (which fills in the record's token itself).
             self.expected.push_front((o, cause));
             return None;
-        };
+        }
         self.records += 1;
-        let (Some(sign), Some(token)) = (o.sign, token) else { return Some(Ok(())) };
+        let Some(sign) = o.sign else { return Some(Ok(())) };
+        let token = take_token(&mut o.envelope);
         let typ = match &sign {
             ToSign::Mandate(m) => m.typ(),
             ToSign::Open(_) => TYP_OPEN_MANDATE,
