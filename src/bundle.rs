@@ -880,16 +880,23 @@ pub fn audit_data(data: &Path) -> Result<AuditReport> {
                 }
             }
         }
-        let mandates = replay.mandates;
-        Ok::<_, Mismatch>((mandates, replay.finish()?))
+        let (mandates, records) = (replay.mandates, replay.records);
+        Ok::<_, Mismatch>((mandates, records, replay.finish()?))
     })();
-    let _ = parser.join();
+    let parsed = parser.join();
     // A broken chain or tree is reported first: it is what makes everything else moot.
     let v = structural
         .join()
         .map_err(|_| anyhow::anyhow!("the log verification thread panicked"))?
         .map_err(|f| failed_at(f.seq, &f.what))?;
-    let (mandates, engine) = replayed.map_err(|m| failed_at(m.seq, &m.what))?;
+    parsed.map_err(|_| anyhow::anyhow!("the audit's parsing thread panicked"))?;
+    let (mandates, replayed_records, engine) = replayed.map_err(|m| failed_at(m.seq, &m.what))?;
+    // Every record the ledger's pass verified was replayed too.
+    anyhow::ensure!(
+        replayed_records == v.records,
+        "audit failed: {} records verified but {replayed_records} replayed",
+        v.records
+    );
     let mut report = AuditReport {
         records: v.records,
         checkpoints: v.checkpoints,

@@ -757,6 +757,11 @@ impl Envelope {
             #[serde(default, borrow)]
             data: Option<&'a serde_json::value::RawValue>,
         }
+        // A JSON object, as the derived reading requires (a struct would also take an
+        // array of its fields in order).
+        if b.trim_ascii_start().first() != Some(&b'{') {
+            return Err(serde::de::Error::custom("an event envelope must be a JSON object"));
+        }
         let p: Parts<'_> = serde_json::from_slice(b)?;
         // The event as its own derived `Deserialize` reads it fastest: tag, then data.
         let mut tagged = Vec::with_capacity(p.kind.len() + p.data.map_or(0, |d| d.get().len()) + 20);
@@ -851,5 +856,8 @@ mod tests {
         let unit = br#"{"at":"2026-03-01T12:00:00Z","by":"engine","type":"no_such_kind","v":1}"#;
         assert!(Envelope::from_bytes(unit).is_err());
         assert!(Envelope::from_bytes(br#"{"at":"2026-03-01T12:00:00Z","by":"engine","v":1}"#).is_err());
+        let array = br#"[1,"2026-03-01T12:00:00Z","engine",null,null,"holds_advanced",{"to":"2026-03-01T12:00:00Z"}]"#;
+        assert!(serde_json::from_slice::<Envelope>(array).is_err());
+        assert!(Envelope::from_bytes(array).is_err());
     }
 }

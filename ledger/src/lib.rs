@@ -174,8 +174,13 @@ pub struct Append {
 
 /// What the idempotency index held for a key when it was looked up, and how much of the
 /// log that look-up could have seen (so the writer can tell what it may have missed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// It serves only an append of the same key to the same opened ledger; any other append
+/// ignores it and looks its key up again.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyLookup {
+    key: Vec<u8>,
+    /// Which opening of which ledger it was made on ([`Shared::opened`]).
+    opened: u64,
     entry: Option<KeyEntry>,
     /// Group commits durable (and readable) before the look-up.
     after: u64,
@@ -367,6 +372,9 @@ struct Shared {
     size: AtomicU64,
     /// Group commits made durable since the ledger was opened.
     batches: AtomicU64,
+    /// This opening's number, unique in the process: a [`KeyLookup`] counts batches of
+    /// one opening only.
+    opened: u64,
     poisoned: AtomicBool,
     origin: String,
     accepts: Acceptor,
@@ -440,6 +448,9 @@ impl std::fmt::Debug for Ledger {
         write!(f, "Ledger({}, size {})", self.inner.origin, self.size())
     }
 }
+
+/// Ledgers opened in this process (numbers each opening, see [`KeyLookup`]).
+static OPENINGS: AtomicU64 = AtomicU64::new(0);
 
 /// Key of an upper node (level ≥ [`TILE_HEIGHT`]) in the `upper` keyspace: level, then
 /// index, so opening the ledger loads them all with one scan.
@@ -615,6 +626,7 @@ impl Ledger {
             stores: stores.clone(),
             size: AtomicU64::new(size),
             batches: AtomicU64::new(0),
+            opened: OPENINGS.fetch_add(1, Ordering::Relaxed),
             poisoned: AtomicBool::new(false),
             origin: config.origin.clone(),
             accepts: config.accepts.clone(),
@@ -689,8 +701,8 @@ impl Ledger {
         // (keys are permanent), and what was appended after the look-up the writer
         // knows from its recent batches.
         let seen = match a.looked_up {
-            Some(l) => l,
-            None => self.look_up(&a.key)?,
+            Some(l) if l.key == a.key && l.opened == self.inner.opened => l,
+            _ => self.look_up(&a.key)?,
         };
         Ok(Prepared {
             key: fjall::Slice::from(a.key),
@@ -839,9 +851,12 @@ impl Ledger {
     /// Looks `key` up in the idempotency index; pass the result in
     /// [`Append::looked_up`] to spare the ledger a second look-up.
     pub fn look_up(&self, key: &[u8]) -> Result<KeyLookup> {
-        // Read the count first: every batch it counts is readable below.
+        // Read the count first: every batch it counts is readable below. What the store
+        // shows is durable: fjall makes a batch readable only after its journal write and
+        // sync (`WriteBatch::commit` inserts into the memtables last).
         let after = self.inner.batches.load(Ordering::Acquire);
-        Ok(KeyLookup { entry: self.key_entry(key)?, after })
+        let entry = self.key_entry(key).inspect_err(|_| self.inner.poisoned.store(true, Ordering::Release))?;
+        Ok(KeyLookup { key: key.to_vec(), opened: self.inner.opened, entry, after })
     }
 
     /// The stored projection state and the last sequence it reflects.
@@ -1268,6 +1283,9 @@ impl Writer {
             if let Err(e) = batch.commit() {
                 // Nothing of this batch is acknowledged; refuse everything after.
                 self.poison();
+                for k in &batch_keys {
+                    self.recent.map.remove(k);
+                }
                 (self.chain, self.frontier, self.open_tile) = start;
                 let err = LedgerError::Storage(e.to_string());
                 for (reply, out) in replies {

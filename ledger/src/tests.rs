@@ -234,7 +234,7 @@ fn a_look_up_made_before_the_key_was_appended_never_appends_it_twice() {
     let stale = l.look_up(b"k").unwrap();
     assert_eq!(stale.entry(), None);
     let first = l.append_blocking(append("k", &["x"])).unwrap();
-    let with = |events: &[&str]| Append { looked_up: Some(stale), ..append("k", events) };
+    let with = |events: &[&str]| Append { looked_up: Some(stale.clone()), ..append("k", events) };
     let check = |l: &Ledger, size: u64| {
         assert_eq!(l.append_blocking(with(&["x"])).unwrap(), Appended { replayed: true, ..first });
         assert!(matches!(l.append_blocking(with(&["y"])), Err(LedgerError::KeyConflict { seq: 0, .. })));
@@ -270,4 +270,26 @@ fn a_key_twice_in_one_group_commit_is_appended_once() {
     assert_eq!(out[2].as_ref().unwrap(), &Appended { replayed: true, ..d });
     assert!(matches!(out[3], Err(LedgerError::KeyConflict { seq: 0, .. })));
     assert_eq!(l.size(), 2);
+}
+
+/// A look-up serves only its own key on the ledger it was made on: a look-up of another
+/// key, or one made before the ledger was reopened (whose batch count starts again), is
+/// ignored and the key looked up afresh.
+#[test]
+fn a_look_up_of_another_key_or_opening_is_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(dir.path(), config(1)).unwrap();
+    let before = l.look_up(b"k").unwrap();
+    let first = l.append_blocking(append("k", &["x"])).unwrap();
+    let other = l.look_up(b"other").unwrap();
+    let a = Append { looked_up: Some(other), ..append("k", &["x"]) };
+    assert_eq!(l.append_blocking(a).unwrap(), Appended { replayed: true, ..first });
+    l.close().unwrap();
+    drop(l);
+    let l = Ledger::open(dir.path(), config(1)).unwrap();
+    let a = Append { looked_up: Some(before), ..append("k", &["x"]) };
+    assert_eq!(l.append_blocking(a).unwrap(), Appended { replayed: true, ..first });
+    let a = Append { looked_up: Some(l.look_up(b"k").unwrap()), ..append("k", &["y"]) };
+    assert!(matches!(l.append_blocking(a), Err(LedgerError::KeyConflict { seq: 0, .. })));
+    assert_eq!(l.size(), 1);
 }
