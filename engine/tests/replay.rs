@@ -27,25 +27,7 @@ fn ring(key: &SigningKey) -> KeyRing {
 
 /// A program, a 3-hop chain, two won deals and a partial refund, signed with `key`.
 fn log(key: &SigningKey) -> Vec<Rec> {
-    let mut facts =
-        vec![Event::ProgramPublished { spec: spec(shares("30", "20", "40", Position::Closer), percent_pool("10"), 0) }];
-    for i in 0..3 {
-        facts.push(Event::PartnerEnrolled {
-            partner: format!("p{i}"),
-            program: "prg".into(),
-            name: format!("P{i}"),
-            role: PartnerRole::Partner,
-        });
-    }
-    facts.push(Event::LeadRegistered {
-        lead: "l1".into(),
-        program: "prg".into(),
-        customer: "acme.com".into(),
-        partner: "p0".into(),
-    });
-    for i in 1..3 {
-        facts.push(Event::LeadHandedOff { lead: "l1".into(), from: format!("p{}", i - 1), to: format!("p{i}") });
-    }
+    let mut facts = chain_facts(spec(shares("30", "20", "40", Position::Closer), percent_pool("10"), 0), 3);
     for (c, revenue) in [("c1", 1_234_567), ("c2", 500_000)] {
         facts.push(Event::ConversionRecorded {
             conversion: c.into(),

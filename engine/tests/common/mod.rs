@@ -75,23 +75,8 @@ impl World {
     /// A program, partners p0..pn, and a lead handed along the chain p0 → ... → p(n-1).
     pub fn chain(spec: ProgramSpec, n: usize) -> Self {
         let mut w = Self::new();
-        w.fact(Event::ProgramPublished { spec });
-        for i in 0..n {
-            w.fact(Event::PartnerEnrolled {
-                partner: format!("p{i}"),
-                program: "prg".into(),
-                name: format!("P{i}"),
-                role: PartnerRole::Partner,
-            });
-        }
-        w.fact(Event::LeadRegistered {
-            lead: "l1".into(),
-            program: "prg".into(),
-            customer: "acme.com".into(),
-            partner: "p0".into(),
-        });
-        for i in 1..n {
-            w.fact(Event::LeadHandedOff { lead: "l1".into(), from: format!("p{}", i - 1), to: format!("p{i}") });
+        for e in chain_facts(spec, n) {
+            w.fact(e);
         }
         w
     }
@@ -106,6 +91,30 @@ impl World {
             fx: None,
         })
     }
+}
+
+/// The facts of [`World::chain`]: a program, partners p0..pn, and a lead handed along
+/// the chain p0 → ... → p(n-1).
+pub fn chain_facts(spec: ProgramSpec, n: usize) -> Vec<Event> {
+    let mut facts = vec![Event::ProgramPublished { spec }];
+    for i in 0..n {
+        facts.push(Event::PartnerEnrolled {
+            partner: format!("p{i}"),
+            program: "prg".into(),
+            name: format!("P{i}"),
+            role: PartnerRole::Partner,
+        });
+    }
+    facts.push(Event::LeadRegistered {
+        lead: "l1".into(),
+        program: "prg".into(),
+        customer: "acme.com".into(),
+        partner: "p0".into(),
+    });
+    for i in 1..n {
+        facts.push(Event::LeadHandedOff { lead: "l1".into(), from: format!("p{}", i - 1), to: format!("p{i}") });
+    }
+    facts
 }
 
 /// Amounts of the mandates (payment or clawback) in a decision, in order.
