@@ -27,13 +27,18 @@ pub struct Ready {
     pub envelope: Envelope,
 }
 
-fn fill(env: &mut Envelope, token: String) {
+/// The signed token of a mandate event (payment, clawback or open mandate).
+fn token_mut(env: &mut Envelope) -> &mut String {
     match &mut env.event {
         Event::MandateIssued { mandate, .. }
         | Event::ClawbackIssued { mandate, .. }
-        | Event::OpenMandateIssued { mandate, .. } => *mandate = token,
+        | Event::OpenMandateIssued { mandate, .. } => mandate,
         _ => unreachable!("only mandate events are signed"),
     }
+}
+
+fn fill(env: &mut Envelope, token: String) {
+    *token_mut(env) = token;
 }
 
 /// The compact JWS a signed derived record carries (`data.mandate`), read without
@@ -50,16 +55,6 @@ fn signature_token(bytes: &[u8]) -> Option<String> {
         data: Data<'a>,
     }
     serde_json::from_slice::<Record<'_>>(bytes).ok().map(|r| r.data.mandate.into_owned())
-}
-
-/// The token [`fill`] put in (the envelope keeps an empty one).
-fn take_token(env: &mut Envelope) -> String {
-    match &mut env.event {
-        Event::MandateIssued { mandate, .. }
-        | Event::ClawbackIssued { mandate, .. }
-        | Event::OpenMandateIssued { mandate, .. } => std::mem::take(mandate),
-        _ => unreachable!("only mandate events are signed"),
-    }
 }
 
 fn token_of(env: &Envelope) -> Option<&str> {
@@ -199,17 +194,24 @@ impl Replay {
         }
         self.records += 1;
         let Some(sign) = o.sign else { return Some(Ok(())) };
-        let token = take_token(&mut o.envelope);
+        // The token filled in above moves to its pending check.
+        let token = std::mem::take(token_mut(&mut o.envelope));
+        Some(self.queue_signature(seq, o.envelope.event.kind(), token, sign).map_err(|m| self.earliest(m)))
+    }
+
+    /// Queues a signed derived event's payload and signature checks, which run in
+    /// parallel batches (see [`Replay::flush`]).
+    fn queue_signature(&mut self, seq: u64, kind: &'static str, token: String, sign: ToSign) -> Result<(), Mismatch> {
         let typ = match &sign {
             ToSign::Mandate(m) => m.typ(),
             ToSign::Open(_) => TYP_OPEN_MANDATE,
         };
         self.mandates += 1;
-        self.pending_sigs.push(Pending { seq, kind: o.envelope.event.kind(), typ, token, want: sign });
+        self.pending_sigs.push(Pending { seq, kind, typ, token, want: sign });
         if self.pending_sigs.len() >= VERIFY_BATCH {
-            return Some(self.flush().map_err(|m| self.earliest(m)));
+            self.flush()?;
         }
-        Some(Ok(()))
+        Ok(())
     }
 
     /// `m`, or an earlier failure among the checks still pending: what to report when
@@ -256,10 +258,6 @@ impl Replay {
         let token = token_of(&env)
             .ok_or_else(|| bad(format!("expected a signed {} here, found {kind}", want.event.kind())))?
             .to_owned();
-        let typ = match &sign {
-            ToSign::Mandate(m) => m.typ(),
-            ToSign::Open(_) => TYP_OPEN_MANDATE,
-        };
         fill(&mut want, token.clone());
         if want != env {
             return Err(bad(format!(
@@ -267,13 +265,7 @@ impl Replay {
                 String::from_utf8_lossy(&want.to_bytes())
             )));
         }
-        self.mandates += 1;
-        // The signed payload and the signature are checked in parallel, in `flush`.
-        self.pending_sigs.push(Pending { seq, kind: want.event.kind(), typ, token, want: sign });
-        if self.pending_sigs.len() >= VERIFY_BATCH {
-            self.flush()?;
-        }
-        Ok(())
+        self.queue_signature(seq, want.event.kind(), token, sign)
     }
 
     /// Verifies the signatures collected so far: batch verification on all cores, in the

@@ -201,8 +201,10 @@ struct Prepared {
     records: Vec<PreparedRecord>,
     expected_seq: Option<u64>,
     projection: Option<ProjectionUpdate>,
-    /// The key's entry in the store when it was looked up (see [`RecentKeys`]).
-    seen: KeyLookup,
+    /// The key's entry in the store when it was looked up...
+    seen: Option<KeyEntry>,
+    /// ...and the group commits durable before that look-up (see [`RecentKeys`]).
+    seen_after: u64,
 }
 
 /// A record encoded for storage but for its chain link, with its hashes.
@@ -218,18 +220,15 @@ struct PreparedRecord {
 impl PreparedRecord {
     fn new(r: &NewRecord) -> Self {
         let event_hash: Hash = Sha256::digest(&r.event).into();
-        let (value, chain_at) = record::encode(&r.kind, r.version, &event_hash, &GENESIS_CHAIN, &r.event);
-        Self { value: byteview::ByteView::new(&value), chain_at, event_hash, leaf: merkle::leaf_hash(&r.event) }
+        let mut value = byteview::ByteView::builder(record::encoded_len(&r.kind, &r.event));
+        let chain_at = record::encode_into(&mut value, &r.kind, r.version, &event_hash, &GENESIS_CHAIN, &r.event);
+        Self { value: value.freeze(), chain_at, event_hash, leaf: merkle::leaf_hash(&r.event) }
     }
 
     /// The storage value, linked after `chain`.
     fn with_chain(mut self, chain: &Hash) -> fjall::Slice {
-        // Never shared before now; if it were, copy rather than write through.
-        if self.value.get_mut().is_none() {
-            self.value = byteview::ByteView::new(&self.value);
-        }
         {
-            let Some(mut v) = self.value.get_mut() else { unreachable!("a fresh copy is not shared") };
+            let Some(mut v) = self.value.get_mut() else { unreachable!("built in `new` and never shared") };
             v[self.chain_at..self.chain_at + 32].copy_from_slice(chain);
         }
         fjall::Slice::from(self.value)
@@ -700,9 +699,9 @@ impl Ledger {
         // decided), so the one writer thread does not have to: what it finds is final
         // (keys are permanent), and what was appended after the look-up the writer
         // knows from its recent batches.
-        let seen = match a.looked_up {
-            Some(l) if l.key == a.key && l.opened == self.inner.opened => l,
-            _ => self.look_up(&a.key)?,
+        let (seen, seen_after) = match a.looked_up {
+            Some(l) if l.key == a.key && l.opened == self.inner.opened => (l.entry, l.after),
+            _ => self.look_up_entry(&a.key)?,
         };
         Ok(Prepared {
             key: fjall::Slice::from(a.key),
@@ -711,6 +710,7 @@ impl Ledger {
             expected_seq: a.expected_seq,
             projection: a.projection,
             seen,
+            seen_after,
         })
     }
 
@@ -851,12 +851,18 @@ impl Ledger {
     /// Looks `key` up in the idempotency index; pass the result in
     /// [`Append::looked_up`] to spare the ledger a second look-up.
     pub fn look_up(&self, key: &[u8]) -> Result<KeyLookup> {
+        let (entry, after) = self.look_up_entry(key)?;
+        Ok(KeyLookup { key: key.to_vec(), opened: self.inner.opened, entry, after })
+    }
+
+    /// The key's entry and the group commits durable before the look-up.
+    fn look_up_entry(&self, key: &[u8]) -> Result<(Option<KeyEntry>, u64)> {
         // Read the count first: every batch it counts is readable below. What the store
         // shows is durable: fjall makes a batch readable only after its journal write and
         // sync (`WriteBatch::commit` inserts into the memtables last).
         let after = self.inner.batches.load(Ordering::Acquire);
         let entry = self.key_entry(key).inspect_err(|_| self.inner.poisoned.store(true, Ordering::Release))?;
-        Ok(KeyLookup { key: key.to_vec(), opened: self.inner.opened, entry, after })
+        Ok((entry, after))
     }
 
     /// The stored projection state and the last sequence it reflects.
@@ -1215,9 +1221,9 @@ impl Writer {
             }
             let existing = match self.recent.map.get(&a.key) {
                 Some(e) => Some(*e),
-                None if a.seen.entry.is_some() => a.seen.entry,
+                None if a.seen.is_some() => a.seen,
                 // Every batch made durable after the look-up is in `recent`.
-                None if a.seen.after + 1 >= self.recent.from => None,
+                None if a.seen_after + 1 >= self.recent.from => None,
                 None => match s.keys.get(&a.key) {
                     Ok(v) => v.and_then(|v| KeyEntry::decode(&v)),
                     Err(e) => {

@@ -41,19 +41,37 @@ pub fn chain_link(prev: &Hash, seq: u64, event_hash: &Hash) -> Hash {
 
 const FORMAT: u8 = 1;
 
-/// [`Record::encode`] from its parts, and where in it the chain link sits.
-pub(crate) fn encode(kind: &str, version: u32, event_hash: &Hash, chain: &Hash, event: &[u8]) -> (Vec<u8>, usize) {
-    let mut v = Vec::with_capacity(1 + 2 + kind.len() + 4 + 64 + event.len());
-    v.push(FORMAT);
+/// The kind as stored (at most `u16::MAX` bytes of it).
+fn stored_kind(kind: &str) -> &[u8] {
+    &kind.as_bytes()[..kind.len().min(usize::from(u16::MAX))]
+}
+
+/// Length of [`Record::encode`] of a record of `kind` and `event`.
+pub(crate) fn encoded_len(kind: &str, event: &[u8]) -> usize {
+    1 + 2 + stored_kind(kind).len() + 4 + 64 + event.len()
+}
+
+/// Writes [`Record::encode`] from its parts into `out`, exactly [`encoded_len`] bytes
+/// long; returns where in it the chain link sits.
+pub(crate) fn encode_into(
+    out: &mut [u8],
+    kind: &str,
+    version: u32,
+    event_hash: &Hash,
+    chain: &Hash,
+    event: &[u8],
+) -> usize {
+    let kind = stored_kind(kind);
     let kl = u16::try_from(kind.len()).unwrap_or(u16::MAX);
-    v.extend_from_slice(&kl.to_be_bytes());
-    v.extend_from_slice(&kind.as_bytes()[..usize::from(kl)]);
-    v.extend_from_slice(&version.to_be_bytes());
-    v.extend_from_slice(event_hash);
-    let chain_at = v.len();
-    v.extend_from_slice(chain);
-    v.extend_from_slice(event);
-    (v, chain_at)
+    let chain_at = 1 + 2 + kind.len() + 4 + 32;
+    out[0] = FORMAT;
+    out[1..3].copy_from_slice(&kl.to_be_bytes());
+    out[3..3 + kind.len()].copy_from_slice(kind);
+    out[3 + kind.len()..chain_at - 32].copy_from_slice(&version.to_be_bytes());
+    out[chain_at - 32..chain_at].copy_from_slice(event_hash);
+    out[chain_at..chain_at + 32].copy_from_slice(chain);
+    out[chain_at + 32..].copy_from_slice(event);
+    chain_at
 }
 
 impl Record {
@@ -61,7 +79,9 @@ impl Record {
     /// event hash, chain, event bytes.
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
-        encode(&self.kind, self.version, &self.event_hash, &self.chain, &self.event).0
+        let mut v = vec![0; encoded_len(&self.kind, &self.event)];
+        encode_into(&mut v, &self.kind, self.version, &self.event_hash, &self.chain, &self.event);
+        v
     }
 
     /// Decodes the storage encoding.
