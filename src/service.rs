@@ -23,8 +23,9 @@ use crate::keystore::KeyFile;
 
 /// Name of the engine's projection in the ledger. Versioned with the state's shape: a
 /// state saved by an older shape is not restored (the log is replayed instead). v3: a
-/// settlement derives one record per mandate.
-pub const PROJECTION: &str = "engine.v3";
+/// settlement derives one record per mandate. v4: the look-ups by id are no longer saved
+/// (they are rebuilt), and the owners of customers are saved with the leads.
+pub const PROJECTION: &str = "engine.v4";
 /// Most facts in one submitted batch.
 pub const MAX_BATCH: usize = 1000;
 

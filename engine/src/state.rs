@@ -324,14 +324,10 @@ pub struct State {
     pub partners: BTreeMap<String, Partner>,
     /// Agents.
     pub agents: BTreeMap<String, Agent>,
-    /// Leads.
+    /// Leads by id, and the lead that owns each customer of a program.
     pub leads: Leads,
-    /// Owning lead by `program \u{1f} customer`.
-    pub owners: BTreeMap<CompactString, CompactString>,
-    /// Conversions by the sequence of their fact.
+    /// Conversions by the sequence of their fact, and by id.
     pub conversions: Conversions,
-    /// Conversion sequence by id.
-    pub conversion_ids: BTreeMap<CompactString, u64>,
     /// Held conversions by end of hold: payable_at → conversion seqs.
     pub holds: BTreeMap<i64, Vec<u64>>,
     /// Balances by partner.
@@ -434,7 +430,7 @@ impl State {
 
     /// A recorded conversion by id, with the sequence of its fact.
     fn conversion(&self, id: &str) -> Result<(u64, Conversion), Rejection> {
-        let cs = *self.conversion_ids.get(id).ok_or_else(|| Rejection::NotFound(format!("conversion '{id}'")))?;
+        let cs = self.conversions.seq_of(id).ok_or_else(|| Rejection::NotFound(format!("conversion '{id}'")))?;
         Ok((cs, self.conversions.get(cs).unwrap_or_else(|| unreachable!("conversion '{id}' is indexed at {cs}"))))
     }
 
@@ -802,14 +798,9 @@ impl Decider<'_> {
             return Err(Rejection::Conflict(format!("lead '{lead}' already exists")));
         }
         let window = Duration::days(i64::from(prog.latest().spec.attribution_window_days));
-        let okey = format!("{program}\u{1f}{customer}");
-        let owner = self
-            .st
-            .owners
-            .get(okey.as_str())
-            .and_then(|l| self.st.leads.get(l).map(|x| (l.to_string(), x)))
+        let owner = (self.st.leads.owner(&program, &customer))
             .filter(|(_, x)| x.registered_at + window > at)
-            .map(|(l, _)| l);
+            .map(|(l, _)| l.to_string());
         let chain = vec![partner];
         let (outcome, dup) = match &owner {
             Some(o) => ("duplicate", Some(o.clone())),
@@ -825,13 +816,14 @@ impl Decider<'_> {
             None,
         );
         Ok(Box::new(move |s| {
-            if dup.is_none() {
-                s.owners.insert(okey.into(), lead.as_str().into());
-            }
+            let owns = dup.is_none();
             let (program, customer) = (program.into(), customer.into());
             let chain = chain.into_iter().map(CompactString::from).collect();
             let duplicate_of = dup.map(CompactString::from);
             s.leads.insert(&lead, &Lead { program, customer, chain, registered_at: at, duplicate_of });
+            if owns {
+                s.leads.set_owner(&lead);
+            }
         }))
     }
 
@@ -887,7 +879,7 @@ impl Decider<'_> {
                 self.env.at
             )));
         }
-        if self.st.conversion_ids.contains_key(id.as_str()) {
+        if self.st.conversions.seq_of(&id).is_some() {
             return Err(Rejection::Conflict(format!("conversion '{id}' is already recorded")));
         }
         if fx.is_some_and(|r| r <= Decimal::ZERO) {
@@ -922,9 +914,7 @@ impl Decider<'_> {
                 },
                 None,
             );
-            let cid = conv.id.clone();
             Ok(Box::new(move |s: &mut State| {
-                s.conversion_ids.insert(cid, seq);
                 s.conversions.insert(seq, &conv);
             }))
         };
@@ -1131,7 +1121,6 @@ impl Decider<'_> {
             if let Some(r) = conv.released_at {
                 s.releases.insert(r, cs);
             }
-            s.conversion_ids.insert(conv.id.clone(), cs);
             s.conversions.insert(cs, &conv);
         }))
     }

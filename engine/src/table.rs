@@ -7,13 +7,21 @@
 //! bytes of varints and strings and decoded when the engine reads it. Conversions are
 //! keyed by the sequence of their fact; the engine adds them in log order, so they are
 //! appended to fixed-size chunks (no reallocation of the whole table as it grows) and
-//! found by binary search. Leads are keyed by their id.
+//! found by binary search.
+//!
+//! The look-ups by name (a conversion by its id, a lead by its id, the lead that owns a
+//! customer) are hash tables of positions in these tables, four bytes an entry: the key
+//! is read from the packed bytes at the position, never stored twice. A string-keyed
+//! map would hold each key again, with its node's overhead: about 170 bytes a
+//! conversion more in all (docs/performance.md).
 //!
 //! The encoding never leaves the process: the state's JSON form (saved projections) is
-//! the map of key → value it always was.
+//! the map of key → value it always was, with the owners of customers beside the leads.
 
 use std::collections::BTreeMap;
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hash};
 
+use hashbrown::HashTable;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use settle_mandates::money::{Amount, Currency};
 
@@ -25,12 +33,44 @@ use crate::state::{Conversion, HeldDeal, Hop, HopStatus, Lead};
 /// Conversions per chunk.
 const CHUNK: usize = 16_384;
 
-/// Conversions by the sequence of their fact, ascending.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Conversions {
-    chunks: Vec<Vec<(u64, Box<[u8]>)>>,
-    len: usize,
+/// The hash of a look-up key. Fixed keys: a table's layout never depends on the run
+/// (equal keys are compared in full, so a collision costs a comparison, never a wrong
+/// answer).
+fn hash_of(key: impl Hash) -> u64 {
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(key)
 }
+
+/// A position in a table, as its look-ups store it.
+fn position_u32(i: usize) -> u32 {
+    u32::try_from(i).unwrap_or_else(|_| panic!("a packed table holds at most 2^32 entries"))
+}
+
+/// A conversion as stored: the sequence of its fact and its packed bytes.
+type Entry = (u64, Box<[u8]>);
+
+/// Conversions by the sequence of their fact, ascending, with a look-up by id.
+#[derive(Clone, Default)]
+pub struct Conversions {
+    chunks: Vec<Vec<Entry>>,
+    len: usize,
+    /// The position (in log order) of every conversion, by the hash of its id.
+    ids: HashTable<u32>,
+}
+
+/// The packed conversion at position `i` (log order).
+fn nth(chunks: &[Vec<Entry>], i: u32) -> &Entry {
+    let i = i as usize;
+    &chunks[i / CHUNK][i % CHUNK]
+}
+
+impl PartialEq for Conversions {
+    fn eq(&self, other: &Self) -> bool {
+        // The id look-up follows from the conversions.
+        self.len == other.len && self.chunks == other.chunks
+    }
+}
+
+impl Eq for Conversions {}
 
 impl Conversions {
     /// How many.
@@ -58,34 +98,52 @@ impl Conversions {
         self.position(seq).map(|(c, i)| decode(&self.chunks[c][i].1))
     }
 
+    /// The sequence of the fact that recorded conversion `id`.
+    #[must_use]
+    pub fn seq_of(&self, id: &str) -> Option<u64> {
+        let chunks = &self.chunks;
+        self.ids.find(hash_of(id), |&i| Reader(&nth(chunks, i).1).s() == id).map(|&i| nth(chunks, i).0)
+    }
+
     /// Records `c` at `seq`: replaces the conversion there, or adds one after the last.
     ///
     /// # Panics
     /// If `seq` is new and not after every sequence already here (the engine records
-    /// conversions in log order).
+    /// conversions in log order), or names a conversion id already recorded; if a
+    /// replacement changes the id.
     pub fn insert(&mut self, seq: u64, c: &Conversion) {
         let bytes = encode(c);
         if let Some((ch, i)) = self.position(seq) {
-            self.chunks[ch][i].1 = bytes;
+            let slot = &mut self.chunks[ch][i].1;
+            assert_eq!(Reader(slot).s(), c.id.as_str(), "the conversion at {seq} keeps its id");
+            *slot = bytes;
             return;
         }
         let last = self.chunks.last().and_then(|ch| ch.last()).map(|(k, _)| *k);
         assert!(last.is_none_or(|l| l < seq), "conversion at {seq} is out of log order (last {last:?})");
+        assert!(self.seq_of(&c.id).is_none(), "conversion '{}' is already recorded", c.id);
         if self.chunks.last().is_none_or(|ch| ch.len() == CHUNK) {
             self.chunks.push(Vec::with_capacity(CHUNK));
         }
         if let Some(ch) = self.chunks.last_mut() {
             ch.push((seq, bytes));
         }
+        let chunks = &self.chunks;
+        self.ids
+            .insert_unique(hash_of(c.id.as_str()), position_u32(self.len), |&i| hash_of(Reader(&nth(chunks, i).1).s()));
         self.len += 1;
     }
 
     /// Changes the conversion at `seq` with `f`; `None` if there is none.
+    ///
+    /// # Panics
+    /// If `f` changes the conversion's id.
     pub fn update<R>(&mut self, seq: u64, f: impl FnOnce(&mut Conversion) -> R) -> Option<R> {
         let (ch, i) = self.position(seq)?;
         let slot = &mut self.chunks[ch][i].1;
         let mut c = decode(slot);
         let r = f(&mut c);
+        assert_eq!(Reader(slot).s(), c.id.as_str(), "the conversion at {seq} keeps its id");
         *slot = encode(&c);
         Some(r)
     }
@@ -101,7 +159,7 @@ impl Conversions {
     }
 
     /// The packed entries at `from` or later, in log order.
-    fn entries_from(&self, from: u64) -> impl Iterator<Item = &(u64, Box<[u8]>)> + '_ {
+    fn entries_from(&self, from: u64) -> impl Iterator<Item = &Entry> + '_ {
         let c = self.chunks.partition_point(|ch| ch.last().is_some_and(|(k, _)| *k < from));
         let skip = self.chunks.get(c).map_or(0, |ch| ch.partition_point(|(k, _)| *k < from));
         self.chunks[c..].iter().flatten().skip(skip)
@@ -141,77 +199,209 @@ impl<'de> Deserialize<'de> for Conversions {
         let m = BTreeMap::<u64, Conversion>::deserialize(d)?;
         let mut t = Self::default();
         for (k, c) in &m {
+            if t.seq_of(&c.id).is_some() {
+                return Err(serde::de::Error::custom(format!("conversion '{}' is saved twice", c.id)));
+            }
             t.insert(*k, c);
         }
         Ok(t)
     }
 }
 
-/// Leads by id.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Leads(BTreeMap<CompactString, Box<[u8]>>);
+/// Leads, found by id, and the lead that owns each customer of a program.
+#[derive(Clone, Default)]
+pub struct Leads {
+    /// Packed leads (each starts with its id) in the order they were added.
+    packed: Vec<Box<[u8]>>,
+    /// Positions in `packed` by the hash of the lead's id.
+    ids: HashTable<u32>,
+    /// Positions in `packed` of the owning leads, by the hash of (program, customer).
+    owners: HashTable<u32>,
+}
+
+/// The id, program and customer at the start of a packed lead.
+fn lead_keys(b: &[u8]) -> (&str, &str, &str) {
+    let mut r = Reader(b);
+    (r.s(), r.s(), r.s())
+}
 
 impl Leads {
     /// How many.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.packed.len()
     }
 
     /// None yet?
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.packed.is_empty()
+    }
+
+    fn find(&self, id: &str) -> Option<u32> {
+        let packed = &self.packed;
+        self.ids.find(hash_of(id), |&i| lead_keys(&packed[i as usize]).0 == id).copied()
     }
 
     /// The lead `id`.
     #[must_use]
     pub fn get(&self, id: &str) -> Option<Lead> {
-        self.0.get(id).map(|b| decode_lead(b))
+        self.find(id).map(|i| decode_lead(&self.packed[i as usize]))
     }
 
     /// Whether lead `id` exists.
     #[must_use]
     pub fn contains_key(&self, id: &str) -> bool {
-        self.0.contains_key(id)
+        self.find(id).is_some()
     }
 
-    /// Records lead `id` (replacing it if it exists).
+    /// Records the new lead `id`.
+    ///
+    /// # Panics
+    /// If lead `id` exists (the engine refuses a second registration first).
     pub fn insert(&mut self, id: &str, l: &Lead) {
-        self.0.insert(id.into(), encode_lead(l));
+        assert!(self.find(id).is_none(), "lead '{id}' already exists");
+        let at = position_u32(self.packed.len());
+        self.packed.push(encode_lead(id, l));
+        let packed = &self.packed;
+        self.ids.insert_unique(hash_of(id), at, |&i| hash_of(lead_keys(&packed[i as usize]).0));
     }
 
     /// Changes lead `id` with `f`; `None` if there is none.
+    ///
+    /// # Panics
+    /// If `f` changes the lead's program or customer (its owner look-up holds them).
     pub fn update<R>(&mut self, id: &str, f: impl FnOnce(&mut Lead) -> R) -> Option<R> {
-        let slot = self.0.get_mut(id)?;
-        let mut l = decode_lead(slot);
+        let i = self.find(id)? as usize;
+        let mut l = decode_lead(&self.packed[i]);
         let r = f(&mut l);
-        *slot = encode_lead(&l);
+        let (_, program, customer) = lead_keys(&self.packed[i]);
+        assert!(program == l.program && customer == l.customer, "lead '{id}' keeps its program and customer");
+        self.packed[i] = encode_lead(id, &l);
         Some(r)
+    }
+
+    /// The lead that owns `customer` in `program`, with its id.
+    #[must_use]
+    pub fn owner(&self, program: &str, customer: &str) -> Option<(CompactString, Lead)> {
+        let packed = &self.packed;
+        let i = *self.owners.find(hash_of((program, customer)), |&i| {
+            let (_, p, c) = lead_keys(&packed[i as usize]);
+            p == program && c == customer
+        })?;
+        let b = &packed[i as usize];
+        Some((lead_keys(b).0.into(), decode_lead(b)))
+    }
+
+    /// Makes lead `id` the owner of its customer in its program (in place of any other).
+    /// Returns false if there is no lead `id`.
+    pub fn set_owner(&mut self, id: &str) -> bool {
+        let Some(at) = self.find(id) else { return false };
+        let packed = &self.packed;
+        let (_, program, customer) = lead_keys(&packed[at as usize]);
+        let h = hash_of((program, customer));
+        let same = |&i: &u32| {
+            let (_, p, c) = lead_keys(&packed[i as usize]);
+            p == program && c == customer
+        };
+        match self.owners.find_mut(h, same) {
+            Some(slot) => *slot = at,
+            None => {
+                self.owners.insert_unique(h, at, |&i| {
+                    let (_, p, c) = lead_keys(&packed[i as usize]);
+                    hash_of((p, c))
+                });
+            }
+        }
+        true
     }
 
     /// Every lead with its id, in id order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, Lead)> + '_ {
-        self.0.iter().map(|(k, b)| (k.as_str(), decode_lead(b)))
+        let mut v: Vec<(&str, &[u8])> = self.packed.iter().map(|b| (lead_keys(b).0, &b[..])).collect();
+        v.sort_unstable_by_key(|(id, _)| *id);
+        v.into_iter().map(|(id, b)| (id, decode_lead(b)))
+    }
+
+    /// `program \u{1f} customer` → owning lead id, in key order.
+    fn owner_map(&self) -> BTreeMap<String, &str> {
+        self.owners
+            .iter()
+            .map(|&i| {
+                let (id, p, c) = lead_keys(&self.packed[i as usize]);
+                (format!("{p}\u{1f}{c}"), id)
+            })
+            .collect()
     }
 }
 
+impl PartialEq for Leads {
+    fn eq(&self, other: &Self) -> bool {
+        // The same leads and owners, whatever the order they were added in.
+        self.len() == other.len()
+            && self.packed.iter().all(|b| other.find(lead_keys(b).0).is_some_and(|j| other.packed[j as usize] == *b))
+            && self.owner_map() == other.owner_map()
+    }
+}
+
+impl Eq for Leads {}
+
 impl std::fmt::Debug for Leads {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_map().entries(self.iter()).finish()
+        f.debug_struct("Leads").field("by_id", &LeadMap(self)).field("owners", &self.owner_map()).finish()
     }
+}
+
+/// The leads as a map id → lead, in id order.
+struct LeadMap<'a>(&'a Leads);
+
+impl std::fmt::Debug for LeadMap<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.0.iter()).finish()
+    }
+}
+
+impl Serialize for LeadMap<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter())
+    }
+}
+
+/// The JSON form: `{"by_id": {id: lead}, "owners": {"program\u001fcustomer": id}}`.
+#[derive(Serialize)]
+struct LeadsOut<'a> {
+    by_id: LeadMap<'a>,
+    owners: BTreeMap<String, &'a str>,
+}
+
+#[derive(Deserialize)]
+struct LeadsIn {
+    by_id: BTreeMap<String, Lead>,
+    owners: BTreeMap<String, String>,
 }
 
 impl Serialize for Leads {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(self.iter())
+        LeadsOut { by_id: LeadMap(self), owners: self.owner_map() }.serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for Leads {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let m = BTreeMap::<String, Lead>::deserialize(d)?;
-        Ok(Self(m.iter().map(|(k, l)| (k.as_str().into(), encode_lead(l))).collect()))
+        use serde::de::Error;
+        let saved = LeadsIn::deserialize(d)?;
+        let mut t = Self::default();
+        for (id, l) in &saved.by_id {
+            t.insert(id, l);
+        }
+        for (key, id) in &saved.owners {
+            let owns = t.get(id).is_some_and(|l| *key == format!("{}\u{1f}{}", l.program, l.customer));
+            if !owns {
+                return Err(D::Error::custom(format!("saved owner '{id}' of '{key}' is not a lead of that customer")));
+            }
+            t.set_owner(id);
+        }
+        Ok(t)
     }
 }
 
@@ -382,8 +572,9 @@ fn put_time(out: &mut Vec<u8>, t: DateTime<Utc>) {
     put_u(out, u64::from(t.timestamp_subsec_nanos()));
 }
 
-fn encode_lead(l: &Lead) -> Box<[u8]> {
-    let mut out = Vec::with_capacity(48 + 8 * l.chain.len());
+fn encode_lead(id: &str, l: &Lead) -> Box<[u8]> {
+    let mut out = Vec::with_capacity(64 + 8 * l.chain.len());
+    put_s(&mut out, id);
     put_s(&mut out, &l.program);
     put_s(&mut out, &l.customer);
     put_u(&mut out, l.chain.len() as u64);
@@ -403,6 +594,7 @@ fn encode_lead(l: &Lead) -> Box<[u8]> {
 
 fn decode_lead(b: &[u8]) -> Lead {
     let mut r = Reader(b);
+    let _id = r.s();
     let program = r.s().into();
     let customer = r.s().into();
     let n = usize::try_from(r.u()).unwrap_or(0);
@@ -473,14 +665,22 @@ mod tests {
     fn a_table_finds_replaces_and_updates_across_chunks() {
         let mut t = Conversions::default();
         let n = u64::try_from(CHUNK).unwrap() * 2 + 5;
+        let named = |s: u64, c: Conversion| Conversion { id: format!("deal-{s}").into(), ..c };
         for s in 0..n {
-            t.insert(s * 3 + 1, &conversion(&[i64::try_from(s).unwrap()], None, false, 0));
+            t.insert(s * 3 + 1, &named(s, conversion(&[i64::try_from(s).unwrap()], None, false, 0)));
         }
         assert_eq!(t.len(), usize::try_from(n).unwrap());
         assert!(t.get(0).is_none() && t.get(2).is_none() && t.get(n * 3 + 1).is_none());
         let probe = u64::try_from(CHUNK).unwrap() + 3;
         assert_eq!(t.get(probe * 3 + 1).unwrap().hops[0].amount, i64::try_from(probe).unwrap());
-        t.insert(4, &conversion(&[-9, 9], Some(77), true, 5));
+        // Every conversion is found by its id, across chunks; an unknown id is not.
+        for s in [0, 1, probe, n - 1] {
+            assert_eq!(t.seq_of(&format!("deal-{s}")), Some(s * 3 + 1), "deal-{s}");
+        }
+        assert_eq!(t.seq_of(&format!("deal-{n}")), None);
+        assert_eq!(t.seq_of("deal-"), None);
+        t.insert(4, &named(1, conversion(&[-9, 9], Some(77), true, 5)));
+        assert_eq!(t.seq_of("deal-1"), Some(4), "a replacement keeps the id's look-up");
         assert_eq!(t.get(4).unwrap().released_at, Some(77));
         assert_eq!(t.len(), usize::try_from(n).unwrap(), "a replacement adds nothing");
         assert_eq!(t.update(4, |c| std::mem::replace(&mut c.refunded, 6)), Some(5));
@@ -536,5 +736,89 @@ mod tests {
         let mut t = Conversions::default();
         t.insert(10, &conversion(&[1], None, false, 0));
         t.insert(9, &conversion(&[1], None, false, 0));
+    }
+
+    #[test]
+    #[should_panic(expected = "already recorded")]
+    fn a_second_conversion_with_an_id_is_refused() {
+        let mut t = Conversions::default();
+        t.insert(1, &conversion(&[1], None, false, 0));
+        t.insert(2, &conversion(&[2], None, false, 0));
+    }
+
+    fn lead(program: &str, customer: &str, at: i64) -> Lead {
+        Lead {
+            program: program.into(),
+            customer: customer.into(),
+            chain: vec!["p1".into()],
+            registered_at: DateTime::from_timestamp(at, 0).unwrap(),
+            duplicate_of: None,
+        }
+    }
+
+    proptest! {
+        /// The packed leads and their look-ups answer as a plain map of leads and a plain
+        /// map of owners do, through growth, chain updates and a JSON round trip.
+        #[test]
+        fn leads_answer_as_plain_maps(ops in prop::collection::vec((0u8..3, 0u8..4, any::<bool>()), 1..300)) {
+            let mut t = Leads::default();
+            let mut leads: BTreeMap<String, Lead> = BTreeMap::new();
+            let mut owners: BTreeMap<(String, String), String> = BTreeMap::new();
+            for (n, (p, c, owns)) in ops.into_iter().enumerate() {
+                let (program, customer) = (format!("prog{p}"), format!("customer-{c}.example"));
+                let id = format!("lead-{n}");
+                let l = lead(&program, &customer, i64::try_from(n).unwrap());
+                t.insert(&id, &l);
+                leads.insert(id.clone(), l);
+                if owns {
+                    prop_assert!(t.set_owner(&id));
+                    owners.insert((program, customer), id.clone());
+                }
+                if n % 3 == 0 {
+                    t.update(&id, |x| x.chain.push("p2".into()));
+                    leads.get_mut(&id).unwrap().chain.push("p2".into());
+                }
+            }
+            let back: Leads = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+            prop_assert_eq!(&back, &t);
+            for table in [&t, &back] {
+                prop_assert_eq!(table.len(), leads.len());
+                for (id, l) in &leads {
+                    prop_assert_eq!(table.get(id), Some(l.clone()));
+                }
+                prop_assert!(table.get("lead-x").is_none() && !table.contains_key("lead-x"));
+                for p in 0..3 {
+                    for c in 0..4 {
+                        let key = (format!("prog{p}"), format!("customer-{c}.example"));
+                        let want = owners.get(&key).map(|id| (id.clone(), leads[id].clone()));
+                        let got = table.owner(&key.0, &key.1).map(|(id, l)| (id.to_string(), l));
+                        prop_assert_eq!(got, want);
+                    }
+                }
+                let ids: Vec<&str> = table.iter().map(|(id, _)| id).collect();
+                prop_assert_eq!(ids, leads.keys().map(String::as_str).collect::<Vec<_>>());
+            }
+        }
+    }
+
+    #[test]
+    fn a_saved_owner_must_own_its_customer() {
+        let mut t = Leads::default();
+        t.insert("lead-1", &lead("growth", "a.example", 1));
+        t.insert("lead-2", &lead("growth", "b.example", 2));
+        assert!(t.set_owner("lead-1") && !t.set_owner("lead-3"));
+        let json = serde_json::to_string(&t).unwrap();
+        assert!(json.contains(r#""owners":{"growth\u001fa.example":"lead-1"}"#), "{json}");
+        let forged = json.replace(r#":"lead-1"}"#, r#":"lead-2"}"#);
+        let err = serde_json::from_str::<Leads>(&forged).unwrap_err().to_string();
+        assert!(err.contains("saved owner 'lead-2'"), "{err}");
+    }
+
+    #[test]
+    #[should_panic(expected = "keeps its program and customer")]
+    fn a_lead_keeps_its_customer() {
+        let mut t = Leads::default();
+        t.insert("lead-1", &lead("growth", "a.example", 1));
+        t.update("lead-1", |l| l.customer = "b.example".into());
     }
 }

@@ -146,7 +146,7 @@ fn holds_release_refunds_claw_back_every_hop_and_paid_money_goes_negative() {
     );
     assert_eq!(book(&w, "p2").payable, 50000);
     // Pay p2.
-    let cseq = w.engine.state().conversion_ids["c1"];
+    let cseq = w.engine.state().conversions.seq_of("c1").unwrap();
     w.fact(Event::SettlementConfirmed {
         settlement: "s1".into(),
         batch: None,
@@ -207,7 +207,7 @@ fn amendments_apply_from_their_time_and_never_change_the_past() {
     let mut s2 = spec(shares("50", "0", "50", Position::Closer), percent_pool("20"), 0);
     s2.valid_from = t(0);
     w.fact(Event::ProgramAmended { spec: s2, effective_from: t(20) });
-    let c1 = w.engine.state().conversions.get(w.engine.state().conversion_ids["c1"]).unwrap();
+    let c1 = w.engine.state().conversions.get(w.engine.state().conversions.seq_of("c1").unwrap()).unwrap();
     assert_eq!(c1.hops.iter().map(|h| h.amount).collect::<Vec<_>>(), before);
     assert_eq!(c1.rule_version, 1);
     // A deal that occurred before the amendment, recorded after it, keeps the old rules.
@@ -351,7 +351,7 @@ fn payout_batches_hold_money_in_flight_until_the_rail_answers() {
     }
     let b1 = book(&w);
     assert_eq!((b1.payable, b1.in_payout, b1.paid, b1.earned, b1.clawed_back), (-5_000, 0, 15_000, 15_000, 5_000));
-    let c = w.engine.state().conversions.get(w.engine.state().conversion_ids["c1"]).unwrap();
+    let c = w.engine.state().conversions.get(w.engine.state().conversions.seq_of("c1").unwrap()).unwrap();
     assert_eq!(c.hops[1].status, HopStatus::Paid);
 }
 
@@ -363,7 +363,7 @@ fn a_held_conversion_is_paid_on_release_once_its_authorisation_allows_it() {
     w.convert("c1", 100_000); // pool 100.00 of the 150.00 budget
     let held = w.convert("c2", 100_000);
     assert_eq!(outcome(&held).0, "held");
-    let cseq = w.engine.state().conversion_ids["c2"];
+    let cseq = w.engine.state().conversions.seq_of("c2").unwrap();
     // Still over budget: refused, nothing changes.
     let before = w.engine.state().clone();
     let e = w.try_fact(Event::ConversionReleased { conversion: "c2".into() }).unwrap_err().to_string();
