@@ -6,8 +6,11 @@
 //! - **Durable before acknowledged.** Appends from any number of callers are grouped by
 //!   one writer thread into one atomic fjall batch with one durable sync
 //!   ([`fjall::PersistMode::SyncAll`]); a caller's future resolves only after its
-//!   batch is on disk. The queue is bounded ([`QUEUE_CAPACITY`]); a full queue blocks
-//!   (or, with [`Ledger::try_append`], refuses) rather than grows.
+//!   batch is on disk. The sync runs on a thread of its own, so the writer builds and
+//!   writes batch k+1 while batch k syncs ([`SYNC_QUEUE`]); readers see a batch's
+//!   records (and [`Ledger::size`] grows) only after its sync; checkpoints and
+//!   projections wait for it too. The queue is bounded ([`QUEUE_CAPACITY`]); a full
+//!   queue blocks (or, with [`Ledger::try_append`], refuses) rather than grows.
 //! - **Idempotent forever.** Every append carries a client key and a hash of the
 //!   request's content. The same key with the same content returns the original result;
 //!   with different content it is [`LedgerError::KeyConflict`]. The key index is written
@@ -53,6 +56,9 @@ pub const MAX_RECORDS_PER_APPEND: usize = 12_288;
 pub const QUEUE_CAPACITY: usize = 8192;
 /// Appends in one group from which [`Reserved::append_group`] prepares them in parallel.
 pub const PARALLEL_PRECHECK: usize = 64;
+/// Group commits written to the store and waiting for their sync, beyond the one being
+/// synced: the writer builds and writes the next batch while the last one syncs.
+pub const SYNC_QUEUE: usize = 1;
 /// Longest idempotency key, bytes.
 pub const MAX_KEY_BYTES: usize = 256;
 /// Keys of the latest group commits the writer keeps in memory (at least the last
@@ -642,6 +648,7 @@ impl Ledger {
             key: config.key,
             persist: config.persist,
             recent: RecentKeys::new(1),
+            next_batch: 1,
         };
         let handle = std::thread::Builder::new()
             .name("settle-ledger-writer".into())
@@ -843,7 +850,9 @@ impl Ledger {
         }
     }
 
-    /// The idempotency entry for `key`, if the key was used.
+    /// The idempotency entry for `key`, if the key was used. The entry may name records
+    /// of a group commit that is written but not yet synced: they are acknowledged (and
+    /// readable) once [`Ledger::size`] covers them.
     pub fn key_entry(&self, key: &[u8]) -> Result<Option<KeyEntry>> {
         Ok(self.inner.stores.keys.get(key)?.and_then(|v| KeyEntry::decode(&v)))
     }
@@ -857,9 +866,9 @@ impl Ledger {
 
     /// The key's entry and the group commits durable before the look-up.
     fn look_up_entry(&self, key: &[u8]) -> Result<(Option<KeyEntry>, u64)> {
-        // Read the count first: every batch it counts is readable below. What the store
-        // shows is durable: fjall makes a batch readable only after its journal write and
-        // sync (`WriteBatch::commit` inserts into the memtables last).
+        // Read the count first: every batch it counts is readable below. The store may
+        // also show a batch that is written but not yet synced; an entry found there is
+        // only ever answered through the writer, after the sync that covers it.
         let after = self.inner.batches.load(Ordering::Acquire);
         let entry = self.key_entry(key).inspect_err(|_| self.inner.poisoned.store(true, Ordering::Release))?;
         Ok((entry, after))
@@ -1164,12 +1173,106 @@ struct Writer {
     key: SigningKey,
     persist: PersistMode,
     recent: RecentKeys,
+    /// Number of the next group commit (the first is 1).
+    next_batch: u64,
 }
 
 type Reply = (oneshot::Sender<Result<Appended>>, Result<Appended>);
 
+/// A group commit written to the store but not yet synced, on its way to the syncer.
+struct Committed {
+    /// Its number, or `None` when it wrote nothing (its replies only repeat or refuse,
+    /// and wait for the batches before them).
+    n: Option<u64>,
+    /// The log's size, open tile and new upper nodes once it is durable.
+    size: u64,
+    open_tile: Option<OpenTile>,
+    new_nodes: Vec<((u32, u64), Hash)>,
+    replies: Vec<Reply>,
+}
+
+/// What the writer hands to the syncer thread.
+enum ToSync {
+    Batch(Committed),
+    /// Answered once everything before it is durable and readable.
+    Barrier(std::sync::mpsc::SyncSender<()>),
+}
+
+/// The syncer: makes the writer's group commits durable, one sync for all it finds
+/// waiting, then publishes them to readers and acknowledges their appends, while the
+/// writer builds the next batch. It never publishes or acknowledges a batch before the
+/// sync that covers it has returned.
+fn sync_loop(shared: &Shared, persist: PersistMode, rx: &std::sync::mpsc::Receiver<ToSync>) {
+    let mut msgs = Vec::new();
+    while let Ok(first) = rx.recv() {
+        msgs.push(first);
+        msgs.extend(rx.try_iter());
+        let wrote = msgs.iter().any(|m| matches!(m, ToSync::Batch(Committed { n: Some(_), .. })));
+        let synced = if shared.poisoned.load(Ordering::Acquire) {
+            Err(LedgerError::Poisoned)
+        } else if wrote {
+            shared.stores.db.persist(persist).map_err(LedgerError::from)
+        } else {
+            Ok(())
+        };
+        if synced.is_err() {
+            shared.poisoned.store(true, Ordering::Release);
+        }
+        for m in msgs.drain(..) {
+            match m {
+                ToSync::Batch(b) => {
+                    if let (Ok(()), Some(n)) = (&synced, b.n) {
+                        // Durable now: readers may see the new nodes (before the new size).
+                        if let Some(t) = &b.open_tile {
+                            shared.open_tile.write().unwrap_or_else(std::sync::PoisonError::into_inner).clone_from(t);
+                        }
+                        if !b.new_nodes.is_empty() {
+                            let mut m = shared.nodes.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                            m.extend(b.new_nodes);
+                        }
+                        shared.size.store(b.size, Ordering::Release);
+                        // Its keys were readable in the store before it was durable; a
+                        // caller that reads this count and then finds no key knows which
+                        // batches its look-up may have missed (see `RecentKeys`).
+                        shared.batches.store(n, Ordering::Release);
+                    }
+                    for (reply, out) in b.replies {
+                        let _ = reply.send(out.and_then(|a| synced.clone().map(|()| a)));
+                    }
+                }
+                ToSync::Barrier(tx) => {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    }
+}
+
 impl Writer {
     fn run(&mut self) {
+        let shared = Arc::clone(&self.inner);
+        let persist = self.persist;
+        let (to_sync, rx) = std::sync::mpsc::sync_channel(SYNC_QUEUE);
+        std::thread::scope(|scope| {
+            let syncer = std::thread::Builder::new()
+                .name("settle-ledger-sync".into())
+                .spawn_scoped(scope, move || sync_loop(&shared, persist, &rx));
+            if let Err(e) = syncer {
+                self.poison();
+                let err = LedgerError::Storage(format!("cannot start the sync thread: {e}"));
+                while let Some(c) = self.rx.blocking_recv() {
+                    self.fail_rest(vec![c], &err);
+                }
+                return;
+            }
+            self.collect(&to_sync);
+            // Dropping the sender stops the syncer once it has drained; the scope waits.
+            drop(to_sync);
+        });
+    }
+
+    /// Takes commands off the queue in groups of up to [`MAX_BATCH_RECORDS`] records.
+    fn collect(&mut self, to_sync: &std::sync::mpsc::SyncSender<ToSync>) {
         let mut cmds = Vec::with_capacity(1024);
         while let Some(first) = self.rx.blocking_recv() {
             cmds.push(first);
@@ -1185,15 +1288,26 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.process(&mut cmds);
+            self.process(&mut cmds, to_sync);
         }
+    }
+
+    /// Waits until every batch handed to the syncer is durable and published.
+    fn barrier(&self, to_sync: &std::sync::mpsc::SyncSender<ToSync>) -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        to_sync.send(ToSync::Barrier(tx)).map_err(|_| LedgerError::Closed)?;
+        rx.recv().map_err(|_| LedgerError::Closed)?;
+        if self.inner.poisoned.load(Ordering::Acquire) {
+            return Err(LedgerError::Poisoned);
+        }
+        Ok(())
     }
 
     fn poison(&self) {
         self.inner.poisoned.store(true, Ordering::Release);
     }
 
-    fn process(&mut self, cmds: &mut Vec<Cmd>) {
+    fn process(&mut self, cmds: &mut Vec<Cmd>, to_sync: &std::sync::mpsc::SyncSender<ToSync>) {
         let s = self.inner.stores.clone();
         let mut after: Vec<Cmd> = Vec::new();
         let mut appends = Vec::with_capacity(cmds.len());
@@ -1285,8 +1399,11 @@ impl Writer {
             }
             replies.push((reply, Ok(appended)));
         }
+        let mut committed = Committed { n: None, size: 0, open_tile: None, new_nodes, replies };
         if !batch.is_empty() {
-            if let Err(e) = batch.commit() {
+            // Written to the store, not yet synced: the syncer syncs it (and acknowledges
+            // its appends) while this thread builds the next batch.
+            if let Err(e) = batch.durability(None).commit() {
                 // Nothing of this batch is acknowledged; refuse everything after.
                 self.poison();
                 for k in &batch_keys {
@@ -1294,28 +1411,31 @@ impl Writer {
                 }
                 (self.chain, self.frontier, self.open_tile) = start;
                 let err = LedgerError::Storage(e.to_string());
-                for (reply, out) in replies {
+                for (reply, out) in committed.replies {
                     let _ = reply.send(out.and(Err(err.clone())));
                 }
-                self.fail_rest(after);
+                self.fail_rest(after, &LedgerError::Poisoned);
                 return;
             }
-            // Durable now: readers may see the new nodes (before the new size).
-            self.inner.open_tile.write().unwrap_or_else(std::sync::PoisonError::into_inner).clone_from(&self.open_tile);
-            if !new_nodes.is_empty() {
-                let mut m = self.inner.nodes.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-                m.extend(new_nodes.drain(..));
-            }
-            self.inner.size.store(self.frontier.size, Ordering::Release);
-            // Its keys are readable in the store now; count the batch after that, so a
-            // caller that reads this count and then finds no key knows which batches
-            // its look-up may have missed.
-            let n = self.inner.batches.load(Ordering::Relaxed) + 1;
+            let n = self.next_batch;
+            self.next_batch += 1;
             self.recent.committed(n, batch_keys);
-            self.inner.batches.store(n, Ordering::Release);
+            committed.n = Some(n);
+            committed.size = self.frontier.size;
+            committed.open_tile = Some(self.open_tile.clone());
         }
-        for (reply, out) in replies {
-            let _ = reply.send(out);
+        if let Err(ToSync::Batch(c)) = to_sync.send(ToSync::Batch(committed)).map_err(|e| e.0) {
+            for (reply, _) in c.replies {
+                let _ = reply.send(Err(LedgerError::Closed));
+            }
+        }
+        if after.is_empty() {
+            return;
+        }
+        // Checkpoints and projections are of durable records only.
+        if let Err(e) = self.barrier(to_sync) {
+            self.fail_rest(after, &e);
+            return;
         }
         for cmd in after {
             match cmd {
@@ -1334,22 +1454,22 @@ impl Writer {
         }
     }
 
-    fn fail_rest(&self, cmds: Vec<Cmd>) {
+    fn fail_rest(&self, cmds: Vec<Cmd>, err: &LedgerError) {
         for c in cmds {
             match c {
                 Cmd::Append(v) => {
                     for (_, r) in v {
-                        let _ = r.send(Err(LedgerError::Poisoned));
+                        let _ = r.send(Err(err.clone()));
                     }
                 }
                 Cmd::Checkpoint(_, r) => {
-                    let _ = r.send(Err(LedgerError::Poisoned));
+                    let _ = r.send(Err(err.clone()));
                 }
                 Cmd::Rotate(_, r) => {
                     let _ = r.send(());
                 }
                 Cmd::Projection(_, _, r) => {
-                    let _ = r.send(Err(LedgerError::Poisoned));
+                    let _ = r.send(Err(err.clone()));
                 }
             }
         }

@@ -192,6 +192,34 @@ fn concurrent_appenders_are_grouped_and_all_acknowledged() {
     assert_eq!(verify_log(&l, &ring(&[1])).unwrap().records, 400);
 }
 
+/// The writer writes a batch while the one before it syncs; a checkpoint queued behind
+/// appends must wait for their sync: it never names a record a reader cannot yet see.
+#[test]
+fn a_checkpoint_behind_appends_names_only_durable_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(dir.path(), config(1)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    rt.block_on(async {
+        for round in 0..20u64 {
+            // Queued in this order, none awaited yet: the appends, then the checkpoint.
+            let acks: Vec<_> =
+                (0..50).map(|i| l.try_append(append(&format!("r{round}-{i}"), &["x"])).unwrap()).collect();
+            let cp = l.checkpoint(i64::try_from(round).unwrap() + 1).await.unwrap();
+            assert_eq!(cp.checkpoint.size, 50 * (round + 1), "the checkpoint covers the appends queued before it");
+            assert!(
+                l.size() >= cp.checkpoint.size,
+                "checkpoint of {} records, {} readable",
+                cp.checkpoint.size,
+                l.size()
+            );
+            assert_eq!(l.root(cp.checkpoint.size).unwrap(), cp.checkpoint.root);
+            for a in acks {
+                a.await.unwrap();
+            }
+        }
+    });
+    assert_eq!(verify_log(&l, &ring(&[1])).unwrap().records, 1000);
+}
 #[test]
 fn aux_entries_survive_reopen_and_stay_out_of_the_log() {
     let dir = tempfile::tempdir().unwrap();
