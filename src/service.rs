@@ -111,6 +111,9 @@ enum Prepared {
     Done(Result<Outcome, SubmitError>),
     Pending(u64, Vec<Envelope>, Box<dyn std::future::Future<Output = Result<Appended, LedgerError>> + Send + Unpin>),
     Wait(u64, u32),
+    /// The key names other content in records `first..first + count`: a conflict once
+    /// those records are durable (if their commit fails, the key was never used).
+    Conflict(String, u64, u32),
 }
 
 impl Service {
@@ -186,7 +189,7 @@ impl Service {
                 slots.push(Some(if f.content_hash == h {
                     Prepared::Wait(f.first_seq, f.count)
                 } else {
-                    Prepared::Done(Err(SubmitError::KeyConflict(s.key)))
+                    Prepared::Conflict(s.key, f.first_seq, f.count)
                 }));
                 continue;
             }
@@ -201,7 +204,7 @@ impl Service {
                 slots.push(Some(if e.content_hash == h {
                     Prepared::Wait(e.appended.first_seq, e.appended.count)
                 } else {
-                    Prepared::Done(Err(SubmitError::KeyConflict(s.key)))
+                    Prepared::Conflict(s.key, e.appended.first_seq, e.appended.count)
                 }));
                 continue;
             }
@@ -264,17 +267,32 @@ impl Service {
                         Err(SubmitError::Storage(e.to_string()))
                     }
                 },
-                Prepared::Wait(first, count) => {
-                    let mut tries = 0u32;
-                    while self.ledger.size() < first + u64::from(count) && tries < 10_000 {
-                        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-                        tries += 1;
-                    }
-                    self.read_outcome(first, count)
-                }
+                Prepared::Wait(first, count) => match self.durable(first, count).await {
+                    Ok(()) => self.read_outcome(first, count),
+                    Err(e) => Err(e),
+                },
+                Prepared::Conflict(key, first, count) => match self.durable(first, count).await {
+                    Ok(()) => Err(SubmitError::KeyConflict(key)),
+                    Err(e) => Err(e),
+                },
             });
         }
         out
+    }
+
+    /// Waits until records `first..first + count` are durable (written by another
+    /// submission's group commit); fails at once if the log stopped taking writes.
+    async fn durable(&self, first: u64, count: u32) -> Result<(), SubmitError> {
+        let end = first + u64::from(count);
+        let mut tries = 0u32;
+        while self.ledger.size() < end {
+            if self.ledger.is_poisoned() || self.failed.load(Ordering::Acquire) || tries >= 10_000 {
+                return Err(SubmitError::Storage(format!("records {first}..{end} did not become durable")));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            tries += 1;
+        }
+        Ok(())
     }
 
     fn done(&self, first: u64) {

@@ -670,6 +670,12 @@ impl Ledger {
         self.inner.size.load(Ordering::Acquire)
     }
 
+    /// True once a storage error stopped the log taking writes (until it is reopened).
+    #[must_use]
+    pub fn is_poisoned(&self) -> bool {
+        self.inner.poisoned.load(Ordering::Acquire)
+    }
+
     fn sender(&self) -> Result<mpsc::Sender<Cmd>> {
         if self.inner.poisoned.load(Ordering::Acquire) {
             return Err(LedgerError::Poisoned);
@@ -874,7 +880,10 @@ impl Ledger {
         Ok((entry, after))
     }
 
-    /// The stored projection state and the last sequence it reflects.
+    /// The stored projection state and the last sequence it reflects. Projections are
+    /// written in the same group commit as the records they reflect, so a projection
+    /// read while that commit syncs may name a sequence past [`Ledger::size`] (it is
+    /// durable with those records, or lost with them).
     pub fn projection(&self, name: &str) -> Result<Option<(u64, Vec<u8>)>> {
         let Some(v) = self.inner.stores.projections.get(name)? else { return Ok(None) };
         let seq =
@@ -1236,8 +1245,11 @@ fn sync_loop(shared: &Shared, persist: PersistMode, rx: &std::sync::mpsc::Receiv
                         // batches its look-up may have missed (see `RecentKeys`).
                         shared.batches.store(n, Ordering::Release);
                     }
+                    // A failed sync wins over every answer of its batches: a conflict or
+                    // a sequence mismatch may have been judged against an earlier batch
+                    // that never became durable.
                     for (reply, out) in b.replies {
-                        let _ = reply.send(out.and_then(|a| synced.clone().map(|()| a)));
+                        let _ = reply.send(synced.clone().and(out));
                     }
                 }
                 ToSync::Barrier(tx) => {
