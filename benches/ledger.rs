@@ -27,12 +27,38 @@ fn config() -> LedgerConfig {
     }
 }
 
-fn append(i: u64) -> Append {
+/// The shape of the appenders' idempotency keys: the index is a keyspace of the LSM tree,
+/// so keys in time order are appended, keys in random order are merged by compaction.
+#[derive(Clone, Copy)]
+enum Keys {
+    /// `k{i}`: a counter as text; later keys interleave with earlier ones ("k1000000"
+    /// sorts between "k100000" and "k100001").
+    Counter,
+    /// `k{i:016}`: time-ordered, like ULIDs or UUIDv7.
+    Ordered,
+    /// 32 hex digits of SHA-256(i): random, like UUIDv4.
+    Random,
+}
+
+impl Keys {
+    fn key(self, i: u64) -> Vec<u8> {
+        match self {
+            Self::Counter => format!("k{i}").into_bytes(),
+            Self::Ordered => format!("k{i:016}").into_bytes(),
+            Self::Random => {
+                use sha2::Digest;
+                hex::encode(&sha2::Sha256::digest(i.to_be_bytes())[..16]).into_bytes()
+            }
+        }
+    }
+}
+
+fn append(i: u64, keys: Keys) -> Append {
     let mut event = format!(r#"{{"i":{i},"pad":""#).into_bytes();
     event.resize(EVENT - 2, b'x');
     event.extend_from_slice(b"\"}");
     Append {
-        key: format!("k{i}").into_bytes(),
+        key: keys.key(i),
         content_hash: [0; 32],
         records: vec![NewRecord { kind: "bench".into(), version: 1, event }],
         expected_seq: None,
@@ -63,15 +89,21 @@ fn bench(c: &mut Criterion) {
     });
 
     // Group commit: concurrent appenders (tokio tasks), one record each. 256 as before,
-    // and 2,048: about as many events per sync as the raw batches above hold.
+    // and 2,048: about as many events per sync as the raw batches above hold; with 2,048,
+    // also the two other key shapes (each appends to the same growing log).
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open(dir.path(), config()).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     const PER_ITER: u64 = 20_000;
-    for appenders in [256u64, 2048] {
+    for (appenders, keys, suffix) in [
+        (256u64, Keys::Counter, ""),
+        (2048, Keys::Counter, ""),
+        (2048, Keys::Ordered, "_ordered_keys"),
+        (2048, Keys::Random, "_random_keys"),
+    ] {
         g.throughput(Throughput::Elements((PER_ITER / appenders + 1) * appenders));
-        g.bench_function(format!("group_commit_{appenders}_appenders"), |b| {
+        g.bench_function(format!("group_commit_{appenders}_appenders{suffix}"), |b| {
             b.iter(|| {
                 rt.block_on(async {
                     let mut set = tokio::task::JoinSet::new();
@@ -82,7 +114,7 @@ fn bench(c: &mut Criterion) {
                             // Each task appends until the iteration's share is taken.
                             for _ in 0..PER_ITER / appenders + 1 {
                                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                l.append(append(i)).await.unwrap();
+                                l.append(append(i, keys)).await.unwrap();
                             }
                         });
                     }
@@ -101,7 +133,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             k += 1;
             let t = Instant::now();
-            ledger.append_blocking(append(base + k)).unwrap();
+            ledger.append_blocking(append(base + k, Keys::Counter)).unwrap();
             lat.push(t.elapsed());
         });
     });
