@@ -383,6 +383,9 @@ struct Shared {
     poisoned: AtomicBool,
     origin: String,
     accepts: Acceptor,
+    /// Tests only: the next durable sync fails, as a disk refusing an fsync would.
+    #[cfg(test)]
+    fail_next_sync: AtomicBool,
 }
 
 struct Inner {
@@ -648,6 +651,8 @@ impl Ledger {
             poisoned: AtomicBool::new(false),
             origin: config.origin.clone(),
             accepts: config.accepts.clone(),
+            #[cfg(test)]
+            fail_next_sync: AtomicBool::new(false),
         });
         let inner =
             Arc::new(Inner { shared: Arc::clone(&shared), tx: RwLock::new(Some(tx)), writer: Mutex::new(None) });
@@ -1224,6 +1229,14 @@ enum ToSync {
 /// waiting, then publishes them to readers and acknowledges their appends, while the
 /// writer builds the next batch. It never publishes or acknowledges a batch before the
 /// sync that covers it has returned.
+fn sync(shared: &Shared, persist: PersistMode) -> Result<()> {
+    #[cfg(test)]
+    if shared.fail_next_sync.swap(false, Ordering::AcqRel) {
+        return Err(LedgerError::Storage("injected: the sync failed".into()));
+    }
+    shared.stores.db.persist(persist).map_err(LedgerError::from)
+}
+
 fn sync_loop(shared: &Shared, persist: PersistMode, rx: &std::sync::mpsc::Receiver<ToSync>) {
     let mut msgs = Vec::new();
     while let Ok(first) = rx.recv() {
@@ -1233,7 +1246,7 @@ fn sync_loop(shared: &Shared, persist: PersistMode, rx: &std::sync::mpsc::Receiv
         let synced = if shared.poisoned.load(Ordering::Acquire) {
             Err(LedgerError::Poisoned)
         } else if wrote {
-            shared.stores.db.persist(persist).map_err(LedgerError::from)
+            sync(shared, persist)
         } else {
             Ok(())
         };

@@ -300,6 +300,44 @@ fn a_key_twice_in_one_group_commit_is_appended_once() {
     assert_eq!(l.size(), 2);
 }
 
+/// A failed sync fails every append of its batch, whatever the writer first judged: here
+/// a conflict judged against an append of the same batch, which was never acknowledged.
+/// The log then refuses writes and checkpoints; after a reopen a retry with the same key
+/// gets one outcome, and the log verifies.
+#[test]
+fn a_failed_sync_fails_its_whole_batch_and_stops_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(dir.path(), config(1)).unwrap();
+    l.append_blocking(append("a", &["x"])).unwrap();
+    l.inner.fail_next_sync.store(true, Ordering::Release);
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let group = vec![append("k", &["x"]), append("k", &["y"]), append("m", &["x"])];
+    let out: Vec<Result<Appended>> =
+        l.reserve_blocking().unwrap().append_group(group).unwrap().into_iter().map(|f| rt.block_on(f)).collect();
+    for (i, o) in out.iter().enumerate() {
+        assert!(matches!(o, Err(LedgerError::Storage(m)) if m.contains("sync")), "append {i}: {o:?}");
+    }
+    assert!(l.is_poisoned());
+    assert_eq!(l.size(), 1, "nothing of the failed batch is published");
+    assert!(matches!(l.append_blocking(append("b", &["x"])), Err(LedgerError::Poisoned)));
+    assert!(l.checkpoint_blocking(1).is_err());
+    drop(l);
+
+    // The batch reached the store before its sync failed, so it may be there after a
+    // reopen; either way a retry gets exactly one outcome per key.
+    let l = Ledger::open(dir.path(), config(1)).unwrap();
+    let k = l.append_blocking(append("k", &["x"])).unwrap();
+    assert_eq!(k.first_seq, 1);
+    assert!(matches!(l.append_blocking(append("k", &["y"])), Err(LedgerError::KeyConflict { seq: 1, .. })));
+    let m = l.append_blocking(append("m", &["x"])).unwrap();
+    assert_eq!(m.first_seq, 2);
+    assert_eq!(l.append_blocking(append("k", &["x"])).unwrap(), Appended { replayed: true, ..k });
+    assert_eq!(l.size(), 3);
+    l.checkpoint_blocking(2).unwrap();
+    let r = verify_log(&l, &ring(&[1])).unwrap();
+    assert_eq!(r.records, 3);
+}
+
 /// A look-up serves only its own key on the ledger it was made on: a look-up of another
 /// key, or one made before the ledger was reopened (whose batch count starts again), is
 /// ignored and the key looked up afresh.
