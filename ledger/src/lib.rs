@@ -350,7 +350,7 @@ impl std::fmt::Debug for LedgerConfig {
 enum Cmd {
     Append(Vec<(Prepared, oneshot::Sender<Result<Appended>>)>),
     Checkpoint(i64, oneshot::Sender<Result<SignedCheckpoint>>),
-    Rotate(SigningKey, oneshot::Sender<()>),
+    Rotate(SigningKey, oneshot::Sender<Result<()>>),
     Projection(ProjectionUpdate, u64, oneshot::Sender<Result<()>>),
 }
 
@@ -812,10 +812,11 @@ impl Ledger {
 
     /// Signs future checkpoints with `key` (key rotation). Old checkpoints keep their
     /// signatures; publish the old key with its validity period to keep them verifiable.
+    /// Fails, and keeps the old key, once the log has stopped taking writes.
     pub fn rotate_key(&self, key: SigningKey) -> Result<()> {
         let (tx, rx) = oneshot::channel();
         self.sender()?.blocking_send(Cmd::Rotate(key, tx)).map_err(|_| LedgerError::Closed)?;
-        rx.blocking_recv().map_err(|_| LedgerError::Closed)
+        rx.blocking_recv().map_err(|_| LedgerError::Closed)?
     }
 
     /// Stores a projection's state as of record `seq`, which must be the last record
@@ -1482,7 +1483,7 @@ impl Writer {
                 }
                 Cmd::Rotate(key, reply) => {
                     self.key = key;
-                    let _ = reply.send(());
+                    let _ = reply.send(Ok(()));
                 }
                 Cmd::Projection(p, seq, reply) => {
                     let _ = reply.send(self.projection(p, seq));
@@ -1504,7 +1505,7 @@ impl Writer {
                     let _ = r.send(Err(err.clone()));
                 }
                 Cmd::Rotate(_, r) => {
-                    let _ = r.send(());
+                    let _ = r.send(Err(err.clone()));
                 }
                 Cmd::Projection(_, _, r) => {
                     let _ = r.send(Err(err.clone()));

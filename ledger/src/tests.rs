@@ -321,6 +321,7 @@ fn a_failed_sync_fails_its_whole_batch_and_stops_the_log() {
     assert_eq!(l.size(), 1, "nothing of the failed batch is published");
     assert!(matches!(l.append_blocking(append("b", &["x"])), Err(LedgerError::Poisoned)));
     assert!(l.checkpoint_blocking(1).is_err());
+    assert!(l.rotate_key(SigningKey::from_seed(&[2; 32])).is_err());
     drop(l);
 
     // The batch reached the store before its sync failed, so it may be there after a
