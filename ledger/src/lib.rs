@@ -477,7 +477,7 @@ pub const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Table size of the idempotency index (leveled compaction; fjall's default is 64 MiB).
 /// Its keys arrive in any order, so every L0 → L1 compaction rewrites the tables of L1
-/// it overlaps, and L1 holds four tables: 16 MiB tables keep it at 64 MiB, not 256.
+/// it overlaps, and L1 targets four tables: 16 MiB tables keep it near 64 MiB, not 256.
 /// Group commit with 2,048 appenders: +20 % (median of seven alternated runs) with `k{i}` keys,
 /// +13 % (median) with time-ordered keys, no change with random ones; 8 MiB tables were
 /// no better (docs/performance.md). fjall stores a keyspace's strategy when it creates
@@ -902,7 +902,8 @@ impl Ledger {
     /// The stored projection state and the last sequence it reflects. Projections are
     /// written in the same group commit as the records they reflect, so a projection
     /// read while that commit syncs may name a sequence past [`Ledger::size`] (it is
-    /// durable with those records, or lost with them).
+    /// durable with those records, or lost with them; after a failed sync, until the log
+    /// is reopened, it may name records that never became durable).
     pub fn projection(&self, name: &str) -> Result<Option<(u64, Vec<u8>)>> {
         let Some(v) = self.inner.stores.projections.get(name)? else { return Ok(None) };
         let seq =
