@@ -267,14 +267,12 @@ impl Service {
                         Err(SubmitError::Storage(e.to_string()))
                     }
                 },
-                Prepared::Wait(first, count) => match self.durable(first, count).await {
-                    Ok(()) => self.read_outcome(first, count),
-                    Err(e) => Err(e),
-                },
-                Prepared::Conflict(key, first, count) => match self.durable(first, count).await {
-                    Ok(()) => Err(SubmitError::KeyConflict(key)),
-                    Err(e) => Err(e),
-                },
+                Prepared::Wait(first, count) => {
+                    self.durable(first, count).await.and_then(|()| self.read_outcome(first, count))
+                }
+                Prepared::Conflict(key, first, count) => {
+                    self.durable(first, count).await.and(Err(SubmitError::KeyConflict(key)))
+                }
             });
         }
         out
@@ -284,19 +282,19 @@ impl Service {
     /// submission's group commit); fails at once if the log stopped taking writes.
     async fn durable(&self, first: u64, count: u32) -> Result<(), SubmitError> {
         let end = first + u64::from(count);
-        let mut tries = 0u32;
-        while self.ledger.size() < end {
-            if self.ledger.is_poisoned() || self.failed.load(Ordering::Acquire) || tries >= 10_000 {
-                // Our records may have become durable just before a later batch failed.
-                if self.ledger.size() >= end {
-                    break;
-                }
-                return Err(SubmitError::Storage(format!("records {first}..{end} did not become durable")));
+        for _ in 0..10_000 {
+            // Stopped is read first: records durable before a later batch failed are
+            // then seen in the size.
+            let stopped = self.ledger.is_poisoned() || self.failed.load(Ordering::Acquire);
+            if self.ledger.size() >= end {
+                return Ok(());
+            }
+            if stopped {
+                break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-            tries += 1;
         }
-        Ok(())
+        Err(SubmitError::Storage(format!("records {first}..{end} did not become durable")))
     }
 
     fn done(&self, first: u64) {

@@ -624,13 +624,14 @@ impl Ledger {
     /// Opens (or creates) the ledger in `path` and starts its writer thread.
     pub fn open(path: &Path, config: LedgerConfig) -> Result<Self> {
         let db = Database::builder(path).worker_threads(STORAGE_WORKERS).open()?;
-        let ks = |n: &str| db.keyspace(n, || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES));
+        let options = || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
+        let ks = |n: &str| db.keyspace(n, options);
         let stores = Stores {
             records: ks("records")?,
             tiles: ks("tiles")?,
             upper: ks("upper")?,
             keys: db.keyspace("idempotency", || {
-                KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES).compaction_strategy(Arc::new(
+                options().compaction_strategy(Arc::new(
                     fjall::compaction::Leveled::default().with_table_target_size(INDEX_TABLE_BYTES),
                 ))
             })?,
@@ -1227,10 +1228,7 @@ enum ToSync {
     Barrier(std::sync::mpsc::SyncSender<()>),
 }
 
-/// The syncer: makes the writer's group commits durable, one sync for all it finds
-/// waiting, then publishes them to readers and acknowledges their appends, while the
-/// writer builds the next batch. It never publishes or acknowledges a batch before the
-/// sync that covers it has returned.
+/// One durable sync of everything written to the store (in tests, failing on request).
 fn sync(shared: &Shared, persist: PersistMode) -> Result<()> {
     #[cfg(test)]
     if shared.fail_next_sync.swap(false, Ordering::AcqRel) {
@@ -1239,6 +1237,10 @@ fn sync(shared: &Shared, persist: PersistMode) -> Result<()> {
     shared.stores.db.persist(persist).map_err(LedgerError::from)
 }
 
+/// The syncer: makes the writer's group commits durable, one sync for all it finds
+/// waiting, then publishes them to readers and acknowledges their appends, while the
+/// writer builds the next batch. It never publishes or acknowledges a batch before the
+/// sync that covers it has returned.
 fn sync_loop(shared: &Shared, persist: PersistMode, rx: &std::sync::mpsc::Receiver<ToSync>) {
     let mut msgs = Vec::new();
     while let Ok(first) = rx.recv() {
