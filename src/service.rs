@@ -451,6 +451,48 @@ pub fn replay(ledger: &Ledger, engine: &mut Engine, from: u64, until: Option<u64
 mod tests {
     use super::*;
 
+    fn publish(key: &str, name: &str) -> Submit {
+        let spec = serde_json::json!({
+            "program": "growth", "name": name, "currency": "USD", "holding_days": 0,
+            "attribution_window_days": 120, "pool_rounding": "half_even", "pool": {"percent": "10"},
+            "split": {"kind": "shares", "originator": "30", "intermediaries": "20", "closer": "40", "remaining": "closer"},
+            "valid_from": "2025-01-01T00:00:00Z"
+        });
+        let event = Event::ProgramPublished { spec: serde_json::from_value(spec).unwrap() };
+        Submit { key: key.into(), by: "admin".into(), at: Utc::now(), event, request: None }
+    }
+
+    /// A key that names another submission's records, with other content, is a conflict
+    /// only once those records are durable: until then the answer waits, and when their
+    /// sync fails both submissions get the storage error, not a conflict over a key
+    /// that was never used.
+    #[test]
+    fn a_conflict_waits_for_the_records_it_conflicts_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("store");
+        std::fs::create_dir_all(&data).unwrap();
+        KeyFile::new("ven_test", "settle.test/log", [1; 32], [2; 32], 0).save(&data).unwrap();
+        let svc = Service::open(&data).unwrap();
+        let hold = svc.ledger().hold_next_sync();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_time().build().unwrap();
+        let in_flight = || svc.seq.lock().unwrap().inflight.contains_key("k");
+        let submit = |s: Submit| {
+            let svc = Arc::clone(&svc);
+            rt.spawn(async move { svc.try_submit(vec![s]).await.remove(0) })
+        };
+        let first = submit(publish("k", "Growth"));
+        while !in_flight() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let second = submit(publish("k", "Other name"));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(!second.is_finished(), "answered before the first submission's records were durable");
+        hold.release(true);
+        let (first, second) = rt.block_on(async { (first.await.unwrap(), second.await.unwrap()) });
+        assert!(matches!(first, Err(SubmitError::Storage(_))), "{first:?}");
+        assert!(matches!(second, Err(SubmitError::Storage(_))), "{second:?}");
+    }
+
     /// A saved projection restores to exactly the state a replay of the whole log builds:
     /// the packed tables' look-ups (ids, the owners of customers) are rebuilt from it.
     #[test]

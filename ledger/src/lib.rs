@@ -200,6 +200,20 @@ impl KeyLookup {
     }
 }
 
+/// A hold on the ledger's next durable sync (tests only, feature `fault-injection`):
+/// see [`Ledger::hold_next_sync`].
+#[cfg(any(test, feature = "fault-injection"))]
+#[derive(Debug)]
+pub struct SyncHold(std::sync::mpsc::Sender<bool>);
+
+#[cfg(any(test, feature = "fault-injection"))]
+impl SyncHold {
+    /// Lets the held sync go on: it fails if `fail`, and runs as usual otherwise.
+    pub fn release(self, fail: bool) {
+        let _ = self.0.send(fail);
+    }
+}
+
 /// An [`Append`] checked and prepared for the writer.
 struct Prepared {
     key: fjall::Slice,
@@ -383,9 +397,9 @@ struct Shared {
     poisoned: AtomicBool,
     origin: String,
     accepts: Acceptor,
-    /// Tests only: the next durable sync fails, as a disk refusing an fsync would.
-    #[cfg(test)]
-    fail_next_sync: AtomicBool,
+    /// Tests only: the next durable sync waits for [`SyncHold::release`].
+    #[cfg(any(test, feature = "fault-injection"))]
+    sync_hold: Mutex<Option<std::sync::mpsc::Receiver<bool>>>,
 }
 
 struct Inner {
@@ -652,8 +666,8 @@ impl Ledger {
             poisoned: AtomicBool::new(false),
             origin: config.origin.clone(),
             accepts: config.accepts.clone(),
-            #[cfg(test)]
-            fail_next_sync: AtomicBool::new(false),
+            #[cfg(any(test, feature = "fault-injection"))]
+            sync_hold: Mutex::new(None),
         });
         let inner =
             Arc::new(Inner { shared: Arc::clone(&shared), tx: RwLock::new(Some(tx)), writer: Mutex::new(None) });
@@ -693,6 +707,16 @@ impl Ledger {
     #[must_use]
     pub fn is_poisoned(&self) -> bool {
         self.inner.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Tests only (feature `fault-injection`): the next sync that makes records durable
+    /// waits until the returned hold is released, then fails if told to, as a disk
+    /// refusing an fsync would. Dropping the hold lets the sync go on.
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub fn hold_next_sync(&self) -> SyncHold {
+        let (tx, rx) = std::sync::mpsc::channel();
+        *self.inner.sync_hold.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(rx);
+        SyncHold(tx)
     }
 
     fn sender(&self) -> Result<mpsc::Sender<Cmd>> {
@@ -1228,11 +1252,15 @@ enum ToSync {
     Barrier(std::sync::mpsc::SyncSender<()>),
 }
 
-/// One durable sync of everything written to the store (in tests, failing on request).
+/// One durable sync of everything written to the store (in tests, held and failed on
+/// request: see [`Ledger::hold_next_sync`]).
 fn sync(shared: &Shared, persist: PersistMode) -> Result<()> {
-    #[cfg(test)]
-    if shared.fail_next_sync.swap(false, Ordering::AcqRel) {
-        return Err(LedgerError::Storage("injected: the sync failed".into()));
+    #[cfg(any(test, feature = "fault-injection"))]
+    {
+        let hold = shared.sync_hold.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if hold.is_some_and(|h| h.recv() == Ok(true)) {
+            return Err(LedgerError::Storage("injected: the sync failed".into()));
+        }
     }
     shared.stores.db.persist(persist).map_err(LedgerError::from)
 }

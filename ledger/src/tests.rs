@@ -309,7 +309,7 @@ fn a_failed_sync_fails_its_whole_batch_and_stops_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let l = Ledger::open(dir.path(), config(1)).unwrap();
     l.append_blocking(append("a", &["x"])).unwrap();
-    l.inner.fail_next_sync.store(true, Ordering::Release);
+    l.hold_next_sync().release(true);
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let group = vec![append("k", &["x"]), append("k", &["y"]), append("m", &["x"])];
     let out: Vec<Result<Appended>> =
@@ -337,6 +337,28 @@ fn a_failed_sync_fails_its_whole_batch_and_stops_the_log() {
     l.checkpoint_blocking(2).unwrap();
     let r = verify_log(&l, &ring(&[1])).unwrap();
     assert_eq!(r.records, 3);
+}
+
+/// A key rotation queued behind a batch whose sync then fails is refused, not reported
+/// done: the log stopped before the new key could sign anything.
+#[test]
+fn a_rotation_queued_behind_a_failed_sync_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(dir.path(), config(1)).unwrap();
+    let hold = l.hold_next_sync();
+    let pending = l.try_append(append("a", &["x"])).unwrap();
+    std::thread::scope(|s| {
+        let rotation = s.spawn(|| l.rotate_key(SigningKey::from_seed(&[2; 32])));
+        // Time for the rotation to reach the writer, which holds it until the batch
+        // before it is durable.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        hold.release(true);
+        let r = rotation.join().unwrap();
+        assert!(matches!(r, Err(LedgerError::Poisoned)), "{r:?}");
+    });
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    assert!(matches!(rt.block_on(pending), Err(LedgerError::Storage(_))));
+    assert!(l.is_poisoned());
 }
 
 /// A look-up serves only its own key on the ledger it was made on: a look-up of another
