@@ -74,6 +74,22 @@ fn bench(c: &mut Criterion) {
         b.iter(|| (0..BATCH * 3).into_par_iter().map(|_| dalek.sign(&payload).to_bytes()[0]).collect::<Vec<u8>>());
     });
 
+    // Decide and sign without the ledger: what the full settlement costs before its append.
+    let (mut engine2, mut seq2) = fixtures::engine_with_chain();
+    let mut n2 = 0u64;
+    g.bench_function("decide_and_sign_2_cores", |b| {
+        b.iter(|| {
+            let mut ds = Vec::with_capacity(usize::try_from(BATCH).unwrap());
+            for _ in 0..BATCH {
+                n2 += 1;
+                let d = engine2.decide(fixtures::env(seq2, fixtures::conversion(1_000_000 + n2)), seq2).unwrap();
+                seq2 += 1 + d.outputs.len() as u64;
+                ds.push(d);
+            }
+            sign_decisions(ds, &key)
+        });
+    });
+
     // Full settlement: decide, sign on all cores, durable group append, per batch of 512.
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open(
