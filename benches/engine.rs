@@ -24,6 +24,18 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const BATCH: u64 = 512;
 
+/// Decides the next [`BATCH`] conversions (numbered after `n`, logged from `seq`).
+fn decide_batch(engine: &mut settle_engine::Engine, seq: &mut u64, n: &mut u64) -> Vec<settle_engine::state::Decision> {
+    let mut ds = Vec::with_capacity(usize::try_from(BATCH).unwrap());
+    for _ in 0..BATCH {
+        *n += 1;
+        let d = engine.decide(fixtures::env(*seq, fixtures::conversion(1_000_000 + *n)), *seq).unwrap();
+        *seq += 1 + d.outputs.len() as u64;
+        ds.push(d);
+    }
+    ds
+}
+
 fn bench(c: &mut Criterion) {
     let spec = fixtures::spec();
     let mut g = c.benchmark_group("engine");
@@ -79,13 +91,7 @@ fn bench(c: &mut Criterion) {
     let mut n2 = 0u64;
     g.bench_function("decide_and_sign_2_cores", |b| {
         b.iter(|| {
-            let mut ds = Vec::with_capacity(usize::try_from(BATCH).unwrap());
-            for _ in 0..BATCH {
-                n2 += 1;
-                let d = engine2.decide(fixtures::env(seq2, fixtures::conversion(1_000_000 + n2)), seq2).unwrap();
-                seq2 += 1 + d.outputs.len() as u64;
-                ds.push(d);
-            }
+            let ds = decide_batch(&mut engine2, &mut seq2, &mut n2);
             sign_decisions(ds, &key)
         });
     });
@@ -125,13 +131,7 @@ fn bench(c: &mut Criterion) {
             let start = std::time::Instant::now();
             let mut in_flight: std::collections::VecDeque<Vec<_>> = std::collections::VecDeque::new();
             for _ in 0..iters {
-                let mut ds = Vec::with_capacity(usize::try_from(BATCH).unwrap());
-                for _ in 0..BATCH {
-                    n += 1;
-                    let d = engine.decide(fixtures::env(seq, fixtures::conversion(1_000_000 + n)), seq).unwrap();
-                    seq += 1 + d.outputs.len() as u64;
-                    ds.push(d);
-                }
+                let ds = decide_batch(&mut engine, &mut seq, &mut n);
                 let firsts: Vec<u64> = ds.iter().map(|d| d.seq).collect();
                 let signed = sign_decisions(ds, &key);
                 let appends: Vec<Append> = signed
