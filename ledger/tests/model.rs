@@ -377,8 +377,8 @@ fn run(ops: &[Op]) {
                 let n = m.records.len();
                 let seq = seq % (n + 2);
                 assert_eq!(l.record(seq as u64).unwrap().as_ref(), m.records.get(seq), "record({seq})");
-                // From anywhere in the log or its end. (Past the end is a known bug,
-                // pinned by `scan_from_past_the_end_is_empty`.)
+                // From anywhere in the log or its end. (Past the end was once a bug,
+                // now pinned by `scan_from_past_the_end_is_empty`.)
                 let from = from % (n + 1);
                 let tail: Vec<Record> = l.records(from as u64).collect::<Result<_, _>>().unwrap();
                 assert_eq!(tail, m.records[from..], "records({from})");
@@ -389,7 +389,7 @@ fn run(ops: &[Op]) {
                 assert_eq!(l.key_entry(b"never-used").unwrap(), None);
             }
             // A checkpoint of the empty log breaks `verify_log` once anything is
-            // appended (known bug, pinned by `empty_log_checkpoint_then_append_verifies`).
+            // appended (once a bug, now pinned by `empty_log_checkpoint_then_append_verifies`).
             Op::Checkpoint { .. } if AVOID_KNOWN_BUGS && m.records.is_empty() => {}
             Op::Checkpoint { time } => {
                 let cp = l.checkpoint_blocking(*time).unwrap();
@@ -523,7 +523,7 @@ fn every_operation_once() {
     run(&ops);
 }
 
-/// Known bug: `verify_log` rejects a log with a signed checkpoint of size 0 as soon as the
+/// Regression (fixed): `verify_log` rejected a log with a signed checkpoint of size 0 as soon as the
 /// log has a record ("checkpoints are not in order of size"). The ledger signs and stores
 /// such a checkpoint when asked on an empty log (the server's shutdown does), so a log
 /// that was once checkpointed while empty can never verify again.
@@ -542,7 +542,7 @@ fn empty_log_checkpoint_then_append_verifies() {
     l.close().unwrap();
 }
 
-/// Known bug: `records(from)` with `from` past the end of the log reports the log as
+/// Regression (fixed): `records(from)` with `from` past the end of the log reported the log as
 /// inconsistent ("record is missing" at `from - 1`), i.e. as storage corruption, where
 /// `record(seq)` past the end answers `None`. Expected: an empty scan.
 #[test]
@@ -562,7 +562,7 @@ fn scan_from_past_the_end_is_empty() {
     l.close().unwrap();
 }
 
-/// Known bug: dropping every handle without `close()` never releases the ledger. The
+/// Regression (fixed): dropping every handle without `close()` never released the ledger. The
 /// writer thread holds the `Arc` of the state that holds the queue's sender, so the queue
 /// never closes, the thread never ends and the database lock is never released: opening
 /// the same directory again in this process fails with `Storage("FjallError: Locked")`
