@@ -481,9 +481,13 @@ mod tests {
             rt.spawn(async move { svc.try_submit(vec![s]).await.remove(0) })
         };
         let first = submit(publish("k", "Growth"));
-        while !in_flight() {
+        for _ in 0..10_000 {
+            if in_flight() {
+                break;
+            }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
+        assert!(in_flight(), "the first submission never went in flight");
         let second = submit(publish("k", "Other name"));
         std::thread::sleep(std::time::Duration::from_millis(100));
         assert!(!second.is_finished(), "answered before the first submission's records were durable");
