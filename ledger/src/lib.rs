@@ -245,6 +245,13 @@ impl PreparedRecord {
         Self { value: value.freeze(), chain_at, event_hash, leaf: merkle::leaf_hash(&r.event) }
     }
 
+    /// Its chain link as record `seq` after `prev`, from the kind and version already
+    /// encoded in `value`.
+    fn link(&self, prev: &Hash, seq: u64) -> Hash {
+        let version_at = self.chain_at - 32 - 4;
+        record::link(prev, seq, &self.event_hash, &self.value[version_at..version_at + 4], &self.value[3..version_at])
+    }
+
     /// The storage value, linked after `chain`.
     fn with_chain(mut self, chain: &Hash) -> fjall::Slice {
         {
@@ -378,6 +385,37 @@ struct Stores {
     checkpoints: Keyspace,
     projections: Keyspace,
     aux: Keyspace,
+    /// The log's head ([`Head`]), rewritten in every group commit that appends.
+    head: Keyspace,
+}
+
+/// Key of the head entry in [`Stores::head`].
+const HEAD: &[u8] = b"head";
+
+/// What the last group commit that appended left behind, written in the same atomic
+/// batch as its records and keys: the log's size and last chain link, and the last key
+/// it indexed. On open the records and the key index must agree with it.
+struct Head {
+    size: u64,
+    chain: Hash,
+    last_key: Vec<u8>,
+}
+
+impl Head {
+    fn encode(size: u64, chain: &Hash, last_key: &[u8]) -> Vec<u8> {
+        let mut v = Vec::with_capacity(8 + 32 + last_key.len());
+        v.extend_from_slice(&size.to_be_bytes());
+        v.extend_from_slice(chain);
+        v.extend_from_slice(last_key);
+        v
+    }
+    fn decode(b: &[u8]) -> Option<Self> {
+        Some(Self {
+            size: u64::from_be_bytes(b.get(..8)?.try_into().ok()?),
+            chain: b.get(8..40)?.try_into().ok()?,
+            last_key: b.get(40..)?.to_vec(),
+        })
+    }
 }
 
 /// What the writer thread shares with the handles (no queue sender: dropping the last
@@ -652,6 +690,7 @@ impl Ledger {
             checkpoints: ks("checkpoints")?,
             projections: ks("projections")?,
             aux: ks("aux")?,
+            head: ks("head")?,
             db: db.clone(),
         };
         let Recovered { size, chain: last_chain, frontier, upper: nodes, open_tile } = recover(&stores)?;
@@ -1113,7 +1152,7 @@ impl Iterator for RecordIter {
         if eh != r.event_hash {
             return fail("event hash does not match the event bytes");
         }
-        if chain_link(&prev, seq, &eh) != r.chain {
+        if chain_link(&prev, seq, &eh, &r.kind, r.version) != r.chain {
             return fail("hash chain is broken");
         }
         self.prev = Ok(r.chain);
@@ -1130,10 +1169,14 @@ struct Recovered {
     open_tile: OpenTile,
 }
 
-/// Reads the tail of the log and the stored tree, checking they agree: the open tile is
-/// rebuilt from the records after the last complete tile, which must end where the
-/// upper levels say; nothing of the tree may lie beyond the log; the latest checkpoint's
-/// root must be the tree's.
+/// Reads the tail of the log, the stored tree and the key index, checking they agree:
+/// the records after the last complete tile must hash and chain on from the record
+/// before them, and the open tile is rebuilt from them; the last complete tile must end
+/// where the upper levels say; nothing of the tree may lie beyond the log; the head
+/// written with the last group commit must name the log's size and last link, and the
+/// key index the same for its last key; the latest checkpoint's root must be the tree's.
+/// Anything else is reported, never repaired. (The whole chain is re-checked by the
+/// verification pass, [`verify_log`].)
 fn recover(s: &Stores) -> Result<Recovered> {
     let inconsistent = |seq: u64, what: &str| LedgerError::Inconsistent { seq, what: what.into() };
     let mut upper = HashMap::new();
@@ -1146,8 +1189,12 @@ fn recover(s: &Stores) -> Result<Recovered> {
         upper.insert((u32::from(level), index), h);
     }
     let Some(last) = s.records.last_key_value() else {
-        if s.tiles.first_key_value().is_some() || !upper.is_empty() || s.keys.first_key_value().is_some() {
-            return Err(inconsistent(0, "no records, but tree or key index is not empty"));
+        if s.tiles.first_key_value().is_some()
+            || !upper.is_empty()
+            || s.keys.first_key_value().is_some()
+            || s.head.get(HEAD)?.is_some()
+        {
+            return Err(inconsistent(0, "no records, but the tree, the key index or the head is not empty"));
         }
         return Ok(Recovered {
             size: 0,
@@ -1165,6 +1212,13 @@ fn recover(s: &Stores) -> Result<Recovered> {
     let tile = size >> TILE_HEIGHT;
     let mut open_tile = OpenTile::new(tile);
     let mut scratch = Frontier { nodes: Vec::new(), size: tile << TILE_HEIGHT };
+    let mut chain = match (tile << TILE_HEIGHT).checked_sub(1) {
+        None => GENESIS_CHAIN,
+        Some(before) => {
+            let v = s.records.get(before.to_be_bytes())?.ok_or_else(|| inconsistent(before, "record is missing"))?;
+            Record::decode(before, &v).ok_or_else(|| inconsistent(before, "record does not decode"))?.chain
+        }
+    };
     for g in s.records.range((tile << TILE_HEIGHT).to_be_bytes()..) {
         let (k, v) = g.into_inner()?;
         let n = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| inconsistent(0, "bad record key"))?);
@@ -1172,8 +1226,17 @@ fn recover(s: &Stores) -> Result<Recovered> {
             return Err(inconsistent(scratch.size, "record is missing"));
         }
         let r = Record::decode(n, &v).ok_or_else(|| inconsistent(n, "record does not decode"))?;
+        let eh: Hash = Sha256::digest(&r.event).into();
+        if eh != r.event_hash {
+            return Err(inconsistent(n, "event hash does not match the event bytes"));
+        }
+        chain = chain_link(&chain, n, &eh, &r.kind, r.version);
+        if chain != r.chain {
+            return Err(inconsistent(n, "hash chain is broken"));
+        }
         scratch.push(merkle::leaf_hash(&r.event), |level, index, h| open_tile.set(level, index, h));
     }
+    check_head(s, size, &chain)?;
     if s.tiles.get(tile.to_be_bytes())?.is_some() || upper.keys().any(|&(l, i)| ((i + 1) << l) > size) {
         return Err(inconsistent(size, "tree has leaves beyond the last record"));
     }
@@ -1215,6 +1278,30 @@ fn recover(s: &Stores) -> Result<Recovered> {
     }
     drop(src);
     Ok(Recovered { size, chain: rec.chain, frontier: Frontier { nodes, size }, upper, open_tile })
+}
+
+/// The head and the key index must agree with a log of `size` records ending in
+/// `chain`.
+fn check_head(s: &Stores, size: u64, chain: &Hash) -> Result<()> {
+    let at = size - 1;
+    let inconsistent = |what: &str| LedgerError::Inconsistent { seq: at, what: what.into() };
+    let head = s.head.get(HEAD)?.ok_or_else(|| inconsistent("the log's head is missing"))?;
+    let head = Head::decode(&head).ok_or_else(|| inconsistent("the log's head does not decode"))?;
+    if head.size != size {
+        return Err(LedgerError::Inconsistent {
+            seq: head.size.min(size),
+            what: format!("the head names {} records, the log has {size}", head.size),
+        });
+    }
+    if head.chain != *chain {
+        return Err(inconsistent("the head names another last chain link than the log's"));
+    }
+    let entry = s.keys.get(&head.last_key)?.and_then(|v| KeyEntry::decode(&v));
+    match entry {
+        Some(e) if e.appended.first_seq + u64::from(e.appended.count) == size && e.appended.chain == *chain => Ok(()),
+        Some(_) => Err(inconsistent("the key index disagrees with the log's last append")),
+        None => Err(inconsistent("the key index has no entry for the log's last append")),
+    }
 }
 
 struct Writer {
@@ -1439,7 +1526,7 @@ impl Writer {
             let count = u32::try_from(a.records.len()).unwrap_or(u32::MAX);
             for r in a.records {
                 let seq = self.frontier.size;
-                self.chain = chain_link(&self.chain, seq, &r.event_hash);
+                self.chain = r.link(&self.chain, seq);
                 let leaf = r.leaf;
                 batch.insert(&s.records, seq.to_be_bytes(), r.with_chain(&self.chain));
                 let open_tile = &mut self.open_tile;
@@ -1468,6 +1555,9 @@ impl Writer {
                 batch.insert(&s.projections, p.name, v);
             }
             replies.push((reply, Ok(appended)));
+        }
+        if let Some(last_key) = batch_keys.last() {
+            batch.insert(&s.head, HEAD, Head::encode(self.frontier.size, &self.chain, last_key));
         }
         let mut committed = Committed { n: None, size: 0, open_tile: None, new_nodes, replies };
         if !batch.is_empty() {

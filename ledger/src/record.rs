@@ -11,8 +11,9 @@ pub const GENESIS_CHAIN: Hash = [0; 32];
 ///
 /// `event` is the event's canonical (RFC 8785) JSON bytes and is also the Merkle leaf
 /// data. `event_hash` = SHA-256(event). `chain` = SHA-256(previous chain ‖ seq as 8
-/// big-endian bytes ‖ event_hash), so any edit, reordering or removal breaks every later
-/// link.
+/// big-endian bytes ‖ event_hash ‖ version as 4 big-endian bytes ‖ kind), so any edit of
+/// the event, its stored type or version, and any reordering or removal breaks every
+/// later link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     /// Global sequence number, from 0; also the Merkle leaf index.
@@ -29,17 +30,27 @@ pub struct Record {
     pub chain: Hash,
 }
 
-/// Chain link for `seq` after `prev`.
+/// Chain link for record `seq` (of `kind`, `version`, hashing to `event_hash`) after
+/// `prev`.
 #[must_use]
-pub fn chain_link(prev: &Hash, seq: u64, event_hash: &Hash) -> Hash {
+pub fn chain_link(prev: &Hash, seq: u64, event_hash: &Hash, kind: &str, version: u32) -> Hash {
+    link(prev, seq, event_hash, &version.to_be_bytes(), stored_kind(kind))
+}
+
+/// [`chain_link`] from the stored bytes of the version and the kind.
+pub(crate) fn link(prev: &Hash, seq: u64, event_hash: &Hash, version: &[u8], kind: &[u8]) -> Hash {
     let mut h = Sha256::new();
     h.update(prev);
     h.update(seq.to_be_bytes());
     h.update(event_hash);
+    h.update(version);
+    h.update(kind);
     h.finalize().into()
 }
 
-const FORMAT: u8 = 1;
+/// Storage format of a record. 2: the chain link covers the type and version (format 1
+/// linked the event hash only, and is no longer read).
+const FORMAT: u8 = 2;
 
 /// The kind as stored (at most `u16::MAX` bytes of it).
 fn stored_kind(kind: &str) -> &[u8] {

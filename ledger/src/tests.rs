@@ -150,6 +150,14 @@ fn export_verifies_and_tampering_is_detected() {
     let mut edited = orig.clone();
     edited[10] = edited[10].replace("e10", "e11");
     assert!(check(&edited).unwrap_err().what.contains("event hash"));
+    // The stored type and version are inside the chain.
+    for (from, to) in [(r#""type":"test_event""#, r#""type":"test_other""#), (r#""v":1"#, r#""v":2"#)] {
+        let mut retyped = orig.clone();
+        retyped[10] = retyped[10].replacen(from, to, 1);
+        assert_ne!(retyped[10], orig[10]);
+        let f = check(&retyped).unwrap_err();
+        assert!(f.seq == 10 && f.what.contains("chain"), "{f:?}");
+    }
     let mut deleted = orig.clone();
     deleted.remove(10);
     assert_eq!(check(&deleted).unwrap_err().seq, 10);
@@ -381,4 +389,145 @@ fn a_look_up_of_another_key_or_opening_is_not_trusted() {
     let a = Append { looked_up: Some(l.look_up(b"k").unwrap()), ..append("k", &["y"]) };
     assert!(matches!(l.append_blocking(a), Err(LedgerError::KeyConflict { seq: 0, .. })));
     assert_eq!(l.size(), 1);
+}
+
+/// A ledger of 20 records (keys `k0`..`k19`, one record each) with a checkpoint over all
+/// of them.
+fn twenty(dir: &Path) -> Ledger {
+    let l = Ledger::open(dir, config(1)).unwrap();
+    for i in 0..20 {
+        l.append_blocking(append(&format!("k{i}"), &[&format!("e{i}")])).unwrap();
+    }
+    l.checkpoint_blocking(20).unwrap();
+    l
+}
+
+fn stored(s: &Stores, seq: u64) -> Record {
+    Record::decode(seq, &s.records.get(seq.to_be_bytes()).unwrap().unwrap()).unwrap()
+}
+
+fn store(s: &Stores, r: &Record) {
+    s.records.insert(r.seq.to_be_bytes(), r.encode()).unwrap();
+}
+
+/// Every edit of history on disk, as someone with write access to the store would make
+/// it: the verification pass of the live store names the first bad record, and opening
+/// the store again refuses it (the records are all in the open tile, which opening
+/// re-checks) instead of repairing it.
+#[test]
+fn an_edited_store_fails_verification_and_is_refused_on_open() {
+    type Tamper = fn(&Stores);
+    let cases: [(&str, Tamper, u64, &str); 7] = [
+        (
+            "event edited",
+            |s| {
+                let mut r = stored(s, 10);
+                r.event = br#"{"e":"e99"}"#.to_vec();
+                store(s, &r);
+            },
+            10,
+            "event hash",
+        ),
+        (
+            "event edited and re-hashed",
+            |s| {
+                let mut r = stored(s, 10);
+                r.event = br#"{"e":"e99"}"#.to_vec();
+                r.event_hash = Sha256::digest(&r.event).into();
+                store(s, &r);
+            },
+            10,
+            "chain",
+        ),
+        (
+            "type edited",
+            |s| {
+                let mut r = stored(s, 10);
+                r.kind = "test_other".into();
+                store(s, &r);
+            },
+            10,
+            "chain",
+        ),
+        (
+            "version edited",
+            |s| {
+                let mut r = stored(s, 10);
+                r.version = 2;
+                store(s, &r);
+            },
+            10,
+            "chain",
+        ),
+        ("record deleted", |s| s.records.remove(10u64.to_be_bytes()).unwrap(), 10, "gap"),
+        (
+            "records reordered",
+            |s| {
+                let (a, b) = (stored(s, 4), stored(s, 5));
+                store(s, &Record { seq: 4, ..b });
+                store(s, &Record { seq: 5, ..a });
+            },
+            4,
+            "chain",
+        ),
+        ("last record truncated", |s| s.records.remove(19u64.to_be_bytes()).unwrap(), 19, ""),
+    ];
+    for (what, tamper, seq, says) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let l = twenty(dir.path());
+        assert_eq!(verify_log(&l, &ring(&[1])).unwrap().records, 20);
+        tamper(&l.inner.stores);
+        l.inner.stores.db.persist(PersistMode::SyncAll).unwrap();
+        let f = verify_log(&l, &ring(&[1])).expect_err(what);
+        assert_eq!(f.seq, seq, "{what}: {f:?}");
+        assert!(f.what.contains(says), "{what}: {f:?}");
+        drop(l);
+        match Ledger::open(dir.path(), config(1)) {
+            Err(LedgerError::Inconsistent { seq: at, .. }) => assert_eq!(at, seq, "{what}"),
+            other => panic!("{what}: reopening gave {other:?}"),
+        }
+    }
+}
+
+/// The key index and the head are written in the same batch as the records; a store
+/// where they disagree with the log is refused on open.
+#[test]
+fn a_key_index_or_head_out_of_step_with_the_log_is_refused_on_open() {
+    type Tamper = fn(&Stores);
+    let cases: [(&str, Tamper, &str); 4] = [
+        ("last key's entry deleted", |s| s.keys.remove(b"k19").unwrap(), "no entry"),
+        (
+            "last key's entry pointing elsewhere",
+            |s| {
+                let v = s.keys.get(b"k18").unwrap().unwrap();
+                s.keys.insert(b"k19", v).unwrap();
+            },
+            "disagrees",
+        ),
+        ("head deleted", |s| s.head.remove(HEAD).unwrap(), "head is missing"),
+        (
+            "head of a shorter log",
+            |s| {
+                let chain = stored(s, 18).chain;
+                s.head.insert(HEAD, Head::encode(19, &chain, b"k18")).unwrap();
+            },
+            "head names 19 records",
+        ),
+    ];
+    for (what, tamper, says) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let l = twenty(dir.path());
+        tamper(&l.inner.stores);
+        l.inner.stores.db.persist(PersistMode::SyncAll).unwrap();
+        drop(l);
+        match Ledger::open(dir.path(), config(1)) {
+            Err(LedgerError::Inconsistent { seq: 19, what: w }) => assert!(w.contains(says), "{what}: {w}"),
+            other => panic!("{what}: reopening gave {other:?}"),
+        }
+    }
+    // Untouched, the same store opens and goes on.
+    let dir = tempfile::tempdir().unwrap();
+    drop(twenty(dir.path()));
+    let l = Ledger::open(dir.path(), config(1)).unwrap();
+    assert_eq!(l.append_blocking(append("k20", &["e20"])).unwrap().first_seq, 20);
 }

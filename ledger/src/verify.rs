@@ -89,7 +89,8 @@ impl<'a> Pass<'a> {
         Ok(())
     }
 
-    fn feed(&mut self, seq: u64, event: &[u8], event_hash: &Hash, chain: &Hash) -> Result<(), Failure> {
+    fn feed(&mut self, r: &Record) -> Result<(), Failure> {
+        let (seq, event, event_hash, chain) = (r.seq, &r.event, &r.event_hash, &r.chain);
         let expected = self.frontier.size;
         if seq != expected {
             return Err(Failure {
@@ -104,7 +105,7 @@ impl<'a> Pass<'a> {
                 what: format!("event hash is {}, the event bytes hash to {}", hex::encode(event_hash), hex::encode(eh)),
             });
         }
-        let c = chain_link(&self.chain, seq, &eh);
+        let c = chain_link(&self.chain, seq, &eh, &r.kind, r.version);
         if &c != chain {
             return Err(Failure {
                 seq,
@@ -173,7 +174,7 @@ pub fn verify_log_each(ledger: &Ledger, ring: &KeyRing, mut each: impl FnMut(Rec
     // `feed` checks each event's hash and chain link: the iterator need not.
     for r in ledger.records_unchecked(0) {
         let r = r.map_err(|e| storage(&e))?;
-        pass.feed(r.seq, &r.event, &r.event_hash, &r.chain)?;
+        pass.feed(&r)?;
         each(r);
     }
     let size = pass.frontier.size;
@@ -230,8 +231,8 @@ pub fn verify_export(
         };
         let eh = parse(&l.event_hash, "event_hash")?;
         let chain = parse(&l.chain, "chain")?;
-        pass.feed(l.seq, &event, &eh, &chain)?;
         let rec = Record { seq: l.seq, kind: l.kind, version: l.v, event, event_hash: eh, chain };
+        pass.feed(&rec)?;
         each(&rec)?;
     }
     pass.finish(true)

@@ -49,11 +49,13 @@ fn sha(b: &[u8]) -> Hash {
 }
 
 /// The chain link as documented in `record.rs`, computed independently of the crate.
-fn link(prev: &Hash, seq: u64, event: &[u8]) -> Hash {
+fn link(prev: &Hash, seq: u64, r: &NewRecord) -> Hash {
     let mut h = Sha256::new();
     h.update(prev);
     h.update(seq.to_be_bytes());
-    h.update(sha(event));
+    h.update(sha(&r.event));
+    h.update(r.version.to_be_bytes());
+    h.update(r.kind.as_bytes());
     h.finalize().into()
 }
 
@@ -243,7 +245,7 @@ impl Model {
                 let mut chain = self.chain();
                 for r in &new {
                     let seq = self.size();
-                    chain = link(&chain, seq, &r.event);
+                    chain = link(&chain, seq, r);
                     self.leaves.push(merkle::leaf_hash(&r.event));
                     self.records.push(Record {
                         seq,
