@@ -670,3 +670,18 @@ pub fn consistency(app: &App, from: u64, to: u64) -> Result<Value, Problem> {
     let proof = l.consistency_proof(from, to).map_err(|e| unprocessable(e.to_string()))?;
     Ok(json!({"from": from, "to": to, "proof": proof.iter().map(|h| B64STD.encode(h)).collect::<Vec<_>>()}))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full ledger queue reaches an HTTP client as 429 problem+json with Retry-After,
+    /// so it backs off instead of treating the refusal as a failure of its request.
+    #[test]
+    fn a_full_queue_is_429_with_retry_after() {
+        let r = Problem::from(SubmitError::Busy).into_response();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/problem+json");
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+    }
+}

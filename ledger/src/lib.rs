@@ -58,6 +58,14 @@ pub const QUEUE_CAPACITY: usize = 8192;
 pub const PARALLEL_PRECHECK: usize = 64;
 /// Group commits written to the store and waiting for their sync, beyond the one being
 /// synced: the writer builds and writes the next batch while the last one syncs.
+///
+/// This also bounds how long an append waits for its batch. The writer never lingers to
+/// grow a batch: a batch is whatever is queued (up to [`MAX_BATCH_RECORDS`]) when the
+/// writer is free, and it is free once its last batch is handed to the sync thread,
+/// which holds at most `SYNC_QUEUE` batches besides the one it syncs. So a queued append
+/// is written within `SYNC_QUEUE + 1` syncs, and made durable by the next. When the
+/// queue ([`QUEUE_CAPACITY`]) is full, `try_append` and `try_reserve` refuse at once
+/// ([`LedgerError::QueueFull`]; HTTP 429) and `append` waits for room.
 pub const SYNC_QUEUE: usize = 1;
 /// Longest idempotency key, bytes.
 pub const MAX_KEY_BYTES: usize = 256;

@@ -178,7 +178,7 @@ fn export_verifies_and_tampering_is_detected() {
 }
 
 #[test]
-fn concurrent_appenders_are_grouped_and_all_acknowledged() {
+fn concurrent_appenders_are_all_acknowledged_once() {
     let dir = tempfile::tempdir().unwrap();
     let l = Ledger::open(dir.path(), config(1)).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
@@ -530,4 +530,48 @@ fn a_key_index_or_head_out_of_step_with_the_log_is_refused_on_open() {
     drop(twenty(dir.path()));
     let l = Ledger::open(dir.path(), config(1)).unwrap();
     assert_eq!(l.append_blocking(append("k20", &["e20"])).unwrap().first_seq, 20);
+}
+
+/// Backpressure and grouping, made deterministic by holding the first sync: while it is
+/// held the writer can build at most two more batches (one waiting for the sync thread,
+/// one waiting to hand over), so everything else stays in the queue until it is full.
+/// A full queue refuses at once and queues nothing; once the sync passes, everything
+/// queued is acknowledged, in at most four group commits.
+#[test]
+fn a_full_queue_refuses_at_once_and_what_was_queued_commits_in_few_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(dir.path(), config(1)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let hold = l.hold_next_sync();
+    let mut pending = Vec::new();
+    let mut refused = None;
+    for i in 0..4 * MAX_BATCH_RECORDS + QUEUE_CAPACITY {
+        match l.try_append(append(&format!("q{i}"), &["x"])) {
+            Ok(f) => pending.push(f),
+            Err(LedgerError::QueueFull) => {
+                refused = Some(i);
+                break;
+            }
+            Err(e) => panic!("append {i}: {e}"),
+        }
+    }
+    let refused = refused.expect("the queue never filled while the sync was held");
+    assert!(refused >= QUEUE_CAPACITY, "refused after only {refused} appends");
+    assert!(matches!(l.try_reserve(), Err(LedgerError::QueueFull)));
+    hold.release(false);
+    let mut seqs: Vec<u64> = rt.block_on(async {
+        let mut v = Vec::new();
+        for f in pending {
+            v.push(f.await.unwrap().first_seq);
+        }
+        v
+    });
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..refused as u64).collect::<Vec<_>>());
+    assert!(l.key_entry(format!("q{refused}").as_bytes()).unwrap().is_none(), "a refused append was queued");
+    let batches = l.inner.batches.load(Ordering::Acquire);
+    assert!(batches <= 4, "{refused} appends took {batches} group commits");
+    // The refused append, retried, goes in after the others.
+    assert_eq!(l.append_blocking(append(&format!("q{refused}"), &["x"])).unwrap().first_seq, refused as u64);
+    assert_eq!(verify_log(&l, &ring(&[1])).unwrap().records, refused as u64 + 1);
 }

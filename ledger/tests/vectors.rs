@@ -62,7 +62,10 @@ fn a_ledger_appending_the_vectors_stores_their_chain() {
     l.append_blocking(Append {
         key: b"vectors".to_vec(),
         content_hash: [0; 32],
-        records: vs.iter().map(|v| NewRecord { kind: v.kind.clone(), version: v.v, event: v.event.clone().into_bytes() }).collect(),
+        records: vs
+            .iter()
+            .map(|v| NewRecord { kind: v.kind.clone(), version: v.v, event: v.event.clone().into_bytes() })
+            .collect(),
         expected_seq: None,
         projection: None,
         looked_up: None,
