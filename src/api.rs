@@ -486,6 +486,10 @@ pub struct RefundBody {
     /// ISO 4217 code of `amount`.
     #[serde(default)]
     pub currency: Option<String>,
+    /// A fraction of the conversion's revenue as a decimal string, `0 < f ≤ 1` (e.g.
+    /// `"0.25"`), instead of an amount.
+    #[serde(default)]
+    pub fraction: Option<String>,
     /// `true` for a full refund (then no amount).
     #[serde(default)]
     pub full: bool,
@@ -495,10 +499,16 @@ impl RefundBody {
     /// The event (vendor only).
     pub fn event(self, p: &Principal) -> Result<Event, Problem> {
         p.require_vendor(Scope::RefundsWrite)?;
-        let size = match (self.full, self.amount, self.currency) {
-            (true, None, None) => RefundSize::Full,
-            (false, Some(a), Some(c)) => RefundSize::Amount(parse_amount(&a, &c, Sign::Positive)?),
-            _ => return Err(unprocessable("give either \"full\": true, or \"amount\" and \"currency\"")),
+        let size = match (self.full, self.amount, self.currency, self.fraction) {
+            (true, None, None, None) => RefundSize::Full,
+            (false, Some(a), Some(c), None) => RefundSize::Amount(parse_amount(&a, &c, Sign::Positive)?),
+            (false, None, None, Some(f)) => RefundSize::Fraction(
+                rust_decimal::Decimal::from_str_exact(&f)
+                    .map_err(|_| unprocessable(format!("fraction '{f}' is not a decimal number such as \"0.25\"")))?,
+            ),
+            _ => {
+                return Err(unprocessable("give one of: \"full\": true; \"amount\" and \"currency\"; or \"fraction\""));
+            }
         };
         Ok(Event::RefundRecorded { refund: self.refund, conversion: self.conversion, size })
     }

@@ -203,7 +203,7 @@ impl SettleMcp {
     }
 
     #[tool(
-        description = "Record a full (\"full\": true) or partial (amount + currency) refund of a conversion. Every hop's commission is clawed back in proportion, each with a signed clawback mandate. Vendor only (refunds_write scope). Safe to retry with the same refund id."
+        description = "Record a full (\"full\": true) or partial (amount + currency, or a fraction of the revenue such as \"0.25\") refund of a conversion. Every hop's commission is clawed back in proportion, each with a signed clawback mandate. Vendor only (refunds_write scope). Safe to retry with the same refund id."
     )]
     async fn record_refund(
         &self,

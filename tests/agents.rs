@@ -86,6 +86,18 @@ fn clawback_mandates_have_receipts_that_verify() {
     let cb = r["mandates"][0].clone();
     assert_eq!(cb["direction"], "clawback");
     assert_eq!(cb["amount"]["amount"], 250, "25% of a 10.00 pool");
+    // A quarter more, as a fraction of the revenue: the same 2.50 again.
+    let quarter = serde_json::json!({"refund": "r2", "conversion": "d1", "fraction": "0.25"});
+    let r2 = api.post_expect("/v1/refunds", "refund-2", &quarter, 201);
+    assert_eq!(r2["mandates"][0]["amount"]["amount"], 250, "{r2}");
+    for (body, says) in [
+        (serde_json::json!({"refund": "r3", "conversion": "d1", "fraction": "a quarter"}), "not a decimal"),
+        (serde_json::json!({"refund": "r3", "conversion": "d1", "fraction": "0.6"}), "exceeds"),
+        (serde_json::json!({"refund": "r3", "conversion": "d1", "fraction": "0.1", "full": true}), "give one of"),
+    ] {
+        let p = api.post("/v1/refunds", "refund-3", &body).problem(422);
+        assert!(p["detail"].as_str().unwrap().contains(says), "{p}");
+    }
     let id = cb["mandate_id"].as_str().unwrap().to_owned();
     let mine = server.api(Some(&partner));
     let receipt = wait_for("a checkpoint covering the clawback", 10, || {

@@ -268,6 +268,9 @@ pub enum AgentScope {
 pub enum RefundSize {
     /// An amount of the conversion's currency.
     Amount(Amount),
+    /// A fraction of the conversion's revenue, `0 < f ≤ 1` (e.g. `"0.25"`): the amount
+    /// is revenue × f, rounded to minor units by the program's pool rounding.
+    Fraction(Decimal),
     /// The rest of the revenue not yet refunded.
     Full,
 }

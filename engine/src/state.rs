@@ -106,6 +106,11 @@ impl Program {
     pub fn rules_at(&self, t: DateTime<Utc>) -> &RuleVersion {
         self.versions.iter().rev().find(|v| v.effective_from <= t).unwrap_or(&self.versions[0])
     }
+    /// Rule version `version` (every conversion names one of its program's).
+    #[must_use]
+    pub fn version(&self, version: u32) -> &RuleVersion {
+        self.versions.iter().find(|v| v.version == version).unwrap_or_else(|| unreachable!("rule version {version}"))
+    }
     /// Latest rules.
     #[must_use]
     pub fn latest(&self) -> &RuleVersion {
@@ -1142,7 +1147,7 @@ impl Decider<'_> {
         if deal.parts.len() != deal.chain.len() {
             return Err(Rejection::Invalid(format!("conversion '{conversion}' stays held: {}", deal.reason)));
         }
-        let rv = prog.versions.iter().find(|v| v.version == c.rule_version).unwrap_or_else(|| unreachable!());
+        let rv = prog.version(c.rule_version);
         self.pay(cs, c.clone(), rv, prog.open_mandate.clone(), (**deal).clone(), Some(deal.reason.clone()))
     }
 
@@ -1155,6 +1160,20 @@ impl Decider<'_> {
         let left = c.revenue.minor_units() - c.refunded;
         let amount = match size {
             RefundSize::Full => left,
+            RefundSize::Fraction(f) => {
+                if f <= Decimal::ZERO || f > Decimal::ONE {
+                    return Err(Rejection::Invalid(format!("refund fraction {f} is not in (0, 1]")));
+                }
+                let rounding = self.st.program(&c.program)?.version(c.rule_version).spec.pool_rounding;
+                let a = Amount::from_decimal(c.revenue.to_decimal() * f, c.revenue.currency(), rounding)?;
+                if a.minor_units() > left {
+                    return Err(Rejection::Invalid(format!(
+                        "refund of {f} of the revenue ({a}) exceeds the {} not yet refunded",
+                        Amount::from_minor(left, a.currency())?
+                    )));
+                }
+                a.minor_units()
+            }
             RefundSize::Amount(a) => {
                 if a.currency() != c.revenue.currency() {
                     return Err(Rejection::Invalid(format!(
@@ -1183,12 +1202,7 @@ impl Decider<'_> {
         // the increment is split over what each hop still holds (never more).
         let mut claws: Vec<(usize, i64)> = Vec::new();
         if !c.hops.is_empty() {
-            let spec = &self.st.programs[c.program.as_str()]
-                .versions
-                .iter()
-                .find(|v| v.version == c.rule_version)
-                .unwrap_or_else(|| unreachable!())
-                .spec;
+            let spec = &self.st.programs[c.program.as_str()].version(c.rule_version).spec;
             let pool = c.pool.minor_units();
             let clawed: i64 = c.hops.iter().map(|h| h.clawed).sum();
             // pool × refunded / revenue, the ratio first: both factors reach 10^15.
