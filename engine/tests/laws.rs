@@ -5,13 +5,21 @@ use std::collections::BTreeMap;
 
 use common::*;
 use proptest::prelude::*;
+use rust_decimal::Decimal;
 use settle_engine::model::*;
 use settle_engine::{Engine, EngineConfig, Envelope};
+use settle_mandates::money::Amount;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Convert(i64),
+    /// Revenue, subscription month, and an FX rate in thousandths (the deal is then in
+    /// EUR).
+    Convert(i64, Option<u32>, Option<u32>),
     RefundPart(usize, u8),
+    /// A fraction of the revenue, in thousandths (1..=1000).
+    RefundFraction(usize, u16),
+    /// A new pool percentage (tenths), from today.
+    Amend(u32),
     RefundFull(usize),
     Advance(i64),
     Settle(usize),
@@ -38,8 +46,11 @@ fn arb_split() -> impl Strategy<Value = SplitRule> {
 fn arb_ops() -> impl Strategy<Value = Vec<Op>> {
     prop::collection::vec(
         prop_oneof![
-            4 => (1i64..50_000_000).prop_map(Op::Convert),
+            4 => (1i64..50_000_000, prop::option::weighted(0.2, 1u32..24), prop::option::weighted(0.1, 1u32..3000))
+                .prop_map(|(r, m, fx)| Op::Convert(r, m, fx)),
             2 => (any::<usize>(), 1u8..100).prop_map(|(i, p)| Op::RefundPart(i, p)),
+            1 => (any::<usize>(), 1u16..=1000).prop_map(|(i, f)| Op::RefundFraction(i, f)),
+            1 => (0u32..=300).prop_map(Op::Amend),
             1 => any::<usize>().prop_map(Op::RefundFull),
             1 => (1i64..40).prop_map(Op::Advance),
             1 => any::<usize>().prop_map(Op::Settle),
@@ -52,6 +63,43 @@ fn arb_ops() -> impl Strategy<Value = Vec<Op>> {
     )
 }
 
+/// The rest of a program's rules: floor, volume tiers, spiffs, recurring limit, payment
+/// range, end of validity.
+#[derive(Debug, Clone)]
+struct Extras {
+    floor: Option<i64>,
+    /// Tier rates in tenths of a percent, from volumes 0, 1·step, 2·step, ...; marginal?
+    tiers: Option<(Vec<u32>, i64, bool)>,
+    /// (first day, days, percent in tenths, flat).
+    spiffs: Vec<(i64, i64, Option<u32>, Option<i64>)>,
+    recurring_months: Option<u32>,
+    payment_range: Option<(i64, i64)>,
+    valid_days: Option<i64>,
+}
+
+fn arb_extras() -> impl Strategy<Value = Extras> {
+    (
+        prop::option::weighted(0.3, 0i64..200_000),
+        prop::option::weighted(0.3, (prop::collection::vec(0u32..=300, 1..4), 100_000i64..20_000_000, any::<bool>())),
+        prop::collection::vec((0i64..30, 1i64..30, prop::option::of(0u32..=100), prop::option::of(0i64..50_000)), 0..3),
+        prop::option::weighted(0.3, 1u32..12),
+        prop::option::weighted(0.3, (0i64..50_000, 0i64..2_000_000)),
+        prop::option::weighted(0.15, 5i64..60),
+    )
+        .prop_map(|(floor, tiers, spiffs, recurring_months, payment_range, valid_days)| Extras {
+            floor,
+            tiers,
+            spiffs,
+            recurring_months,
+            payment_range,
+            valid_days,
+        })
+}
+
+fn tenths(x: u32) -> Percent {
+    pct(&format!("{}.{}", x / 10, x % 10))
+}
+
 fn spec_of(
     split: SplitRule,
     percent: u32,
@@ -59,6 +107,7 @@ fn spec_of(
     cap: Option<i64>,
     holding: u32,
     budget: Option<i64>,
+    x: &Extras,
 ) -> ProgramSpec {
     let levels = matches!(split, SplitRule::Levels { .. });
     let mut pool = percent_pool(&format!("{}.{}", percent / 10, percent % 10));
@@ -66,10 +115,31 @@ fn spec_of(
         pool.percent = None;
     } else {
         pool.flat = flat;
+        if let Some((rates, step, marginal)) = &x.tiers {
+            pool.percent = None;
+            pool.tiers = (0i64..).zip(rates).map(|(i, r)| Tier { from: i * step, percent: tenths(*r) }).collect();
+            pool.tier_mode = Some(if *marginal { TierMode::Marginal } else { TierMode::Tiered });
+        }
     }
     pool.cap = cap;
+    pool.floor = x.floor.map(|f| cap.map_or(f, |c| f.min(c)));
+    pool.spiffs = x
+        .spiffs
+        .iter()
+        .enumerate()
+        .map(|(i, (from, days, p, flat))| Spiff {
+            name: format!("spiff {i}"),
+            from: t(*from),
+            until: t(from + days),
+            percent: p.map(tenths),
+            flat: *flat,
+        })
+        .collect();
+    pool.recurring_months = x.recurring_months;
     let mut s = spec(split, pool, holding);
     s.budget = budget.map(|max| Budget { max });
+    s.payment_range = x.payment_range.map(|(min, width)| PaymentRange { min, max: min + width });
+    s.valid_until = x.valid_days.map(t);
     s
 }
 
@@ -99,17 +169,40 @@ fn run(spec: ProgramSpec, hops: usize, ops: &[Op]) -> (Vec<(Envelope, u64)>, Eng
     let mut paid: BTreeMap<String, i64> = BTreeMap::new();
     for (n, op) in ops.iter().enumerate() {
         let event = match op {
-            Op::Convert(rev) => {
+            Op::Convert(rev, month, fx) => {
                 let id = format!("c{n}");
                 convs.push((id.clone(), *rev));
+                let (revenue, fx) = match fx {
+                    None => (usd(*rev), None),
+                    Some(r) => (
+                        Amount::from_minor(*rev, "EUR".parse().unwrap()).unwrap(),
+                        Some(FxRate { rate: Decimal::new(i64::from(*r), 3), source: "test".into() }),
+                    ),
+                };
                 Event::ConversionRecorded {
                     conversion: id,
                     lead: "l1".into(),
-                    revenue: usd(*rev),
+                    revenue,
                     occurred_at: t(w.day),
-                    subscription_month: None,
-                    fx: None,
+                    subscription_month: *month,
+                    fx,
                 }
+            }
+            Op::RefundFraction(i, f) if !convs.is_empty() => {
+                let (id, _) = &convs[i % convs.len()];
+                Event::RefundRecorded {
+                    refund: format!("r{n}"),
+                    conversion: id.clone(),
+                    size: RefundSize::Fraction(Decimal::new(i64::from(*f), 3)),
+                }
+            }
+            Op::Amend(p) => {
+                let mut spec = w.engine.state().programs["prg"].latest().spec.clone();
+                if spec.pool.percent.is_none() {
+                    continue;
+                }
+                spec.pool.percent = Some(tenths(*p));
+                Event::ProgramAmended { spec, effective_from: t(w.day) }
             }
             Op::RefundPart(i, p) if !convs.is_empty() => {
                 let (id, rev) = &convs[i % convs.len()];
@@ -197,8 +290,14 @@ fn run(spec: ProgramSpec, hops: usize, ops: &[Op]) -> (Vec<(Envelope, u64)>, Eng
         let env =
             Envelope { v: 1, at: t(w.day), by: "vendor:admin".into(), key: Some(format!("k{n}")), cause: None, event };
         let seq = w.seq;
+        let before = w.engine.state().conversions.clone();
         let Ok(d) = w.engine.decide(env.clone(), seq) else { continue }; // e.g. refund beyond what is left
         w.seq += 1 + d.outputs.len() as u64;
+        if matches!(env.event, Event::ProgramAmended { .. }) {
+            // An amendment never touches a past conversion: amounts, pool, rule version,
+            // refunds, holds and payment states stay as they were.
+            assert_eq!(&before, &w.engine.state().conversions, "an amendment changed past conversions");
+        }
         // The stored bytes are RFC 8785 of the envelope, as the reference implementation
         // writes it, whatever path the crate takes.
         for e in std::iter::once(&d.fact).chain(d.outputs.iter().map(|o| &o.envelope)) {
@@ -296,8 +395,9 @@ proptest! {
     fn splits_clawbacks_and_books_hold_their_laws(
         split in arb_split(), percent in 0u32..=300, flat in prop::option::of(0i64..100_000), cap in prop::option::of(0i64..5_000_000),
         holding in 0u32..30, hops in 1usize..=MAX_HOPS, ops in arb_ops(), budget in prop::option::of(1_000i64..5_000_000),
+        extras in arb_extras(),
     ) {
-        let s = spec_of(split, percent, flat, cap, holding, budget);
+        let s = spec_of(split, percent, flat, cap, holding, budget, &extras);
         prop_assume!(settle_engine::rules::validate(&s).is_ok());
         let (facts, engine) = run(s, hops, &ops);
         // Replay: the same facts into a fresh engine give the same state, byte for byte.
@@ -308,24 +408,55 @@ proptest! {
         prop_assert_eq!(serde_json::to_vec(replay.state()).unwrap(), serde_json::to_vec(engine.state()).unwrap());
     }
 
+    /// Deals and amendments (from today or a later day) interleaved over several days:
+    /// every conversion keeps the rule version in force when it occurred, and its amounts
+    /// are exactly what a program that only ever had that version computes; an amendment
+    /// leaves every recorded conversion as it was.
     #[test]
-    fn amending_a_program_never_changes_past_results(revs in prop::collection::vec(1i64..10_000_000, 1..10), new_pct in 0u32..=100) {
-        let mut w = World::chain(spec(shares("30", "20", "40", Position::Closer), percent_pool("10"), 0), 3);
-        for (i, r) in revs.iter().enumerate() {
-            w.convert(&format!("c{i}"), *r);
+    fn amending_a_program_never_changes_past_results(
+        steps in prop::collection::vec((any::<bool>(), 1i64..10_000_000, 0u32..=200, 0u32..=40, 0i64..3, 0i64..3), 1..16),
+    ) {
+        let rules = |pool: u32, originator: u32| {
+            spec(shares(&originator.to_string(), "20", "40", Position::Closer), percent_pool(&format!("{}.{}", pool / 10, pool % 10)), 0)
+        };
+        let mut w = World::chain(rules(100, 30), 3);
+        // The versions this test made: number, first day in force, rules.
+        let mut versions = vec![(1u32, 0i64, rules(100, 30))];
+        let mut deals = Vec::new();
+        for (i, (amend, rev, pool, originator, days, ahead)) in steps.into_iter().enumerate() {
+            w.day += days;
+            if amend {
+                // From today or a later day, never before the version it replaces.
+                let from = (w.day + ahead).max(versions.last().unwrap().1);
+                let before = w.engine.state().conversions.clone();
+                w.fact(Event::ProgramAmended { spec: rules(pool, originator), effective_from: t(from) });
+                prop_assert_eq!(&before, &w.engine.state().conversions);
+                versions.push((u32::try_from(versions.len()).unwrap() + 1, from, rules(pool, originator)));
+            } else {
+                let id = format!("c{i}");
+                w.convert(&id, rev);
+                // In force: the newest version made so far that took effect by today.
+                let v = versions.iter().rev().find(|v| v.1 <= w.day).unwrap().clone();
+                deals.push((id, rev, v));
+            }
         }
-        let before = w.engine.state().conversions.clone();
-        w.day = 1;
-        let mut s2 = spec(shares("30", "20", "40", Position::Closer), percent_pool(&new_pct.to_string()), 0);
-        s2.valid_from = t(0);
-        w.fact(Event::ProgramAmended { spec: s2, effective_from: t(1) });
-        prop_assert_eq!(&before, &w.engine.state().conversions);
+        let st = w.engine.state();
+        for (id, rev, (version, _, rules)) in deals {
+            let c = st.conversions.get(st.conversions.seq_of(&id).unwrap()).unwrap();
+            prop_assert_eq!(c.rule_version, version, "{} occurred under another version", id);
+            let mut alone = World::chain(rules, 3);
+            let d = alone.convert(&id, rev);
+            prop_assert_eq!(c.hops.iter().map(|h| h.amount).collect::<Vec<_>>(), amounts(&d), "{}", id);
+            prop_assert_eq!(c.pool.minor_units(), outcome(&d).2);
+        }
         // The same conversion id again is refused and changes nothing.
         let st = w.engine.state().clone();
-        let again = Event::ConversionRecorded { conversion: "c0".into(), lead: "l1".into(), revenue: usd(100), occurred_at: t(1), subscription_month: None, fx: None };
+        let again = Event::ConversionRecorded { conversion: "c0".into(), lead: "l1".into(), revenue: usd(100), occurred_at: t(w.day), subscription_month: None, fx: None };
         let refused = w.try_fact(again).is_err();
-        prop_assert!(refused);
-        prop_assert_eq!(&st, w.engine.state());
+        prop_assert!(refused || !st.conversions.iter().any(|(_, c)| c.id == "c0"));
+        if refused {
+            prop_assert_eq!(&st, w.engine.state());
+        }
     }
 }
 
