@@ -5,6 +5,8 @@
 
 mod support;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde_json::{Value, json};
 use settle_mandates::keys::{Jwks, KeyRing};
 use support::*;
@@ -116,6 +118,92 @@ fn clawback_mandates_have_receipts_that_verify() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).starts_with("1 receipts verified"), "{}", stdout(&out));
     server.stop();
+}
+
+/// A rail that refuses a payment: the partner gets an AP2 payment receipt with status
+/// `Error` and the rail's reason, which verifies offline with the vendor's keys and
+/// cannot be turned into a `Success` without them; the mandate stays payable, and the
+/// rail's later confirmation gives a `Success` receipt.
+#[test]
+fn a_failed_settlement_gives_an_error_receipt_that_verifies_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    keys_create(&data);
+    let admin = token(
+        &data,
+        "vendor-admin",
+        "ops",
+        None,
+        "programs-write,leads-write,conversions-write,settlements-write,read",
+    );
+    let server = Server::start(&data, dir.path());
+    let api = server.api(Some(&admin));
+    api.post_expect("/v1/programs", "prog", &program_spec("growth"), 201);
+    api.post_expect("/v1/partners", "p1", &enroll_body("p1", "growth"), 201);
+    api.post_expect("/v1/leads", "lead", &lead_body("l1", "growth", "p1"), 201);
+    let conv = json!({"conversion": "d1", "lead": "l1", "revenue": "100.00", "currency": "USD"});
+    let md = api.post_expect("/v1/conversions", "conv", &conv, 201)["mandates"][0]["mandate_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let failed = json!({"settlement": "S1", "partner": "p1", "rail": "sepa", "error": "AC04", "mandate_ids": [md]});
+    api.post_expect("/v1/settlements", "s1", &failed, 201);
+    assert_eq!(api.get("/v1/partners/p1/balance").json()["payable"], "10.00", "a failed payment stays payable");
+    let paid =
+        json!({"settlement": "S2", "partner": "p1", "rail": "book", "confirmation_id": "BK-1", "mandate_ids": [md]});
+    api.post_expect("/v1/settlements", "s2", &paid, 201);
+    server.stop();
+
+    let bundle = dir.path().join("bundle");
+    settle_ok([
+        std::ffi::OsString::from("export"),
+        "--data".into(),
+        data.into_os_string(),
+        "--out".into(),
+        bundle.clone().into_os_string(),
+    ]);
+    let receipts = std::fs::read_to_string(bundle.join("partners/p1/receipts.jsonl")).unwrap();
+    let payment = |kind: &str| {
+        receipts
+            .lines()
+            .find(|l| {
+                jws_payload(serde_json::from_str::<Value>(l).unwrap()["receipt"].as_str().unwrap())["kind"] == kind
+            })
+            .unwrap_or_else(|| panic!("no {kind} receipt in {receipts}"))
+            .to_owned()
+    };
+    let error = payment("payment_failed");
+    let p = jws_payload(serde_json::from_str::<Value>(&error).unwrap()["receipt"].as_str().unwrap());
+    assert_eq!(
+        (&p["status"], &p["error"], &p["rail"], &p["payment_id"]),
+        (&json!("Error"), &json!("AC04"), &json!("sepa"), &json!(md)),
+        "{p}"
+    );
+    let ok =
+        jws_payload(serde_json::from_str::<Value>(&payment("payment_settled")).unwrap()["receipt"].as_str().unwrap());
+    assert_eq!((&ok["status"], &ok["psp_confirmation_id"]), (&json!("Success"), &json!("BK-1")), "{ok}");
+
+    let verify = |doc: &str| {
+        let f = dir.path().join("one.json");
+        std::fs::write(&f, doc).unwrap();
+        settle([
+            std::ffi::OsString::from("verify"),
+            "--keys".into(),
+            bundle.join("jwks.json").into_os_string(),
+            f.into_os_string(),
+        ])
+    };
+    let out = verify(&error);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The same receipt claiming success, without the vendor's key to sign it.
+    let mut doc: Value = serde_json::from_str(&error).unwrap();
+    let parts: Vec<String> = doc["receipt"].as_str().unwrap().split('.').map(str::to_owned).collect();
+    let mut claim = p.clone();
+    claim["status"] = "Success".into();
+    let forged = format!("{}.{}.{}", parts[0], B64.encode(serde_json::to_vec(&claim).unwrap()), parts[2]);
+    doc["receipt"] = forged.into();
+    let out = verify(&doc.to_string());
+    assert!(!out.status.success(), "a receipt edited to Success verified: {}", stdout(&out));
 }
 
 /// An MCP client speaking JSON-RPC over the stdio of `settle mcp`.

@@ -480,3 +480,35 @@ fn a_suspended_partner_holds_the_deal_with_no_pool_and_it_stays_held() {
     let e = w.try_fact(Event::ConversionReleased { conversion: "c1".into() }).unwrap_err().to_string();
     assert!(e.contains("stays held: partner 'p1' is suspended"), "{e}");
 }
+
+/// The open mandate's validity window: a deal that occurs after the program's
+/// authorisation ends is held with the reason and no mandate, not paid; once the vendor
+/// extends the window, a release pays it.
+#[test]
+fn a_deal_outside_the_validity_window_is_held_until_the_window_covers_it() {
+    let mut s = spec(shares("50", "0", "50", Position::Closer), percent_pool("10"), 0);
+    s.valid_until = Some(t(10));
+    let mut w = World::chain(s.clone(), 2);
+    w.day = 9;
+    assert_eq!(amounts(&w.convert("c1", 100_000)), [5_000, 5_000], "inside the window: paid");
+    w.day = 10;
+    let d = w.convert("c2", 100_000);
+    let (o, why, pool) = outcome(&d);
+    assert_eq!(
+        (o.as_str(), why.as_deref(), pool),
+        ("held", Some("deal occurred outside the program's validity window"), 10_000)
+    );
+    assert!(amounts(&d).is_empty(), "a held deal has no mandate");
+    assert_eq!(w.engine.state().books["p1"].earned, 5_000, "only the first deal was earned");
+    // Still outside: the release is refused and changes nothing.
+    let before = w.engine.state().clone();
+    let e = w.try_fact(Event::ConversionReleased { conversion: "c2".into() }).unwrap_err().to_string();
+    assert!(e.contains("stays held: deal occurred outside the program's validity window"), "{e}");
+    assert_eq!(*w.engine.state(), before);
+    // The vendor extends the authorisation; the release pays what the deal earned.
+    s.valid_until = Some(t(20));
+    w.fact(Event::ProgramAmended { spec: s, effective_from: t(10) });
+    let d = w.fact(Event::ConversionReleased { conversion: "c2".into() });
+    assert_eq!(amounts(&d), [5_000, 5_000]);
+    assert_eq!(w.engine.state().books["p1"].earned, 10_000);
+}
