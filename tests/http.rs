@@ -252,6 +252,8 @@ fn end_to_end_over_http_then_export_audit_and_tampered_bundles() {
         h.update(prev);
         h.update((seq as u64).to_be_bytes());
         h.update(eh);
+        h.update(u32::try_from(v["v"].as_u64().unwrap()).unwrap().to_be_bytes());
+        h.update(v["type"].as_str().unwrap().as_bytes());
         prev = h.finalize().into();
         v["event_hash"] = json!(hex::encode(eh));
         v["chain"] = json!(hex::encode(prev));
@@ -548,8 +550,6 @@ fn bad_input_is_a_problem_and_changes_nothing() {
         ("zero revenue", "/v1/conversions", Some("k-zero"), json_ct, conv(json!("0"), "USD"), 422, "greater than zero"),
         ("over-precise revenue", "/v1/conversions", Some("k-precise"), json_ct, conv(json!("1.234"), "USD"), 422, "decimal places"),
         ("unknown currency", "/v1/conversions", Some("k-currency"), json_ct, conv(json!("1.00"), "XYZ"), 422, "XYZ"),
-        ("unknown lead", "/v1/conversions", Some("k-no-lead"), json_ct,
-            serde_json::to_vec(&json!({"conversion": "C-bad", "lead": "no-such-lead", "revenue": "1.00", "currency": "USD"})).unwrap(), 404, "no-such-lead"),
         (
             "referral cycle",
             "/v1/leads/lead-b/handoffs",
@@ -590,6 +590,20 @@ fn bad_input_is_a_problem_and_changes_nothing() {
     assert_eq!(ok["seq"], json!(next), "rejected requests must not have written anything");
     assert_eq!(ok["replayed"], false);
     assert_eq!(mandate_tokens(&ok).len(), 2);
+
+    // A deal whose lead no partner registered is not bad input: it is recorded, earns
+    // nothing, and says why.
+    let after = balance();
+    let none = api.post_expect(
+        "/v1/conversions",
+        "k-no-lead",
+        &json!({"conversion": "C-direct", "lead": "no-such-lead", "revenue": "1.00", "currency": "USD"}),
+        201,
+    );
+    assert_eq!(none["outcome"]["outcome"], "no_commission", "{none}");
+    assert!(none["outcome"]["reason"].as_str().unwrap().contains("no-such-lead"), "{none}");
+    assert!(mandate_tokens(&none).is_empty(), "{none}");
+    assert_eq!(balance(), after);
 }
 
 /// BUG: numbers at the edge of `u64` in a mandate id or a page cursor overflow

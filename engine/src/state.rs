@@ -195,9 +195,9 @@ pub struct Hop {
 pub struct Conversion {
     /// Conversion id.
     pub id: CompactString,
-    /// Program.
+    /// Program (empty for a deal whose lead was never registered: no commission).
     pub program: CompactString,
-    /// Rule version used.
+    /// Rule version used (0 with no program).
     pub rule_version: u32,
     /// Revenue in its own currency, minor units.
     pub revenue: Amount,
@@ -890,12 +890,42 @@ impl Decider<'_> {
         if fx.is_some_and(|r| r <= Decimal::ZERO) {
             return Err(Rejection::Invalid("fx rate must be positive".into()));
         }
-        let lead =
-            self.st.leads.get(lead_id.as_str()).ok_or_else(|| Rejection::NotFound(format!("lead '{lead_id}'")))?;
+        check_id("lead", &lead_id)?;
+        let seq = self.seq;
+        let no = |this: &mut Self, conv: Conversion, outcome: &str, reason: String| -> Result<Apply, Rejection> {
+            this.derived(
+                Event::ConversionOutcome {
+                    conversion: conv.id.to_string(),
+                    outcome: outcome.into(),
+                    reason: Some(reason),
+                    pool: conv.pool,
+                    rule_version: (conv.rule_version > 0).then_some(conv.rule_version),
+                },
+                None,
+            );
+            Ok(Box::new(move |s: &mut State| {
+                s.conversions.insert(seq, &conv);
+            }))
+        };
+        let Some(lead) = self.st.leads.get(lead_id.as_str()) else {
+            // A deal no partner registered: recorded, so the log holds every won deal, but
+            // it belongs to no program and earns nothing.
+            let conv = Conversion {
+                id: id.as_str().into(),
+                program: CompactString::default(),
+                rule_version: 0,
+                revenue,
+                refunded: 0,
+                pool: Amount::zero(revenue.currency()),
+                hops: Vec::new(),
+                released_at: None,
+                held: None,
+            };
+            return no(self, conv, "no_commission", format!("no lead '{lead_id}' is registered"));
+        };
         let prog = self.st.program(&lead.program)?;
         let rv = prog.rules_at(occurred_at).clone();
         let spec = &rv.spec;
-        let seq = self.seq;
         let zero = Amount::zero(spec.currency);
         let mut conv = Conversion {
             id: id.as_str().into(),
@@ -907,21 +937,6 @@ impl Decider<'_> {
             hops: Vec::new(),
             released_at: None,
             held: None,
-        };
-        let no = |this: &mut Self, conv: Conversion, outcome: &str, reason: String| -> Result<Apply, Rejection> {
-            this.derived(
-                Event::ConversionOutcome {
-                    conversion: conv.id.to_string(),
-                    outcome: outcome.into(),
-                    reason: Some(reason),
-                    pool: conv.pool,
-                    rule_version: Some(conv.rule_version),
-                },
-                None,
-            );
-            Ok(Box::new(move |s: &mut State| {
-                s.conversions.insert(seq, &conv);
-            }))
         };
         if let Some(o) = &lead.duplicate_of {
             return no(self, conv, "no_commission", format!("lead is a duplicate of '{o}'"));
@@ -1164,7 +1179,11 @@ impl Decider<'_> {
                 if f <= Decimal::ZERO || f > Decimal::ONE {
                     return Err(Rejection::Invalid(format!("refund fraction {f} is not in (0, 1]")));
                 }
-                let rounding = self.st.program(&c.program)?.version(c.rule_version).spec.pool_rounding;
+                // A deal of no program (no registered lead) rounds half-even.
+                let rounding =
+                    self.st.programs.get(c.program.as_str()).map_or(settle_mandates::money::Rounding::HalfEven, |p| {
+                        p.version(c.rule_version).spec.pool_rounding
+                    });
                 let a = Amount::from_decimal(c.revenue.to_decimal() * f, c.revenue.currency(), rounding)?;
                 if a.minor_units() > left {
                     return Err(Rejection::Invalid(format!(

@@ -16,6 +16,8 @@ enum Op {
     /// EUR).
     Convert(i64, Option<u32>, Option<u32>),
     RefundPart(usize, u8),
+    /// A deal naming a lead no partner registered (no commission).
+    ConvertDirect(i64),
     /// A fraction of the revenue, in thousandths (1..=1000).
     RefundFraction(usize, u16),
     /// A new pool percentage (tenths), from today.
@@ -50,6 +52,7 @@ fn arb_ops() -> impl Strategy<Value = Vec<Op>> {
                 .prop_map(|(r, m, fx)| Op::Convert(r, m, fx)),
             2 => (any::<usize>(), 1u8..100).prop_map(|(i, p)| Op::RefundPart(i, p)),
             1 => (any::<usize>(), 1u16..=1000).prop_map(|(i, f)| Op::RefundFraction(i, f)),
+            1 => (1i64..50_000_000).prop_map(Op::ConvertDirect),
             1 => (0u32..=300).prop_map(Op::Amend),
             1 => any::<usize>().prop_map(Op::RefundFull),
             1 => (1i64..40).prop_map(Op::Advance),
@@ -186,6 +189,18 @@ fn run(spec: ProgramSpec, hops: usize, ops: &[Op]) -> (Vec<(Envelope, u64)>, Eng
                     occurred_at: t(w.day),
                     subscription_month: *month,
                     fx,
+                }
+            }
+            Op::ConvertDirect(rev) => {
+                let id = format!("c{n}");
+                convs.push((id.clone(), *rev));
+                Event::ConversionRecorded {
+                    conversion: id,
+                    lead: format!("unregistered-{n}"),
+                    revenue: usd(*rev),
+                    occurred_at: t(w.day),
+                    subscription_month: None,
+                    fx: None,
                 }
             }
             Op::RefundFraction(i, f) if !convs.is_empty() => {

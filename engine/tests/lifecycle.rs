@@ -512,3 +512,39 @@ fn a_deal_outside_the_validity_window_is_held_until_the_window_covers_it() {
     assert_eq!(amounts(&d), [5_000, 5_000]);
     assert_eq!(w.engine.state().books["p1"].earned, 10_000);
 }
+
+/// A won deal that names no registered lead is recorded with a "no commission" outcome
+/// (so the log holds every won deal); its id is taken, and a refund of it claws back
+/// nothing.
+#[test]
+fn a_deal_with_no_registered_lead_is_recorded_and_earns_nothing() {
+    let mut w = World::chain(spec(shares("50", "0", "50", Position::Closer), percent_pool("10"), 0), 2);
+    let d = w.fact(Event::ConversionRecorded {
+        conversion: "direct-1".into(),
+        lead: "never-registered".into(),
+        revenue: usd(100_000),
+        occurred_at: t(0),
+        subscription_month: None,
+        fx: None,
+    });
+    assert_eq!(outcome(&d), ("no_commission".into(), Some("no lead 'never-registered' is registered".into()), 0));
+    assert!(amounts(&d).is_empty());
+    assert!(w.engine.state().books.values().all(|b| b.earned == 0));
+    let again = w.try_fact(Event::ConversionRecorded {
+        conversion: "direct-1".into(),
+        lead: "l1".into(),
+        revenue: usd(100_000),
+        occurred_at: t(0),
+        subscription_month: None,
+        fx: None,
+    });
+    assert!(matches!(again, Err(Rejection::Conflict(_))), "{again:?}");
+    let r = w.fact(Event::RefundRecorded {
+        refund: "r1".into(),
+        conversion: "direct-1".into(),
+        size: RefundSize::Fraction("0.5".parse().unwrap()),
+    });
+    assert!(amounts(&r).is_empty());
+    let cs = w.engine.state().conversions.seq_of("direct-1").unwrap();
+    assert_eq!(w.engine.state().conversions.get(cs).unwrap().refunded, 50_000);
+}
