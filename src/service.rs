@@ -26,6 +26,13 @@ use crate::keystore::KeyFile;
 /// settlement derives one record per mandate. v4: the look-ups by id are no longer saved
 /// (they are rebuilt), and the owners of customers are saved with the leads.
 pub const PROJECTION: &str = "engine.v4";
+
+/// The engine state is stored with an append (in the same atomic batch as its records)
+/// once the log has grown by this many records, or by as many as the last stored state
+/// reflected, whichever is more, since that state. A restart after a crash replays at
+/// most that many records; the doubling keeps the total cost of serialising the state
+/// linear in the log's length.
+pub const PROJECTION_MIN_RECORDS: u64 = 4096;
 /// Most facts in one submitted batch.
 pub const MAX_BATCH: usize = 1000;
 
@@ -87,6 +94,10 @@ struct Sequencer {
     engine: Engine,
     next: u64,
     inflight: HashMap<String, InFlight>,
+    /// Records reflected by the engine state last stored (saved, or attached to an
+    /// append), so the next is attached once the log has grown enough
+    /// ([`PROJECTION_MIN_RECORDS`]).
+    saved: u64,
 }
 
 /// The service.
@@ -135,10 +146,11 @@ impl Service {
         let cfg = EngineConfig { vendor: keys.vendor.clone(), salt_secret: keys.salt()? };
         let engine = restore(&ledger, cfg)?;
         let next = ledger.size();
+        let saved = ledger.projection(PROJECTION)?.map_or(0, |(seq, _)| seq + 1);
         Ok(Arc::new(Self {
             ledger,
             key,
-            seq: Mutex::new(Sequencer { engine, next, inflight: HashMap::new() }),
+            seq: Mutex::new(Sequencer { engine, next, inflight: HashMap::new(), saved }),
             failed: AtomicBool::new(false),
         }))
     }
@@ -230,6 +242,19 @@ impl Service {
             let first = sq.inflight[&key].first_seq;
             metas.push((slot, first, records.iter().map(|r| r.envelope.clone()).collect::<Vec<Envelope>>()));
             appends.push(to_append(&key, h, first, records, looked_up));
+        }
+        if let Some(last) = appends.last_mut()
+            && sq.next - sq.saved >= PROJECTION_MIN_RECORDS.max(sq.saved)
+        {
+            // The state after every decision above is the state as of this append's
+            // last record: stored with it, atomically, or not at all.
+            match serde_json::to_vec(sq.engine.state()) {
+                Ok(state) => {
+                    last.projection = Some(ProjectionUpdate { name: PROJECTION.into(), state });
+                    sq.saved = sq.next;
+                }
+                Err(e) => tracing::warn!("cannot serialise the engine state: {e}"),
+            }
         }
         if !appends.is_empty() {
             match reserved.append_group(appends) {
@@ -359,6 +384,7 @@ impl Service {
         }
         let state = serde_json::to_vec(sq.engine.state())?;
         self.ledger.save_projection_blocking(ProjectionUpdate { name: PROJECTION.into(), state }, sq.next - 1)?;
+        sq.saved = sq.next;
         Ok(())
     }
 
@@ -495,6 +521,29 @@ mod tests {
         let (first, second) = rt.block_on(async { (first.await.unwrap(), second.await.unwrap()) });
         assert!(matches!(first, Err(SubmitError::Storage(_))), "{first:?}");
         assert!(matches!(second, Err(SubmitError::Storage(_))), "{second:?}");
+    }
+
+    /// The engine state is stored with the appends as the log grows, not only when the
+    /// service stops: after a run that never saved it, the store holds a state as of the
+    /// last record of some append, and restoring from it builds exactly the state a
+    /// replay of the whole log builds.
+    #[test]
+    fn the_state_is_stored_with_the_appends_as_the_log_grows() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("store");
+        crate::demo::run(&data, 400, 3, true).unwrap();
+        let keys = KeyFile::load(&data).unwrap();
+        let ledger = crate::bundle::open_ledger(&data, &keys).unwrap();
+        let (seq, _) = ledger.projection(PROJECTION).unwrap().expect("a state stored with an append");
+        let size = ledger.size();
+        assert!(seq + 1 >= PROJECTION_MIN_RECORDS && seq + 1 < size, "stored as of {seq} of {size}");
+        let next = ledger.record(seq + 1).unwrap().unwrap();
+        assert!(settle_engine::model::is_fact_kind(&next.kind), "stored mid-append: {} follows", next.kind);
+        let cfg = || EngineConfig { vendor: keys.vendor.clone(), salt_secret: keys.salt().unwrap() };
+        let restored = restore(&ledger, cfg()).unwrap();
+        let mut replayed = Engine::new(cfg());
+        replay(&ledger, &mut replayed, 0, None).unwrap();
+        assert_eq!(serde_json::to_vec(restored.state()).unwrap(), serde_json::to_vec(replayed.state()).unwrap());
     }
 
     /// A saved projection restores to exactly the state a replay of the whole log builds:
