@@ -578,18 +578,55 @@ fn sha256_file(p: &Path) -> Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
+/// A signed checkpoint over the whole log, as of its last record's time (an export must
+/// be covered to its last record).
+fn final_checkpoint(ledger: &Ledger, data: &Path) -> Result<settle_ledger::SignedCheckpoint> {
+    let last_time = match ledger.size() {
+        0 => bail!("the log in {} is empty: nothing to export", data.display()),
+        n => Envelope::from_bytes(&ledger.record(n - 1)?.context("last record missing")?.event)?.at.timestamp(),
+    };
+    Ok(ledger.checkpoint_blocking(last_time)?)
+}
+
+/// Writes the self-contained log file (`settle.log.1`, docs/formats.md): the log, its
+/// signed checkpoints and the vendor's public keys in one JSON Lines file. Returns the
+/// number of records.
+pub fn export_file(data: &Path, file: &Path) -> Result<u64> {
+    let keys = crate::keystore::KeyFile::load(data)?;
+    let ledger = open_ledger(data, &keys)?;
+    final_checkpoint(&ledger, data)?;
+    let f = File::create_new(file).with_context(|| format!("cannot create {} (it must not exist)", file.display()))?;
+    let mut out = BufWriter::new(f);
+    let n = settle_ledger::export_file(&ledger, &keys.jwks()?, &mut out)?;
+    out.flush()?;
+    ledger.close()?;
+    Ok(n)
+}
+
+/// Verifies a self-contained log file with no database: every record's hash and chain
+/// link, the root and signature of every checkpoint, all records covered. With `keys`,
+/// against the vendor's keys as the auditor obtained them; else the file's own.
+pub fn audit_file(file: &Path, keys: Option<&Path>) -> Result<(settle_ledger::VerifyReport, String)> {
+    let pinned = keys.map(read_ring).transpose()?;
+    let input = BufReader::new(File::open(file).with_context(|| format!("cannot read {}", file.display()))?);
+    settle_ledger::verify_file(input, pinned.as_ref(), |_| Ok(())).map_err(|f| failed_at(f.seq, &f.what))
+}
+
+/// The key ring of a JWKS file.
+fn read_ring(path: &Path) -> Result<KeyRing> {
+    let jwks: Jwks =
+        serde_json::from_slice(&std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?)
+            .with_context(|| format!("{} is not a JWKS", path.display()))?;
+    Ok(KeyRing::new(&jwks)?)
+}
+
 /// Exports the self-contained audit bundle into `out`.
 pub fn export(data: &Path, out: &Path) -> Result<Manifest> {
     let keys = crate::keystore::KeyFile::load(data)?;
     // The ledger alone: the statements below replay the log with an engine of their own,
     // so the service's restored engine state would only double the memory.
     let ledger = open_ledger(data, &keys)?;
-    // The bundle must be covered to its last record by a signed checkpoint.
-    let last_time = match ledger.size() {
-        0 => bail!("the log in {} is empty: nothing to export", data.display()),
-        n => Envelope::from_bytes(&ledger.record(n - 1)?.context("last record missing")?.event)?.at.timestamp(),
-    };
-    let cp = ledger.checkpoint_blocking(last_time)?;
+    let cp = final_checkpoint(&ledger, data)?;
     if out.exists() && std::fs::read_dir(out)?.next().is_some() {
         bail!("{} is not empty; export needs a new or empty directory", out.display());
     }
@@ -925,12 +962,7 @@ pub fn audit_bundle(dir: &Path, keys: Option<&Path>) -> Result<AuditReport> {
             .with_context(|| format!("{} has no {MANIFEST_FILE}: not a settle bundle", dir.display()))?,
     )
     .context("manifest.json is not a bundle manifest")?;
-    let jwks_path = keys.map_or_else(|| dir.join(JWKS_FILE), Path::to_path_buf);
-    let jwks: Jwks = serde_json::from_slice(
-        &std::fs::read(&jwks_path).with_context(|| format!("cannot read {}", jwks_path.display()))?,
-    )
-    .with_context(|| format!("{} is not a JWKS", jwks_path.display()))?;
-    let ring = KeyRing::new(&jwks)?;
+    let ring = read_ring(&keys.map_or_else(|| dir.join(JWKS_FILE), Path::to_path_buf))?;
     let sig = std::fs::read_to_string(dir.join(MANIFEST_SIG_FILE))
         .context("bundle has no manifest.jws (unsigned manifest)")?;
     let (signed, _): (Manifest, _) = settle_mandates::types::verify_as(sig.trim(), &ring, TYP_MANIFEST)

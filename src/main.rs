@@ -57,23 +57,33 @@ enum Cmd {
     /// Replay and check everything: chain, tree, checkpoints, splits, mandates, money.
     Audit {
         /// A live data directory.
-        #[arg(long, conflicts_with = "bundle", required_unless_present = "bundle")]
+        #[arg(long, conflicts_with_all = ["bundle", "file"], required_unless_present_any = ["bundle", "file"])]
         data: Option<PathBuf>,
         /// An exported bundle (checked with public keys only).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "file")]
         bundle: Option<PathBuf>,
-        /// With --bundle: the vendor's JWKS as you obtained it (else the bundle's own).
-        #[arg(long, requires = "bundle")]
+        /// An exported log file (`settle export --file`): chain, tree, checkpoints and
+        /// signatures, with no database.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// With --bundle or --file: the vendor's JWKS as you obtained it (else the
+        /// export's own).
+        #[arg(long, conflicts_with = "data")]
         keys: Option<PathBuf>,
     },
-    /// Write a self-contained audit bundle.
+    /// Write a self-contained audit bundle (--out), or the log alone as one
+    /// self-contained JSON Lines file (--file).
     Export {
         /// Data directory.
         #[arg(long)]
         data: PathBuf,
         /// Output directory (new or empty).
+        #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+        out: Option<PathBuf>,
+        /// Output file (must not exist): the log, its signed checkpoints and the vendor's
+        /// public keys.
         #[arg(long)]
-        out: PathBuf,
+        file: Option<PathBuf>,
     },
     /// Verify receipts offline with the vendor's public keys.
     Verify {
@@ -267,7 +277,22 @@ fn run(cli: Cli) -> Result<()> {
             }
             demo::run(&data, conversions, seed, quiet)
         }
-        Cmd::Audit { data, bundle, keys } => {
+        Cmd::Audit { data, bundle, file: Some(f), keys } => {
+            debug_assert!(data.is_none() && bundle.is_none());
+            let (r, origin) = bundle::audit_file(&f, keys.as_deref())?;
+            println!(
+                "audit ok: {} — log file of {origin}: {} records, {} checkpoints, chain and signatures verified, root {}",
+                f.display(),
+                r.records,
+                r.checkpoints,
+                hex::encode(r.root)
+            );
+            if keys.is_none() {
+                println!("note: checked against the file's own keys; pin the vendor's keys with --keys");
+            }
+            Ok(())
+        }
+        Cmd::Audit { data, bundle, file: None, keys } => {
             let mut unpinned = false;
             let (r, what) = match (data, bundle) {
                 (Some(d), _) => (bundle::audit_data(&d)?, d),
@@ -276,7 +301,7 @@ fn run(cli: Cli) -> Result<()> {
                     unpinned = keys.is_none();
                     (r, b)
                 }
-                (None, None) => bail!("give --data or --bundle"),
+                (None, None) => bail!("give --data, --bundle or --file"),
             };
             println!(
                 "audit ok: {} — {} records, {} checkpoints, {} mandates re-derived and verified, {} receipts, {} partner books balanced, money conserved{}",
@@ -297,7 +322,13 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Export { data, out } => {
+        Cmd::Export { data, out: None, file: Some(f) } => {
+            let n = bundle::export_file(&data, &f)?;
+            println!("exported {n} records with their checkpoints and keys to {}", f.display());
+            Ok(())
+        }
+        Cmd::Export { data, out, file: _ } => {
+            let out = out.context("give --out or --file")?;
             let m = bundle::export(&data, &out)?;
             println!(
                 "exported {} records and {} files to {} (root {})",

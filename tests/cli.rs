@@ -460,3 +460,54 @@ fn balances_at_any_past_position_agree_with_the_statements() {
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(err.contains("past the end of the log"), "{err}");
 }
+
+/// The log alone as one self-contained JSON Lines file: exported, audited with its own
+/// keys or pinned ones, and refused (one line, non-zero exit, the seq named) once edited.
+#[test]
+fn the_log_file_export_audits_alone_and_an_edit_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().join("d");
+    demo(&d, 40, 2);
+    let file = dir.path().join("log.settle.jsonl");
+    let args = |v: &[&std::ffi::OsStr]| v.iter().map(|s| s.to_os_string()).collect::<Vec<OsString>>();
+    let out =
+        settle_ok(args(&["export".as_ref(), "--data".as_ref(), d.as_os_str(), "--file".as_ref(), file.as_os_str()]));
+    let text = std::fs::read_to_string(&file).unwrap();
+    let records = text.lines().filter(|l| l.starts_with(r#"{"seq":"#)).count();
+    assert!(out.starts_with(&format!("exported {records} records")), "{out}");
+    let header: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(header["format"], "settle.log.1");
+    assert!(text.lines().last().unwrap().starts_with(r#"{"checkpoint":"#), "a checkpoint covers the last record");
+    let audit = |f: &Path, keys: Option<&Path>| {
+        let mut a = args(&["audit".as_ref(), "--file".as_ref(), f.as_os_str()]);
+        if let Some(k) = keys {
+            a.extend(args(&["--keys".as_ref(), k.as_os_str()]));
+        }
+        settle(a)
+    };
+    let ok = audit(&file, None);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(stdout(&ok).contains(&format!("{records} records")), "{}", stdout(&ok));
+    // Pinned to the vendor's JWKS as published in a bundle of the same store.
+    let bundle = dir.path().join("bundle");
+    export(&d, &bundle);
+    let pinned = audit(&file, Some(&bundle.join("jwks.json")));
+    assert!(pinned.status.success(), "{}", stderr(&pinned));
+    // An amount edited in one record.
+    let edited = dir.path().join("edited.jsonl");
+    let (i, line) = text.lines().enumerate().find(|(_, l)| l.contains(r#""type":"mandate_issued""#)).unwrap();
+    let seq = serde_json::from_str::<Value>(line).unwrap()["seq"].as_u64().unwrap();
+    let amount = serde_json::from_str::<Value>(line).unwrap()["event"]["data"]["amount"]["amount"].as_i64().unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    lines[i] = lines[i].replacen(&format!(r#""amount":{amount}"#), &format!(r#""amount":{}"#, amount + 1), 1);
+    std::fs::write(&edited, lines.join("\n") + "\n").unwrap();
+    let bad = audit(&edited, None);
+    assert!(!bad.status.success());
+    let err = stderr(&bad);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains(&format!("at seq {seq}")) && err.contains("event hash"), "{err}");
+    // The export never overwrites.
+    let again =
+        settle(args(&["export".as_ref(), "--data".as_ref(), d.as_os_str(), "--file".as_ref(), file.as_os_str()]));
+    assert!(!again.status.success() && stderr(&again).contains("must not exist"), "{}", stderr(&again));
+}

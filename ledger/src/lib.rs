@@ -43,7 +43,10 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
 pub use record::{ExportLine, GENESIS_CHAIN, Record, chain_link};
-pub use verify::{Failure, VerifyReport, export_bundle_log, verify_export, verify_log, verify_log_each};
+pub use verify::{
+    Failure, LOG_FILE_FORMAT, VerifyReport, export_bundle_log, export_file, verify_export, verify_file, verify_log,
+    verify_log_each,
+};
 
 /// Largest event accepted, bytes.
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;

@@ -575,3 +575,81 @@ fn a_full_queue_refuses_at_once_and_what_was_queued_commits_in_few_batches() {
     assert_eq!(l.append_blocking(append(&format!("q{refused}"), &["x"])).unwrap().first_seq, refused as u64);
     assert_eq!(verify_log(&l, &ring(&[1])).unwrap().records, refused as u64 + 1);
 }
+
+/// The self-contained log file: header (format, origin, keys), records, and each
+/// checkpoint right after the last record it covers. It verifies on its own, or against
+/// pinned keys; every edit is found, with the seq.
+#[test]
+fn the_self_contained_log_file_verifies_alone_and_every_edit_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(dir.path(), config(1)).unwrap();
+    l.checkpoint_blocking(0).unwrap();
+    for i in 0..20 {
+        l.append_blocking(append(&format!("k{i}"), &[&format!("e{i}")])).unwrap();
+        if i % 7 == 6 {
+            l.checkpoint_blocking(i).unwrap();
+        }
+    }
+    l.checkpoint_blocking(99).unwrap();
+    let jwks = Jwks { keys: vec![SigningKey::from_seed(&[1; 32]).to_jwk(None, None)] };
+    let mut buf = Vec::new();
+    assert_eq!(export_file(&l, &jwks, &mut buf).unwrap(), 20);
+    let text = String::from_utf8(buf).unwrap();
+    let orig: Vec<String> = text.lines().map(str::to_owned).collect();
+    assert!(orig[0].starts_with(r#"{"format":"settle.log.1","origin":"settle.test/log","keys":{"#), "{}", orig[0]);
+    assert!(orig[1].starts_with(r#"{"checkpoint":"settle.test/log"#), "the empty log's checkpoint first: {}", orig[1]);
+    assert_eq!(orig.len(), 1 + 20 + 4, "header, records, checkpoints of sizes 0, 7, 14 and 20");
+    let check = |ls: &[String], pinned: Option<&KeyRing>| verify_file(ls.join("\n").as_bytes(), pinned, |_| Ok(()));
+    let (report, origin) = check(&orig, None).unwrap();
+    assert_eq!((report.records, report.checkpoints, origin.as_str()), (20, 4, "settle.test/log"));
+    assert_eq!(check(&orig, Some(&ring(&[1]))).unwrap().0.root, verify_log(&l, &ring(&[1])).unwrap().root);
+    // Record 10 is line 10 + 1 (header) + 2 (the checkpoints of sizes 0 and 7).
+    let line_of = |seq: usize| seq + 1 + 1 + usize::from(seq >= 7) + usize::from(seq >= 14);
+    assert!(orig[line_of(10)].starts_with(r#"{"seq":10,"#));
+    let fails = |ls: Vec<String>, pinned: Option<&KeyRing>| check(&ls, pinned).unwrap_err();
+    let edit = |seq: usize, from: &str, to: &str| {
+        let mut ls = orig.clone();
+        ls[line_of(seq)] = ls[line_of(seq)].replacen(from, to, 1);
+        assert_ne!(ls, orig);
+        ls
+    };
+    let f = fails(edit(10, "e10", "e11"), None);
+    assert!(f.seq == 10 && f.what.contains("event hash"), "{f:?}");
+    let f = fails(edit(10, r#""type":"test_event""#, r#""type":"test_other""#), None);
+    assert!(f.seq == 10 && f.what.contains("chain"), "{f:?}");
+    let mut deleted = orig.clone();
+    deleted.remove(line_of(10));
+    assert_eq!(fails(deleted, None).seq, 10);
+    let mut swapped = orig.clone();
+    swapped.swap(line_of(4), line_of(5));
+    assert!(fails(swapped, None).what.contains("gap or reordering"));
+    // The tail cut, its checkpoints with it: what is left is not covered by a checkpoint
+    // unless the cut falls on one, and never matches the checkpoints that were cut.
+    let mut truncated = orig.clone();
+    truncated.truncate(line_of(17));
+    assert!(fails(truncated, None).what.contains("not covered"));
+    // A checkpoint moved: it stands after a record it does not end on.
+    let mut moved = orig.clone();
+    let cp = moved.remove(line_of(7) - 1);
+    moved.insert(line_of(9), cp);
+    assert!(fails(moved, None).what.contains("stands after record"));
+    // Everything re-signed with another key, the header's keys swapped for it: the file
+    // verifies on its own, but not against the vendor's pinned keys.
+    let forger = SigningKey::from_seed(&[9; 32]);
+    let mut forged: Vec<String> = orig
+        .iter()
+        .map(|line| match serde_json::from_str::<serde_json::Value>(line).unwrap().get("checkpoint") {
+            Some(note) => {
+                let (cp, _) = Checkpoint::parse(note.as_str().unwrap()).unwrap();
+                serde_json::json!({"checkpoint": cp.sign(&forger)}).to_string()
+            }
+            None => line.clone(),
+        })
+        .collect();
+    let header = serde_json::json!({"format": "settle.log.1", "origin": "settle.test/log", "keys": Jwks { keys: vec![forger.to_jwk(None, None)] }});
+    forged[0] = header.to_string();
+    assert_eq!(check(&forged, None).unwrap().0.records, 20);
+    assert!(fails(forged, Some(&ring(&[1]))).what.contains("checkpoint"));
+    // Not a log file at all.
+    assert!(fails(vec![r#"{"format":"settle.bundle.1"}"#.into()], None).what.contains("header"));
+}
