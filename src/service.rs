@@ -478,6 +478,10 @@ mod tests {
     use super::*;
 
     fn publish(key: &str, name: &str) -> Submit {
+        Submit { at: Utc::now(), ..publish_at(key, name, Utc::now()) }
+    }
+
+    fn publish_at(key: &str, name: &str, at: DateTime<Utc>) -> Submit {
         let spec = serde_json::json!({
             "program": "growth", "name": name, "currency": "USD", "holding_days": 0,
             "attribution_window_days": 120, "pool_rounding": "half_even", "pool": {"percent": "10"},
@@ -485,7 +489,119 @@ mod tests {
             "valid_from": "2025-01-01T00:00:00Z"
         });
         let event = Event::ProgramPublished { spec: serde_json::from_value(spec).unwrap() };
-        Submit { key: key.into(), by: "admin".into(), at: Utc::now(), event, request: None }
+        Submit { key: key.into(), by: "admin".into(), at, event, request: None }
+    }
+
+    fn new_store(dir: &Path) -> Arc<Service> {
+        std::fs::create_dir_all(dir).unwrap();
+        KeyFile::new("ven_test", "settle.test/log", [1; 32], [2; 32], 0).save(dir).unwrap();
+        Service::open(dir).unwrap()
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A deal of this revenue (cents).
+        Convert(i64),
+        /// A refund of this percentage of an earlier deal.
+        Refund(usize, u8),
+        /// An earlier accepted submission again (same key, same content), later.
+        Retry(usize),
+        /// An earlier accepted submission's key, with other content.
+        Reuse(usize),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            3 => (1i64..10_000_000).prop_map(Op::Convert),
+            1 => (any::<usize>(), 1u8..=100).prop_map(|(i, p)| Op::Refund(i, p)),
+            2 => any::<usize>().prop_map(Op::Retry),
+            1 => any::<usize>().prop_map(Op::Reuse),
+        ]
+    }
+
+    fn submit_one(svc: &Service, s: Submit) -> Result<Outcome, SubmitError> {
+        svc.submit_blocking(vec![s]).remove(0)
+    }
+
+    fn records(svc: &Service) -> Vec<Vec<u8>> {
+        svc.ledger().records(0).map(|r| r.unwrap().event).collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+        /// Law: a fact submitted again with the same client key changes nothing. Random
+        /// deals and refunds; some submitted again later (the original outcome comes
+        /// back, marked replayed), some keys reused for other content (a conflict).
+        /// The log and the engine state end byte for byte as those of a service that got
+        /// each accepted submission once.
+        #[test]
+        fn the_same_client_key_twice_changes_nothing(ops in proptest::collection::vec(op(), 1..24)) {
+            let dir = tempfile::tempdir().unwrap();
+            let (svc, once) = (new_store(&dir.path().join("a")), new_store(&dir.path().join("b")));
+            let t0 = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&Utc);
+            let at = |n: usize| t0 + chrono::Duration::seconds(i64::try_from(n).unwrap());
+            let fact = |key: String, n: usize, event: Event| Submit { key, by: "admin".into(), at: at(n), event, request: None };
+            let mut setup = vec![publish_at("pub", "Growth", at(0))];
+            for (i, p) in ["p1", "p2"].iter().enumerate() {
+                let event = Event::PartnerEnrolled { partner: (*p).into(), program: "growth".into(), name: format!("P {p}"), role: settle_engine::model::PartnerRole::Partner };
+                setup.push(fact(format!("enrol-{p}"), i + 1, event));
+            }
+            setup.push(fact("lead".into(), 3, Event::LeadRegistered { lead: "l1".into(), program: "growth".into(), customer: "acme.example".into(), partner: "p1".into() }));
+            setup.push(fact("handoff".into(), 4, Event::LeadHandedOff { lead: "l1".into(), from: "p1".into(), to: "p2".into() }));
+            // Accepted submissions, in order, with their outcomes.
+            let mut accepted: Vec<(Submit, u64)> = Vec::new();
+            for s in setup {
+                let o = submit_one(&svc, s.clone()).unwrap();
+                accepted.push((s, o.seq));
+            }
+            let usd = |c: i64| settle_mandates::money::Amount::from_minor(c, "USD".parse().unwrap()).unwrap();
+            let mut deals: Vec<(String, i64)> = Vec::new();
+            for (n, op) in ops.iter().enumerate() {
+                let n = n + 10;
+                match op {
+                    Op::Convert(rev) => {
+                        let event = Event::ConversionRecorded { conversion: format!("d{n}"), lead: "l1".into(), revenue: usd(*rev), occurred_at: at(n), subscription_month: None, fx: None };
+                        let s = fact(format!("k{n}"), n, event);
+                        let o = submit_one(&svc, s.clone()).unwrap();
+                        deals.push((format!("d{n}"), *rev));
+                        accepted.push((s, o.seq));
+                    }
+                    Op::Refund(i, pct) if !deals.is_empty() => {
+                        let (id, rev) = &deals[i % deals.len()];
+                        let size = settle_engine::model::RefundSize::Amount(usd((rev * i64::from(*pct) / 100).max(1)));
+                        let s = fact(format!("k{n}"), n, Event::RefundRecorded { refund: format!("r{n}"), conversion: id.clone(), size });
+                        if let Ok(o) = submit_one(&svc, s.clone()) {
+                            accepted.push((s, o.seq));
+                        }
+                    }
+                    Op::Retry(i) => {
+                        let (s, seq) = accepted[i % accepted.len()].clone();
+                        let size = svc.ledger().size();
+                        let o = submit_one(&svc, Submit { at: at(n), ..s }).unwrap();
+                        proptest::prop_assert!(o.replayed && o.seq == seq, "retry answered {:?} for {}", (o.replayed, o.seq), seq);
+                        proptest::prop_assert_eq!(svc.ledger().size(), size);
+                    }
+                    Op::Reuse(i) => {
+                        let (s, _) = accepted[i % accepted.len()].clone();
+                        let size = svc.ledger().size();
+                        let other = Event::HoldsAdvanced { to: at(n) };
+                        let r = submit_one(&svc, Submit { event: other, at: at(n), ..s });
+                        proptest::prop_assert!(matches!(r, Err(SubmitError::KeyConflict(_))), "{:?}", r.map(|o| o.seq));
+                        proptest::prop_assert_eq!(svc.ledger().size(), size);
+                    }
+                    Op::Refund(..) => {}
+                }
+            }
+            for (s, seq) in &accepted {
+                let o = submit_one(&once, s.clone()).unwrap();
+                proptest::prop_assert_eq!((o.seq, o.replayed), (*seq, false));
+            }
+            proptest::prop_assert_eq!(records(&svc), records(&once));
+            let state = |x: &Service| x.with_state(|st| serde_json::to_vec(st).unwrap());
+            proptest::prop_assert_eq!(state(&svc), state(&once));
+        }
     }
 
     /// A key that names another submission's records, with other content, is a conflict
