@@ -156,8 +156,11 @@ pub struct Principal {
 impl Principal {
     /// Resolves a bearer token.
     pub fn from_token(app: &App, token: &str) -> Result<Self, Problem> {
-        let t: &StoredToken =
-            app.keys.find_token(token.trim()).ok_or_else(|| unauthorized("unknown or revoked token"))?;
+        let token = token.trim();
+        if token.bytes().filter(|b| *b == b'.').count() == 2 {
+            return Self::from_agent_jwt(app, token, Utc::now());
+        }
+        let t: &StoredToken = app.keys.find_token(token).ok_or_else(|| unauthorized("unknown or revoked token"))?;
         let mut p = Self {
             kind: t.kind,
             subject: t.subject.clone(),
@@ -169,29 +172,71 @@ impl Principal {
             PrincipalKind::Partner => p.partner = Some(t.subject.clone()),
             PrincipalKind::PartnerAgent => {
                 // The agent acts only within what its partner granted, now.
-                let partner = t.partner.clone().unwrap_or_default();
-                let now = Utc::now();
-                let grant = app.svc.with_state(|s| {
-                    s.agents.get(&t.subject).map(|a| {
-                        (a.partner.clone(), a.revoked, a.not_before <= now && now < a.expires_at, a.scopes.clone())
-                    })
-                });
-                let Some((ap, revoked, current, scopes)) = grant else {
-                    return Err(unauthorized("this agent is not authorised by any partner"));
-                };
-                if ap != partner || revoked || !current {
+                let a = current_grant(app, &t.subject, Utc::now())?;
+                if Some(&a.partner) != t.partner.as_ref() {
                     return Err(unauthorized("this agent's authority is revoked or expired"));
                 }
                 p.scopes.retain(|s| match s {
-                    Scope::Read => scopes.contains(&AgentScope::Read),
-                    Scope::LeadsWrite => scopes.contains(&AgentScope::LeadsWrite),
+                    Scope::Read => a.scopes.contains(&AgentScope::Read),
+                    Scope::LeadsWrite => a.scopes.contains(&AgentScope::LeadsWrite),
                     _ => false,
                 });
-                p.partner = Some(partner);
+                p.partner = Some(a.partner);
             }
             PrincipalKind::VendorAdmin | PrincipalKind::VendorAgent => {}
         }
         Ok(p)
+    }
+
+    /// A partner's agent that signs its own requests: the bearer token is a compact JWS
+    /// of type [`AGENT_JWT_TYP`] over `{"iss": <agent id>, "aud": <log origin>, "iat",
+    /// "exp"}` (Unix seconds; at most [`AGENT_JWT_MAX_SECS`] apart, `iat` no later than
+    /// [`AGENT_JWT_SKEW_SECS`] ahead of `now`, `now` before `exp`), signed with the key its
+    /// partner registered in the log (`public_key` of `agent_authorised`). The agent then
+    /// holds exactly the scopes of that grant, while it is current.
+    pub fn from_agent_jwt(app: &App, token: &str, now: DateTime<Utc>) -> Result<Self, Problem> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Claims {
+            iss: String,
+            aud: String,
+            iat: i64,
+            exp: i64,
+        }
+        let bad = |why: &str| unauthorized(&format!("agent token: {why}"));
+        let parsed = settle_mandates::jws::parse(token, AGENT_JWT_TYP).map_err(|e| bad(&e.to_string()))?;
+        let claims: Claims =
+            serde_json::from_slice(&parsed.payload).map_err(|_| bad("claims must be exactly iss, aud, iat and exp"))?;
+        let a = current_grant(app, &claims.iss, now)?;
+        let jwk = a.public_key.clone().ok_or_else(|| bad("this agent has no public key registered"))?;
+        let ring = settle_mandates::keys::KeyRing::new(&settle_mandates::keys::Jwks { keys: vec![jwk] })
+            .map_err(|e| bad(&e.to_string()))?;
+        settle_mandates::jws::verify(token, &ring, AGENT_JWT_TYP).map_err(|e| bad(&e.to_string()))?;
+        if claims.aud != app.keys.origin {
+            return Err(bad(&format!("aud must be '{}'", app.keys.origin)));
+        }
+        let t = now.timestamp();
+        if claims.exp <= claims.iat || claims.exp - claims.iat > AGENT_JWT_MAX_SECS {
+            return Err(bad(&format!("exp must be after iat, by at most {AGENT_JWT_MAX_SECS} s")));
+        }
+        if claims.iat > t + AGENT_JWT_SKEW_SECS || t >= claims.exp {
+            return Err(bad("expired or not yet valid"));
+        }
+        let scopes = a
+            .scopes
+            .iter()
+            .map(|s| match s {
+                AgentScope::Read => Scope::Read,
+                AgentScope::LeadsWrite => Scope::LeadsWrite,
+            })
+            .collect();
+        Ok(Self {
+            kind: PrincipalKind::PartnerAgent,
+            subject: claims.iss.clone(),
+            partner: Some(a.partner),
+            scopes,
+            token_id: format!("agent-key:{}", claims.iss),
+        })
     }
 
     /// Resolves an `Authorization: Bearer <token>` header value.
@@ -259,6 +304,26 @@ impl Principal {
         }
         Ok(format!("{}/{key}", self.token_id))
     }
+}
+
+/// `typ` of a token an agent signs itself ([`Principal::from_agent_jwt`]).
+pub const AGENT_JWT_TYP: &str = "settle-agent+jwt";
+/// Longest life of a self-signed agent token, seconds.
+pub const AGENT_JWT_MAX_SECS: i64 = 300;
+/// How far ahead of the server's clock an agent token's `iat` may be, seconds.
+pub const AGENT_JWT_SKEW_SECS: i64 = 60;
+
+/// The grant of agent `id` if it is current at `now` (authorised, not revoked, inside
+/// its validity), else 401.
+fn current_grant(app: &App, id: &str, now: DateTime<Utc>) -> Result<settle_engine::state::Agent, Problem> {
+    let a = app
+        .svc
+        .with_state(|s| s.agents.get(id).cloned())
+        .ok_or_else(|| unauthorized("this agent is not authorised by any partner"))?;
+    if a.revoked || now < a.not_before || now >= a.expires_at {
+        return Err(unauthorized("this agent's authority is revoked or expired"));
+    }
+    Ok(a)
 }
 
 /// The JSON answer to a write: the outcome, the signed mandates, the events recorded.

@@ -186,6 +186,7 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
             Event::AgentAuthorised {
                 agent: a.into(),
                 partner: p.into(),
+                public_key: None,
                 scopes: vec![AgentScope::LeadsWrite, AgentScope::Read],
                 not_before: at(0, 0),
                 expires_at: at(DAYS + 30, 0),

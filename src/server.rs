@@ -99,6 +99,9 @@ struct ReasonBody {
 struct AgentBody {
     agent: String,
     partner: String,
+    /// The agent's Ed25519 public key (JWK), for requests it signs itself.
+    #[serde(default)]
+    public_key: Option<settle_mandates::keys::Jwk>,
     scopes: Vec<AgentScope>,
     not_before: DateTime<Utc>,
     expires_at: DateTime<Utc>,
@@ -224,6 +227,7 @@ async fn authorise(
         Event::AgentAuthorised {
             agent: b.agent,
             partner: b.partner,
+            public_key: b.public_key,
             scopes: b.scopes,
             not_before: b.not_before,
             expires_at: b.expires_at,

@@ -760,3 +760,66 @@ fn held_conversions_are_released_and_payout_batches_answered_by_the_rail() {
     assert!(server.stop().success());
     settle_ok([OsArg::from("audit"), "--data".into(), data.into()]);
 }
+
+/// A partner's agent with its own key: the partner registers the agent's public key in
+/// the log; the agent then signs short-lived tokens itself (no secret from the vendor)
+/// and acts within its grant. A token signed by another key, for another audience, too
+/// long-lived, expired, or of an agent with no key or a revoked one, is refused with 401.
+#[test]
+fn an_agent_signs_its_own_short_lived_tokens_with_the_key_its_partner_registered() {
+    use settle_mandates::keys::SigningKey;
+    let (dir, data, admin) = new_data();
+    let p1 = token(&data, "partner", "p1", None, "read,leads-write");
+    let server = Server::start(&data, dir.path());
+    let api = server.api(Some(&admin));
+    setup_program(&api, &["p1", "p2"], "lead-1");
+    let key = SigningKey::from_seed(&[42; 32]);
+    let now = chrono::Utc::now();
+    let grant = |agent: &str, public_key: Option<&SigningKey>| {
+        let mut g = json!({"agent": agent, "partner": "p1", "scopes": ["leads_write", "read"],
+               "not_before": (now - chrono::Duration::hours(1)).to_rfc3339(),
+               "expires_at": (now + chrono::Duration::days(1)).to_rfc3339()});
+        if let Some(k) = public_key {
+            g["public_key"] = serde_json::to_value(k.to_jwk(None, None)).unwrap();
+        }
+        g
+    };
+    let partner = api.with_token(Some(&p1));
+    partner.post_expect("/v1/agents", "grant-keyed", &grant("agent-keyed", Some(&key)), 201);
+    partner.post_expect("/v1/agents", "grant-plain", &grant("agent-plain", None), 201);
+    // A key that is not Ed25519 (or whose kid is not its thumbprint) is refused.
+    let mut wrong = grant("agent-bad", Some(&key));
+    wrong["public_key"]["kid"] = "not-the-thumbprint".into();
+    let p = partner.post("/v1/agents", "grant-bad", &wrong).problem(422);
+    assert!(p["detail"].as_str().unwrap().contains("public key"), "{p}");
+
+    let t = now.timestamp();
+    let jwt = |k: &SigningKey, iss: &str, aud: &str, iat: i64, exp: i64| {
+        let claims = json!({"aud": aud, "exp": exp, "iat": iat, "iss": iss});
+        settle_mandates::jws::sign("settle-agent+jwt", &serde_json::to_vec(&claims).unwrap(), k)
+    };
+    let good = jwt(&key, "agent-keyed", "settle.local/log", t - 5, t + 120);
+    let agent = api.with_token(Some(&good));
+    let lead = agent.post_expect("/v1/leads", "agent-lead", &lead_body("lead-2", "growth", "p1"), 201);
+    assert_eq!(lead["events"][0]["by"], "agent:agent-keyed", "{lead}");
+    assert_eq!(agent.get("/v1/partners/p1/balance").status, 200);
+    assert_eq!(agent.get("/v1/partners/p2/balance").status, 404, "only its partner's data");
+    assert_eq!(agent.post("/v1/programs", "agent-program", &program_spec("other")).status, 403, "within its grant");
+    let refused = [
+        ("signed by another key", jwt(&SigningKey::from_seed(&[7; 32]), "agent-keyed", "settle.local/log", t, t + 60)),
+        ("another audience", jwt(&key, "agent-keyed", "other.example/log", t, t + 60)),
+        ("living longer than 300 s", jwt(&key, "agent-keyed", "settle.local/log", t, t + 301)),
+        ("expired", jwt(&key, "agent-keyed", "settle.local/log", t - 200, t - 100)),
+        ("issued in the future", jwt(&key, "agent-keyed", "settle.local/log", t + 600, t + 700)),
+        ("an agent with no key", jwt(&key, "agent-plain", "settle.local/log", t, t + 60)),
+        ("an unknown agent", jwt(&key, "agent-nobody", "settle.local/log", t, t + 60)),
+    ];
+    for (what, tok) in &refused {
+        let r = api.with_token(Some(tok)).get("/v1/partners/p1/balance");
+        assert_eq!(r.status, 401, "{what}: {}", r.text());
+    }
+    // Revoked: the same token no longer works.
+    api.post_expect("/v1/agents/agent-keyed/revoke", "revoke-keyed", &json!(null), 201);
+    assert_eq!(agent.get("/v1/partners/p1/balance").status, 401);
+    server.stop();
+}

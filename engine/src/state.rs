@@ -144,6 +144,9 @@ pub struct Agent {
     pub expires_at: DateTime<Utc>,
     /// Revoked?
     pub revoked: bool,
+    /// Its own public key, when it signs its requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<settle_mandates::keys::Jwk>,
 }
 
 /// A lead.
@@ -720,7 +723,7 @@ impl Decider<'_> {
                     }
                 }))
             }
-            Event::AgentAuthorised { agent, partner, scopes, not_before, expires_at } => {
+            Event::AgentAuthorised { agent, partner, public_key, scopes, not_before, expires_at } => {
                 check_id("agent", &agent)?;
                 if !self.st.partners.contains_key(&partner) {
                     return Err(Rejection::NotFound(format!("partner '{partner}'")));
@@ -734,8 +737,12 @@ impl Decider<'_> {
                 if scopes.is_empty() {
                     return Err(Rejection::Invalid("an agent needs at least one scope".into()));
                 }
+                if let Some(k) = &public_key {
+                    k.verifying_key().map_err(|e| Rejection::Invalid(format!("agent public key: {e}")))?;
+                }
                 Ok(Box::new(move |s| {
-                    s.agents.insert(agent, Agent { partner, scopes, not_before, expires_at, revoked: false });
+                    s.agents
+                        .insert(agent, Agent { partner, scopes, not_before, expires_at, revoked: false, public_key });
                 }))
             }
             Event::AgentRevoked { agent } => {
