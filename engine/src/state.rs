@@ -311,6 +311,34 @@ impl Book {
         (self.payable + self.clawed_in_payout).max(0)
     }
 
+    /// Posts `amount` from account `from` to account `to`: one balanced double entry
+    /// (what leaves one account enters the other), so every book stays balanced by
+    /// construction. Money leaves [`Account::Commission`] as it is earned and returns
+    /// to it as it is clawed back; that account's balance, `clawed_back − earned`, is
+    /// kept as its two sides for the statements.
+    fn post(&mut self, from: Account, to: Account, amount: i64, who: &str) {
+        debug_assert!(from != to, "a posting moves money between two accounts");
+        match from {
+            Account::Commission => self.earned += amount,
+            a => *self.balance(a) -= amount,
+        }
+        match to {
+            Account::Commission => self.clawed_back += amount,
+            a => *self.balance(a) += amount,
+        }
+        self.assert_balanced(who);
+    }
+
+    fn balance(&mut self, a: Account) -> &mut i64 {
+        match a {
+            Account::OnHold => &mut self.on_hold,
+            Account::Payable => &mut self.payable,
+            Account::InPayout => &mut self.in_payout,
+            Account::Paid => &mut self.paid,
+            Account::Commission => unreachable!("the commission account is kept as its two sides"),
+        }
+    }
+
     fn assert_balanced(&self, who: &str) {
         assert_eq!(
             self.earned - self.clawed_back,
@@ -318,6 +346,22 @@ impl Book {
             "book of {who} is unbalanced: {self:?}"
         );
     }
+}
+
+/// The accounts of a partner's book. [`Book::post`] moves money between two of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Account {
+    /// The vendor's commission: where earned money comes from and clawed-back money
+    /// returns to.
+    Commission,
+    /// Earned, in the holding period.
+    OnHold,
+    /// Payable now (negative: owed back from clawbacks of paid money).
+    Payable,
+    /// In open payout batches.
+    InPayout,
+    /// Paid on a rail.
+    Paid,
 }
 
 /// The whole projection state. Ordered maps only: iteration order never depends on
@@ -1133,14 +1177,8 @@ impl Decider<'_> {
             *s.volume.entry(vkey).or_default() += deal.revenue;
             *s.budget_used.entry(bkey).or_default() += pool.minor_units();
             for h in &conv.hops {
-                let b = s.book(&h.partner);
-                b.earned += h.amount;
-                if h.status == HopStatus::Held {
-                    b.on_hold += h.amount;
-                } else {
-                    b.payable += h.amount;
-                }
-                b.assert_balanced(&h.partner);
+                let to = if h.status == HopStatus::Held { Account::OnHold } else { Account::Payable };
+                s.book(&h.partner).post(Account::Commission, to, h.amount, &h.partner);
             }
             if status == HopStatus::Held {
                 s.holds.entry(payable_at).or_default().push(cs);
@@ -1324,16 +1362,13 @@ impl Decider<'_> {
                     batch.clawed += p;
                 }
                 let b = s.book(&partner);
-                b.clawed_back += p;
-                match status {
-                    HopStatus::Held => b.on_hold -= p,
-                    HopStatus::Payable | HopStatus::Paid => b.payable -= p,
-                    HopStatus::Batched => {
-                        b.payable -= p;
-                        b.clawed_in_payout += p;
-                    }
+                // A clawback of paid money, or of money in a payout batch, is owed back
+                // out of what is payable (negative while nothing else is).
+                let from = if status == HopStatus::Held { Account::OnHold } else { Account::Payable };
+                b.post(from, Account::Commission, p, &partner);
+                if status == HopStatus::Batched {
+                    b.clawed_in_payout += p;
                 }
-                b.assert_balanced(&partner);
             }
         }))
     }
@@ -1381,10 +1416,7 @@ impl Decider<'_> {
                         })
                         .unwrap_or_else(|| unreachable!());
                     for (p, v) in moves {
-                        let b = s.book(&p);
-                        b.on_hold -= v;
-                        b.payable += v;
-                        b.assert_balanced(&p);
+                        s.book(&p).post(Account::OnHold, Account::Payable, v, &p);
                     }
                 }
             }
@@ -1463,10 +1495,7 @@ impl Decider<'_> {
                     }
                 });
             }
-            let b = s.book(&partner);
-            b.payable -= amount.minor_units();
-            b.in_payout += amount.minor_units();
-            b.assert_balanced(&partner);
+            s.book(&partner).post(Account::Payable, Account::InPayout, amount.minor_units(), &partner);
             for id in &ids {
                 s.in_flight.insert(id.clone(), batch.clone());
             }
@@ -1522,10 +1551,7 @@ impl Decider<'_> {
                     }
                 });
             }
-            let b = s.book(&partner);
-            b.payable -= paid;
-            b.paid += paid;
-            b.assert_balanced(&partner);
+            s.book(&partner).post(Account::Payable, Account::Paid, paid, &partner);
         }))
     }
 
@@ -1601,13 +1627,8 @@ impl Decider<'_> {
             // Paid: what was clawed in flight is now a debt of money that left. Failed:
             // the batch's money is payable again, less what was clawed from it.
             b.clawed_in_payout -= clawed;
-            b.in_payout -= amount.minor_units();
-            if ok {
-                b.paid += amount.minor_units();
-            } else {
-                b.payable += amount.minor_units();
-            }
-            b.assert_balanced(&partner);
+            let to = if ok { Account::Paid } else { Account::Payable };
+            b.post(Account::InPayout, to, amount.minor_units(), &partner);
         }))
     }
 }
