@@ -127,15 +127,7 @@ fn clawback_mandates_have_receipts_that_verify() {
 #[test]
 fn a_failed_settlement_gives_an_error_receipt_that_verifies_offline() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    keys_create(&data);
-    let admin = token(
-        &data,
-        "vendor-admin",
-        "ops",
-        None,
-        "programs-write,leads-write,conversions-write,settlements-write,read",
-    );
+    let (data, admin) = vendor_store(dir.path());
     let server = Server::start(&data, dir.path());
     let api = server.api(Some(&admin));
     api.post_expect("/v1/programs", "prog", &program_spec("growth"), 201);
@@ -288,8 +280,8 @@ impl Mcp {
     }
 }
 
-/// A store with the test program, partners p1 and p2, set up over HTTP and stopped.
-fn program_with_two_partners(dir: &std::path::Path) -> (std::path::PathBuf, String) {
+/// A new data directory in `dir` and a token of the vendor's admin with every scope.
+fn vendor_store(dir: &std::path::Path) -> (std::path::PathBuf, String) {
     let data = dir.join("data");
     keys_create(&data);
     let admin = token(
@@ -299,6 +291,12 @@ fn program_with_two_partners(dir: &std::path::Path) -> (std::path::PathBuf, Stri
         None,
         "programs-write,leads-write,conversions-write,refunds-write,settlements-write,read",
     );
+    (data, admin)
+}
+
+/// A store with the test program, partners p1 and p2, set up over HTTP and stopped.
+fn program_with_two_partners(dir: &std::path::Path) -> (std::path::PathBuf, String) {
+    let (data, admin) = vendor_store(dir);
     let server = Server::start(&data, dir);
     let api = server.api(Some(&admin));
     api.post_expect("/v1/programs", "prog", &program_spec("growth"), 201);
