@@ -176,11 +176,8 @@ impl Principal {
                 if Some(&a.partner) != t.partner.as_ref() {
                     return Err(unauthorized("this agent's authority is revoked or expired"));
                 }
-                p.scopes.retain(|s| match s {
-                    Scope::Read => a.scopes.contains(&AgentScope::Read),
-                    Scope::LeadsWrite => a.scopes.contains(&AgentScope::LeadsWrite),
-                    _ => false,
-                });
+                let granted = agent_scopes(&a.scopes);
+                p.scopes.retain(|s| granted.contains(s));
                 p.partner = Some(a.partner);
             }
             PrincipalKind::VendorAdmin | PrincipalKind::VendorAgent => {}
@@ -188,7 +185,7 @@ impl Principal {
         Ok(p)
     }
 
-    /// A partner's agent that signs its own requests: the bearer token is a compact JWS
+    /// A partner's agent that signs its own bearer tokens: the token is a compact JWS
     /// of type [`AGENT_JWT_TYP`] over `{"iss": <agent id>, "aud": <log origin>, "iat",
     /// "exp"}` (Unix seconds; at most [`AGENT_JWT_MAX_SECS`] apart, `iat` no later than
     /// [`AGENT_JWT_SKEW_SECS`] ahead of `now`, `now` before `exp`), signed with the key its
@@ -207,35 +204,34 @@ impl Principal {
         let parsed = settle_mandates::jws::parse(token, AGENT_JWT_TYP).map_err(|e| bad(&e.to_string()))?;
         let claims: Claims =
             serde_json::from_slice(&parsed.payload).map_err(|_| bad("claims must be exactly iss, aud, iat and exp"))?;
-        let a = current_grant(app, &claims.iss, now)?;
-        let jwk = a.public_key.clone().ok_or_else(|| bad("this agent has no public key registered"))?;
+        // One answer for an unknown agent, one with no key, and a key that is not the
+        // one registered: nothing about the agent is told before its signature holds.
+        let not_valid = || bad("not signed by the key registered for an agent in force");
+        let a = app.svc.with_state(|s| s.agents.get(&claims.iss).cloned()).ok_or_else(not_valid)?;
+        let jwk = a.public_key.clone().filter(|k| k.valid_at(now.timestamp())).ok_or_else(not_valid)?;
         let ring = settle_mandates::keys::KeyRing::new(&settle_mandates::keys::Jwks { keys: vec![jwk] })
-            .map_err(|e| bad(&e.to_string()))?;
-        settle_mandates::jws::verify(token, &ring, AGENT_JWT_TYP).map_err(|e| bad(&e.to_string()))?;
+            .map_err(|_| not_valid())?;
+        settle_mandates::jws::verify(token, &ring, AGENT_JWT_TYP).map_err(|_| not_valid())?;
+        if !a.is_current(now) {
+            return Err(unauthorized("this agent's authority is revoked or expired"));
+        }
         if claims.aud != app.keys.origin {
             return Err(bad(&format!("aud must be '{}'", app.keys.origin)));
         }
         let t = now.timestamp();
-        if claims.exp <= claims.iat || claims.exp - claims.iat > AGENT_JWT_MAX_SECS {
+        let life = claims.exp.checked_sub(claims.iat).unwrap_or(i64::MAX);
+        if life <= 0 || life > AGENT_JWT_MAX_SECS {
             return Err(bad(&format!("exp must be after iat, by at most {AGENT_JWT_MAX_SECS} s")));
         }
-        if claims.iat > t + AGENT_JWT_SKEW_SECS || t >= claims.exp {
+        if claims.iat > t.saturating_add(AGENT_JWT_SKEW_SECS) || t >= claims.exp {
             return Err(bad("expired or not yet valid"));
         }
-        let scopes = a
-            .scopes
-            .iter()
-            .map(|s| match s {
-                AgentScope::Read => Scope::Read,
-                AgentScope::LeadsWrite => Scope::LeadsWrite,
-            })
-            .collect();
         Ok(Self {
             kind: PrincipalKind::PartnerAgent,
             subject: claims.iss.clone(),
             partner: Some(a.partner),
-            scopes,
-            token_id: format!("agent-key:{}", claims.iss),
+            scopes: agent_scopes(&a.scopes),
+            token_id: format!("{AGENT_KEY_TOKEN_ID}{}", claims.iss),
         })
     }
 
@@ -313,6 +309,10 @@ pub const AGENT_JWT_MAX_SECS: i64 = 300;
 /// How far ahead of the server's clock an agent token's `iat` may be, seconds.
 pub const AGENT_JWT_SKEW_SECS: i64 = 60;
 
+/// Prefix of the token id (the scope of idempotency keys and webhook subscriptions) of an
+/// agent that signs its own tokens.
+pub const AGENT_KEY_TOKEN_ID: &str = "agent-key:";
+
 /// The grant of agent `id` if it is current at `now` (authorised, not revoked, inside
 /// its validity), else 401.
 fn current_grant(app: &App, id: &str, now: DateTime<Utc>) -> Result<settle_engine::state::Agent, Problem> {
@@ -320,10 +320,21 @@ fn current_grant(app: &App, id: &str, now: DateTime<Utc>) -> Result<settle_engin
         .svc
         .with_state(|s| s.agents.get(id).cloned())
         .ok_or_else(|| unauthorized("this agent is not authorised by any partner"))?;
-    if a.revoked || now < a.not_before || now >= a.expires_at {
+    if !a.is_current(now) {
         return Err(unauthorized("this agent's authority is revoked or expired"));
     }
     Ok(a)
+}
+
+/// The API scopes an agent's grant gives.
+fn agent_scopes(granted: &[AgentScope]) -> Vec<Scope> {
+    granted
+        .iter()
+        .map(|s| match s {
+            AgentScope::Read => Scope::Read,
+            AgentScope::LeadsWrite => Scope::LeadsWrite,
+        })
+        .collect()
 }
 
 /// The JSON answer to a write: the outcome, the signed mandates, the events recorded.

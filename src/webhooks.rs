@@ -834,15 +834,15 @@ impl Webhooks {
     /// Whether the subscriber may still hear of its events: its token is in force and, for
     /// a partner's agent, the partner's grant recorded in the log is current.
     fn authorised(&self, sub: &Subscription) -> bool {
-        if !sub.token_id.is_empty() && !self.tokens.contains(&sub.token_id) {
+        // An agent that signs its own tokens holds no stored token: its grant is all.
+        let own_key = sub.token_id.starts_with(crate::api::AGENT_KEY_TOKEN_ID);
+        if !sub.token_id.is_empty() && !own_key && !self.tokens.contains(&sub.token_id) {
             return false;
         }
         let Some(agent) = &sub.agent else { return true };
         let now = Utc::now();
         self.svc.with_state(|s| {
-            s.agents.get(agent).is_some_and(|a| {
-                !a.revoked && a.not_before <= now && now < a.expires_at && Some(&a.partner) == sub.partner.as_ref()
-            })
+            s.agents.get(agent).is_some_and(|a| a.is_current(now) && Some(&a.partner) == sub.partner.as_ref())
         })
     }
 

@@ -813,6 +813,13 @@ fn an_agent_signs_its_own_short_lived_tokens_with_the_key_its_partner_registered
         ("issued in the future", jwt(&key, "agent-keyed", "settle.local/log", t + 600, t + 700)),
         ("an agent with no key", jwt(&key, "agent-plain", "settle.local/log", t, t + 60)),
         ("an unknown agent", jwt(&key, "agent-nobody", "settle.local/log", t, t + 60)),
+        ("living forever by overflow", jwt(&key, "agent-keyed", "settle.local/log", -1, i64::MAX)),
+        ("the registered kid, another payload under its signature", {
+            let other = jwt(&key, "agent-keyed", "settle.local/log", t, t + 290);
+            let mut parts: Vec<&str> = good.split('.').collect();
+            parts[1] = other.split('.').nth(1).unwrap();
+            parts.join(".")
+        }),
     ];
     for (what, tok) in &refused {
         let r = api.with_token(Some(tok)).get("/v1/partners/p1/balance");

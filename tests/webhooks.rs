@@ -316,7 +316,6 @@ fn signed_webhooks_survive_failing_receivers_a_crash_and_dead_letters() {
     // Dead letters: a server that gives up after two attempts, a receiver that is down.
     // And https: a receiver with a certificate from a private CA the server is told to trust.
     assert!(srv.stop().success(), "graceful stop");
-    let agent = token(&data, "partner-agent", "agent-w", Some("p1"), "read");
     let tls_dir = dir.path().join("tls");
     let tls_rx = Receiver::start(dir.path(), "tls", &jwks, &["--tls-dir", tls_dir.to_str().expect("utf-8")]);
     assert!(tls_rx.url.starts_with("https://"));
@@ -388,12 +387,18 @@ fn signed_webhooks_survive_failing_receivers_a_crash_and_dead_letters() {
     api.post(&format!("/v1/webhooks/{did}/replay"), "replay-3", &json!({"from_seq": 1_000_000})).problem(422);
 
     // A partner's agent hears of p1's money while its grant holds, and nothing after it
-    // is revoked: the subscription pauses, its cursor stays put.
+    // is revoked: the subscription pauses, its cursor stays put. The agent holds its own
+    // key (registered with the grant) and subscribes with a token it signed itself.
     let now = chrono::Utc::now();
+    let key = settle_mandates::keys::SigningKey::from_seed(&[42; 32]);
     let grant = json!({"agent": "agent-w", "partner": "p1", "scopes": ["read"],
         "not_before": (now - chrono::Duration::hours(1)).to_rfc3339(),
-        "expires_at": (now + chrono::Duration::days(1)).to_rfc3339()});
+        "expires_at": (now + chrono::Duration::days(1)).to_rfc3339(),
+        "public_key": serde_json::to_value(key.to_jwk(None, None)).expect("JWK")});
     api.post_expect("/v1/agents", "grant-agent-w", &grant, 201);
+    let claims =
+        json!({"aud": "settle.local/log", "exp": now.timestamp() + 120, "iat": now.timestamp(), "iss": "agent-w"});
+    let agent = settle_mandates::jws::sign("settle-agent+jwt", &serde_json::to_vec(&claims).expect("claims"), &key);
     let agent_rx = Receiver::start(dir.path(), "agent", &jwks, &[]);
     let asub = sub(&srv.api(Some(&agent)), "sub-agent", &json!({"url": agent_rx.url, "events": ["mandate.issued"]}));
     std::fs::write(&agent_rx.secret, asub["secret"].as_str().expect("secret")).expect("secret file");

@@ -333,8 +333,8 @@ pub enum Event {
         not_before: DateTime<Utc>,
         /// Partner it acts for.
         partner: String,
-        /// The agent's own Ed25519 public key (a JWK), if it signs its requests itself
-        /// instead of presenting a token the vendor issued.
+        /// The agent's own Ed25519 public key (a JWK), if it signs its own short-lived
+        /// bearer tokens instead of presenting a token the vendor issued.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         public_key: Option<settle_mandates::keys::Jwk>,
         /// What it may do.

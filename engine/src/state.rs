@@ -144,9 +144,18 @@ pub struct Agent {
     pub expires_at: DateTime<Utc>,
     /// Revoked?
     pub revoked: bool,
-    /// Its own public key, when it signs its requests.
+    /// Its own public key, when it signs its own (short-lived bearer) tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<settle_mandates::keys::Jwk>,
+}
+
+impl Agent {
+    /// Whether the grant is in force at `now`: not revoked, between `not_before` and
+    /// `expires_at`.
+    #[must_use]
+    pub fn is_current(&self, now: DateTime<Utc>) -> bool {
+        !self.revoked && self.not_before <= now && now < self.expires_at
+    }
 }
 
 /// A lead.
