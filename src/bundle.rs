@@ -53,6 +53,10 @@ pub struct Manifest {
     pub files: BTreeMap<String, String>,
 }
 
+/// `format` of the bundle manifest. 2: the log's chain links cover each record's type
+/// and version.
+pub const BUNDLE_FORMAT: &str = "settle.bundle.2";
+
 impl Signed for Manifest {
     const WHAT: &'static str = "bundle manifest";
     fn typ(&self) -> &'static str {
@@ -62,7 +66,13 @@ impl Signed for Manifest {
         self.signed_at
     }
     fn check(&self) -> Result<(), String> {
-        if self.format == "settle.bundle.1" { Ok(()) } else { Err(format!("unknown bundle format '{}'", self.format)) }
+        match self.format.as_str() {
+            BUNDLE_FORMAT => Ok(()),
+            "settle.bundle.1" => Err("bundle format settle.bundle.1 was written before the hash chain covered each \
+                 record's type and version; audit it with the settle that exported it"
+                .into()),
+            other => Err(format!("unknown bundle format '{other}'")),
+        }
     }
 }
 
@@ -678,7 +688,7 @@ pub fn export(data: &Path, out: &Path) -> Result<Manifest> {
         hashes.insert(rel, sha256_file(&entry)?);
     }
     let m = Manifest {
-        format: "settle.bundle.1".into(),
+        format: BUNDLE_FORMAT.into(),
         signed_at: receipt_iat(cp.checkpoint.time, keys.current_valid_from()),
         vendor: keys.vendor,
         origin: keys.origin,

@@ -33,6 +33,12 @@ pub const PROJECTION: &str = "engine.v4";
 /// most that many records; the doubling keeps the total cost of serialising the state
 /// linear in the log's length.
 pub const PROJECTION_MIN_RECORDS: u64 = 4096;
+/// Largest engine state stored with an append, bytes of JSON. The state is serialised
+/// beside the live one (and the store holds the bytes again until its next flush), so a
+/// larger one would raise the peak memory of a long run by about its size; past this,
+/// only [`Service::save_state`] (at shutdown) stores it, and a crash replays the log
+/// from the last state stored.
+pub const PROJECTION_MAX_BYTES: usize = 32 << 20;
 /// Most facts in one submitted batch.
 pub const MAX_BATCH: usize = 1000;
 
@@ -98,6 +104,35 @@ struct Sequencer {
     /// append), so the next is attached once the log has grown enough
     /// ([`PROJECTION_MIN_RECORDS`]).
     saved: u64,
+    /// Bytes of that state (0: not known), to tell when the next would be over
+    /// [`PROJECTION_MAX_BYTES`].
+    saved_bytes: usize,
+}
+
+impl Sequencer {
+    /// The engine state to store with the append that ends the log at `self.next`, when
+    /// one is due and small enough.
+    fn state_to_store(&mut self) -> Option<Vec<u8>> {
+        let grown = self.next - self.saved;
+        if grown < PROJECTION_MIN_RECORDS.max(self.saved) {
+            return None;
+        }
+        // The state grows about with the log: expect the last size scaled by the growth.
+        let expected = u128::try_from(self.saved_bytes).unwrap_or(u128::MAX) * u128::from(self.next)
+            / u128::from(self.saved.max(1));
+        if expected > PROJECTION_MAX_BYTES as u128 {
+            return None;
+        }
+        let state = match serde_json::to_vec(self.engine.state()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot serialise the engine state: {e}");
+                return None;
+            }
+        };
+        (self.saved, self.saved_bytes) = (self.next, state.len());
+        (state.len() <= PROJECTION_MAX_BYTES).then_some(state)
+    }
 }
 
 /// The service.
@@ -144,13 +179,12 @@ impl Service {
         )
         .with_context(|| format!("cannot open the log in {}", data.display()))?;
         let cfg = EngineConfig { vendor: keys.vendor.clone(), salt_secret: keys.salt()? };
-        let engine = restore(&ledger, cfg)?;
+        let (engine, saved, saved_bytes) = restore(&ledger, cfg)?;
         let next = ledger.size();
-        let saved = ledger.projection(PROJECTION)?.map_or(0, |(seq, _)| seq + 1);
         Ok(Arc::new(Self {
             ledger,
             key,
-            seq: Mutex::new(Sequencer { engine, next, inflight: HashMap::new(), saved }),
+            seq: Mutex::new(Sequencer { engine, next, inflight: HashMap::new(), saved, saved_bytes }),
             failed: AtomicBool::new(false),
         }))
     }
@@ -243,18 +277,13 @@ impl Service {
             metas.push((slot, first, records.iter().map(|r| r.envelope.clone()).collect::<Vec<Envelope>>()));
             appends.push(to_append(&key, h, first, records, looked_up));
         }
-        if let Some(last) = appends.last_mut()
-            && sq.next - sq.saved >= PROJECTION_MIN_RECORDS.max(sq.saved)
+        // The state after every decision above is the state as of the last append's last
+        // record: stored with it, atomically, or not at all.
+        if !appends.is_empty()
+            && let Some(state) = sq.state_to_store()
+            && let Some(last) = appends.last_mut()
         {
-            // The state after every decision above is the state as of this append's
-            // last record: stored with it, atomically, or not at all.
-            match serde_json::to_vec(sq.engine.state()) {
-                Ok(state) => {
-                    last.projection = Some(ProjectionUpdate { name: PROJECTION.into(), state });
-                    sq.saved = sq.next;
-                }
-                Err(e) => tracing::warn!("cannot serialise the engine state: {e}"),
-            }
+            last.projection = Some(ProjectionUpdate { name: PROJECTION.into(), state });
         }
         if !appends.is_empty() {
             match reserved.append_group(appends) {
@@ -383,8 +412,9 @@ impl Service {
             return Ok(());
         }
         let state = serde_json::to_vec(sq.engine.state())?;
+        let len = state.len();
         self.ledger.save_projection_blocking(ProjectionUpdate { name: PROJECTION.into(), state }, sq.next - 1)?;
-        sq.saved = sq.next;
+        (sq.saved, sq.saved_bytes) = (sq.next, len);
         Ok(())
     }
 
@@ -428,17 +458,18 @@ fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
         .unwrap_or_else(|e| panic!("cannot start a runtime: {e}"))
 }
 
-/// Rebuilds the engine: the saved state, then every fact after it.
-pub fn restore(ledger: &Ledger, cfg: EngineConfig) -> Result<Engine> {
-    let (mut engine, from) = match ledger.projection(PROJECTION)? {
+/// Rebuilds the engine: the saved state, then every fact after it. Also tells how many
+/// records the stored state reflected and its size in bytes (0 and 0 without one).
+pub fn restore(ledger: &Ledger, cfg: EngineConfig) -> Result<(Engine, u64, usize)> {
+    let (mut engine, from, bytes) = match ledger.projection(PROJECTION)? {
         Some((seq, bytes)) => {
             let st: State = serde_json::from_slice(&bytes).context("saved engine state does not decode")?;
-            (Engine::with_state(cfg, st), seq + 1)
+            (Engine::with_state(cfg, st), seq + 1, bytes.len())
         }
-        None => (Engine::new(cfg), 0),
+        None => (Engine::new(cfg), 0, 0),
     };
     replay(ledger, &mut engine, from, None)?;
-    Ok(engine)
+    Ok((engine, from, bytes))
 }
 
 /// Feeds `engine` every fact from record `from` on (through the fact at `until`, when
@@ -656,10 +687,38 @@ mod tests {
         let next = ledger.record(seq + 1).unwrap().unwrap();
         assert!(settle_engine::model::is_fact_kind(&next.kind), "stored mid-append: {} follows", next.kind);
         let cfg = || EngineConfig { vendor: keys.vendor.clone(), salt_secret: keys.salt().unwrap() };
-        let restored = restore(&ledger, cfg()).unwrap();
+        let restored = restore(&ledger, cfg()).unwrap().0;
         let mut replayed = Engine::new(cfg());
         replay(&ledger, &mut replayed, 0, None).unwrap();
         assert_eq!(serde_json::to_vec(restored.state()).unwrap(), serde_json::to_vec(replayed.state()).unwrap());
+    }
+
+    /// When the engine state is stored with an append: once the log has grown by
+    /// `PROJECTION_MIN_RECORDS` or doubled, and never once it would be over
+    /// `PROJECTION_MAX_BYTES` (judged from the last one stored, scaled by the growth).
+    #[test]
+    fn the_state_is_stored_when_due_and_only_while_it_is_small() {
+        let engine = || Engine::new(EngineConfig { vendor: "v".into(), salt_secret: [0; 32] });
+        let seq = |next, saved, saved_bytes| Sequencer {
+            engine: engine(),
+            next,
+            inflight: HashMap::new(),
+            saved,
+            saved_bytes,
+        };
+        let mut s = seq(PROJECTION_MIN_RECORDS - 1, 0, 0);
+        assert!(s.state_to_store().is_none(), "not yet grown enough");
+        s.next = PROJECTION_MIN_RECORDS;
+        let stored = s.state_to_store().expect("due");
+        assert_eq!((s.saved, s.saved_bytes), (PROJECTION_MIN_RECORDS, stored.len()));
+        s.next = 2 * PROJECTION_MIN_RECORDS - 1;
+        assert!(s.state_to_store().is_none(), "the log has not doubled since");
+        // Due, but the last state, scaled by the growth, would be over the limit.
+        let mut big = seq(2 * PROJECTION_MIN_RECORDS, PROJECTION_MIN_RECORDS, PROJECTION_MAX_BYTES / 2 + 1);
+        assert!(big.state_to_store().is_none());
+        assert_eq!(big.saved, PROJECTION_MIN_RECORDS, "nothing was stored");
+        big.saved_bytes = PROJECTION_MAX_BYTES / 2;
+        assert!(big.state_to_store().is_some(), "at the limit it is stored");
     }
 
     /// A saved projection restores to exactly the state a replay of the whole log builds:
@@ -682,7 +741,7 @@ mod tests {
         assert_eq!(seq + 1, ledger.size(), "saved as of the last record");
         assert_eq!(saved, replayed, "what is saved is the replayed state's JSON");
         let cfg = EngineConfig { vendor: keys.vendor.clone(), salt_secret: keys.salt().unwrap() };
-        let restored = restore(&ledger, cfg).unwrap();
+        let restored = restore(&ledger, cfg).unwrap().0;
         assert_eq!(serde_json::to_vec(restored.state()).unwrap(), replayed);
         // The look-ups work on the restored state: every lead and conversion is found.
         let st = restored.state();

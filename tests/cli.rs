@@ -82,7 +82,7 @@ fn same_seed_gives_byte_identical_bundles_that_audit() {
     // Exporting again gives the bundle the demo wrote.
     assert_same_tree(&e1, &d1.join("bundle"));
     let m: Value = serde_json::from_slice(&std::fs::read(e1.join("manifest.json")).unwrap()).unwrap();
-    assert_eq!(m["format"], "settle.bundle.1");
+    assert_eq!(m["format"], "settle.bundle.2");
     let log_lines = std::fs::read_to_string(e1.join("log.jsonl")).unwrap().lines().count();
     assert_eq!(m["records"], json!(log_lines));
     assert!(o1.starts_with(&format!("exported {log_lines} records")), "{o1}");

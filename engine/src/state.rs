@@ -229,6 +229,21 @@ pub struct Conversion {
 }
 
 impl Conversion {
+    /// A conversion just recorded: nothing refunded, no hops yet.
+    fn recorded(id: &str, program: CompactString, rule_version: u32, revenue: Amount, pool: Amount) -> Self {
+        Self {
+            id: id.into(),
+            program,
+            rule_version,
+            revenue,
+            refunded: 0,
+            pool,
+            hops: Vec::new(),
+            released_at: None,
+            held: None,
+        }
+    }
+
     /// Id of hop `hop`'s payment mandate, for this conversion recorded at `seq`.
     #[must_use]
     pub fn mandate_id(&self, seq: u64, hop: usize) -> String {
@@ -970,34 +985,15 @@ impl Decider<'_> {
         let Some(lead) = self.st.leads.get(lead_id.as_str()) else {
             // A deal no partner registered: recorded, so the log holds every won deal, but
             // it belongs to no program and earns nothing.
-            let conv = Conversion {
-                id: id.as_str().into(),
-                program: CompactString::default(),
-                rule_version: 0,
-                revenue,
-                refunded: 0,
-                pool: Amount::zero(revenue.currency()),
-                hops: Vec::new(),
-                released_at: None,
-                held: None,
-            };
+            let conv =
+                Conversion::recorded(&id, CompactString::default(), 0, revenue, Amount::zero(revenue.currency()));
             return no(self, conv, "no_commission", format!("no lead '{lead_id}' is registered"));
         };
         let prog = self.st.program(&lead.program)?;
         let rv = prog.rules_at(occurred_at).clone();
         let spec = &rv.spec;
         let zero = Amount::zero(spec.currency);
-        let mut conv = Conversion {
-            id: id.as_str().into(),
-            program: lead.program.clone(),
-            rule_version: rv.version,
-            revenue,
-            refunded: 0,
-            pool: zero,
-            hops: Vec::new(),
-            released_at: None,
-            held: None,
-        };
+        let mut conv = Conversion::recorded(&id, lead.program.clone(), rv.version, revenue, zero);
         if let Some(o) = &lead.duplicate_of {
             return no(self, conv, "no_commission", format!("lead is a duplicate of '{o}'"));
         }
@@ -1227,6 +1223,7 @@ impl Decider<'_> {
         }
         let (cseq, c) = self.st.conversion(&conversion)?;
         let left = c.revenue.minor_units() - c.refunded;
+        let cur = c.revenue.currency();
         let amount = match size {
             RefundSize::Full => left,
             RefundSize::Fraction(f) => {
@@ -1238,33 +1235,30 @@ impl Decider<'_> {
                     self.st.programs.get(c.program.as_str()).map_or(settle_mandates::money::Rounding::HalfEven, |p| {
                         p.version(c.rule_version).spec.pool_rounding
                     });
-                let a = Amount::from_decimal(c.revenue.to_decimal() * f, c.revenue.currency(), rounding)?;
-                if a.minor_units() > left {
-                    return Err(Rejection::Invalid(format!(
-                        "refund of {f} of the revenue ({a}) exceeds the {} not yet refunded",
-                        Amount::from_minor(left, a.currency())?
-                    )));
+                let a = Amount::from_decimal(c.revenue.to_decimal() * f, cur, rounding)?;
+                if a.is_zero() {
+                    return Err(Rejection::Invalid(format!("a refund of {f} of {} rounds to nothing", c.revenue)));
                 }
                 a.minor_units()
             }
             RefundSize::Amount(a) => {
-                if a.currency() != c.revenue.currency() {
+                if a.currency() != cur {
                     return Err(Rejection::Invalid(format!(
-                        "refund in {} but the conversion is in {}",
-                        a.currency(),
-                        c.revenue.currency()
+                        "refund in {} but the conversion is in {cur}",
+                        a.currency()
                     )));
                 }
                 a.check_sign(settle_mandates::money::Sign::Positive)?;
-                if a.minor_units() > left {
-                    return Err(Rejection::Invalid(format!(
-                        "refund of {a} exceeds the {} not yet refunded",
-                        Amount::from_minor(left, a.currency())?
-                    )));
-                }
                 a.minor_units()
             }
         };
+        if amount > left {
+            return Err(Rejection::Invalid(format!(
+                "refund of {} exceeds the {} not yet refunded",
+                Amount::from_minor(amount, cur)?,
+                Amount::from_minor(left, cur)?
+            )));
+        }
         if amount <= 0 {
             return Err(Rejection::Invalid(format!("conversion '{conversion}' is already fully refunded")));
         }

@@ -60,11 +60,17 @@ fn a_refund_given_as_a_fraction_of_the_revenue() {
     assert_eq!(c.refunded, 308_642);
     // Fractions are of the revenue, not of what is left: 0.8 more is 987,654 (987,653.6
     // rounded), more than the 925,925 left, and is refused; the whole is refused too.
-    // Outside (0, 1]: refused, whatever is left.
+    // Outside (0, 1], or less than half a cent of the revenue: refused, whatever is left.
     let left = "exceeds the 9259.25 USD not yet refunded";
-    for (f, why) in
-        [("0.8", left), ("1", left), ("0", "not in (0, 1]"), ("-0.1", "not in (0, 1]"), ("1.01", "not in (0, 1]")]
-    {
+    let nothing = "rounds to nothing";
+    for (f, why) in [
+        ("0.8", left),
+        ("1", left),
+        ("0", "not in (0, 1]"),
+        ("-0.1", "not in (0, 1]"),
+        ("1.01", "not in (0, 1]"),
+        ("0.0000001", nothing),
+    ] {
         let e = w
             .try_fact(Event::RefundRecorded {
                 refund: format!("r-{f}"),

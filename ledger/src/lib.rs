@@ -65,10 +65,12 @@ pub const PARALLEL_PRECHECK: usize = 64;
 /// This also bounds how long an append waits for its batch. The writer never lingers to
 /// grow a batch: a batch is whatever is queued (up to [`MAX_BATCH_RECORDS`]) when the
 /// writer is free, and it is free once its last batch is handed to the sync thread,
-/// which holds at most `SYNC_QUEUE` batches besides the one it syncs. So a queued append
-/// is written within `SYNC_QUEUE + 1` syncs, and made durable by the next. When the
-/// queue ([`QUEUE_CAPACITY`]) is full, `try_append` and `try_reserve` refuse at once
-/// ([`LedgerError::QueueFull`]; HTTP 429) and `append` waits for room.
+/// which holds at most `SYNC_QUEUE` batches besides the one it syncs. So an append at the
+/// head of the queue is written within `SYNC_QUEUE + 1` syncs, and made durable by the
+/// next; one behind more than a batch's worth of records waits one more sync for each
+/// batch ahead of it. When the queue ([`QUEUE_CAPACITY`]) is full, `try_append` and
+/// `try_reserve` refuse at once ([`LedgerError::QueueFull`]; HTTP 429) and `append`
+/// waits for room.
 pub const SYNC_QUEUE: usize = 1;
 /// Longest idempotency key, bytes.
 pub const MAX_KEY_BYTES: usize = 256;
@@ -1159,14 +1161,10 @@ impl Iterator for RecordIter {
         if !self.check {
             return Some(Ok(r));
         }
-        let eh: Hash = Sha256::digest(&r.event).into();
-        if eh != r.event_hash {
-            return fail("event hash does not match the event bytes");
+        match r.check_link(&prev) {
+            Ok(link) => self.prev = Ok(link),
+            Err(what) => return fail(what),
         }
-        if chain_link(&prev, seq, &eh, &r.kind, r.version) != r.chain {
-            return fail("hash chain is broken");
-        }
-        self.prev = Ok(r.chain);
         Some(Ok(r))
     }
 }
@@ -1181,8 +1179,9 @@ struct Recovered {
 }
 
 /// Reads the tail of the log, the stored tree and the key index, checking they agree:
-/// the records after the last complete tile must hash and chain on from the record
-/// before them, and the open tile is rebuilt from them; the last complete tile must end
+/// the records of the tile holding the last record must hash and chain on from the
+/// record before them, and the open tile is rebuilt from those after the last complete
+/// tile; the last complete tile must end
 /// where the upper levels say; nothing of the tree may lie beyond the log; the head
 /// written with the last group commit must name the log's size and last link, and the
 /// key index the same for its last key; the latest checkpoint's root must be the tree's.
@@ -1218,34 +1217,39 @@ fn recover(s: &Stores) -> Result<Recovered> {
     let (k, v) = last.into_inner()?;
     let seq = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| inconsistent(0, "bad record key"))?);
     let size = seq + 1;
+    if v.first() == Some(&1) {
+        return Err(inconsistent(
+            seq,
+            "the store was written by an earlier settle (record format 1, whose chain links do not cover \
+             the type and version); this version cannot open it: export it with that version",
+        ));
+    }
     let rec = Record::decode(seq, &v).ok_or_else(|| inconsistent(seq, "last record does not decode"))?;
-    // The open tile, from the records after the last complete tile.
+    // The open tile, from the records after the last complete tile. The records of the
+    // tile holding the last record (the open one, or the last complete one when the log
+    // ends on a tile boundary) are re-hashed and re-linked from the record before them.
     let tile = size >> TILE_HEIGHT;
     let mut open_tile = OpenTile::new(tile);
     let mut scratch = Frontier { nodes: Vec::new(), size: tile << TILE_HEIGHT };
-    let mut chain = match (tile << TILE_HEIGHT).checked_sub(1) {
+    let check_from = (seq >> TILE_HEIGHT) << TILE_HEIGHT;
+    let mut chain = match check_from.checked_sub(1) {
         None => GENESIS_CHAIN,
         Some(before) => {
             let v = s.records.get(before.to_be_bytes())?.ok_or_else(|| inconsistent(before, "record is missing"))?;
             Record::decode(before, &v).ok_or_else(|| inconsistent(before, "record does not decode"))?.chain
         }
     };
-    for g in s.records.range((tile << TILE_HEIGHT).to_be_bytes()..) {
+    for (next, g) in (check_from..).zip(s.records.range(check_from.to_be_bytes()..)) {
         let (k, v) = g.into_inner()?;
         let n = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| inconsistent(0, "bad record key"))?);
-        if n != scratch.size {
-            return Err(inconsistent(scratch.size, "record is missing"));
+        if n != next {
+            return Err(inconsistent(next, "record is missing"));
         }
         let r = Record::decode(n, &v).ok_or_else(|| inconsistent(n, "record does not decode"))?;
-        let eh: Hash = Sha256::digest(&r.event).into();
-        if eh != r.event_hash {
-            return Err(inconsistent(n, "event hash does not match the event bytes"));
+        chain = r.check_link(&chain).map_err(|what| inconsistent(n, what))?;
+        if n >= tile << TILE_HEIGHT {
+            scratch.push(merkle::leaf_hash(&r.event), |level, index, h| open_tile.set(level, index, h));
         }
-        chain = chain_link(&chain, n, &eh, &r.kind, r.version);
-        if chain != r.chain {
-            return Err(inconsistent(n, "hash chain is broken"));
-        }
-        scratch.push(merkle::leaf_hash(&r.event), |level, index, h| open_tile.set(level, index, h));
     }
     check_head(s, size, &chain)?;
     if s.tiles.get(tile.to_be_bytes())?.is_some() || upper.keys().any(|&(l, i)| ((i + 1) << l) > size) {

@@ -112,6 +112,19 @@ impl Record {
         Some(Self { seq, kind, version, event, event_hash, chain })
     }
 
+    /// Checks the event hash and the chain link after `prev`; returns the link.
+    pub(crate) fn check_link(&self, prev: &Hash) -> Result<Hash, &'static str> {
+        let eh: Hash = Sha256::digest(&self.event).into();
+        if eh != self.event_hash {
+            return Err("event hash does not match the event bytes");
+        }
+        let link = chain_link(prev, self.seq, &eh, &self.kind, self.version);
+        if link != self.chain {
+            return Err("hash chain is broken");
+        }
+        Ok(link)
+    }
+
     /// The record as one line of the JSON Lines export.
     pub fn to_export_line(&self) -> Result<String, serde_json::Error> {
         let event: serde_json::Value = serde_json::from_slice(&self.event)?;

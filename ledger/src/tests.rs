@@ -470,7 +470,7 @@ fn an_edited_store_fails_verification_and_is_refused_on_open() {
             4,
             "chain",
         ),
-        ("last record truncated", |s| s.records.remove(19u64.to_be_bytes()).unwrap(), 19, ""),
+        ("last record truncated", |s| s.records.remove(19u64.to_be_bytes()).unwrap(), 19, "missing"),
     ];
     for (what, tamper, seq, says) in cases {
         let dir = tempfile::tempdir().unwrap();
@@ -650,6 +650,55 @@ fn the_self_contained_log_file_verifies_alone_and_every_edit_is_found() {
     forged[0] = header.to_string();
     assert_eq!(check(&forged, None).unwrap().0.records, 20);
     assert!(fails(forged, Some(&ring(&[1]))).what.contains("checkpoint"));
-    // Not a log file at all.
+    // Not a log file at all; a header alone, with nothing signed.
     assert!(fails(vec![r#"{"format":"settle.bundle.1"}"#.into()], None).what.contains("header"));
+    assert!(fails(vec![orig[0].clone()], None).what.contains("no signed checkpoint"));
+}
+
+/// When the log ends on a tile boundary, the tile re-checked on open is the last complete
+/// one: an edit of its records' type or version is refused too.
+#[test]
+fn a_log_ending_on_a_tile_boundary_is_rechecked_on_open() {
+    for (seq, tamper) in [(255u64, "kind"), (200, "version")] {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open(dir.path(), config(1)).unwrap();
+        let events: Vec<String> = (0..16).map(|i| format!("e{i}")).collect();
+        let events: Vec<&str> = events.iter().map(String::as_str).collect();
+        for a in 0..TILE_WIDTH / 16 {
+            l.append_blocking(append(&format!("a{a}"), &events)).unwrap();
+        }
+        assert_eq!(l.size(), TILE_WIDTH);
+        let mut r = stored(&l.inner.stores, seq);
+        if tamper == "kind" {
+            r.kind = "test_other".into();
+        } else {
+            r.version = 2;
+        }
+        store(&l.inner.stores, &r);
+        l.inner.stores.db.persist(PersistMode::SyncAll).unwrap();
+        drop(l);
+        match Ledger::open(dir.path(), config(1)) {
+            Err(LedgerError::Inconsistent { seq: at, what }) => {
+                assert_eq!((at, what.as_str()), (seq, "hash chain is broken"))
+            }
+            other => panic!("{tamper} of record {seq} edited: reopening gave {other:?}"),
+        }
+    }
+}
+
+/// A store written by an earlier version (record format 1) is refused on open with a
+/// message that says so, not reported as a broken chain.
+#[test]
+fn a_store_of_the_first_record_format_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = twenty(dir.path());
+    let mut v = l.inner.stores.records.get(19u64.to_be_bytes()).unwrap().unwrap().to_vec();
+    v[0] = 1;
+    l.inner.stores.records.insert(19u64.to_be_bytes(), v).unwrap();
+    l.inner.stores.db.persist(PersistMode::SyncAll).unwrap();
+    drop(l);
+    match Ledger::open(dir.path(), config(1)) {
+        Err(LedgerError::Inconsistent { seq: 19, what }) => assert!(what.contains("record format 1"), "{what}"),
+        other => panic!("reopening gave {other:?}"),
+    }
 }

@@ -191,14 +191,23 @@ pub fn verify_log_each(ledger: &Ledger, ring: &KeyRing, mut each: impl FnMut(Rec
 
 /// Writes the log as JSON Lines (one [`ExportLine`] per record); returns the count.
 pub fn export_bundle_log(ledger: &Ledger, out: &mut impl Write) -> Result<u64, LedgerError> {
+    write_records(ledger, out, |_, _| Ok(()))
+}
+
+/// Writes every record as an export line, calling `after` with the number written so far
+/// after each; returns the number of records.
+fn write_records<W: Write>(
+    ledger: &Ledger,
+    out: &mut W,
+    mut after: impl FnMut(&mut W, u64) -> Result<(), LedgerError>,
+) -> Result<u64, LedgerError> {
     let mut n = 0;
     for r in ledger.records(0) {
         let r: Record = r?;
         let line = r.to_export_line().map_err(|e| LedgerError::Inconsistent { seq: r.seq, what: e.to_string() })?;
-        out.write_all(line.as_bytes())
-            .and_then(|()| out.write_all(b"\n"))
-            .map_err(|e| LedgerError::Storage(e.to_string()))?;
+        write_line(out, &line)?;
         n += 1;
+        after(out, n)?;
     }
     Ok(n)
 }
@@ -280,16 +289,8 @@ pub fn export_file(ledger: &Ledger, keys: &Jwks, out: &mut impl Write) -> Result
     let header = FileHeader { format: LOG_FILE_FORMAT.into(), origin: ledger.origin().into(), keys: keys.clone() };
     write_line(out, &serde_json::to_string(&header).map_err(|e| LedgerError::Storage(e.to_string()))?)?;
     let mut checkpoints = ledger.checkpoints().peekable();
-    let mut n = 0;
     write_checkpoints(out, 0, &mut checkpoints)?;
-    for r in ledger.records(0) {
-        let r: Record = r?;
-        let line = r.to_export_line().map_err(|e| LedgerError::Inconsistent { seq: r.seq, what: e.to_string() })?;
-        write_line(out, &line)?;
-        n += 1;
-        write_checkpoints(out, n, &mut checkpoints)?;
-    }
-    Ok(n)
+    write_records(ledger, out, |out, n| write_checkpoints(out, n, &mut checkpoints))
 }
 
 /// Writes the checkpoints of `cps` (by size) over at most `upto` records.
@@ -362,6 +363,9 @@ pub fn verify_file(
                 pass.check_checkpoints()?;
             }
         }
+    }
+    if pass.checked == 0 {
+        return Err(bad(pass.frontier.size, "the file holds no signed checkpoint".into()));
     }
     Ok((pass.finish(true)?, header.origin))
 }
