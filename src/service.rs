@@ -38,7 +38,7 @@ pub const PROJECTION_MIN_RECORDS: u64 = 4096;
 /// larger one would raise the peak memory of a long run by about its size; past this,
 /// only [`Service::save_state`] (at shutdown) stores it, and a crash replays the log
 /// from the last state stored.
-pub const PROJECTION_MAX_BYTES: usize = 32 << 20;
+pub const PROJECTION_MAX_BYTES: usize = 8 << 20;
 /// Most facts in one submitted batch.
 pub const MAX_BATCH: usize = 1000;
 
