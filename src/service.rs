@@ -635,6 +635,61 @@ mod tests {
         }
     }
 
+    /// A full ledger queue refuses a submission with `Busy` before anything is decided:
+    /// the engine does not move, the refused fact can be sent again later, and what was
+    /// queued is all acknowledged once the log syncs again.
+    #[test]
+    fn a_full_queue_answers_busy_and_decides_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = new_store(&dir.path().join("s"));
+        let enrol = Event::PartnerEnrolled {
+            partner: "p1".into(),
+            program: "growth".into(),
+            name: "P1".into(),
+            role: settle_engine::model::PartnerRole::Partner,
+        };
+        for s in [
+            publish("pub", "Growth"),
+            Submit { key: "enrol".into(), by: "admin".into(), at: Utc::now(), event: enrol, request: None },
+        ] {
+            submit_one(&svc, s).unwrap();
+        }
+        let lead = |i: usize| Submit {
+            key: format!("lead-{i}"),
+            by: "admin".into(),
+            at: Utc::now(),
+            event: Event::LeadRegistered {
+                lead: format!("l{i}"),
+                program: "growth".into(),
+                customer: format!("c{i}.example"),
+                partner: "p1".into(),
+            },
+            request: None,
+        };
+        let hold = svc.ledger().hold_next_sync();
+        let mut pending = Vec::new();
+        let mut busy = None;
+        for i in 0..4 * settle_ledger::MAX_BATCH_RECORDS + settle_ledger::QUEUE_CAPACITY {
+            let p = svc.prepare(vec![lead(i)], false);
+            if matches!(p[..], [Prepared::Done(Err(SubmitError::Busy))]) {
+                busy = Some(i);
+                break;
+            }
+            assert!(matches!(p[..], [Prepared::Pending(..)]), "lead {i} was not queued");
+            pending.push(p);
+        }
+        let busy = busy.expect("the queue never filled while the sync was held");
+        let decided = svc.with_state(|st| st.leads.len());
+        assert_eq!(decided, busy, "the refused lead was not decided");
+        hold.release(false);
+        for p in pending {
+            futures_lite_block_on(svc.complete(p)).remove(0).unwrap();
+        }
+        let o = submit_one(&svc, lead(busy)).unwrap();
+        assert!(!o.replayed);
+        assert_eq!(svc.ledger().size(), o.seq + 2, "the lead and its outcome, last");
+    }
+
     /// A key that names another submission's records, with other content, is a conflict
     /// only once those records are durable: until then the answer waits, and when their
     /// sync fails both submissions get the storage error, not a conflict over a key
