@@ -246,6 +246,13 @@ impl Principal {
         Self::from_token(app, token)
     }
 
+    /// The id of the stored API token this principal presented; `None` for an agent that
+    /// signs its own tokens (it holds none).
+    #[must_use]
+    pub fn stored_token(&self) -> Option<&str> {
+        (!self.token_id.starts_with(AGENT_KEY_TOKEN_ID)).then_some(self.token_id.as_str())
+    }
+
     /// The `by` recorded in every event this principal causes.
     #[must_use]
     pub fn by(&self) -> String {

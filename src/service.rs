@@ -509,7 +509,7 @@ mod tests {
     use super::*;
 
     fn publish(key: &str, name: &str) -> Submit {
-        Submit { at: Utc::now(), ..publish_at(key, name, Utc::now()) }
+        publish_at(key, name, Utc::now())
     }
 
     fn publish_at(key: &str, name: &str, at: DateTime<Utc>) -> Submit {

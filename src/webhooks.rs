@@ -130,7 +130,8 @@ pub struct Subscription {
     pub created_at: DateTime<Utc>,
     /// The first record it hears of (the log size when it was created).
     pub from_seq: u64,
-    /// The API token that subscribed: deliveries pause while it is revoked.
+    /// The stored API token that subscribed: deliveries pause while it is revoked (empty
+    /// for a subscriber that holds none: an agent that signs its own tokens).
     #[serde(default)]
     pub token_id: String,
     /// The partner agent that subscribed: deliveries pause while its grant is not current.
@@ -607,7 +608,7 @@ impl Webhooks {
                 secret: Secret::from_bytes(&raw).to_text(),
                 created_at: Utc::now(),
                 from_seq: ledger.size(),
-                token_id: p.token_id.clone(),
+                token_id: p.stored_token().unwrap_or_default().to_owned(),
                 agent: (p.kind == PrincipalKind::PartnerAgent).then(|| p.subject.clone()),
                 idem: String::from_utf8_lossy(&idem_key(key)).into_owned(),
             };
@@ -834,9 +835,7 @@ impl Webhooks {
     /// Whether the subscriber may still hear of its events: its token is in force and, for
     /// a partner's agent, the partner's grant recorded in the log is current.
     fn authorised(&self, sub: &Subscription) -> bool {
-        // An agent that signs its own tokens holds no stored token: its grant is all.
-        let own_key = sub.token_id.starts_with(crate::api::AGENT_KEY_TOKEN_ID);
-        if !sub.token_id.is_empty() && !own_key && !self.tokens.contains(&sub.token_id) {
+        if !sub.token_id.is_empty() && !self.tokens.contains(&sub.token_id) {
             return false;
         }
         let Some(agent) = &sub.agent else { return true };
