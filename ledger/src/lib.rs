@@ -280,7 +280,9 @@ impl PreparedRecord {
 /// ([`KeyLookup`]); every later batch is either here or, if it has been dropped from
 /// here, the writer reads the store again.
 struct RecentKeys {
-    map: HashMap<fjall::Slice, KeyEntry>,
+    /// Keyed by client keys, so seeded per table (foldhash's `RandomState`): fast, and no
+    /// client can choose keys that collide.
+    map: foldhash::HashMap<fjall::Slice, KeyEntry>,
     /// Batch number and its keys, oldest first.
     batches: std::collections::VecDeque<(u64, Vec<fjall::Slice>)>,
     /// The keys of every batch from this number on are in `map`.
@@ -289,7 +291,7 @@ struct RecentKeys {
 
 impl RecentKeys {
     fn new(next_batch: u64) -> Self {
-        Self { map: HashMap::new(), batches: std::collections::VecDeque::new(), from: next_batch }
+        Self { map: foldhash::HashMap::default(), batches: std::collections::VecDeque::new(), from: next_batch }
     }
 
     /// Keeps batch `n`'s keys (already in `map`), dropping the oldest batches while
@@ -329,24 +331,47 @@ pub struct KeyEntry {
 }
 
 impl KeyEntry {
-    fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(32 + 8 + 4 + 32);
-        v.extend_from_slice(&self.content_hash);
-        v.extend_from_slice(&self.appended.first_seq.to_be_bytes());
-        v.extend_from_slice(&self.appended.count.to_be_bytes());
-        v.extend_from_slice(&self.appended.chain);
+    /// The stored value: content hash, first sequence, count (44 bytes). The chain link
+    /// after the append is not stored twice: it is the link of the append's last record.
+    /// (Stores written before this kept it as 32 more bytes; those are still read.)
+    fn encode(&self) -> [u8; 44] {
+        let mut v = [0u8; 44];
+        v[..32].copy_from_slice(&self.content_hash);
+        v[32..40].copy_from_slice(&self.appended.first_seq.to_be_bytes());
+        v[40..].copy_from_slice(&self.appended.count.to_be_bytes());
         v
     }
-    fn decode(b: &[u8]) -> Option<Self> {
-        Some(Self {
-            content_hash: b.get(..32)?.try_into().ok()?,
-            appended: Appended {
-                first_seq: u64::from_be_bytes(b.get(32..40)?.try_into().ok()?),
-                count: u32::from_be_bytes(b.get(40..44)?.try_into().ok()?),
-                chain: b.get(44..76)?.try_into().ok()?,
-                replayed: true,
-            },
-        })
+}
+
+impl Stores {
+    /// The index entry of `key`, its chain link read from the append's last record
+    /// (written in the same batch, so readable whenever the entry is). An entry that does
+    /// not decode is reported at `at`, where the log stands; one naming a record the log
+    /// lacks, at that record.
+    fn key_entry(&self, key: &[u8], at: u64) -> Result<Option<KeyEntry>> {
+        let Some(v) = self.keys.get(key)? else { return Ok(None) };
+        let bad = |seq: u64, what: &str| LedgerError::Inconsistent {
+            seq,
+            what: format!("the key index entry of {:?} {what}", String::from_utf8_lossy(key)),
+        };
+        let fields = || {
+            let content_hash: Hash = v.get(..32)?.try_into().ok()?;
+            let first_seq = u64::from_be_bytes(v.get(32..40)?.try_into().ok()?);
+            let count = u32::from_be_bytes(v.get(40..44)?.try_into().ok()?);
+            let last = (first_seq + u64::from(count)).checked_sub(1)?;
+            Some((content_hash, first_seq, count, last))
+        };
+        let Some((content_hash, first_seq, count, last)) = fields().filter(|_| matches!(v.len(), 44 | 76)) else {
+            return Err(bad(at, "does not decode"));
+        };
+        let chain = match v.get(44..76).and_then(|c| Hash::try_from(c).ok()) {
+            Some(c) => c,
+            None => {
+                let r = self.records.get(last.to_be_bytes())?.ok_or_else(|| bad(last, "names a missing record"))?;
+                Record::decode(last, &r).ok_or_else(|| bad(last, "names a record that does not decode"))?.chain
+            }
+        };
+        Ok(Some(KeyEntry { content_hash, appended: Appended { first_seq, count, chain, replayed: true } }))
     }
 }
 
@@ -691,9 +716,13 @@ impl Ledger {
         let db = Database::builder(path).worker_threads(STORAGE_WORKERS).open()?;
         let options = || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
         let ks = |n: &str| db.keyspace(n, options);
+        // Records and tiles are keyed by position and read only where they exist, so a
+        // bloom filter would never rule a table out: none is built (a flush of the log's
+        // tables costs less, docs/performance.md).
+        let by_position = |n: &str| db.keyspace(n, || options().filter_policy(fjall::config::FilterPolicy::disabled()));
         let stores = Stores {
-            records: ks("records")?,
-            tiles: ks("tiles")?,
+            records: by_position("records")?,
+            tiles: by_position("tiles")?,
             upper: ks("upper")?,
             keys: db.keyspace("idempotency", || {
                 options().compaction_strategy(Arc::new(
@@ -956,7 +985,7 @@ impl Ledger {
     /// of a group commit that is written but not yet synced: they are acknowledged (and
     /// readable) once [`Ledger::size`] covers them.
     pub fn key_entry(&self, key: &[u8]) -> Result<Option<KeyEntry>> {
-        Ok(self.inner.stores.keys.get(key)?.and_then(|v| KeyEntry::decode(&v)))
+        self.inner.stores.key_entry(key, self.size())
     }
 
     /// Looks `key` up in the idempotency index; pass the result in
@@ -1311,7 +1340,7 @@ fn check_head(s: &Stores, size: u64, chain: &Hash) -> Result<()> {
     if head.chain != *chain {
         return Err(inconsistent("the head names another last chain link than the log's"));
     }
-    let entry = s.keys.get(&head.last_key)?.and_then(|v| KeyEntry::decode(&v));
+    let entry = s.key_entry(&head.last_key, at)?;
     match entry {
         Some(e) if e.appended.first_seq + u64::from(e.appended.count) == size && e.appended.chain == *chain => Ok(()),
         Some(_) => Err(inconsistent("the key index disagrees with the log's last append")),
@@ -1510,11 +1539,11 @@ impl Writer {
                 None if a.seen.is_some() => a.seen,
                 // Every batch made durable after the look-up is in `recent`.
                 None if a.seen_after + 1 >= self.recent.from => None,
-                None => match s.keys.get(&a.key) {
-                    Ok(v) => v.and_then(|v| KeyEntry::decode(&v)),
+                None => match s.key_entry(&a.key, self.frontier.size) {
+                    Ok(e) => e,
                     Err(e) => {
                         self.poison();
-                        replies.push((reply, Err(e.into())));
+                        replies.push((reply, Err(e)));
                         continue;
                     }
                 },

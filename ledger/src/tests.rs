@@ -494,8 +494,9 @@ fn an_edited_store_fails_verification_and_is_refused_on_open() {
 #[test]
 fn a_key_index_or_head_out_of_step_with_the_log_is_refused_on_open() {
     type Tamper = fn(&Stores);
-    let cases: [(&str, Tamper, &str); 4] = [
+    let cases: [(&str, Tamper, &str); 5] = [
         ("last key's entry deleted", |s| s.keys.remove(b"k19").unwrap(), "no entry"),
+        ("last key's entry truncated", |s| s.keys.insert(b"k19", [0u8; 40]).unwrap(), "does not decode"),
         (
             "last key's entry pointing elsewhere",
             |s| {
@@ -530,6 +531,59 @@ fn a_key_index_or_head_out_of_step_with_the_log_is_refused_on_open() {
     drop(twenty(dir.path()));
     let l = Ledger::open(dir.path(), config(1)).unwrap();
     assert_eq!(l.append_blocking(append("k20", &["e20"])).unwrap().first_seq, 20);
+}
+
+/// The index stores an append's outcome without its chain link, which is the link of
+/// the append's last record: a replay reads it there, after a reopen too, and an entry
+/// written in the older 76-byte form (link included) is still read. An entry that does
+/// not decode, or names a record the log does not have, is an error for the append
+/// that uses its key, never taken for an unused key.
+#[test]
+fn an_index_entry_gives_the_original_outcome_or_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = twenty(dir.path()).append_blocking(append("k20", &["e20", "f20"])).unwrap();
+    let l = Ledger::open(dir.path(), config(1)).unwrap();
+    assert_eq!(l.inner.stores.keys.get(b"k20").unwrap().unwrap().len(), 44);
+    let again = l.append_blocking(append("k20", &["e20", "f20"])).unwrap();
+    assert_eq!(again, Appended { replayed: true, ..first });
+    assert_eq!(again.chain, stored(&l.inner.stores, 21).chain);
+
+    // The older form: the same 44 bytes, then the chain link.
+    let s = &l.inner.stores;
+    let mut old = s.keys.get(b"k5").unwrap().unwrap().to_vec();
+    old.extend_from_slice(&stored(s, 5).chain);
+    s.keys.insert(b"k5", old).unwrap();
+    let e = l.key_entry(b"k5").unwrap().unwrap();
+    assert_eq!((e.appended.first_seq, e.appended.count, e.appended.chain), (5, 1, stored(s, 5).chain));
+
+    type Tamper = fn(&Stores);
+    let cases: [(&str, Tamper, u64, &str); 2] = [
+        ("truncated", |s| s.keys.insert(b"k5", [7u8; 30]).unwrap(), 20, "does not decode"),
+        (
+            "naming a record past the end",
+            |s| {
+                let mut v = s.keys.get(b"k5").unwrap().unwrap()[..44].to_vec();
+                v[32..40].copy_from_slice(&99u64.to_be_bytes());
+                s.keys.insert(b"k5", v).unwrap();
+            },
+            99,
+            "names a missing record",
+        ),
+    ];
+    for (what, tamper, seq, says) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let l = twenty(dir.path());
+        tamper(&l.inner.stores);
+        match l.append_blocking(append("k5", &["e5"])) {
+            Err(LedgerError::Inconsistent { seq: at, what: w }) => {
+                assert_eq!(at, seq, "{what}");
+                assert!(w.contains(says) && w.contains("k5"), "{what}: {w}");
+            }
+            other => panic!("{what}: the append gave {other:?}"),
+        }
+        assert_eq!(l.size(), 20, "{what}: nothing was appended");
+        assert!(matches!(l.append_blocking(append("k21", &["e21"])), Err(LedgerError::Poisoned)), "{what}");
+    }
 }
 
 /// Backpressure and grouping, made deterministic by holding the first sync: while it is
