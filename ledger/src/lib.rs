@@ -280,9 +280,7 @@ impl PreparedRecord {
 /// ([`KeyLookup`]); every later batch is either here or, if it has been dropped from
 /// here, the writer reads the store again.
 struct RecentKeys {
-    /// Keyed by client keys, so seeded per table (foldhash's `RandomState`): fast, and no
-    /// client can choose keys that collide.
-    map: foldhash::HashMap<fjall::Slice, KeyEntry>,
+    map: HashMap<fjall::Slice, KeyEntry>,
     /// Batch number and its keys, oldest first.
     batches: std::collections::VecDeque<(u64, Vec<fjall::Slice>)>,
     /// The keys of every batch from this number on are in `map`.
@@ -291,7 +289,7 @@ struct RecentKeys {
 
 impl RecentKeys {
     fn new(next_batch: u64) -> Self {
-        Self { map: foldhash::HashMap::default(), batches: std::collections::VecDeque::new(), from: next_batch }
+        Self { map: HashMap::new(), batches: std::collections::VecDeque::new(), from: next_batch }
     }
 
     /// Keeps batch `n`'s keys (already in `map`), dropping the oldest batches while
@@ -344,10 +342,13 @@ impl KeyEntry {
 }
 
 impl Stores {
-    /// The index entry of `key`, its chain link read from the append's last record
-    /// (written in the same batch, so readable whenever the entry is). An entry that does
-    /// not decode is reported at `at`, where the log stands; one naming a record the log
-    /// lacks, at that record.
+    /// The index entry of `key`, its chain link read from the append's last record.
+    ///
+    /// That record is readable whenever the entry is, even while the batch holding both
+    /// is being written: the writer inserts an append's records before its key, and a
+    /// read that sees the key sees what was inserted before it. An entry that does not
+    /// decode is reported at `at`, where the log stands; one naming a record the log
+    /// lacks, at that record. Both are [`LedgerError::Inconsistent`], never a key unused.
     fn key_entry(&self, key: &[u8], at: u64) -> Result<Option<KeyEntry>> {
         let Some(v) = self.keys.get(key)? else { return Ok(None) };
         let bad = |seq: u64, what: &str| LedgerError::Inconsistent {
@@ -355,20 +356,24 @@ impl Stores {
             what: format!("the key index entry of {:?} {what}", String::from_utf8_lossy(key)),
         };
         let fields = || {
+            if !matches!(v.len(), 44 | 76) {
+                return None;
+            }
             let content_hash: Hash = v.get(..32)?.try_into().ok()?;
             let first_seq = u64::from_be_bytes(v.get(32..40)?.try_into().ok()?);
             let count = u32::from_be_bytes(v.get(40..44)?.try_into().ok()?);
-            let last = (first_seq + u64::from(count)).checked_sub(1)?;
+            // Every append has a record; its last one has a seq.
+            let last = first_seq.checked_add(u64::from(count.checked_sub(1)?))?;
             Some((content_hash, first_seq, count, last))
         };
-        let Some((content_hash, first_seq, count, last)) = fields().filter(|_| matches!(v.len(), 44 | 76)) else {
+        let Some((content_hash, first_seq, count, last)) = fields() else {
             return Err(bad(at, "does not decode"));
         };
         let chain = match v.get(44..76).and_then(|c| Hash::try_from(c).ok()) {
             Some(c) => c,
             None => {
                 let r = self.records.get(last.to_be_bytes())?.ok_or_else(|| bad(last, "names a missing record"))?;
-                Record::decode(last, &r).ok_or_else(|| bad(last, "names a record that does not decode"))?.chain
+                Record::chain_of(&r).ok_or_else(|| bad(last, "names a record that does not decode"))?
             }
         };
         Ok(Some(KeyEntry { content_hash, appended: Appended { first_seq, count, chain, replayed: true } }))
@@ -716,13 +721,9 @@ impl Ledger {
         let db = Database::builder(path).worker_threads(STORAGE_WORKERS).open()?;
         let options = || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
         let ks = |n: &str| db.keyspace(n, options);
-        // Records and tiles are keyed by position and read only where they exist, so a
-        // bloom filter would never rule a table out: none is built (a flush of the log's
-        // tables costs less, docs/performance.md).
-        let by_position = |n: &str| db.keyspace(n, || options().filter_policy(fjall::config::FilterPolicy::disabled()));
         let stores = Stores {
-            records: by_position("records")?,
-            tiles: by_position("tiles")?,
+            records: ks("records")?,
+            tiles: ks("tiles")?,
             upper: ks("upper")?,
             keys: db.keyspace("idempotency", || {
                 options().compaction_strategy(Arc::new(
@@ -1001,7 +1002,13 @@ impl Ledger {
         // also show a batch that is written but not yet synced; an entry found there is
         // only ever answered through the writer, after the sync that covers it.
         let after = self.inner.batches.load(Ordering::Acquire);
-        let entry = self.key_entry(key).inspect_err(|_| self.inner.poisoned.store(true, Ordering::Release))?;
+        // A failed read poisons the ledger; an entry that does not decode fails only the
+        // append using its key (nothing was written).
+        let entry = self.key_entry(key).inspect_err(|e| {
+            if !matches!(e, LedgerError::Inconsistent { .. }) {
+                self.inner.poisoned.store(true, Ordering::Release);
+            }
+        })?;
         Ok((entry, after))
     }
 
@@ -1542,7 +1549,10 @@ impl Writer {
                 None => match s.key_entry(&a.key, self.frontier.size) {
                     Ok(e) => e,
                     Err(e) => {
-                        self.poison();
+                        // As in `look_up_entry`: only a failed read poisons.
+                        if !matches!(e, LedgerError::Inconsistent { .. }) {
+                            self.poison();
+                        }
                         replies.push((reply, Err(e)));
                         continue;
                     }
@@ -1589,6 +1599,7 @@ impl Writer {
             }
             let appended = Appended { first_seq, count, chain: self.chain, replayed: false };
             let entry = KeyEntry { content_hash: a.content_hash, appended };
+            // After the records: a reader that sees the key sees them (`Stores::key_entry`).
             batch.insert(&s.keys, a.key.clone(), entry.encode());
             self.recent.map.insert(a.key.clone(), entry);
             batch_keys.push(a.key);

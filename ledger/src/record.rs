@@ -97,19 +97,14 @@ impl Record {
 
     /// Decodes the storage encoding.
     pub fn decode(seq: u64, b: &[u8]) -> Option<Self> {
-        let (&fmt, rest) = b.split_first()?;
-        if fmt != FORMAT {
-            return None;
-        }
-        let kl = usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?));
-        let rest = rest.get(2..)?;
-        let kind = std::str::from_utf8(rest.get(..kl)?).ok()?.to_owned();
-        let rest = rest.get(kl..)?;
-        let version = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
-        let event_hash: Hash = rest.get(4..36)?.try_into().ok()?;
-        let chain: Hash = rest.get(36..68)?.try_into().ok()?;
-        let event = rest.get(68..)?.to_vec();
-        Some(Self { seq, kind, version, event, event_hash, chain })
+        let f = Fields::split(b)?;
+        let kind = std::str::from_utf8(f.kind).ok()?.to_owned();
+        Some(Self { seq, kind, version: f.version, event: f.event.to_vec(), event_hash: f.event_hash, chain: f.chain })
+    }
+
+    /// The chain link in a storage encoding, without copying the rest.
+    pub(crate) fn chain_of(b: &[u8]) -> Option<Hash> {
+        Fields::split(b).map(|f| f.chain)
     }
 
     /// Checks the event hash and the chain link after `prev`; returns the link.
@@ -156,4 +151,33 @@ pub struct ExportLine {
     pub chain: String,
     /// The event (its RFC 8785 form is the leaf data).
     pub event: serde_json::Value,
+}
+
+/// The fields of a record's storage encoding, borrowed.
+struct Fields<'a> {
+    kind: &'a [u8],
+    version: u32,
+    event_hash: Hash,
+    chain: Hash,
+    event: &'a [u8],
+}
+
+impl<'a> Fields<'a> {
+    fn split(b: &'a [u8]) -> Option<Self> {
+        let (&fmt, rest) = b.split_first()?;
+        if fmt != FORMAT {
+            return None;
+        }
+        let kl = usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?));
+        let rest = rest.get(2..)?;
+        let kind = rest.get(..kl)?;
+        let rest = rest.get(kl..)?;
+        Some(Self {
+            kind,
+            version: u32::from_be_bytes(rest.get(..4)?.try_into().ok()?),
+            event_hash: rest.get(4..36)?.try_into().ok()?,
+            chain: rest.get(36..68)?.try_into().ok()?,
+            event: rest.get(68..)?,
+        })
+    }
 }
