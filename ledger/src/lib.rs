@@ -331,7 +331,7 @@ pub struct KeyEntry {
 impl KeyEntry {
     /// The stored value: content hash, first sequence, count (44 bytes). The chain link
     /// after the append is not stored twice: it is the link of the append's last record.
-    /// (Stores written before this kept it as 32 more bytes; those are still read.)
+    /// (Earlier stores kept it as 32 more bytes; those entries are still read.)
     fn encode(&self) -> [u8; 44] {
         let mut v = [0u8; 44];
         v[..32].copy_from_slice(&self.content_hash);
@@ -984,7 +984,8 @@ impl Ledger {
 
     /// The idempotency entry for `key`, if the key was used. The entry may name records
     /// of a group commit that is written but not yet synced: they are acknowledged (and
-    /// readable) once [`Ledger::size`] covers them.
+    /// readable) once [`Ledger::size`] covers them. An entry that does not decode, or
+    /// names a record the log lacks, is [`LedgerError::Inconsistent`].
     pub fn key_entry(&self, key: &[u8]) -> Result<Option<KeyEntry>> {
         self.inner.stores.key_entry(key, self.size())
     }
