@@ -1273,7 +1273,7 @@ fn recover(s: &Stores) -> Result<Recovered> {
         None => GENESIS_CHAIN,
         Some(before) => {
             let v = s.records.get(before.to_be_bytes())?.ok_or_else(|| inconsistent(before, "record is missing"))?;
-            Record::decode(before, &v).ok_or_else(|| inconsistent(before, "record does not decode"))?.chain
+            Record::chain_of(&v).ok_or_else(|| inconsistent(before, "record does not decode"))?
         }
     };
     for (next, g) in (check_from..).zip(s.records.range(check_from.to_be_bytes()..)) {

@@ -427,48 +427,27 @@ fn store(s: &Stores, r: &Record) {
 #[test]
 fn an_edited_store_fails_verification_and_is_refused_on_open() {
     type Tamper = fn(&Stores);
+    // Record 10, stored again after `f`.
+    fn edit(s: &Stores, f: fn(&mut Record)) {
+        let mut r = stored(s, 10);
+        f(&mut r);
+        store(s, &r);
+    }
     let cases: [(&str, Tamper, u64, &str); 7] = [
-        (
-            "event edited",
-            |s| {
-                let mut r = stored(s, 10);
-                r.event = br#"{"e":"e99"}"#.to_vec();
-                store(s, &r);
-            },
-            10,
-            "event hash",
-        ),
+        ("event edited", |s| edit(s, |r| r.event = br#"{"e":"e99"}"#.to_vec()), 10, "event hash"),
         (
             "event edited and re-hashed",
             |s| {
-                let mut r = stored(s, 10);
-                r.event = br#"{"e":"e99"}"#.to_vec();
-                r.event_hash = Sha256::digest(&r.event).into();
-                store(s, &r);
+                edit(s, |r| {
+                    r.event = br#"{"e":"e99"}"#.to_vec();
+                    r.event_hash = Sha256::digest(&r.event).into();
+                });
             },
             10,
             "chain",
         ),
-        (
-            "type edited",
-            |s| {
-                let mut r = stored(s, 10);
-                r.kind = "test_other".into();
-                store(s, &r);
-            },
-            10,
-            "chain",
-        ),
-        (
-            "version edited",
-            |s| {
-                let mut r = stored(s, 10);
-                r.version = 2;
-                store(s, &r);
-            },
-            10,
-            "chain",
-        ),
+        ("type edited", |s| edit(s, |r| r.kind = "test_other".into()), 10, "chain"),
+        ("version edited", |s| edit(s, |r| r.version = 2), 10, "chain"),
         ("record deleted", |s| s.records.remove(10u64.to_be_bytes()).unwrap(), 10, "gap"),
         (
             "records reordered",
