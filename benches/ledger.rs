@@ -1,7 +1,8 @@
 //! Durable log costs on this machine. Targets (issue: ledger): group-committed durable
 //! appends of 300-byte events ≥ 300,000/s with many appenders; single appender p99 ≤ 2 ms;
 //! verification pass ≥ 500,000 events/s; inclusion proofs ≥ 100,000/s. Each is reported
-//! next to the raw fjall batch-write rate measured in the same run.
+//! next to the raw fjall batch-write rate measured in the same run, and next to raw fjall
+//! writing what an append must write at least (the record and its idempotency entry).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,6 +88,28 @@ fn bench(c: &mut Criterion) {
             batch.commit().unwrap();
         });
     });
+
+    // Raw fjall writing what each append must write at least: the record and its
+    // idempotency entry (44 bytes under a counter key), in one batch, in two keyspaces.
+    // Once with one `SyncAll` per batch, as above; once with no sync at all, which is
+    // what fjall alone can do with the CPU of this machine for the ledger's write shape.
+    let keys = db.keyspace("raw_keys", KeyspaceCreateOptions::default).unwrap();
+    for (name, persist) in [
+        ("raw_fjall_batch_1000_sync_with_key", Some(PersistMode::SyncAll)),
+        ("raw_fjall_batch_1000_with_key_no_sync", None),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut batch = db.batch().durability(persist);
+                for _ in 0..BATCH {
+                    n += 1;
+                    batch.insert(&ks, n.to_be_bytes(), vec![b'x'; EVENT]);
+                    batch.insert(&keys, format!("k{n}"), vec![7u8; 44]);
+                }
+                batch.commit().unwrap();
+            });
+        });
+    }
 
     // Group commit: concurrent appenders (tokio tasks), one record each. 256 as before,
     // and 2,048: about as many events per sync as the raw batches above hold; with 2,048,
