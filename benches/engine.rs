@@ -90,7 +90,7 @@ fn bench(c: &mut Criterion) {
     // a third longer than the payload): the most the mandate format allows, were nothing
     // but the signatures to cost anything.
     let token = settle_mandates::jws::sign("settle-payment-mandate+jws", &payload, &key);
-    let input = token[..token.rfind('.').unwrap()].as_bytes().to_vec();
+    let input = token.as_bytes()[..token.rfind('.').unwrap()].to_vec();
     g.bench_function("raw_sign_jws_input_3_per_conversion_2_cores", |b| {
         b.iter(|| (0..BATCH * 3).into_par_iter().map(|_| dalek.sign(&input).to_bytes()[0]).collect::<Vec<u8>>());
     });

@@ -35,6 +35,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
+use fjall::config::PinningPolicy;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use settle_mandates::checkpoint::Checkpoint;
 use settle_mandates::keys::SigningKey;
@@ -570,6 +571,17 @@ fn upper_key(level: u32, index: u64) -> [u8; 9] {
 /// memtables and 10–12 ms with 8 MiB (`settle load`, see docs/performance.md).
 pub const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
 
+/// Whether a keyspace's tables keep their index and filter blocks in memory for as long
+/// as the store is open. fjall pins them in the tables of its first levels, and a table
+/// keeps what it was given when a compaction only moves it down, which is what happens
+/// to every table of a log keyed by sequence (and of an index whose keys arrive in
+/// order). So memory grew with the log, about 5 MiB a million records
+/// (`cargo bench --bench ledger_memory`); unpinned, those blocks are read through the
+/// block cache, which is bounded. fjall stores a keyspace's policy when it creates it:
+/// a log created before this setting keeps the default, and is back to its baseline at
+/// each reopen (tables opened from disk are pinned by the level they are at).
+pub const PIN_BLOCKS: bool = false;
+
 /// Table size of the idempotency index (leveled compaction; fjall's default is 64 MiB).
 /// Its keys arrive in any order, so every L0 → L1 compaction rewrites the tables of L1
 /// it overlaps, and L1 targets four tables: 16 MiB tables keep it near 64 MiB, not 256.
@@ -719,7 +731,12 @@ impl Ledger {
     /// Opens (or creates) the ledger in `path` and starts its writer thread.
     pub fn open(path: &Path, config: LedgerConfig) -> Result<Self> {
         let db = Database::builder(path).worker_threads(STORAGE_WORKERS).open()?;
-        let options = || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
+        let options = || {
+            KeyspaceCreateOptions::default()
+                .max_memtable_size(MEMTABLE_BYTES)
+                .index_block_pinning_policy(PinningPolicy::all(PIN_BLOCKS))
+                .filter_block_pinning_policy(PinningPolicy::all(PIN_BLOCKS))
+        };
         let ks = |n: &str| db.keyspace(n, options);
         let stores = Stores {
             records: ks("records")?,

@@ -747,3 +747,30 @@ fn a_store_of_the_first_record_format_is_refused_with_a_clear_message() {
         other => panic!("reopening gave {other:?}"),
     }
 }
+
+/// No keyspace pins index or filter blocks: fjall would keep them for every table a
+/// compaction only moves down (each table of the records, keyed by sequence), and the
+/// ledger's memory would grow with the log (`PIN_BLOCKS`). fjall stores the policy when
+/// it creates a keyspace, so it must hold after a reopen too.
+#[test]
+fn no_keyspace_pins_blocks_for_as_long_as_the_store_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..2 {
+        let l = Ledger::open(dir.path(), config(1)).unwrap();
+        l.append_blocking(append(&format!("k{round}"), &["a"])).unwrap();
+        let s = &l.inner.stores;
+        let all = [&s.records, &s.tiles, &s.upper, &s.keys, &s.checkpoints, &s.projections, &s.aux, &s.head];
+        for ks in all {
+            // A policy lists levels 0, 1, ...; its last entry holds for the levels below.
+            let (index, filter) = (&ks.config.index_block_pinning_policy, &ks.config.filter_block_pinning_policy);
+            assert!(
+                !index.is_empty() && !filter.is_empty() && !index.contains(&true) && !filter.contains(&true),
+                "keyspace {:?} pins blocks: index {:?}, filter {:?} (opening {round})",
+                ks.name(),
+                &index[..],
+                &filter[..]
+            );
+        }
+        l.close().unwrap();
+    }
+}
