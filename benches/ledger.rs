@@ -90,10 +90,12 @@ fn bench(c: &mut Criterion) {
     });
 
     // Raw fjall writing what each append must write at least: the record and its
-    // idempotency entry (44 bytes under a counter key), in one batch, in two keyspaces.
-    // Once with one `SyncAll` per batch, as above; once with no sync at all, which is
-    // what fjall alone can do with the CPU of this machine for the ledger's write shape.
-    let keys = db.keyspace("raw_keys", KeyspaceCreateOptions::default).unwrap();
+    // idempotency entry (44 bytes under a counter key), in one batch, in two keyspaces
+    // with the ledger's own options. Once with one `SyncAll` per batch, as above; once
+    // with no sync at all, which is what fjall alone can do with the CPU of this machine
+    // for the ledger's write shape.
+    let records = db.keyspace("raw_records", settle_ledger::keyspace_options).unwrap();
+    let keys = db.keyspace("raw_keys", settle_ledger::index_keyspace_options).unwrap();
     for (name, persist) in [
         ("raw_fjall_batch_1000_sync_with_key", Some(PersistMode::SyncAll)),
         ("raw_fjall_batch_1000_with_key_no_sync", None),
@@ -103,7 +105,7 @@ fn bench(c: &mut Criterion) {
                 let mut batch = db.batch().durability(persist);
                 for _ in 0..BATCH {
                     n += 1;
-                    batch.insert(&ks, n.to_be_bytes(), vec![b'x'; EVENT]);
+                    batch.insert(&records, n.to_be_bytes(), vec![b'x'; EVENT]);
                     batch.insert(&keys, format!("k{n}"), vec![7u8; 44]);
                 }
                 batch.commit().unwrap();

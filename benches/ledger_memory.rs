@@ -4,8 +4,10 @@
 //! appenders, printing the resident memory after each million; then runs the
 //! verification pass over the whole log, sampling the resident memory as it goes.
 //! Not a timing: run with `cargo bench --bench ledger_memory` (a number among the
-//! arguments sets N). The storage engine's caches and memtables fill during the first
-//! millions; what matters is the growth after that, printed per million records.
+//! arguments sets N; a plain `cargo bench` runs it too, for about two minutes and some
+//! gigabytes of temporary files). The storage engine's caches and memtables fill during
+//! the first millions; what matters is the growth after that, printed in KiB per million
+//! records.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,21 +42,29 @@ fn append(i: u64) -> Append {
 }
 
 /// Runs `f` while another thread samples the resident memory every 20 ms; returns what
-/// `f` returned and the highest sample.
+/// `f` returned and the highest sample (KiB).
 fn with_peak<R>(f: impl FnOnce() -> R) -> (R, u64) {
+    /// Stops the sampler however `f` ends, so a panic in `f` is not a hang.
+    struct Stop<'a>(&'a AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
     let done = AtomicBool::new(false);
     let peak = AtomicU64::new(rss_kib());
-    std::thread::scope(|s| {
+    let out = std::thread::scope(|s| {
         s.spawn(|| {
             while !done.load(Ordering::Acquire) {
                 peak.fetch_max(rss_kib(), Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(20));
             }
         });
-        let out = f();
-        done.store(true, Ordering::Release);
-        (out, peak.load(Ordering::Relaxed).max(rss_kib()))
-    })
+        let _stop = Stop(&done);
+        f()
+    });
+    // The sampler has been joined: its last sample is in.
+    (out, peak.load(Ordering::Relaxed).max(rss_kib()))
 }
 
 fn main() {
@@ -88,7 +98,9 @@ fn main() {
                         }
                     });
                 }
-                while set.join_next().await.is_some() {}
+                while let Some(r) = set.join_next().await {
+                    r.expect("an appender failed");
+                }
             });
         });
         let rss = rss_kib();
@@ -114,6 +126,8 @@ fn main() {
             tail[0].0,
             tail[tail.len() - 1].0,
         );
+    } else {
+        println!("appends: too few samples to fit a growth (run to 4 million records or more)");
     }
 
     ledger.checkpoint_blocking(1).expect("a checkpoint");
@@ -122,12 +136,12 @@ fn main() {
     let t = Instant::now();
     let (report, peak) = with_peak(|| settle_ledger::verify_log(&ledger, &ring).expect("the log verifies"));
     println!(
-        "verification pass over {} records and {} checkpoint(s) in {:.1} s: resident {} MiB before, peak {} MiB during ({:+} MiB)",
+        "verification pass over {} records and {} checkpoint(s) in {:.1} s: resident {} MiB before, peak {} MiB during ({:+} KiB)",
         report.records,
         report.checkpoints,
         t.elapsed().as_secs_f64(),
         before >> 10,
         peak >> 10,
-        (peak.cast_signed() - before.cast_signed()) >> 10,
+        peak.cast_signed() - before.cast_signed(),
     );
 }

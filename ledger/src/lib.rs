@@ -571,16 +571,39 @@ fn upper_key(level: u32, index: u64) -> [u8; 9] {
 /// memtables and 10–12 ms with 8 MiB (`settle load`, see docs/performance.md).
 pub const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
 
-/// Whether a keyspace's tables keep their index and filter blocks in memory for as long
-/// as the store is open. fjall pins them in the tables of its first levels, and a table
-/// keeps what it was given when a compaction only moves it down, which is what happens
-/// to every table of a log keyed by sequence (and of an index whose keys arrive in
+/// The storage engine's block cache, through which every read of a table's index,
+/// filter and data blocks goes (fjall's default size, named here because the ledger's
+/// memory relies on it: see [`keyspace_options`]).
+pub const BLOCK_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Options of every keyspace of a new store (the idempotency index adds its compaction
+/// strategy): [`MEMTABLE_BYTES`] memtables, and no table pins its index or filter blocks.
+/// fjall pins them in the tables written at its first levels, and a table keeps what it
+/// was given when a compaction only moves it, which is all that ever happens to the
+/// tables of a log keyed by sequence (and to those of an index whose keys arrive in
 /// order). So memory grew with the log, about 5 MiB a million records
 /// (`cargo bench --bench ledger_memory`); unpinned, those blocks are read through the
-/// block cache, which is bounded. fjall stores a keyspace's policy when it creates it:
-/// a log created before this setting keeps the default, and is back to its baseline at
-/// each reopen (tables opened from disk are pinned by the level they are at).
-pub const PIN_BLOCKS: bool = false;
+/// block cache ([`BLOCK_CACHE_BYTES`]). What stays in memory per table is small: its
+/// metadata, and the top-level block of a partitioned index or filter (fjall partitions
+/// the tables it writes from the fourth level down). fjall stores a keyspace's options
+/// when it creates it: a log created before this setting keeps the default, is back to
+/// its baseline at each reopen (tables opened from disk are pinned by the level they are
+/// at) and grows again while it runs.
+#[must_use]
+pub fn keyspace_options() -> KeyspaceCreateOptions {
+    KeyspaceCreateOptions::default()
+        .max_memtable_size(MEMTABLE_BYTES)
+        .index_block_pinning_policy(PinningPolicy::disabled())
+        .filter_block_pinning_policy(PinningPolicy::disabled())
+}
+
+/// Options of the idempotency index's keyspace: [`keyspace_options`], compacted in
+/// [`INDEX_TABLE_BYTES`] tables.
+#[must_use]
+pub fn index_keyspace_options() -> KeyspaceCreateOptions {
+    keyspace_options()
+        .compaction_strategy(Arc::new(fjall::compaction::Leveled::default().with_table_target_size(INDEX_TABLE_BYTES)))
+}
 
 /// Table size of the idempotency index (leveled compaction; fjall's default is 64 MiB).
 /// Its keys arrive in any order, so every L0 → L1 compaction rewrites the tables of L1
@@ -730,23 +753,13 @@ impl Frontier {
 impl Ledger {
     /// Opens (or creates) the ledger in `path` and starts its writer thread.
     pub fn open(path: &Path, config: LedgerConfig) -> Result<Self> {
-        let db = Database::builder(path).worker_threads(STORAGE_WORKERS).open()?;
-        let options = || {
-            KeyspaceCreateOptions::default()
-                .max_memtable_size(MEMTABLE_BYTES)
-                .index_block_pinning_policy(PinningPolicy::all(PIN_BLOCKS))
-                .filter_block_pinning_policy(PinningPolicy::all(PIN_BLOCKS))
-        };
-        let ks = |n: &str| db.keyspace(n, options);
+        let db = Database::builder(path).worker_threads(STORAGE_WORKERS).cache_size(BLOCK_CACHE_BYTES).open()?;
+        let ks = |n: &str| db.keyspace(n, keyspace_options);
         let stores = Stores {
             records: ks("records")?,
             tiles: ks("tiles")?,
             upper: ks("upper")?,
-            keys: db.keyspace("idempotency", || {
-                options().compaction_strategy(Arc::new(
-                    fjall::compaction::Leveled::default().with_table_target_size(INDEX_TABLE_BYTES),
-                ))
-            })?,
+            keys: db.keyspace("idempotency", index_keyspace_options)?,
             checkpoints: ks("checkpoints")?,
             projections: ks("projections")?,
             aux: ks("aux")?,

@@ -750,7 +750,7 @@ fn a_store_of_the_first_record_format_is_refused_with_a_clear_message() {
 
 /// No keyspace pins index or filter blocks: fjall would keep them for every table a
 /// compaction only moves down (each table of the records, keyed by sequence), and the
-/// ledger's memory would grow with the log (`PIN_BLOCKS`). fjall stores the policy when
+/// ledger's memory would grow with the log (`keyspace_options`). fjall stores the policy when
 /// it creates a keyspace, so it must hold after a reopen too.
 #[test]
 fn no_keyspace_pins_blocks_for_as_long_as_the_store_is_open() {
@@ -758,9 +758,9 @@ fn no_keyspace_pins_blocks_for_as_long_as_the_store_is_open() {
     for round in 0..2 {
         let l = Ledger::open(dir.path(), config(1)).unwrap();
         l.append_blocking(append(&format!("k{round}"), &["a"])).unwrap();
-        let s = &l.inner.stores;
-        let all = [&s.records, &s.tiles, &s.upper, &s.keys, &s.checkpoints, &s.projections, &s.aux, &s.head];
-        for ks in all {
+        // Every keyspace, named so that a new one cannot be left out.
+        let Stores { db: _, records, tiles, upper, keys, checkpoints, projections, aux, head } = &l.inner.stores;
+        for ks in [records, tiles, upper, keys, checkpoints, projections, aux, head] {
             // A policy lists levels 0, 1, ...; its last entry holds for the levels below.
             let (index, filter) = (&ks.config.index_block_pinning_policy, &ks.config.filter_block_pinning_policy);
             assert!(
