@@ -142,6 +142,20 @@ pub struct Subscription {
     pub idem: String,
 }
 
+impl Subscription {
+    /// A subscription as stored in the `aux` keyspace. Before the stored form named only
+    /// stored API tokens, an agent that signs its own tokens was recorded with the id of
+    /// its principal (`agent-key:<agent>`), which no token store holds: read as none, so
+    /// its deliveries are checked against its grant alone, as they always were.
+    fn from_stored(v: &[u8]) -> serde_json::Result<Self> {
+        let mut sub: Self = serde_json::from_slice(v)?;
+        if sub.token_id.starts_with(crate::api::AGENT_KEY_TOKEN_ID) {
+            sub.token_id.clear();
+        }
+        Ok(sub)
+    }
+}
+
 /// An event that could not be delivered.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeadLetter {
@@ -507,8 +521,7 @@ impl Webhooks {
     /// Starts a worker for every stored subscription (inside a tokio runtime).
     pub fn start(self: &Arc<Self>) -> anyhow::Result<()> {
         for (_, v) in self.svc.ledger().aux_scan(b"wh/sub/", usize::MAX)? {
-            let sub: Subscription = serde_json::from_slice(&v)?;
-            self.spawn(Worker::new(sub));
+            self.spawn(Worker::new(Subscription::from_stored(&v)?));
         }
         Ok(())
     }
@@ -1067,6 +1080,18 @@ mod tests {
             agent: None,
             idem: String::new(),
         }
+    }
+
+    /// A subscription stored by an earlier settle for an agent that signs its own tokens
+    /// named its principal's id as its token; read back, it names none (so a token store,
+    /// which never holds such an id, does not pause it), and a stored token stays as it is.
+    #[test]
+    fn a_stored_subscription_names_only_a_stored_token() {
+        let stored = |token: &str| serde_json::to_vec(&Subscription { token_id: token.into(), ..sub(None) }).unwrap();
+        let agent = format!("{}agent-7", crate::api::AGENT_KEY_TOKEN_ID);
+        assert_eq!(Subscription::from_stored(&stored(&agent)).unwrap().token_id, "");
+        assert_eq!(Subscription::from_stored(&stored("tok_1")).unwrap().token_id, "tok_1");
+        assert_eq!(Subscription::from_stored(&stored("")).unwrap().token_id, "");
     }
 
     /// The bodies each kind of subscriber receives, byte for byte (golden vector

@@ -484,6 +484,17 @@ struct Shared {
     sync_hold: Mutex<Option<std::sync::mpsc::Receiver<bool>>>,
 }
 
+impl Shared {
+    /// After a key look-up failed with `e`: a failed read poisons the ledger; an entry
+    /// the store returned but that is inconsistent fails only the append using its key
+    /// (nothing was written).
+    fn look_up_failed(&self, e: &LedgerError) {
+        if !matches!(e, LedgerError::Inconsistent { .. }) {
+            self.poisoned.store(true, Ordering::Release);
+        }
+    }
+}
+
 struct Inner {
     shared: Arc<Shared>,
     tx: RwLock<Option<mpsc::Sender<Cmd>>>,
@@ -1033,13 +1044,7 @@ impl Ledger {
         // also show a batch that is written but not yet synced; an entry found there is
         // only ever answered through the writer, after the sync that covers it.
         let after = self.inner.batches.load(Ordering::Acquire);
-        // A failed read poisons the ledger; an entry that does not decode fails only the
-        // append using its key (nothing was written).
-        let entry = self.key_entry(key).inspect_err(|e| {
-            if !matches!(e, LedgerError::Inconsistent { .. }) {
-                self.inner.poisoned.store(true, Ordering::Release);
-            }
-        })?;
+        let entry = self.key_entry(key).inspect_err(|e| self.inner.look_up_failed(e))?;
         Ok((entry, after))
     }
 
@@ -1580,10 +1585,7 @@ impl Writer {
                 None => match s.key_entry(&a.key, self.frontier.size) {
                     Ok(e) => e,
                     Err(e) => {
-                        // As in `look_up_entry`: only a failed read poisons.
-                        if !matches!(e, LedgerError::Inconsistent { .. }) {
-                            self.poison();
-                        }
+                        self.inner.look_up_failed(&e);
                         replies.push((reply, Err(e)));
                         continue;
                     }

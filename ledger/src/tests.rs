@@ -749,7 +749,7 @@ fn a_store_of_the_first_record_format_is_refused_with_a_clear_message() {
 }
 
 /// No keyspace pins index or filter blocks: fjall would keep them for every table a
-/// compaction only moves down (each table of the records, keyed by sequence), and the
+/// compaction only moves (each table of the records, keyed by sequence), and the
 /// ledger's memory would grow with the log (`keyspace_options`). fjall stores the policy when
 /// it creates a keyspace, so it must hold after a reopen too.
 #[test]
