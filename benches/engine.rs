@@ -12,11 +12,11 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ed25519_dalek::Signer;
 use rayon::prelude::*;
+use settle_engine::arith;
 use settle_engine::replay::sign_decisions;
-use settle_engine::rules::{Deal, allocate, exact_pool};
+use settle_engine::rules::Deal;
 use settle_ledger::{Append, Ledger, LedgerConfig, NewRecord};
 use settle_mandates::keys::SigningKey;
-use settle_mandates::money::Amount;
 
 // The allocator the `settle` binary runs with, so the figures are the shipped ones.
 #[global_allocator]
@@ -45,11 +45,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             rev += 1;
             let d = Deal { revenue: rev, closer_volume_before: 0, occurred_at: fixtures::t(60), hops: 3 };
-            let e = exact_pool(&spec, &d);
-            let pool =
-                Amount::from_decimal(e.pool / rust_decimal::Decimal::ONE_HUNDRED, spec.currency, spec.pool_rounding)
-                    .unwrap();
-            allocate(pool.minor_units(), &e.weights)
+            arith::price(&spec, &d).unwrap()
         });
     });
 

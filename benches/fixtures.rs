@@ -47,6 +47,7 @@ pub fn mandate(i: u64) -> Mandate {
 pub fn spec() -> ProgramSpec {
     let pct = |s: &str| serde_json::from_value::<Percent>(serde_json::Value::String(s.into())).unwrap();
     ProgramSpec {
+        allocation: Some(Allocation::CURRENT),
         program: "growth".into(),
         name: "Growth".into(),
         currency: "USD".parse().unwrap(),

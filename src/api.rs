@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use settle_engine::model::{AgentScope, Event, FxRate, RefundSize};
+use settle_engine::model::{AgentScope, Allocation, Event, FxRate, ProgramSpec, RefundSize};
 use settle_engine::{Envelope, Rejection};
 use settle_mandates::money::{Amount, Currency, Sign};
 use settle_mandates::receipt::{ReceiptDocument, verify_receipt};
@@ -528,11 +528,29 @@ pub struct ConversionBody {
     pub fx: Option<FxBody>,
 }
 
+/// The rules as settle records them now: with the current arithmetic
+/// ([`Allocation::CURRENT`]) when the request leaves it out; a request naming
+/// `largest_remainder.v1`, kept only to replay older logs, is refused.
+pub fn current_rules(mut spec: ProgramSpec) -> Result<ProgramSpec, Problem> {
+    match spec.allocation {
+        Some(Allocation::V1) => Err(unprocessable(
+            "allocation largest_remainder.v1 is kept only to replay older logs; publish with largest_remainder.v2",
+        )),
+        _ => {
+            spec.allocation = Some(Allocation::CURRENT);
+            Ok(spec)
+        }
+    }
+}
+
 impl ConversionBody {
     /// The event (vendor only); a deal without `occurred_at` occurred at `now`, which
     /// must not be later than the time the event is recorded at.
     pub fn event(self, p: &Principal, now: DateTime<Utc>) -> Result<Event, Problem> {
         p.require_vendor(Scope::ConversionsWrite)?;
+        if self.subscription_month == Some(0) {
+            return Err(unprocessable("subscription_month counts from 1 (the first month)"));
+        }
         let revenue = parse_amount(&self.revenue, &self.currency, Sign::Positive)?;
         let fx = self
             .fx

@@ -51,6 +51,7 @@ fn programs(usd: Currency, per_day: u64) -> Result<Vec<ProgramSpec>> {
     let start = t0();
     Ok(vec![
         ProgramSpec {
+            allocation: Some(Allocation::CURRENT),
             program: "growth".into(),
             name: "Growth partners (3-tier shares)".into(),
             currency: usd,
@@ -85,6 +86,7 @@ fn programs(usd: Currency, per_day: u64) -> Result<Vec<ProgramSpec>> {
             valid_until: None,
         },
         ProgramSpec {
+            allocation: Some(Allocation::CURRENT),
             program: "resellers".into(),
             name: "Resellers (10% / 2% / 1% by level, paid in real time)".into(),
             currency: usd,

@@ -151,7 +151,7 @@ async fn publish(
 ) -> Result<Response, Problem> {
     let p = principal(&app, &h)?;
     p.require_vendor(Scope::ProgramsWrite)?;
-    write_one(&app, &p, &h, Event::ProgramPublished { spec: body(b)? }, None).await
+    write_one(&app, &p, &h, Event::ProgramPublished { spec: api::current_rules(body(b)?)? }, None).await
 }
 
 async fn amend(
@@ -166,7 +166,8 @@ async fn amend(
     if b.spec.program != id {
         return Err(unprocessable("spec.program must match the program in the path"));
     }
-    write_one(&app, &p, &h, Event::ProgramAmended { spec: b.spec, effective_from: b.effective_from }, None).await
+    let spec = api::current_rules(b.spec)?;
+    write_one(&app, &p, &h, Event::ProgramAmended { spec, effective_from: b.effective_from }, None).await
 }
 
 async fn program(State(app): State<App>, UrlPath(id): UrlPath<String>, h: HeaderMap) -> Result<Response, Problem> {

@@ -9,11 +9,14 @@
 //! sequence number a fact will get is an argument, keys and secrets are arguments.
 //!
 //! - [`model`]: the events and the program rules (data, not code).
-//! - [`rules`]: the pool and its split ([`rules::allocate`]: largest remainder).
+//! - [`rules`]: a program's rules: validation and their plain-language explanation.
+//! - [`arith`]: the named arithmetic of a rule version: pool, split (largest
+//!   remainder), FX, refund fractions, clawbacks; [`arith::v2`] exact in integers.
 //! - [`state`]: [`Engine::decide`], the one state transition.
 //! - [`table`]: the state's conversions, packed.
 //! - [`replay`]: signing decisions on all cores, and replaying a log to check it.
 
+pub mod arith;
 pub mod model;
 pub mod replay;
 pub mod rules;

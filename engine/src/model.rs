@@ -28,6 +28,10 @@ pub const MAX_RELEASED_PER_EVENT: usize = 10_000;
 pub const MAX_ID_BYTES: usize = 128;
 /// Most mandates named in one settlement.
 pub const MAX_SETTLEMENT_MANDATES: usize = 10_000;
+/// The largest magnitude of any total of a partner's book (earned, clawed back, on hold,
+/// payable, in payout, paid), minor units: a fact that would take `earned` past it is
+/// refused, so a total never wraps and is always shown as an amount.
+pub const MAX_BOOK_TOTAL: i64 = settle_mandates::money::MAX_MINOR_UNITS;
 /// Longest holding period, days.
 pub const MAX_HOLDING_DAYS: u32 = 365;
 /// Longest attribution window, days.
@@ -190,10 +194,46 @@ pub struct PaymentRange {
     pub max: i64,
 }
 
+/// The named arithmetic of a rule version: how its pool, split, FX, refund fractions
+/// and clawbacks are computed and rounded. Stamped into every mandate's
+/// `basis.rounding` (`largest_remainder.v2+pool.half_even`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Allocation {
+    /// Decimal division with 28 significant digits (settle before exact arithmetic):
+    /// equal remainders that are not finite decimals may compare unequal, a whole
+    /// clawback target may come out a unit short. Kept only so that older logs, whose
+    /// specs were recorded without `allocation`, replay to the same bytes.
+    #[serde(rename = "largest_remainder.v1")]
+    V1,
+    /// Exact rational arithmetic in integers: every rounding is of an exact value,
+    /// every tie is exact. What settle records for every new program and amendment.
+    #[serde(rename = "largest_remainder.v2")]
+    V2,
+}
+
+impl Allocation {
+    /// What settle records now.
+    pub const CURRENT: Self = Self::V2;
+
+    /// The policy's name.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::V1 => "largest_remainder.v1",
+            Self::V2 => "largest_remainder.v2",
+        }
+    }
+}
+
 /// A program's rules, as published.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProgramSpec {
+    /// The arithmetic of these rules ([`ProgramSpec::allocation`]). Absent in a recorded
+    /// spec, it is [`Allocation::V1`] (specs recorded before v2 existed); the doors
+    /// record [`Allocation::CURRENT`] for every new program and amendment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocation: Option<Allocation>,
     /// Program id.
     pub program: String,
     /// Display name.
@@ -223,10 +263,13 @@ pub struct ProgramSpec {
     pub valid_until: Option<DateTime<Utc>>,
 }
 
-/// The split allocation policy id stamped into every mandate.
-pub const SPLIT_POLICY: &str = "largest_remainder.v1";
-
 impl ProgramSpec {
+    /// The arithmetic these rules are priced with (absent: v1, as recorded before v2).
+    #[must_use]
+    pub fn allocation(&self) -> Allocation {
+        self.allocation.unwrap_or(Allocation::V1)
+    }
+
     /// The rounding policy id of this program: split policy and pool rounding.
     #[must_use]
     pub fn rounding_id(&self) -> String {
@@ -234,7 +277,7 @@ impl ProgramSpec {
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
-        format!("{SPLIT_POLICY}+pool.{r}")
+        format!("{}+pool.{r}", self.allocation().name())
     }
 }
 

@@ -15,10 +15,12 @@ use settle_mandates::types::{
     Constraint, Direction, Instrument, LogRef, Mandate, MandateBasis, OpenMandate, Payee, VCT_OPEN_MANDATE, derive_salt,
 };
 
+use crate::arith;
 use crate::model::{
-    AgentScope, Envelope, Event, MAX_HOPS, MAX_ID_BYTES, MAX_SETTLEMENT_MANDATES, PartnerRole, ProgramSpec, RefundSize,
+    AgentScope, Allocation, Envelope, Event, MAX_BOOK_TOTAL, MAX_HOPS, MAX_ID_BYTES, MAX_SETTLEMENT_MANDATES,
+    PartnerRole, ProgramSpec, RefundSize,
 };
-use crate::rules::{self, Deal};
+use crate::rules::Deal;
 
 /// Why a fact was refused. Nothing is recorded and nothing changes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,7 +40,7 @@ pub enum Rejection {
     Money(#[from] MoneyError),
     /// Rules refused.
     #[error(transparent)]
-    Rules(#[from] rules::RuleError),
+    Rules(#[from] crate::rules::RuleError),
     /// A derived event is not a fact.
     #[error("'{0}' is derived by the engine and cannot be submitted")]
     NotAFact(&'static str),
@@ -340,15 +342,27 @@ impl Book {
     /// construction. Money leaves [`Account::Commission`] as it is earned and returns
     /// to it as it is clawed back; that account's balance, `clawed_back − earned`, is
     /// kept as its two sides for the statements.
+    ///
+    /// Every total stays within [`MAX_BOOK_TOTAL`]: the engine refuses a mandate that
+    /// would take `earned` past it, and every other total is bounded by `earned` (what
+    /// is clawed back, held, payable, in payout or paid was earned first; a negative
+    /// payable is at most what was clawed back). Checked all the same: a sum that
+    /// leaves the bound is a bug, and crashes.
     fn post(&mut self, from: Account, to: Account, amount: i64, who: &str) {
         debug_assert!(from != to, "a posting moves money between two accounts");
+        let add = |total: &mut i64, delta: i64| {
+            *total = total
+                .checked_add(delta)
+                .filter(|t| t.abs() <= MAX_BOOK_TOTAL)
+                .unwrap_or_else(|| panic!("book of {who}: a total leaves ±{MAX_BOOK_TOTAL}"));
+        };
         match from {
-            Account::Commission => self.earned += amount,
-            a => *self.balance(a) -= amount,
+            Account::Commission => add(&mut self.earned, amount),
+            a => add(self.balance(a), -amount),
         }
         match to {
-            Account::Commission => self.clawed_back += amount,
-            a => *self.balance(a) += amount,
+            Account::Commission => add(&mut self.clawed_back, amount),
+            a => add(self.balance(a), amount),
         }
         self.assert_balanced(who);
     }
@@ -364,6 +378,7 @@ impl Book {
     }
 
     fn assert_balanced(&self, who: &str) {
+        // Within ±MAX_BOOK_TOTAL each, so these sums cannot overflow.
         assert_eq!(
             self.earned - self.clawed_back,
             self.on_hold + self.payable + self.in_payout + self.paid,
@@ -707,7 +722,7 @@ impl Decider<'_> {
         let at = self.env.at;
         match self.env.event.clone() {
             Event::ProgramPublished { spec } => {
-                rules::validate(&spec)?;
+                crate::rules::validate(&spec)?;
                 if self.st.programs.contains_key(&spec.program) {
                     return Err(Rejection::Conflict(format!("program '{}' already exists", spec.program)));
                 }
@@ -722,7 +737,7 @@ impl Decider<'_> {
                 }))
             }
             Event::ProgramAmended { spec, effective_from } => {
-                rules::validate(&spec)?;
+                crate::rules::validate(&spec)?;
                 let p = self.st.program(&spec.program)?;
                 let latest = p.latest();
                 if latest.spec.currency != spec.currency {
@@ -1031,11 +1046,9 @@ impl Decider<'_> {
                     ),
                 );
             };
-            let converted = revenue
-                .to_decimal()
-                .checked_mul(rate)
-                .ok_or_else(|| Rejection::Invalid("revenue × fx rate is out of range".into()))?;
-            Amount::from_decimal(converted, spec.currency, spec.pool_rounding)?.minor_units()
+            arith::times(spec.allocation(), revenue, rate, spec.currency, spec.pool_rounding)
+                .map_err(|_| Rejection::Invalid("revenue × fx rate is out of range".into()))?
+                .minor_units()
         };
         let chain: Vec<String> = lead.chain.iter().map(ToString::to_string).collect();
         // A suspended partner holds the deal before its pool is computed (the outcome's
@@ -1048,20 +1061,14 @@ impl Decider<'_> {
             conv.held = Some(Box::new(deal));
             return no(self, conv, "held", reason);
         }
-        let closer = chain.last().cloned().unwrap_or_default();
-        let volume_before = self.st.volume.get(&month_key(&closer, occurred_at)).copied().unwrap_or(0);
-        let exact = rules::exact_pool(
+        let closer = chain.last().map_or("", String::as_str);
+        let volume_before = self.st.volume.get(&month_key(closer, occurred_at)).copied().unwrap_or(0);
+        let priced = arith::price(
             spec,
             &Deal { revenue: revenue_prog, closer_volume_before: volume_before, occurred_at, hops: chain.len() },
-        );
-        let pool = Amount::from_decimal(
-            exact.pool / Decimal::from(10_i64.pow(spec.currency.exponent())),
-            spec.currency,
-            spec.pool_rounding,
         )?;
-        conv.pool = pool;
-        let parts = rules::allocate(pool.minor_units(), &exact.weights);
-        assert_eq!(parts.iter().sum::<i64>(), pool.minor_units(), "split does not sum to the pool");
+        conv.pool = Amount::from_minor(priced.pool, spec.currency)?;
+        let parts = priced.parts;
         let deal = HeldDeal { chain, parts, occurred_at, revenue: revenue_prog, reason: String::new() };
         if let Some(reason) = self.breach(spec, &conv.program, &deal)? {
             conv.held = Some(Box::new(HeldDeal { reason: reason.clone(), ..deal }));
@@ -1127,6 +1134,15 @@ impl Decider<'_> {
         let status = if spec.holding_days == 0 { HopStatus::Payable } else { HopStatus::Held };
         let log = LogRef { seq, event_hash: self.event_hash() };
         let n = deal.chain.len();
+        for (partner, amount) in deal.chain.iter().zip(&deal.parts) {
+            let earned = self.st.books.get(partner).map_or(0, |b| b.earned);
+            if earned + amount > MAX_BOOK_TOTAL {
+                return Err(Rejection::Invalid(format!(
+                    "partner '{partner}' would have earned more than {} in all (the limit of a book's totals)",
+                    Amount::from_minor(MAX_BOOK_TOTAL, spec.currency)?
+                )));
+            }
+        }
         // Exactly as many hops as the chain has: the state keeps them for the deal's life.
         conv.hops.reserve_exact(n);
         for (i, (partner, amount)) in deal.chain.iter().zip(&deal.parts).enumerate() {
@@ -1179,8 +1195,11 @@ impl Decider<'_> {
         conv.held = None;
         conv.released_at = (seq != cs).then_some(seq);
         Ok(Box::new(move |s| {
-            *s.volume.entry(vkey).or_default() += deal.revenue;
-            *s.budget_used.entry(bkey).or_default() += pool.minor_units();
+            // Saturating: past every tier's `from` (≤ 10^15) a larger volume changes nothing.
+            let v = s.volume.entry(vkey).or_default();
+            *v = v.saturating_add(deal.revenue);
+            let used = s.budget_used.entry(bkey).or_default();
+            *used = used.saturating_add(pool.minor_units());
             for h in &conv.hops {
                 let to = if h.status == HopStatus::Held { Account::OnHold } else { Account::Payable };
                 s.book(&h.partner).post(Account::Commission, to, h.amount, &h.partner);
@@ -1230,12 +1249,15 @@ impl Decider<'_> {
                 if f <= Decimal::ZERO || f > Decimal::ONE {
                     return Err(Rejection::Invalid(format!("refund fraction {f} is not in (0, 1]")));
                 }
-                // A deal of no program (no registered lead) rounds half-even.
-                let rounding =
-                    self.st.programs.get(c.program.as_str()).map_or(settle_mandates::money::Rounding::HalfEven, |p| {
-                        p.version(c.rule_version).spec.pool_rounding
-                    });
-                let a = Amount::from_decimal(c.revenue.to_decimal() * f, cur, rounding)?;
+                // A deal of no program (no registered lead) rounds half-even, exactly.
+                let (allocation, rounding) = self.st.programs.get(c.program.as_str()).map_or(
+                    (Allocation::CURRENT, settle_mandates::money::Rounding::HalfEven),
+                    |p| {
+                        let spec = &p.version(c.rule_version).spec;
+                        (spec.allocation(), spec.pool_rounding)
+                    },
+                );
+                let a = arith::times(allocation, c.revenue, f, cur, rounding)?;
                 if a.is_zero() {
                     return Err(Rejection::Invalid(format!("a refund of {f} of {} rounds to nothing", c.revenue)));
                 }
@@ -1272,20 +1294,17 @@ impl Decider<'_> {
             let spec = &self.st.programs[c.program.as_str()].version(c.rule_version).spec;
             let pool = c.pool.minor_units();
             let clawed: i64 = c.hops.iter().map(|h| h.clawed).sum();
-            // pool × refunded / revenue, the ratio first: both factors reach 10^15.
-            let target_exact =
-                Decimal::from(pool) * (Decimal::from(refunded_after) / Decimal::from(c.revenue.minor_units()));
-            let target = Amount::from_decimal(
-                target_exact / Decimal::from(10_i64.pow(cur.exponent())),
+            let target = arith::clawback_target(
+                spec.allocation(),
+                pool,
+                refunded_after,
+                c.revenue.minor_units(),
                 cur,
                 spec.pool_rounding,
-            )?
-            .minor_units()
-            .min(pool);
-            let target = if refunded_after == c.revenue.minor_units() { pool } else { target };
+            )?;
             let delta = (target - clawed).max(0);
-            let remaining: Vec<Decimal> = c.hops.iter().map(|h| Decimal::from(h.amount - h.clawed)).collect();
-            let parts = rules::allocate(delta, &remaining);
+            let holds: Vec<i64> = c.hops.iter().map(|h| h.amount - h.clawed).collect();
+            let parts = arith::allocate_clawback(spec.allocation(), delta, &holds);
             for (i, p) in parts.into_iter().enumerate() {
                 if p > 0 {
                     assert!(p <= c.hops[i].amount - c.hops[i].clawed, "clawback exceeds what the hop holds");

@@ -17,6 +17,9 @@
 use std::fmt;
 use std::str::FromStr;
 
+use num_bigint::BigInt;
+use num_integer::Integer;
+use num_traits::Signed;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -133,6 +136,44 @@ pub enum Rounding {
 }
 
 impl Rounding {
+    /// Rounds the exact rational `num / den` (`den > 0`) to an integer by this rule:
+    /// the remainder is compared with the divisor in integers, so a tie is exactly ½
+    /// and nothing is lost to a decimal expansion (thirds stay thirds).
+    ///
+    /// ```
+    /// use settle_mandates::money::Rounding;
+    /// assert_eq!(Rounding::HalfEven.round_ratio(&5_i128, &2), 2);
+    /// assert_eq!(Rounding::HalfEven.round_ratio(&7_i128, &2), 4);
+    /// assert_eq!(Rounding::HalfAwayFromZero.round_ratio(&-5_i128, &2), -3);
+    /// assert_eq!(Rounding::TowardZero.round_ratio(&-5_i128, &3), -1);
+    /// assert_eq!(Rounding::Floor.round_ratio(&-5_i128, &3), -2);
+    /// ```
+    ///
+    /// # Panics
+    /// If `den` is not positive (a bug of the caller).
+    #[must_use]
+    pub fn round_ratio<T>(self, num: &T, den: &T) -> T
+    where
+        T: Integer + Signed + Clone,
+    {
+        assert!(den.is_positive(), "round_ratio needs a positive divisor");
+        let (q, r) = num.div_mod_floor(den);
+        if r.is_zero() {
+            return q;
+        }
+        let up = match self {
+            Self::Floor => false,
+            Self::TowardZero => num.is_negative(),
+            Self::HalfEven | Self::HalfAwayFromZero => match (r.clone() + r).cmp(den) {
+                std::cmp::Ordering::Less => false,
+                std::cmp::Ordering::Greater => true,
+                std::cmp::Ordering::Equal if self == Self::HalfEven => q.is_odd(),
+                std::cmp::Ordering::Equal => !num.is_negative(),
+            },
+        };
+        if up { q + T::one() } else { q }
+    }
+
     fn strategy(self) -> RoundingStrategy {
         match self {
             Self::HalfEven => RoundingStrategy::MidpointNearestEven,
@@ -227,6 +268,30 @@ impl Amount {
             .round_dp_with_strategy(0, rounding.strategy());
         let minor = i64::try_from(scaled).map_err(|_| MoneyError::Overflow)?;
         Self::from_minor(minor, currency)
+    }
+
+    /// The amount `num / den` minor units (`den > 0`), exactly, rounded once by
+    /// `rounding`; refuses a result beyond [`MAX_MINOR_UNITS`].
+    pub fn from_ratio(num: i128, den: i128, currency: Currency, rounding: Rounding) -> Result<Self, MoneyError> {
+        let minor = rounding.round_ratio(&num, &den);
+        Self::from_minor(i64::try_from(minor).map_err(|_| MoneyError::Overflow)?, currency)
+    }
+
+    /// `self × factor`, expressed in `to`'s minor units, computed exactly (big integers:
+    /// a factor may carry 28 digits) and rounded once by `rounding`. An FX conversion
+    /// (`factor` = units of `to` per unit of `self`'s currency) and a fraction of an
+    /// amount (`to` = the same currency) are both this. The result carries the sign of
+    /// the product; one beyond [`MAX_MINOR_UNITS`] is refused.
+    pub fn times_exact(self, factor: Decimal, to: Currency, rounding: Rounding) -> Result<Self, MoneyError> {
+        let ten = BigInt::from(10);
+        let num = BigInt::from(self.minor)
+            * BigInt::from(factor.mantissa())
+            * num_traits::pow(ten.clone(), usize::try_from(to.exponent()).map_err(|_| MoneyError::Overflow)?);
+        let den_exp = self.currency.exponent() + factor.scale();
+        let den = num_traits::pow(ten, usize::try_from(den_exp).map_err(|_| MoneyError::Overflow)?);
+        let minor = rounding.round_ratio(&num, &den);
+        let minor = i64::try_from(minor).map_err(|_| MoneyError::Overflow)?;
+        Self::from_minor(minor, to)
     }
 
     /// The exact value in major units (`12.34` for 1234 cents).
@@ -376,7 +441,76 @@ mod tests {
         assert_eq!(one.checked_sub(one).unwrap().minor_units(), 0);
     }
 
+    #[test]
+    fn exact_rounding_of_ratios() {
+        // (num, den, floor, toward_zero, half_even, half_away_from_zero)
+        let cases: &[(i128, i128, [i128; 4])] = &[
+            (7, 2, [3, 3, 4, 4]),
+            (5, 2, [2, 2, 2, 3]),
+            (-5, 2, [-3, -2, -2, -3]),
+            (-7, 2, [-4, -3, -4, -4]),
+            (2, 3, [0, 0, 1, 1]),
+            (-2, 3, [-1, 0, -1, -1]),
+            (1, 3, [0, 0, 0, 0]),
+            (3000 * 10000, 30000, [1000, 1000, 1000, 1000]),
+            (0, 7, [0, 0, 0, 0]),
+        ];
+        let modes = [Rounding::Floor, Rounding::TowardZero, Rounding::HalfEven, Rounding::HalfAwayFromZero];
+        for (n, d, want) in cases {
+            for (m, w) in modes.iter().zip(want) {
+                assert_eq!(m.round_ratio(n, d), *w, "{n}/{d} by {m:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_hair_above_a_half_is_not_a_tie() {
+        // pool 400000000000001 × refunded 928571428571428 / revenue 999999999999999:
+        // exactly 371428571428572.5000000000000005…, which half-even rounds up.
+        let num = 400_000_000_000_001_i128 * 928_571_428_571_428;
+        let den = 999_999_999_999_999_i128;
+        assert_eq!(Rounding::HalfEven.round_ratio(&num, &den), 371_428_571_428_573);
+        let usd = cur("USD");
+        let a = Amount::from_ratio(num, den, usd, Rounding::HalfEven).unwrap();
+        assert_eq!(a.minor_units(), 371_428_571_428_573);
+        assert_eq!(Amount::from_ratio(num * 1000, den, usd, Rounding::Floor), Err(MoneyError::Overflow));
+    }
+
+    #[test]
+    fn products_with_long_factors_are_exact() {
+        let usd = cur("USD");
+        let jpy = cur("JPY");
+        let bhd = cur("BHD");
+        let a = Amount::from_minor(999_999_999_999_999, usd).unwrap();
+        // A 28-digit fraction: 1/3 to 28 places. 999999999999999 × 0.333… = 333333333333332.99…97
+        let third: Decimal = "0.3333333333333333333333333333".parse().unwrap();
+        assert_eq!(a.times_exact(third, usd, Rounding::Floor).unwrap().minor_units(), 333_333_333_333_332);
+        assert_eq!(a.times_exact(third, usd, Rounding::HalfEven).unwrap().minor_units(), 333_333_333_333_333);
+        // FX across exponents: 12.34 USD at 150.5 JPY per USD = 1857.17 JPY → 1857.
+        let b = Amount::from_minor(1234, usd).unwrap();
+        let rate: Decimal = "150.5".parse().unwrap();
+        assert_eq!(b.times_exact(rate, jpy, Rounding::HalfEven).unwrap().minor_units(), 1857);
+        assert_eq!(b.times_exact(rate, bhd, Rounding::HalfEven).unwrap().minor_units(), 1_857_170);
+        // A rate of 1e-25 gives nothing; a huge rate overflows.
+        let tiny: Decimal = "0.0000000000000000000000001".parse().unwrap();
+        assert_eq!(b.times_exact(tiny, usd, Rounding::HalfEven).unwrap().minor_units(), 0);
+        let huge: Decimal = "79228162514264337593543950335".parse().unwrap();
+        assert_eq!(b.times_exact(huge, usd, Rounding::HalfEven), Err(MoneyError::Overflow));
+    }
+
     proptest! {
+        /// Where a decimal product is exact, the exact rounding agrees with rust_decimal's.
+        #[test]
+        fn exact_rounding_agrees_with_decimal_where_decimal_is_exact(
+            num in -1_000_000_000_000_i64..1_000_000_000_000, scale in 0u32..6, m in 0usize..4
+        ) {
+            let modes = [Rounding::Floor, Rounding::TowardZero, Rounding::HalfEven, Rounding::HalfAwayFromZero];
+            let d = Decimal::new(num, scale);
+            let want = d.round_dp_with_strategy(0, modes[m].strategy());
+            let den = 10_i128.pow(scale);
+            prop_assert_eq!(Decimal::from(modes[m].round_ratio(&i128::from(num), &den)), want);
+        }
+
         #[test]
         fn parse_format_round_trip(minor in -MAX_MINOR_UNITS..=MAX_MINOR_UNITS, c in 0usize..4) {
             let code = ["USD", "JPY", "BHD", "EUR"][c];

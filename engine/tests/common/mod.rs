@@ -20,6 +20,7 @@ pub fn pct(s: &str) -> Percent {
 
 pub fn spec(split: SplitRule, pool: PoolRule, holding_days: u32) -> ProgramSpec {
     ProgramSpec {
+        allocation: Some(Allocation::CURRENT),
         program: "prg".into(),
         name: "Program".into(),
         currency: "USD".parse().unwrap(),
