@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use settle_engine::replay::{Mismatch, Replay, parse_record};
 use settle_engine::state::{Book, parse_mandate_id};
 use settle_engine::{Engine, EngineConfig, Envelope, Event};
-use settle_ledger::{Ledger, SignedCheckpoint};
+use settle_ledger::{Known, Ledger, SignedCheckpoint};
+use settle_mandates::checkpoint::{Checkpoint, ConsistencyError};
 use settle_mandates::keys::{Jwks, KeyRing, SigningKey};
 use settle_mandates::receipt::{RECEIPT_BATCH, ReceiptDocument, ReceiptError, ReceiptVerifier, VerifiedReceipt};
 use settle_mandates::types::{ReceiptKind, ReceiptPayload, Signed, Status, VCT_RECEIPT, token_reference};
@@ -615,11 +616,95 @@ pub fn export_file(data: &Path, file: &Path) -> Result<u64> {
 
 /// Verifies a self-contained log file with no database: every record's hash and chain
 /// link, the root and signature of every checkpoint, all records covered. With `keys`,
-/// against the vendor's keys as the auditor obtained them; else the file's own.
-pub fn audit_file(file: &Path, keys: Option<&Path>) -> Result<(settle_ledger::VerifyReport, String)> {
+/// against the vendor's keys as the auditor obtained them; else the file's own. With
+/// `known` (checkpoints the auditor held before, [`read_known`]), the log must extend
+/// each: a file cut back at an older checkpoint, or rewritten, is refused.
+pub fn audit_file(file: &Path, keys: Option<&Path>, known: &[Known]) -> Result<(settle_ledger::VerifyReport, String)> {
     let pinned = keys.map(read_ring).transpose()?;
     let input = BufReader::new(File::open(file).with_context(|| format!("cannot read {}", file.display()))?);
-    settle_ledger::verify_file(input, pinned.as_ref(), |_| Ok(())).map_err(|f| failed_at(f.seq, &f.what))
+    settle_ledger::verify_file_known(input, pinned.as_ref(), known, |_| Ok(())).map_err(|f| failed_at(f.seq, &f.what))
+}
+
+/// Where the signed checkpoint notes are in one JSON value of a `--known` file: a note
+/// (a string), a list of notes (a bundle's `checkpoints.json`), `{"note": …}` (the JSON of
+/// `GET /v1/checkpoints/latest`) or `{"checkpoint": …}` (a receipt document, a checkpoint
+/// line of a log file). A log file's header and record lines hold none (an empty list);
+/// anything else is not a checkpoint (`None`).
+fn notes_in(v: &serde_json::Value) -> Option<Vec<String>> {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => Some(vec![s.clone()]),
+        Value::Array(a) => a.iter().map(|x| x.as_str().map(str::to_owned)).collect(),
+        Value::Object(o) => match o.get("checkpoint").or_else(|| o.get("note")) {
+            Some(Value::String(n)) => Some(vec![n.clone()]),
+            Some(_) => None,
+            None if o.get("format").and_then(Value::as_str) == Some(settle_ledger::LOG_FILE_FORMAT) => Some(Vec::new()),
+            None if o.contains_key("seq") && o.contains_key("event") => Some(Vec::new()),
+            None => None,
+        },
+        _ => None,
+    }
+}
+
+/// The signed checkpoints in files the user held before (`--known`), each once, named by
+/// file (and line). A file is a signed note as the ledger exports it (one entry of
+/// `checkpoints.json`, the `note` of `GET /v1/checkpoints/latest`), or JSON holding notes
+/// (see [`notes_in`]): one document, or JSON Lines such as a partner's `receipts.jsonl` or
+/// a log file from `settle export --file`. Signatures are checked where the notes are
+/// used, against the keys of what they are compared with.
+pub fn read_known(paths: &[PathBuf]) -> Result<Vec<Known>> {
+    let mut out: Vec<Known> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for p in paths {
+        let name = p.display().to_string();
+        let open = || File::open(p).with_context(|| format!("cannot read {name}"));
+        let mut first = String::new();
+        BufReader::new(open()?).read_line(&mut first).with_context(|| format!("cannot read {name}"))?;
+        let mut push = |source: String, note: String| {
+            if seen.insert(note.clone()) {
+                out.push(Known { source, note });
+            }
+        };
+        let mut found = 0usize;
+        let one_line = serde_json::from_str::<serde_json::Value>(&first)
+            .is_ok_and(|v| v.is_object() || v.is_array() || v.is_string());
+        if one_line {
+            // JSON Lines (a file of one line among them), read as it goes.
+            for (i, line) in BufReader::new(open()?).lines().enumerate() {
+                let line = line.with_context(|| format!("cannot read {name}"))?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let at = format!("{name}:{}", i + 1);
+                let v: serde_json::Value =
+                    serde_json::from_str(&line).with_context(|| format!("{at}: not JSON (--known)"))?;
+                let notes = notes_in(&v).with_context(|| format!("{at}: holds no signed checkpoint (--known)"))?;
+                for n in notes {
+                    push(at.clone(), n);
+                    found += 1;
+                }
+            }
+        } else {
+            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {name}"))?;
+            match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(v) => {
+                    for n in notes_in(&v).with_context(|| format!("{name}: holds no signed checkpoint (--known)"))? {
+                        push(name.clone(), n);
+                        found += 1;
+                    }
+                }
+                // Not JSON: the note itself, as the ledger writes it.
+                Err(_) => {
+                    push(name.clone(), text);
+                    found += 1;
+                }
+            }
+        }
+        if found == 0 {
+            bail!("{name}: holds no signed checkpoint (--known)");
+        }
+    }
+    Ok(out)
 }
 
 /// The key ring of a JWKS file.
@@ -632,6 +717,11 @@ fn read_ring(path: &Path) -> Result<KeyRing> {
 
 /// Exports the self-contained audit bundle into `out`.
 pub fn export(data: &Path, out: &Path) -> Result<Manifest> {
+    export_counted(data, out).map(|(m, _)| m)
+}
+
+/// [`export`], also returning how many receipts the bundle holds.
+pub fn export_counted(data: &Path, out: &Path) -> Result<(Manifest, u64)> {
     let keys = crate::keystore::KeyFile::load(data)?;
     // The ledger alone: the statements below replay the log with an engine of their own,
     // so the service's restored engine state would only double the memory.
@@ -669,7 +759,7 @@ pub fn export(data: &Path, out: &Path) -> Result<Manifest> {
         files.insert(p.clone(), pfile(&p, "receipts.jsonl")?);
     }
     let key = keys.current()?;
-    receipts(&ledger, &cp, &key, keys.current_valid_from(), &keys.vendor, |partner, doc| {
+    let receipts = receipts(&ledger, &cp, &key, keys.current_valid_from(), &keys.vendor, |partner, doc| {
         let f = files.get_mut(partner).context("receipt for an unknown partner")?;
         serde_json::to_writer(&mut *f, doc)?;
         f.write_all(b"\n")?;
@@ -698,7 +788,7 @@ pub fn export(data: &Path, out: &Path) -> Result<Manifest> {
     };
     std::fs::write(out.join(MANIFEST_FILE), serde_json::to_vec_pretty(&m)?)?;
     std::fs::write(out.join(MANIFEST_SIG_FILE), format!("{}\n", m.sign(&key)))?;
-    Ok(m)
+    Ok((m, receipts))
 }
 
 fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -732,15 +822,17 @@ pub struct AuditReport {
     /// Partners whose books balance.
     pub partners: usize,
     /// Σ earned − Σ clawed back, minor units (all currencies together: informational).
-    pub net_commission: i64,
+    pub net_commission: i128,
     /// Records not yet under a checkpoint (live logs only).
     pub uncovered: u64,
 }
 
 fn conserved(engine: &Engine, report: &mut AuditReport) -> Result<()> {
     let st = engine.state();
-    let mut earned = 0i64;
-    let mut held = 0i64;
+    // Sums over every partner and conversion: each term is bounded (MAX_BOOK_TOTAL), their
+    // number is not, so they are added in i128, which cannot overflow here.
+    let mut earned = 0i128;
+    let mut held = 0i128;
     for (p, b) in &st.books {
         if b.earned - b.clawed_back != b.on_hold + b.payable + b.in_payout + b.paid {
             bail!(
@@ -753,10 +845,10 @@ fn conserved(engine: &Engine, report: &mut AuditReport) -> Result<()> {
                 b.paid
             );
         }
-        earned += b.earned - b.clawed_back;
-        held += b.on_hold + b.payable + b.in_payout + b.paid;
+        earned += i128::from(b.earned - b.clawed_back);
+        held += i128::from(b.on_hold + b.payable + b.in_payout + b.paid);
     }
-    let mut from_hops = 0i64;
+    let mut from_hops = 0i128;
     for c in st.conversions.values() {
         let sum: i64 = c.hops.iter().map(|h| h.amount).sum();
         if !c.hops.is_empty() && sum != c.pool.minor_units() {
@@ -766,7 +858,7 @@ fn conserved(engine: &Engine, report: &mut AuditReport) -> Result<()> {
             if h.clawed > h.amount || h.clawed < 0 {
                 bail!("conversion {}: clawed {} of a hop that earned {}", c.id, h.clawed, h.amount);
             }
-            from_hops += h.amount - h.clawed;
+            from_hops += i128::from(h.amount - h.clawed);
         }
     }
     if from_hops != earned || earned != held {
@@ -965,8 +1057,9 @@ const PARSE_CHUNK: usize = 256;
 
 /// Audits an exported bundle with the public keys it carries only.
 /// With `keys`, the vendor's keys as the auditor obtained them (pinned); without, the
-/// bundle's own `jwks.json`.
-pub fn audit_bundle(dir: &Path, keys: Option<&Path>) -> Result<AuditReport> {
+/// bundle's own `jwks.json`. With `known` (checkpoints the auditor held before), the
+/// bundle's log must extend each.
+pub fn audit_bundle(dir: &Path, keys: Option<&Path>, known: &[Known]) -> Result<AuditReport> {
     let manifest: Manifest = serde_json::from_slice(
         &std::fs::read(dir.join(MANIFEST_FILE))
             .with_context(|| format!("{} has no {MANIFEST_FILE}: not a settle bundle", dir.display()))?,
@@ -985,7 +1078,7 @@ pub fn audit_bundle(dir: &Path, keys: Option<&Path>) -> Result<AuditReport> {
     let log = BufReader::new(File::open(dir.join(LOG_FILE)).context("bundle has no log.jsonl")?);
     let cfg = EngineConfig { vendor: manifest.vendor.clone(), salt_secret: [0; 32] };
     let mut replay = Replay::new(Engine::new(cfg), ring.clone(), false);
-    let v = settle_ledger::verify_export(log, notes.clone(), &ring, &manifest.origin, |r| {
+    let v = settle_ledger::verify_export_known(log, notes.clone(), &ring, &manifest.origin, known, |r| {
         replay
             .feed(r.seq, &r.kind, r.version, &r.event)
             .map_err(|m| settle_ledger::Failure { seq: m.seq, what: m.what })
@@ -1102,16 +1195,87 @@ fn verify_receipt_run(
     Ok(n)
 }
 
-/// Verifies receipt files (one JSON receipt, or JSON Lines of receipts) with a JWKS.
-/// Returns the number verified, or the first failure with file and line.
-pub fn verify_files(jwks: &Path, files: &[PathBuf]) -> Result<u64> {
-    let jwks: Jwks =
-        serde_json::from_slice(&std::fs::read(jwks).with_context(|| format!("cannot read {}", jwks.display()))?)
-            .with_context(|| format!("{} is not a JWKS", jwks.display()))?;
-    let ring = KeyRing::new(&jwks)?;
-    let mut verifier = ReceiptVerifier::new(&ring, None);
-    let mut n = 0;
+/// What `settle verify` checks receipts against.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifyOptions<'a> {
+    /// The vendor's JWKS.
+    pub keys: &'a Path,
+    /// Receipt files: one JSON receipt, or JSON Lines of receipts.
+    pub files: &'a [PathBuf],
+    /// The log identity every checkpoint must name.
+    pub origin: Option<&'a str>,
+    /// The partner every mandate must pay (or claw back from).
+    pub partner: Option<&'a str>,
+    /// Checkpoints the user held before ([`read_known`]): every receipt's checkpoint must
+    /// extend (or equal) each.
+    pub known: &'a [Known],
+    /// Files of RFC 9162 consistency proofs between checkpoint sizes, as
+    /// `GET /v1/checkpoints/consistency` serves them (one JSON document, or JSON Lines).
+    pub proofs: &'a [PathBuf],
+}
+
+/// What `settle verify` verified.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Verified {
+    /// Receipts verified.
+    pub receipts: u64,
+    /// Distinct checkpoints the receipts are against.
+    pub checkpoints: usize,
+    /// Checkpoints held before that every one of those extends.
+    pub known: usize,
+}
+
+/// `{"from", "to", "proof"}`: a consistency proof as `GET /v1/checkpoints/consistency`
+/// serves it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsistencyDoc {
+    from: u64,
+    to: u64,
+    proof: Vec<String>,
+}
+
+/// The consistency proofs of `files`, by (from, to).
+fn read_proofs(files: &[PathBuf]) -> Result<BTreeMap<(u64, u64), Vec<settle_mandates::merkle::Hash>>> {
+    let mut out = BTreeMap::new();
     for f in files {
+        let name = f.display();
+        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {name}"))?;
+        let docs: Vec<(String, ConsistencyDoc)> = match serde_json::from_str(&text) {
+            Ok(d) => vec![(name.to_string(), d)],
+            Err(_) => text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+                .map(|(i, l)| {
+                    let at = format!("{name}:{}", i + 1);
+                    serde_json::from_str(l).map(|d| (at.clone(), d)).with_context(|| {
+                        format!("{at}: not a consistency proof {{\"from\",\"to\",\"proof\"}} (--proof)")
+                    })
+                })
+                .collect::<Result<_>>()?,
+        };
+        for (at, d) in docs {
+            let hashes = settle_mandates::receipt::decode_hashes(&d.proof)
+                .map_err(|i| anyhow::anyhow!("{at}: proof hash {i} is not 32 base64 bytes"))?;
+            out.insert((d.from, d.to), hashes);
+        }
+    }
+    Ok(out)
+}
+
+/// Verifies receipt files (one JSON receipt, or JSON Lines of receipts) with a JWKS: every
+/// receipt, that it pays `partner` and names `origin` when given, and that its checkpoint
+/// extends every checkpoint held before. Returns the counts, or the first failure with
+/// file and line.
+pub fn verify_files(o: &VerifyOptions<'_>) -> Result<Verified> {
+    let ring = read_ring(o.keys)?;
+    let mut verifier = ReceiptVerifier::new(&ring, o.origin);
+    // The distinct checkpoints the receipts are against (with the first receipt of each),
+    // kept only to compare with checkpoints held before.
+    let mut checkpoints: BTreeMap<String, (Checkpoint, String)> = BTreeMap::new();
+    let mut n = 0;
+    for f in o.files {
         // A file is one receipt (possibly pretty-printed) or JSON Lines of receipts, read
         // as it is verified: a partner's file of receipts can be larger than memory.
         let open = || File::open(f).with_context(|| format!("cannot read {}", f.display()));
@@ -1142,9 +1306,46 @@ pub fn verify_files(jwks: &Path, files: &[PathBuf]) -> Result<u64> {
         let docs = docs.map(|(line, d)| {
             d.map(|d| (line, d)).map_err(|e| anyhow::anyhow!("{}:{line}: not a receipt: {e}", f.display()))
         });
-        n += verify_receipt_run(&mut verifier, docs, |line, _, verified| {
-            verified.map(drop).map_err(|e| anyhow::anyhow!("{}:{line}: {e}", f.display()))
+        n += verify_receipt_run(&mut verifier, docs, |line, doc, verified| {
+            let v = verified.map_err(|e| anyhow::anyhow!("{}:{line}: {e}", f.display()))?;
+            if let Some(p) = o.partner
+                && v.mandate.payee.id != p
+            {
+                bail!("{}:{line}: mandate: payee is '{}', not '{p}'", f.display(), v.mandate.payee.id);
+            }
+            if !o.known.is_empty() && !checkpoints.contains_key(&doc.checkpoint) {
+                checkpoints.insert(doc.checkpoint.clone(), (v.checkpoint, format!("{}:{line}", f.display())));
+            }
+            Ok(())
         })?;
     }
-    Ok(n)
+    let mut out = Verified { receipts: n, checkpoints: checkpoints.len(), known: 0 };
+    if o.known.is_empty() {
+        return Ok(out);
+    }
+    let proofs = read_proofs(o.proofs)?;
+    for k in o.known {
+        let (held, _) = Checkpoint::verify(&k.note, &ring, o.origin)
+            .map_err(|e| anyhow::anyhow!("the checkpoint you hold from {}: {e}", k.source))?;
+        for (cp, at) in checkpoints.values() {
+            let (from, to) = (held.size.min(cp.size), held.size.max(cp.size));
+            held.consistent_with(cp, proofs.get(&(from, to)).map(Vec::as_slice)).map_err(|e| {
+                let hint = if matches!(e, ConsistencyError::NoProof { .. }) {
+                    format!(
+                        "; fetch GET /v1/checkpoints/consistency?from={from}&to={to} from the vendor and give it with --proof"
+                    )
+                } else {
+                    String::new()
+                };
+                anyhow::anyhow!(
+                    "{at}: the receipt's checkpoint of {} records against the checkpoint of {} you hold from {}: {e}{hint}",
+                    cp.size,
+                    held.size,
+                    k.source
+                )
+            })?;
+        }
+        out.known += 1;
+    }
+    Ok(out)
 }

@@ -511,3 +511,508 @@ fn the_log_file_export_audits_alone_and_an_edit_is_refused() {
         settle(args(&["export".as_ref(), "--data".as_ref(), d.as_os_str(), "--file".as_ref(), file.as_os_str()]));
     assert!(!again.status.success() && stderr(&again).contains("must not exist"), "{}", stderr(&again));
 }
+
+// ---- checkpoints held before, the payee, one number rule, the demo's sample ----------
+
+fn os(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<OsString> {
+    args.iter().map(|a| a.as_ref().to_os_string()).collect()
+}
+
+/// The vendor's current signing key, from a data directory's keys.json.
+fn vendor_key(data: &Path) -> settle_mandates::keys::SigningKey {
+    let kf: Value = serde_json::from_slice(&std::fs::read(data.join("keys.json")).unwrap()).unwrap();
+    let seed = hex::decode(kf["keys"].as_array().unwrap().last().unwrap()["seed"].as_str().unwrap()).unwrap();
+    settle_mandates::keys::SigningKey::from_seed(&seed.try_into().unwrap())
+}
+
+/// Fails with exactly one line on stderr (and a non-zero exit) that contains `want`.
+fn refused(out: &std::process::Output, want: &str) -> String {
+    let err = stderr(out);
+    assert!(!out.status.success(), "succeeded: {}", stdout(out));
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.starts_with("settle: ") && err.contains(want), "expected {want:?} in {err}");
+    err
+}
+
+/// The leaf hashes of a bundle's log.jsonl (RFC 9162 leaves: the JCS of each event).
+fn bundle_leaves(bundle: &Path) -> Vec<settle_mandates::merkle::Hash> {
+    std::fs::read_to_string(bundle.join("log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let r: Value = serde_json::from_str(l).unwrap();
+            settle_mandates::merkle::leaf_hash(&settle_mandates::jcs::to_vec(&r["event"]).unwrap())
+        })
+        .collect()
+}
+
+/// A log file cut back at an older signed checkpoint verifies on its own; given a
+/// checkpoint the auditor held before (a note, a receipt, a bundle's checkpoints.json,
+/// an earlier log file) `audit --file` and `audit --bundle` prove the log consistent with
+/// it, and refuse a log cut back or rewritten with one line and a non-zero exit.
+#[test]
+fn audits_refuse_a_log_cut_back_or_rewritten_against_checkpoints_held_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("d");
+    demo(&d, 40, 2);
+    let bundle = d.join("bundle");
+    let file = dir.path().join("log.jsonl");
+    settle_ok(os(&[&"export", &"--data", &d, &"--file", &file]));
+    let lines: Vec<String> = std::fs::read_to_string(&file).unwrap().lines().map(str::to_owned).collect();
+    // No checkpoint of the empty log in the demo's file: record 0 follows the header.
+    assert!(lines[1].starts_with(r#"{"seq":0,"#), "{}", lines[1]);
+    let cps: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].starts_with(r#"{"checkpoint":"#)).collect();
+    assert!(cps.len() >= 3, "the demo signs a checkpoint a day: {}", cps.len());
+    let note_of =
+        |i: usize| serde_json::from_str::<Value>(&lines[i]).unwrap()["checkpoint"].as_str().unwrap().to_owned();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let latest = write("latest.note", &note_of(*cps.last().unwrap()));
+    let older = write("older.note", &note_of(cps[1]));
+    let cut = write("cut.jsonl", &(lines[..=cps[cps.len() - 2]].join("\n") + "\n"));
+    let audit = |f: &Path, known: &[&Path]| {
+        let mut a = os(&[&"audit", &"--file", &f]);
+        for k in known {
+            a.extend(os(&[&"--known", k]));
+        }
+        settle(a)
+    };
+    // The hole: the cut file audits clean on its own.
+    let alone = audit(&cut, &[]);
+    assert!(alone.status.success(), "{}", stderr(&alone));
+    // Held before: the latest note, a receipt (any receipts file), the bundle's checkpoints.
+    let receipts = bundle.join("partners/p01/receipts.jsonl");
+    for held in [&latest, &receipts, &bundle.join("checkpoints.json")] {
+        let err = refused(&audit(&cut, &[held]), "the log was cut back");
+        assert!(err.contains(&held.display().to_string()), "names where the checkpoint came from: {err}");
+    }
+    // The whole log extends every checkpoint held, in every accepted form, and the cut
+    // file (an earlier export) too.
+    let ok = audit(&file, &[&latest, &older, &receipts, &bundle.join("checkpoints.json"), &cut]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(
+        stdout(&ok).contains(&format!("the log extends the {} checkpoint(s) you hold", cps.len())),
+        "{}",
+        stdout(&ok)
+    );
+    let api = write(
+        "latest.json",
+        &json!({"origin": "settle.demo/log", "size": 1, "root": "x", "time": 1, "note": note_of(cps[0])}).to_string(),
+    );
+    assert!(audit(&file, &[&api]).status.success());
+    let b = settle(os(&[&"audit", &"--bundle", &bundle, &"--known", &older, &"--known", &file]));
+    assert!(b.status.success() && stdout(&b).contains("the log extends"), "{}", stderr(&b));
+    // Rewritten: the vendor's key signs another root at an older size (a fork).
+    let (cp, _) = settle_mandates::checkpoint::Checkpoint::parse(&note_of(cps[1])).unwrap();
+    let forked = settle_mandates::checkpoint::Checkpoint { root: [7; 32], ..cp };
+    let forked = write("forked.note", &forked.sign(&vendor_key(&d)));
+    refused(&audit(&file, &[&forked]), "the log was rewritten");
+    refused(&settle(os(&[&"audit", &"--bundle", &bundle, &"--known", &forked])), "the log was rewritten");
+    // A note another key signed; a file with no checkpoint in it.
+    let stranger = forked.with_extension("stranger");
+    std::fs::write(&stranger, cp_signed_by_stranger(&note_of(cps[1]))).unwrap();
+    refused(&audit(&file, &[&stranger]), "you hold from");
+    refused(&audit(&file, &[&bundle.join("jwks.json")]), "holds no signed checkpoint");
+    // --known needs an export: the live store is audited as it is.
+    assert!(!settle(os(&[&"audit", &"--data", &d, &"--known", &latest])).status.success());
+}
+
+fn cp_signed_by_stranger(note: &str) -> String {
+    let (cp, _) = settle_mandates::checkpoint::Checkpoint::parse(note).unwrap();
+    cp.sign(&settle_mandates::keys::SigningKey::from_seed(&[42; 32]))
+}
+
+/// `settle verify --known`: a receipt's checkpoint equal to one held passes; of another
+/// size it needs the consistency proof the vendor serves (`--proof`), which must verify;
+/// a fork (same size, other root) is refused.
+#[test]
+fn verify_checks_receipts_against_checkpoints_held_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("d");
+    demo(&d, 40, 3);
+    let bundle = d.join("bundle");
+    let jwks = bundle.join("jwks.json");
+    let receipts = bundle.join("partners/p01/receipts.jsonl");
+    let n_receipts = std::fs::read_to_string(&receipts).unwrap().lines().count();
+    let notes: Vec<String> = serde_json::from_slice(&std::fs::read(bundle.join("checkpoints.json")).unwrap()).unwrap();
+    let parse = |n: &str| settle_mandates::checkpoint::Checkpoint::parse(n).unwrap().0;
+    let (old, last) = (parse(&notes[0]), parse(notes.last().unwrap()));
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let (old_note, last_note) = (write("old.note", &notes[0]), write("last.note", notes.last().unwrap()));
+    let verify = |extra: &[&dyn AsRef<std::ffi::OsStr>]| {
+        let mut a = os(&[&"verify", &"--keys", &jwks]);
+        a.extend(os(extra));
+        a.push(receipts.clone().into());
+        settle(a)
+    };
+    let ok = verify(&[&"--known", &last_note]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert_eq!(
+        stdout(&ok).trim(),
+        format!("{n_receipts} receipts verified; their 1 checkpoint(s) extend the 1 checkpoint(s) you hold")
+    );
+    let err = refused(&verify(&[&"--known", &old_note]), "no consistency proof");
+    assert!(err.contains(&format!("/v1/checkpoints/consistency?from={}&to={}", old.size, last.size)), "{err}");
+    // The proof the server would serve, from the log the bundle holds.
+    let leaves = bundle_leaves(&bundle);
+    let proof = settle_mandates::merkle::consistency_proof(leaves.as_slice(), old.size, last.size).unwrap().unwrap();
+    let b64 = |h: &[u8; 32]| base64::engine::general_purpose::STANDARD.encode(h);
+    let doc =
+        |p: &[[u8; 32]]| json!({"from": old.size, "to": last.size, "proof": p.iter().map(b64).collect::<Vec<_>>()});
+    let good = write("proof.json", &doc(&proof).to_string());
+    let ok = verify(&[&"--known", &old_note, &"--known", &last_note, &"--proof", &good]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let mut bad = proof.clone();
+    bad[0][0] ^= 1;
+    let bad = write("bad-proof.json", &doc(&bad).to_string());
+    refused(&verify(&[&"--known", &old_note, &"--proof", &bad]), "does not verify");
+    // A fork: the vendor's key over another root at the receipts' size.
+    let forked = settle_mandates::checkpoint::Checkpoint { root: [3; 32], ..last.clone() };
+    let forked = write("forked.note", &forked.sign(&vendor_key(&d)));
+    refused(&verify(&[&"--known", &forked]), "the log was forked");
+    // A larger checkpoint held (the receipts are older): a proof is needed that way too.
+    let later = settle_mandates::checkpoint::Checkpoint { size: last.size + 5, ..last.clone() };
+    let later = write("later.note", &later.sign(&vendor_key(&d)));
+    refused(&verify(&[&"--known", &later]), "no consistency proof");
+    // A held note another key signed.
+    let stranger = write("stranger.note", &cp_signed_by_stranger(notes.last().unwrap()));
+    refused(&verify(&[&"--known", &stranger]), "the checkpoint you hold from");
+    // --proof means nothing without --known.
+    assert!(!verify(&[&"--proof", &good]).status.success());
+}
+
+/// One receipt of `doc` with its receipt payload edited and re-signed by `key`.
+fn resign_receipt(doc: &Value, key: &settle_mandates::keys::SigningKey, edit: impl FnOnce(&mut Value)) -> Value {
+    let mut payload = jws_payload(doc["receipt"].as_str().unwrap());
+    edit(&mut payload);
+    let bytes = settle_mandates::jcs::to_vec(&payload).unwrap();
+    let mut d = doc.clone();
+    d["receipt"] = json!(settle_mandates::jws::sign("settle-receipt+jws", &bytes, key));
+    d
+}
+
+/// A base64 text with the unused low bit of its last character set: the same bytes to a
+/// lenient decoder, not the canonical encoding.
+fn noncanonical_b64(s: &str, url: bool) -> String {
+    let alphabet: &[u8] = if url {
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    } else {
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    };
+    let body = s.trim_end_matches('=');
+    let pad = &s[body.len()..];
+    let last = *body.as_bytes().last().unwrap();
+    let v = alphabet.iter().position(|&c| c == last).unwrap();
+    let c = alphabet[v ^ 1] as char;
+    format!("{}{c}{pad}", &body[..body.len() - 1])
+}
+
+/// A receipt whose leaf index is `2^40` past the leaf its path proves: the RFC 9162
+/// loop alone leads it to the root (the leaf is not on the tree's right edge), so only the
+/// first step, leaf_index ≥ tree_size, refuses it. Signed with the vendor's own key.
+fn receipt_past_the_tree(data: &Path) -> (Value, u64) {
+    let receipts = std::fs::read_to_string(data.join("bundle/partners/p01/receipts.jsonl")).unwrap();
+    let doc: Value = serde_json::from_str(receipts.lines().next().unwrap()).unwrap();
+    let index = jws_payload(doc["receipt"].as_str().unwrap())["leaf_index"].as_u64().unwrap();
+    let past = index + (1 << 40);
+    (resign_receipt(&doc, &vendor_key(data), |p| p["leaf_index"] = json!(past)), past)
+}
+
+/// The three verifiers (`settle verify`, the Python kit, the TypeScript kit) accept and
+/// refuse the same receipts, with the same options: edits a lenient decoder would not see
+/// (non-canonical base64, an unknown member, a malformed signature line), a payee or an
+/// origin other than the one asked for, a vendor-signed receipt pointing past its tree or
+/// with a non-canonical payload.
+#[test]
+fn all_three_verifiers_accept_and_refuse_the_same_receipts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("d");
+    demo(&d, 40, 4);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let kit = root.join("examples").join("typescript");
+    let st = std::process::Command::new("npm")
+        .args(["ci", "--silent", "--no-audit", "--no-fund"])
+        .current_dir(&kit)
+        .status()
+        .expect("npm is needed to run the TypeScript kit");
+    assert!(st.success(), "npm ci failed: the TypeScript kit cannot run");
+    let jwks = d.join("bundle/jwks.json");
+    let receipts = std::fs::read_to_string(d.join("bundle/partners/p01/receipts.jsonl")).unwrap();
+    let doc: Value = serde_json::from_str(receipts.lines().next().unwrap()).unwrap();
+    let key = vendor_key(&d);
+    let edit = |f: &dyn Fn(&mut Value)| {
+        let mut x = doc.clone();
+        f(&mut x);
+        x
+    };
+    let s = |v: &Value, k: &str| v[k].as_str().unwrap().to_owned();
+    let token_with_sig = |t: &str| {
+        let (rest, sig) = t.rsplit_once('.').unwrap();
+        format!("{rest}.{}", noncanonical_b64(sig, true))
+    };
+    let cases: Vec<(&str, Value, &[&str], bool)> = vec![
+        ("as issued", doc.clone(), &[], true),
+        ("payee and origin as asked", doc.clone(), &["--partner", "p01", "--origin", "settle.demo/log"], true),
+        (
+            "a foreign witness signature line",
+            edit(&|x| x["checkpoint"] = json!(format!("{}\u{2014} witness.example AAAA\n", s(x, "checkpoint")))),
+            &[],
+            true,
+        ),
+        ("another payee", doc.clone(), &["--partner", "p02"], false),
+        ("another origin", doc.clone(), &["--origin", "other.example/log"], false),
+        ("an unknown member", edit(&|x| x["note"] = json!("x")), &[], false),
+        (
+            "a non-canonical inclusion hash",
+            edit(&|x| x["inclusion"][0] = json!(noncanonical_b64(x["inclusion"][0].as_str().unwrap(), false))),
+            &[],
+            false,
+        ),
+        (
+            "a non-canonical receipt signature",
+            edit(&|x| x["receipt"] = json!(token_with_sig(&s(x, "receipt")))),
+            &[],
+            false,
+        ),
+        (
+            "a malformed signature line",
+            edit(&|x| x["checkpoint"] = json!(format!("{}\u{2014} junk\n", s(x, "checkpoint")))),
+            &[],
+            false,
+        ),
+        (
+            "a non-canonical checkpoint signature",
+            edit(&|x| {
+                let note = s(x, "checkpoint");
+                let (head, sig) = note.trim_end().rsplit_once(' ').unwrap();
+                x["checkpoint"] = json!(format!("{head} {}\n", noncanonical_b64(sig, false)));
+            }),
+            &[],
+            false,
+        ),
+        ("a leaf index past the tree, vendor-signed", receipt_past_the_tree(&d).0, &[], false),
+        (
+            "a non-canonical payload, vendor-signed",
+            {
+                let p = jws_payload(doc["receipt"].as_str().unwrap());
+                let bytes = serde_json::to_vec_pretty(&p).unwrap();
+                edit(&|x| x["receipt"] = json!(settle_mandates::jws::sign("settle-receipt+jws", &bytes, &key)))
+            },
+            &[],
+            false,
+        ),
+        ("an unknown payload member, vendor-signed", resign_receipt(&doc, &key, |p| p["extra"] = json!(1)), &[], false),
+    ];
+    let mut wrong = Vec::new();
+    for (i, (name, doc, flags, accept)) in cases.iter().enumerate() {
+        let f = dir.path().join(format!("case-{i}.json"));
+        std::fs::write(&f, doc.to_string()).unwrap();
+        let mut rust = os(&[&"verify", &"--keys", &jwks]);
+        rust.extend(flags.iter().map(OsString::from));
+        rust.push(f.clone().into());
+        let rust = settle(rust);
+        let mut args: Vec<OsString> = os(&[&"receipt", &jwks, &f]);
+        args.extend(flags.iter().map(OsString::from));
+        let py = support::python::run(root, &args.iter().map(OsString::as_os_str).collect::<Vec<_>>());
+        let ts = std::process::Command::new("node").arg(kit.join("verify_receipt.mjs")).args(&args).output().unwrap();
+        for (who, out) in [("settle verify", &rust), ("python", &py), ("typescript", &ts)] {
+            let code = out.status.code();
+            if (code == Some(0)) != *accept || !matches!(code, Some(0 | 1)) {
+                wrong.push(format!("{who} on {name}: {}", support::python::describe(out)));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
+}
+
+/// Runs a Python snippet of the docs (the first ```python block after `marker` in
+/// `doc`), after `prelude`, with `after` appended, in `cwd`.
+fn run_doc_snippet(doc: &str, marker: &str, prelude: &str, after: &str, cwd: &Path) -> std::process::Output {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs").join(doc)).unwrap();
+    let from = text.find(marker).unwrap_or_else(|| panic!("{marker:?} is not in {doc}"));
+    let block = text[from..].split("```python\n").nth(1).and_then(|b| b.split("\n```").next()).unwrap();
+    std::process::Command::new("python3")
+        .arg("-c")
+        .arg(format!("{prelude}\n{block}\n{after}"))
+        .current_dir(cwd)
+        .output()
+        .expect("python3 runs the docs' snippets")
+}
+
+/// docs/verify-a-receipt.md, step 6: the snippet refuses a vendor-signed receipt whose
+/// leaf index is past its tree (RFC 9162's first step), and still verifies the receipt
+/// as issued.
+#[test]
+fn the_inclusion_snippet_refuses_a_leaf_index_past_the_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("d");
+    demo(&d, 30, 6);
+    let (doc, past) = receipt_past_the_tree(&d);
+    let index = past - (1 << 40);
+    std::fs::write(dir.path().join("r.json"), doc.to_string()).unwrap();
+    let prelude = "import base64, hashlib, json\n\
+                   class Invalid(Exception): pass\n\
+                   def sha256(b): return hashlib.sha256(b).digest()";
+    let after = format!(
+        "doc = json.load(open('r.json'))\n\
+         leaf = base64.urlsafe_b64decode(doc['leaf'] + '=' * (-len(doc['leaf']) % 4))\n\
+         lines = doc['checkpoint'].split('\\n')\n\
+         size, root = int(lines[1]), base64.b64decode(lines[2])\n\
+         path = [base64.b64decode(h) for h in doc['inclusion']]\n\
+         assert root_from_inclusion({index}, size, sha256(b'\\x00' + leaf), path) == root\n\
+         try:\n    r = root_from_inclusion({past}, size, sha256(b'\\x00' + leaf), path)\n\
+         except Invalid:\n    print('refused')\n\
+         else:\n    print('accepted', r == root)"
+    );
+    let out = run_doc_snippet("verify-a-receipt.md", "### 6. The inclusion proof", prelude, &after, dir.path());
+    assert!(out.status.success(), "{}", support::python::describe(&out));
+    assert_eq!(stdout(&out).trim(), "refused", "the snippet accepts a leaf past the tree");
+}
+
+/// One rule for the numbers of the log, in every verifier: `audit --file`, `audit
+/// --bundle` (whose manifest the vendor re-signed) and the chain snippet of
+/// docs/formats.md refuse an event whose number is written `5397.0`, `5.397e3` or `-0`,
+/// though its event hash and chain are those of the integer; all accept the log as
+/// exported.
+#[test]
+fn a_number_written_as_a_float_is_refused_by_every_audit_and_the_formats_snippet() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("d");
+    demo(&d, 60, 3);
+    let bundle = d.join("bundle");
+    let file = dir.path().join("log.jsonl");
+    settle_ok(os(&[&"export", &"--data", &d, &"--file", &file]));
+    let text = std::fs::read_to_string(&file).unwrap();
+    let log = std::fs::read_to_string(bundle.join("log.jsonl")).unwrap();
+    let line_of = |kind: &str, has: &str| {
+        log.lines().find(|l| l.contains(&format!(r#""type":"{kind}""#)) && l.contains(has)).unwrap().to_owned()
+    };
+    let amount_of = |l: &str| serde_json::from_str::<Value>(l).unwrap()["event"]["data"]["amount"]["amount"].as_i64();
+    let mandate = log
+        .lines()
+        .find(|l| l.contains(r#""type":"mandate_issued""#) && amount_of(l).is_some_and(|a| a >= 10))
+        .unwrap()
+        .to_owned();
+    let a = amount_of(&mandate).unwrap().to_string();
+    let clawback = line_of("clawback_issued", r#""offset":{"amount":0,"#);
+    let edits: Vec<(String, String, String)> = vec![
+        (mandate.clone(), format!(r#""amount":{a},"#), format!(r#""amount":{a}.0,"#)),
+        (mandate.clone(), format!(r#""amount":{a},"#), format!(r#""amount":{}.{}e{},"#, &a[..1], &a[1..], a.len() - 1)),
+        (clawback.clone(), r#""offset":{"amount":0,"#.into(), r#""offset":{"amount":-0,"#.into()),
+    ];
+    let key = vendor_key(&d);
+    let snippet = |log: &str| {
+        let cwd = tempfile::tempdir().unwrap();
+        std::fs::create_dir(cwd.path().join("bundle")).unwrap();
+        std::fs::write(cwd.path().join("bundle/log.jsonl"), log).unwrap();
+        run_doc_snippet("formats.md", "Reproduce the whole chain of a bundle", "", "print('chain ok')", cwd.path())
+    };
+    let ok = snippet(&log);
+    assert!(ok.status.success() && stdout(&ok).contains("chain ok"), "{}", support::python::describe(&ok));
+    for (i, (line, from, to)) in edits.iter().enumerate() {
+        let seq = serde_json::from_str::<Value>(line).unwrap()["seq"].as_u64().unwrap();
+        let edited = line.replacen(from.as_str(), to, 1);
+        assert_ne!(&edited, line);
+        // The log file.
+        let f = dir.path().join(format!("edited-{i}.jsonl"));
+        std::fs::write(&f, text.replacen(line.as_str(), &edited, 1)).unwrap();
+        let err = refused(&settle(os(&[&"audit", &"--file", &f])), "not an integer");
+        assert!(err.contains(&format!("at seq {seq}:")), "{err}");
+        // The bundle, its manifest re-hashed and re-signed with the vendor's key.
+        let b = dir.path().join(format!("bundle-{i}"));
+        copy_dir(&bundle, &b);
+        let new_log = log.replacen(line.as_str(), &edited, 1);
+        std::fs::write(b.join("log.jsonl"), &new_log).unwrap();
+        let mut m: Value = serde_json::from_slice(&std::fs::read(b.join("manifest.json")).unwrap()).unwrap();
+        m["files"]["log.jsonl"] = json!(hex::encode(Sha256::digest(new_log.as_bytes())));
+        std::fs::write(b.join("manifest.json"), serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+        let signed =
+            settle_mandates::jws::sign("settle-manifest+jws", &settle_mandates::jcs::to_vec(&m).unwrap(), &key);
+        std::fs::write(b.join("manifest.jws"), format!("{signed}\n")).unwrap();
+        let err = refused(&settle(os(&[&"audit", &"--bundle", &b])), "not an integer");
+        assert!(err.contains(&format!("at seq {seq}:")), "{err}");
+        // The snippet of formats.md.
+        let out = snippet(&new_log);
+        assert!(!out.status.success(), "the formats.md snippet accepted {to}: {}", support::python::describe(&out));
+    }
+}
+
+/// The demo says how many of the bundle's receipts it verified, and that they are a
+/// sample (three partners' receipts), not all of them.
+#[test]
+fn the_demo_says_its_receipt_check_is_a_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("d");
+    let out = demo(&d, 40, 9);
+    let count = |p: &Path| std::fs::read_to_string(p).map_or(0, |s| s.lines().count());
+    let partners = d.join("bundle/partners");
+    let all: usize =
+        std::fs::read_dir(&partners).unwrap().map(|e| count(&e.unwrap().path().join("receipts.jsonl"))).sum();
+    let present: Vec<&str> =
+        ["p01", "p05", "p25"].into_iter().filter(|p| count(&partners.join(p).join("receipts.jsonl")) > 0).collect();
+    let sample: usize = present.iter().map(|p| count(&partners.join(p).join("receipts.jsonl"))).sum();
+    assert!(sample > 0 && sample < all, "{sample} of {all}");
+    let line = out.lines().find(|l| l.trim_start().starts_with("receipts ")).unwrap_or_else(|| panic!("{out}"));
+    let want = format!(
+        "{sample} of {all} verified offline with the JWKS only: a sample, the receipts of {}",
+        present.join(", ")
+    );
+    assert!(line.contains(&want), "{line:?} does not say {want:?}");
+}
+
+/// A command whose reader stops reading (`settle balances | head -1`) ends quietly and
+/// with success, as Unix tools do: here standard output is a pipe whose reading end is
+/// closed before the command starts, so its first write fails (EPIPE).
+#[test]
+fn output_to_a_closed_pipe_ends_quietly_with_success() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().join("d");
+    demo(&d, 30, 3);
+    let bundle = dir.path().join("bundle");
+    export(&d, &bundle);
+    let receipts = bundle.join("partners").join("p01").join("receipts.jsonl");
+    let jwks = bundle.join("jwks.json");
+    let (data, file) = (d.as_os_str(), dir.path().join("log.jsonl"));
+    let commands: Vec<Vec<&std::ffi::OsStr>> = vec![
+        vec!["balances".as_ref(), "--data".as_ref(), data],
+        vec!["balances".as_ref(), "--data".as_ref(), data, "--format".as_ref(), "json".as_ref()],
+        vec!["statement".as_ref(), "--data".as_ref(), data, "--partner".as_ref(), "p01".as_ref()],
+        vec![
+            "statement".as_ref(),
+            "--data".as_ref(),
+            data,
+            "--partner".as_ref(),
+            "p01".as_ref(),
+            "--format".as_ref(),
+            "json".as_ref(),
+        ],
+        vec!["verify".as_ref(), "--keys".as_ref(), jwks.as_os_str(), receipts.as_os_str()],
+        vec!["audit".as_ref(), "--data".as_ref(), data],
+        vec!["export".as_ref(), "--data".as_ref(), data, "--file".as_ref(), file.as_os_str()],
+        vec!["keys".as_ref(), "list".as_ref(), "--data".as_ref(), data],
+    ];
+    for args in commands {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = std::process::Command::new(bin())
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .stdout(writer)
+            .output()
+            .expect("run settle");
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "settle {args:?} into a closed pipe: {}, stderr: {}",
+            out.status,
+            stderr(&out)
+        );
+    }
+    assert!(file.exists(), "the export was written before its line was printed");
+}

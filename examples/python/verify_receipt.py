@@ -8,11 +8,18 @@
 such as a bundle's partners/<id>/receipts.jsonl):
 
   1. the receipt JWS and the mandate JWS verify under the JWKS key named by `kid`, with
-     the expected `typ`, and that key was valid at the object's `iat`;
+     the expected `typ`, and that key was valid at the object's `iat`; each payload is
+     in RFC 8785 canonical form and has exactly the members of its type;
   2. receipt.reference = base64url(SHA-256(mandate token)), payment_id = transaction_id;
   3. the leaf (the log event) names the mandate;
   4. the checkpoint is signed by a JWKS key (C2SP signed note) valid at its `time`;
-  5. the inclusion path leads from the leaf to the checkpoint's root (RFC 9162).
+  5. the inclusion path leads from the leaf to the checkpoint's root (RFC 9162), and
+     leaf_index < tree_size;
+  6. with --partner, the mandate pays (or claws back from) that partner.
+
+It accepts and refuses the same receipts as `settle verify` (and verify_receipt.mjs):
+every base64 text must be canonical, the receipt document has exactly its five members,
+and a checkpoint note is parsed as strictly as settle parses it.
 
 `consistency` checks that the log of checkpoint OLD is a prefix of the log of checkpoint
 NEW. OLD and NEW are files holding a signed note, the JSON of GET /v1/checkpoints/latest,
@@ -27,6 +34,7 @@ import argparse
 import base64
 import hashlib
 import json
+import re
 import sys
 import warnings
 
@@ -57,13 +65,21 @@ class Invalid(Exception):
 
 # ---- encodings -----------------------------------------------------------------------
 
+# Every base64 text is decoded strictly, as settle does: only the alphabet, and in its one
+# canonical form (the unused low bits of the last character zero, padding exactly as the
+# encoding has it). A lenient decoder maps several texts to one byte string, so an edited
+# receipt would pass here and fail in `settle verify`.
+
 def b64url_decode(s, what):
-    if not isinstance(s, str) or "=" in s:
+    if not isinstance(s, str) or not re.fullmatch(r"[A-Za-z0-9_-]*", s):
         raise Invalid(f"{what}: not unpadded base64url")
     try:
-        return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+        b = base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
     except ValueError as e:
         raise Invalid(f"{what}: not base64url ({e})")
+    if b64url_encode(b) != s:
+        raise Invalid(f"{what}: not canonical base64url")
+    return b
 
 
 def b64url_encode(b):
@@ -71,10 +87,74 @@ def b64url_encode(b):
 
 
 def b64_decode(s, what):
+    if not isinstance(s, str):
+        raise Invalid(f"{what}: not base64")
     try:
-        return base64.b64decode(s, validate=True)
+        b = base64.b64decode(s, validate=True)
     except (ValueError, TypeError) as e:
         raise Invalid(f"{what}: not base64 ({e})")
+    if base64.b64encode(b).decode("ascii") != s:
+        raise Invalid(f"{what}: not canonical base64")
+    return b
+
+
+def canonical(value):
+    """RFC 8785 bytes of a value holding no floats (settle's objects hold none)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+# ---- payload schemas (as settle's types: exact members, integer ranges) --------------
+
+MAX_SAFE = 2**53 - 1
+I64 = (-(2**63), 2**63 - 1)
+U32 = (0, 2**32 - 1)
+U64 = (0, 2**64 - 1)
+
+
+def integer(lo, hi):
+    return lambda v: type(v) is int and lo <= v <= hi
+
+
+def text(v):
+    return isinstance(v, str)
+
+
+def one_of(*values):
+    return lambda v: isinstance(v, str) and v in values
+
+
+def shape(required, optional=None):
+    """An object with exactly the `required` members (and any of `optional`), each
+    passing its check."""
+    optional = optional or {}
+
+    def check(v):
+        if not isinstance(v, dict) or not set(required) <= set(v) <= set(required) | set(optional):
+            return False
+        checks = {**required, **optional}
+        return all(checks[k](x) for k, x in v.items())
+    return check
+
+
+# Currency: settle also checks the code is an ISO 4217 currency with a minor unit.
+AMOUNT = shape({"amount": lambda v: type(v) is int and abs(v) <= 10**15,
+                "currency": lambda v: isinstance(v, str) and re.fullmatch(r"[A-Z]{3}", v) is not None})
+RECEIPT_SHAPE = shape(
+    {"iat": integer(*I64), "iss": text, "kind": one_of("mandate_recorded", "payment_settled", "payment_failed"),
+     "leaf_index": integer(0, MAX_SAFE), "payment_id": text, "reference": text, "root": text,
+     "status": one_of("Success", "Error"), "tree_size": integer(0, MAX_SAFE), "vct": text},
+    {"error": text, "error_description": text, "network_confirmation_id": text, "psp_confirmation_id": text,
+     "rail": text})
+MANDATE_SHAPE = shape(
+    {"basis": shape({"caused_by": text, "conversion": text, "hop": integer(*U32), "hops": integer(*U32),
+                     "log": shape({"event_hash": text, "seq": integer(0, MAX_SAFE)}), "open_mandate": text,
+                     "pool": AMOUNT, "program": text, "role": text, "rounding": text,
+                     "rule_version": integer(*U32)},
+                    {"reverses": text}),
+     "direction": one_of("payment", "clawback"), "execution_date": integer(*I64), "iat": integer(*I64),
+     "iss": text, "payee": shape({"id": text}), "payment_amount": AMOUNT,
+     "payment_instrument": shape({"id": text, "type": text}), "salt": text, "transaction_id": text,
+     "vct": text})
 
 
 # ---- keys ----------------------------------------------------------------------------
@@ -102,7 +182,7 @@ def load_jwks(path):
 
 def valid_at(jwk, t):
     """settle's key validity period: valid_from <= t < valid_until (Unix seconds)."""
-    if not isinstance(t, int):
+    if type(t) is not int:
         return False
     return jwk.get("valid_from", t) <= t and (jwk.get("valid_until") is None or t < jwk["valid_until"])
 
@@ -113,11 +193,13 @@ def verify_jws(token, jwks, types, what):
     """Verifies a compact EdDSA JWS whose typ is in `types`; returns (typ, payload)."""
     if not isinstance(token, str) or token.count(".") != 2:
         raise Invalid(f"{what}: not a compact JWS")
+    head, body, sig = token.split(".")
     try:
-        header = json.loads(b64url_decode(token.split(".", 1)[0], f"{what} header"))
-    except json.JSONDecodeError:
+        header = json.loads(b64url_decode(head, f"{what} header"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise Invalid(f"{what}: header is not JSON")
-    if not isinstance(header, dict) or set(header) != {"alg", "kid", "typ"}:
+    if not isinstance(header, dict) or set(header) != {"alg", "kid", "typ"} or \
+            not all(isinstance(v, str) for v in header.values()):
         raise Invalid(f"{what}: header must have exactly alg, kid and typ")
     typ, kid = header.get("typ"), header.get("kid")
     if typ not in types:
@@ -127,17 +209,22 @@ def verify_jws(token, jwks, types, what):
     jwk = jwks.get(kid)
     if jwk is None:
         raise Invalid(f"{what}: no key {kid!r} in the JWKS")
+    b64url_decode(body, f"{what} payload")
+    if len(b64url_decode(sig, f"{what} signature")) != 64:
+        raise Invalid(f"{what}: signature is not 64 bytes")
     key = OKPKey.import_key({k: jwk[k] for k in ("kty", "crv", "x")})
     try:
         obj = jws.deserialize_compact(token, key, algorithms=["EdDSA", "Ed25519"])
     except Exception as e:  # joserfc raises BadSignatureError and friends
         raise Invalid(f"{what}: signature does not verify under key {kid} ({type(e).__name__})")
     try:
-        payload = json.loads(obj.payload)
-    except json.JSONDecodeError:
+        payload = json.loads(obj.payload.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise Invalid(f"{what}: payload is not JSON")
     if not isinstance(payload, dict):
         raise Invalid(f"{what}: payload is not a JSON object")
+    if canonical(payload) != obj.payload:
+        raise Invalid(f"{what}: payload is not canonical JSON (RFC 8785)")
     if not valid_at(jwk, payload.get("iat")):
         raise Invalid(f"{what}: key {kid} was not valid at iat {payload.get('iat')}")
     return typ, payload
@@ -152,32 +239,36 @@ def key_hash(name, public_key):
 
 def verify_checkpoint(note, jwks, origin=None):
     """Returns (origin, size, root bytes, time) of a signed checkpoint."""
-    if not isinstance(note, str) or not note.endswith("\n") or "\n\n" not in note:
+    if not isinstance(note, str) or len(note.encode("utf-8")) > 16 * 1024:
+        raise Invalid("checkpoint: not a signed note (or longer than 16 KiB)")
+    if not note.endswith("\n") or "\n\n" not in note:
         raise Invalid("checkpoint: not a signed note")
     text, signatures = note.split("\n\n", 1)
     body = (text + "\n").encode()  # the signature covers the body and its last newline
     lines = text.split("\n")
-    if len(lines) != 4 or not lines[3].startswith("time "):
+    if len(lines) != 4 or not lines[3].startswith("time ") or not lines[0]:
         raise Invalid("checkpoint: body is not origin, size, root, time")
     name, size_s, root_s, time_s = lines[0], lines[1], lines[2], lines[3][5:]
-    if not size_s.isdigit() or (len(size_s) > 1 and size_s[0] == "0"):
+    if not re.fullmatch(r"0|[1-9][0-9]*", size_s) or int(size_s) > U64[1]:
         raise Invalid(f"checkpoint: size {size_s!r} is not a decimal number")
     root = b64_decode(root_s, "checkpoint root")
     if len(root) != 32:
         raise Invalid("checkpoint: root is not 32 bytes")
-    try:
-        time = int(time_s)
-    except ValueError:
+    if not re.fullmatch(r"-?(0|[1-9][0-9]*)", time_s) or time_s == "-0" or not I64[0] <= int(time_s) <= I64[1]:
         raise Invalid(f"checkpoint: time {time_s!r} is not a number")
+    time = int(time_s)
     if origin is not None and name != origin:
         raise Invalid(f"checkpoint: origin is {name!r}, expected {origin!r}")
+    # Every signature line is well formed, ours or not; then ours is checked.
+    signed = []
     for line in signatures[:-1].split("\n"):
-        if not line.startswith("\u2014 "):
+        if not line.startswith("\u2014 ") or " " not in line[2:]:
             raise Invalid(f"checkpoint: bad signature line {line!r}")
         signer, _, sig_b64 = line[2:].partition(" ")
         blob = b64_decode(sig_b64, "checkpoint signature")
-        if signer != name or len(blob) != 68:
-            continue  # another witness or another algorithm: not ours to check
+        if signer == name and len(blob) == 68:
+            signed.append(blob)  # others: another witness or another algorithm
+    for blob in signed:
         for jwk in jwks.values():
             public = b64url_decode(jwk["x"], "JWKS x")
             if key_hash(name, public) != blob[:4]:
@@ -203,7 +294,9 @@ def node_hash(left, right):
 
 
 def root_from_inclusion(index, size, leaf, path):
-    """RFC 9162 section 2.1.3.2: the root an inclusion path leads to."""
+    """RFC 9162 section 2.1.3.2: the root an inclusion path leads to. Its first step
+    refuses a leaf at or past the tree size: the loop alone would let a one-leaf tree's
+    leaf stand at index 1."""
     if index >= size:
         raise Invalid(f"inclusion proof: leaf {index} is not in a tree of size {size}")
     fn, sn, r = index, size - 1, leaf
@@ -269,22 +362,43 @@ def verify_consistency(old_size, new_size, old_root, new_root, proof):
 
 # ---- receipts ------------------------------------------------------------------------
 
+DOCUMENT_MEMBERS = ("receipt", "mandate", "leaf", "inclusion", "checkpoint")
+
+
 def verify_receipt(doc, jwks, origin=None, partner=None):
     """Verifies one receipt document; returns (receipt payload, mandate payload)."""
-    for field in ("receipt", "mandate", "leaf", "inclusion", "checkpoint"):
+    if not isinstance(doc, dict):
+        raise Invalid("not a receipt document (a JSON object)")
+    for field in DOCUMENT_MEMBERS:
         if field not in doc:
             raise Invalid(f"receipt document has no {field!r}")
+    if set(doc) != set(DOCUMENT_MEMBERS):
+        raise Invalid(f"receipt document has unknown members {sorted(set(doc) - set(DOCUMENT_MEMBERS))}")
+    if not all(isinstance(doc[f], str) for f in ("receipt", "mandate", "leaf", "checkpoint")) or \
+            not isinstance(doc["inclusion"], list) or not all(isinstance(h, str) for h in doc["inclusion"]):
+        raise Invalid("receipt document: receipt, mandate, leaf and checkpoint are strings, inclusion a list of strings")
 
-    # 1. Both signatures, by kid, with the right typ.
+    # 1. Both signatures, by kid, with the right typ; payloads of the right shape.
     _, receipt = verify_jws(doc["receipt"], jwks, {TYP_RECEIPT}, "receipt")
     if receipt.get("vct") != "settle.receipt.1":
         raise Invalid(f"receipt: vct is {receipt.get('vct')!r}")
+    if not RECEIPT_SHAPE(receipt):
+        raise Invalid("receipt: payload is not a valid receipt (members or their types)")
     typ, mandate = verify_jws(doc["mandate"], jwks, set(MANDATE_TYPES), "mandate")
     direction, vct = MANDATE_TYPES[typ]
     if mandate.get("direction") != direction or mandate.get("vct") != vct:
         raise Invalid(f"mandate: direction/vct do not match typ {typ}")
-    if partner is not None and mandate.get("payee", {}).get("id") != partner:
-        raise Invalid(f"mandate: payee is {mandate.get('payee')}, not {partner!r}")
+    if not MANDATE_SHAPE(mandate):
+        raise Invalid("mandate: payload is not a valid mandate (members or their types)")
+    basis, amount = mandate["basis"], mandate["payment_amount"]
+    if amount["amount"] < 0 or basis["pool"]["amount"] < 0:
+        raise Invalid("mandate: amounts of a mandate are never negative")
+    if amount["currency"] != basis["pool"]["currency"]:
+        raise Invalid("mandate: payment and pool currencies differ")
+    if basis["hop"] >= basis["hops"]:
+        raise Invalid("mandate: hop or log position out of range")
+    if partner is not None and mandate["payee"]["id"] != partner:
+        raise Invalid(f"mandate: payee is {mandate['payee']['id']!r}, not {partner!r}")
 
     # 2. The receipt answers this mandate token.
     reference = b64url_encode(hashlib.sha256(doc["mandate"].encode("ascii")).digest())
@@ -296,8 +410,8 @@ def verify_receipt(doc, jwks, origin=None, partner=None):
     # 3. The leaf records this outcome.
     leaf = b64url_decode(doc["leaf"], "leaf")
     try:
-        event = json.loads(leaf)
-    except json.JSONDecodeError:
+        event = json.loads(leaf.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise Invalid("leaf: not JSON")
     data = event.get("data") if isinstance(event, dict) else None
     data = data if isinstance(data, dict) else {}
@@ -320,15 +434,12 @@ def verify_receipt(doc, jwks, origin=None, partner=None):
                       f"{receipt.get('tree_size')} {receipt.get('root')}")
 
     # 5. The leaf is in that tree.
-    if not isinstance(doc["inclusion"], list):
-        raise Invalid("inclusion proof: not a list")
     path = [b64_decode(h, "inclusion proof hash") for h in doc["inclusion"]]
     if any(len(h) != 32 for h in path):
         raise Invalid("inclusion proof: a hash is not 32 bytes")
-    index = receipt.get("leaf_index")
-    if not isinstance(index, int) or index < 0:
-        raise Invalid("receipt: leaf_index is not a number")
-    got = root_from_inclusion(index, size, leaf_hash(leaf), path)
+    if len(path) > 64:
+        raise Invalid("inclusion proof: more than 64 hashes")
+    got = root_from_inclusion(receipt["leaf_index"], size, leaf_hash(leaf), path)
     if got != root:
         raise Invalid(f"inclusion proof: leads to root {got.hex()}, checkpoint root is {root.hex()}")
     return receipt, mandate

@@ -6,8 +6,13 @@
 //
 // `receipt` checks every receipt in RECEIPTS (one receipt document as JSON, or JSON
 // Lines such as a bundle's partners/<id>/receipts.jsonl): both JWS under the JWKS key
-// named by `kid` with the expected `typ`, reference = base64url(SHA-256(mandate token)),
-// the leaf names the mandate, the signed checkpoint, and the RFC 9162 inclusion path.
+// named by `kid` with the expected `typ`, their payloads canonical (RFC 8785) with
+// exactly the members of their type, reference = base64url(SHA-256(mandate token)), the
+// leaf names the mandate, the signed checkpoint, the RFC 9162 inclusion path (and
+// leaf_index < tree_size), and with --partner that the mandate pays that partner. It
+// accepts and refuses the same receipts as `settle verify` and verify_receipt.py: every
+// base64 text must be canonical, and a checkpoint note is parsed as strictly as settle
+// parses it.
 //
 // `consistency` checks that the log of checkpoint OLD is a prefix of the log of NEW.
 // OLD and NEW hold a signed note, the JSON of GET /v1/checkpoints/latest, or a receipt
@@ -37,17 +42,68 @@ const sha256 = (...parts) => {
   return h.digest();
 };
 
+// Every base64 text is decoded strictly, as settle does: only the alphabet, in its one
+// canonical form (the unused low bits of the last character zero, padding exactly as the
+// encoding has it). Buffer.from is lenient: several texts would give one byte string.
 function b64urlDecode(s, what) {
   if (typeof s !== 'string' || !/^[A-Za-z0-9_-]*$/.test(s)) throw new Invalid(`${what}: not unpadded base64url`);
-  return Buffer.from(s, 'base64url');
+  const b = Buffer.from(s, 'base64url');
+  if (b.toString('base64url') !== s) throw new Invalid(`${what}: not canonical base64url`);
+  return b;
 }
 
 function b64Decode(s, what) {
   if (typeof s !== 'string' || !/^[A-Za-z0-9+/]*={0,2}$/.test(s) || s.length % 4 !== 0) {
     throw new Invalid(`${what}: not base64`);
   }
-  return Buffer.from(s, 'base64');
+  const b = Buffer.from(s, 'base64');
+  if (b.toString('base64') !== s) throw new Invalid(`${what}: not canonical base64`);
+  return b;
 }
+
+// RFC 8785 text of a parsed JSON value (keys sorted by UTF-16 code units, numbers and
+// strings as JSON.stringify writes them).
+function canonical(v) {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
+  if (v !== null && typeof v === 'object') {
+    return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canonical(v[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(v);
+}
+
+// ---- payload schemas (as settle's types: exact members, integer ranges) -------------
+
+const MAX_SAFE = 2 ** 53 - 1;
+const integer = (lo, hi) => (v) => Number.isInteger(v) && v >= lo && v <= hi;
+const I64 = integer(-(2 ** 63), 2 ** 63 - 1);
+const U32 = integer(0, 2 ** 32 - 1);
+const SAFE_UINT = integer(0, MAX_SAFE);
+const text = (v) => typeof v === 'string';
+const oneOf = (...values) => (v) => values.includes(v);
+// An object with exactly the `required` members (and any of `optional`), each passing its check.
+const shape = (required, optional = {}) => (v) => {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return false;
+  const checks = { ...required, ...optional };
+  const keys = Object.keys(v);
+  return Object.keys(required).every((k) => keys.includes(k)) &&
+    keys.every((k) => Object.hasOwn(checks, k) && checks[k](v[k]));
+};
+// Currency: settle also checks the code is an ISO 4217 currency with a minor unit.
+const AMOUNT = shape({ amount: integer(-(10 ** 15), 10 ** 15), currency: (v) => typeof v === 'string' && /^[A-Z]{3}$/.test(v) });
+const RECEIPT_SHAPE = shape(
+  { iat: I64, iss: text, kind: oneOf('mandate_recorded', 'payment_settled', 'payment_failed'), leaf_index: SAFE_UINT,
+    payment_id: text, reference: text, root: text, status: oneOf('Success', 'Error'), tree_size: SAFE_UINT, vct: text },
+  { error: text, error_description: text, network_confirmation_id: text, psp_confirmation_id: text, rail: text },
+);
+const MANDATE_SHAPE = shape({
+  basis: shape(
+    { caused_by: text, conversion: text, hop: U32, hops: U32, log: shape({ event_hash: text, seq: SAFE_UINT }),
+      open_mandate: text, pool: AMOUNT, program: text, role: text, rounding: text, rule_version: U32 },
+    { reverses: text },
+  ),
+  direction: oneOf('payment', 'clawback'), execution_date: I64, iat: I64, iss: text, payee: shape({ id: text }),
+  payment_amount: AMOUNT, payment_instrument: shape({ id: text, type: text }), salt: text, transaction_id: text, vct: text,
+});
 
 // ---- keys ---------------------------------------------------------------------------
 
@@ -74,17 +130,24 @@ const validAt = (jwk, t) =>
 
 async function verifyJws(token, jwks, types, what) {
   if (typeof token !== 'string' || token.split('.').length !== 3) throw new Invalid(`${what}: not a compact JWS`);
+  const [head, body, sig] = token.split('.');
   let header;
   try {
-    header = decodeProtectedHeader(token);
-  } catch {
+    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(b64urlDecode(head, `${what} header`)));
+  } catch (e) {
+    if (e instanceof Invalid) throw e;
     throw new Invalid(`${what}: header is not JSON`);
   }
-  if (Object.keys(header).sort().join() !== 'alg,kid,typ') throw new Invalid(`${what}: header must have exactly alg, kid and typ`);
+  if (header === null || typeof header !== 'object' || Array.isArray(header) ||
+      Object.keys(header).sort().join() !== 'alg,kid,typ' || !Object.values(header).every((v) => typeof v === 'string')) {
+    throw new Invalid(`${what}: header must have exactly alg, kid and typ`);
+  }
   if (!types.includes(header.typ)) throw new Invalid(`${what}: typ is ${header.typ}, expected ${types.join(' or ')}`);
   if (header.alg !== 'EdDSA' && header.alg !== 'Ed25519') throw new Invalid(`${what}: alg ${header.alg} is not EdDSA`);
   const jwk = jwks.get(header.kid);
   if (!jwk) throw new Invalid(`${what}: no key ${header.kid} in the JWKS`);
+  b64urlDecode(body, `${what} payload`);
+  if (b64urlDecode(sig, `${what} signature`).length !== 64) throw new Invalid(`${what}: signature is not 64 bytes`);
   const key = await importJWK({ kty: jwk.kty, crv: jwk.crv, x: jwk.x }, header.alg);
   let verified;
   try {
@@ -93,14 +156,17 @@ async function verifyJws(token, jwks, types, what) {
     throw new Invalid(`${what}: signature does not verify under key ${header.kid} (${e.code ?? e.name})`);
   }
   let payload;
+  let payloadText;
   try {
-    payload = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(verified.payload));
+    payloadText = new TextDecoder('utf-8', { fatal: true }).decode(verified.payload);
+    payload = JSON.parse(payloadText);
   } catch {
     throw new Invalid(`${what}: payload is not JSON`);
   }
   if (payload === null || typeof payload !== 'object' || Array.isArray(payload)) {
     throw new Invalid(`${what}: payload is not a JSON object`);
   }
+  if (canonical(payload) !== payloadText) throw new Invalid(`${what}: payload is not canonical JSON (RFC 8785)`);
   if (!validAt(jwk, payload.iat)) throw new Invalid(`${what}: key ${header.kid} was not valid at iat ${payload.iat}`);
   return { typ: header.typ, payload };
 }
@@ -111,31 +177,42 @@ async function verifyJws(token, jwks, types, what) {
 const keyHash = (name, publicKey) => sha256(Buffer.from(name, 'utf8'), Buffer.from([0x0a, 0x01]), publicKey).subarray(0, 4);
 
 function verifyCheckpoint(note, jwks, origin) {
-  if (typeof note !== 'string' || !note.endsWith('\n') || !note.includes('\n\n')) {
-    throw new Invalid('checkpoint: not a signed note');
+  if (typeof note !== 'string' || Buffer.byteLength(note, 'utf8') > 16 * 1024) {
+    throw new Invalid('checkpoint: not a signed note (or longer than 16 KiB)');
   }
+  if (!note.endsWith('\n') || !note.includes('\n\n')) throw new Invalid('checkpoint: not a signed note');
   const cut = note.indexOf('\n\n');
   const text = note.slice(0, cut);
   const signatures = note.slice(cut + 2, -1);
   const body = Buffer.from(text + '\n', 'utf8'); // the signature covers the body and its last newline
   const lines = text.split('\n');
-  if (lines.length !== 4 || !lines[3].startsWith('time ')) throw new Invalid('checkpoint: body is not origin, size, root, time');
+  if (lines.length !== 4 || !lines[3].startsWith('time ') || lines[0] === '') {
+    throw new Invalid('checkpoint: body is not origin, size, root, time');
+  }
   const [name, sizeS, rootS] = lines;
   const timeS = lines[3].slice(5);
-  if (!/^(0|[1-9][0-9]*)$/.test(sizeS)) throw new Invalid(`checkpoint: size ${sizeS} is not a decimal number`);
-  if (!/^-?[0-9]+$/.test(timeS)) throw new Invalid(`checkpoint: time ${timeS} is not a number`);
+  if (!/^(0|[1-9][0-9]*)$/.test(sizeS) || BigInt(sizeS) > 2n ** 64n - 1n) {
+    throw new Invalid(`checkpoint: size ${sizeS} is not a decimal number`);
+  }
+  if (!/^-?(0|[1-9][0-9]*)$/.test(timeS) || timeS === '-0' || BigInt(timeS) < -(2n ** 63n) || BigInt(timeS) >= 2n ** 63n) {
+    throw new Invalid(`checkpoint: time ${timeS} is not a number`);
+  }
   const root = b64Decode(rootS, 'checkpoint root');
   if (root.length !== 32) throw new Invalid('checkpoint: root is not 32 bytes');
   if (origin !== undefined && name !== origin) throw new Invalid(`checkpoint: origin is ${name}, expected ${origin}`);
   const size = Number(sizeS);
   const time = Number(timeS);
+  // Every signature line is well formed, ours or not; then ours is checked.
+  const signed = [];
   for (const line of signatures.split('\n')) {
-    if (!line.startsWith('\u2014 ')) throw new Invalid(`checkpoint: bad signature line ${JSON.stringify(line)}`);
     const rest = line.slice(2);
     const sp = rest.indexOf(' ');
+    if (!line.startsWith('\u2014 ') || sp < 0) throw new Invalid(`checkpoint: bad signature line ${JSON.stringify(line)}`);
     const signer = rest.slice(0, sp);
     const blob = b64Decode(rest.slice(sp + 1), 'checkpoint signature');
-    if (signer !== name || blob.length !== 68) continue; // another witness or algorithm
+    if (signer === name && blob.length === 68) signed.push(blob); // others: another witness or algorithm
+  }
+  for (const blob of signed) {
     for (const jwk of jwks.values()) {
       const publicKey = b64urlDecode(jwk.x, 'JWKS x');
       if (!keyHash(name, publicKey).equals(blob.subarray(0, 4))) continue;
@@ -155,7 +232,9 @@ function verifyCheckpoint(note, jwks, origin) {
 const leafHash = (data) => sha256(Buffer.from([0x00]), data);
 const nodeHash = (l, r) => sha256(Buffer.from([0x01]), l, r);
 
-// RFC 9162 section 2.1.3.2: the root an inclusion path leads to.
+// RFC 9162 section 2.1.3.2: the root an inclusion path leads to. Its first step refuses
+// a leaf at or past the tree size: the loop alone would let a one-leaf tree's leaf stand
+// at index 1.
 function rootFromInclusion(index, size, leaf, path) {
   let fn = BigInt(index);
   let sn = BigInt(size) - 1n;
@@ -225,19 +304,34 @@ function verifyConsistency(oldSize, newSize, oldRoot, newRoot, proof) {
 
 // ---- receipts -----------------------------------------------------------------------
 
+const DOCUMENT_MEMBERS = ['receipt', 'mandate', 'leaf', 'inclusion', 'checkpoint'];
+
 async function verifyReceipt(doc, jwks, origin, partner) {
-  for (const f of ['receipt', 'mandate', 'leaf', 'inclusion', 'checkpoint']) {
-    if (!(f in doc)) throw new Invalid(`receipt document has no "${f}"`);
+  if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) throw new Invalid('not a receipt document (a JSON object)');
+  for (const f of DOCUMENT_MEMBERS) {
+    if (!Object.hasOwn(doc, f)) throw new Invalid(`receipt document has no "${f}"`);
+  }
+  const extra = Object.keys(doc).filter((k) => !DOCUMENT_MEMBERS.includes(k));
+  if (extra.length > 0) throw new Invalid(`receipt document has unknown members ${extra.join(', ')}`);
+  if (!['receipt', 'mandate', 'leaf', 'checkpoint'].every((f) => typeof doc[f] === 'string') ||
+      !Array.isArray(doc.inclusion) || !doc.inclusion.every((h) => typeof h === 'string')) {
+    throw new Invalid('receipt document: receipt, mandate, leaf and checkpoint are strings, inclusion a list of strings');
   }
 
-  // 1. Both signatures, by kid, with the right typ.
+  // 1. Both signatures, by kid, with the right typ; payloads of the right shape.
   const { payload: receipt } = await verifyJws(doc.receipt, jwks, [TYP_RECEIPT], 'receipt');
   if (receipt.vct !== 'settle.receipt.1') throw new Invalid(`receipt: vct is ${receipt.vct}`);
+  if (!RECEIPT_SHAPE(receipt)) throw new Invalid('receipt: payload is not a valid receipt (members or their types)');
   const { typ, payload: mandate } = await verifyJws(doc.mandate, jwks, Object.keys(MANDATE_TYPES), 'mandate');
   const [direction, vct] = MANDATE_TYPES[typ];
   if (mandate.direction !== direction || mandate.vct !== vct) throw new Invalid(`mandate: direction/vct do not match typ ${typ}`);
-  if (partner !== undefined && mandate.payee?.id !== partner) {
-    throw new Invalid(`mandate: payee is ${mandate.payee?.id}, not ${partner}`);
+  if (!MANDATE_SHAPE(mandate)) throw new Invalid('mandate: payload is not a valid mandate (members or their types)');
+  const { basis } = mandate;
+  if (mandate.payment_amount.amount < 0 || basis.pool.amount < 0) throw new Invalid('mandate: amounts of a mandate are never negative');
+  if (mandate.payment_amount.currency !== basis.pool.currency) throw new Invalid('mandate: payment and pool currencies differ');
+  if (basis.hop >= basis.hops) throw new Invalid('mandate: hop or log position out of range');
+  if (partner !== undefined && mandate.payee.id !== partner) {
+    throw new Invalid(`mandate: payee is '${mandate.payee.id}', not '${partner}'`);
   }
 
   // 2. The receipt answers this mandate token.
@@ -250,7 +344,7 @@ async function verifyReceipt(doc, jwks, origin, partner) {
   const leaf = b64urlDecode(doc.leaf, 'leaf');
   let event;
   try {
-    event = JSON.parse(leaf.toString('utf8'));
+    event = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(leaf));
   } catch {
     throw new Invalid('leaf: not JSON');
   }
@@ -270,10 +364,9 @@ async function verifyReceipt(doc, jwks, origin, partner) {
   }
 
   // 5. The leaf is in that tree.
-  if (!Array.isArray(doc.inclusion)) throw new Invalid('inclusion proof: not a list');
   const path = doc.inclusion.map((h) => b64Decode(h, 'inclusion proof hash'));
   if (path.some((h) => h.length !== 32)) throw new Invalid('inclusion proof: a hash is not 32 bytes');
-  if (!Number.isInteger(receipt.leaf_index) || receipt.leaf_index < 0) throw new Invalid('receipt: leaf_index is not a number');
+  if (path.length > 64) throw new Invalid('inclusion proof: more than 64 hashes');
   const got = rootFromInclusion(receipt.leaf_index, cp.size, leafHash(leaf), path);
   if (!got.equals(cp.root)) {
     throw new Invalid(`inclusion proof: leads to root ${got.toString('hex')}, checkpoint root is ${cp.root.toString('hex')}`);

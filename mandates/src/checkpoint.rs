@@ -20,7 +20,7 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use sha2::{Digest, Sha256};
 
 use crate::keys::{KeyRing, SigningKey};
-use crate::merkle::Hash;
+use crate::merkle::{self, Hash, ProofError};
 
 /// Longest note accepted (a checkpoint is well under 1 KiB).
 pub const MAX_NOTE_BYTES: usize = 16 * 1024;
@@ -53,6 +53,39 @@ pub enum CheckpointError {
         expected: String,
         /// Found.
         found: String,
+    },
+}
+
+/// Why one checkpoint does not show the log of another only grew.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConsistencyError {
+    /// The two are checkpoints of different logs.
+    #[error("checkpoints of different logs ('{0}' and '{1}')")]
+    OtherLog(String, String),
+    /// Same size, different roots: two histories signed.
+    #[error("two checkpoints of {size} records with different roots: the log was forked")]
+    Fork {
+        /// The size both claim.
+        size: u64,
+    },
+    /// Different sizes and no consistency proof between them.
+    #[error("no consistency proof from {from} to {to} records")]
+    NoProof {
+        /// Smaller size.
+        from: u64,
+        /// Larger size.
+        to: u64,
+    },
+    /// The consistency proof between them does not verify.
+    #[error("the consistency proof from {from} to {to} records does not verify ({why}): the log was rewritten")]
+    Proof {
+        /// Smaller size.
+        from: u64,
+        /// Larger size.
+        to: u64,
+        /// What failed.
+        why: ProofError,
     },
 }
 
@@ -150,6 +183,28 @@ impl Checkpoint {
         Ok((cp, out))
     }
 
+    /// Checks that this checkpoint and `other` (both verified) are of one log that only
+    /// grew between them: the same origin, and the same root at the same size; at
+    /// different sizes `proof`, the RFC 9162 consistency proof from the smaller size to
+    /// the larger (as `GET /v1/checkpoints/consistency` serves it), must verify. Either
+    /// may be the older.
+    pub fn consistent_with(&self, other: &Self, proof: Option<&[Hash]>) -> Result<(), ConsistencyError> {
+        if self.origin != other.origin {
+            return Err(ConsistencyError::OtherLog(self.origin.clone(), other.origin.clone()));
+        }
+        let (old, new) = if self.size <= other.size { (self, other) } else { (other, self) };
+        if old.size == new.size {
+            return if old.root == new.root { Ok(()) } else { Err(ConsistencyError::Fork { size: old.size }) };
+        }
+        let (from, to) = (old.size, new.size);
+        let proof = proof.ok_or(ConsistencyError::NoProof { from, to })?;
+        merkle::verify_consistency(from, to, &old.root, &new.root, proof).map_err(|why| ConsistencyError::Proof {
+            from,
+            to,
+            why,
+        })
+    }
+
     /// Parses and verifies a signed note: at least one signature by a key of `ring`
     /// named `origin`, and that key valid at the checkpoint's time. Returns the
     /// checkpoint and the key id that verified it.
@@ -230,6 +285,29 @@ mod tests {
         assert!(Checkpoint::verify(&later.sign(&new), &ring, None).is_ok());
         assert!(matches!(Checkpoint::verify(&later.sign(&old), &ring, None), Err(CheckpointError::KeyNotValid { .. })));
         assert!(matches!(Checkpoint::verify(&note, &ring, Some("other")), Err(CheckpointError::WrongOrigin { .. })));
+    }
+
+    /// Two checkpoints of one log: equal at one size, or joined by a consistency proof;
+    /// a fork, a rewrite, another log or a missing proof are refused.
+    #[test]
+    fn consistency_between_two_checkpoints() {
+        let leaves: Vec<Hash> = (0..20u64).map(|i| merkle::leaf_hash(&i.to_be_bytes())).collect();
+        let at = |n: usize| Checkpoint { size: n as u64, root: merkle::root_of(&leaves[..n]), ..cp() };
+        let (old, new) = (at(7), at(20));
+        let proof = merkle::consistency_proof(leaves.as_slice(), 7, 20).unwrap().unwrap();
+        old.consistent_with(&new, Some(&proof)).unwrap();
+        new.consistent_with(&old, Some(&proof)).unwrap();
+        old.consistent_with(&old.clone(), None).unwrap();
+        at(0).consistent_with(&new, Some(&[])).unwrap();
+        assert_eq!(old.consistent_with(&new, None), Err(ConsistencyError::NoProof { from: 7, to: 20 }));
+        let forked = Checkpoint { root: [9; 32], ..old.clone() };
+        assert_eq!(old.consistent_with(&forked, None), Err(ConsistencyError::Fork { size: 7 }));
+        assert!(matches!(forked.consistent_with(&new, Some(&proof)), Err(ConsistencyError::Proof { .. })));
+        let other = Checkpoint { origin: "other/log".into(), ..new.clone() };
+        assert!(matches!(old.consistent_with(&other, Some(&proof)), Err(ConsistencyError::OtherLog(..))));
+        let mut bad = proof.clone();
+        bad[0][0] ^= 1;
+        assert!(matches!(old.consistent_with(&new, Some(&bad)), Err(ConsistencyError::Proof { .. })));
     }
 
     proptest! {

@@ -329,6 +329,24 @@ mod tests {
         }
     }
 
+    /// The RFC's first step: a leaf index at or past the tree size fails, even with a path
+    /// that the loop alone would lead to the root (one leaf, index 1, no hashes; or the
+    /// last leaf's path reused one position further).
+    #[test]
+    fn an_index_past_the_tree_fails_before_the_path_is_walked() {
+        let ls = leaves(6);
+        let r1 = root_of(&ls[..1]);
+        verify_inclusion(0, 1, &ls[0], &[], &r1).unwrap();
+        assert_eq!(verify_inclusion(1, 1, &ls[0], &[], &r1), Err(ProofError::OutOfRange { index: 1, size: 1 }));
+        assert_eq!(verify_inclusion(0, 0, &ls[0], &[], &r1), Err(ProofError::OutOfRange { index: 0, size: 0 }));
+        let r = root_of(&ls);
+        let p = inclusion_proof(ls.as_slice(), 5, 6).unwrap().unwrap();
+        verify_inclusion(5, 6, &ls[5], &p, &r).unwrap();
+        for i in [6, 7, u64::MAX] {
+            assert_eq!(verify_inclusion(i, 6, &ls[5], &p, &r), Err(ProofError::OutOfRange { index: i, size: 6 }));
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(200))]
         #[test]

@@ -20,6 +20,7 @@ use crate::types::{
 
 /// A receipt as handed to a partner (one JSON object; a line of `receipts.jsonl`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReceiptDocument {
     /// Compact JWS of a [`ReceiptPayload`].
@@ -287,4 +288,98 @@ fn verify_inner<'d>(
     merkle::verify_inclusion(receipt.leaf_index, cp.size, &merkle::leaf_hash(&leaf), &path, &cp.root)
         .map_err(ReceiptError::Inclusion)?;
     Ok(VerifiedReceipt { receipt, mandate, checkpoint: cp })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{Jwks, SigningKey};
+    use crate::money::{Amount, Currency};
+    use crate::types::{Direction, Instrument, LogRef, MandateBasis, Payee, Signed, Status, VCT_PAYMENT_MANDATE};
+
+    fn usd(minor: i64) -> Amount {
+        let c: Currency = "USD".parse().unwrap();
+        Amount::from_minor(minor, c).unwrap()
+    }
+
+    fn mandate() -> Mandate {
+        Mandate {
+            basis: MandateBasis {
+                caused_by: "agent:crm".into(),
+                conversion: "deal-1".into(),
+                hop: 0,
+                hops: 1,
+                log: LogRef { event_hash: "00".repeat(32), seq: 0 },
+                open_mandate: "om_p_0".into(),
+                pool: usd(1000),
+                program: "p".into(),
+                reverses: None,
+                role: "sole".into(),
+                rounding: "largest_remainder.v1+pool.half_even".into(),
+                rule_version: 1,
+            },
+            direction: Direction::Payment,
+            execution_date: 1_767_225_600,
+            iat: 1_767_225_600,
+            iss: "vendor".into(),
+            payee: Payee { id: "p01".into() },
+            payment_amount: usd(1000),
+            payment_instrument: Instrument { id: "p01".into(), kind: "settle.commission_account".into() },
+            salt: "AAAAAAAAAAAAAAAAAAAAAA".into(),
+            transaction_id: "md_0_0".into(),
+            vct: VCT_PAYMENT_MANDATE.into(),
+        }
+    }
+
+    /// A receipt the vendor's key signed for a one-leaf log, with `leaf_index` as given.
+    fn receipt(key: &SigningKey, leaf_index: u64) -> ReceiptDocument {
+        let token = mandate().sign(key);
+        let leaf = serde_json::json!({"data": {"mandate": token}, "type": "mandate_issued", "v": 1}).to_string();
+        let root = merkle::leaf_hash(leaf.as_bytes());
+        let cp = Checkpoint { origin: "settle.test/log".into(), size: 1, root, time: 1_767_225_600 };
+        let payload = ReceiptPayload {
+            error: None,
+            error_description: None,
+            iat: 1_767_225_600,
+            iss: "vendor".into(),
+            kind: ReceiptKind::MandateRecorded,
+            leaf_index,
+            network_confirmation_id: None,
+            payment_id: "md_0_0".into(),
+            psp_confirmation_id: None,
+            rail: None,
+            reference: token_reference(&token),
+            root: hex::encode(root),
+            status: Status::Success,
+            tree_size: 1,
+            vct: crate::types::VCT_RECEIPT.into(),
+        };
+        ReceiptDocument {
+            receipt: payload.sign(key),
+            mandate: token,
+            leaf: B64.encode(leaf.as_bytes()),
+            inclusion: Vec::new(),
+            checkpoint: cp.sign(key),
+        }
+    }
+
+    /// RFC 9162 §2.1.3.2 starts with "fail if leaf_index ≥ tree_size": without it, a
+    /// receipt of a one-leaf tree pointing at leaf 1 (past the tree), whose empty path
+    /// leads from the leaf to the root, would pass. Signed by the vendor's own key, it is
+    /// still refused, one by one and in a batch.
+    #[test]
+    fn a_receipt_pointing_past_its_tree_is_refused_even_when_the_vendor_signed_it() {
+        let key = SigningKey::from_seed(&[4; 32]);
+        let ring = KeyRing::new(&Jwks { keys: vec![key.to_jwk(None, None)] }).unwrap();
+        let good = receipt(&key, 0);
+        verify_receipt(&good, &ring, Some("settle.test/log")).unwrap();
+        for index in [1, 2, 7] {
+            let past = receipt(&key, index);
+            let want = Err(ReceiptError::Inclusion(ProofError::OutOfRange { index, size: 1 }));
+            assert_eq!(verify_receipt(&past, &ring, None).map(|v| v.receipt.leaf_index), want);
+            let batch = ReceiptVerifier::new(&ring, None).verify_all(&[good.clone(), past]);
+            assert!(batch[0].is_ok());
+            assert_eq!(batch[1].as_ref().map(|v| v.receipt.leaf_index).map_err(Clone::clone), want);
+        }
+    }
 }
