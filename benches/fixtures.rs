@@ -107,6 +107,7 @@ pub fn engine_with_chain() -> (Engine, u64) {
             lead: "l1".into(),
             program: "growth".into(),
             customer: "acme.example".into(),
+            customer_key: Some(CustomerKey::CURRENT),
             partner: "p1".into(),
         },
     );

@@ -34,7 +34,17 @@ fn main() {
             lead = format!("lead-{i}");
             let program = "growth".to_owned();
             let customer = format!("customer-{i}.example");
-            go(&mut engine, Event::LeadRegistered { lead: lead.clone(), program, customer, partner: "p1".into() }, at);
+            go(
+                &mut engine,
+                Event::LeadRegistered {
+                    lead: lead.clone(),
+                    program,
+                    customer,
+                    customer_key: Some(settle_engine::model::CustomerKey::CURRENT),
+                    partner: "p1".into(),
+                },
+                at,
+            );
             go(&mut engine, Event::LeadHandedOff { lead: lead.clone(), from: "p1".into(), to: "p2".into() }, at);
             go(&mut engine, Event::LeadHandedOff { lead: lead.clone(), from: "p2".into(), to: "p3".into() }, at);
         }

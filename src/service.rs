@@ -579,7 +579,7 @@ mod tests {
                 let event = Event::PartnerEnrolled { partner: (*p).into(), program: "growth".into(), name: format!("P {p}"), role: settle_engine::model::PartnerRole::Partner };
                 setup.push(fact(format!("enrol-{p}"), i + 1, event));
             }
-            setup.push(fact("lead".into(), 3, Event::LeadRegistered { lead: "l1".into(), program: "growth".into(), customer: "acme.example".into(), partner: "p1".into() }));
+            setup.push(fact("lead".into(), 3, Event::LeadRegistered { lead: "l1".into(), program: "growth".into(), customer: "acme.example".into(), customer_key: Some(settle_engine::model::CustomerKey::CURRENT), partner: "p1".into() }));
             setup.push(fact("handoff".into(), 4, Event::LeadHandedOff { lead: "l1".into(), from: "p1".into(), to: "p2".into() }));
             // Accepted submissions, in order, with their outcomes.
             let mut accepted: Vec<(Submit, u64)> = Vec::new();
@@ -662,6 +662,7 @@ mod tests {
                 lead: format!("l{i}"),
                 program: "growth".into(),
                 customer: format!("c{i}.example"),
+                customer_key: Some(settle_engine::model::CustomerKey::CURRENT),
                 partner: "p1".into(),
             },
             request: None,

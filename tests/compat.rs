@@ -53,6 +53,7 @@ fn the_older_mandates_name_v1_and_new_ones_name_v2() {
     let log = std::fs::read_to_string(fixture().join("bundle/log.jsonl")).expect("log");
     assert!(!log.contains("largest_remainder.v2"), "the fixture predates v2");
     assert!(!log.contains("\"allocation\""), "the fixture's specs carry no allocation");
+    assert!(!log.contains("\"customer_key\""), "the fixture's leads carry no customer_key (trim_lower.v1)");
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("d");
     settle_ok([
@@ -69,4 +70,5 @@ fn the_older_mandates_name_v1_and_new_ones_name_v2() {
     settle_ok([OsString::from("export"), "--data".into(), data.into(), "--out".into(), out.clone().into()]);
     let new = std::fs::read_to_string(out.join("log.jsonl")).expect("log");
     assert!(new.contains(r#""allocation":"largest_remainder.v2""#), "new specs record their arithmetic");
+    assert!(new.contains(r#""customer_key":"uts46_nfkc_cf.v2""#), "new leads record their customer key");
 }

@@ -10,6 +10,8 @@
 //!
 //! - [`model`]: the events and the program rules (data, not code).
 //! - [`rules`]: a program's rules: validation and their plain-language explanation.
+//! - [`customer`]: the named normalisations of customer keys (UTS #46 for domains, NFKC
+//!   and full case folding for other names).
 //! - [`arith`]: the named arithmetic of a rule version: pool, split (largest
 //!   remainder), FX, refund fractions, clawbacks; [`arith::v2`] exact in integers.
 //! - [`state`]: [`Engine::decide`], the one state transition.
@@ -17,6 +19,7 @@
 //! - [`replay`]: signing decisions on all cores, and replaying a log to check it.
 
 pub mod arith;
+pub mod customer;
 pub mod model;
 pub mod replay;
 pub mod rules;

@@ -26,6 +26,9 @@ pub const MAX_TEXT_BYTES: usize = 256;
 pub const MAX_RELEASED_PER_EVENT: usize = 10_000;
 /// Longest id, bytes.
 pub const MAX_ID_BYTES: usize = 128;
+/// What an id is: 1..=[`MAX_ID_BYTES`] bytes of `A-Z a-z 0-9 . _ : -`, as
+/// [`crate::state::check_id`] checks it, as a regular expression.
+pub const ID_PATTERN: &str = "^[A-Za-z0-9._:-]{1,128}$";
 /// Most mandates named in one settlement.
 pub const MAX_SETTLEMENT_MANDATES: usize = 10_000;
 /// The largest magnitude of any total of a partner's book (earned, clawed back, on hold,
@@ -38,9 +41,56 @@ pub const MAX_HOLDING_DAYS: u32 = 365;
 pub const MAX_WINDOW_DAYS: u32 = 730;
 
 /// A percentage, `"10"` = 10 %, exact, between 0 and 100 with at most 6 decimals.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "Decimal", into = "Decimal")]
+///
+/// Read from a decimal string of exactly [`PERCENT_PATTERN`] (`"10"`, `"2.5"`,
+/// `"33.333333"`, `"100"`; not `"1e1"`, `"+5"`, `".5"`, `"05"` or a JSON number); written
+/// as its normalised decimal string, which that pattern always matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(into = "Decimal")]
 pub struct Percent(Decimal);
+
+/// The strings a [`Percent`] is read from: 0 to 100, at most 6 decimals, no sign, no
+/// exponent, no leading zeros.
+pub const PERCENT_PATTERN: &str = r"^(?:100(?:\.0{1,6})?|(?:0|[1-9][0-9]?)(?:\.[0-9]{1,6})?)$";
+
+impl Percent {
+    /// Parses a percentage written as [`PERCENT_PATTERN`] says.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let refuse = || format!("percentage '{s}' must be a decimal string from 0 to 100 with at most 6 decimals");
+        let (int, frac) = s.split_once('.').map_or((s, None), |(i, f)| (i, Some(f)));
+        let digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
+        let int_ok = !int.is_empty() && int.len() <= 3 && digits(int) && (int == "0" || !int.starts_with('0'));
+        let frac_ok = frac.is_none_or(|f| (1..=6).contains(&f.len()) && digits(f));
+        if !int_ok || !frac_ok {
+            return Err(refuse());
+        }
+        let d = Decimal::from_str_exact(s).map_err(|_| refuse())?;
+        Self::try_from(d)
+    }
+}
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(feature = "schemars")]
+impl schemars::JsonSchema for Percent {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Percent".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A percentage as a decimal string, \"10\" = 10 %: 0 to 100 with at most 6 decimals, never a number.",
+            "pattern": PERCENT_PATTERN,
+            "examples": ["10", "2.5", "33.333333"],
+        })
+    }
+}
 
 impl Percent {
     /// The value as a fraction of one (10 % → 0.1).
@@ -72,6 +122,7 @@ impl From<Percent> for Decimal {
 }
 
 /// How tiers apply to a deal.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TierMode {
@@ -83,20 +134,24 @@ pub enum TierMode {
 }
 
 /// A volume tier: from `from` minor units of the closer's revenue in the period.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tier {
     /// Volume threshold, minor units of the program currency.
+    #[cfg_attr(feature = "schemars", schemars(range(min = 0, max = settle_mandates::money::MAX_MINOR_UNITS)))]
     pub from: i64,
     /// Rate from there on.
     pub percent: Percent,
 }
 
 /// A time-boxed bonus added to the pool for deals that occur in its window.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Spiff {
     /// Name shown on statements.
+    #[cfg_attr(feature = "schemars", schemars(length(max = MAX_TEXT_BYTES)))]
     pub name: String,
     /// Window start (inclusive).
     pub from: DateTime<Utc>,
@@ -107,10 +162,12 @@ pub struct Spiff {
     pub percent: Option<Percent>,
     /// Extra flat amount, minor units.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schemars", schemars(range(min = 0, max = settle_mandates::money::MAX_MINOR_UNITS)))]
     pub flat: Option<i64>,
 }
 
 /// How big the pool of a deal is. `Default` is the empty rule (no pool at all).
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolRule {
@@ -119,21 +176,26 @@ pub struct PoolRule {
     pub percent: Option<Percent>,
     /// Flat amount per deal, minor units.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schemars", schemars(range(min = 0, max = settle_mandates::money::MAX_MINOR_UNITS)))]
     pub flat: Option<i64>,
     /// Largest pool per deal, minor units.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schemars", schemars(range(min = 0, max = settle_mandates::money::MAX_MINOR_UNITS)))]
     pub cap: Option<i64>,
     /// Smallest pool per deal, minor units.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schemars", schemars(range(min = 0, max = settle_mandates::money::MAX_MINOR_UNITS)))]
     pub floor: Option<i64>,
     /// Volume tiers (ascending `from`, the first from 0).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schemars", schemars(length(max = MAX_TIERS)))]
     pub tiers: Vec<Tier>,
     /// How tiers apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier_mode: Option<TierMode>,
     /// Bonuses.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schemars", schemars(length(max = MAX_SPIFFS)))]
     pub spiffs: Vec<Spiff>,
     /// Pay only the first N months of a subscription.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -141,6 +203,7 @@ pub struct PoolRule {
 }
 
 /// A position in the chain.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Position {
@@ -153,6 +216,7 @@ pub enum Position {
 }
 
 /// How the pool is split along the chain.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SplitRule {
@@ -172,31 +236,38 @@ pub enum SplitRule {
     /// sum over the hops present. `pool` percent, flat and tiers must be absent.
     Levels {
         /// Rate of revenue per level, level 1 = closer.
+        #[cfg_attr(feature = "schemars", schemars(length(min = 1, max = MAX_LEVELS)))]
         rates: Vec<Percent>,
     },
 }
 
 /// Budget per period.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Budget {
     /// Most pool per calendar month (UTC), minor units.
+    #[cfg_attr(feature = "schemars", schemars(range(min = 0, max = settle_mandates::money::MAX_MINOR_UNITS)))]
     pub max: i64,
 }
 
 /// Bounds on each payment.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentRange {
     /// Smallest hop payment, minor units.
+    #[cfg_attr(feature = "schemars", schemars(range(min = 0, max = settle_mandates::money::MAX_MINOR_UNITS)))]
     pub min: i64,
     /// Largest hop payment, minor units.
+    #[cfg_attr(feature = "schemars", schemars(range(min = 0, max = settle_mandates::money::MAX_MINOR_UNITS)))]
     pub max: i64,
 }
 
 /// The named arithmetic of a rule version: how its pool, split, FX, refund fractions
 /// and clawbacks are computed and rounded. Stamped into every mandate's
 /// `basis.rounding` (`largest_remainder.v2+pool.half_even`).
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Allocation {
     /// Decimal division with 28 significant digits (settle before exact arithmetic):
@@ -225,7 +296,42 @@ impl Allocation {
     }
 }
 
+/// The named normalisation that makes a lead's `customer` into the key its owner is
+/// found by ([`crate::customer`]). Recorded on every `lead_registered` fact the doors
+/// write; absent in a recorded fact, it is [`CustomerKey::V1`] (facts recorded before v2
+/// existed), so older logs replay to the same bytes.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CustomerKey {
+    /// Trimmed, ASCII letters lowercased, nothing else: `BÜCHER-BI.example`, the NFD
+    /// spelling of `bücher-bi.example`, its punycode or fullwidth letters are each another
+    /// customer. Kept only so that older logs, recorded without `customer_key`, replay to
+    /// the same bytes.
+    #[serde(rename = "trim_lower.v1")]
+    V1,
+    /// A domain through UTS #46 to its ASCII (punycode) form, any other name by NFKC and
+    /// full case folding ([`crate::customer`]); code points unassigned in the Unicode
+    /// version of the build are refused. What settle records for every new registration.
+    #[serde(rename = "uts46_nfkc_cf.v2")]
+    V2,
+}
+
+impl CustomerKey {
+    /// What settle records now.
+    pub const CURRENT: Self = Self::V2;
+
+    /// The normalisation's name.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::V1 => "trim_lower.v1",
+            Self::V2 => "uts46_nfkc_cf.v2",
+        }
+    }
+}
+
 /// A program's rules, as published.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProgramSpec {
@@ -235,14 +341,18 @@ pub struct ProgramSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allocation: Option<Allocation>,
     /// Program id.
+    #[cfg_attr(feature = "schemars", schemars(regex(pattern = ID_PATTERN)))]
     pub program: String,
     /// Display name.
+    #[cfg_attr(feature = "schemars", schemars(length(max = MAX_TEXT_BYTES)))]
     pub name: String,
     /// Currency of commissions.
     pub currency: Currency,
     /// Days a commission stays on hold (refund window) before it is payable.
+    #[cfg_attr(feature = "schemars", schemars(range(max = MAX_HOLDING_DAYS)))]
     pub holding_days: u32,
     /// Days after a lead's registration in which its deals earn.
+    #[cfg_attr(feature = "schemars", schemars(range(min = 1, max = MAX_WINDOW_DAYS)))]
     pub attribution_window_days: u32,
     /// Rounding of the pool to minor units (named, no default).
     pub pool_rounding: Rounding,
@@ -282,6 +392,7 @@ impl ProgramSpec {
 }
 
 /// A partner's role, as users know it.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PartnerRole {
@@ -296,6 +407,7 @@ pub enum PartnerRole {
 }
 
 /// What an agent may do for its partner.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AgentScope {
@@ -303,9 +415,12 @@ pub enum AgentScope {
     LeadsWrite,
     /// Read own mandates, receipts, balances.
     Read,
+    /// Subscribe to the partner's webhooks and manage those subscriptions.
+    WebhooksWrite,
 }
 
 /// Refund size.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum RefundSize {
@@ -319,6 +434,7 @@ pub enum RefundSize {
 }
 
 /// Foreign exchange given with a conversion in another currency.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FxRate {
@@ -332,6 +448,7 @@ pub struct FxRate {
 /// in RFC 8785 (sorted) order, so that serde writes its data already canonical and
 /// [`Envelope::to_bytes`] need not sort it (a test holds the kinds written most to that;
 /// a kind that is not falls back to sorting, with the same bytes).
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data", rename_all = "snake_case")]
 pub enum Event {
@@ -390,8 +507,13 @@ pub enum Event {
     },
     /// A partner registered a customer.
     LeadRegistered {
-        /// Normalised customer key (e.g. company domain).
+        /// The customer as the partner named it (e.g. the company's domain); its key, by
+        /// which the owner is found, is derived with `customer_key`.
         customer: String,
+        /// The normalisation of the customer key ([`CustomerKey`]; absent: v1, as
+        /// recorded before v2). After `customer` in the canonical field order.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        customer_key: Option<CustomerKey>,
         /// Lead id.
         lead: String,
         /// Registering partner.
@@ -711,6 +833,7 @@ pub fn accepts(kind: &str, version: u32) -> bool {
 }
 
 /// An event as stored: the envelope (RFC 8785 canonical JSON of this is the leaf).
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
     /// Version of the event type.
@@ -856,6 +979,14 @@ mod tests {
                 lead: s("l1"),
                 program: s("growth"),
                 customer: s("acme.example"),
+                customer_key: Some(CustomerKey::CURRENT),
+                partner: s("p1"),
+            },
+            Event::LeadRegistered {
+                lead: s("l1"),
+                program: s("growth"),
+                customer: s("Bücher.example"),
+                customer_key: None,
                 partner: s("p1"),
             },
             Event::LeadHandedOff { lead: s("l1"), from: s("p1"), to: s("p2") },

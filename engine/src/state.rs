@@ -17,8 +17,8 @@ use settle_mandates::types::{
 
 use crate::arith;
 use crate::model::{
-    AgentScope, Allocation, Envelope, Event, MAX_BOOK_TOTAL, MAX_HOPS, MAX_ID_BYTES, MAX_SETTLEMENT_MANDATES,
-    PartnerRole, ProgramSpec, RefundSize,
+    AgentScope, Allocation, CustomerKey, Envelope, Event, MAX_BOOK_TOTAL, MAX_HOPS, MAX_ID_BYTES,
+    MAX_SETTLEMENT_MANDATES, PartnerRole, ProgramSpec, RefundSize,
 };
 use crate::rules::Deal;
 
@@ -839,8 +839,8 @@ impl Decider<'_> {
                     }
                 }))
             }
-            Event::LeadRegistered { lead, program, customer, partner } => {
-                self.lead_registered(lead, program, customer, partner, at)
+            Event::LeadRegistered { lead, program, customer, customer_key, partner } => {
+                self.lead_registered(lead, program, customer, customer_key.unwrap_or(CustomerKey::V1), partner, at)
             }
             Event::LeadHandedOff { lead, from, to } => self.lead_handed_off(lead, from, to),
             Event::ConversionRecorded { conversion, lead, revenue, occurred_at, subscription_month, fx } => {
@@ -879,23 +879,26 @@ impl Decider<'_> {
         lead: String,
         program: String,
         customer: String,
+        version: CustomerKey,
         partner: String,
         at: DateTime<Utc>,
     ) -> Result<Apply, Rejection> {
         check_id("lead", &lead)?;
-        let customer = customer.trim().to_ascii_lowercase();
-        if customer.is_empty() || customer.len() > MAX_ID_BYTES {
-            return Err(Rejection::Invalid("customer key must be 1..=128 characters".into()));
-        }
+        let customer = crate::customer::key(version, &customer).map_err(Rejection::Invalid)?;
         let prog = self.st.program(&program)?;
         self.st.active_partner(&partner, &program)?;
         if self.st.leads.contains_key(lead.as_str()) {
             return Err(Rejection::Conflict(format!("lead '{lead}' already exists")));
         }
         let window = Duration::days(i64::from(prog.latest().spec.attribution_window_days));
-        let owner = (self.st.leads.owner(&program, &customer))
-            .filter(|(_, x)| x.registered_at + window > at)
-            .map(|(l, _)| l.to_string());
+        let open = |(_, x): &(CompactString, Lead)| x.registered_at + window > at;
+        // v1 compares recorded keys exactly, as it always did; v2 compares v2 forms, those
+        // of keys recorded under v1 too (crate::customer).
+        let owner = match version {
+            CustomerKey::V1 => self.st.leads.owner(&program, &customer).filter(open),
+            CustomerKey::V2 => self.st.leads.owners_folded(&program, &customer).into_iter().find(open),
+        }
+        .map(|(l, _)| l.to_string());
         let chain = vec![partner];
         let (outcome, dup) = match &owner {
             Some(o) => ("duplicate", Some(o.clone())),
@@ -1068,6 +1071,10 @@ impl Decider<'_> {
             &Deal { revenue: revenue_prog, closer_volume_before: volume_before, occurred_at, hops: chain.len() },
         )?;
         conv.pool = Amount::from_minor(priced.pool, spec.currency)?;
+        // Under v2 nothing owed is nothing signed: a pool of 0 issues no mandates.
+        if priced.pool == 0 && spec.allocation() == Allocation::V2 {
+            return no(self, conv, "no_commission", "the pool of this deal rounds to 0".to_owned());
+        }
         let parts = priced.parts;
         let deal = HeldDeal { chain, parts, occurred_at, revenue: revenue_prog, reason: String::new() };
         if let Some(reason) = self.breach(spec, &conv.program, &deal)? {

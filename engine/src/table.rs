@@ -28,6 +28,7 @@ use settle_mandates::money::{Amount, Currency};
 use chrono::{DateTime, Utc};
 use compact_str::CompactString;
 
+use crate::customer;
 use crate::state::{Conversion, HeldDeal, Hop, HopStatus, Lead};
 
 /// Conversions per chunk.
@@ -215,8 +216,17 @@ pub struct Leads {
     packed: Vec<Box<[u8]>>,
     /// Positions in `packed` by the hash of the lead's id.
     ids: HashTable<u32>,
-    /// Positions in `packed` of the owning leads, by the hash of (program, customer).
+    /// Positions in `packed` of the owning leads, by the hash of (program, the v2 form of
+    /// the recorded customer key, [`customer::fold`]): a key recorded under one
+    /// normalisation is found by the exact key ([`Leads::owner`]) and by its v2 form
+    /// ([`Leads::owners_folded`]). Keys of one v2 form may be several (v1 recorded
+    /// `bücher.example` and `bÜcher.example` apart): each is an entry of its own.
     owners: HashTable<u32>,
+}
+
+/// The hash an owner is found by: its program and the v2 form of its customer key.
+fn owner_hash(program: &str, customer: &str) -> u64 {
+    hash_of((program, &*customer::fold(customer)))
 }
 
 /// The id, program and customer at the start of a packed lead.
@@ -281,16 +291,36 @@ impl Leads {
         Some(r)
     }
 
-    /// The lead that owns `customer` in `program`, with its id.
+    /// The lead that owns `customer` in `program`, with its id: the recorded key equal to
+    /// `customer`, byte for byte (how a v1 registration finds its owner).
     #[must_use]
     pub fn owner(&self, program: &str, customer: &str) -> Option<(CompactString, Lead)> {
         let packed = &self.packed;
-        let i = *self.owners.find(hash_of((program, customer)), |&i| {
+        let i = *self.owners.find(owner_hash(program, customer), |&i| {
             let (_, p, c) = lead_keys(&packed[i as usize]);
             p == program && c == customer
         })?;
         let b = &packed[i as usize];
         Some((lead_keys(b).0.into(), decode_lead(b)))
+    }
+
+    /// The leads that own a customer key in `program` whose v2 form ([`customer::fold`])
+    /// is `folded` (itself a v2 key), with their ids, earliest registration first (equal
+    /// times: by id): how a v2 registration finds its owner, among those recorded under
+    /// v1 too.
+    #[must_use]
+    pub fn owners_folded(&self, program: &str, folded: &str) -> Vec<(CompactString, Lead)> {
+        let packed = &self.packed;
+        let mut found: Vec<(CompactString, Lead)> = (self.owners.iter_hash(hash_of((program, folded))))
+            .map(|&i| &packed[i as usize])
+            .filter(|b| {
+                let (_, p, c) = lead_keys(b);
+                p == program && customer::fold(c) == folded
+            })
+            .map(|b| (lead_keys(b).0.into(), decode_lead(b)))
+            .collect();
+        found.sort_unstable_by(|(a, l), (b, m)| (l.registered_at, a).cmp(&(m.registered_at, b)));
+        found
     }
 
     /// Makes lead `id` the owner of its customer in its program (in place of any other).
@@ -299,7 +329,7 @@ impl Leads {
         let Some(at) = self.find(id) else { return false };
         let packed = &self.packed;
         let (_, program, customer) = lead_keys(&packed[at as usize]);
-        let h = hash_of((program, customer));
+        let h = owner_hash(program, customer);
         let same = |&i: &u32| {
             let (_, p, c) = lead_keys(&packed[i as usize]);
             p == program && c == customer
@@ -309,7 +339,7 @@ impl Leads {
             None => {
                 self.owners.insert_unique(h, at, |&i| {
                     let (_, p, c) = lead_keys(&packed[i as usize]);
-                    hash_of((p, c))
+                    owner_hash(p, c)
                 });
             }
         }

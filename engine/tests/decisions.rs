@@ -269,3 +269,20 @@ fn v1_rule_versions_keep_their_known_defects_for_replay() {
     assert_eq!(v1(now.clone()).rounding_id(), "largest_remainder.v1+pool.half_even");
     assert_eq!(now.rounding_id(), "largest_remainder.v2+pool.half_even");
 }
+
+#[test]
+fn a_deal_whose_pool_rounds_to_zero_signs_nothing() {
+    let s = spec(shares("30", "20", "40", Position::Closer), percent_pool("10"), 0);
+    let mut w = World::chain(s.clone(), 2);
+    // 10 % of 0.01 USD is a tenth of a cent: the pool rounds to 0.
+    let d = w.convert("tiny", 1);
+    let (o, why, pool) = outcome(&d);
+    assert_eq!((o.as_str(), pool), ("no_commission", 0));
+    assert!(why.unwrap().contains("rounds to 0"));
+    assert!(amounts(&d).is_empty(), "no mandate for nothing");
+    // An older log's v1 rules signed two mandates of 0; they replay so.
+    let mut old = s;
+    old.allocation = None;
+    let mut w = World::chain(old, 2);
+    assert_eq!(amounts(&w.convert("tiny", 1)), vec![0, 0]);
+}

@@ -118,6 +118,7 @@ impl Driver {
     fn register(&mut self, lead: &str, customer: &str, chain: &[String]) -> Result<(), String> {
         let e = Event::LeadRegistered {
             customer: customer.into(),
+            customer_key: None,
             lead: lead.into(),
             partner: chain[0].clone(),
             program: "prg".into(),

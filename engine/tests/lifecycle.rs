@@ -12,6 +12,7 @@ fn duplicate_leads_and_bad_chains() {
         lead: "l2".into(),
         program: "prg".into(),
         customer: " ACME.com".into(),
+        customer_key: Some(CustomerKey::CURRENT),
         partner: "p1".into(),
     });
     assert!(
@@ -37,6 +38,7 @@ fn duplicate_leads_and_bad_chains() {
                 lead: "l9".into(),
                 program: "prg".into(),
                 customer: "x.com".into(),
+                customer_key: Some(CustomerKey::CURRENT),
                 partner: "ghost".into(),
             },
             "not found",
@@ -46,6 +48,7 @@ fn duplicate_leads_and_bad_chains() {
                 lead: "bad id!".into(),
                 program: "prg".into(),
                 customer: "x.com".into(),
+                customer_key: Some(CustomerKey::CURRENT),
                 partner: "p0".into(),
             },
             "must be",
@@ -100,6 +103,7 @@ fn duplicate_leads_and_bad_chains() {
             lead: "l5".into(),
             program: "prg".into(),
             customer: "y.com".into(),
+            customer_key: Some(CustomerKey::CURRENT),
             partner: "extra".into()
         })
         .unwrap_err()

@@ -110,6 +110,7 @@ pub fn chain_facts(spec: ProgramSpec, n: usize) -> Vec<Event> {
         lead: "l1".into(),
         program: "prg".into(),
         customer: "acme.com".into(),
+        customer_key: Some(CustomerKey::CURRENT),
         partner: "p0".into(),
     });
     for i in 1..n {

@@ -744,6 +744,11 @@ impl Model {
                 return Err("pool over the limit".into());
             }
             let pool = small(&pool);
+            if pool == 0 {
+                // "the pool is 0": no_commission (commission-rules.md, check 6).
+                self.conversions.push(c);
+                return Ok(Decided { outcome: Outcome::NoCommission, pool: 0, hops: vec![] });
+            }
             let hops = allocate(pool, &p.split.weights(n));
             let used: i64 = self
                 .conversions
