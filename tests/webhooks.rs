@@ -139,8 +139,8 @@ fn signed_webhooks_survive_failing_receivers_a_crash_and_dead_letters() {
     let data = dir.path().join("data");
     keys_create(&data);
     let admin = token(&data, "vendor-admin", "ops", None, ADMIN_SCOPES);
-    let p1 = token(&data, "partner", "p1", None, "read");
-    let p2 = token(&data, "partner", "p2", None, "read");
+    let p1 = token(&data, "partner", "p1", None, "read,webhooks-write");
+    let p2 = token(&data, "partner", "p2", None, "read,webhooks-write");
     let srv = Server::start_with(&data, dir.path(), FAST_RETRIES);
     let api = srv.api(Some(&admin));
 
@@ -391,7 +391,7 @@ fn signed_webhooks_survive_failing_receivers_a_crash_and_dead_letters() {
     // key (registered with the grant) and subscribes with a token it signed itself.
     let now = chrono::Utc::now();
     let key = settle_mandates::keys::SigningKey::from_seed(&[42; 32]);
-    let grant = json!({"agent": "agent-w", "partner": "p1", "scopes": ["read"],
+    let grant = json!({"agent": "agent-w", "partner": "p1", "scopes": ["read", "webhooks_write"],
         "not_before": (now - chrono::Duration::hours(1)).to_rfc3339(),
         "expires_at": (now + chrono::Duration::days(1)).to_rfc3339(),
         "public_key": serde_json::to_value(key.to_jwk(None, None)).expect("JWK")});
@@ -449,5 +449,169 @@ fn signed_webhooks_survive_failing_receivers_a_crash_and_dead_letters() {
     .expect("DELETE");
     assert_eq!(d.status, 204, "{}", d.text());
     assert_eq!(api.get("/v1/webhooks").json()["subscriptions"].as_array().map(Vec::len), Some(4));
+    assert!(srv.stop().success());
+}
+
+/// A receiver in this process that takes every delivery (200, after `delay`) and keeps
+/// the `webhook-id` of each one it read, in order, repeats included; it stops when dropped.
+struct Sink {
+    url: String,
+    ids: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sink {
+    fn start(delay: std::time::Duration) -> Sink {
+        use std::io::{BufRead, BufReader, Read, Write};
+        use std::sync::atomic::Ordering;
+        use std::sync::{Arc, Mutex, atomic::AtomicBool};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the sink");
+        let url = format!("http://{}/hooks/sink", listener.local_addr().expect("address"));
+        listener.set_nonblocking(true).expect("non-blocking accept");
+        let ids = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ids2, stop2) = (Arc::clone(&ids), Arc::clone(&stop));
+        let accept = std::thread::spawn(move || {
+            let mut conns = Vec::new();
+            while !stop2.load(Ordering::Acquire) {
+                let Ok((conn, _)) = listener.accept() else {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    continue;
+                };
+                let (ids, stop) = (Arc::clone(&ids2), Arc::clone(&stop2));
+                conns.push(std::thread::spawn(move || {
+                    conn.set_nonblocking(false).expect("blocking connection");
+                    conn.set_read_timeout(Some(std::time::Duration::from_millis(100))).expect("read timeout");
+                    let mut w = conn.try_clone().expect("connection");
+                    let mut r = BufReader::new(conn);
+                    // One request at a time (keep-alive), until the server goes away or the
+                    // sink stops.
+                    let idle = |e: &std::io::Error| {
+                        matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+                    };
+                    'requests: loop {
+                        let (mut id, mut len) = (None, 0usize);
+                        let mut line = String::new();
+                        loop {
+                            match r.read_line(&mut line) {
+                                Ok(0) => break 'requests,
+                                Ok(_) => {
+                                    let l = std::mem::take(&mut line);
+                                    let Some((k, v)) = l.trim_end().split_once(':') else {
+                                        if l.trim_end().is_empty() {
+                                            break;
+                                        }
+                                        continue;
+                                    };
+                                    match k.trim().to_ascii_lowercase().as_str() {
+                                        "webhook-id" => id = Some(v.trim().to_owned()),
+                                        "content-length" => len = v.trim().parse().expect("content-length"),
+                                        _ => {}
+                                    }
+                                }
+                                // A partial line stays in `line`.
+                                Err(e) if idle(&e) && !stop.load(Ordering::Acquire) => {}
+                                Err(_) => break 'requests,
+                            }
+                        }
+                        let mut body = vec![0; len];
+                        let mut got = 0;
+                        while got < len {
+                            match r.read(&mut body[got..]) {
+                                Ok(0) => break 'requests,
+                                Ok(n) => got += n,
+                                Err(e) if idle(&e) && !stop.load(Ordering::Acquire) => {}
+                                Err(_) => break 'requests,
+                            }
+                        }
+                        ids.lock().expect("ids").push(id.expect("every delivery has a webhook-id"));
+                        std::thread::sleep(delay);
+                        if w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").is_err() {
+                            break;
+                        }
+                    }
+                }));
+            }
+            for c in conns {
+                let _ = c.join();
+            }
+        });
+        Sink { url, ids, stop, accept: Some(accept) }
+    }
+
+    fn ids(&self) -> Vec<String> {
+        self.ids.lock().expect("ids").clone()
+    }
+
+    fn distinct(&self) -> usize {
+        self.ids().iter().collect::<BTreeSet<_>>().len()
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `kill -9` in the middle of a delivery run repeats only what was in flight: the cursor
+/// of every event a receiver took is stored before the next delivery, so each crash
+/// repeats at most the one event whose answer the server did not live to read.
+#[test]
+fn a_kill_9_repeats_only_the_delivery_in_flight() {
+    const CONVERSIONS: usize = 300;
+    const KILLS: usize = 3;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    keys_create(&data);
+    let admin = token(&data, "vendor-admin", "ops", None, ADMIN_SCOPES);
+    let mut srv = Server::start_with(&data, dir.path(), FAST_RETRIES);
+    let api = srv.api(Some(&admin));
+    api.post_expect("/v1/programs", "program", &program_spec("growth"), 201);
+    for p in ["p1", "p2", "p3"] {
+        api.post_expect("/v1/partners", &format!("enroll-{p}"), &enroll_body(p, "growth"), 201);
+    }
+    api.post_expect("/v1/leads", "lead", &lead_body("lead-1", "growth", "p1"), 201);
+    api.post_expect("/v1/leads/lead-1/handoffs", "h2", &json!({"from": "p1", "to": "p2"}), 201);
+    api.post_expect("/v1/leads/lead-1/handoffs", "h3", &json!({"from": "p2", "to": "p3"}), 201);
+
+    let sink = Sink::start(std::time::Duration::from_millis(2));
+    api.post_expect("/v1/webhooks", "sub-sink", &json!({"url": sink.url, "events": ["mandate.issued"]}), 201);
+    let items: Vec<Value> = (0..CONVERSIONS)
+        .map(|n| json!({"conversion": format!("C{n}"), "lead": "lead-1", "revenue": format!("{}.00", 100 + n), "currency": "USD"}))
+        .collect();
+    let t = std::time::Instant::now();
+    api.post_expect("/v1/conversions/batch", "batch", &json!({"items": items}), 200);
+    let events = CONVERSIONS * 3;
+
+    // Killed three times while the log stands still and deliveries run.
+    let mut repeats = Vec::new();
+    for k in 1..=KILLS {
+        let at = events * k / (KILLS + 1);
+        wait_for(&format!("{at} deliveries"), 60, || (sink.distinct() >= at).then_some(()));
+        srv.kill9();
+        let before = sink.ids().len();
+        let taken: BTreeSet<String> = sink.ids().into_iter().collect();
+        srv = Server::start_with(&data, dir.path(), FAST_RETRIES);
+        // What the restarted server sends first that the receiver had already taken.
+        wait_for("deliveries after the restart", 60, || (sink.ids().len() > before).then_some(()));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let again = sink.ids()[before..].iter().take_while(|id| taken.contains(*id)).count();
+        repeats.push(again);
+    }
+    wait_for(&format!("{events} deliveries"), 120, || (sink.distinct() == events).then_some(()));
+    let ids = sink.ids();
+    let secs = t.elapsed().as_secs_f64();
+    eprintln!(
+        "{} deliveries of {events} events ({:.0}/s with {KILLS} restarts); repeated after each kill -9: {repeats:?}",
+        ids.len(),
+        ids.len() as f64 / secs
+    );
+    assert_eq!(ids.len() - events, repeats.iter().sum::<usize>(), "repeats only right after a restart: {repeats:?}");
+    assert!(repeats.iter().all(|&r| r <= 1), "each kill -9 repeats at most the delivery in flight: {repeats:?}");
     assert!(srv.stop().success());
 }

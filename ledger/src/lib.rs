@@ -45,8 +45,8 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use record::{ExportLine, GENESIS_CHAIN, Record, chain_link};
 pub use verify::{
-    Failure, LOG_FILE_FORMAT, VerifyReport, export_bundle_log, export_file, verify_export, verify_file, verify_log,
-    verify_log_each,
+    Failure, Known, LOG_FILE_FORMAT, MAX_LOG_INTEGER, VerifyReport, export_bundle_log, export_file, integers_only,
+    verify_export, verify_export_known, verify_file, verify_file_known, verify_log, verify_log_each,
 };
 
 /// Largest event accepted, bytes.
@@ -1064,8 +1064,10 @@ impl Ledger {
 
     /// Operational state kept beside the log but outside it (webhook subscriptions,
     /// delivery cursors, dead letters): not hashed, not exported, not part of the
-    /// verifiable history. `durable` syncs before returning; otherwise the write survives
-    /// a process crash but may be lost with the machine.
+    /// verifiable history. `durable` syncs before returning; otherwise the write is handed
+    /// to the operating system before returning (one `write`, no sync): it survives the
+    /// process being killed, not the machine losing power (the next sync, of any write,
+    /// makes it durable).
     pub fn aux_put(&self, key: &[u8], value: &[u8], durable: bool) -> Result<()> {
         self.aux_apply(&[(key, value)], &[], durable)
     }
@@ -1078,7 +1080,10 @@ impl Ledger {
     /// Puts and removals of [`Ledger::aux_put`] entries in one atomic batch.
     pub fn aux_apply(&self, puts: &[(&[u8], &[u8])], removes: &[&[u8]], durable: bool) -> Result<()> {
         let s = &self.inner.stores;
-        let mut batch = s.db.batch().durability(durable.then_some(PersistMode::SyncAll));
+        // Not `None`: fjall would keep the write in its journal's buffer, in this process,
+        // until that buffer fills or another write syncs, and a killed process would lose it.
+        let mode = if durable { PersistMode::SyncAll } else { PersistMode::Buffer };
+        let mut batch = s.db.batch().durability(Some(mode));
         for (k, v) in puts {
             batch.insert(&s.aux, *k, *v);
         }
