@@ -11,7 +11,7 @@ use settle_mandates::keys::{Jwks, KeyRing, SigningKey};
 use sha2::{Digest, Sha256};
 
 /// What a principal is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PrincipalKind {
     /// Vendor administrator: everything.
@@ -25,7 +25,9 @@ pub enum PrincipalKind {
 }
 
 /// A scope of an API token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     /// Publish and amend programs, enroll/suspend partners, authorise agents.
@@ -40,6 +42,10 @@ pub enum Scope {
     SettlementsWrite,
     /// Read (own data for partners; everything for the vendor).
     Read,
+    /// Subscribe to webhooks, delete subscriptions, replay deliveries.
+    WebhooksWrite,
+    /// Issue, list and revoke API tokens (a vendor administrator's).
+    TokensWrite,
 }
 
 /// One stored signing key.
@@ -69,6 +75,36 @@ pub struct StoredToken {
     pub partner: Option<String>,
     /// Scopes.
     pub scopes: Vec<Scope>,
+    /// When it was issued (Unix s); absent in tokens issued before lifecycles existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<i64>,
+    /// When it stops working (Unix s, exclusive); absent: until revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    /// When it was revoked (Unix s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<i64>,
+    /// For a token issued over the API: the issuer's idempotency key and the SHA-256 of
+    /// its request, so a retry gets the same token (never its secret again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_for: Option<IssuedFor>,
+}
+
+/// The request a token was issued for over the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedFor {
+    /// The issuer's idempotency key (scoped to the issuing token).
+    pub key: String,
+    /// Hex SHA-256 of the request's JSON.
+    pub request: String,
+}
+
+impl StoredToken {
+    /// Not revoked, and not expired at `now`.
+    #[must_use]
+    pub fn in_force(&self, now: i64) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|e| now < e)
+    }
 }
 
 /// The key file.
@@ -92,25 +128,6 @@ fn seed_of(hexs: &str) -> Result<[u8; 32]> {
 }
 
 impl KeyFile {
-    /// Issues an API token for a principal: stores its hash, returns (token, token id).
-    /// The token itself is shown only to the caller.
-    pub fn issue_token(
-        &mut self,
-        kind: PrincipalKind,
-        subject: String,
-        partner: Option<String>,
-        scopes: Vec<Scope>,
-    ) -> Result<(String, String)> {
-        if kind == PrincipalKind::PartnerAgent && partner.is_none() {
-            bail!("a partner-agent token needs --partner");
-        }
-        let token = format!("stl_{}", hex::encode(random_seed()?));
-        let hash = token_hash(&token);
-        let id = format!("tok_{}", &hash[..12]);
-        self.tokens.push(StoredToken { id: id.clone(), hash, kind, subject, partner, scopes });
-        Ok((token, id))
-    }
-
     /// Path of the key file in a data dir.
     #[must_use]
     pub fn path(data: &Path) -> PathBuf {
@@ -201,13 +218,6 @@ impl KeyFile {
             k.valid_until = Some(now);
         }
         self.keys.push(StoredKey { seed: hex::encode(seed), valid_from: Some(now), valid_until: None });
-    }
-
-    /// Finds the token whose hash matches `token`.
-    #[must_use]
-    pub fn find_token(&self, token: &str) -> Option<&StoredToken> {
-        let h = token_hash(token);
-        self.tokens.iter().find(|t| t.hash == h)
     }
 }
 

@@ -134,7 +134,14 @@ pub fn run(cfg: &LoadConfig) -> Result<()> {
         chrono::Utc::now().timestamp(),
     );
     let all = vec![Scope::ProgramsWrite, Scope::LeadsWrite, Scope::ConversionsWrite, Scope::Read];
-    let (token, _) = kf.issue_token(PrincipalKind::VendorAdmin, "load".into(), None, all)?;
+    let req = crate::tokens::TokenRequest {
+        kind: PrincipalKind::VendorAdmin,
+        subject: "load".into(),
+        partner: None,
+        scopes: all,
+        expires_in: None,
+    };
+    let (token, _) = crate::tokens::issue(&mut kf, req, chrono::Utc::now().timestamp())?;
     kf.save(&cfg.data)?;
     let raw_sign = crate::rates::raw_signing_rate();
     let svc = Service::open(&cfg.data)?;
@@ -143,7 +150,8 @@ pub fn run(cfg: &LoadConfig) -> Result<()> {
     let report = rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let app = App { svc: svc2.clone(), keys: Arc::new(kf), base: format!("http://{addr}"), hooks: None };
+        let tokens = Arc::new(crate::tokens::Tokens::open(&cfg.data)?);
+        let app = App { svc: svc2.clone(), keys: Arc::new(kf), tokens, base: format!("http://{addr}"), hooks: None };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             axum::serve(listener, crate::server::router(app, addr))

@@ -3,15 +3,18 @@
 mod a2a;
 mod api;
 mod bundle;
+mod catalogue;
 mod demo;
 #[cfg(test)]
 mod golden;
 mod keystore;
 mod load;
 mod mcp;
+mod openapi;
 mod rates;
 mod server;
 mod service;
+mod tokens;
 mod webhooks;
 
 /// mimalloc: the settlement path allocates and frees many short-lived buffers (JSON,
@@ -24,10 +27,45 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+
+/// Set when a write to standard output found its reader gone.
+static READER_GONE: AtomicBool = AtomicBool::new(false);
+
+/// Standard output, for everything a command prints. Rust ignores SIGPIPE, so a write to
+/// a pipe whose reader has gone (`settle balances | head -1`) fails with EPIPE instead of
+/// ending the process, and `println!` would panic on it; a write through this notes it,
+/// and `main` then ends quietly with success, as a Unix tool that SIGPIPE ends would (and
+/// as ripgrep does). Any other error, and EPIPE on anything but standard output, stays an
+/// error.
+struct Stdout;
+
+impl std::io::Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        std::io::stdout().lock().write(buf).inspect_err(reader_gone)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stdout().lock().flush().inspect_err(reader_gone)
+    }
+}
+
+fn reader_gone(e: &std::io::Error) {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        READER_GONE.store(true, Ordering::Relaxed);
+    }
+}
+
+/// `println!` through [`Stdout`]: the write's error is returned, not a panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        std::io::Write::write_fmt(&mut Stdout, format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
 
 /// Commission settlement with signed mandates and verifiable receipts.
 #[derive(Parser)]
@@ -70,6 +108,11 @@ enum Cmd {
         /// export's own).
         #[arg(long, conflicts_with = "data")]
         keys: Option<PathBuf>,
+        /// With --bundle or --file: a file of checkpoints you held before (a signed note,
+        /// the JSON of GET /v1/checkpoints/latest, a bundle's checkpoints.json, receipts,
+        /// a log file); the log must extend each (repeat for more files).
+        #[arg(long, value_name = "FILE", conflicts_with = "data")]
+        known: Vec<PathBuf>,
     },
     /// Write a self-contained audit bundle (--out), or the log alone as one
     /// self-contained JSON Lines file (--file).
@@ -90,6 +133,21 @@ enum Cmd {
         /// JWKS file.
         #[arg(long)]
         keys: PathBuf,
+        /// The log identity every receipt's checkpoint must name.
+        #[arg(long)]
+        origin: Option<String>,
+        /// Refuse receipts whose mandate does not pay (or claw back from) this partner.
+        #[arg(long, value_name = "ID")]
+        partner: Option<String>,
+        /// A file of checkpoints you held before (a signed note, the JSON of GET
+        /// /v1/checkpoints/latest, a bundle's checkpoints.json, receipts); every receipt's
+        /// checkpoint must be the same or extend it (repeat for more files).
+        #[arg(long, value_name = "FILE")]
+        known: Vec<PathBuf>,
+        /// With --known: a consistency proof between a held checkpoint and a receipt's of
+        /// another size, as GET /v1/checkpoints/consistency returns it (repeat for more).
+        #[arg(long, value_name = "FILE", requires = "known")]
+        proof: Vec<PathBuf>,
         /// Receipt files: one JSON receipt, or JSON Lines of receipts.
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -216,7 +274,7 @@ enum KeysCmd {
         #[arg(long)]
         data: PathBuf,
     },
-    /// List keys (public) and tokens (ids only).
+    /// List keys (public) and tokens (ids, kinds, scopes, lives; never secrets).
     List {
         /// Data directory.
         #[arg(long)]
@@ -239,6 +297,17 @@ enum KeysCmd {
         /// Scopes (repeat or comma-separate).
         #[arg(long, value_enum, value_delimiter = ',', required = true)]
         scope: Vec<keystore::Scope>,
+        /// Life of the token (`90d`, `12h`, `30m`); without it, until revoked.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<std::time::Duration>,
+    },
+    /// Revoke an API token by its id (`tok_…`): a running server refuses it at once.
+    Revoke {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The token's id, as `settle keys list` shows it.
+        id: String,
     },
 }
 
@@ -252,9 +321,9 @@ enum PrincipalArg {
 
 fn print_lines<T: serde::Serialize>(lines: &[T], format: Format) -> Result<()> {
     match format {
-        Format::Csv => bundle::write_csv(lines, std::io::stdout().lock()),
+        Format::Csv => bundle::write_csv(lines, Stdout),
         Format::Json => {
-            println!("{}", serde_json::to_string_pretty(lines)?);
+            outln!("{}", serde_json::to_string_pretty(lines)?)?;
             Ok(())
         }
     }
@@ -269,6 +338,11 @@ fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
     Ok(d.and_hms_opt(0, 0, 0).context("bad date")?.and_utc())
 }
 
+/// The end of an audit's line when it checked checkpoints held before.
+fn extends(known: usize) -> String {
+    if known == 0 { String::new() } else { format!("; the log extends the {known} checkpoint(s) you hold") }
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Demo { data, conversions, seed, quiet } => {
@@ -277,34 +351,37 @@ fn run(cli: Cli) -> Result<()> {
             }
             demo::run(&data, conversions, seed, quiet)
         }
-        Cmd::Audit { data, bundle, file: Some(f), keys } => {
+        Cmd::Audit { data, bundle, file: Some(f), keys, known } => {
             debug_assert!(data.is_none() && bundle.is_none());
-            let (r, origin) = bundle::audit_file(&f, keys.as_deref())?;
-            println!(
-                "audit ok: {} — log file of {origin}: {} records, {} checkpoints, chain and signatures verified, root {}",
+            let known = bundle::read_known(&known)?;
+            let (r, origin) = bundle::audit_file(&f, keys.as_deref(), &known)?;
+            outln!(
+                "audit ok: {} — log file of {origin}: {} records, {} checkpoints, chain and signatures verified, root {}{}",
                 f.display(),
                 r.records,
                 r.checkpoints,
-                hex::encode(r.root)
-            );
+                hex::encode(r.root),
+                extends(known.len())
+            )?;
             if keys.is_none() {
-                println!("note: checked against the file's own keys; pin the vendor's keys with --keys");
+                outln!("note: checked against the file's own keys; pin the vendor's keys with --keys")?;
             }
             Ok(())
         }
-        Cmd::Audit { data, bundle, file: None, keys } => {
+        Cmd::Audit { data, bundle, file: None, keys, known } => {
             let mut unpinned = false;
+            let known = bundle::read_known(&known)?;
             let (r, what) = match (data, bundle) {
                 (Some(d), _) => (bundle::audit_data(&d)?, d),
                 (None, Some(b)) => {
-                    let r = bundle::audit_bundle(&b, keys.as_deref())?;
+                    let r = bundle::audit_bundle(&b, keys.as_deref(), &known)?;
                     unpinned = keys.is_none();
                     (r, b)
                 }
                 (None, None) => bail!("give --data, --bundle or --file"),
             };
-            println!(
-                "audit ok: {} — {} records, {} checkpoints, {} mandates re-derived and verified, {} receipts, {} partner books balanced, money conserved{}",
+            outln!(
+                "audit ok: {} — {} records, {} checkpoints, {} mandates re-derived and verified, {} receipts, {} partner books balanced, money conserved{}{}",
                 what.display(),
                 r.records,
                 r.checkpoints,
@@ -315,33 +392,51 @@ fn run(cli: Cli) -> Result<()> {
                     format!(" ({} records not yet under a checkpoint)", r.uncovered)
                 } else {
                     String::new()
-                }
-            );
+                },
+                extends(known.len())
+            )?;
             if unpinned {
-                println!("note: checked against the bundle's own jwks.json; pin the vendor's keys with --keys");
+                outln!("note: checked against the bundle's own jwks.json; pin the vendor's keys with --keys")?;
             }
             Ok(())
         }
         Cmd::Export { data, out: None, file: Some(f) } => {
             let n = bundle::export_file(&data, &f)?;
-            println!("exported {n} records with their checkpoints and keys to {}", f.display());
+            outln!("exported {n} records with their checkpoints and keys to {}", f.display())?;
             Ok(())
         }
         Cmd::Export { data, out, file: _ } => {
             let out = out.context("give --out or --file")?;
             let m = bundle::export(&data, &out)?;
-            println!(
+            outln!(
                 "exported {} records and {} files to {} (root {})",
                 m.records,
                 m.files.len() + 1,
                 out.display(),
                 m.root
-            );
+            )?;
             Ok(())
         }
-        Cmd::Verify { keys, files } => {
-            let n = bundle::verify_files(&keys, &files)?;
-            println!("{n} receipts verified");
+        Cmd::Verify { keys, origin, partner, known, proof, files } => {
+            let known = bundle::read_known(&known)?;
+            let v = bundle::verify_files(&bundle::VerifyOptions {
+                keys: &keys,
+                files: &files,
+                origin: origin.as_deref(),
+                partner: partner.as_deref(),
+                known: &known,
+                proofs: &proof,
+            })?;
+            if known.is_empty() {
+                outln!("{} receipts verified", v.receipts)?;
+            } else {
+                outln!(
+                    "{} receipts verified; their {} checkpoint(s) extend the {} checkpoint(s) you hold",
+                    v.receipts,
+                    v.checkpoints,
+                    v.known
+                )?;
+            }
             Ok(())
         }
         Cmd::Statement { data, partner, from, to, format } => {
@@ -404,7 +499,7 @@ fn keys(cmd: KeysCmd) -> Result<()> {
                 chrono::Utc::now().timestamp(),
             );
             kf.save(&data)?;
-            println!("created keys for {vendor} in {} (kid {})", data.display(), kf.current()?.kid());
+            outln!("created keys for {vendor} in {} (kid {})", data.display(), kf.current()?.kid())?;
             Ok(())
         }
         KeysCmd::Rotate { data } => {
@@ -428,32 +523,51 @@ fn keys(cmd: KeysCmd) -> Result<()> {
             let old = kf.current()?.kid().to_owned();
             kf.rotate(keystore::random_seed()?, chrono::Utc::now().timestamp());
             kf.save(&data)?;
-            println!(
+            outln!(
                 "retired {old}; new signing key {} (takes effect when settle next opens the log)",
                 kf.current()?.kid()
-            );
+            )?;
             Ok(())
         }
         KeysCmd::List { data } => {
             let kf = keystore::KeyFile::load(&data)?;
-            println!("{}", serde_json::to_string_pretty(&kf.jwks()?)?);
+            outln!("{}", serde_json::to_string_pretty(&kf.jwks()?)?)?;
+            let now = chrono::Utc::now().timestamp();
             for t in &kf.tokens {
-                println!("token {} {:?} {} scopes {:?}", t.id, t.kind, t.subject, t.scopes);
+                let state = match (t.revoked_at, t.expires_at) {
+                    (Some(r), _) => format!("revoked at {r}"),
+                    (None, Some(e)) if e <= now => format!("expired at {e}"),
+                    (None, Some(e)) => format!("in force until {e}"),
+                    (None, None) => "in force".to_owned(),
+                };
+                outln!("token {} {:?} {} scopes {:?} {state}", t.id, t.kind, t.subject, t.scopes)?;
             }
             Ok(())
         }
-        KeysCmd::Token { data, kind, subject, partner, scope } => {
-            let mut kf = keystore::KeyFile::load(&data)?;
+        KeysCmd::Revoke { data, id } => {
+            let now = chrono::Utc::now().timestamp();
+            if tokens::update(&data, |kf| tokens::revoke(kf, &id, now))? {
+                outln!("token {id} revoked")?;
+            } else {
+                outln!("token {id} was already revoked")?;
+            }
+            Ok(())
+        }
+        KeysCmd::Token { data, kind, subject, partner, scope, expires_in } => {
             let kind = match kind {
                 PrincipalArg::VendorAdmin => keystore::PrincipalKind::VendorAdmin,
                 PrincipalArg::VendorAgent => keystore::PrincipalKind::VendorAgent,
                 PrincipalArg::Partner => keystore::PrincipalKind::Partner,
                 PrincipalArg::PartnerAgent => keystore::PrincipalKind::PartnerAgent,
             };
-            let (token, id) = kf.issue_token(kind, subject, partner, scope)?;
-            kf.save(&data)?;
-            println!("{token}");
-            eprintln!("token {id} stored (hashed); this is the only time it is shown");
+            let expires_in = expires_in
+                .map(|d| i64::try_from(d.as_secs()).map_err(|_| anyhow::anyhow!("--expires-in is too long")))
+                .transpose()?;
+            let req = tokens::TokenRequest { kind, subject, partner, scopes: scope, expires_in };
+            let now = chrono::Utc::now().timestamp();
+            let (token, t) = tokens::update(&data, |kf| tokens::issue(kf, req, now))?;
+            outln!("{token}")?;
+            eprintln!("token {} stored (hashed); this is the only time it is shown", t.id);
             Ok(())
         }
     }
@@ -463,6 +577,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // What was printed went to a reader that stopped reading: done (see `Stdout`).
+        Err(_) if READER_GONE.load(Ordering::Relaxed) => ExitCode::SUCCESS,
         Err(e) => {
             let msg = format!("{e:#}").replace('\n', " ");
             eprintln!("settle: {msg}");

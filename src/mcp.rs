@@ -5,23 +5,34 @@
 //! `SETTLE_TOKEN`), and streamable HTTP at `/mcp` in `settle serve` (the token comes from
 //! each request's `Authorization: Bearer` header). Listing the tools needs no token;
 //! every call is checked against the token's principal and scopes exactly as the HTTP API
-//! checks them, and refusals come back as tool errors carrying the RFC 9457 problem.
+//! checks them, and refusals come back as tool errors carrying the RFC 9457 problem. So do
+//! arguments that do not fit a tool's input schema (a missing or unknown field, a wrong
+//! type: 400, as the HTTP API answers the same body). Every tool declares an output schema
+//! (`answers`), which its structured answers follow.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 
 use anyhow::{Context, Result};
-use axum::http::header;
+use axum::extract::Request;
 use axum::http::request::Parts;
-use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{CallToolResult, Implementation, ServerCapabilities, ServerConfig};
+use axum::http::{Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use rmcp::handler::server::common::FromContextPart;
+use rmcp::handler::server::tool::{ToolCallContext, schema_for_output};
+use rmcp::model::{CallToolResult, ClientJsonRpcMessage, Implementation, ServerCapabilities, ServerConfig};
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt, tool, tool_handler, tool_router};
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
 use settle_mandates::receipt::ReceiptDocument;
 
 use crate::api::{self, App, ConversionBody, HandoffBody, LeadBody, Principal, Problem, RefundBody, outcome_json};
@@ -41,6 +52,37 @@ describe_program to explain how a number was computed.";
 pub struct SettleMcp {
     app: App,
     token: Option<Arc<str>>,
+}
+
+/// A tool's arguments: a `T`, or the RFC 9457 problem the HTTP API answers for a body
+/// that does not deserialise into one (400: a missing or unknown field, a wrong type),
+/// which the tool answers as a tool error rather than as a protocol error in plain text.
+/// Named after rmcp's own extractor, which the `#[tool]` macro recognises by that name to
+/// publish `T`'s JSON Schema as the tool's input schema.
+pub struct Parameters<T>(Result<T, Problem>);
+
+impl<T: JsonSchema> JsonSchema for Parameters<T> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        T::schema_name()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        T::json_schema(generator)
+    }
+}
+
+impl<S, T: DeserializeOwned> FromContextPart<ToolCallContext<'_, S>> for Parameters<T> {
+    fn from_context_part(context: &mut ToolCallContext<'_, S>) -> Result<Self, ErrorData> {
+        let args = Value::Object(context.arguments.take().unwrap_or_default());
+        Ok(Self(arguments(&args)))
+    }
+}
+
+/// `args` as a `T`, read exactly as the HTTP API reads a JSON body (so the problem, 400
+/// and its detail, is the one HTTP answers).
+fn arguments<T: DeserializeOwned>(args: &Value) -> Result<T, Problem> {
+    let bytes = serde_json::to_vec(args).map_err(api::internal)?;
+    axum::Json::<T>::from_bytes(&bytes).map(|axum::Json(t)| t).map_err(|e| api::bad(e.body_text()))
 }
 
 /// A lead hand-off.
@@ -75,6 +117,7 @@ pub struct MandatesParams {
     pub after: Option<u64>,
     /// Page size, 1..=1000 (default 100).
     #[serde(default)]
+    #[schemars(range(min = 1, max = 1000))]
     pub limit: Option<usize>,
 }
 
@@ -115,6 +158,247 @@ pub struct ProgramParams {
     pub program: String,
 }
 
+/// The output schemas of the tools: what each answers on success, as `structuredContent`
+/// (a refusal is a tool error carrying an RFC 9457 problem instead). Schemas only: the
+/// answers are built by `api`, and `tests/agents.rs` has the official MCP client check
+/// every tool's answers against these.
+mod answers {
+    #![allow(dead_code)]
+
+    use schemars::JsonSchema;
+    use serde::Serialize;
+    use serde_json::{Map, Value};
+
+    /// An amount of money in integer minor units.
+    #[derive(Serialize, JsonSchema)]
+    pub struct Amount {
+        /// Minor units of the currency (cents of USD), never a float.
+        pub amount: i64,
+        /// ISO 4217 code.
+        pub currency: String,
+    }
+
+    /// What a write recorded.
+    #[derive(Serialize, JsonSchema)]
+    pub struct Written {
+        /// The log position of the fact.
+        pub seq: u64,
+        /// True when this call repeated an earlier one (same id, same content): nothing new
+        /// was recorded, and this is the original answer.
+        pub replayed: bool,
+        /// The outcome of a lead registration or hand-off, or of a conversion; null for a
+        /// write that has none (a refund).
+        pub outcome: Option<Outcome>,
+        /// The signed mandates the write issued: one payment mandate per hop of a
+        /// conversion's chain, one clawback mandate per hop of a refund.
+        pub mandates: Vec<Mandate>,
+        /// The log records appended: the fact and what it caused, as event envelopes.
+        pub events: Vec<Value>,
+    }
+
+    /// The outcome of a write.
+    #[derive(Serialize, JsonSchema)]
+    #[serde(untagged)]
+    pub enum Outcome {
+        /// Of a conversion.
+        Conversion {
+            /// `settled`, `held` or `no_commission`.
+            outcome: String,
+            /// The commission pool.
+            pool: Amount,
+            /// Why it was held or earned no commission (null when settled).
+            reason: Option<String>,
+            /// The rule version that priced it.
+            rule_version: Option<u32>,
+        },
+        /// Of a lead registration or hand-off.
+        Lead {
+            /// The referral chain, originator first.
+            chain: Vec<String>,
+            /// `owner`, `duplicate` or `handed_off`.
+            outcome: String,
+            /// Of a duplicate, the lead that owns the customer; null otherwise, and always
+            /// for a partner, who never learns which lead owns a customer.
+            owner: Option<String>,
+        },
+    }
+
+    /// A signed mandate.
+    #[derive(Serialize, JsonSchema)]
+    pub struct Mandate {
+        /// Its amount.
+        pub amount: Amount,
+        /// `payment` or `clawback`.
+        pub direction: Direction,
+        /// The mandate, a compact JWS signed by the vendor key.
+        pub mandate: String,
+        /// `md_<seq>_<hop>` (payment) or `cb_<seq>_<hop>` (clawback).
+        pub mandate_id: String,
+        /// Of a clawback: the part of it taken from money already paid, offset against
+        /// what the partner is paid next.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub offset: Option<Amount>,
+        /// The partner it pays or claws back from.
+        pub partner: String,
+        /// Of a clawback: the payment mandate it reverses.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub reverses: Option<String>,
+    }
+
+    /// A mandate's direction.
+    #[derive(Serialize, JsonSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Direction {
+        /// To the partner.
+        Payment,
+        /// Back from the partner.
+        Clawback,
+    }
+
+    /// A partner's balance, as decimal strings in the program currency.
+    #[derive(Serialize, JsonSchema)]
+    pub struct Balance {
+        /// The partner.
+        pub partner: String,
+        /// Its program.
+        pub program: String,
+        /// The program currency (ISO 4217).
+        pub currency: Option<String>,
+        /// Commission earned.
+        pub earned: Option<String>,
+        /// Inside the refund window.
+        pub on_hold: Option<String>,
+        /// Due to be paid.
+        pub payable: Option<String>,
+        /// In open payout batches.
+        pub in_payout: Option<String>,
+        /// Paid.
+        pub paid: Option<String>,
+        /// Clawed back by refunds.
+        pub clawed_back: Option<String>,
+    }
+
+    /// A page of a partner's payment mandates.
+    #[derive(Serialize, JsonSchema)]
+    pub struct Mandates {
+        /// The partner.
+        pub partner: String,
+        /// In log order; pass the last one's `seq` as `after` for the next page.
+        pub mandates: Vec<ListedMandate>,
+    }
+
+    /// A payment mandate in a list.
+    #[derive(Serialize, JsonSchema)]
+    pub struct ListedMandate {
+        /// The log position of its record.
+        pub seq: u64,
+        /// `md_<seq>_<hop>`.
+        pub mandate_id: String,
+        /// Its amount.
+        pub amount: Amount,
+        /// The mandate, a compact JWS signed by the vendor key.
+        pub mandate: String,
+    }
+
+    /// A mandate's receipt, verifiable offline with the vendor's JWKS.
+    #[derive(Serialize, JsonSchema)]
+    pub struct Receipt {
+        /// The signed receipt (compact JWS).
+        pub receipt: String,
+        /// The signed mandate it answers (compact JWS).
+        pub mandate: String,
+        /// The log leaf's exact bytes, base64url.
+        pub leaf: String,
+        /// The RFC 9162 inclusion proof, leaf side first, base64 hashes.
+        pub inclusion: Vec<String>,
+        /// The signed checkpoint (C2SP signed note) the proof leads to.
+        pub checkpoint: String,
+    }
+
+    /// A receipt's verification: valid, with what it proves, or not, with why.
+    #[derive(Serialize, JsonSchema)]
+    pub struct Verdict {
+        /// Whether every check passed.
+        pub valid: bool,
+        /// The mandate the receipt proves (valid only).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub mandate_id: Option<String>,
+        /// Its leaf's index in the log (valid only).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub leaf_index: Option<u64>,
+        /// The checkpoint the proof leads to (valid only).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub checkpoint: Option<VerifiedCheckpoint>,
+        /// The first check that failed (not valid only).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub reason: Option<String>,
+    }
+
+    /// A checkpoint a receipt was verified against.
+    #[derive(Serialize, JsonSchema)]
+    pub struct VerifiedCheckpoint {
+        /// The log's identity.
+        pub origin: String,
+        /// Its number of leaves.
+        pub size: u64,
+        /// Its root hash, base64.
+        pub root: String,
+    }
+
+    /// The latest signed checkpoint.
+    #[derive(Serialize, JsonSchema)]
+    pub struct Checkpoint {
+        /// The log's identity.
+        pub origin: String,
+        /// Its number of leaves.
+        pub size: u64,
+        /// Its root hash, base64.
+        pub root: String,
+        /// When it was signed, Unix seconds.
+        pub time: i64,
+        /// The C2SP signed note.
+        pub note: String,
+        /// With `since_size`: the consistency proof from that size.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub consistency: Option<Consistency>,
+    }
+
+    /// An RFC 9162 consistency proof.
+    #[derive(Serialize, JsonSchema)]
+    pub struct Consistency {
+        /// The earlier size.
+        pub from: u64,
+        /// The later size.
+        pub to: u64,
+        /// The proof's hashes, base64.
+        pub proof: Vec<String>,
+    }
+
+    /// A program's rules.
+    #[derive(Serialize, JsonSchema)]
+    pub struct Program {
+        /// The program.
+        pub program: String,
+        /// The id of its current open mandate (what it authorises paying).
+        pub open_mandate: String,
+        /// Every rule version, oldest first.
+        pub versions: Vec<RuleVersion>,
+    }
+
+    /// One version of a program's rules.
+    #[derive(Serialize, JsonSchema)]
+    pub struct RuleVersion {
+        /// 1, 2, ...
+        pub version: u32,
+        /// Applies to conversions from this time on (RFC 3339).
+        pub effective_from: String,
+        /// The rules as published.
+        pub spec: Map<String, Value>,
+        /// The rules in plain language, one sentence a line.
+        pub explanation: Vec<String>,
+    }
+}
+
 /// A tool's answer: the JSON on success, the problem (as a tool error the agent sees) on
 /// failure.
 fn answer(r: Result<Value, Problem>) -> CallToolResult {
@@ -147,101 +431,117 @@ impl SettleMcp {
         }
     }
 
-    async fn record(
+    /// The caller and the tool's arguments, checked in the HTTP API's order: the token
+    /// first (401), then the arguments (400).
+    fn caller<T>(&self, ctx: &RequestContext<RoleServer>, args: Result<T, Problem>) -> Result<(Principal, T), Problem> {
+        let p = self.who(ctx)?;
+        Ok((p, args?))
+    }
+
+    /// Records what `make` turns the arguments into: an event and the request to keep with
+    /// it, keyed by the natural id it names (`mcp/<event type>/<id>`, per token).
+    async fn record<T>(
         &self,
         ctx: &RequestContext<RoleServer>,
-        id: &str,
-        make: impl FnOnce(&Principal) -> Result<(settle_engine::model::Event, Option<Value>), Problem>,
-    ) -> Result<Value, Problem> {
-        let p = self.who(ctx)?;
-        let (event, request) = make(&p)?;
-        let key = p.idempotency_key(&format!("mcp/{}/{id}", event.kind()))?;
-        Ok(outcome_json(&api::write(&self.app, &p, key, event, request).await?))
+        args: Result<T, Problem>,
+        make: impl FnOnce(&Principal, T) -> Result<(String, settle_engine::model::Event, Option<Value>), Problem>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let r = async {
+            let (p, args) = self.caller(ctx, args)?;
+            let (id, event, request) = make(&p, args)?;
+            let key = p.idempotency_key(&format!("mcp/{}/{id}", event.kind()))?;
+            Ok(outcome_json(&api::write(&self.app, &p, key, event, request).await?, &p))
+        };
+        Ok(answer(r.await))
     }
 
     #[tool(
-        description = "Register a lead (a customer) for a partner in a program. The first valid registration of a customer within the attribution window owns it; later ones are recorded as rejected with the reason. Needs the leads_write scope; a partner or its agent registers only in its own name. Safe to retry with the same lead id."
+        description = "Register a lead (a customer) for a partner in a program. The first valid registration of a customer within the attribution window owns it; later ones are recorded as rejected with the reason. Needs the leads_write scope; a partner or its agent registers only in its own name. Safe to retry with the same lead id.",
+        output_schema = schema_for_output::<answers::Written>()
     )]
     async fn register_lead(
         &self,
         Parameters(b): Parameters<LeadBody>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let id = b.lead.clone();
-        Ok(answer(self.record(&ctx, &id, |p| Ok((b.event(p)?, None))).await))
+        self.record(&ctx, b, |p, b: LeadBody| Ok((b.lead.clone(), b.event(p)?, None))).await
     }
 
     #[tool(
-        description = "Hand a lead off from the partner holding it to the next partner, adding a hop to its referral chain (each hop is paid a share of the deal's commission pool). Needs the leads_write scope; a partner hands off only leads it holds."
+        description = "Hand a lead off from the partner holding it to the next partner, adding a hop to its referral chain (each hop is paid a share of the deal's commission pool). Needs the leads_write scope; a partner hands off only leads it holds.",
+        output_schema = schema_for_output::<answers::Written>()
     )]
     async fn hand_off_lead(
         &self,
         Parameters(h): Parameters<HandoffParams>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let id = format!("{}/{}", h.lead, h.to);
-        let r = self.record(&ctx, &id, |p| Ok((HandoffBody { from: h.from, to: h.to }.event(p, h.lead)?, None))).await;
-        Ok(answer(r))
+        self.record(&ctx, h, |p, h: HandoffParams| {
+            let id = format!("{}/{}", h.lead, h.to);
+            Ok((id, HandoffBody { from: h.from, to: h.to }.event(&self.app, p, h.lead)?, None))
+        })
+        .await
     }
 
     #[tool(
-        description = "Record a won deal (conversion) on a lead. Answers once it is durable, with the outcome (pool, rule version) and one Ed25519-signed payment mandate (compact JWS) per hop of the lead's referral chain; the hop amounts sum exactly to the pool. A deal on a lead no partner registered is recorded with the outcome no_commission. Revenue is a decimal string with an ISO 4217 currency. Vendor only (conversions_write scope). Safe to retry with the same conversion id."
+        description = "Record a won deal (conversion) on a lead. Answers once it is durable, with the outcome (pool, rule version) and one Ed25519-signed payment mandate (compact JWS) per hop of the lead's referral chain; the hop amounts sum exactly to the pool. A deal on a lead no partner registered is recorded with the outcome no_commission. Revenue is a decimal string with an ISO 4217 currency. Vendor only (conversions_write scope). Safe to retry with the same conversion id.",
+        output_schema = schema_for_output::<answers::Written>()
     )]
     async fn record_conversion(
         &self,
         Parameters(b): Parameters<ConversionBody>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let id = b.conversion.clone();
-        let r = self
-            .record(&ctx, &id, |p| {
-                let request = serde_json::to_value(&b).ok();
-                Ok((b.event(p, chrono::Utc::now())?, request))
-            })
-            .await;
-        Ok(answer(r))
+        self.record(&ctx, b, |p, b: ConversionBody| {
+            let request = serde_json::to_value(&b).ok();
+            Ok((b.conversion.clone(), b.event(p, chrono::Utc::now())?, request))
+        })
+        .await
     }
 
     #[tool(
-        description = "Record a full (\"full\": true) or partial (amount + currency, or a fraction of the revenue such as \"0.25\") refund of a conversion. Every hop's commission is clawed back in proportion, each with a signed clawback mandate. Vendor only (refunds_write scope). Safe to retry with the same refund id."
+        description = "Record a full (\"full\": true) or partial (amount + currency, or a fraction of the revenue such as \"0.25\") refund of a conversion. Every hop's commission is clawed back in proportion, each with a signed clawback mandate. Vendor only (refunds_write scope). Safe to retry with the same refund id.",
+        output_schema = schema_for_output::<answers::Written>()
     )]
     async fn record_refund(
         &self,
         Parameters(b): Parameters<RefundBody>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let id = b.refund.clone();
-        Ok(answer(self.record(&ctx, &id, |p| Ok((b.event(p)?, None))).await))
+        self.record(&ctx, b, |p, b: RefundBody| Ok((b.refund.clone(), b.event(p)?, None))).await
     }
 
     #[tool(
-        description = "A partner's balance in the program currency: earned, on hold (inside the refund window), payable, in payout (in open payout batches), paid and clawed back, as decimal strings. Needs the read scope; a partner sees only itself."
+        description = "A partner's balance in the program currency: earned, on hold (inside the refund window), payable, in payout (in open payout batches), paid and clawed back, as decimal strings. Needs the read scope; a partner sees only itself.",
+        output_schema = schema_for_output::<answers::Balance>()
     )]
     async fn get_balance(
         &self,
         Parameters(q): Parameters<PartnerParams>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        Ok(answer(self.who(&ctx).and_then(|p| api::balance(&self.app, &p, &q.partner))))
+        Ok(answer(self.caller(&ctx, q).and_then(|(p, q)| api::balance(&self.app, &p, &q.partner))))
     }
 
     #[tool(
-        description = "List a partner's payment mandates in log order (mandate id, amount, signed mandate JWS), a page at a time: pass the last item's seq as `after` for the next page. Needs the read scope; a partner sees only itself."
+        description = "List a partner's payment mandates in log order (mandate id, amount, signed mandate JWS), a page at a time: pass the last item's seq as `after` for the next page; `limit` is 1..=1000 (default 100). Needs the read scope; a partner sees only itself.",
+        output_schema = schema_for_output::<answers::Mandates>()
     )]
     async fn list_mandates(
         &self,
         Parameters(q): Parameters<MandatesParams>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let r = match self.who(&ctx) {
-            Ok(p) => api::mandates(&self.app, &p, q.partner, q.after, q.limit).await,
+        let r = match self.caller(&ctx, q) {
+            Ok((p, q)) => api::mandates(&self.app, &p, q.partner, q.after, q.limit).await,
             Err(e) => Err(e),
         };
         Ok(answer(r))
     }
 
     #[tool(
-        description = "Get the settlement receipt of a mandate: the signed receipt, the signed mandate, the log leaf, its RFC 9162 inclusion proof and the signed checkpoint it leads to. Verifiable offline with the vendor's JWKS (see verify_receipt). Needs the read scope; a partner sees only its own mandates."
+        description = "Get the settlement receipt of a mandate: the signed receipt, the signed mandate, the log leaf, its RFC 9162 inclusion proof and the signed checkpoint it leads to. Verifiable offline with the vendor's JWKS (see verify_receipt). Needs the read scope; a partner sees only its own mandates.",
+        output_schema = schema_for_output::<answers::Receipt>()
     )]
     async fn get_receipt(
         &self,
@@ -249,27 +549,32 @@ impl SettleMcp {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         let r = self
-            .who(&ctx)
-            .and_then(|p| api::receipt(&self.app, &p, &q.partner, &q.mandate_id))
+            .caller(&ctx, q)
+            .and_then(|(p, q)| api::receipt(&self.app, &p, &q.partner, &q.mandate_id))
             .and_then(|d| serde_json::to_value(d).map_err(api::internal));
         Ok(answer(r))
     }
 
     #[tool(
-        description = "Verify a receipt document against the vendor's published keys: both signatures, the reference to the mandate, the leaf, the inclusion proof to the checkpoint root and the checkpoint signature. Answers {valid: true, ...} or {valid: false, reason}. Needs no token: it uses public keys only."
+        description = "Verify a receipt document against the vendor's published keys: both signatures, the reference to the mandate, the leaf, the inclusion proof to the checkpoint root and the checkpoint signature. Answers {valid: true, ...} or {valid: false, reason}. Needs no token: it uses public keys only.",
+        output_schema = schema_for_output::<answers::Verdict>()
     )]
     async fn verify_receipt(&self, Parameters(q): Parameters<VerifyParams>) -> Result<CallToolResult, ErrorData> {
-        let r = serde_json::from_value::<ReceiptDocument>(q.receipt)
-            .map_err(|e| api::unprocessable(format!("not a receipt document: {e}")))
-            .and_then(|doc| api::verify(&self.app, &doc));
+        let r = q.and_then(|q| {
+            serde_json::from_value::<ReceiptDocument>(q.receipt)
+                .map_err(|e| api::unprocessable(format!("not a receipt document: {e}")))
+                .and_then(|doc| api::verify(&self.app, &doc))
+        });
         Ok(answer(r))
     }
 
     #[tool(
-        description = "The latest signed checkpoint of the log (C2SP signed note: origin, size, root hash). With since_size, also an RFC 9162 consistency proof that the log of that earlier checkpoint is a prefix of this one, so nothing you saw was rewritten. Needs no token."
+        description = "The latest signed checkpoint of the log (C2SP signed note: origin, size, root hash). With since_size, also an RFC 9162 consistency proof that the log of that earlier checkpoint is a prefix of this one, so nothing you saw was rewritten. Needs no token.",
+        output_schema = schema_for_output::<answers::Checkpoint>()
     )]
     async fn get_checkpoint(&self, Parameters(q): Parameters<CheckpointParams>) -> Result<CallToolResult, ErrorData> {
-        let r = api::latest_checkpoint(&self.app).and_then(|mut latest| {
+        let r = q.and_then(|q| {
+            let mut latest = api::latest_checkpoint(&self.app)?;
             if let Some(from) = q.since_size {
                 let to = latest["size"].as_u64().unwrap_or(0);
                 latest["consistency"] = api::consistency(&self.app, from, to)?;
@@ -280,14 +585,15 @@ impl SettleMcp {
     }
 
     #[tool(
-        description = "Describe a program's commission rules, every version with the date it took effect, as the published JSON and in plain language (pool, tiers, caps, split by position or level, rounding, holding period), so you can explain how any amount was computed. Needs the read scope."
+        description = "Describe a program's commission rules, every version with the date it took effect, as the published JSON and in plain language (pool, tiers, caps, split by position or level, rounding, holding period), so you can explain how any amount was computed. Needs the read scope.",
+        output_schema = schema_for_output::<answers::Program>()
     )]
     async fn describe_program(
         &self,
         Parameters(q): Parameters<ProgramParams>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        Ok(answer(self.who(&ctx).and_then(|p| api::program(&self.app, &p, &q.program))))
+        Ok(answer(self.caller(&ctx, q).and_then(|(p, q)| api::program(&self.app, &p, &q.program))))
     }
 }
 
@@ -302,7 +608,7 @@ impl ServerHandler for SettleMcp {
 
 /// The streamable HTTP endpoint for `settle serve`, mounted at `/mcp`: stateless, JSON
 /// answers, the bearer token read from each request.
-pub fn http_service(app: App, listen: std::net::SocketAddr) -> StreamableHttpService<SettleMcp, NeverSessionManager> {
+pub fn http_service(app: App, listen: std::net::SocketAddr) -> McpHttp {
     let mut config = StreamableHttpServerConfig::default().with_legacy_session_mode(false).with_json_response(true);
     // Host checks guard a token-less local server against DNS rebinding; every call here
     // needs a bearer token, so a server on a routable address accepts any Host.
@@ -313,7 +619,72 @@ pub fn http_service(app: App, listen: std::net::SocketAddr) -> StreamableHttpSer
     } else {
         config.disable_allowed_hosts()
     };
-    StreamableHttpService::new(move || Ok(SettleMcp::new(app.clone(), None)), Arc::default(), config)
+    McpHttp { inner: StreamableHttpService::new(move || Ok(SettleMcp::new(app.clone(), None)), Arc::default(), config) }
+}
+
+/// `/mcp`: rmcp's streamable HTTP service, except that a JSON body which is not JSON, or
+/// not a JSON-RPC message, is answered as JSON-RPC says (-32700 parse error, -32600
+/// invalid request, `id` null) rather than with rmcp's 415. The answer is HTTP 200, as
+/// for every other JSON-RPC error here and at `/a2a`.
+#[derive(Clone)]
+pub struct McpHttp {
+    inner: StreamableHttpService<SettleMcp, NeverSessionManager>,
+}
+
+impl tower_service::Service<Request> for McpHttp {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let mut inner = self.inner.clone();
+        Box::pin(async move {
+            let json = req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(';').next())
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+            if req.method() != Method::POST || !json {
+                return Ok(inner.call(req).await.map_or_else(|e| match e {}, IntoResponse::into_response));
+            }
+            let (parts, body) = req.into_parts();
+            // The router's body limit ends a longer body: that is the one way reading fails
+            // that a client still waits to hear about.
+            let Ok(bytes) = axum::body::to_bytes(body, crate::server::MAX_BODY_BYTES).await else {
+                return Ok(StatusCode::PAYLOAD_TOO_LARGE.into_response());
+            };
+            if let Some(error) = malformed(&bytes) {
+                return Ok(error);
+            }
+            let req = Request::from_parts(parts, axum::body::Body::from(bytes));
+            Ok(inner.call(req).await.map_or_else(|e| match e {}, IntoResponse::into_response))
+        })
+    }
+}
+
+/// The JSON-RPC error answering a body that is not JSON (-32700) or not a JSON-RPC
+/// message (-32600), if it is either.
+fn malformed(body: &[u8]) -> Option<Response> {
+    let error = |code: i64, message: String| {
+        Some(
+            axum::Json(json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}}))
+                .into_response(),
+        )
+    };
+    match serde_json::from_slice::<Value>(body) {
+        Err(e) => error(-32700, format!("Parse error: the body is not JSON ({e})")),
+        Ok(v) => match serde_json::from_value::<ClientJsonRpcMessage>(v) {
+            Err(e) => {
+                error(-32600, format!("Invalid Request: not a JSON-RPC 2.0 request, notification or response ({e})"))
+            }
+            Ok(_) => None,
+        },
+    }
 }
 
 /// `settle mcp --data DIR`: serves MCP over stdio until the client closes it.
@@ -322,7 +693,8 @@ pub fn stdio(data: &Path) -> Result<()> {
     let svc = crate::service::Service::open(data)?;
     let token = std::env::var(TOKEN_ENV).ok().filter(|t| !t.trim().is_empty());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let app = App { svc: svc.clone(), keys, base: String::from("stdio"), hooks: None };
+    let tokens = Arc::new(crate::tokens::Tokens::open(data)?);
+    let app = App { svc: svc.clone(), keys, tokens, base: String::from("stdio"), hooks: None };
     rt.block_on(async move {
         // Checkpoints as in `settle serve`, so receipts of what this session records exist.
         let ticker = tokio::spawn(crate::server::background(app.svc.clone()));

@@ -1,7 +1,9 @@
 //! Agent-native access: the A2A agent card (required v1.0 fields, a signature over the
-//! RFC 8785 form of the card) and `SendMessage`; the MCP server over stdio and over
-//! streamable HTTP, every tool called, scope refusals included; the partner kit in Python
-//! on the receipts a demo produces.
+//! RFC 8785 form of the card, verified by the A2A SDK's own verifier too), `SendMessage`,
+//! `GetTask` and the `A2A-Version` header; the MCP server over stdio and over streamable
+//! HTTP, every tool called (by the official MCP Python client too, which checks every
+//! answer against the tool's output schema), scope refusals and argument errors included;
+//! the partner kit in Python on the receipts a demo produces.
 
 mod support;
 
@@ -335,6 +337,7 @@ fn mcp_over_stdio_lists_and_calls_every_tool_within_token_scopes() {
     for t in &tools {
         assert!(t["description"].as_str().is_some_and(|d| d.len() > 40), "{t}");
         assert_eq!(t["inputSchema"]["type"], "object", "{t}");
+        assert_eq!(t["outputSchema"]["type"], "object", "every tool declares its structured answer: {t}");
     }
     let conv_schema = &tools.iter().find(|t| t["name"] == "record_conversion").unwrap()["inputSchema"];
     assert_eq!(conv_schema["properties"]["revenue"]["type"], "string", "money is never a float: {conv_schema}");
@@ -447,14 +450,25 @@ fn mcp_over_stdio_lists_and_calls_every_tool_within_token_scopes() {
     assert!(out.starts_with("audit ok") && out.contains("money conserved"), "{out}");
 }
 
-/// One JSON-RPC request to `path` with an optional bearer token.
-fn rpc(addr: std::net::SocketAddr, path: &str, token: Option<&str>, body: &Value) -> Resp {
+/// One JSON-RPC request to `path` with an optional bearer token and more headers.
+fn rpc_raw(addr: std::net::SocketAddr, path: &str, token: Option<&str>, more: &[(&str, &str)], body: &[u8]) -> Resp {
     let auth = token.map(|t| format!("Bearer {t}"));
     let mut headers = vec![("Content-Type", "application/json"), ("Accept", "application/json, text/event-stream")];
     if let Some(a) = &auth {
         headers.push(("Authorization", a));
     }
-    http(addr, "POST", path, &headers, Some(body.to_string().as_bytes())).expect("POST")
+    headers.extend_from_slice(more);
+    http(addr, "POST", path, &headers, Some(body)).expect("POST")
+}
+
+/// One JSON-RPC request to `path` with an optional bearer token.
+fn rpc(addr: std::net::SocketAddr, path: &str, token: Option<&str>, body: &Value) -> Resp {
+    rpc_raw(addr, path, token, &[], body.to_string().as_bytes())
+}
+
+/// One A2A JSON-RPC request to `path`, speaking A2A 1.0 (`A2A-Version: 1.0`).
+fn a2a_rpc(addr: std::net::SocketAddr, path: &str, token: Option<&str>, body: &Value) -> Resp {
+    rpc_raw(addr, path, token, &[("A2A-Version", "1.0")], body.to_string().as_bytes())
 }
 
 #[test]
@@ -490,7 +504,23 @@ fn mcp_over_streamable_http_checks_the_bearer_token_of_each_request() {
 fn send_message(addr: std::net::SocketAddr, token: Option<&str>, message_id: &str, data: Value) -> Resp {
     let body = json!({"jsonrpc": "2.0", "id": message_id, "method": "SendMessage", "params": {"message": {
         "messageId": message_id, "role": "ROLE_USER", "parts": [{"data": data, "mediaType": "application/json"}]}}});
-    rpc(addr, "/a2a", token, &body)
+    a2a_rpc(addr, "/a2a", token, &body)
+}
+
+/// `GetTask` of `id` (with `historyLength` when given); the JSON-RPC answer.
+fn get_task(addr: std::net::SocketAddr, token: &str, id: &str, history: Option<u64>) -> Value {
+    let mut params = json!({"id": id});
+    if let Some(n) = history {
+        params["historyLength"] = json!(n);
+    }
+    let r = a2a_rpc(
+        addr,
+        "/a2a",
+        Some(token),
+        &json!({"jsonrpc": "2.0", "id": "get-1", "method": "GetTask", "params": params}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
 }
 
 /// A mandate's payload without what depends on the wall clock of the request.
@@ -541,8 +571,12 @@ fn a2a_send_message_answers_with_the_mandates_the_http_api_gives() {
     // Bad requests get JSON-RPC errors; no token gets HTTP 401.
     let bad = send_message(server.addr, Some(&admin), "msg-x", json!({"teleport": {}})).json();
     assert_eq!(bad["error"]["code"], -32602, "{bad}");
-    let unknown =
-        rpc(server.addr, "/a2a", Some(&admin), &json!({"jsonrpc": "2.0", "id": 9, "method": "GetTask", "params": {}}));
+    let unknown = a2a_rpc(
+        server.addr,
+        "/a2a",
+        Some(&admin),
+        &json!({"jsonrpc": "2.0", "id": 9, "method": "CancelTask", "params": {}}),
+    );
     assert_eq!(unknown.json()["error"]["code"], -32601);
     assert_eq!(send_message(server.addr, None, "msg-y", json!({"conversion": conv})).problem(401)["status"], 401);
     server.stop();
@@ -586,7 +620,7 @@ fn a2a_send_message_answers_with_the_mandates_the_http_api_gives() {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": {
             "messageId": format!("msg-r-{mid}"), "role": "ROLE_USER",
             "parts": [{"data": {"receipt": {"partner": "p2", "mandate_id": mid}}}]}}});
-        let r = rpc(server.addr, path, Some(&p2), &body).json();
+        let r = a2a_rpc(server.addr, path, Some(&p2), &body).json();
         let t = &r["result"]["task"];
         (t["status"]["state"] == "TASK_STATE_COMPLETED").then(|| t["artifacts"][0]["parts"][0]["data"].clone())
     });
@@ -600,6 +634,272 @@ fn a2a_send_message_answers_with_the_mandates_the_http_api_gives() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     server.stop();
+}
+
+/// A2A 1.0 servers refuse every other version with VersionNotSupportedError, and read a
+/// request without an `A2A-Version` header as 0.3 (A2A v1.0, section 3.6.2).
+#[test]
+fn a2a_refuses_requests_that_do_not_speak_version_1_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, admin) = program_with_two_partners(dir.path());
+    let server = Server::start(&data, dir.path());
+    let body = json!({"jsonrpc": "2.0", "id": "v-1", "method": "SendMessage", "params": {"message": {
+        "messageId": "msg-v-1", "role": "ROLE_USER", "parts": [{"data": {"balance": {"partner": "p1"}}}]}}});
+    let send = |version: Option<&str>| {
+        let more: Vec<(&str, &str)> = version.map(|v| vec![("A2A-Version", v)]).unwrap_or_default();
+        let r = rpc_raw(server.addr, "/a2a", Some(&admin), &more, body.to_string().as_bytes());
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    };
+    for (version, requested) in
+        [(None, "0.3"), (Some(""), "0.3"), (Some("0.3"), "0.3"), (Some("2.0"), "2.0"), (Some("1.1"), "1.1")]
+    {
+        let r = send(version);
+        assert_eq!(r["error"]["code"], -32009, "A2A-Version {version:?} must be refused: {r}");
+        assert_eq!(r["id"], "v-1", "{r}");
+        assert!(r["result"].is_null(), "{r}");
+        let info = &r["error"]["data"][0];
+        assert_eq!(info["@type"], "type.googleapis.com/google.rpc.ErrorInfo", "{r}");
+        assert_eq!(info["reason"], "VERSION_NOT_SUPPORTED", "{r}");
+        assert_eq!(info["metadata"]["requestedVersion"], requested, "{r}");
+        assert!(r["error"]["message"].as_str().unwrap().contains("A2A-Version: 1.0"), "says what to send: {r}");
+    }
+    // The refused requests recorded and answered nothing: the same message served now.
+    for version in ["1.0", "1.0.0"] {
+        let r = send(Some(version));
+        assert_eq!(r["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED", "A2A-Version {version}: {r}");
+    }
+    server.stop();
+}
+
+/// Tasks are complete when answered, and kept: `GetTask` answers the task a message was
+/// answered with (after a restart too), to the principal that sent it only.
+#[test]
+fn a2a_get_task_answers_the_stored_task_to_its_principal_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, admin) = program_with_two_partners(dir.path());
+    let p1 = token(&data, "partner", "p1", None, "read,leads-write");
+    let p1_again = token(&data, "partner", "p1", None, "read");
+    let p2 = token(&data, "partner", "p2", None, "read,leads-write");
+    let server = Server::start(&data, dir.path());
+    let lead = json!({"lead": {"lead": "l1", "program": "growth", "customer": "acme.example", "partner": "p1"}});
+    let written = send_message(server.addr, Some(&p1), "same-id", lead).json()["result"]["task"].clone();
+    assert_eq!(written["status"]["state"], "TASK_STATE_COMPLETED", "{written}");
+    let read =
+        send_message(server.addr, Some(&p1), "bal-1", json!({"balance": {"partner": "p1"}})).json()["result"]["task"]
+            .clone();
+    let refused = send_message(
+        server.addr,
+        Some(&p1),
+        "conv-1",
+        json!({"conversion": {"conversion": "d1", "lead": "l1", "revenue": "10.00", "currency": "USD"}}),
+    )
+    .json()["result"]["task"]
+        .clone();
+    assert_eq!(refused["status"]["state"], "TASK_STATE_REJECTED", "{refused}");
+    // Another principal may use the same messageId: its own task, not p1's.
+    let theirs = send_message(
+        server.addr,
+        Some(&p2),
+        "same-id",
+        json!({"lead": {"lead": "l2", "program": "growth", "customer": "beta.example", "partner": "p2"}}),
+    )
+    .json()["result"]["task"]
+        .clone();
+    assert_ne!(theirs["id"], written["id"], "{theirs}");
+
+    for task in [&written, &read, &refused] {
+        let id = task["id"].as_str().unwrap();
+        let got = get_task(server.addr, &p1, id, None);
+        assert_eq!(got["result"], *task, "GetTask answers the task as answered: {got}");
+        // Another token of the same principal sees it; another principal does not.
+        assert_eq!(get_task(server.addr, &p1_again, id, None)["result"]["id"], json!(id));
+        for other in [&p2, &admin] {
+            let no = get_task(server.addr, other, id, None);
+            assert_eq!(no["error"]["code"], -32001, "another principal must not see task {id}: {no}");
+            assert_eq!(no["error"]["data"][0]["reason"], "TASK_NOT_FOUND", "{no}");
+            assert_eq!(no["error"]["data"][0]["metadata"]["taskId"], json!(id), "{no}");
+        }
+    }
+    assert_eq!(get_task(server.addr, &p2, theirs["id"].as_str().unwrap(), None)["result"], theirs);
+    let none = get_task(server.addr, &p1, "task_999999", None);
+    assert_eq!(none["error"]["code"], -32001, "{none}");
+    let short = get_task(server.addr, &p1, written["id"].as_str().unwrap(), Some(0));
+    assert!(short["result"].get("history").is_none(), "historyLength 0: no history: {short}");
+    assert_eq!(short["result"]["artifacts"], written["artifacts"]);
+    let one = get_task(server.addr, &p1, written["id"].as_str().unwrap(), Some(1));
+    assert_eq!(one["result"]["history"], written["history"]);
+    for bad in [json!({}), json!({"id": ""}), json!({"id": 7}), json!({"id": "x", "historyLength": -1})] {
+        let r = a2a_rpc(
+            server.addr,
+            "/a2a",
+            Some(&p1),
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": bad}),
+        );
+        assert_eq!(r.json()["error"]["code"], -32602, "{bad}: {}", r.text());
+    }
+    server.stop();
+
+    // Kept beside the log: a restarted server still answers them.
+    let server = Server::start(&data, dir.path());
+    assert_eq!(get_task(server.addr, &p1, written["id"].as_str().unwrap(), None)["result"], written);
+    server.stop();
+}
+
+/// The A2A SDK (`a2a-sdk` from PyPI, pinned in tests/support/venv.rs) resolves the card
+/// `settle serve` serves and verifies its signature with its own verifier, and its client,
+/// made from that card, sends a message and reads the task back with `GetTask`; another
+/// principal gets `TaskNotFoundError`.
+#[test]
+fn a2a_sdk_verifies_the_served_card_and_gets_its_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, admin) = program_with_two_partners(dir.path());
+    let p1 = token(&data, "partner", "p1", None, "read");
+    let server = Server::start(&data, dir.path());
+    let base = format!("http://{}", server.addr);
+    let seen = support::venv::run_script("a2a_sdk_client.py", &[&base, &p1, &admin]);
+    server.stop();
+    assert_eq!(seen["card_verified"], true, "{seen}");
+    assert_eq!(seen["edited_card_verified"], false, "an edited card must fail the SDK's verifier: {seen}");
+    assert_eq!(seen["sent"]["status"]["state"], "TASK_STATE_COMPLETED", "{seen}");
+    assert_eq!(seen["sent"]["artifacts"][0]["parts"][0]["data"]["partner"], "p1", "{seen}");
+    assert_eq!(seen["got"], seen["sent"], "GetTask answers the task SendMessage answered: {seen}");
+    assert!(seen["got_without_history"].get("history").is_none(), "{seen}");
+    assert!(seen["other_principal"].as_str().unwrap().starts_with("TaskNotFoundError"), "{seen}");
+}
+
+/// A tool called with arguments that do not fit its input schema answers a tool error
+/// carrying the RFC 9457 problem the HTTP API answers for the same body (400), and a page
+/// size outside 1..=1000 is refused alike by both doors (422).
+#[test]
+fn mcp_argument_errors_are_the_problems_http_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, admin) = program_with_two_partners(dir.path());
+    let server = Server::start(&data, dir.path());
+    let api = server.api(Some(&admin));
+    api.post_expect("/v1/leads", "lead", &lead_body("l1", "growth", "p1"), 201);
+    let conv = json!({"conversion": "d1", "lead": "l1", "revenue": "100.00", "currency": "USD"});
+    api.post_expect("/v1/conversions", "conv", &conv, 201);
+    let call = |tool: &str, args: Value| {
+        let body =
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": args}});
+        let r = rpc(server.addr, "/mcp", Some(&admin), &body).json();
+        assert!(r["error"].is_null(), "a tool error, not a protocol error: {r}");
+        r["result"].clone()
+    };
+    let lead = |f: &dyn Fn(&mut Value)| {
+        let mut b = lead_body("l2", "growth", "p1");
+        f(&mut b);
+        b
+    };
+    let cases: [(&str, Value); 4] = [
+        ("a missing field", lead(&|b| drop(b.as_object_mut().unwrap().remove("customer")))),
+        ("an unknown field", lead(&|b| b["colour"] = json!("red"))),
+        ("a wrong type", lead(&|b| b["customer"] = json!(42))),
+        ("null for a string", lead(&|b| b["partner"] = Value::Null)),
+    ];
+    for (what, body) in cases {
+        let tool = call("register_lead", body.clone());
+        assert_eq!(tool["isError"], true, "{what}: {tool}");
+        let problem = &tool["structuredContent"];
+        let http = api.post("/v1/leads", &format!("k-{what}"), &body).problem(400);
+        for f in ["type", "title", "status"] {
+            assert_eq!(problem[f], http[f], "{what}: MCP {problem} vs HTTP {http}");
+        }
+        assert!(problem["detail"].as_str().unwrap().starts_with("Failed to deserialize"), "{what}: {problem}");
+        assert_eq!(
+            tool["content"][0]["text"].as_str().map(|t| serde_json::from_str::<Value>(t).unwrap()),
+            Some(problem.clone())
+        );
+    }
+    // Reads too, and the token is checked first, as over HTTP.
+    let r = call("get_balance", json!({}));
+    assert_eq!((r["isError"].clone(), r["structuredContent"]["status"].clone()), (json!(true), json!(400)), "{r}");
+    let anon = rpc(
+        server.addr,
+        "/mcp",
+        None,
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "get_balance", "arguments": {}}}),
+    )
+    .json();
+    assert_eq!(anon["result"]["structuredContent"]["status"], 401, "{anon}");
+
+    // Page sizes: 1..=1000, at both doors.
+    for limit in [0, 1001] {
+        let tool = call("list_mandates", json!({"partner": "p1", "limit": limit}));
+        assert_eq!((tool["isError"].clone(), tool["structuredContent"]["status"].clone()), (json!(true), json!(422)));
+        let http = api.get(&format!("/v1/partners/p1/mandates?limit={limit}")).problem(422);
+        assert_eq!(tool["structuredContent"]["detail"], http["detail"], "{tool}");
+    }
+    let one = call("list_mandates", json!({"partner": "p1", "limit": 1}));
+    assert_eq!(one["structuredContent"]["mandates"].as_array().map(Vec::len), Some(1), "{one}");
+    let http = api.get("/v1/partners/p1/mandates?limit=1000");
+    assert_eq!(http.status, 200, "{}", http.text());
+    let tool = call("list_mandates", json!({"partner": "p1", "limit": -1}));
+    assert_eq!(tool["structuredContent"]["status"], 400, "{tool}");
+    assert_eq!(api.get("/v1/partners/p1/mandates?limit=-1").problem(400)["status"], 400);
+    server.stop();
+}
+
+/// `/mcp` answers a body that is not JSON with a JSON-RPC parse error, and JSON that is
+/// not a JSON-RPC message with an invalid-request error, not with HTTP 415.
+#[test]
+fn mcp_over_http_answers_a_body_that_is_not_json_rpc_with_a_json_rpc_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, admin) = program_with_two_partners(dir.path());
+    let server = Server::start(&data, dir.path());
+    for (body, code) in [
+        (&b"not json"[..], -32700),
+        (b"{\"jsonrpc\": \"2.0\", \"id\": 1,", -32700),
+        (b"[1, 2]", -32600),
+        (b"{\"a\": 1}", -32600),
+    ] {
+        let r = rpc_raw(server.addr, "/mcp", Some(&admin), &[], body);
+        assert_eq!(r.status, 200, "{}: {}", String::from_utf8_lossy(body), r.text());
+        let v = r.json();
+        assert_eq!((v["jsonrpc"].clone(), v["id"].clone()), (json!("2.0"), Value::Null), "{v}");
+        assert_eq!(v["error"]["code"], code, "{}: {v}", String::from_utf8_lossy(body));
+    }
+    // A well-formed request is still served.
+    let list = rpc(server.addr, "/mcp", None, &json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}));
+    assert!(list.json()["result"]["tools"].as_array().is_some_and(|t| t.len() >= 10), "{}", list.text());
+    server.stop();
+}
+
+/// The official MCP Python SDK (`mcp` from PyPI, pinned in tests/support/venv.rs) connects
+/// over streamable HTTP at `/mcp` with a bearer token, lists the tools and calls every one
+/// (writes and reads); it checks each answer against the tool's output schema itself.
+#[test]
+fn mcp_python_sdk_client_calls_every_tool_over_streamable_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, admin) = program_with_two_partners(dir.path());
+    let p1 = token(&data, "partner", "p1", None, "read,leads-write");
+    let server = Server::start(&data, dir.path());
+    let url = format!("http://{}/mcp", server.addr);
+    let seen = support::venv::run_script("mcp_sdk_client.py", &[&url, &admin, &p1]);
+    server.stop();
+    assert_eq!(seen["tools"].as_array().map(Vec::len), Some(10), "{seen}");
+    assert_eq!(seen["without_output_schema"], json!([]), "{seen}");
+    let answered: std::collections::BTreeSet<&str> =
+        seen["answered"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    let tools: std::collections::BTreeSet<&str> =
+        seen["tools"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    assert_eq!(answered, tools, "every tool answered in its schema: {seen}");
+    assert_eq!(seen["lead_outcome"]["outcome"], "owner", "{seen}");
+    assert_eq!(seen["conversion_mandates"].as_array().map(Vec::len), Some(2), "{seen}");
+    assert_eq!(seen["balance"]["earned"], "70.00", "{seen}");
+    assert_eq!(seen["listed"], json!([seen["conversion_mandates"][1]]), "{seen}");
+    assert_eq!(
+        (seen["verdict"]["valid"].clone(), seen["forged_verdict"]["valid"].clone()),
+        (json!(true), json!(false))
+    );
+    assert_eq!(seen["refund_directions"], json!(["clawback", "clawback"]), "{seen}");
+    for (case, status) in [("missing_field", 400), ("unknown_field", 400), ("wrong_type", 400), ("limit_zero", 422)] {
+        assert_eq!(seen[case]["status"], status, "{case}: {seen}");
+    }
+    assert_eq!(seen["partner"]["duplicate"]["outcome"], "duplicate", "{seen}");
+    assert_eq!(seen["partner"]["duplicate"]["owner"], Value::Null, "a partner never learns the owner: {seen}");
+    assert_eq!(seen["partner"]["other_partner"]["status"], 404, "{seen}");
 }
 
 #[test]

@@ -491,7 +491,8 @@ fn authorisation_table_and_revocation() {
     // Neither an agent nor another partner may revoke an agent; its own partner may.
     let a1 = api.with_token(Some(&agent1));
     a1.post("/v1/agents/agent-1/revoke", "agent-revokes-itself", &json!(null)).problem(403);
-    api.with_token(Some(&p2)).post("/v1/agents/agent-1/revoke", "p2-revokes-agent-1", &json!(null)).problem(403);
+    // Another partner's agent is not found, as if it did not exist.
+    api.with_token(Some(&p2)).post("/v1/agents/agent-1/revoke", "p2-revokes-agent-1", &json!(null)).problem(404);
     assert_eq!(a1.get("/v1/partners/p1/balance").status, 200, "agent-1 is still authorised");
     api.with_token(Some(&p1)).post_expect("/v1/agents/agent-1/revoke", "p1-revokes-agent-1", &json!(null), 201);
     a1.get("/v1/partners/p1/balance").problem(401);
@@ -828,5 +829,173 @@ fn an_agent_signs_its_own_short_lived_tokens_with_the_key_its_partner_registered
     // Revoked: the same token no longer works.
     api.post_expect("/v1/agents/agent-keyed/revoke", "revoke-keyed", &json!(null), 201);
     assert_eq!(agent.get("/v1/partners/p1/balance").status, 401);
+    server.stop();
+}
+
+#[test]
+fn every_error_of_every_layer_is_a_problem_and_smaller_holes_stay_closed() {
+    let (dir, data, admin) = new_data();
+    let server = Server::start(&data, dir.path());
+    let api = server.api(Some(&admin));
+    setup_program(&api, &["p1", "p2"], "l1");
+    let is_problem = |r: &Resp, status: u16, what: &str| {
+        assert_eq!(r.status, status, "{what}: {}", r.text());
+        let ct = r.headers.iter().find(|(k, _)| k == "content-type").map(|(_, v)| v.clone()).unwrap_or_default();
+        assert!(ct.starts_with("application/problem+json"), "{what}: content-type {ct:?}");
+        assert_eq!(r.json()["status"], status, "{what}: {}", r.text());
+    };
+    // Routing's 405, extractors' 400s, the path's bad UTF-8.
+    is_problem(&api.get("/v1/leads"), 405, "GET on a POST route");
+    is_problem(&api.get("/v1/partners/p1/mandates?limit=abc"), 400, "a limit that is not a number");
+    is_problem(&api.get("/v1/partners/p1/mandates?after=-1"), 400, "a negative cursor");
+    is_problem(&api.get("/v1/checkpoints/consistency"), 400, "a consistency proof without sizes");
+    is_problem(&api.get("/v1/partners/%FF/balance"), 400, "a path that is not UTF-8");
+    // A declared body over the limit is refused at once, before any of it is sent.
+    let auth = format!("Bearer {admin}");
+    let t = std::time::Instant::now();
+    let mut s = std::net::TcpStream::connect(server.addr).expect("connect");
+    use std::io::{Read, Write};
+    write!(
+        s,
+        "POST /v1/conversions HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nIdempotency-Key: big\r\nContent-Type: application/json\r\nContent-Length: 10000000000\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut head = vec![0u8; 4096];
+    let n = s.read(&mut head).expect("read");
+    let head = String::from_utf8_lossy(&head[..n]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("application/problem+json"), "{head}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(10), "413 came after {:?}", t.elapsed());
+    // An idempotency key is visible ASCII: no spaces.
+    let r = api.post("/v1/leads", "a b", &lead_body("l-space", "growth", "p1"));
+    is_problem(&r, 400, "an idempotency key with a space");
+    // One decimal grammar: at most the currency's fraction digits, digits on both sides.
+    for bad in ["1.230", "1.", ".5", "1e3", "+1"] {
+        let body = json!({"conversion": format!("d-{bad}"), "lead": "l1", "revenue": bad, "currency": "USD"});
+        is_problem(&api.post("/v1/conversions", &format!("dec-{bad}"), &body), 422, bad);
+    }
+    let body = json!({"conversion": "d-jpy", "lead": "l1", "revenue": "1.0", "currency": "JPY"});
+    is_problem(&api.post("/v1/conversions", "dec-jpy", &body), 422, "JPY 1.0");
+    // An unknown partner is not found, whatever is asked of it.
+    is_problem(&api.get("/v1/partners/nobody/balance"), 404, "balance of nobody");
+    is_problem(&api.get("/v1/partners/nobody/mandates"), 404, "mandates of nobody");
+    // Months count from 1.
+    let body = json!({"conversion": "m0", "lead": "l1", "revenue": "10.00", "currency": "USD", "subscription_month": 0});
+    is_problem(&api.post("/v1/conversions", "m0", &body), 422, "subscription month 0");
+    // None of that was recorded: p1 has no mandate.
+    let list = api.get("/v1/partners/p1/mandates").json();
+    assert_eq!(list["mandates"], json!([]), "{list}");
+    server.stop();
+}
+
+#[test]
+fn tokens_issued_or_revoked_by_the_cli_or_the_api_take_effect_at_once() {
+    let (dir, data, admin) = new_data();
+    let server = Server::start(&data, dir.path());
+    let api = server.api(Some(&admin));
+    setup_program(&api, &["p1"], "l1");
+    // Issued on the command line while the server runs: works at the next request.
+    let t = token(&data, "partner", "p1", None, "read");
+    assert_eq!(api.with_token(Some(&t)).get("/v1/partners/p1/balance").status, 200);
+    let list = settle_ok(["keys".as_ref(), "list".as_ref(), "--data".as_ref(), data.as_os_str()]);
+    let id = list
+        .lines()
+        .rfind(|l| l.starts_with("token ") && l.contains("Partner p1"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .expect("the new token is listed")
+        .to_owned();
+    assert!(!list.contains(&t), "a list never shows a secret");
+    // Revoked on the command line: refused at the next request.
+    settle_ok(["keys".as_ref(), "revoke".as_ref(), "--data".as_ref(), data.as_os_str(), id.as_ref()]);
+    api.with_token(Some(&t)).get("/v1/partners/p1/balance").problem(401);
+    // An expiry: in force, then not.
+    let short = settle_ok([
+        "keys".as_ref(),
+        "token".as_ref(),
+        "--data".as_ref(),
+        data.as_os_str(),
+        "--kind".as_ref(),
+        "partner".as_ref(),
+        "--subject".as_ref(),
+        "p1".as_ref(),
+        "--scope".as_ref(),
+        "read".as_ref(),
+        "--expires-in".as_ref(),
+        "2s".as_ref(),
+    ]);
+    let short = short.trim();
+    assert_eq!(api.with_token(Some(short)).get("/v1/partners/p1/balance").status, 200);
+    wait_for("the 2 s token to expire", 10, || {
+        (api.with_token(Some(short)).get("/v1/partners/p1/balance").status == 401).then_some(())
+    });
+    // Over the API, by a vendor administrator with tokens_write only.
+    let issuer = token(&data, "vendor-admin", "security", None, "tokens-write,read");
+    let sec = api.with_token(Some(&issuer));
+    let body = json!({"kind": "partner", "subject": "p1", "scopes": ["read"], "expires_in": 3600});
+    let issued = sec.post_expect("/v1/tokens", "issue-1", &body, 201);
+    let secret = issued["token"].as_str().expect("the secret, shown once").to_owned();
+    let again = sec.post_expect("/v1/tokens", "issue-1", &body, 200);
+    assert_eq!(again["id"], issued["id"]);
+    assert!(again.get("token").is_none(), "a retry never shows the secret again: {again}");
+    assert_eq!(api.with_token(Some(&secret)).get("/v1/partners/p1/balance").status, 200);
+    let listed = sec.get("/v1/tokens").text();
+    assert!(!listed.contains(&secret) && !listed.contains("\"hash\""), "no secret or hash is listed");
+    // More than the issuer holds is refused; so is a vendor agent.
+    let more = json!({"kind": "vendor_admin", "subject": "x", "scopes": ["programs_write"]});
+    sec.post("/v1/tokens", "issue-more", &more).problem(403);
+    let agent = token(&data, "vendor-agent", "bot", None, "tokens-write,read");
+    api.with_token(Some(&agent)).post("/v1/tokens", "issue-agent", &body).problem(403);
+    let id = issued["id"].as_str().expect("id");
+    let h = [("Authorization", format!("Bearer {issuer}")), ("Idempotency-Key", "rev".to_owned())];
+    let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = http(server.addr, "DELETE", &format!("/v1/tokens/{id}"), &h, None).expect("DELETE");
+    assert_eq!(r.status, 204, "{}", r.text());
+    api.with_token(Some(&secret)).get("/v1/partners/p1/balance").problem(401);
+    server.stop();
+}
+
+/// An agent signs its token with a stock JWT library (PyJWT), not settle's code: the
+/// server accepts it within its grant, and refuses one PyJWT signs with another key.
+#[test]
+fn an_agent_token_signed_by_pyjwt_is_accepted() {
+    use settle_mandates::keys::SigningKey;
+    support::python::ensure("jwt, cryptography", &["pyjwt[crypto]", "cryptography"], "the PyJWT agent token test");
+    let (dir, data, admin) = new_data();
+    let server = Server::start(&data, dir.path());
+    let api = server.api(Some(&admin));
+    setup_program(&api, &["p1", "p2"], "lead-1");
+    let seed = [7u8; 32];
+    let key = SigningKey::from_seed(&seed);
+    let jwk = key.to_jwk(None, None);
+    let now = chrono::Utc::now();
+    let grant = json!({"agent": "agent-py", "partner": "p1", "scopes": ["read"],
+        "not_before": (now - chrono::Duration::hours(1)).to_rfc3339(),
+        "expires_at": (now + chrono::Duration::days(1)).to_rfc3339(),
+        "public_key": serde_json::to_value(&jwk).expect("jwk")});
+    api.post_expect("/v1/agents", "grant-py", &grant, 201);
+    let kid = serde_json::to_value(&jwk).expect("jwk")["kid"].as_str().expect("kid").to_owned();
+    let sign = |seed: [u8; 32]| {
+        let script = r#"
+import sys, time, jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(sys.argv[1]))
+now = int(time.time())
+print(jwt.encode({"iss": "agent-py", "aud": sys.argv[3], "iat": now, "exp": now + 120}, key,
+                 algorithm="EdDSA", headers={"kid": sys.argv[2], "typ": "settle-agent+jwt"}))
+"#;
+        let out = std::process::Command::new("python3")
+            .args(["-c", script, &hex::encode(seed), &kid, "settle.local/log"])
+            .output()
+            .expect("python3");
+        assert!(out.status.success(), "{}", support::python::describe(&out));
+        String::from_utf8(out.stdout).expect("utf-8").trim().to_owned()
+    };
+    let token = sign(seed);
+    let agent = api.with_token(Some(&token));
+    let b = agent.get("/v1/partners/p1/balance");
+    assert_eq!(b.status, 200, "{}", b.text());
+    agent.get("/v1/partners/p2/balance").problem(404);
+    agent.post("/v1/leads", "py-lead", &lead_body("py-lead", "growth", "p1")).problem(403);
+    api.with_token(Some(&sign([8u8; 32]))).get("/v1/partners/p1/balance").problem(401);
     server.stop();
 }

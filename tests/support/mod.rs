@@ -6,6 +6,7 @@
 #![allow(dead_code, missing_docs)]
 
 pub mod python;
+pub mod venv;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -88,7 +89,8 @@ pub fn token(data: &Path, kind: &str, subject: &str, partner: Option<&str>, scop
 }
 
 /// All scopes of a vendor administrator.
-pub const ADMIN_SCOPES: &str = "programs-write,leads-write,conversions-write,refunds-write,settlements-write,read";
+pub const ADMIN_SCOPES: &str =
+    "programs-write,leads-write,conversions-write,refunds-write,settlements-write,read,webhooks-write";
 
 /// A free port on 127.0.0.1 (bound then released; the caller retries on a race).
 fn free_port() -> u16 {

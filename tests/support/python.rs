@@ -11,7 +11,7 @@ pub fn kit(workspace: &Path) -> PathBuf {
 
 /// Installs `packages` from PyPI unless `imports` already import; fails loudly (never
 /// skips) when they cannot be installed.
-fn ensure(imports: &str, packages: &[&str], needed_for: &str) {
+pub fn ensure(imports: &str, packages: &[&str], needed_for: &str) {
     let have = Command::new("python3").args(["-c", &format!("import {imports}")]).status();
     if have.is_ok_and(|s| s.success()) {
         return;
