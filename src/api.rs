@@ -20,6 +20,7 @@ use settle_mandates::money::{Amount, Currency, Sign};
 use settle_mandates::receipt::{ReceiptDocument, verify_receipt};
 use settle_mandates::types::{ReceiptKind, Signed};
 
+use crate::catalogue::{self, Denied, Op, Target};
 use crate::keystore::{KeyFile, PrincipalKind, Scope, StoredToken};
 use crate::service::{Outcome, Service, Submit, SubmitError};
 
@@ -31,8 +32,10 @@ pub const MAX_PAGE: usize = 1000;
 pub struct App {
     /// The sequencer and the ledger.
     pub svc: Arc<Service>,
-    /// Signing keys and API tokens.
+    /// Signing keys.
     pub keys: Arc<KeyFile>,
+    /// API tokens, live: issued or revoked, they take effect at the next request.
+    pub tokens: Arc<crate::tokens::Tokens>,
     /// `http://<listen address>`.
     pub base: String,
     /// The webhook deliverer (`settle serve` only).
@@ -160,7 +163,10 @@ impl Principal {
         if token.bytes().filter(|b| *b == b'.').count() == 2 {
             return Self::from_agent_jwt(app, token, Utc::now());
         }
-        let t: &StoredToken = app.keys.find_token(token).ok_or_else(|| unauthorized("unknown or revoked token"))?;
+        let t: StoredToken = app
+            .tokens
+            .find(token, Utc::now().timestamp())
+            .ok_or_else(|| unauthorized("unknown, expired or revoked token"))?;
         let mut p = Self {
             kind: t.kind,
             subject: t.subject.clone(),
@@ -270,43 +276,35 @@ impl Principal {
         matches!(self.kind, PrincipalKind::VendorAdmin | PrincipalKind::VendorAgent)
     }
 
-    /// 403 unless the principal holds `scope` (the vendor admin holds all).
-    pub fn require(&self, scope: Scope) -> Result<(), Problem> {
-        if self.kind == PrincipalKind::VendorAdmin || self.scopes.contains(&scope) {
-            Ok(())
-        } else {
-            Err(forbidden(format!(
-                "this token lacks the '{}' scope",
-                serde_json::to_value(scope).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
-            )))
-        }
-    }
-
-    /// 403 unless the vendor (or its agent) holds `scope`.
-    pub fn require_vendor(&self, scope: Scope) -> Result<(), Problem> {
-        if !self.is_vendor() {
-            return Err(forbidden("only the vendor may do this"));
-        }
-        self.require(scope)
-    }
-
-    /// A partner (or its agent) may see only its own data; others get 404.
-    pub fn may_see(&self, partner: &str) -> Result<(), Problem> {
-        self.require(Scope::Read)?;
-        if self.is_vendor() || self.partner.as_deref() == Some(partner) {
-            Ok(())
-        } else {
-            Err(not_found(format!("partner '{partner}' not found")))
-        }
-    }
-
     /// The idempotency key of this principal for the caller's `key`.
     pub fn idempotency_key(&self, key: &str) -> Result<String, Problem> {
-        if key.is_empty() || key.len() > 200 || !key.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-            return Err(bad("Idempotency-Key must be 1..=200 visible ASCII characters"));
+        if key.is_empty() || key.len() > 200 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(bad("Idempotency-Key must be 1..=200 visible ASCII characters (no spaces)"));
         }
         Ok(format!("{}/{key}", self.token_id))
     }
+}
+
+/// Lets `p` call `op` on `targets`, or answers the refusal as a problem: the one
+/// authorisation rule ([`catalogue::authorize`]), framed for the doors.
+pub fn allow(p: &Principal, op: Op, targets: &[Target<'_>]) -> Result<(), Problem> {
+    catalogue::authorize(Some(p), op, targets).map_err(denied)
+}
+
+/// The problem of a refusal.
+#[must_use]
+pub fn denied(d: Denied) -> Problem {
+    match d {
+        Denied::Unauthenticated(m) => unauthorized(&m),
+        Denied::Forbidden(m) => forbidden(m),
+        Denied::NotFound(m) => not_found(m),
+    }
+}
+
+/// The last hop of lead `id`, if it is registered.
+#[must_use]
+pub fn lead_holder(app: &App, id: &str) -> Option<String> {
+    app.svc.with_state(|s| s.leads.get(id).and_then(|l| l.chain.last().map(ToString::to_string)))
 }
 
 /// `typ` of a token an agent signs itself ([`Principal::from_agent_jwt`]).
@@ -334,58 +332,100 @@ fn current_grant(app: &App, id: &str, now: DateTime<Utc>) -> Result<settle_engin
 }
 
 /// The API scopes an agent's grant gives.
-fn agent_scopes(granted: &[AgentScope]) -> Vec<Scope> {
+pub fn agent_scopes(granted: &[AgentScope]) -> Vec<Scope> {
     granted
         .iter()
         .map(|s| match s {
             AgentScope::Read => Scope::Read,
             AgentScope::LeadsWrite => Scope::LeadsWrite,
+            AgentScope::WebhooksWrite => Scope::WebhooksWrite,
         })
         .collect()
 }
 
 /// The JSON answer to a write: the outcome, the signed mandates, the events recorded.
 #[must_use]
-pub fn outcome_json(o: &Outcome) -> Value {
-    serde_json::to_value(OutcomeView::of(o)).unwrap_or_else(|e| json!({"error": e.to_string()}))
+pub fn outcome_json(o: &Outcome, p: &Principal) -> Value {
+    serde_json::to_value(OutcomeView::of(o, p)).unwrap_or_else(|e| json!({"error": e.to_string()}))
 }
 
 /// The answer to a write, serialised straight from the outcome (no intermediate
 /// `Value`: batches of a thousand conversions answer megabytes of it). Members are in
 /// sorted order, as `serde_json::Value` would give them.
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
+#[schemars(
+    rename = "Outcome",
+    description = "The answer to a write, once it is durable: the fact's log position, what the engine concluded, the mandates issued and every record written."
+)]
 pub struct OutcomeView<'a> {
-    events: &'a [Envelope],
+    /// The fact and every record it caused, as logged (a partner's copy leaves out the
+    /// lead that owns a customer it registered again).
+    events: std::borrow::Cow<'a, [Envelope]>,
+    /// The payment and clawback mandates issued, one per hop.
     mandates: Vec<MandateView<'a>>,
+    /// What the engine concluded about a conversion or a lead (`null` for other facts).
     outcome: Option<Summary<'a>>,
+    /// `true` when this answers an earlier request with the same idempotency key.
     replayed: bool,
+    /// Log position of the fact.
     seq: u64,
 }
 
-#[derive(Serialize)]
+/// A mandate issued by a write.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "IssuedMandate")]
 struct MandateView<'a> {
+    /// Its amount.
     amount: &'a Amount,
+    /// `payment` or `clawback`.
+    #[schemars(extend("enum" = ["payment", "clawback"]))]
     direction: &'static str,
+    /// The signed mandate (compact JWS).
     mandate: &'a str,
+    /// Its id: `md_<seq>_<hop>` (payment) or `cb_<seq>_<hop>` (clawback).
     mandate_id: &'a str,
+    /// Of a clawback: the part taken from money already paid.
     #[serde(skip_serializing_if = "Option::is_none")]
     offset: Option<&'a Amount>,
+    /// The payee.
     partner: &'a str,
+    /// Of a clawback: the payment mandate it reverses.
     #[serde(skip_serializing_if = "Option::is_none")]
     reverses: Option<&'a str>,
 }
 
-#[derive(Serialize)]
+/// What the engine concluded.
+#[derive(Serialize, JsonSchema)]
 #[serde(untagged)]
+#[schemars(rename = "OutcomeSummary")]
 enum Summary<'a> {
-    Conversion { outcome: &'a str, pool: &'a Amount, reason: Option<&'a str>, rule_version: Option<u32> },
-    Lead { chain: &'a [String], outcome: &'a str, owner: Option<&'a str> },
+    /// Of a conversion.
+    Conversion {
+        /// `settled`, `held` or `no_commission`.
+        outcome: &'a str,
+        /// The pool (zero when none).
+        pool: &'a Amount,
+        /// Why it was held or earns nothing.
+        reason: Option<&'a str>,
+        /// The rule version it was priced with.
+        rule_version: Option<u32>,
+    },
+    /// Of a lead registration or hand-off.
+    Lead {
+        /// The referral chain now.
+        chain: &'a [String],
+        /// `owner`, `duplicate` or `handed_off`.
+        outcome: &'a str,
+        /// Of a duplicate, to the vendor: the lead that owns the customer.
+        owner: Option<&'a str>,
+    },
 }
 
 impl<'a> OutcomeView<'a> {
-    /// The view of `o`.
+    /// The view of `o` for `p`. A partner learns only that a customer is already
+    /// registered, never by whom: the owning lead of a duplicate is left out.
     #[must_use]
-    pub fn of(o: &'a Outcome) -> Self {
+    pub fn of(o: &'a Outcome, p: &Principal) -> Self {
         let mandates = o
             .records
             .iter()
@@ -416,11 +456,28 @@ impl<'a> OutcomeView<'a> {
                 Some(Summary::Conversion { outcome, pool, reason: reason.as_deref(), rule_version: *rule_version })
             }
             Event::LeadOutcome { outcome, owner, chain, .. } => {
-                Some(Summary::Lead { chain, outcome, owner: owner.as_deref() })
+                Some(Summary::Lead { chain, outcome, owner: owner.as_deref().filter(|_| p.is_vendor()) })
             }
             _ => None,
         });
-        Self { events: &o.records, mandates, outcome, replayed: o.replayed, seq: o.seq }
+        let names_owner = |e: &Envelope| matches!(&e.event, Event::LeadOutcome { owner: Some(_), .. });
+        let events = if p.is_vendor() || !o.records.iter().any(names_owner) {
+            std::borrow::Cow::Borrowed(o.records.as_slice())
+        } else {
+            std::borrow::Cow::Owned(
+                o.records
+                    .iter()
+                    .cloned()
+                    .map(|mut e| {
+                        if let Event::LeadOutcome { owner, .. } = &mut e.event {
+                            *owner = None;
+                        }
+                        e
+                    })
+                    .collect(),
+            )
+        };
+        Self { events, mandates, outcome, replayed: o.replayed, seq: o.seq }
     }
 }
 
@@ -448,27 +505,31 @@ fn parse_amount(value: &str, currency: &str, sign: Sign) -> Result<Amount, Probl
 #[serde(deny_unknown_fields)]
 pub struct LeadBody {
     /// Lead id, unique per vendor (e.g. `lead-7`).
+    #[schemars(regex(pattern = settle_engine::model::ID_PATTERN))]
     pub lead: String,
     /// Program id the lead is registered in.
+    #[schemars(regex(pattern = settle_engine::model::ID_PATTERN))]
     pub program: String,
     /// The customer (e.g. the customer's domain); the first valid registration of a
-    /// customer in the attribution window owns it.
+    /// customer in the attribution window owns it. Its key (the name normalised) must be
+    /// 1..=128 bytes.
+    #[schemars(length(min = 1))]
     pub customer: String,
     /// The registering partner (a partner may register only in its own name).
+    #[schemars(regex(pattern = settle_engine::model::ID_PATTERN))]
     pub partner: String,
 }
 
 impl LeadBody {
     /// The event, if `p` may register it.
     pub fn event(self, p: &Principal) -> Result<Event, Problem> {
-        p.require(Scope::LeadsWrite)?;
-        if !p.is_vendor() && p.partner.as_deref() != Some(&self.partner) {
-            return Err(forbidden("a partner registers leads in its own name only"));
-        }
+        allow(p, Op::RegisterLead, &[Target::NameOf(&self.partner)])?;
+        // Keyed by the normalisation in force, named in the fact (absent: v1, older logs).
         Ok(Event::LeadRegistered {
             lead: self.lead,
             program: self.program,
             customer: self.customer,
+            customer_key: Some(settle_engine::model::CustomerKey::CURRENT),
             partner: self.partner,
         })
     }
@@ -479,18 +540,23 @@ impl LeadBody {
 #[serde(deny_unknown_fields)]
 pub struct HandoffBody {
     /// The partner holding the lead now (its last hop).
+    #[schemars(regex(pattern = settle_engine::model::ID_PATTERN))]
     pub from: String,
     /// The partner it is handed to.
+    #[schemars(regex(pattern = settle_engine::model::ID_PATTERN))]
     pub to: String,
 }
 
 impl HandoffBody {
-    /// The event, if `p` may hand `lead` off.
-    pub fn event(self, p: &Principal, lead: String) -> Result<Event, Problem> {
-        p.require(Scope::LeadsWrite)?;
-        if !p.is_vendor() && p.partner.as_deref() != Some(&self.from) {
-            return Err(forbidden("a partner hands off only leads it holds"));
-        }
+    /// The event, if `p` may hand `lead` off: a partner hands off only a lead it holds
+    /// (another's is not found), in its own name.
+    pub fn event(self, app: &App, p: &Principal, lead: String) -> Result<Event, Problem> {
+        let holder = lead_holder(app, &lead);
+        allow(
+            p,
+            Op::HandOffLead,
+            &[Target::Lead { id: &lead, holder: holder.as_deref() }, Target::NameOf(&self.from)],
+        )?;
         Ok(Event::LeadHandedOff { lead, from: self.from, to: self.to })
     }
 }
@@ -500,6 +566,7 @@ impl HandoffBody {
 #[serde(deny_unknown_fields)]
 pub struct FxBody {
     /// Decimal rate: one unit of the deal's currency in the program's currency.
+    #[schemars(regex(pattern = crate::openapi::POSITIVE_DECIMAL_PATTERN))]
     pub rate: String,
     /// Where the rate comes from (recorded for audit).
     pub source: String,
@@ -510,21 +577,28 @@ pub struct FxBody {
 #[serde(deny_unknown_fields)]
 pub struct ConversionBody {
     /// Conversion (deal) id, unique per vendor (e.g. `deal-42`).
+    #[schemars(regex(pattern = settle_engine::model::ID_PATTERN))]
     pub conversion: String,
     /// The lead the deal was won on.
+    #[schemars(regex(pattern = settle_engine::model::ID_PATTERN))]
     pub lead: String,
     /// Revenue as a decimal string in major units (e.g. `"12345.67"`); never a float.
+    /// More decimals than the currency has are refused.
+    #[schemars(regex(pattern = crate::openapi::POSITIVE_DECIMAL_PATTERN))]
     pub revenue: String,
     /// ISO 4217 code of the revenue (e.g. `USD`).
+    #[schemars(with = "Currency")]
     pub currency: String,
     /// When the deal was won (RFC 3339); now if absent.
     #[serde(default)]
     pub occurred_at: Option<DateTime<Utc>>,
     /// Month of a subscription (1 = first), for programs paying the first N months.
     #[serde(default)]
+    #[schemars(range(min = 1))]
     pub subscription_month: Option<u32>,
     /// FX rate when the revenue is not in the program's currency.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "settle_engine::model::optional_object")]
+    #[schemars(with = "Option<FxBody>")]
     pub fx: Option<FxBody>,
 }
 
@@ -547,7 +621,12 @@ impl ConversionBody {
     /// The event (vendor only); a deal without `occurred_at` occurred at `now`, which
     /// must not be later than the time the event is recorded at.
     pub fn event(self, p: &Principal, now: DateTime<Utc>) -> Result<Event, Problem> {
-        p.require_vendor(Scope::ConversionsWrite)?;
+        allow(p, Op::RecordConversion, &[])?;
+        // What the document states of a conversion is checked here, before the engine:
+        // an item of a batch that breaks it refuses the whole batch.
+        for (what, id) in [("conversion", &self.conversion), ("lead", &self.lead)] {
+            settle_engine::state::check_id(what, id).map_err(|e| unprocessable(e.to_string()))?;
+        }
         if self.subscription_month == Some(0) {
             return Err(unprocessable("subscription_month counts from 1 (the first month)"));
         }
@@ -555,11 +634,13 @@ impl ConversionBody {
         let fx = self
             .fx
             .map(|f| -> Result<FxRate, Problem> {
-                Ok(FxRate {
-                    rate: rust_decimal::Decimal::from_str_exact(&f.rate)
-                        .map_err(|_| unprocessable(format!("fx rate '{}' is not a decimal", f.rate)))?,
-                    source: f.source,
-                })
+                let rate = settle_mandates::money::parse_decimal(&f.rate)
+                    .ok()
+                    .filter(|r| r.is_sign_positive() && !r.is_zero())
+                    .ok_or_else(|| {
+                        unprocessable(format!("fx rate '{}' is not a positive decimal such as \"1.0842\"", f.rate))
+                    })?;
+                Ok(FxRate { rate, source: f.source })
             })
             .transpose()?;
         Ok(Event::ConversionRecorded {
@@ -578,18 +659,23 @@ impl ConversionBody {
 #[serde(deny_unknown_fields)]
 pub struct RefundBody {
     /// Refund id, unique per vendor.
+    #[schemars(regex(pattern = settle_engine::model::ID_PATTERN))]
     pub refund: String,
     /// The refunded conversion.
+    #[schemars(regex(pattern = settle_engine::model::ID_PATTERN))]
     pub conversion: String,
     /// Refunded revenue as a decimal string (with `currency`), for a partial refund.
     #[serde(default)]
+    #[schemars(regex(pattern = crate::openapi::POSITIVE_DECIMAL_PATTERN))]
     pub amount: Option<String>,
     /// ISO 4217 code of `amount`.
     #[serde(default)]
+    #[schemars(with = "Option<Currency>")]
     pub currency: Option<String>,
     /// A fraction of the conversion's revenue as a decimal string, `0 < f ≤ 1` (e.g.
     /// `"0.25"`), instead of an amount.
     #[serde(default)]
+    #[schemars(regex(pattern = crate::openapi::FRACTION_PATTERN))]
     pub fraction: Option<String>,
     /// `true` for a full refund (then no amount).
     #[serde(default)]
@@ -599,12 +685,12 @@ pub struct RefundBody {
 impl RefundBody {
     /// The event (vendor only).
     pub fn event(self, p: &Principal) -> Result<Event, Problem> {
-        p.require_vendor(Scope::RefundsWrite)?;
+        allow(p, Op::RecordRefund, &[])?;
         let size = match (self.full, self.amount, self.currency, self.fraction) {
             (true, None, None, None) => RefundSize::Full,
             (false, Some(a), Some(c), None) => RefundSize::Amount(parse_amount(&a, &c, Sign::Positive)?),
             (false, None, None, Some(f)) => RefundSize::Fraction(
-                rust_decimal::Decimal::from_str_exact(&f)
+                settle_mandates::money::parse_decimal(&f)
                     .map_err(|_| unprocessable(format!("fraction '{f}' is not a decimal number such as \"0.25\"")))?,
             ),
             _ => {
@@ -615,43 +701,153 @@ impl RefundBody {
     }
 }
 
+/// A program as `GET /v1/programs/{id}` (and the `describe_program` tool) answers it.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "Program")]
+pub struct ProgramView {
+    /// The id of the program's current open mandate (its standing authorisation).
+    pub open_mandate: String,
+    /// Program id.
+    pub program: String,
+    /// Its rule versions, oldest first.
+    pub versions: Vec<RuleVersionView>,
+}
+
+/// One rule version of a program.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "RuleVersion")]
+pub struct RuleVersionView {
+    /// Applies to conversions occurring from here on.
+    pub effective_from: DateTime<Utc>,
+    /// The rules in plain language, one sentence a line.
+    pub explanation: Vec<String>,
+    /// The rules as published.
+    pub spec: ProgramSpec,
+    /// 1, 2, ...
+    pub version: u32,
+}
+
 /// A program's rule versions, with a plain-language account of each.
-pub fn program(app: &App, p: &Principal, id: &str) -> Result<Value, Problem> {
-    p.require(Scope::Read)?;
+pub fn program_view(app: &App, p: &Principal, id: &str) -> Result<ProgramView, Problem> {
+    let own = app
+        .svc
+        .with_state(|s| p.partner.as_deref().and_then(|me| s.partners.get(me)).is_some_and(|pt| pt.program == id));
+    allow(p, Op::DescribeProgram, &[Target::Program { id, own }])?;
     app.svc
         .with_state(|s| {
-            s.programs.get(id).map(|pr| {
-                let versions: Vec<Value> = pr
+            s.programs.get(id).map(|pr| ProgramView {
+                open_mandate: pr.open_mandate.clone(),
+                program: id.to_owned(),
+                versions: pr
                     .versions
                     .iter()
-                    .map(|v| {
-                        let mut j = serde_json::to_value(v).unwrap_or(Value::Null);
-                        j["explanation"] = json!(v.spec.explain());
-                        j
+                    .map(|v| RuleVersionView {
+                        effective_from: v.effective_from,
+                        explanation: v.spec.explain(),
+                        spec: v.spec.clone(),
+                        version: v.version,
                     })
-                    .collect();
-                json!({"program": id, "open_mandate": pr.open_mandate, "versions": versions})
+                    .collect(),
             })
         })
         .ok_or_else(|| not_found(format!("program '{id}' not found")))
 }
 
-/// A partner's balance: earned, on hold, payable, paid and clawed back.
-pub fn balance(app: &App, p: &Principal, id: &str) -> Result<Value, Problem> {
-    p.may_see(id)?;
+/// [`program_view`] as JSON.
+pub fn program(app: &App, p: &Principal, id: &str) -> Result<Value, Problem> {
+    program_view(app, p, id).and_then(|v| serde_json::to_value(v).map_err(internal))
+}
+
+/// A partner's balance in its program's currency, as decimal strings.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "Balance")]
+pub struct BalanceView {
+    /// Clawed back, in total.
+    #[schemars(regex(pattern = crate::openapi::SIGNED_DECIMAL_PATTERN))]
+    pub clawed_back: String,
+    /// The program's currency.
+    pub currency: Currency,
+    /// Earned (mandates issued), in total.
+    #[schemars(regex(pattern = crate::openapi::SIGNED_DECIMAL_PATTERN))]
+    pub earned: String,
+    /// In open payout batches: sent to a rail, not yet confirmed.
+    #[schemars(regex(pattern = crate::openapi::SIGNED_DECIMAL_PATTERN))]
+    pub in_payout: String,
+    /// In the holding period (the refund window).
+    #[schemars(regex(pattern = crate::openapi::SIGNED_DECIMAL_PATTERN))]
+    pub on_hold: String,
+    /// Paid on rails, in total.
+    #[schemars(regex(pattern = crate::openapi::SIGNED_DECIMAL_PATTERN))]
+    pub paid: String,
+    /// The partner.
+    pub partner: String,
+    /// Payable now (negative: an offset owed from clawbacks of money already paid).
+    #[schemars(regex(pattern = crate::openapi::SIGNED_DECIMAL_PATTERN))]
+    pub payable: String,
+    /// Its program.
+    pub program: String,
+}
+
+/// A partner's balance: earned, on hold, payable, in payout, paid and clawed back.
+pub fn balance_view(app: &App, p: &Principal, id: &str) -> Result<BalanceView, Problem> {
+    allow(p, Op::GetBalance, &[Target::DataOf(id)])?;
     app.svc
         .with_state(|s| {
             s.partners.get(id).map(|pt| {
                 let b = s.books.get(id).copied().unwrap_or_default();
-                let cur = s.programs.get(&pt.program).map(|pr| pr.latest().spec.currency);
-                let a = |m: i64| cur.and_then(|c| Amount::from_minor(m, c).ok()).map(|a| a.to_decimal_string());
-                json!({"partner": id, "program": pt.program, "currency": cur, "earned": a(b.earned), "on_hold": a(b.on_hold), "payable": a(b.payable), "in_payout": a(b.in_payout), "paid": a(b.paid), "clawed_back": a(b.clawed_back)})
+                let cur = s
+                    .programs
+                    .get(&pt.program)
+                    .map(|pr| pr.latest().spec.currency)
+                    .ok_or_else(|| internal(format!("partner '{id}' is in no program")))?;
+                // Every total of a book is bounded (MAX_BOOK_TOTAL): always an amount.
+                let a = |m: i64| Amount::from_minor(m, cur).map(|a| a.to_decimal_string()).map_err(internal);
+                Ok(BalanceView {
+                    clawed_back: a(b.clawed_back)?,
+                    currency: cur,
+                    earned: a(b.earned)?,
+                    in_payout: a(b.in_payout)?,
+                    on_hold: a(b.on_hold)?,
+                    paid: a(b.paid)?,
+                    partner: id.to_owned(),
+                    payable: a(b.payable)?,
+                    program: pt.program.clone(),
+                })
             })
         })
-        .ok_or_else(|| not_found(format!("partner '{id}' not found")))
+        .ok_or_else(|| not_found(format!("partner '{id}' not found")))?
 }
 
-/// A page of a partner's payment mandates, in log order, after record `after`.
+/// [`balance_view`] as JSON.
+pub fn balance(app: &App, p: &Principal, id: &str) -> Result<Value, Problem> {
+    balance_view(app, p, id).and_then(|v| serde_json::to_value(v).map_err(internal))
+}
+
+/// A page of a partner's payment mandates (what [`mandates`] answers).
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "MandatePage")]
+pub struct MandatePage {
+    /// The mandates, in log order; pass the last one's `seq` as `after` for the next page.
+    pub mandates: Vec<MandateItem>,
+    /// The partner.
+    pub partner: String,
+}
+
+/// One payment mandate of a partner.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct MandateItem {
+    /// Its amount.
+    pub amount: Amount,
+    /// The signed mandate (compact JWS).
+    pub mandate: String,
+    /// Its id, `md_<seq>_<hop>`.
+    pub mandate_id: String,
+    /// Log position of its record.
+    pub seq: u64,
+}
+
+/// A page of a partner's payment mandates, in log order, after record `after`: `limit`
+/// of them, 1..=[`MAX_PAGE`] (default 100; another limit is refused, 422).
 pub async fn mandates(
     app: &App,
     p: &Principal,
@@ -659,8 +855,14 @@ pub async fn mandates(
     after: Option<u64>,
     limit: Option<usize>,
 ) -> Result<Value, Problem> {
-    p.may_see(&id)?;
-    let limit = limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    allow(p, Op::ListMandates, &[Target::DataOf(&id)])?;
+    if !app.svc.with_state(|s| s.partners.contains_key(&id)) {
+        return Err(not_found(format!("partner '{id}' not found")));
+    }
+    let limit = limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(unprocessable(format!("limit must be 1..={MAX_PAGE}, not {limit}")));
+    }
     let svc = app.svc.clone();
     tokio::task::spawn_blocking(move || -> Result<Value, String> {
         // Hops of this partner, by the log position of the fact that issued their
@@ -709,7 +911,7 @@ pub async fn mandates(
 /// The receipt of a partner's mandate (payment `md_` or clawback `cb_`), proved against
 /// the latest signed checkpoint.
 pub fn receipt(app: &App, p: &Principal, id: &str, mid: &str) -> Result<ReceiptDocument, Problem> {
-    p.may_see(id)?;
+    allow(p, Op::GetReceipt, &[Target::DataOf(id)])?;
     let nf = || not_found(format!("mandate '{mid}' of partner '{id}' not found"));
     let ledger = app.svc.ledger().clone();
     let (r, mandate, partner) = crate::bundle::mandate_record(&ledger, mid).map_err(internal)?.ok_or_else(nf)?;
@@ -761,25 +963,67 @@ pub fn verify(app: &App, doc: &ReceiptDocument) -> Result<Value, Problem> {
     }
 }
 
+/// A signed checkpoint of the log.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "Checkpoint")]
+pub struct CheckpointView {
+    /// The C2SP signed note: origin, size and root hash, signed by the vendor's key.
+    pub note: String,
+    /// The log's origin line.
+    pub origin: String,
+    /// The tree's root hash (base64).
+    pub root: String,
+    /// Records in the tree.
+    pub size: u64,
+    /// When it was signed (Unix seconds).
+    pub time: i64,
+}
+
 /// The latest signed checkpoint.
-pub fn latest_checkpoint(app: &App) -> Result<Value, Problem> {
+pub fn latest_checkpoint_view(app: &App) -> Result<CheckpointView, Problem> {
     match app.svc.ledger().latest_checkpoint() {
-        Ok(Some(c)) => Ok(
-            json!({"origin": c.checkpoint.origin, "size": c.checkpoint.size, "root": B64STD.encode(c.checkpoint.root), "time": c.checkpoint.time, "note": c.note}),
-        ),
+        Ok(Some(c)) => Ok(CheckpointView {
+            note: c.note,
+            origin: c.checkpoint.origin,
+            root: B64STD.encode(c.checkpoint.root),
+            size: c.checkpoint.size,
+            time: c.checkpoint.time,
+        }),
         Ok(None) => Err(not_found("no checkpoint yet")),
         Err(e) => Err(internal(e)),
     }
 }
 
+/// [`latest_checkpoint_view`] as JSON.
+pub fn latest_checkpoint(app: &App) -> Result<Value, Problem> {
+    latest_checkpoint_view(app).and_then(|v| serde_json::to_value(v).map_err(internal))
+}
+
+/// An RFC 9162 consistency proof.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "ConsistencyProof")]
+pub struct ConsistencyView {
+    /// The earlier tree size.
+    pub from: u64,
+    /// The proof's hashes (base64).
+    pub proof: Vec<String>,
+    /// The later tree size (a signed checkpoint's).
+    pub to: u64,
+}
+
 /// An RFC 9162 consistency proof between two signed checkpoint sizes.
-pub fn consistency(app: &App, from: u64, to: u64) -> Result<Value, Problem> {
+pub fn consistency_view(app: &App, from: u64, to: u64) -> Result<ConsistencyView, Problem> {
     let l = app.svc.ledger();
     if l.checkpoint_at(to).ok().flatten().is_none() {
         return Err(not_found(format!("no signed checkpoint of size {to}")));
     }
     let proof = l.consistency_proof(from, to).map_err(|e| unprocessable(e.to_string()))?;
-    Ok(json!({"from": from, "to": to, "proof": proof.iter().map(|h| B64STD.encode(h)).collect::<Vec<_>>()}))
+    Ok(ConsistencyView { from, proof: proof.iter().map(|h| B64STD.encode(h)).collect(), to })
+}
+
+/// [`consistency_view`] as JSON.
+pub fn consistency(app: &App, from: u64, to: u64) -> Result<Value, Problem> {
+    consistency_view(app, from, to).and_then(|v| serde_json::to_value(v).map_err(internal))
 }
 
 #[cfg(test)]

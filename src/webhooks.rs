@@ -879,7 +879,8 @@ impl Webhooks {
                 }
                 // Stored with the answer: a restart before the worker sees it loses nothing.
                 let writes = vec![(reset_key(id), from.to_be_bytes().to_vec())];
-                let v = ReplayView::Rewound { subscription: id.to_owned(), from_seq: from, queued_records: size - from };
+                let v =
+                    ReplayView::Rewound { subscription: id.to_owned(), from_seq: from, queued_records: size - from };
                 return Ok((serde_json::to_value(v).map_err(storage)?, writes));
             }
             let dead = ledger.aux_scan(&dead_prefix(id), usize::MAX).map_err(storage)?;

@@ -993,14 +993,7 @@ fn typescript_kit_verifies_demo_receipts() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");
     settle_ok(["demo", "--quiet", "--conversions", "200", "--seed", "12", "--data", data.to_str().unwrap()]);
-    let kit = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join("typescript");
-    // jose from the npm registry, as the lock file pins it; fails loudly if unreachable.
-    let st = std::process::Command::new("npm")
-        .args(["ci", "--silent", "--no-audit", "--no-fund"])
-        .current_dir(&kit)
-        .status()
-        .expect("npm is needed to run the TypeScript kit");
-    assert!(st.success(), "npm ci failed: the TypeScript kit cannot run");
+    let kit = typescript_kit();
     let bundle = data.join("bundle");
     let mut verified = 0;
     for p in std::fs::read_dir(bundle.join("partners")).unwrap() {

@@ -736,13 +736,7 @@ fn all_three_verifiers_accept_and_refuse_the_same_receipts() {
     let d = dir.path().join("d");
     demo(&d, 40, 4);
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let kit = root.join("examples").join("typescript");
-    let st = std::process::Command::new("npm")
-        .args(["ci", "--silent", "--no-audit", "--no-fund"])
-        .current_dir(&kit)
-        .status()
-        .expect("npm is needed to run the TypeScript kit");
-    assert!(st.success(), "npm ci failed: the TypeScript kit cannot run");
+    let kit = typescript_kit();
     let jwks = d.join("bundle/jwks.json");
     let receipts = std::fs::read_to_string(d.join("bundle/partners/p01/receipts.jsonl")).unwrap();
     let doc: Value = serde_json::from_str(receipts.lines().next().unwrap()).unwrap();

@@ -880,7 +880,8 @@ fn every_error_of_every_layer_is_a_problem_and_smaller_holes_stay_closed() {
     is_problem(&api.get("/v1/partners/nobody/balance"), 404, "balance of nobody");
     is_problem(&api.get("/v1/partners/nobody/mandates"), 404, "mandates of nobody");
     // Months count from 1.
-    let body = json!({"conversion": "m0", "lead": "l1", "revenue": "10.00", "currency": "USD", "subscription_month": 0});
+    let body =
+        json!({"conversion": "m0", "lead": "l1", "revenue": "10.00", "currency": "USD", "subscription_month": 0});
     is_problem(&api.post("/v1/conversions", "m0", &body), 422, "subscription month 0");
     // None of that was recorded: p1 has no mandate.
     let list = api.get("/v1/partners/p1/mandates").json();

@@ -145,13 +145,7 @@ fn signed_webhooks_survive_failing_receivers_a_crash_and_dead_letters() {
     let api = srv.api(Some(&admin));
 
     // The program, three partners, one lead handed p1 → p2 → p3.
-    api.post_expect("/v1/programs", "program", &program_spec("growth"), 201);
-    for p in ["p1", "p2", "p3"] {
-        api.post_expect("/v1/partners", &format!("enroll-{p}"), &enroll_body(p, "growth"), 201);
-    }
-    api.post_expect("/v1/leads", "lead", &lead_body("lead-1", "growth", "p1"), 201);
-    api.post_expect("/v1/leads/lead-1/handoffs", "h2", &json!({"from": "p1", "to": "p2"}), 201);
-    api.post_expect("/v1/leads/lead-1/handoffs", "h3", &json!({"from": "p2", "to": "p3"}), 201);
+    three_hop_program(&api);
 
     let jwks = dir.path().join("jwks.json");
     std::fs::write(&jwks, api.get("/.well-known/jwks.json").text()).expect("write JWKS");
@@ -571,13 +565,7 @@ fn a_kill_9_repeats_only_the_delivery_in_flight() {
     let admin = token(&data, "vendor-admin", "ops", None, ADMIN_SCOPES);
     let mut srv = Server::start_with(&data, dir.path(), FAST_RETRIES);
     let api = srv.api(Some(&admin));
-    api.post_expect("/v1/programs", "program", &program_spec("growth"), 201);
-    for p in ["p1", "p2", "p3"] {
-        api.post_expect("/v1/partners", &format!("enroll-{p}"), &enroll_body(p, "growth"), 201);
-    }
-    api.post_expect("/v1/leads", "lead", &lead_body("lead-1", "growth", "p1"), 201);
-    api.post_expect("/v1/leads/lead-1/handoffs", "h2", &json!({"from": "p1", "to": "p2"}), 201);
-    api.post_expect("/v1/leads/lead-1/handoffs", "h3", &json!({"from": "p2", "to": "p3"}), 201);
+    three_hop_program(&api);
 
     let sink = Sink::start(std::time::Duration::from_millis(2));
     api.post_expect("/v1/webhooks", "sub-sink", &json!({"url": sink.url, "events": ["mandate.issued"]}), 201);
@@ -614,4 +602,15 @@ fn a_kill_9_repeats_only_the_delivery_in_flight() {
     assert_eq!(ids.len() - events, repeats.iter().sum::<usize>(), "repeats only right after a restart: {repeats:?}");
     assert!(repeats.iter().all(|&r| r <= 1), "each kill -9 repeats at most the delivery in flight: {repeats:?}");
     assert!(srv.stop().success());
+}
+
+/// The program, three partners, one lead handed p1 → p2 → p3.
+fn three_hop_program(api: &Api) {
+    api.post_expect("/v1/programs", "program", &program_spec("growth"), 201);
+    for p in ["p1", "p2", "p3"] {
+        api.post_expect("/v1/partners", &format!("enroll-{p}"), &enroll_body(p, "growth"), 201);
+    }
+    api.post_expect("/v1/leads", "lead", &lead_body("lead-1", "growth", "p1"), 201);
+    api.post_expect("/v1/leads/lead-1/handoffs", "h2", &json!({"from": "p1", "to": "p2"}), 201);
+    api.post_expect("/v1/leads/lead-1/handoffs", "h3", &json!({"from": "p2", "to": "p3"}), 201);
 }

@@ -330,6 +330,23 @@ impl CustomerKey {
     }
 }
 
+/// Reads a `T` from a JSON object only. A derived `Deserialize` of a struct also takes
+/// an array of its fields in order (`[5]` for a budget), which the rules' JSON Schema
+/// does not allow: for the structs a short array could spell, the field says so.
+pub fn object<'de, D: serde::Deserializer<'de>, T: serde::de::DeserializeOwned>(d: D) -> Result<T, D::Error> {
+    let fields = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+    T::deserialize(serde_json::Value::Object(fields)).map_err(serde::de::Error::custom)
+}
+
+/// [`object`], or `null`.
+pub fn optional_object<'de, D: serde::Deserializer<'de>, T: serde::de::DeserializeOwned>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    Option::<serde_json::Map<String, serde_json::Value>>::deserialize(d)?
+        .map(|fields| T::deserialize(serde_json::Value::Object(fields)).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
 /// A program's rules, as published.
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -357,14 +374,18 @@ pub struct ProgramSpec {
     /// Rounding of the pool to minor units (named, no default).
     pub pool_rounding: Rounding,
     /// The pool.
+    #[serde(deserialize_with = "object")]
+    #[cfg_attr(feature = "schemars", schemars(with = "PoolRule"))]
     pub pool: PoolRule,
     /// The split.
     pub split: SplitRule,
     /// Budget per month.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "optional_object")]
+    #[cfg_attr(feature = "schemars", schemars(with = "Option<Budget>"))]
     pub budget: Option<Budget>,
     /// Bounds on each payment.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "optional_object")]
+    #[cfg_attr(feature = "schemars", schemars(with = "Option<PaymentRange>"))]
     pub payment_range: Option<PaymentRange>,
     /// Program start.
     pub valid_from: DateTime<Utc>,
@@ -953,6 +974,24 @@ impl Envelope {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A percentage is read from exactly the strings `PERCENT_PATTERN` (the OpenAPI
+    /// document's) describes, and written back normalised, as one of them.
+    #[test]
+    fn percentages_are_read_from_exactly_their_pattern() {
+        for ok in ["0", "10", "2.5", "2.50", "33.333333", "100", "100.000000", "0.000001", "99.9"] {
+            let p = Percent::parse(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+            let back = serde_json::to_value(p).unwrap();
+            assert_eq!(serde_json::from_value::<Percent>(back).unwrap(), p, "{ok}");
+        }
+        for bad in
+            ["", "-1", "-0", "+5", "1e1", ".5", "5.", "05", "00", "100.1", "101", "1.1234567", "5.0000000", " 5", "1_0"]
+        {
+            assert!(Percent::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert!(serde_json::from_str::<Percent>("10").is_err(), "a JSON number is not a percentage");
+        assert_eq!(serde_json::from_str::<Percent>("\"2.50\"").unwrap().value().to_string(), "2.5");
+    }
 
     #[test]
     fn derived_types_are_known_types_and_facts_are_the_rest() {

@@ -103,14 +103,19 @@ pub fn thumbprint(key: &VerifyingKey) -> String {
 
 /// A public key as a JSON Web Key (RFC 8037 OKP), with its validity period.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct Jwk {
     /// Always `OKP`.
+    #[cfg_attr(feature = "schemars", schemars(extend("const" = "OKP")))]
     pub kty: String,
     /// Always `Ed25519`.
+    #[cfg_attr(feature = "schemars", schemars(extend("const" = "Ed25519")))]
     pub crv: String,
     /// base64url public key bytes.
+    #[cfg_attr(feature = "schemars", schemars(regex(pattern = r"^[A-Za-z0-9_-]{43}$")))]
     pub x: String,
     /// RFC 7638 thumbprint.
+    #[cfg_attr(feature = "schemars", schemars(regex(pattern = r"^[A-Za-z0-9_-]{43}$")))]
     pub kid: String,
     /// `EdDSA`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -173,6 +178,7 @@ impl Jwk {
 
 /// A JSON Web Key Set, as served at `/.well-known/jwks.json`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub struct Jwks {
     /// The keys, current and retired.
     pub keys: Vec<Jwk>,

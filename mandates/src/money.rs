@@ -110,6 +110,59 @@ impl<'de> Deserialize<'de> for Currency {
     }
 }
 
+impl Currency {
+    /// Every code [`Currency`] accepts (ISO 4217 codes with a minor unit), sorted: the
+    /// three-letter codes that parse, so the list is what the parser accepts.
+    #[must_use]
+    pub fn all() -> Vec<Self> {
+        let letters = b'A'..=b'Z';
+        let mut out = Vec::new();
+        for a in letters.clone() {
+            for b in letters.clone() {
+                for c in letters.clone() {
+                    let code = [a, b, c];
+                    if let Ok(cur) = std::str::from_utf8(&code).unwrap_or_default().parse::<Self>() {
+                        out.push(cur);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// An ISO 4217 code with a minor unit: one of [`Currency::all`].
+#[cfg(feature = "schemars")]
+impl schemars::JsonSchema for Currency {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Currency".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let codes: Vec<&str> = Self::all().into_iter().map(Self::code).collect();
+        schemars::json_schema!({
+            "type": "string",
+            "description": "An ISO 4217 currency code with a minor unit (codes without one, such as XAU, are not payable).",
+            "enum": codes,
+        })
+    }
+}
+
+/// Parses a decimal string of the one grammar every door accepts: an optional `-`,
+/// one or more ASCII digits, and optionally a point followed by one or more digits
+/// (`"12.34"`, `"0.25"`, `"-5"`; not `"1."`, `".5"`, `"+1"`, `"1e3"`, `" 1"`), at most 28
+/// fraction digits. The value keeps the digits written (`"1.230"` has scale 3).
+pub fn parse_decimal(s: &str) -> Result<Decimal, MoneyError> {
+    let bad = || MoneyError::Malformed(s.to_owned());
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    let (int, frac) = digits.split_once('.').map_or((digits, None), |(i, f)| (i, Some(f)));
+    let all_digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    if !all_digits(int) || frac.is_some_and(|f| !all_digits(f)) {
+        return Err(bad());
+    }
+    Decimal::from_str_exact(s).map_err(|_| bad())
+}
+
 /// Which signs an amount may have where it is parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sign {
@@ -123,6 +176,7 @@ pub enum Sign {
 
 /// A named rounding strategy. There is no default: every call site says which one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Rounding {
     /// Round half to even (banker's rounding).
@@ -201,6 +255,33 @@ struct AmountRepr {
     currency: Currency,
 }
 
+/// `{"amount": <minor units, |amount| ≤ 10^15>, "currency": <ISO 4217 code>}`.
+#[cfg(feature = "schemars")]
+impl schemars::JsonSchema for Amount {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Amount".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let currency = generator.subschema_for::<Currency>();
+        schemars::json_schema!({
+            "type": "object",
+            "description": "An exact amount of money: signed integer minor units (cents for USD, yen for JPY) of a currency, never a float.",
+            "properties": {
+                "amount": {
+                    "type": "integer",
+                    "description": "Minor units of the currency.",
+                    "minimum": -MAX_MINOR_UNITS,
+                    "maximum": MAX_MINOR_UNITS,
+                },
+                "currency": currency,
+            },
+            "required": ["amount", "currency"],
+            "additionalProperties": false,
+        })
+    }
+}
+
 impl TryFrom<AmountRepr> for Amount {
     type Error = MoneyError;
     fn try_from(r: AmountRepr) -> Result<Self, MoneyError> {
@@ -229,16 +310,14 @@ impl Amount {
         Self { minor: 0, currency }
     }
 
-    /// Parses a decimal string (`"12.34"`, `"-5"`, `"0.1"`) in `currency`, refusing more
-    /// decimal places than the currency has, exponents, signs outside `sign`, and overflow.
+    /// Parses a decimal string (`"12.34"`, `"-5"`, `"0.1"`) in `currency`: the
+    /// [`parse_decimal`] grammar with at most the currency's exponent of fraction digits
+    /// (`"1.230"` is refused for USD, as `"1."`, `".5"` and `"1e3"` are everywhere); signs
+    /// outside `sign` and overflow are refused too.
     pub fn parse(s: &str, currency: Currency, sign: Sign) -> Result<Self, MoneyError> {
-        let t = s.trim();
-        if t.is_empty() || t != s || !t.chars().all(|c| c.is_ascii_digit() || c == '.' || c == '-') {
-            return Err(MoneyError::Malformed(s.to_owned()));
-        }
-        let d = Decimal::from_str_exact(t).map_err(|_| MoneyError::Malformed(s.to_owned()))?;
+        let d = parse_decimal(s)?;
         let exp = currency.exponent();
-        if d.normalize().scale() > exp {
+        if d.scale() > exp {
             return Err(MoneyError::OverPrecise {
                 value: s.to_owned(),
                 currency: currency.code().to_owned(),
@@ -368,6 +447,21 @@ mod tests {
         c.parse().unwrap()
     }
 
+    /// `Currency::all` is the set the parser accepts: payable codes only, sorted.
+    #[test]
+    fn all_currencies_are_the_payable_codes() {
+        let all = Currency::all();
+        let codes: Vec<&str> = all.iter().map(|c| c.code()).collect();
+        assert!(codes.windows(2).all(|w| w[0] < w[1]), "sorted, no repeats");
+        for c in ["USD", "EUR", "JPY", "BHD", "CLF"] {
+            assert!(codes.contains(&c), "{c}");
+        }
+        for c in ["XAU", "XDR", "XTS", "ABC"] {
+            assert!(!codes.contains(&c), "{c}");
+        }
+        assert!(all.iter().all(|c| c.code().parse::<Currency>() == Ok(*c)));
+    }
+
     #[test]
     fn parse_checks_precision_sign_and_currency() {
         let cases: &[(&str, &str, Sign, Result<i64, &str>)] = &[
@@ -384,6 +478,13 @@ mod tests {
             ("0", "USD", Sign::NonNegative, Ok(0)),
             ("-1.5", "USD", Sign::Any, Ok(-150)),
             ("1e3", "USD", Sign::Any, Err("not a decimal")),
+            ("1.230", "USD", Sign::Positive, Err("more than 2 decimal places")),
+            ("1.", "USD", Sign::Positive, Err("not a decimal")),
+            (".5", "USD", Sign::Positive, Err("not a decimal")),
+            ("+1", "USD", Sign::Positive, Err("not a decimal")),
+            ("1.0", "JPY", Sign::Positive, Err("more than 0 decimal places")),
+            ("--1", "USD", Sign::Any, Err("not a decimal")),
+            ("1.2.3", "USD", Sign::Any, Err("not a decimal")),
             (" 1", "USD", Sign::Any, Err("not a decimal")),
             ("", "USD", Sign::Any, Err("not a decimal")),
             ("abc", "USD", Sign::Any, Err("not a decimal")),

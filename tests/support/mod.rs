@@ -496,3 +496,16 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// The TypeScript partner kit's folder, with its stock dependencies installed (`jose`
+/// from the npm registry, as its lock file pins it); fails loudly if they cannot be.
+pub fn typescript_kit() -> PathBuf {
+    let kit = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join("typescript");
+    let st = Command::new("npm")
+        .args(["ci", "--silent", "--no-audit", "--no-fund"])
+        .current_dir(&kit)
+        .status()
+        .expect("npm is needed to run the TypeScript kit");
+    assert!(st.success(), "npm ci failed: the TypeScript kit cannot run");
+    kit
+}
