@@ -14,7 +14,6 @@
 
 mod support;
 
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,41 +31,9 @@ const SEED: &str = "20261207";
 /// Longest the whole run may take before it is stopped and fails.
 const DEADLINE: Duration = Duration::from_secs(20 * 60);
 
-/// A venv under the target directory with [`SCHEMATHESIS`], made once (and again when
-/// the pin changes); fails loudly when it cannot be made.
+/// Schemathesis at [`SCHEMATHESIS`], in a venv of its own under the target directory.
 fn schemathesis() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("schemathesis-venv");
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.with_extension("lock"))
-        .expect("cannot open the venv lock file");
-    lock.lock().expect("cannot lock the venv");
-    let bin = dir.join("bin").join("schemathesis");
-    let marker = dir.join("settle-pin.txt");
-    if std::fs::read_to_string(&marker).is_ok_and(|m| m == SCHEMATHESIS) && bin.exists() {
-        return bin;
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    let run = |cmd: &mut Command, what: &str| {
-        let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
-        assert!(out.status.success(), "{what} failed: Schemathesis cannot run:\n{}", python::describe(&out));
-    };
-    run(Command::new("python3").args(["-m", "venv"]).arg(&dir), "python3 -m venv");
-    run(
-        Command::new(dir.join("bin").join("python")).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            SCHEMATHESIS,
-        ]),
-        &format!("pip install {SCHEMATHESIS}"),
-    );
-    std::fs::write(&marker, SCHEMATHESIS).expect("cannot write the venv marker");
-    bin
+    support::venv::pinned("schemathesis-venv", &[SCHEMATHESIS]).join("bin").join("schemathesis")
 }
 
 /// The id of a token (`tok_` and the first 12 hex digits of its SHA-256).

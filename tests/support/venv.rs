@@ -15,9 +15,16 @@ pub const AGENT_SDKS: &[&str] = &["a2a-sdk[signing]==1.3.0", "mcp==2.3.0", "PyJW
 
 /// The venv's Python, with [`AGENT_SDKS`] installed.
 pub fn agent_sdks() -> PathBuf {
+    pinned("agent-sdks-venv", AGENT_SDKS).join("bin").join("python")
+}
+
+/// A venv `name` under the target directory with `pins` installed from PyPI: made once
+/// and again when the pins change, one process at a time; fails loudly (never skips)
+/// when it cannot be made. Returns the venv's folder.
+pub fn pinned(name: &str, pins: &[&str]) -> PathBuf {
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     let _in_process = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("agent-sdks-venv");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
     // Another test process may be making it too: one at a time, across processes.
     let lock = OpenOptions::new()
         .create(true)
@@ -28,25 +35,25 @@ pub fn agent_sdks() -> PathBuf {
     lock.lock().expect("cannot lock the venv"); // released when `lock` is dropped, on return
     let python = dir.join("bin").join("python");
     let marker = dir.join("settle-pins.txt");
-    let pins = AGENT_SDKS.join("\n");
-    if std::fs::read_to_string(&marker).is_ok_and(|m| m == pins) && python.exists() {
-        return python;
+    let wanted = pins.join("\n");
+    if std::fs::read_to_string(&marker).is_ok_and(|m| m == wanted) && python.exists() {
+        return dir;
     }
     let _ = std::fs::remove_dir_all(&dir);
     run(Command::new("python3").args(["-m", "venv"]).arg(&dir), "python3 -m venv (python3 with venv is needed)");
     run(
-        Command::new(&python).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"]).args(AGENT_SDKS),
-        &format!("pip install {} from PyPI", AGENT_SDKS.join(" ")),
+        Command::new(&python).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"]).args(pins),
+        &format!("pip install {} from PyPI", pins.join(" ")),
     );
-    std::fs::write(&marker, pins).expect("cannot write the venv marker");
-    python
+    std::fs::write(&marker, wanted).expect("cannot write the venv marker");
+    dir
 }
 
 fn run(cmd: &mut Command, what: &str) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
     assert!(
         out.status.success(),
-        "{what} failed, so the agent SDK interop tests cannot run:\n{}\n{}",
+        "{what} failed, so the tests of stock Python clients cannot run:\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
