@@ -865,24 +865,26 @@ pub async fn mandates(
     }
     let svc = app.svc.clone();
     tokio::task::spawn_blocking(move || -> Result<Value, String> {
-        // Hops of this partner, by the log position of the fact that issued their
-        // mandates: the conversion, or the release of a held one.
-        let seqs: Vec<(u64, usize)> = svc.with_state(|s| {
+        // The log positions of this partner's payment mandates, in log order: after the
+        // conversion that issued them, or the release of a held one (a hop owed nothing
+        // has none).
+        let seqs: Vec<u64> = svc.with_state(|s| {
             let from = after.map_or(0, |a| a.saturating_add(1));
-            let hops = |base: u64, c: &settle_engine::state::Conversion| {
-                c.hops.iter().position(|h| h.partner == id).map(|i| (base, i))
+            let position = |base: u64, c: &settle_engine::state::Conversion| {
+                let i = c.hops.iter().position(|h| h.partner == id)?;
+                settle_engine::state::mandate_seq_of(c, base, i)
             };
-            let mut v: Vec<(u64, usize)> = s
+            let mut v: Vec<u64> = s
                 .conversions
                 .hops_of(from, &id)
                 .filter(|(_, _, released)| !released)
-                .map(|(cs, i, _)| (cs, i))
+                .filter_map(|(cs, _, _)| s.conversions.get(cs).and_then(|c| position(cs, &c)))
                 .take(limit)
                 .collect();
             v.extend(
                 s.releases
                     .range(from..)
-                    .filter_map(|(r, cs)| s.conversions.get(*cs).and_then(|c| hops(*r, &c)))
+                    .filter_map(|(r, cs)| s.conversions.get(*cs).and_then(|c| position(*r, &c)))
                     .take(limit),
             );
             v.sort_unstable();
@@ -890,12 +892,8 @@ pub async fn mandates(
             v
         });
         let mut items = Vec::new();
-        for (base, i) in seqs {
-            let r = svc
-                .ledger()
-                .record(settle_engine::state::mandate_seq(base, i).ok_or("mandate position out of range")?)
-                .map_err(|e| e.to_string())?
-                .ok_or("missing record")?;
+        for seq in seqs {
+            let r = svc.ledger().record(seq).map_err(|e| e.to_string())?.ok_or("missing record")?;
             let env = Envelope::from_bytes(&r.event).map_err(|e| e.to_string())?;
             if let Event::MandateIssued { mandate_id, amount, mandate, .. } = env.event {
                 items.push(json!({"seq": r.seq, "mandate_id": mandate_id, "amount": amount, "mandate": mandate}));

@@ -11,7 +11,7 @@ use base64::engine::general_purpose::{STANDARD as B64STD, URL_SAFE_NO_PAD as B64
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use settle_engine::replay::{Mismatch, Replay, parse_record};
-use settle_engine::state::{Book, parse_mandate_id};
+use settle_engine::state::Book;
 use settle_engine::{Engine, EngineConfig, Envelope, Event};
 use settle_ledger::{Known, Ledger, SignedCheckpoint};
 use settle_mandates::checkpoint::{Checkpoint, ConsistencyError};
@@ -121,8 +121,7 @@ pub fn receipt_iat(checkpoint_time: i64, key_valid_from: Option<i64>) -> i64 {
 }
 
 /// The log record of mandate `id` (payment `md_<seq>_<hop>` or clawback `cb_<seq>_<hop>`):
-/// its record, token and payee. A payment mandate sits at a fixed position after its
-/// conversion; a clawback among the few records after its refund.
+/// its record, token and payee, among the few records after the fact at `<seq>`.
 pub fn mandate_record(ledger: &Ledger, id: &str) -> Result<Option<(settle_ledger::Record, String, String)>> {
     let found = |r: settle_ledger::Record| -> Result<Option<(settle_ledger::Record, String, String)>> {
         match Envelope::from_bytes(&r.event)?.event {
@@ -135,16 +134,13 @@ pub fn mandate_record(ledger: &Ledger, id: &str) -> Result<Option<(settle_ledger
             _ => Ok(None),
         }
     };
-    if let Some((cseq, hop)) = parse_mandate_id(id) {
-        let Some(seq) = settle_engine::state::mandate_seq(cseq, hop) else { return Ok(None) };
-        return match ledger.record(seq)? {
-            Some(r) => found(r),
-            None => Ok(None),
-        };
-    }
-    let Some((rseq, _)) = id.strip_prefix("cb_").and_then(|r| r.split_once('_')) else { return Ok(None) };
+    // A payment mandate follows its conversion (or the release of a held one), a clawback
+    // its refund: at most one per hop, in hop order (a hop owed nothing has none).
+    let Some((rseq, _)) = id.strip_prefix("md_").or_else(|| id.strip_prefix("cb_")).and_then(|r| r.split_once('_'))
+    else {
+        return Ok(None);
+    };
     let Ok(rseq) = rseq.parse::<u64>() else { return Ok(None) };
-    // A refund's clawbacks follow it: at most one per hop.
     for seq in rseq.saturating_add(1)..rseq.saturating_add(1 + settle_engine::model::MAX_HOPS as u64) {
         match ledger.record(seq)? {
             Some(r) => {

@@ -187,6 +187,9 @@ pub enum HopStatus {
     Batched,
     /// Settled on a rail.
     Paid,
+    /// Owed nothing, so no mandate: a hop whose part is 0 under
+    /// `largest_remainder.v2` (v1 signed a mandate of 0 for it).
+    Nothing,
 }
 
 /// One hop of a settled conversion.
@@ -502,8 +505,20 @@ pub fn mandate_id(seq: u64, hop: usize) -> String {
 /// Log position of the `mandate_issued` record of hop `hop` of the conversion recorded
 /// at `seq` (the fact's derived events start with its mandates, in hop order).
 #[must_use]
-pub fn mandate_seq(seq: u64, hop: usize) -> Option<u64> {
+fn mandate_seq(seq: u64, hop: usize) -> Option<u64> {
     seq.checked_add(1)?.checked_add(u64::try_from(hop).ok()?)
+}
+
+/// The log position of the payment mandate of hop `hop` of conversion `c`, whose
+/// mandates follow the fact at `seq` (the conversion, or its release): one record per
+/// hop that has a mandate, in hop order (`None` for a hop without one).
+#[must_use]
+pub fn mandate_seq_of(c: &Conversion, seq: u64, hop: usize) -> Option<u64> {
+    if c.hops.get(hop)?.status == HopStatus::Nothing {
+        return None;
+    }
+    let before = c.hops[..hop].iter().filter(|h| h.status != HopStatus::Nothing).count();
+    mandate_seq(seq, before)
 }
 
 /// Parses a mandate id back into (conversion seq, hop).
@@ -556,7 +571,9 @@ impl State {
                 (cs, self.conversions.get(cs)?)
             }
         };
-        c.hops.get(i)?;
+        if c.hops.get(i)?.status == HopStatus::Nothing {
+            return None;
+        }
         Some((cs, i, c))
     }
 
@@ -1153,6 +1170,12 @@ impl Decider<'_> {
         // Exactly as many hops as the chain has: the state keeps them for the deal's life.
         conv.hops.reserve_exact(n);
         for (i, (partner, amount)) in deal.chain.iter().zip(&deal.parts).enumerate() {
+            // Under v2 nothing owed is nothing signed: a hop of 0 gets no mandate.
+            if *amount == 0 && spec.allocation() == Allocation::V2 {
+                let h = Hop { partner: partner.as_str().into(), amount: 0, clawed: 0, status: HopStatus::Nothing, payable_at };
+                conv.hops.push(h);
+                continue;
+            }
             let mid = mandate_id(seq, i);
             let amt = Amount::from_minor(*amount, spec.currency)?;
             let m = Mandate {
@@ -1207,7 +1230,7 @@ impl Decider<'_> {
             *v = v.saturating_add(deal.revenue);
             let used = s.budget_used.entry(bkey).or_default();
             *used = used.saturating_add(pool.minor_units());
-            for h in &conv.hops {
+            for h in conv.hops.iter().filter(|h| h.status != HopStatus::Nothing) {
                 let to = if h.status == HopStatus::Held { Account::OnHold } else { Account::Payable };
                 s.book(&h.partner).post(Account::Commission, to, h.amount, &h.partner);
             }

@@ -460,7 +460,8 @@ fn put_amount(out: &mut Vec<u8>, a: Amount) {
     out.extend_from_slice(a.currency().code().as_bytes());
 }
 
-const STATUS: [HopStatus; 4] = [HopStatus::Held, HopStatus::Payable, HopStatus::Batched, HopStatus::Paid];
+const STATUS: [HopStatus; 5] =
+    [HopStatus::Held, HopStatus::Payable, HopStatus::Batched, HopStatus::Paid, HopStatus::Nothing];
 
 fn encode(c: &Conversion) -> Box<[u8]> {
     let mut out = Vec::with_capacity(64 + 24 * c.hops.len());

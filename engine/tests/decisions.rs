@@ -286,3 +286,39 @@ fn a_deal_whose_pool_rounds_to_zero_signs_nothing() {
     let mut w = World::chain(old, 2);
     assert_eq!(amounts(&w.convert("tiny", 1)), vec![0, 0]);
 }
+
+#[test]
+fn a_hop_owed_nothing_gets_no_mandate_and_cannot_be_settled() {
+    // Levels 10 / 2 on three hops: the originator is beyond the rates and owed 0.
+    let split = SplitRule::Levels { rates: vec![pct("10"), pct("2")] };
+    let mut w = World::chain(spec(split.clone(), PoolRule::default(), 0), 3);
+    let d = w.convert("c", 100_000);
+    assert_eq!(amounts(&d), vec![2_000, 10_000], "no mandate for hop 0");
+    let ids: Vec<String> = d
+        .outputs
+        .iter()
+        .filter_map(|o| match &o.envelope.event {
+            Event::MandateIssued { mandate_id, .. } => Some(mandate_id.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(ids.iter().all(|id| !id.ends_with("_0")), "{ids:?}");
+    let zero = ids[0].replace("_1", "_0");
+    let e = w.try_fact(Event::SettlementConfirmed {
+        settlement: "s0".into(),
+        batch: None,
+        partner: "p0".into(),
+        rail: "book".into(),
+        confirmation_id: "c".into(),
+        mandate_ids: vec![zero.clone()],
+    });
+    assert!(matches!(e, Err(Rejection::NotFound(_))), "{zero}: {e:?}");
+    // A refund claws back from the hops that were paid only.
+    let d = refund(&mut w, "r", "c", RefundSize::Full);
+    assert_eq!(amounts(&d), vec![2_000, 10_000]);
+    // Under v1 the hop of 0 had its mandate.
+    let mut old = spec(split, PoolRule::default(), 0);
+    old.allocation = None;
+    let mut w = World::chain(old, 3);
+    assert_eq!(amounts(&w.convert("c", 100_000)), vec![0, 2_000, 10_000]);
+}

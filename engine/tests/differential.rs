@@ -278,13 +278,24 @@ fn engine_conversion(d: &Decision, chain: &[String]) -> Result<Decided, String> 
         }
     }
     let (outcome, pool) = outcome.ok_or("no conversion outcome")?;
-    if !mandates.is_empty() {
-        let payees: Vec<&String> = mandates.iter().map(|m| &m.0).collect();
-        if outcome != Outcome::Settled || payees != chain.iter().collect::<Vec<_>>() {
-            return Err(format!("{} with mandates to {payees:?} (chain {chain:?})", outcome.name()));
+    if mandates.is_empty() {
+        return Ok(Decided { outcome, pool, hops: vec![] });
+    }
+    // One mandate per hop owed something, in chain order; a hop owed 0 gets none
+    // (commission-rules.md: "nothing owed, nothing signed").
+    let mut hops = vec![0; chain.len()];
+    let mut next = 0;
+    for (partner, amount) in &mandates {
+        let at = chain[next..].iter().position(|p| p == partner).map(|i| next + i);
+        match at {
+            Some(i) if *amount > 0 && outcome == Outcome::Settled => {
+                hops[i] = *amount;
+                next = i + 1;
+            }
+            _ => return Err(format!("{} with a mandate of {amount} to {partner} (chain {chain:?})", outcome.name())),
         }
     }
-    Ok(Decided { outcome, pool, hops: mandates.into_iter().map(|m| m.1).collect() })
+    Ok(Decided { outcome, pool, hops })
 }
 
 /// The engine's clawback of each hop (0 where it issued none).

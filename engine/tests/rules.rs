@@ -61,8 +61,8 @@ fn per_level_rates() {
     check("3 levels", spec(split.clone(), pool.clone(), 0), 3, 100_000, &[1000, 2000, 10000]);
     // Two hops: only levels 1 and 2 pay.
     check("2 levels", spec(split.clone(), pool.clone(), 0), 2, 100_000, &[2000, 10000]);
-    // Four hops: the fourth level has no rate and earns nothing.
-    check("4 levels", spec(split, pool, 0), 4, 100_000, &[0, 1000, 2000, 10000]);
+    // Four hops: the fourth level has no rate, earns nothing and gets no mandate.
+    check("4 levels", spec(split, pool, 0), 4, 100_000, &[1000, 2000, 10000]);
 }
 
 #[test]
