@@ -346,18 +346,16 @@ impl Book {
     /// to it as it is clawed back; that account's balance, `clawed_back − earned`, is
     /// kept as its two sides for the statements.
     ///
-    /// Every total stays within [`MAX_BOOK_TOTAL`]: the engine refuses a mandate that
-    /// would take `earned` past it, and every other total is bounded by `earned` (what
-    /// is clawed back, held, payable, in payout or paid was earned first; a negative
-    /// payable is at most what was clawed back). Checked all the same: a sum that
-    /// leaves the bound is a bug, and crashes.
+    /// Every total stays within [`MAX_BOOK_TOTAL`] under v2 rules: the engine refuses a
+    /// mandate that would take `earned` past it, and every other total is bounded by
+    /// `earned` (what is clawed back, held, payable, in payout or paid was earned first; a
+    /// negative payable is at most what was clawed back). An older log's v1 rules had no
+    /// such bound, so the sums are checked against `i64` itself: leaving it is a bug, and
+    /// crashes rather than wraps.
     fn post(&mut self, from: Account, to: Account, amount: i64, who: &str) {
         debug_assert!(from != to, "a posting moves money between two accounts");
         let add = |total: &mut i64, delta: i64| {
-            *total = total
-                .checked_add(delta)
-                .filter(|t| t.abs() <= MAX_BOOK_TOTAL)
-                .unwrap_or_else(|| panic!("book of {who}: a total leaves ±{MAX_BOOK_TOTAL}"));
+            *total = total.checked_add(delta).unwrap_or_else(|| panic!("book of {who}: a total overflows i64"));
         };
         match from {
             Account::Commission => add(&mut self.earned, amount),
@@ -1088,9 +1086,17 @@ impl Decider<'_> {
             &Deal { revenue: revenue_prog, closer_volume_before: volume_before, occurred_at, hops: chain.len() },
         )?;
         conv.pool = Amount::from_minor(priced.pool, spec.currency)?;
-        // Under v2 nothing owed is nothing signed: a pool of 0 issues no mandates.
+        // Under v2 nothing owed is nothing signed: a pool of 0 issues no mandates. The deal
+        // still counts toward the closer's volume, so a first tier at 0 % builds the volume
+        // that reaches the next (commission-rules.md, "Tiers").
         if priced.pool == 0 && spec.allocation() == Allocation::V2 {
-            return no(self, conv, "no_commission", "the pool of this deal rounds to 0".to_owned());
+            let recorded = no(self, conv, "no_commission", "the pool of this deal rounds to 0".to_owned())?;
+            let vkey = month_key(closer, occurred_at);
+            return Ok(Box::new(move |s: &mut State| {
+                recorded(s);
+                let v = s.volume.entry(vkey).or_default();
+                *v = v.saturating_add(revenue_prog);
+            }));
         }
         let parts = priced.parts;
         let deal = HeldDeal { chain, parts, occurred_at, revenue: revenue_prog, reason: String::new() };
@@ -1160,7 +1166,8 @@ impl Decider<'_> {
         let n = deal.chain.len();
         for (partner, amount) in deal.chain.iter().zip(&deal.parts) {
             let earned = self.st.books.get(partner).map_or(0, |b| b.earned);
-            if earned + amount > MAX_BOOK_TOTAL {
+            // v2 rule versions only: an older log whose totals went past it replays as it was.
+            if spec.allocation() == Allocation::V2 && earned.saturating_add(*amount) > MAX_BOOK_TOTAL {
                 return Err(Rejection::Invalid(format!(
                     "partner '{partner}' would have earned more than {} in all (the limit of a book's totals)",
                     Amount::from_minor(MAX_BOOK_TOTAL, spec.currency)?
@@ -1172,7 +1179,13 @@ impl Decider<'_> {
         for (i, (partner, amount)) in deal.chain.iter().zip(&deal.parts).enumerate() {
             // Under v2 nothing owed is nothing signed: a hop of 0 gets no mandate.
             if *amount == 0 && spec.allocation() == Allocation::V2 {
-                let h = Hop { partner: partner.as_str().into(), amount: 0, clawed: 0, status: HopStatus::Nothing, payable_at };
+                let h = Hop {
+                    partner: partner.as_str().into(),
+                    amount: 0,
+                    clawed: 0,
+                    status: HopStatus::Nothing,
+                    payable_at,
+                };
                 conv.hops.push(h);
                 continue;
             }
@@ -1279,9 +1292,11 @@ impl Decider<'_> {
                 if f <= Decimal::ZERO || f > Decimal::ONE {
                     return Err(Rejection::Invalid(format!("refund fraction {f} is not in (0, 1]")));
                 }
-                // A deal of no program (no registered lead) rounds half-even, exactly.
+                // A deal of no program (no registered lead) has no rules to name an
+                // arithmetic: it rounds half-even as it always did (v1), so older logs
+                // replay as they were (its pool is 0: only what is refunded depends on it).
                 let (allocation, rounding) = self.st.programs.get(c.program.as_str()).map_or(
-                    (Allocation::CURRENT, settle_mandates::money::Rounding::HalfEven),
+                    (Allocation::V1, settle_mandates::money::Rounding::HalfEven),
                     |p| {
                         let spec = &p.version(c.rule_version).spec;
                         (spec.allocation(), spec.pool_rounding)
@@ -1441,13 +1456,25 @@ impl Decider<'_> {
                 }
             }
         }
-        // One event per currency and per chunk of ids, each with its exact total.
+        // One event per currency and per chunk of ids, each with its exact total: a chunk
+        // ends at MAX_RELEASED_PER_EVENT ids, or before its total would pass what an amount
+        // may be (10^15), so a total is never out of range (it was written as 0 before).
         for (cur, items) in &released {
-            for chunk in items.chunks(crate::model::MAX_RELEASED_PER_EVENT) {
-                let sum: i64 = chunk.iter().map(|(_, v)| v).sum();
-                let total = Amount::from_minor(sum, *cur).unwrap_or_else(|_| Amount::zero(*cur));
-                let mandate_ids = chunk.iter().map(|(id, _)| id.clone()).collect();
+            let mut start = 0;
+            while start < items.len() {
+                let (mut end, mut sum) = (start, 0i64);
+                while end < items.len()
+                    && end - start < crate::model::MAX_RELEASED_PER_EVENT
+                    && (end == start || sum + items[end].1 <= settle_mandates::money::MAX_MINOR_UNITS)
+                {
+                    sum += items[end].1;
+                    end += 1;
+                }
+                let total =
+                    Amount::from_minor(sum, *cur).unwrap_or_else(|_| unreachable!("a chunk's total is an amount"));
+                let mandate_ids = items[start..end].iter().map(|(id, _)| id.clone()).collect();
                 self.derived(Event::HoldsReleased { mandate_ids, total }, None);
+                start = end;
             }
         }
         Box::new(move |s| {

@@ -322,3 +322,19 @@ fn a_hop_owed_nothing_gets_no_mandate_and_cannot_be_settled() {
     let mut w = World::chain(old, 3);
     assert_eq!(amounts(&w.convert("c", 100_000)), vec![0, 2_000, 10_000]);
 }
+
+#[test]
+fn deals_at_a_zero_percent_first_tier_build_the_volume_that_reaches_the_next() {
+    let p = PoolRule {
+        tiers: vec![Tier { from: 0, percent: pct("0") }, Tier { from: 1_000_000, percent: pct("10") }],
+        tier_mode: Some(TierMode::Tiered),
+        ..PoolRule::default()
+    };
+    let mut w = World::chain(spec(shares("0", "0", "100", Position::Closer), p, 0), 1);
+    for i in 0..9 {
+        let (o, _, pool) = outcome(&w.convert(&format!("c{i}"), 100_000));
+        assert_eq!((o.as_str(), pool), ("no_commission", 0), "deal {i}: 0 % below 10,000.00");
+    }
+    // The tenth 1,000.00 brings the month's volume to 10,000.00: the whole deal at 10 %.
+    assert_eq!(amounts(&w.convert("c9", 100_000)), vec![10_000]);
+}

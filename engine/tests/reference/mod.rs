@@ -731,7 +731,9 @@ impl Model {
                 .conversions
                 .iter()
                 .filter(|x| {
-                    x.outcome == Outcome::Settled
+                    // Settled deals, and those whose pool is 0 (the only no_commission
+                    // deals with a program revenue recorded).
+                    (x.outcome == Outcome::Settled || (x.outcome == Outcome::NoCommission && x.program_revenue > 0))
                         && x.chain.last() == Some(closer)
                         && same_month(x.occurred_at, d.occurred_at)
                 })
@@ -745,7 +747,9 @@ impl Model {
             }
             let pool = small(&pool);
             if pool == 0 {
-                // "the pool is 0": no_commission (commission-rules.md, check 6).
+                // "the pool is 0": no_commission (commission-rules.md, check 6), and it
+                // still counts toward the closer's volume ("Tiers").
+                c.program_revenue = revenue;
                 self.conversions.push(c);
                 return Ok(Decided { outcome: Outcome::NoCommission, pool: 0, hops: vec![] });
             }
