@@ -319,6 +319,9 @@ fn keep(app: &App, p: &Principal, task: &Value) {
 /// `params.historyLength` messages of its history (0: none). Another principal's task,
 /// like one that never existed, is `TaskNotFoundError`.
 fn get_task(app: &App, p: &Principal, id: &Value, req: &Value) -> Response {
+    if let Err(e) = api::allow(p, crate::catalogue::Op::GetTask, &[]) {
+        return e.into_response();
+    }
     let params = req.get("params").cloned().unwrap_or(Value::Null);
     let Some(task_id) = params.get("id").and_then(Value::as_str).filter(|t| !t.is_empty() && t.len() <= MAX_TASK_ID)
     else {

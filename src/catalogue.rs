@@ -49,6 +49,7 @@ pub enum Op {
     IssueToken,
     ListTokens,
     RevokeToken,
+    GetTask,
 }
 
 /// Who may call an operation.
@@ -102,7 +103,11 @@ pub struct Operation {
     pub scope: Option<Scope>,
     /// The scope a partner itself needs where it differs from `scope`.
     pub partner_scope: Option<Scope>,
-    /// Whether it records something (then it takes an idempotency key).
+    /// A second scope every caller needs too (a subscription, a write, also reads what it
+    /// delivers).
+    pub also: Option<Scope>,
+    /// Whether it records something (over HTTP a POST then takes an `Idempotency-Key`; a
+    /// DELETE is idempotent by its path).
     pub writes: bool,
     /// HTTP method and path (axum syntax).
     pub http: Option<(Method, &'static str)>,
@@ -113,7 +118,7 @@ pub struct Operation {
 }
 
 const fn op(op: Op, name: &'static str, callers: Callers, scope: Option<Scope>, writes: bool) -> Operation {
-    Operation { op, name, callers, scope, partner_scope: scope, writes, http: None, mcp: None, a2a: None }
+    Operation { op, name, callers, scope, partner_scope: scope, also: None, writes, http: None, mcp: None, a2a: None }
 }
 
 impl Operation {
@@ -127,6 +132,10 @@ impl Operation {
     }
     const fn a2a(mut self, intent: &'static str) -> Self {
         self.a2a = Some(intent);
+        self
+    }
+    const fn also(mut self, s: Scope) -> Self {
+        self.also = Some(s);
         self
     }
     const fn partner_scope(mut self, s: Option<Scope>) -> Self {
@@ -198,7 +207,9 @@ pub const OPERATIONS: &[Operation] = &[
     op(Op::RecordSettlement, "recordSettlement", Vendor, Some(Scope::SettlementsWrite), true)
         .http(Post, "/v1/settlements"),
     op(Op::AdvanceHolds, "advanceHolds", Vendor, Some(Scope::SettlementsWrite), true).http(Post, "/v1/holds/advance"),
-    op(Op::Subscribe, "subscribeWebhook", VendorOrPartner, Some(Scope::WebhooksWrite), true).http(Post, "/v1/webhooks"),
+    op(Op::Subscribe, "subscribeWebhook", VendorOrPartner, Some(Scope::WebhooksWrite), true)
+        .also(Scope::Read)
+        .http(Post, "/v1/webhooks"),
     op(Op::ListSubscriptions, "listWebhooks", VendorOrPartner, Some(Scope::Read), false).http(Get, "/v1/webhooks"),
     op(Op::GetSubscription, "getWebhook", VendorOrPartner, Some(Scope::Read), false).http(Get, "/v1/webhooks/{id}"),
     op(Op::Unsubscribe, "deleteWebhook", VendorOrPartner, Some(Scope::WebhooksWrite), true)
@@ -207,6 +218,9 @@ pub const OPERATIONS: &[Operation] = &[
         .http(Get, "/v1/webhooks/{id}/dead-letters"),
     op(Op::ReplayDeliveries, "replayWebhook", Vendor, Some(Scope::WebhooksWrite), true)
         .http(Post, "/v1/webhooks/{id}/replay"),
+    // A2A `GetTask` (a JSON-RPC method of the `/a2a` door, not an intent): a task this
+    // principal was answered, which may hold what `read` shows.
+    op(Op::GetTask, "getTask", VendorOrPartner, Some(Scope::Read), false),
     op(Op::IssueToken, "issueToken", VendorAdmin, Some(Scope::TokensWrite), true).http(Post, "/v1/tokens"),
     op(Op::ListTokens, "listTokens", VendorAdmin, Some(Scope::TokensWrite), false).http(Get, "/v1/tokens"),
     op(Op::RevokeToken, "revokeToken", VendorAdmin, Some(Scope::TokensWrite), true).http(Delete, "/v1/tokens/{id}"),
@@ -292,10 +306,10 @@ pub fn authorize(p: Option<&Principal>, op: Op, targets: &[Target<'_>]) -> Resul
         _ => {}
     }
     let scope = if vendor { e.scope } else { e.partner_scope };
-    if let Some(s) = scope
-        && !p.scopes.contains(&s)
-    {
-        return Err(Denied::Forbidden(format!("this token lacks the '{}' scope", scope_name(s))));
+    for s in [scope, e.also].into_iter().flatten() {
+        if !p.scopes.contains(&s) {
+            return Err(Denied::Forbidden(format!("this token lacks the '{}' scope", scope_name(s))));
+        }
     }
     for t in targets {
         check_target(p, vendor, *t)?;

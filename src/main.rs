@@ -503,7 +503,7 @@ fn keys(cmd: KeysCmd) -> Result<()> {
             Ok(())
         }
         KeysCmd::Rotate { data } => {
-            let mut kf = keystore::KeyFile::load(&data)?;
+            let kf = keystore::KeyFile::load(&data)?;
             // The running process would go on signing with the retired key: refuse.
             if data.join("log").exists() {
                 let l = settle_ledger::Ledger::open(
@@ -520,13 +520,14 @@ fn keys(cmd: KeysCmd) -> Result<()> {
                 })?;
                 l.close()?;
             }
-            let old = kf.current()?.kid().to_owned();
-            kf.rotate(keystore::random_seed()?, chrono::Utc::now().timestamp());
-            kf.save(&data)?;
-            outln!(
-                "retired {old}; new signing key {} (takes effect when settle next opens the log)",
-                kf.current()?.kid()
-            )?;
+            // Under the key file's lock, as every change of it (tokens too).
+            let seed = keystore::random_seed()?;
+            let (old, new) = tokens::update(&data, |kf| {
+                let old = kf.current()?.kid().to_owned();
+                kf.rotate(seed, chrono::Utc::now().timestamp());
+                Ok((old, kf.current()?.kid().to_owned()))
+            })?;
+            outln!("retired {old}; new signing key {new} (takes effect when settle next opens the log)")?;
             Ok(())
         }
         KeysCmd::List { data } => {

@@ -484,7 +484,7 @@ impl SettleMcp {
     }
 
     #[tool(
-        description = "Record a won deal (conversion) on a lead. Answers once it is durable, with the outcome (pool, rule version) and one Ed25519-signed payment mandate (compact JWS) per hop of the lead's referral chain; the hop amounts sum exactly to the pool. A deal on a lead no partner registered is recorded with the outcome no_commission. Revenue is a decimal string with an ISO 4217 currency. Vendor only (conversions_write scope). Safe to retry with the same conversion id.",
+        description = "Record a won deal (conversion) on a lead. Answers once it is durable, with the outcome (pool, rule version) and one Ed25519-signed payment mandate (compact JWS) per hop of the lead's referral chain owed something; the hop amounts sum exactly to the pool. A deal on a lead no partner registered is recorded with the outcome no_commission. Revenue is a decimal string with an ISO 4217 currency. Vendor only (conversions_write scope). Safe to retry with the same conversion id.",
         output_schema = schema_for_output::<answers::Written>()
     )]
     async fn record_conversion(

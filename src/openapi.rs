@@ -225,7 +225,7 @@ fn doc(op: Op, s: &mut Schemas) -> Doc {
             .query("to", true, "The later tree size: a signed checkpoint's.", s.request::<u64>())
             .ok(200, "OK", s.response::<ConsistencyView>())
             .errors(&[404, 422]),
-        Op::VerifyReceipt => unreachable!("verifyReceipt has no HTTP door"),
+        Op::VerifyReceipt | Op::GetTask => unreachable!("{} has no HTTP door", catalogue::entry(op).name),
         Op::PublishProgram => {
             Doc::new("vendor", "Publish a program (rules as data)").body(s.request::<ProgramSpec>()).fact(s)
         }

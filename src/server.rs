@@ -653,6 +653,17 @@ async fn issue_token(
     let (p, key) = writer(&app, &h)?;
     let b = body::<TokenBody>(&h, b)?;
     api::allow(&p, Op::IssueToken, &[Target::Scopes(&b.scopes)])?;
+    // Never a longer life than the issuer's own: a token that expires cannot outlive
+    // itself through the tokens it issues.
+    let now = Utc::now().timestamp();
+    let issuer_expires = app.tokens.list().into_iter().find(|t| t.id == p.token_id).and_then(|t| t.expires_at);
+    if let Some(limit) = issuer_expires
+        && b.expires_in.is_none_or(|s| now.saturating_add(s) > limit)
+    {
+        return Err(api::forbidden(format!(
+            "this token expires at {limit} (Unix s): a token it issues needs an expires_in that ends by then"
+        )));
+    }
     // Idempotent on the key: the same key and body answer the same token id, never the
     // secret again (it is shown once).
     let request = serde_json::to_value(&b).map_err(api::internal)?;
@@ -664,7 +675,6 @@ async fn issue_token(
         expires_in: b.expires_in,
     };
     let tokens = app.tokens.clone();
-    let now = Utc::now().timestamp();
     let out = tokio::task::spawn_blocking(move || tokens.issue_once(&key, &request, req, now))
         .await
         .map_err(api::internal)?;
@@ -819,6 +829,7 @@ fn handler(op: Op) -> Option<MethodRouter<App>> {
         Op::IssueToken => post(issue_token),
         Op::ListTokens => get(list_tokens),
         Op::RevokeToken => delete(revoke_token),
+        Op::GetTask => return None,
     })
 }
 

@@ -57,6 +57,8 @@ struct Rule {
     callers: Callers,
     vendor_scope: Option<&'static str>,
     partner_scope: Option<&'static str>,
+    /// A second scope every caller needs too.
+    also: Option<&'static str>,
     about: About,
 }
 
@@ -67,7 +69,7 @@ const fn rule(
     scope: Option<&'static str>,
     about: About,
 ) -> Rule {
-    Rule { name, http, mcp: None, a2a: None, callers, vendor_scope: scope, partner_scope: scope, about }
+    Rule { name, http, mcp: None, a2a: None, callers, vendor_scope: scope, partner_scope: scope, also: None, about }
 }
 
 impl Rule {
@@ -77,6 +79,10 @@ impl Rule {
     }
     const fn a2a(mut self, t: &'static str) -> Self {
         self.a2a = Some(t);
+        self
+    }
+    const fn also(mut self, s: &'static str) -> Self {
+        self.also = Some(s);
         self
     }
     const fn partner_needs_no_scope(mut self) -> Self {
@@ -134,7 +140,8 @@ const RULES: &[Rule] = &[
     rule("createPayout", Some(("POST", "/v1/payouts")), Vendor, SETTLEMENTS, Nothing),
     rule("recordSettlement", Some(("POST", "/v1/settlements")), Vendor, SETTLEMENTS, Nothing),
     rule("advanceHolds", Some(("POST", "/v1/holds/advance")), Vendor, SETTLEMENTS, Nothing),
-    rule("subscribeWebhook", Some(("POST", "/v1/webhooks")), VendorOrPartner, HOOKS, Nothing),
+    // A subscription delivers what `read` shows: it needs both.
+    rule("subscribeWebhook", Some(("POST", "/v1/webhooks")), VendorOrPartner, HOOKS, Nothing).also("read"),
     rule("listWebhooks", Some(("GET", "/v1/webhooks")), VendorOrPartner, READ, Nothing),
     rule("getWebhook", Some(("GET", "/v1/webhooks/{id}")), VendorOrPartner, READ, Data),
     rule("deleteWebhook", Some(("DELETE", "/v1/webhooks/{id}")), VendorOrPartner, HOOKS, Data),
@@ -200,7 +207,7 @@ fn expected(who: &Who, r: &Rule, own: bool) -> Result<(), u16> {
         return Err(403);
     }
     let scope = if vendor { r.vendor_scope } else { r.partner_scope };
-    if scope.is_some_and(|s| !who.scopes.contains(s)) {
+    if [scope, r.also].into_iter().flatten().any(|s| !who.scopes.contains(s)) {
         return Err(403);
     }
     // The grant or token asked for below has `read`: never more than the giver holds.

@@ -952,6 +952,28 @@ fn tokens_issued_or_revoked_by_the_cli_or_the_api_take_effect_at_once() {
     let r = http(server.addr, "DELETE", &format!("/v1/tokens/{id}"), &h, None).expect("DELETE");
     assert_eq!(r.status, 204, "{}", r.text());
     api.with_token(Some(&secret)).get("/v1/partners/p1/balance").problem(401);
+    // A token that expires cannot outlive itself through the tokens it issues.
+    let brief = settle_ok([
+        "keys".as_ref(),
+        "token".as_ref(),
+        "--data".as_ref(),
+        data.as_os_str(),
+        "--kind".as_ref(),
+        "vendor-admin".as_ref(),
+        "--subject".as_ref(),
+        "brief".as_ref(),
+        "--scope".as_ref(),
+        "tokens-write,read".as_ref(),
+        "--expires-in".as_ref(),
+        "1h".as_ref(),
+    ]);
+    let brief = api.with_token(Some(brief.trim()));
+    let forever = json!({"kind": "partner", "subject": "p1", "scopes": ["read"]});
+    brief.post("/v1/tokens", "forever", &forever).problem(403);
+    let longer = json!({"kind": "partner", "subject": "p1", "scopes": ["read"], "expires_in": 7200});
+    brief.post("/v1/tokens", "longer", &longer).problem(403);
+    let within = json!({"kind": "partner", "subject": "p1", "scopes": ["read"], "expires_in": 600});
+    brief.post_expect("/v1/tokens", "within", &within, 201);
     server.stop();
 }
 
