@@ -422,13 +422,15 @@ fn duplicate_of_p2s_customer(lead: &str, partner: &str) -> Value {
     json!({"lead": lead, "program": "growth", "customer": "p2-customer.example", "partner": partner})
 }
 
-/// Identifiers of p2's data that a partner never names: the lead that owns the customer
-/// p2 registered (the partner names the customer itself when it registers it too).
-const SECRETS: [&str; 1] = ["l2"];
-
-fn names_secrets(who: &Who, text: &str) -> bool {
+/// Whether an answer to `who` names p2's data that its request did not name: the lead
+/// that owns the customer p2 registered, p2's mandate, p2's webhook subscription.
+fn names_secrets(w: &World, who: &Who, asked: &str, text: &str) -> bool {
+    let secrets = ["l2", w.md[1].as_str(), w.hook[1].as_str()];
     !matches!(who.kind, Kind::VendorAdmin | Kind::VendorAgent)
-        && SECRETS.iter().any(|s| text.contains(&format!("\"{s}\"")) || text.contains(&format!("'{s}'")))
+        && secrets
+            .iter()
+            .filter(|s| !asked.contains(*s))
+            .any(|s| text.contains(&format!("\"{s}\"")) || text.contains(&format!("'{s}'")))
 }
 
 fn setup(dir: &std::path::Path) -> (std::path::PathBuf, Vec<Who>, String, String, String) {
@@ -515,9 +517,10 @@ fn populate(server: &Server, admin: &str, p1: &str, p2: &str) -> World {
     w.md = [w.fresh_mandate(true), w.fresh_mandate(false)];
     w.hook = [w.fresh_subscription(true), w.fresh_subscription(false)];
     // Wait for a checkpoint that covers both mandates, so their receipts exist.
+    // The receipt verifyReceipt is given is p1's own.
     let receipt = wait_for("receipts", 30, || {
-        let r = a.get(&format!("/v1/partners/p2/receipts/{}", w.md[1]));
-        (r.status == 200 && a.get(&format!("/v1/partners/p1/receipts/{}", w.md[0])).status == 200).then(|| r.json())
+        let r = a.get(&format!("/v1/partners/p1/receipts/{}", w.md[0]));
+        (r.status == 200 && a.get(&format!("/v1/partners/p2/receipts/{}", w.md[1])).status == 200).then(|| r.json())
     });
     w.receipt = receipt;
     w.size = a.get("/v1/checkpoints/latest").json()["size"].as_u64().expect("size");
@@ -537,26 +540,27 @@ fn every_operation_every_principal_every_door_answers_as_the_policy_says() {
             for own in [true, false] {
                 let want = expected(who, r, own);
                 // One call at one door: (what was called, the refusal's status or None, text).
-                let mut calls: Vec<(String, Option<u16>, String)> = Vec::new();
+                let mut calls: Vec<(String, Option<u16>, String, String)> = Vec::new();
                 if r.http.is_some() {
                     let (m, path, body) = w.http_request(r, own);
                     let key = format!("k{}", w.next());
                     let resp = w.send(who, &m, &path, body.as_ref(), &key);
                     w.clean_up(r, &path, &resp);
                     let refused = (!allowed_statuses(r).contains(&resp.status)).then_some(resp.status);
-                    calls.push((format!("HTTP {m} {path}"), refused, resp.text()));
+                    let asked = format!("{path} {}", body.as_ref().map(Value::to_string).unwrap_or_default());
+                    calls.push((format!("HTTP {m} {path}"), refused, resp.text(), asked));
                 }
                 if let Some(tool) = r.mcp {
-                    let (refused, text) = mcp_call(&w, who, tool, own);
-                    calls.push((format!("MCP {tool}"), refused, text));
+                    let (refused, text, asked) = mcp_call(&w, who, tool, own);
+                    calls.push((format!("MCP {tool}"), refused, text, asked));
                 }
                 if let Some(intent) = r.a2a {
-                    let (refused, text) = a2a_send(&w, who, intent, own);
-                    calls.push((format!("A2A {intent}"), refused, text));
+                    let (refused, text, asked) = a2a_send(&w, who, intent, own);
+                    calls.push((format!("A2A {intent}"), refused, text, asked));
                 }
-                for (what, refused, text) in calls {
+                for (what, refused, text, asked) in calls {
                     checked += 1;
-                    if refused != want.err() || names_secrets(who, &text) {
+                    if refused != want.err() || names_secrets(&w, who, &asked, &text) {
                         failures.push(format!(
                             "{what} as {} ({}): want {want:?}, got {refused:?} {}",
                             who.label,
@@ -608,7 +612,7 @@ fn agent_args(w: &World, name: &str, own: bool) -> Value {
 
 /// Calls an MCP tool over streamable HTTP: the refusal's status (`None`: not refused)
 /// and the answer's text.
-fn mcp_call(w: &World, who: &Who, tool: &str, own: bool) -> (Option<u16>, String) {
+fn mcp_call(w: &World, who: &Who, tool: &str, own: bool) -> (Option<u16>, String, String) {
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": agent_args(w, tool, own)}});
     let r = w.send(who, "POST", "/mcp", Some(&body), "unused");
     let v = r.json();
@@ -619,18 +623,18 @@ fn mcp_call(w: &World, who: &Who, tool: &str, own: bool) -> (Option<u16>, String
     } else {
         None
     };
-    (status, r.text())
+    (status, r.text(), body.to_string())
 }
 
 /// Sends an A2A message: the refusal's status (`None`: the task completed) and the text.
-fn a2a_send(w: &World, who: &Who, intent: &str, own: bool) -> (Option<u16>, String) {
+fn a2a_send(w: &World, who: &Who, intent: &str, own: bool) -> (Option<u16>, String, String) {
     let n = w.next();
     let data = json!({intent: agent_args(w, intent, own)});
     let body = json!({"jsonrpc": "2.0", "id": n, "method": "SendMessage", "params": {"message": {
         "messageId": format!("msg{n}"), "role": "ROLE_USER", "parts": [{"data": data, "mediaType": "application/json"}]}}});
     let r = w.send(who, "POST", "/a2a", Some(&body), "unused");
     if r.status != 200 {
-        return (Some(r.status), r.text());
+        return (Some(r.status), r.text(), body.to_string());
     }
     let v = r.json();
     let task = &v["result"]["task"];
@@ -643,7 +647,7 @@ fn a2a_send(w: &World, who: &Who, intent: &str, own: bool) -> (Option<u16>, Stri
                 .unwrap_or(0),
         ),
     };
-    (status, r.text())
+    (status, r.text(), body.to_string())
 }
 
 #[test]
