@@ -877,8 +877,8 @@ pub async fn mandates(
             let mut v: Vec<u64> = s
                 .conversions
                 .hops_of(from, &id)
-                .filter(|(_, _, released)| !released)
-                .filter_map(|(cs, _, _)| s.conversions.get(cs).and_then(|c| position(cs, &c)))
+                .filter(|(_, _, _, released)| !released)
+                .filter_map(|(cs, _, position, _)| settle_engine::state::mandate_seq(cs, position?))
                 .take(limit)
                 .collect();
             v.extend(

@@ -656,7 +656,7 @@ async fn issue_token(
     // Never a longer life than the issuer's own: a token that expires cannot outlive
     // itself through the tokens it issues.
     let now = Utc::now().timestamp();
-    let issuer_expires = app.tokens.list().into_iter().find(|t| t.id == p.token_id).and_then(|t| t.expires_at);
+    let issuer_expires = app.tokens.by_id(&p.token_id).and_then(|t| t.expires_at);
     if let Some(limit) = issuer_expires
         && b.expires_in.is_none_or(|s| now.saturating_add(s) > limit)
     {
@@ -700,7 +700,7 @@ async fn list_tokens(State(app): State<App>, h: HeaderMap) -> Result<Response, P
 async fn revoke_token(State(app): State<App>, UrlPath(id): UrlPath<String>, h: HeaderMap) -> Result<Response, Problem> {
     let p = principal(&app, &h)?;
     api::allow(&p, Op::RevokeToken, &[])?;
-    if !app.tokens.list().iter().any(|t| t.id == id) {
+    if app.tokens.by_id(&id).is_none() {
         return Err(api::not_found(format!("token '{id}' not found")));
     }
     let tokens = app.tokens.clone();

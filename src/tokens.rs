@@ -125,6 +125,14 @@ struct Loaded {
     /// What the file was when read (modification time and length).
     stamp: Option<(SystemTime, u64)>,
     by_hash: HashMap<String, StoredToken>,
+    /// Token id → its hash.
+    by_id: HashMap<String, String>,
+}
+
+impl Loaded {
+    fn by_id(&self, id: &str) -> Option<&StoredToken> {
+        self.by_id.get(id).and_then(|h| self.by_hash.get(h))
+    }
 }
 
 fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
@@ -140,52 +148,50 @@ impl Tokens {
     }
 
     fn reload(&self) -> Result<()> {
-        let path = KeyFile::path(&self.data);
-        let before = stamp(&path);
+        let stamp = stamp(&KeyFile::path(&self.data));
         let kf = KeyFile::load(&self.data)?;
+        let by_id = kf.tokens.iter().map(|t| (t.id.clone(), t.hash.clone())).collect();
         let by_hash = kf.tokens.into_iter().map(|t| (t.hash.clone(), t)).collect();
-        let mut l = self.loaded.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *l = Loaded { stamp: before, by_hash };
+        *self.loaded.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Loaded { stamp, by_hash, by_id };
         Ok(())
     }
 
-    /// Rereads the file if it changed since it was read (a `stat`; the file is small).
-    fn refresh(&self) {
-        if self.data.as_os_str().is_empty() {
-            return;
-        }
+    /// The tokens as the file holds them now: reread first if it changed since it was
+    /// read (a `stat`; the file is small).
+    fn current(&self) -> std::sync::RwLockReadGuard<'_, Loaded> {
         let now = stamp(&KeyFile::path(&self.data));
-        let current = self.loaded.read().unwrap_or_else(std::sync::PoisonError::into_inner).stamp;
-        if now != current
-            && let Err(e) = self.reload()
-        {
+        let read = || self.loaded.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let stale = now != read().stamp; // the read lock is let go before a reload writes
+        if stale && let Err(e) = self.reload() {
             tracing::error!("cannot reread the API tokens: {e:#}");
         }
+        read()
     }
 
     /// The token whose secret is `secret`, if it is in force at `now` (not revoked, not
     /// expired).
     #[must_use]
     pub fn find(&self, secret: &str, now: i64) -> Option<StoredToken> {
-        self.refresh();
-        let l = self.loaded.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        l.by_hash.get(&token_hash(secret)).filter(|t| t.in_force(now)).cloned()
+        self.current().by_hash.get(&token_hash(secret)).filter(|t| t.in_force(now)).cloned()
     }
 
-    /// Whether the token with id `id` is in force at `now`.
+    /// The token with id `id`, in force or not.
+    #[must_use]
+    pub fn by_id(&self, id: &str) -> Option<StoredToken> {
+        self.current().by_id(id).cloned()
+    }
+
+    /// Whether the token with id `id` is in force at `now` (checked before every webhook
+    /// delivery: a look-up by id, no scan).
     #[must_use]
     pub fn id_in_force(&self, id: &str, now: i64) -> bool {
-        self.refresh();
-        let l = self.loaded.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        l.by_hash.values().any(|t| t.id == id && t.in_force(now))
+        self.current().by_id(id).is_some_and(|t| t.in_force(now))
     }
 
     /// Every token, without secrets, oldest first.
     #[must_use]
     pub fn list(&self) -> Vec<StoredToken> {
-        self.refresh();
-        let l = self.loaded.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut v: Vec<StoredToken> = l.by_hash.values().cloned().collect();
+        let mut v: Vec<StoredToken> = self.current().by_hash.values().cloned().collect();
         v.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         v
     }

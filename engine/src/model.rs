@@ -54,17 +54,19 @@ pub struct Percent(Decimal);
 pub const PERCENT_PATTERN: &str = r"^(?:100(?:\.0{1,6})?|(?:0|[1-9][0-9]?)(?:\.[0-9]{1,6})?)$";
 
 impl Percent {
-    /// Parses a percentage written as [`PERCENT_PATTERN`] says.
+    /// Parses a percentage written as [`PERCENT_PATTERN`] says: the one decimal grammar
+    /// of the doors ([`settle_mandates::money::parse_decimal`]), unsigned, with no
+    /// leading zero and at most six decimals, from 0 to 100.
     pub fn parse(s: &str) -> Result<Self, String> {
         let refuse = || format!("percentage '{s}' must be a decimal string from 0 to 100 with at most 6 decimals");
-        let (int, frac) = s.split_once('.').map_or((s, None), |(i, f)| (i, Some(f)));
-        let digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
-        let int_ok = !int.is_empty() && int.len() <= 3 && digits(int) && (int == "0" || !int.starts_with('0'));
-        let frac_ok = frac.is_none_or(|f| (1..=6).contains(&f.len()) && digits(f));
-        if !int_ok || !frac_ok {
+        let int = s.split('.').next().unwrap_or_default();
+        if s.starts_with('-') || (int.len() > 1 && int.starts_with('0')) {
             return Err(refuse());
         }
-        let d = Decimal::from_str_exact(s).map_err(|_| refuse())?;
+        let d = settle_mandates::money::parse_decimal(s).map_err(|_| refuse())?;
+        if d.scale() > 6 {
+            return Err(refuse());
+        }
         Self::try_from(d)
     }
 }

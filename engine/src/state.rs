@@ -500,11 +500,12 @@ pub fn mandate_id(seq: u64, hop: usize) -> String {
     format!("md_{seq}_{hop}")
 }
 
-/// Log position of the `mandate_issued` record of hop `hop` of the conversion recorded
-/// at `seq` (the fact's derived events start with its mandates, in hop order).
+/// Log position of the `position`-th `mandate_issued` record after the fact at `seq`
+/// (the conversion, or its release: its derived events start with its mandates, in hop
+/// order, one per hop owed something).
 #[must_use]
-fn mandate_seq(seq: u64, hop: usize) -> Option<u64> {
-    seq.checked_add(1)?.checked_add(u64::try_from(hop).ok()?)
+pub fn mandate_seq(seq: u64, position: usize) -> Option<u64> {
+    seq.checked_add(1)?.checked_add(u64::try_from(position).ok()?)
 }
 
 /// The log position of the payment mandate of hop `hop` of conversion `c`, whose
@@ -577,6 +578,13 @@ impl State {
 
     fn book(&mut self, partner: &str) -> &mut Book {
         self.books.entry(partner.to_owned()).or_default()
+    }
+
+    /// Adds `revenue` to a closer's monthly volume (`key` from [`month_key`]), saturating:
+    /// past every tier's `from` (≤ 10^15) a larger volume changes nothing.
+    fn add_volume(&mut self, key: String, revenue: i64) {
+        let v = self.volume.entry(key).or_default();
+        *v = v.saturating_add(revenue);
     }
 }
 
@@ -1094,8 +1102,7 @@ impl Decider<'_> {
             let vkey = month_key(closer, occurred_at);
             return Ok(Box::new(move |s: &mut State| {
                 recorded(s);
-                let v = s.volume.entry(vkey).or_default();
-                *v = v.saturating_add(revenue_prog);
+                s.add_volume(vkey, revenue_prog);
             }));
         }
         let parts = priced.parts;
@@ -1238,9 +1245,7 @@ impl Decider<'_> {
         conv.held = None;
         conv.released_at = (seq != cs).then_some(seq);
         Ok(Box::new(move |s| {
-            // Saturating: past every tier's `from` (≤ 10^15) a larger volume changes nothing.
-            let v = s.volume.entry(vkey).or_default();
-            *v = v.saturating_add(deal.revenue);
+            s.add_volume(vkey, deal.revenue);
             let used = s.budget_used.entry(bkey).or_default();
             *used = used.saturating_add(pool.minor_units());
             for h in conv.hops.iter().filter(|h| h.status != HopStatus::Nothing) {

@@ -172,13 +172,19 @@ impl Conversions {
     }
 
     /// From `from` on, in log order: (sequence, hop) of every conversion one of whose hops
-    /// pays `partner`, and whether the conversion was released from a hold (its mandates
-    /// then belong to the release's fact). Reads only the hops' payees, decoding nothing
-    /// else: a partner's listing scans the table.
-    pub fn hops_of<'a>(&'a self, from: u64, partner: &'a str) -> impl Iterator<Item = (u64, usize, bool)> + 'a {
+    /// pays `partner`, the position of that hop's mandate among the conversion's mandates
+    /// (`None`: a hop owed nothing has none; see [`crate::state::mandate_seq`]), and
+    /// whether the conversion was released from a hold (its mandates then belong to the
+    /// release's fact). Reads only the hops' payees and statuses, decoding nothing else: a
+    /// partner's listing scans the table.
+    pub fn hops_of<'a>(
+        &'a self,
+        from: u64,
+        partner: &'a str,
+    ) -> impl Iterator<Item = (u64, usize, Option<usize>, bool)> + 'a {
         self.entries_from(from).filter_map(move |(k, b)| {
             let (hop, released) = hop_of(b, partner);
-            hop.map(|h| (*k, h, released))
+            hop.map(|(h, position)| (*k, h, position, released))
         })
     }
 }
@@ -551,7 +557,9 @@ impl<'a> Reader<'a> {
 }
 
 /// The first hop of packed conversion `b` that pays `partner`, and whether it was released.
-fn hop_of(b: &[u8], partner: &str) -> (Option<usize>, bool) {
+/// The first hop paying `partner` and its mandate's position (hops before it that have a
+/// mandate), and whether the conversion was released.
+fn hop_of(b: &[u8], partner: &str) -> (Option<(usize, Option<usize>)>, bool) {
     let mut r = Reader(b);
     let _ = (r.s(), r.s(), r.u());
     let skip_amount = |r: &mut Reader<'_>| {
@@ -562,12 +570,17 @@ fn hop_of(b: &[u8], partner: &str) -> (Option<usize>, bool) {
     r.u();
     skip_amount(&mut r);
     let n = usize::try_from(r.u()).unwrap_or(0);
-    let mut found = None;
+    let nothing = STATUS.iter().position(|s| *s == HopStatus::Nothing);
+    let (mut found, mut with_mandates) = (None, 0);
     for i in 0..n {
-        if r.s() == partner && found.is_none() {
-            found = Some(i);
+        let payee = r.s() == partner && found.is_none();
+        let _ = (r.u(), r.u());
+        let has_mandate = Some(usize::from(r.byte())) != nothing;
+        let _ = r.u();
+        if payee {
+            found = Some((i, has_mandate.then_some(with_mandates)));
         }
-        let _ = (r.u(), r.u(), r.byte(), r.u());
+        with_mandates += usize::from(has_mandate);
     }
     (found, r.byte() == 1)
 }
@@ -645,7 +658,7 @@ mod tests {
     }
 
     fn conversion(amounts: &[i64], released: Option<u64>, held: bool, refunded: i64) -> Conversion {
-        let status = [HopStatus::Held, HopStatus::Payable, HopStatus::Batched, HopStatus::Paid];
+        let status = STATUS;
         let hops = amounts
             .iter()
             .enumerate()
@@ -653,7 +666,7 @@ mod tests {
                 partner: format!("partner-{i}").into(),
                 amount: *a,
                 clawed: a / 3,
-                status: status[i % 4],
+                status: status[i % status.len()],
                 payable_at: -5 + i64::try_from(i).unwrap() * 1_000_000_007,
             })
             .collect();
@@ -721,18 +734,28 @@ mod tests {
         assert!(seqs.windows(2).all(|w| w[0] < w[1]) && seqs.len() == t.len());
         let json = serde_json::to_string(&t).unwrap();
         assert_eq!(serde_json::from_str::<Conversions>(&json).unwrap(), t);
+        // Six hops: hop 4 is owed nothing (no mandate), so hop 5's mandate is the fifth.
+        t.insert(n * 3 + 10, &named(n + 5, conversion(&[1, 2, 3, 4, 0, 6], None, false, 0)));
+        assert_eq!(t.hops_of(n * 3 + 10, "partner-4").collect::<Vec<_>>(), vec![(n * 3 + 10, 4, None, false)]);
+        assert_eq!(t.hops_of(n * 3 + 10, "partner-5").collect::<Vec<_>>(), vec![(n * 3 + 10, 5, Some(4), false)]);
         // A partner's hops, read without decoding, agree with decoding everything.
-        for (from, who) in [(0, "partner-1"), (probe * 3, "partner-0"), (0, "nobody")] {
+        for (from, who) in [(0, "partner-1"), (probe * 3, "partner-0"), (0, "nobody"), (0, "partner-5")] {
             let fast: Vec<_> = t.hops_of(from, who).collect();
             let slow: Vec<_> = t
                 .iter_from(from)
                 .filter_map(|(s, c)| {
-                    c.hops.iter().position(|h| h.partner == who).map(|i| (s, i, c.released_at.is_some()))
+                    let i = c.hops.iter().position(|h| h.partner == who)?;
+                    let position = (c.hops[i].status != HopStatus::Nothing)
+                        .then(|| c.hops[..i].iter().filter(|h| h.status != HopStatus::Nothing).count());
+                    Some((s, i, position, c.released_at.is_some()))
                 })
                 .collect();
             assert_eq!(fast, slow, "{who} from {from}");
         }
-        assert_eq!(t.hops_of(0, "partner-1").collect::<Vec<_>>(), vec![(4, 1, true)]);
+        assert_eq!(
+            t.hops_of(0, "partner-1").collect::<Vec<_>>(),
+            vec![(4, 1, Some(1), true), (n * 3 + 10, 1, Some(1), false)]
+        );
     }
 
     proptest! {
