@@ -1,0 +1,57 @@
+//! The ledger's unit tests, by concern, and the helpers only they use (those the
+//! verification pass's own tests share are in `testing`).
+
+mod appends;
+mod aux;
+mod durability;
+mod export;
+mod idempotency;
+mod recovery;
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use fjall::PersistMode;
+use settle_mandates::checkpoint::Checkpoint;
+use settle_mandates::keys::{Jwks, KeyRing, SigningKey};
+use settle_mandates::merkle::{self, Hash};
+use sha2::{Digest, Sha256};
+
+use crate::error::Result;
+use crate::store::{HEAD, Head, Stores};
+use crate::testing::{append, config, ring};
+use crate::tree::TILE_WIDTH;
+use crate::{
+    Append, Appended, Ledger, LedgerError, MAX_BATCH_RECORDS, MAX_EVENT_BYTES, ProjectionUpdate, QUEUE_CAPACITY,
+    RECENT_KEYS, Record, export_bundle_log, export_file, verify_export, verify_file, verify_log,
+};
+
+/// Appends `n` groups of `per` fresh keys, each group one group commit.
+fn fill(l: &Ledger, prefix: &str, n: usize, per: usize) {
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    for g in 0..n {
+        let group = (0..per).map(|i| append(&format!("{prefix}{g}-{i}"), &["f"])).collect();
+        for f in l.reserve_blocking().unwrap().append_group(group).unwrap() {
+            assert!(!rt.block_on(f).unwrap().replayed);
+        }
+    }
+}
+
+/// A ledger of 20 records (keys `k0`..`k19`, one record each) with a checkpoint over all
+/// of them.
+fn twenty(dir: &Path) -> Ledger {
+    let l = Ledger::open(dir, config(1)).unwrap();
+    for i in 0..20 {
+        l.append_blocking(append(&format!("k{i}"), &[&format!("e{i}")])).unwrap();
+    }
+    l.checkpoint_blocking(20).unwrap();
+    l
+}
+
+fn stored(s: &Stores, seq: u64) -> Record {
+    Record::decode(seq, &s.records.get(seq.to_be_bytes()).unwrap().unwrap()).unwrap()
+}
+
+fn store(s: &Stores, r: &Record) {
+    s.records.insert(r.seq.to_be_bytes(), r.encode()).unwrap();
+}
