@@ -53,6 +53,9 @@
 //! so that is the v2 key of what its partner sent ([`fold`] of a v1 key is [`fold`] of
 //! the customer it came from). A v1 registration compares recorded keys exactly, as it
 //! always did.
+//!
+//! [`CustomerKey`], the names of the normalisations, is defined here beside them; the
+//! log's vocabulary (`model`) re-exports it, where it always was.
 
 use std::borrow::Cow;
 
@@ -61,8 +64,43 @@ use icu_normalizer::ComposingNormalizer;
 use icu_properties::props::{DefaultIgnorableCodePoint, GeneralCategory};
 use icu_properties::{CodePointMapData, CodePointSetData};
 use idna::uts46::{AsciiDenyList, DnsLength, Hyphens, Uts46};
+use serde::{Deserialize, Serialize};
 
-use crate::model::{CustomerKey, MAX_ID_BYTES};
+use crate::limits::MAX_ID_BYTES;
+
+/// The named normalisation that makes a lead's `customer` into the key its owner is
+/// found by ([`crate::customer`]). Recorded on every `lead_registered` fact the doors
+/// write; absent in a recorded fact, it is [`CustomerKey::V1`] (facts recorded before v2
+/// existed), so older logs replay to the same bytes.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CustomerKey {
+    /// Trimmed, ASCII letters lowercased, nothing else: `BÜCHER-BI.example`, the NFD
+    /// spelling of `bücher-bi.example`, its punycode or fullwidth letters are each another
+    /// customer. Kept only so that older logs, recorded without `customer_key`, replay to
+    /// the same bytes.
+    #[serde(rename = "trim_lower.v1")]
+    V1,
+    /// A domain through UTS #46 to its ASCII (punycode) form, any other name by NFKC and
+    /// full case folding ([`crate::customer`]); code points unassigned in the Unicode
+    /// version of the build are refused. What settle records for every new registration.
+    #[serde(rename = "uts46_nfkc_cf.v2")]
+    V2,
+}
+
+impl CustomerKey {
+    /// What settle records now.
+    pub const CURRENT: Self = Self::V2;
+
+    /// The normalisation's name.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::V1 => "trim_lower.v1",
+            Self::V2 => "uts46_nfkc_cf.v2",
+        }
+    }
+}
 
 /// The Unicode version of the data the v2 normalisation is built with (ICU4X 2.4).
 pub const UNICODE_VERSION: &str = "18.0";
@@ -179,7 +217,8 @@ mod tests {
                 assert_eq!(fold(&k), k, "U+{:04X} in {s:?}", u32::from(c));
                 let mut n = fold_round(&s);
                 let mut rounds = 1;
-                while fold_round(&n) != n {
+                // Bounded: past MAX_ROUNDS the assertion below fails anyway.
+                while rounds <= MAX_ROUNDS && fold_round(&n) != n {
                     n = fold_round(&n);
                     rounds += 1;
                 }

@@ -8,8 +8,9 @@ use settle_mandates::types::{
     Mandate, OpenMandate, Signed, TYP_CLAWBACK_MANDATE, TYP_OPEN_MANDATE, TYP_PAYMENT_MANDATE,
 };
 
+use crate::decide::Engine;
+use crate::decision::{Decision, Output, Rejection, ToSign};
 use crate::model::{Envelope, Event};
-use crate::state::{Decision, Engine, Rejection, ToSign};
 
 /// Signature-verification batch size in a replay.
 pub const VERIFY_BATCH: usize = 4096;
@@ -114,7 +115,7 @@ pub struct Replay {
     ring: KeyRing,
     /// When true, salts are compared too (the replayer holds the salt secret).
     with_secret: bool,
-    expected: std::collections::VecDeque<(crate::state::Output, u64)>,
+    expected: std::collections::VecDeque<(Output, u64)>,
     pending_sigs: Vec<Pending>,
     verifying: Option<std::thread::JoinHandle<Result<(), Mismatch>>>,
     /// Mandates checked.

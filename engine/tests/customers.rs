@@ -42,7 +42,7 @@ fn lead(id: &str, customer: &str, customer_key: Option<CustomerKey>, partner: &s
 fn register(w: &mut World, id: &str, customer: &str, version: Option<CustomerKey>) -> (String, Option<String>) {
     let d = w.fact(lead(id, customer, version, "p1"));
     match &d.outputs[0].envelope.event {
-        Event::LeadOutcome { outcome, owner, .. } => (outcome.clone(), owner.clone()),
+        Event::LeadOutcome { outcome, owner, .. } => (outcome.to_string(), owner.clone()),
         other => panic!("expected a lead outcome, got {other:?}"),
     }
 }

@@ -135,7 +135,7 @@ pub fn outcome(d: &Decision) -> (String, Option<String>, i64) {
         .iter()
         .find_map(|o| match &o.envelope.event {
             Event::ConversionOutcome { outcome, reason, pool, .. } => {
-                Some((outcome.clone(), reason.clone(), pool.minor_units()))
+                Some((outcome.to_string(), reason.clone(), pool.minor_units()))
             }
             _ => None,
         })

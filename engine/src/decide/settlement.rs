@@ -1,0 +1,301 @@
+//! Deciding payouts: a payout batch of a partner's payable mandates sent to a rail, and a
+//! rail's answer, a settlement paid or failed (of named mandates, or of a whole batch);
+//! one record per mandate paid or not, the leaf of a partner's receipt.
+
+use std::collections::BTreeSet;
+
+use settle_mandates::money::{Amount, Currency};
+
+use super::{Apply, Decider};
+use crate::book::{Account, Book};
+use crate::decision::Rejection;
+use crate::ids::parse_mandate_id;
+use crate::model::{Event, MAX_SETTLEMENT_MANDATES, check_id, check_text};
+use crate::records::HopStatus;
+use crate::state::{Batch, BatchStatus};
+
+/// Payable hops named by a settlement or batch: positions (conversion seq, hop), their
+/// net value and currency.
+type Payable = (Vec<(u64, usize)>, i64, Currency);
+
+impl Decider<'_> {
+    /// `payout_batched`: a new batch of some of a partner's payable mandates; what the
+    /// rail is to pay, less what earlier clawbacks of paid money left owing.
+    pub(super) fn batch(
+        &mut self,
+        batch: String,
+        partner: String,
+        rail: String,
+        ids: Vec<String>,
+    ) -> Result<Apply, Rejection> {
+        check_text("rail", &rail)?;
+        check_id("payout batch", &batch)?;
+        if self.st.batches.contains_key(&batch) {
+            return Err(Rejection::Conflict(format!("payout batch '{batch}' already exists")));
+        }
+        let book = self.partner_book(&partner)?;
+        let (hops, net, cur) = self.payable_hops(&partner, &ids)?;
+        // What the rail pays: the mandates' value, less what earlier clawbacks of paid
+        // money left owing (a negative payable).
+        let amount = Amount::from_minor(net.min(book.payable_now()), cur)?;
+        let offset = Amount::from_minor(net - amount.minor_units(), cur)?;
+        self.derived(
+            Event::PayoutBatchCreated {
+                batch: batch.clone(),
+                partner: partner.clone(),
+                rail: rail.clone(),
+                amount,
+                offset,
+                mandate_ids: ids.clone(),
+            },
+            None,
+        );
+        Ok(Box::new(move |s| {
+            for (cs, i) in hops {
+                s.conversions.update(cs, |c| {
+                    if let Some(h) = c.hops.get_mut(i) {
+                        h.status = HopStatus::Batched;
+                    }
+                });
+            }
+            s.book(&partner).post(Account::Payable, Account::InPayout, amount.minor_units(), &partner);
+            for id in &ids {
+                s.in_flight.insert(id.clone(), batch.clone());
+            }
+            let status = BatchStatus::Open;
+            s.batches.insert(batch, Batch { partner, rail, mandate_ids: ids, amount, offset, clawed: 0, status });
+        }))
+    }
+
+    /// `settlement_confirmed`: a rail paid.
+    pub(super) fn settlement_confirmed(
+        &mut self,
+        settlement: String,
+        partner: String,
+        rail: String,
+        ids: Vec<String>,
+        batch: Option<String>,
+        confirmation_id: String,
+    ) -> Result<Apply, Rejection> {
+        check_text("rail", &rail)?;
+        check_text("confirmation_id", &confirmation_id)?;
+        self.settle(settlement, partner, rail, ids, batch, Ok(confirmation_id))
+    }
+
+    /// `settlement_failed`: a rail failed to pay.
+    pub(super) fn settlement_failed(
+        &mut self,
+        settlement: String,
+        partner: String,
+        rail: String,
+        ids: Vec<String>,
+        batch: Option<String>,
+        error: String,
+    ) -> Result<Apply, Rejection> {
+        check_text("rail", &rail)?;
+        check_text("error", &error)?;
+        self.settle(settlement, partner, rail, ids, batch, Err(error))
+    }
+
+    /// A new settlement: of a payout batch, or of payable mandates named directly (paid:
+    /// their value, less what earlier clawbacks of paid money left owing; failed: they
+    /// stay payable).
+    fn settle(
+        &mut self,
+        settlement: String,
+        partner: String,
+        rail: String,
+        ids: Vec<String>,
+        batch: Option<String>,
+        said: Result<String, String>,
+    ) -> Result<Apply, Rejection> {
+        check_id("settlement", &settlement)?;
+        if self.st.settlements.contains_key(&settlement) {
+            return Err(Rejection::Conflict(format!("settlement '{settlement}' is already recorded")));
+        }
+        if let Some(b) = batch {
+            return self.settle_batch(settlement, partner, &rail, ids, b, said);
+        }
+        let book = self.partner_book(&partner)?;
+        let (hops, net, cur) = self.payable_hops(&partner, &ids)?;
+        let seq = self.seq;
+        if said.is_err() {
+            self.per_mandate(&settlement, &partner, &rail, &ids, said);
+            return Ok(Box::new(move |s| {
+                s.settlements.insert(settlement, seq);
+            }));
+        }
+        let paid = net.min(book.payable_now());
+        let offset = net - paid;
+        self.derived(
+            Event::PayoutBooked {
+                settlement: settlement.clone(),
+                partner: partner.clone(),
+                paid: Amount::from_minor(paid, cur)?,
+                offset: Amount::from_minor(offset, cur)?,
+                mandate_ids: ids.clone(),
+            },
+            None,
+        );
+        self.per_mandate(&settlement, &partner, &rail, &ids, said);
+        Ok(Box::new(move |s| {
+            s.settlements.insert(settlement, seq);
+            for (cs, i) in hops {
+                s.conversions.update(cs, |c| {
+                    if let Some(h) = c.hops.get_mut(i) {
+                        h.status = HopStatus::Paid;
+                    }
+                });
+            }
+            s.book(&partner).post(Account::Payable, Account::Paid, paid, &partner);
+        }))
+    }
+
+    /// A rail's answer for a whole payout batch: paid (the mandates are paid) or failed
+    /// (they are payable again).
+    fn settle_batch(
+        &mut self,
+        settlement: String,
+        partner: String,
+        rail: &str,
+        ids: Vec<String>,
+        batch: String,
+        said: Result<String, String>,
+    ) -> Result<Apply, Rejection> {
+        let b = self.open_batch(&batch, &partner, rail, &ids)?;
+        let hops: Vec<(u64, usize)> =
+            ids.iter().filter_map(|id| self.st.mandate_hop(id).map(|(cs, i, _)| (cs, i))).collect();
+        let (amount, offset, clawed) = (b.amount, b.offset, b.clawed);
+        let seq = self.seq;
+        let ok = said.is_ok();
+        if ok {
+            self.derived(
+                Event::PayoutBooked {
+                    settlement: settlement.clone(),
+                    partner: partner.clone(),
+                    paid: amount,
+                    offset,
+                    mandate_ids: ids.clone(),
+                },
+                None,
+            );
+        }
+        self.per_mandate(&settlement, &partner, rail, &ids, said);
+        Ok(Box::new(move |s| {
+            s.settlements.insert(settlement, seq);
+            let status = if ok { HopStatus::Paid } else { HopStatus::Payable };
+            for (cs, i) in hops {
+                s.conversions.update(cs, |c| {
+                    if let Some(h) = c.hops.get_mut(i) {
+                        h.status = status;
+                    }
+                });
+            }
+            if let Some(b) = s.batches.get_mut(&batch) {
+                b.status = if ok { BatchStatus::Paid } else { BatchStatus::Failed };
+                // A closed batch is never settled again: its mandates (in the log, with
+                // the batch's fact) need not stay in the state for the rest of its life.
+                for id in std::mem::take(&mut b.mandate_ids) {
+                    s.in_flight.remove(&id);
+                }
+            }
+            let b = s.book(&partner);
+            // Paid: what was clawed in flight is now a debt of money that left. Failed:
+            // the batch's money is payable again, less what was clawed from it.
+            b.clawed_in_payout -= clawed;
+            let to = if ok { Account::Paid } else { Account::Payable };
+            b.post(Account::InPayout, to, amount.minor_units(), &partner);
+        }))
+    }
+
+    /// Payout batch `batch`, still open, as a settlement names it: its partner, its rail
+    /// and exactly its mandates, in its order.
+    fn open_batch(&self, batch: &str, partner: &str, rail: &str, ids: &[String]) -> Result<&Batch, Rejection> {
+        let b = self.st.batches.get(batch).ok_or_else(|| Rejection::NotFound(format!("payout batch '{batch}'")))?;
+        if b.partner != partner {
+            return Err(Rejection::Invalid(format!(
+                "payout batch '{batch}' pays partner '{}', not '{partner}'",
+                b.partner
+            )));
+        }
+        if b.status != BatchStatus::Open {
+            return Err(Rejection::Conflict(
+                format!("payout batch '{batch}' is already settled (it {:?})", b.status).to_lowercase(),
+            ));
+        }
+        if rail != b.rail {
+            return Err(Rejection::Invalid(format!("payout batch '{batch}' went to rail '{}', not '{rail}'", b.rail)));
+        }
+        if ids != b.mandate_ids {
+            return Err(Rejection::Invalid(format!(
+                "mandate_ids must list the {} mandates of payout batch '{batch}', in the batch's order",
+                b.mandate_ids.len()
+            )));
+        }
+        Ok(b)
+    }
+
+    /// The hops `ids` name, each `partner`'s and payable, none twice: their positions,
+    /// what they are worth now (amount − clawed) and their currency.
+    fn payable_hops(&self, partner: &str, ids: &[String]) -> Result<Payable, Rejection> {
+        if ids.is_empty() || ids.len() > MAX_SETTLEMENT_MANDATES {
+            return Err(Rejection::Invalid(format!("name 1..={MAX_SETTLEMENT_MANDATES} mandates")));
+        }
+        let mut hops = Vec::with_capacity(ids.len());
+        let mut net = 0i64;
+        let mut cur = None;
+        let mut seen = BTreeSet::new();
+        for id in ids {
+            if parse_mandate_id(id).is_none() {
+                return Err(Rejection::Invalid(format!("'{id}' is not a payment mandate id")));
+            }
+            let (cs, i, c) = self.st.mandate_hop(id).ok_or_else(|| Rejection::NotFound(format!("mandate '{id}'")))?;
+            let h = &c.hops[i];
+            if h.partner != partner {
+                return Err(Rejection::Invalid(format!("mandate '{id}' pays another partner")));
+            }
+            if h.status != HopStatus::Payable {
+                return Err(Rejection::Invalid(
+                    format!("mandate '{id}' is not payable (it is {:?})", h.status).to_lowercase(),
+                ));
+            }
+            if !seen.insert(id.as_str()) {
+                return Err(Rejection::Invalid(format!("mandate '{id}' is named twice")));
+            }
+            cur = Some(c.pool.currency());
+            net += h.amount - h.clawed;
+            hops.push((cs, i));
+        }
+        Ok((hops, net, cur.unwrap_or_else(|| unreachable!("ids is not empty"))))
+    }
+
+    /// The book of `partner`, who must have earned commissions.
+    fn partner_book(&self, partner: &str) -> Result<Book, Rejection> {
+        self.st
+            .books
+            .get(partner)
+            .copied()
+            .ok_or_else(|| Rejection::NotFound(format!("partner '{partner}' with commissions")))
+    }
+
+    /// One record per mandate a settlement paid (or failed to pay), after the booking:
+    /// the leaf a partner's receipt of that payment proves.
+    fn per_mandate(
+        &mut self,
+        settlement: &str,
+        partner: &str,
+        rail: &str,
+        ids: &[String],
+        said: Result<String, String>,
+    ) {
+        self.outputs.reserve(ids.len());
+        for id in ids {
+            let (mandate_id, settlement, partner, rail) = (id.clone(), settlement.into(), partner.into(), rail.into());
+            let event = match &said {
+                Ok(c) => Event::MandatePaid { mandate_id, settlement, partner, rail, confirmation_id: c.clone() },
+                Err(e) => Event::MandatePaymentFailed { mandate_id, settlement, partner, rail, error: e.clone() },
+            };
+            self.derived(event, None);
+        }
+    }
+}
