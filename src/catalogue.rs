@@ -8,8 +8,8 @@
 //!
 //! Door-neutral: no HTTP types. A refusal is a [`Denied`], which each door frames.
 
-use crate::api::Principal;
-use crate::keystore::{PrincipalKind, Scope};
+use crate::auth::{Principal, PrincipalKind, Scope};
+use crate::error::Error;
 
 /// Every operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -277,7 +277,25 @@ pub enum Denied {
     NotFound(String),
 }
 
-fn scope_name(s: Scope) -> String {
+impl From<Denied> for Error {
+    fn from(d: Denied) -> Self {
+        match d {
+            Denied::Unauthenticated(m) => Self::unauthenticated(m),
+            Denied::Forbidden(m) => Self::forbidden(m),
+            Denied::NotFound(m) => Self::not_found(m),
+        }
+    }
+}
+
+/// Lets `p` call `op` on `targets`, or answers the refusal as an [`Error`]: [`authorize`]
+/// for a caller known to be authenticated.
+pub fn allow(p: &Principal, op: Op, targets: &[Target<'_>]) -> Result<(), Error> {
+    authorize(Some(p), op, targets).map_err(Error::from)
+}
+
+/// A scope's name as tokens and documents spell it (`conversions_write`).
+#[must_use]
+pub fn scope_name(s: Scope) -> String {
     serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 

@@ -430,7 +430,7 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
 
     // A partner's check, from exported files and public keys only; then the full audit.
     let bundle = data.join("bundle");
-    let (manifest, receipts) = crate::bundle::export_counted(data, &bundle)?;
+    let (manifest, receipts) = crate::audit::export_counted(data, &bundle)?;
     // A sample, as three partners would check their own receipts (all of them are checked
     // by `settle audit --bundle`): verifying every receipt would double the demo's time.
     let (mut sample, mut sampled) = (Vec::new(), Vec::new());
@@ -442,8 +442,8 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
             sampled.push(p);
         }
     }
-    let verified = crate::bundle::verify_files(&crate::bundle::VerifyOptions {
-        keys: &bundle.join(crate::bundle::JWKS_FILE),
+    let verified = crate::audit::verify_files(&crate::audit::VerifyOptions {
+        keys: &bundle.join(crate::audit::JWKS_FILE),
         files: &sample,
         origin: Some(&manifest.origin),
         partner: None,
@@ -452,7 +452,7 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
     })?
     .receipts;
     let audit_t = Instant::now();
-    let audit = crate::bundle::audit_data(data)?;
+    let audit = crate::audit::audit_data(data)?;
     let audit_secs = audit_t.elapsed().as_secs_f64();
     let secs = elapsed.as_secs_f64();
     println!("settle demo (seed {seed}) in {}", data.display());
@@ -572,17 +572,19 @@ fn submit(svc: &Service, facts: Vec<Submit>, st: &mut Stats, day: i64) -> Result
 fn count(e: &Event, st: &mut Stats) {
     match e {
         Event::ConversionRecorded { .. } => st.conversions += 1,
-        Event::ConversionOutcome { conversion, outcome, reason, .. } => match outcome.as_str() {
-            "settled" if reason.as_deref().is_some_and(|r| r.starts_with("released")) => st.released += 1,
-            "settled" => st.settled += 1,
-            "held" => {
+        Event::ConversionOutcome { conversion, outcome, reason, .. } => match outcome {
+            ConversionOutcomeKind::Settled if reason.as_deref().is_some_and(|r| r.starts_with("released")) => {
+                st.released += 1;
+            }
+            ConversionOutcomeKind::Settled => st.settled += 1,
+            ConversionOutcomeKind::Held => {
                 st.held += 1;
                 st.held_ids.insert(conversion.clone());
             }
-            _ => st.no_commission += 1,
+            ConversionOutcomeKind::NoCommission => st.no_commission += 1,
         },
         Event::PayoutBatchCreated { .. } => st.batches += 1,
-        Event::LeadOutcome { outcome, .. } if outcome == "duplicate" => st.duplicates += 1,
+        Event::LeadOutcome { outcome: LeadOutcomeKind::Duplicate, .. } => st.duplicates += 1,
         Event::MandateIssued { mandate_id, amount, .. } => {
             st.mandates += 1;
             let role = settle_engine::state::parse_mandate_id(mandate_id)

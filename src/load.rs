@@ -20,8 +20,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
-use crate::api::App;
 use crate::keystore::{KeyFile, PrincipalKind, Scope};
+use crate::ops::App;
 use crate::rates::per_sec;
 use crate::service::{MAX_BATCH, Service};
 
@@ -134,14 +134,14 @@ pub fn run(cfg: &LoadConfig) -> Result<()> {
         chrono::Utc::now().timestamp(),
     );
     let all = vec![Scope::ProgramsWrite, Scope::LeadsWrite, Scope::ConversionsWrite, Scope::Read];
-    let req = crate::tokens::TokenRequest {
+    let req = crate::auth::tokens::TokenRequest {
         kind: PrincipalKind::VendorAdmin,
         subject: "load".into(),
         partner: None,
         scopes: all,
         expires_in: None,
     };
-    let (token, _) = crate::tokens::issue(&mut kf, req, chrono::Utc::now().timestamp())?;
+    let (token, _) = crate::auth::tokens::issue(&mut kf, req, chrono::Utc::now().timestamp())?;
     kf.save(&cfg.data)?;
     let raw_sign = crate::rates::raw_signing_rate();
     let svc = Service::open(&cfg.data)?;
@@ -150,17 +150,17 @@ pub fn run(cfg: &LoadConfig) -> Result<()> {
     let report = rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let tokens = Arc::new(crate::tokens::Tokens::open(&cfg.data)?);
+        let tokens = Arc::new(crate::auth::tokens::Tokens::open(&cfg.data)?);
         let app = App { svc: svc2.clone(), keys: Arc::new(kf), tokens, base: format!("http://{addr}"), hooks: None };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            axum::serve(listener, crate::server::router(app, addr))
+            axum::serve(listener, crate::doors::http::router(app, addr))
                 .with_graceful_shutdown(async {
                     let _ = stopped.await;
                 })
                 .await
         });
-        let ticker = tokio::spawn(crate::server::background(svc2));
+        let ticker = tokio::spawn(crate::app::background(svc2));
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         let client: Http = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(1024).build(http);

@@ -1,20 +1,20 @@
 //! `settle`: the command line, the HTTP API server and the demo.
 
-mod a2a;
-mod api;
-mod bundle;
+mod app;
+mod audit;
+mod auth;
 mod catalogue;
 mod demo;
+mod doors;
+mod error;
 #[cfg(test)]
 mod golden;
 mod keystore;
 mod load;
-mod mcp;
-mod openapi;
+mod ops;
 mod rates;
-mod server;
+mod receipts;
 mod service;
-mod tokens;
 mod webhooks;
 
 /// mimalloc: the settlement path allocates and frees many short-lived buffers (JSON,
@@ -321,7 +321,7 @@ enum PrincipalArg {
 
 fn print_lines<T: serde::Serialize>(lines: &[T], format: Format) -> Result<()> {
     match format {
-        Format::Csv => bundle::write_csv(lines, Stdout),
+        Format::Csv => audit::write_csv(lines, Stdout),
         Format::Json => {
             outln!("{}", serde_json::to_string_pretty(lines)?)?;
             Ok(())
@@ -351,63 +351,15 @@ fn run(cli: Cli) -> Result<()> {
             }
             demo::run(&data, conversions, seed, quiet)
         }
-        Cmd::Audit { data, bundle, file: Some(f), keys, known } => {
-            debug_assert!(data.is_none() && bundle.is_none());
-            let known = bundle::read_known(&known)?;
-            let (r, origin) = bundle::audit_file(&f, keys.as_deref(), &known)?;
-            outln!(
-                "audit ok: {} — log file of {origin}: {} records, {} checkpoints, chain and signatures verified, root {}{}",
-                f.display(),
-                r.records,
-                r.checkpoints,
-                hex::encode(r.root),
-                extends(known.len())
-            )?;
-            if keys.is_none() {
-                outln!("note: checked against the file's own keys; pin the vendor's keys with --keys")?;
-            }
-            Ok(())
-        }
-        Cmd::Audit { data, bundle, file: None, keys, known } => {
-            let mut unpinned = false;
-            let known = bundle::read_known(&known)?;
-            let (r, what) = match (data, bundle) {
-                (Some(d), _) => (bundle::audit_data(&d)?, d),
-                (None, Some(b)) => {
-                    let r = bundle::audit_bundle(&b, keys.as_deref(), &known)?;
-                    unpinned = keys.is_none();
-                    (r, b)
-                }
-                (None, None) => bail!("give --data, --bundle or --file"),
-            };
-            outln!(
-                "audit ok: {} — {} records, {} checkpoints, {} mandates re-derived and verified, {} receipts, {} partner books balanced, money conserved{}{}",
-                what.display(),
-                r.records,
-                r.checkpoints,
-                r.mandates,
-                r.receipts,
-                r.partners,
-                if r.uncovered > 0 {
-                    format!(" ({} records not yet under a checkpoint)", r.uncovered)
-                } else {
-                    String::new()
-                },
-                extends(known.len())
-            )?;
-            if unpinned {
-                outln!("note: checked against the bundle's own jwks.json; pin the vendor's keys with --keys")?;
-            }
-            Ok(())
-        }
+        Cmd::Audit { data, bundle, file, keys, known } => audit_cmd(data, bundle, file, keys, &known),
         Cmd::Export { data, out: None, file: Some(f) } => {
-            let n = bundle::export_file(&data, &f)?;
+            let n = audit::export_file(&data, &f)?;
             outln!("exported {n} records with their checkpoints and keys to {}", f.display())?;
             Ok(())
         }
         Cmd::Export { data, out, file: _ } => {
             let out = out.context("give --out or --file")?;
-            let m = bundle::export(&data, &out)?;
+            let m = audit::export(&data, &out)?;
             outln!(
                 "exported {} records and {} files to {} (root {})",
                 m.records,
@@ -418,8 +370,8 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Verify { keys, origin, partner, known, proof, files } => {
-            let known = bundle::read_known(&known)?;
-            let v = bundle::verify_files(&bundle::VerifyOptions {
+            let known = audit::read_known(&known)?;
+            let v = audit::verify_files(&audit::VerifyOptions {
                 keys: &keys,
                 files: &files,
                 origin: origin.as_deref(),
@@ -444,17 +396,17 @@ fn run(cli: Cli) -> Result<()> {
             let from = from.as_deref().map(parse_time).transpose()?;
             let to = to.as_deref().map(parse_time).transpose()?;
             // The ledger alone: the statement replays the log with an engine of its own.
-            let ledger = bundle::open_ledger(&data, &kf)?;
+            let ledger = service::open_ledger(&data, &kf)?;
             let cfg = settle_engine::EngineConfig { vendor: kf.vendor.clone(), salt_secret: kf.salt()? };
-            let lines = bundle::statement(&ledger, cfg, &partner, from, to)?;
+            let lines = audit::statement(&ledger, cfg, &partner, from, to)?;
             ledger.close()?;
             print_lines(&lines, format)
         }
         Cmd::Balances { data, at, format } => {
             let kf = keystore::KeyFile::load(&data)?;
-            let ledger = bundle::open_ledger(&data, &kf)?;
+            let ledger = service::open_ledger(&data, &kf)?;
             let cfg = settle_engine::EngineConfig { vendor: kf.vendor.clone(), salt_secret: kf.salt()? };
-            let lines = bundle::balances(&ledger, cfg, at)?;
+            let lines = audit::balances(&ledger, cfg, at)?;
             ledger.close()?;
             print_lines(&lines, format)
         }
@@ -475,14 +427,67 @@ fn run(cli: Cli) -> Result<()> {
                 timeout: Duration::from_millis(webhook_timeout_ms),
                 allow_private: webhook_allow_private,
             };
-            server::serve(&data, listen, policy, webhook_ca.as_deref())
+            app::serve(&data, listen, policy, webhook_ca.as_deref())
         }
-        Cmd::Mcp { data } => mcp::stdio(&data),
+        Cmd::Mcp { data } => app::mcp_stdio(&data),
         Cmd::Load { data, conversions, batch, concurrency, rate, seconds, leads } => {
             load::run(&load::LoadConfig { data, conversions, batch, concurrency, rate, seconds, leads })
         }
         Cmd::Keys { cmd } => keys(cmd),
     }
+}
+
+/// `settle audit`: of a log file, a live store, or a bundle.
+fn audit_cmd(
+    data: Option<PathBuf>,
+    bundle: Option<PathBuf>,
+    file: Option<PathBuf>,
+    keys: Option<PathBuf>,
+    known: &[PathBuf],
+) -> Result<()> {
+    let known = audit::read_known(known)?;
+    if let Some(f) = file {
+        debug_assert!(data.is_none() && bundle.is_none());
+        let (r, origin) = audit::audit_file(&f, keys.as_deref(), &known)?;
+        outln!(
+            "audit ok: {} — log file of {origin}: {} records, {} checkpoints, chain and signatures verified, root {}{}",
+            f.display(),
+            r.records,
+            r.checkpoints,
+            hex::encode(r.root),
+            extends(known.len())
+        )?;
+        if keys.is_none() {
+            outln!("note: checked against the file's own keys; pin the vendor's keys with --keys")?;
+        }
+        return Ok(());
+    }
+    let mut unpinned = false;
+    let (r, what) = match (data, bundle) {
+        (Some(d), _) => (audit::audit_data(&d)?, d),
+        (None, Some(b)) => {
+            let r = audit::audit_bundle(&b, keys.as_deref(), &known)?;
+            unpinned = keys.is_none();
+            (r, b)
+        }
+        (None, None) => bail!("give --data, --bundle or --file"),
+    };
+    let uncovered =
+        if r.uncovered > 0 { format!(" ({} records not yet under a checkpoint)", r.uncovered) } else { String::new() };
+    outln!(
+        "audit ok: {} — {} records, {} checkpoints, {} mandates re-derived and verified, {} receipts, {} partner books balanced, money conserved{uncovered}{}",
+        what.display(),
+        r.records,
+        r.checkpoints,
+        r.mandates,
+        r.receipts,
+        r.partners,
+        extends(known.len())
+    )?;
+    if unpinned {
+        outln!("note: checked against the bundle's own jwks.json; pin the vendor's keys with --keys")?;
+    }
+    Ok(())
 }
 
 fn keys(cmd: KeysCmd) -> Result<()> {
@@ -506,23 +511,14 @@ fn keys(cmd: KeysCmd) -> Result<()> {
             let kf = keystore::KeyFile::load(&data)?;
             // The running process would go on signing with the retired key: refuse.
             if data.join("log").exists() {
-                let l = settle_ledger::Ledger::open(
-                    &data.join("log"),
-                    settle_ledger::LedgerConfig {
-                        origin: kf.origin.clone(),
-                        key: kf.current()?,
-                        accepts: std::sync::Arc::new(settle_engine::model::accepts),
-                        persist: fjall::PersistMode::SyncAll,
-                    },
-                )
-                .map_err(|e| {
+                let l = settle_ledger::Ledger::open(&data.join("log"), service::ledger_config(&kf)?).map_err(|e| {
                     anyhow::anyhow!("the log in {} is in use (stop `settle serve` first): {e}", data.display())
                 })?;
                 l.close()?;
             }
             // Under the key file's lock, as every change of it (tokens too).
             let seed = keystore::random_seed()?;
-            let (old, new) = tokens::update(&data, |kf| {
+            let (old, new) = auth::tokens::update(&data, |kf| {
                 let old = kf.current()?.kid().to_owned();
                 kf.rotate(seed, chrono::Utc::now().timestamp());
                 Ok((old, kf.current()?.kid().to_owned()))
@@ -547,7 +543,7 @@ fn keys(cmd: KeysCmd) -> Result<()> {
         }
         KeysCmd::Revoke { data, id } => {
             let now = chrono::Utc::now().timestamp();
-            if tokens::update(&data, |kf| tokens::revoke(kf, &id, now))? {
+            if auth::tokens::update(&data, |kf| auth::tokens::revoke(kf, &id, now))? {
                 outln!("token {id} revoked")?;
             } else {
                 outln!("token {id} was already revoked")?;
@@ -564,9 +560,9 @@ fn keys(cmd: KeysCmd) -> Result<()> {
             let expires_in = expires_in
                 .map(|d| i64::try_from(d.as_secs()).map_err(|_| anyhow::anyhow!("--expires-in is too long")))
                 .transpose()?;
-            let req = tokens::TokenRequest { kind, subject, partner, scopes: scope, expires_in };
+            let req = auth::tokens::TokenRequest { kind, subject, partner, scopes: scope, expires_in };
             let now = chrono::Utc::now().timestamp();
-            let (token, t) = tokens::update(&data, |kf| tokens::issue(kf, req, now))?;
+            let (token, t) = auth::tokens::update(&data, |kf| auth::tokens::issue(kf, req, now))?;
             outln!("{token}")?;
             eprintln!("token {} stored (hashed); this is the only time it is shown", t.id);
             Ok(())

@@ -143,23 +143,79 @@ pub struct Service {
     failed: AtomicBool,
 }
 
+/// The hash of a request as idempotency compares it: SHA-256 of its RFC 8785 (JCS) bytes.
+/// The log's facts and webhook subscriptions hash their requests with this (API tokens
+/// keep the hash `keys.json` has always stored, of the request's compact JSON).
+#[must_use]
+pub fn request_hash(request: &impl serde::Serialize) -> [u8; 32] {
+    Sha256::digest(settle_mandates::jcs::to_vec(request).unwrap_or_default()).into()
+}
+
 /// The hash that makes two submissions "the same request": everything but the time.
 #[must_use]
 pub fn content_hash(s: &Submit) -> [u8; 32] {
-    let v = match &s.request {
-        Some(r) => serde_json::json!({"by": s.by, "key": s.key, "request": r}),
-        None => serde_json::json!({"by": s.by, "key": s.key, "event": s.event}),
-    };
-    Sha256::digest(settle_mandates::jcs::to_vec(&v).unwrap_or_default()).into()
+    match &s.request {
+        Some(r) => request_hash(&serde_json::json!({"by": s.by, "key": s.key, "request": r})),
+        None => request_hash(&serde_json::json!({"by": s.by, "key": s.key, "event": s.event})),
+    }
 }
 
+/// The ledger's options for the store of `keys`: the one place they are set.
+pub fn ledger_config(keys: &KeyFile) -> Result<LedgerConfig> {
+    Ok(LedgerConfig {
+        origin: keys.origin.clone(),
+        key: keys.current()?,
+        accepts: Arc::new(settle_engine::model::accepts),
+        persist: fjall::PersistMode::SyncAll,
+    })
+}
+
+/// Opens the log of `data` (no engine), exclusively.
+pub fn open_ledger(data: &Path, keys: &KeyFile) -> Result<Ledger> {
+    Ledger::open(&data.join("log"), ledger_config(keys)?)
+        .map_err(|e| anyhow::anyhow!("cannot open the log in {}: {e}", data.display()))
+}
+
+/// What a submission does when the ledger's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WhenFull {
+    /// Waits for room (the demo, the clock).
+    Wait,
+    /// Refuses at once with [`SubmitError::Busy`] (the doors).
+    Refuse,
+}
+
+/// Records `first..first + count` of the log: what one submission wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    first: u64,
+    count: u32,
+}
+
+/// The acknowledgement of an append, once its batch is durable.
+type Durable = Box<dyn std::future::Future<Output = Result<Appended, LedgerError>> + Send + Unpin>;
+
+/// A submission after the sequencer saw it.
 enum Prepared {
+    /// Answered already (refused, or failed).
     Done(Result<Outcome, SubmitError>),
-    Pending(u64, Vec<Envelope>, Box<dyn std::future::Future<Output = Result<Appended, LedgerError>> + Send + Unpin>),
-    Wait(u64, u32),
-    /// The key names other content in records `first..first + count`: a conflict once
-    /// those records are durable (if their commit fails, the key was never used).
-    Conflict(String, u64, u32),
+    /// Decided and queued: its records, and the acknowledgement to wait for.
+    Pending { first: u64, records: Vec<Envelope>, durable: Durable },
+    /// The same request was written before (or is being written): its records, once
+    /// they are durable, are the answer.
+    Wait(Span),
+    /// The key names other content in these records: a conflict once they are durable
+    /// (if their commit fails, the key was never used).
+    Conflict(String, Span),
+}
+
+/// A decided submission waiting to be signed and queued.
+struct Decided {
+    slot: usize,
+    key: String,
+    hash: [u8; 32],
+    first: u64,
+    looked_up: KeyLookup,
 }
 
 impl Service {
@@ -168,16 +224,7 @@ impl Service {
     pub fn open(data: &Path) -> Result<Arc<Self>> {
         let keys = KeyFile::load(data)?;
         let key = keys.current()?;
-        let ledger = Ledger::open(
-            &data.join("log"),
-            LedgerConfig {
-                origin: keys.origin.clone(),
-                key: key.clone(),
-                accepts: Arc::new(settle_engine::model::accepts),
-                persist: fjall::PersistMode::SyncAll,
-            },
-        )
-        .with_context(|| format!("cannot open the log in {}", data.display()))?;
+        let ledger = open_ledger(data, &keys)?;
         let cfg = EngineConfig { vendor: keys.vendor.clone(), salt_secret: keys.salt()? };
         let (engine, saved, saved_bytes) = restore(&ledger, cfg)?;
         let next = ledger.size();
@@ -201,109 +248,120 @@ impl Service {
         f(s.engine.state())
     }
 
-    fn prepare(&self, subs: Vec<Submit>, wait_for_room: bool) -> Vec<Prepared> {
+    /// Decides `subs` in order, signs what they cause on all cores and queues it as one
+    /// group commit: each submission is then answered, pending, or waits for an earlier
+    /// one with its key.
+    fn prepare(&self, subs: Vec<Submit>, when_full: WhenFull) -> Vec<Prepared> {
+        let refuse_all =
+            |err: SubmitError| -> Vec<Prepared> { subs.iter().map(|_| Prepared::Done(Err(err.clone()))).collect() };
         if self.failed.load(Ordering::Acquire) {
-            return subs
-                .into_iter()
-                .map(|_| {
-                    Prepared::Done(Err(SubmitError::Storage(
-                        "the service stopped after a storage failure; restart it".into(),
-                    )))
-                })
-                .collect();
+            return refuse_all(SubmitError::Storage("the service stopped after a storage failure; restart it".into()));
         }
         let mut sq = self.seq.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         forget_durable(&mut sq, self.ledger.size());
         // A place in the queue first: a full queue refuses before anything is decided.
-        let reserved = if wait_for_room { self.ledger.reserve_blocking() } else { self.ledger.try_reserve() };
+        let reserved = match when_full {
+            WhenFull::Wait => self.ledger.reserve_blocking(),
+            WhenFull::Refuse => self.ledger.try_reserve(),
+        };
         let reserved = match reserved {
             Ok(r) => r,
-            Err(e) => {
-                let err = match e {
-                    LedgerError::QueueFull => SubmitError::Busy,
-                    e => SubmitError::Storage(e.to_string()),
-                };
-                return subs.into_iter().map(|_| Prepared::Done(Err(err.clone()))).collect();
-            }
+            Err(LedgerError::QueueFull) => return refuse_all(SubmitError::Busy),
+            Err(e) => return refuse_all(SubmitError::Storage(e.to_string())),
         };
         let mut slots: Vec<Option<Prepared>> = Vec::with_capacity(subs.len());
         let mut decisions = Vec::new();
-        let mut owners = Vec::new();
+        let mut decided = Vec::new();
         for s in subs {
-            let h = content_hash(&s);
-            if let Some(f) = sq.inflight.get(&s.key) {
-                slots.push(Some(if f.content_hash == h {
-                    Prepared::Wait(f.first_seq, f.count)
-                } else {
-                    Prepared::Conflict(s.key, f.first_seq, f.count)
-                }));
-                continue;
-            }
-            let looked_up = match self.ledger.look_up(s.key.as_bytes()) {
-                Ok(l) => l,
-                Err(e) => {
-                    slots.push(Some(Prepared::Done(Err(SubmitError::Storage(e.to_string())))));
-                    continue;
-                }
-            };
-            if let Some(e) = looked_up.entry() {
-                slots.push(Some(if e.content_hash == h {
-                    Prepared::Wait(e.appended.first_seq, e.appended.count)
-                } else {
-                    Prepared::Conflict(s.key, e.appended.first_seq, e.appended.count)
-                }));
-                continue;
-            }
-            let env = Envelope { v: 1, at: s.at, by: s.by, key: Some(s.key.clone()), cause: None, event: s.event };
-            let seq = sq.next;
-            match sq.engine.decide(env, seq) {
-                Err(e) => slots.push(Some(Prepared::Done(Err(e.into())))),
-                Ok(d) => {
-                    let count = 1 + u32::try_from(d.outputs.len()).unwrap_or(u32::MAX);
-                    sq.next += u64::from(count);
-                    sq.inflight.insert(s.key.clone(), InFlight { content_hash: h, first_seq: seq, count });
-                    owners.push((slots.len(), s.key, h, looked_up));
+            match self.decide_one(&mut sq, s, slots.len()) {
+                Ok((d, decision)) => {
+                    decided.push(d);
+                    decisions.push(decision);
                     slots.push(None);
-                    decisions.push(d);
                 }
+                Err(p) => slots.push(Some(p)),
             }
         }
-        // Sign on all cores, then enqueue in decision order as one group (one commit).
+        self.enqueue(&mut sq, reserved, decided, decisions, &mut slots);
+        slots.into_iter().map(|s| s.unwrap_or_else(|| unreachable!("every slot is filled"))).collect()
+    }
+
+    /// One submission: the answer it already has (`Err`: refused, a retry, a conflict),
+    /// or the engine's decision, against the next sequence number.
+    fn decide_one(
+        &self,
+        sq: &mut Sequencer,
+        s: Submit,
+        slot: usize,
+    ) -> Result<(Decided, settle_engine::Decision), Prepared> {
+        let hash = content_hash(&s);
+        let earlier = |key: String, h: [u8; 32], span: Span| {
+            if h == hash { Prepared::Wait(span) } else { Prepared::Conflict(key, span) }
+        };
+        if let Some(f) = sq.inflight.get(&s.key) {
+            return Err(earlier(s.key, f.content_hash, Span { first: f.first_seq, count: f.count }));
+        }
+        let looked_up = self
+            .ledger
+            .look_up(s.key.as_bytes())
+            .map_err(|e| Prepared::Done(Err(SubmitError::Storage(e.to_string()))))?;
+        if let Some(e) = looked_up.entry() {
+            let span = Span { first: e.appended.first_seq, count: e.appended.count };
+            return Err(earlier(s.key, e.content_hash, span));
+        }
+        let env = Envelope { v: 1, at: s.at, by: s.by, key: Some(s.key.clone()), cause: None, event: s.event };
+        let first = sq.next;
+        let d = sq.engine.decide(env, first).map_err(|e| Prepared::Done(Err(e.into())))?;
+        let count = 1 + u32::try_from(d.outputs.len()).unwrap_or(u32::MAX);
+        sq.next += u64::from(count);
+        sq.inflight.insert(s.key.clone(), InFlight { content_hash: hash, first_seq: first, count });
+        Ok((Decided { slot, key: s.key, hash, first, looked_up }, d))
+    }
+
+    /// Signs `decisions` on all cores and queues them, in decision order, as one group
+    /// (one commit), filling their slots; the state after them goes with the last when
+    /// one is due.
+    fn enqueue(
+        &self,
+        sq: &mut Sequencer,
+        reserved: settle_ledger::Reserved,
+        decided: Vec<Decided>,
+        decisions: Vec<settle_engine::Decision>,
+        slots: &mut [Option<Prepared>],
+    ) {
+        if decided.is_empty() {
+            return;
+        }
         let signed = sign_decisions(decisions, &self.key);
         let mut appends = Vec::with_capacity(signed.len());
         let mut metas = Vec::with_capacity(signed.len());
-        for ((slot, key, h, looked_up), records) in owners.into_iter().zip(signed) {
-            let first = sq.inflight[&key].first_seq;
-            metas.push((slot, first, records.iter().map(|r| r.envelope.clone()).collect::<Vec<Envelope>>()));
-            appends.push(to_append(&key, h, first, records, looked_up));
+        for (d, records) in decided.into_iter().zip(signed) {
+            metas.push((d.slot, d.first, records.iter().map(|r| r.envelope.clone()).collect::<Vec<Envelope>>()));
+            appends.push(to_append(&d.key, d.hash, d.first, records, d.looked_up));
         }
         // The state after every decision above is the state as of the last append's last
         // record: stored with it, atomically, or not at all.
-        if !appends.is_empty()
-            && let Some(state) = sq.state_to_store()
+        if let Some(state) = sq.state_to_store()
             && let Some(last) = appends.last_mut()
         {
             last.projection = Some(ProjectionUpdate { name: PROJECTION.into(), state });
         }
-        if !appends.is_empty() {
-            match reserved.append_group(appends) {
-                Ok(futs) => {
-                    for ((slot, first, envs), f) in metas.into_iter().zip(futs) {
-                        slots[slot] = Some(Prepared::Pending(first, envs, Box::new(Box::pin(f))));
-                    }
+        match reserved.append_group(appends) {
+            Ok(futs) => {
+                for ((slot, first, records), f) in metas.into_iter().zip(futs) {
+                    slots[slot] = Some(Prepared::Pending { first, records, durable: Box::new(Box::pin(f)) });
                 }
-                Err(e) => {
-                    // Decided but not enqueued: the engine is ahead of the log. Refuse
-                    // writes until a restart rebuilds the engine from the log.
-                    self.failed.store(true, Ordering::Release);
-                    let err = SubmitError::Storage(e.to_string());
-                    for (slot, _, _) in metas {
-                        slots[slot] = Some(Prepared::Done(Err(err.clone())));
-                    }
+            }
+            Err(e) => {
+                // Decided but not enqueued: the engine is ahead of the log. Refuse
+                // writes until a restart rebuilds the engine from the log.
+                self.failed.store(true, Ordering::Release);
+                let err = SubmitError::Storage(e.to_string());
+                for (slot, _, _) in metas {
+                    slots[slot] = Some(Prepared::Done(Err(err.clone())));
                 }
             }
         }
-        slots.into_iter().map(|s| s.unwrap_or_else(|| unreachable!("every slot is filled"))).collect()
     }
 
     async fn complete(&self, p: Vec<Prepared>) -> Vec<Result<Outcome, SubmitError>> {
@@ -311,7 +369,7 @@ impl Service {
         for x in p {
             out.push(match x {
                 Prepared::Done(r) => r,
-                Prepared::Pending(first, records, fut) => match fut.await {
+                Prepared::Pending { first, records, durable } => match durable.await {
                     Ok(a) => {
                         self.done(first);
                         Ok(Outcome { seq: a.first_seq, records, replayed: a.replayed })
@@ -321,12 +379,8 @@ impl Service {
                         Err(SubmitError::Storage(e.to_string()))
                     }
                 },
-                Prepared::Wait(first, count) => {
-                    self.durable(first, count).await.and_then(|()| self.read_outcome(first, count))
-                }
-                Prepared::Conflict(key, first, count) => {
-                    self.durable(first, count).await.and(Err(SubmitError::KeyConflict(key)))
-                }
+                Prepared::Wait(span) => self.durable(span).await.and_then(|()| self.read_outcome(span)),
+                Prepared::Conflict(key, span) => self.durable(span).await.and(Err(SubmitError::KeyConflict(key))),
             });
         }
         out
@@ -334,7 +388,7 @@ impl Service {
 
     /// Waits until records `first..first + count` are durable (written by another
     /// submission's group commit); fails at once if the log stopped taking writes.
-    async fn durable(&self, first: u64, count: u32) -> Result<(), SubmitError> {
+    async fn durable(&self, Span { first, count }: Span) -> Result<(), SubmitError> {
         let end = first + u64::from(count);
         for _ in 0..10_000 {
             // Stopped is read first: records durable before a later batch failed are
@@ -356,7 +410,7 @@ impl Service {
         sq.inflight.retain(|_, f| f.first_seq != first);
     }
 
-    fn read_outcome(&self, first: u64, count: u32) -> Result<Outcome, SubmitError> {
+    fn read_outcome(&self, Span { first, count }: Span) -> Result<Outcome, SubmitError> {
         let mut records = Vec::with_capacity(count as usize);
         for s in first..first + u64::from(count) {
             let r = self
@@ -373,7 +427,7 @@ impl Service {
     pub async fn submit(self: &Arc<Self>, subs: Vec<Submit>) -> Vec<Result<Outcome, SubmitError>> {
         let me = Arc::clone(self);
         let n = subs.len();
-        match tokio::task::spawn_blocking(move || me.prepare(subs, true)).await {
+        match tokio::task::spawn_blocking(move || me.prepare(subs, WhenFull::Wait)).await {
             Ok(p) => self.complete(p).await,
             Err(e) => self.panicked(n, &e),
         }
@@ -383,7 +437,7 @@ impl Service {
     pub async fn try_submit(self: &Arc<Self>, subs: Vec<Submit>) -> Vec<Result<Outcome, SubmitError>> {
         let me = Arc::clone(self);
         let n = subs.len();
-        match tokio::task::spawn_blocking(move || me.prepare(subs, false)).await {
+        match tokio::task::spawn_blocking(move || me.prepare(subs, WhenFull::Refuse)).await {
             Ok(p) => self.complete(p).await,
             Err(e) => self.panicked(n, &e),
         }
@@ -400,7 +454,7 @@ impl Service {
 
     /// Blocking [`Service::submit`] for synchronous drivers (the demo).
     pub fn submit_blocking(&self, subs: Vec<Submit>) -> Vec<Result<Outcome, SubmitError>> {
-        let p = self.prepare(subs, true);
+        let p = self.prepare(subs, WhenFull::Wait);
         futures_lite_block_on(self.complete(p))
     }
 
@@ -671,12 +725,12 @@ mod tests {
         let mut pending = Vec::new();
         let mut busy = None;
         for i in 0..4 * settle_ledger::MAX_BATCH_RECORDS + settle_ledger::QUEUE_CAPACITY {
-            let p = svc.prepare(vec![lead(i)], false);
+            let p = svc.prepare(vec![lead(i)], WhenFull::Refuse);
             if matches!(p[..], [Prepared::Done(Err(SubmitError::Busy))]) {
                 busy = Some(i);
                 break;
             }
-            assert!(matches!(p[..], [Prepared::Pending(..)]), "lead {i} was not queued");
+            assert!(matches!(p[..], [Prepared::Pending { .. }]), "lead {i} was not queued");
             pending.push(p);
         }
         let busy = busy.expect("the queue never filled while the sync was held");
@@ -736,7 +790,7 @@ mod tests {
         let data = dir.path().join("store");
         crate::demo::run(&data, 400, 3, true).unwrap();
         let keys = KeyFile::load(&data).unwrap();
-        let ledger = crate::bundle::open_ledger(&data, &keys).unwrap();
+        let ledger = open_ledger(&data, &keys).unwrap();
         let (seq, _) = ledger.projection(PROJECTION).unwrap().expect("a state stored with an append");
         let size = ledger.size();
         assert!(seq + 1 >= PROJECTION_MIN_RECORDS && seq + 1 < size, "stored as of {seq} of {size}");
@@ -792,7 +846,7 @@ mod tests {
             st
         };
         let keys = KeyFile::load(&data).unwrap();
-        let ledger = crate::bundle::open_ledger(&data, &keys).unwrap();
+        let ledger = open_ledger(&data, &keys).unwrap();
         let (seq, saved) = ledger.projection(PROJECTION).unwrap().expect("a saved projection");
         assert_eq!(seq + 1, ledger.size(), "saved as of the last record");
         assert_eq!(saved, replayed, "what is saved is the replayed state's JSON");

@@ -124,7 +124,7 @@ impl Server {
                 .arg(data)
                 .args(["--listen", &addr.to_string()])
                 .args(extra)
-                .env("RUST_LOG", "warn,settle::server=info")
+                .env("RUST_LOG", "warn,settle::app=info")
                 .env("RUST_BACKTRACE", "0")
                 .stdin(Stdio::null())
                 .stdout(f.try_clone().expect("log handle"))

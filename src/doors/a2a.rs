@@ -18,14 +18,19 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::{self, App, ConversionBody, HandoffBody, LeadBody, Principal, Problem, RefundBody, outcome_json};
-use crate::catalogue::Op;
+use super::problem::Problem;
+use crate::auth::Principal;
+use crate::catalogue::{Op, scope_name};
+use crate::error::Error;
+use crate::ops::App;
+use crate::ops::commands::{self, ConversionBody, Fact, HandoffBody, HandoffParams, LeadBody, OutcomeView, RefundBody};
+use crate::ops::queries::{self, PartnerParams, ReceiptParams};
 
 /// JWS `typ` of the signed agent card.
 pub const TYP_AGENT_CARD: &str = "settle-agent-card+jws";
@@ -35,7 +40,7 @@ pub const TYP_AGENT_CARD: &str = "settle-agent-card+jws";
 /// payload) over the RFC 8785 form of the card without `signatures`, by the vendor key.
 /// The card holds no empty string, list or object, so that form is also what A2A's
 /// canonicalisation (and the A2A SDK's verifier) computes from it.
-fn card(keys: &crate::keystore::KeyFile, base: &str) -> Result<Value, Problem> {
+fn card(keys: &crate::keystore::KeyFile, base: &str) -> Result<Value, Error> {
     // Each skill needs its operation's scope; the card needs a token with one of them.
     // A requirement always names its scope: an empty list would be a default value that
     // A2A canonicalisation omits (and the A2A SDK drops every empty value before it
@@ -120,8 +125,8 @@ fn card(keys: &crate::keystore::KeyFile, base: &str) -> Result<Value, Problem> {
         "securityRequirements": requirements,
         "skills": skills,
     });
-    let key = keys.current().map_err(api::internal)?;
-    let payload = settle_mandates::jcs::to_vec(&card).map_err(api::internal)?;
+    let key = keys.current().map_err(Error::internal)?;
+    let payload = settle_mandates::jcs::to_vec(&card).map_err(Error::internal)?;
     let token = settle_mandates::jws::sign(TYP_AGENT_CARD, &payload, &key);
     let mut parts = token.split('.');
     let (protected, _, signature) = (parts.next().unwrap_or_default(), parts.next(), parts.next().unwrap_or_default());
@@ -134,14 +139,9 @@ fn bearer(scope: &str) -> Value {
     json!({"schemes": {"bearer": {"list": [scope]}}})
 }
 
-/// A scope's name, as tokens and the catalogue spell it (`leads_write`).
-fn scope_name(s: crate::keystore::Scope) -> String {
-    serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
-}
-
 /// The card names the address settle was started on, never the request's Host header
 /// (a signed card must not echo what a caller sends).
-pub async fn agent_card(State(app): State<App>) -> Result<Response, Problem> {
+pub async fn agent_card(State(app): State<App>) -> Result<Response, Error> {
     let base = app.base.clone();
     Ok(Json(card(&app.keys, &base)?).into_response())
 }
@@ -151,11 +151,11 @@ pub async fn agent_card(State(app): State<App>) -> Result<Response, Problem> {
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 enum Intent {
     Lead(LeadBody),
-    Handoff(crate::mcp::HandoffParams),
+    Handoff(HandoffParams),
     Conversion(ConversionBody),
     Refund(RefundBody),
-    Balance(crate::mcp::PartnerParams),
-    Receipt(crate::mcp::ReceiptParams),
+    Balance(PartnerParams),
+    Receipt(ReceiptParams),
 }
 
 // JSON-RPC 2.0 and A2A error codes.
@@ -233,7 +233,7 @@ fn refuse_version(h: &HeaderMap, id: &Value) -> Option<Response> {
 /// `POST /a2a`: the A2A JSON-RPC binding. Authentication is HTTP's (401 problem+json);
 /// everything after it answers in JSON-RPC.
 pub async fn rpc(State(app): State<App>, h: HeaderMap, body: Bytes) -> Response {
-    let p = match Principal::from_authorization(&app, h.get(header::AUTHORIZATION)) {
+    let p = match app.principal(h.get(header::AUTHORIZATION).map(axum::http::HeaderValue::as_bytes)) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
@@ -319,7 +319,7 @@ fn keep(app: &App, p: &Principal, task: &Value) {
 /// `params.historyLength` messages of its history (0: none). Another principal's task,
 /// like one that never existed, is `TaskNotFoundError`.
 fn get_task(app: &App, p: &Principal, id: &Value, req: &Value) -> Response {
-    if let Err(e) = api::allow(p, crate::catalogue::Op::GetTask, &[]) {
+    if let Err(e) = crate::catalogue::allow(p, Op::GetTask, &[]) {
         return e.into_response();
     }
     let params = req.get("params").cloned().unwrap_or(Value::Null);
@@ -354,30 +354,26 @@ fn get_task(app: &App, p: &Principal, id: &Value, req: &Value) -> Response {
     Json(json!({"jsonrpc": "2.0", "id": id, "result": task})).into_response()
 }
 
-async fn perform(app: &App, p: &Principal, key: String, intent: Intent) -> Result<(String, Value), Problem> {
-    let write = |event, request| async move {
-        let o = api::write(app, p, key, event, request).await?;
-        Ok((format!("task_{}", o.seq), outcome_json(&o, p)))
+async fn perform(app: &App, p: &Principal, key: String, intent: Intent) -> Result<(String, Value), Error> {
+    let write = |fact: Fact| async move {
+        let o = commands::record(app, p, key, fact).await?;
+        let v = serde_json::to_value(OutcomeView::of(&o, p)).map_err(Error::internal)?;
+        Ok((format!("task_{}", o.seq), v))
     };
+    let read = |v: Result<Value, serde_json::Error>| Ok((String::new(), v.map_err(Error::internal)?));
     match intent {
-        Intent::Lead(b) => write(b.event(p)?, None).await,
-        Intent::Handoff(h) => write(HandoffBody { from: h.from, to: h.to }.event(app, p, h.lead)?, None).await,
-        Intent::Conversion(b) => {
-            let request = serde_json::to_value(&b).ok();
-            write(b.event(p, Utc::now())?, request).await
-        }
-        Intent::Refund(b) => write(b.event(p)?, None).await,
-        Intent::Balance(q) => Ok((String::new(), api::balance(app, p, &q.partner)?)),
-        Intent::Receipt(q) => {
-            let doc = api::receipt(app, p, &q.partner, &q.mandate_id)?;
-            Ok((String::new(), serde_json::to_value(doc).map_err(api::internal)?))
-        }
+        Intent::Lead(b) => write(b.fact(p)?).await,
+        Intent::Handoff(h) => write(HandoffBody { from: h.from, to: h.to }.fact(app, p, h.lead)?).await,
+        Intent::Conversion(b) => write(b.fact(p, Utc::now())?).await,
+        Intent::Refund(b) => write(b.fact(p)?).await,
+        Intent::Balance(q) => read(serde_json::to_value(queries::balance(app, p, &q.partner)?)),
+        Intent::Receipt(q) => read(serde_json::to_value(queries::receipt(app, p, &q.partner, &q.mandate_id)?)),
     }
 }
 
 /// The task answering `message`: completed with the result as an artifact, or rejected
 /// (the request was refused, 4xx) / failed (5xx) with the problem in its status message.
-fn task(message_id: &str, context: Option<String>, message: &Value, result: Result<(String, Value), Problem>) -> Value {
+fn task(message_id: &str, context: Option<String>, message: &Value, result: Result<(String, Value), Error>) -> Value {
     let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let reply =
         |parts: Value| json!({"messageId": format!("{message_id}/reply"), "role": "ROLE_AGENT", "parts": parts});
@@ -387,12 +383,9 @@ fn task(message_id: &str, context: Option<String>, message: &Value, result: Resu
             let artifact = json!({"artifactId": format!("{id}/result"), "name": "result", "parts": [{"data": v, "mediaType": "application/json"}]});
             (id, json!({"state": "TASK_STATE_COMPLETED", "timestamp": now}), json!([artifact]))
         }
-        Err(pr) => {
-            let state = if pr.status.is_server_error() || pr.status == StatusCode::TOO_MANY_REQUESTS {
-                "TASK_STATE_FAILED"
-            } else {
-                "TASK_STATE_REJECTED"
-            };
+        Err(e) => {
+            let state = if e.kind.is_refusal() { "TASK_STATE_REJECTED" } else { "TASK_STATE_FAILED" };
+            let pr = Problem::from(e);
             let msg =
                 reply(json!([{"text": pr.to_string()}, {"data": pr.body(), "mediaType": "application/problem+json"}]));
             (format!("task_msg_{message_id}"), json!({"state": state, "message": msg, "timestamp": now}), json!([]))

@@ -20,25 +20,16 @@ use settle_engine::model::{ID_PATTERN, ProgramSpec};
 use settle_mandates::keys::Jwks;
 use settle_mandates::receipt::ReceiptDocument;
 
-use crate::api::{
-    BalanceView, CheckpointView, ConsistencyView, ConversionBody, HandoffBody, LeadBody, MandatePage, OutcomeView,
-    ProgramView, RefundBody,
-};
+use super::http::{BatchAnswer, MAX_BODY_BYTES, MAX_URI_BYTES, REQUEST_TIMEOUT};
 use crate::catalogue::{self, Callers, Method, Op};
-use crate::server::{
-    AdvanceBody, AgentBody, AmendBody, BatchAnswer, BatchBody, MAX_BODY_BYTES, MAX_URI_BYTES, PartnerBody, PayoutBody,
-    REQUEST_TIMEOUT, ReasonBody, SettlementBody, TokenBody, TokenList, TokenView,
+use crate::ops::admin::{TokenBody, TokenList, TokenView};
+use crate::ops::commands::{
+    AdvanceBody, AgentBody, AmendBody, BatchBody, ConversionBody, HandoffBody, LeadBody, OutcomeView, PartnerBody,
+    PayoutBody, ReasonBody, RefundBody, SettlementBody,
 };
+use crate::ops::queries::{BalanceView, CheckpointView, ConsistencyView, MandatePage, ProgramView};
 use crate::webhooks::{DeadLetterList, ReplayBody, ReplayView, SubscribeBody, SubscriptionList, SubscriptionView};
 
-/// A decimal string greater than zero, as amounts and rates are sent (`"12.50"`).
-pub const POSITIVE_DECIMAL_PATTERN: &str = r"^(?:0*[1-9][0-9]*(?:\.[0-9]+)?|0+\.[0-9]*[1-9][0-9]*)$";
-/// A decimal string in (0, 1], as refund fractions are sent (`"0.25"`).
-pub const FRACTION_PATTERN: &str = r"^(?:0+\.[0-9]*[1-9][0-9]*|0*1(?:\.0+)?)$";
-/// A decimal string with an optional sign, as balances are answered (`"-3.20"`).
-pub const SIGNED_DECIMAL_PATTERN: &str = r"^-?[0-9]+(\.[0-9]+)?$";
-/// A payment mandate id, `md_<seq>_<hop>`.
-pub const MANDATE_ID_PATTERN: &str = r"^md_[0-9]+_[0-9]+$";
 /// A payment or clawback mandate id.
 const RECEIPT_MANDATE_PATTERN: &str = r"^(md|cb)_[0-9]+_[0-9]+$";
 /// A webhook subscription id.
@@ -260,7 +251,7 @@ fn doc(op: Op, s: &mut Schemas) -> Doc {
                 "limit",
                 false,
                 "Page size.",
-                json!({"type": "integer", "minimum": 1, "maximum": crate::api::MAX_PAGE, "default": 100}),
+                json!({"type": "integer", "minimum": 1, "maximum": crate::ops::queries::MAX_PAGE, "default": 100}),
             )
             .ok(200, "OK", s.response::<MandatePage>())
             .errors(&[422]),

@@ -12,7 +12,6 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
@@ -35,7 +34,12 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use settle_mandates::receipt::ReceiptDocument;
 
-use crate::api::{self, App, ConversionBody, HandoffBody, LeadBody, Principal, Problem, RefundBody, outcome_json};
+use super::problem::Problem;
+use crate::auth::Principal;
+use crate::error::Error;
+use crate::ops::App;
+use crate::ops::commands::{self, ConversionBody, Fact, HandoffBody, HandoffParams, LeadBody, OutcomeView, RefundBody};
+use crate::ops::queries::{self, PartnerParams, ReceiptParams};
 
 /// The environment variable holding the bearer token of `settle mcp` over stdio.
 pub const TOKEN_ENV: &str = "SETTLE_TOKEN";
@@ -59,7 +63,7 @@ pub struct SettleMcp {
 /// which the tool answers as a tool error rather than as a protocol error in plain text.
 /// Named after rmcp's own extractor, which the `#[tool]` macro recognises by that name to
 /// publish `T`'s JSON Schema as the tool's input schema.
-pub struct Parameters<T>(Result<T, Problem>);
+pub struct Parameters<T>(Result<T, Error>);
 
 impl<T: JsonSchema> JsonSchema for Parameters<T> {
     fn schema_name() -> std::borrow::Cow<'static, str> {
@@ -80,29 +84,9 @@ impl<S, T: DeserializeOwned> FromContextPart<ToolCallContext<'_, S>> for Paramet
 
 /// `args` as a `T`, read exactly as the HTTP API reads a JSON body (so the problem, 400
 /// and its detail, is the one HTTP answers).
-fn arguments<T: DeserializeOwned>(args: &Value) -> Result<T, Problem> {
-    let bytes = serde_json::to_vec(args).map_err(api::internal)?;
-    axum::Json::<T>::from_bytes(&bytes).map(|axum::Json(t)| t).map_err(|e| api::bad(e.body_text()))
-}
-
-/// A lead hand-off.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HandoffParams {
-    /// The lead.
-    pub lead: String,
-    /// The partner holding the lead now (its last hop).
-    pub from: String,
-    /// The partner it is handed to.
-    pub to: String,
-}
-
-/// A partner.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PartnerParams {
-    /// Partner id.
-    pub partner: String,
+fn arguments<T: DeserializeOwned>(args: &Value) -> Result<T, Error> {
+    let bytes = serde_json::to_vec(args).map_err(Error::internal)?;
+    axum::Json::<T>::from_bytes(&bytes).map(|axum::Json(t)| t).map_err(|e| Error::malformed(e.body_text()))
 }
 
 /// A page of a partner's mandates.
@@ -119,16 +103,6 @@ pub struct MandatesParams {
     #[serde(default)]
     #[schemars(range(min = 1, max = 1000))]
     pub limit: Option<usize>,
-}
-
-/// A partner's mandate.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ReceiptParams {
-    /// Partner id.
-    pub partner: String,
-    /// Mandate id: `md_<seq>_<hop>` (payment) or `cb_<seq>_<hop>` (clawback).
-    pub mandate_id: String,
 }
 
 /// A receipt document to verify.
@@ -160,7 +134,7 @@ pub struct ProgramParams {
 
 /// The output schemas of the tools: what each answers on success, as `structuredContent`
 /// (a refusal is a tool error carrying an RFC 9457 problem instead). Schemas only: the
-/// answers are built by `api`, and `tests/agents.rs` has the official MCP client check
+/// answers are built by `crate::ops`, and `tests/agents.rs` has the official MCP client check
 /// every tool's answers against these.
 mod answers {
     #![allow(dead_code)]
@@ -401,10 +375,10 @@ mod answers {
 
 /// A tool's answer: the JSON on success, the problem (as a tool error the agent sees) on
 /// failure.
-fn answer(r: Result<Value, Problem>) -> CallToolResult {
-    match r {
+fn answer<T: serde::Serialize>(r: Result<T, Error>) -> CallToolResult {
+    match r.and_then(|v| serde_json::to_value(v).map_err(Error::internal)) {
         Ok(v) => CallToolResult::structured(v),
-        Err(p) => CallToolResult::structured_error(p.body()),
+        Err(e) => CallToolResult::structured_error(Problem::from(e).body()),
     }
 }
 
@@ -417,40 +391,39 @@ impl SettleMcp {
     }
 
     /// The caller: the HTTP request's bearer token, else the session's token.
-    fn who(&self, ctx: &RequestContext<RoleServer>) -> Result<Principal, Problem> {
+    fn who(&self, ctx: &RequestContext<RoleServer>) -> Result<Principal, Error> {
         if let Some(parts) = ctx.extensions.get::<Parts>() {
-            return Principal::from_authorization(&self.app, parts.headers.get(header::AUTHORIZATION));
+            return self.app.principal(parts.headers.get(header::AUTHORIZATION).map(axum::http::HeaderValue::as_bytes));
         }
         match &self.token {
-            Some(t) => Principal::from_token(&self.app, t),
-            None => Err(Problem::new(
-                axum::http::StatusCode::UNAUTHORIZED,
-                "Unauthorized",
-                format!("no token: start `settle mcp` with {TOKEN_ENV} set to a token from `settle keys token`"),
-            )),
+            Some(t) => self.app.authenticator().token(t),
+            None => Err(Error::unauthenticated(format!(
+                "no token: start `settle mcp` with {TOKEN_ENV} set to a token from `settle keys token`"
+            ))),
         }
     }
 
     /// The caller and the tool's arguments, checked in the HTTP API's order: the token
     /// first (401), then the arguments (400).
-    fn caller<T>(&self, ctx: &RequestContext<RoleServer>, args: Result<T, Problem>) -> Result<(Principal, T), Problem> {
+    fn caller<T>(&self, ctx: &RequestContext<RoleServer>, args: Result<T, Error>) -> Result<(Principal, T), Error> {
         let p = self.who(ctx)?;
         Ok((p, args?))
     }
 
-    /// Records what `make` turns the arguments into: an event and the request to keep with
-    /// it, keyed by the natural id it names (`mcp/<event type>/<id>`, per token).
+    /// Records the fact `make` turns the arguments into, keyed by the natural id it names
+    /// (`mcp/<event type>/<id>`, per token).
     async fn record<T>(
         &self,
         ctx: &RequestContext<RoleServer>,
-        args: Result<T, Problem>,
-        make: impl FnOnce(&Principal, T) -> Result<(String, settle_engine::model::Event, Option<Value>), Problem>,
+        args: Result<T, Error>,
+        make: impl FnOnce(&Principal, T) -> Result<(String, Fact), Error>,
     ) -> Result<CallToolResult, ErrorData> {
         let r = async {
             let (p, args) = self.caller(ctx, args)?;
-            let (id, event, request) = make(&p, args)?;
-            let key = p.idempotency_key(&format!("mcp/{}/{id}", event.kind()))?;
-            Ok(outcome_json(&api::write(&self.app, &p, key, event, request).await?, &p))
+            let (id, fact) = make(&p, args)?;
+            let key = p.idempotency_key(&format!("mcp/{}/{id}", fact.event.kind()))?;
+            let o = commands::record(&self.app, &p, key, fact).await?;
+            serde_json::to_value(OutcomeView::of(&o, &p)).map_err(Error::internal)
         };
         Ok(answer(r.await))
     }
@@ -464,7 +437,7 @@ impl SettleMcp {
         Parameters(b): Parameters<LeadBody>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        self.record(&ctx, b, |p, b: LeadBody| Ok((b.lead.clone(), b.event(p)?, None))).await
+        self.record(&ctx, b, |p, b: LeadBody| Ok((b.lead.clone(), b.fact(p)?))).await
     }
 
     #[tool(
@@ -478,7 +451,7 @@ impl SettleMcp {
     ) -> Result<CallToolResult, ErrorData> {
         self.record(&ctx, h, |p, h: HandoffParams| {
             let id = format!("{}/{}", h.lead, h.to);
-            Ok((id, HandoffBody { from: h.from, to: h.to }.event(&self.app, p, h.lead)?, None))
+            Ok((id, HandoffBody { from: h.from, to: h.to }.fact(&self.app, p, h.lead)?))
         })
         .await
     }
@@ -492,11 +465,7 @@ impl SettleMcp {
         Parameters(b): Parameters<ConversionBody>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        self.record(&ctx, b, |p, b: ConversionBody| {
-            let request = serde_json::to_value(&b).ok();
-            Ok((b.conversion.clone(), b.event(p, chrono::Utc::now())?, request))
-        })
-        .await
+        self.record(&ctx, b, |p, b: ConversionBody| Ok((b.conversion.clone(), b.fact(p, chrono::Utc::now())?))).await
     }
 
     #[tool(
@@ -508,7 +477,7 @@ impl SettleMcp {
         Parameters(b): Parameters<RefundBody>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        self.record(&ctx, b, |p, b: RefundBody| Ok((b.refund.clone(), b.event(p)?, None))).await
+        self.record(&ctx, b, |p, b: RefundBody| Ok((b.refund.clone(), b.fact(p)?))).await
     }
 
     #[tool(
@@ -520,7 +489,7 @@ impl SettleMcp {
         Parameters(q): Parameters<PartnerParams>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        Ok(answer(self.caller(&ctx, q).and_then(|(p, q)| api::balance(&self.app, &p, &q.partner))))
+        Ok(answer(self.caller(&ctx, q).and_then(|(p, q)| queries::balance(&self.app, &p, &q.partner))))
     }
 
     #[tool(
@@ -533,7 +502,7 @@ impl SettleMcp {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         let r = match self.caller(&ctx, q) {
-            Ok((p, q)) => api::mandates(&self.app, &p, q.partner, q.after, q.limit).await,
+            Ok((p, q)) => queries::mandates(&self.app, &p, q.partner, q.after, q.limit).await,
             Err(e) => Err(e),
         };
         Ok(answer(r))
@@ -548,11 +517,7 @@ impl SettleMcp {
         Parameters(q): Parameters<ReceiptParams>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let r = self
-            .caller(&ctx, q)
-            .and_then(|(p, q)| api::receipt(&self.app, &p, &q.partner, &q.mandate_id))
-            .and_then(|d| serde_json::to_value(d).map_err(api::internal));
-        Ok(answer(r))
+        Ok(answer(self.caller(&ctx, q).and_then(|(p, q)| queries::receipt(&self.app, &p, &q.partner, &q.mandate_id))))
     }
 
     #[tool(
@@ -562,8 +527,8 @@ impl SettleMcp {
     async fn verify_receipt(&self, Parameters(q): Parameters<VerifyParams>) -> Result<CallToolResult, ErrorData> {
         let r = q.and_then(|q| {
             serde_json::from_value::<ReceiptDocument>(q.receipt)
-                .map_err(|e| api::unprocessable(format!("not a receipt document: {e}")))
-                .and_then(|doc| api::verify(&self.app, &doc))
+                .map_err(|e| Error::rejected(format!("not a receipt document: {e}")))
+                .and_then(|doc| queries::verify(&self.app, &doc))
         });
         Ok(answer(r))
     }
@@ -574,12 +539,14 @@ impl SettleMcp {
     )]
     async fn get_checkpoint(&self, Parameters(q): Parameters<CheckpointParams>) -> Result<CallToolResult, ErrorData> {
         let r = q.and_then(|q| {
-            let mut latest = api::latest_checkpoint(&self.app)?;
+            let latest = queries::latest_checkpoint(&self.app)?;
+            let to = latest.size;
+            let mut v = serde_json::to_value(latest).map_err(Error::internal)?;
             if let Some(from) = q.since_size {
-                let to = latest["size"].as_u64().unwrap_or(0);
-                latest["consistency"] = api::consistency(&self.app, from, to)?;
+                v["consistency"] =
+                    serde_json::to_value(queries::consistency(&self.app, from, to)?).map_err(Error::internal)?;
             }
-            Ok(latest)
+            Ok(v)
         });
         Ok(answer(r))
     }
@@ -593,7 +560,7 @@ impl SettleMcp {
         Parameters(q): Parameters<ProgramParams>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        Ok(answer(self.caller(&ctx, q).and_then(|(p, q)| api::program(&self.app, &p, &q.program))))
+        Ok(answer(self.caller(&ctx, q).and_then(|(p, q)| queries::program(&self.app, &p, &q.program))))
     }
 }
 
@@ -655,7 +622,7 @@ impl tower_service::Service<Request> for McpHttp {
             let (parts, body) = req.into_parts();
             // The router's body limit ends a longer body: that is the one way reading fails
             // that a client still waits to hear about.
-            let Ok(bytes) = axum::body::to_bytes(body, crate::server::MAX_BODY_BYTES).await else {
+            let Ok(bytes) = axum::body::to_bytes(body, super::http::MAX_BODY_BYTES).await else {
                 return Ok(StatusCode::PAYLOAD_TOO_LARGE.into_response());
             };
             if let Some(error) = malformed(&bytes) {
@@ -687,29 +654,11 @@ fn malformed(body: &[u8]) -> Option<Response> {
     }
 }
 
-/// `settle mcp --data DIR`: serves MCP over stdio until the client closes it.
-pub fn stdio(data: &Path) -> Result<()> {
-    let keys = Arc::new(crate::keystore::KeyFile::load(data)?);
-    let svc = crate::service::Service::open(data)?;
-    let token = std::env::var(TOKEN_ENV).ok().filter(|t| !t.trim().is_empty());
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let tokens = Arc::new(crate::tokens::Tokens::open(data)?);
-    let app = App { svc: svc.clone(), keys, tokens, base: String::from("stdio"), hooks: None };
-    rt.block_on(async move {
-        // Checkpoints as in `settle serve`, so receipts of what this session records exist.
-        let ticker = tokio::spawn(crate::server::background(app.svc.clone()));
-        let server =
-            SettleMcp::new(app, token).serve(rmcp::transport::stdio()).await.context("MCP handshake failed")?;
-        server.waiting().await.context("MCP session failed")?;
-        ticker.abort();
-        Ok::<(), anyhow::Error>(())
-    })?;
-    drop(rt);
-    if svc.ledger().size() > svc.ledger().latest_checkpoint()?.map_or(0, |c| c.checkpoint.size) {
-        svc.checkpoint(chrono::Utc::now().timestamp())?;
-    }
-    svc.save_state()?;
-    svc.close()?;
+/// Serves MCP over stdio for `app` until the client closes it; `token`: the session's
+/// bearer token (`SETTLE_TOKEN`).
+pub async fn serve_stdio(app: App, token: Option<String>) -> Result<()> {
+    let server = SettleMcp::new(app, token).serve(rmcp::transport::stdio()).await.context("MCP handshake failed")?;
+    server.waiting().await.context("MCP session failed")?;
     Ok(())
 }
 

@@ -1,0 +1,147 @@
+//! The running store: opening it (keys, service, tokens), serving it (`settle serve`:
+//! the HTTP door with webhooks; `settle mcp`: MCP over stdio), what it does on its own
+//! while it runs (checkpoints, holds released), and closing it cleanly.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use chrono::Utc;
+use settle_engine::Event;
+
+use crate::auth::tokens::Tokens;
+use crate::doors;
+use crate::keystore::KeyFile;
+use crate::ops::App;
+use crate::service::{Service, Submit};
+use crate::webhooks::{RetryPolicy, Webhooks};
+
+/// How often the store looks whether a checkpoint is due.
+const TICK: Duration = Duration::from_secs(1);
+/// Every this many ticks, held commissions due are released.
+const HOLDS_EVERY_TICKS: u64 = 60;
+
+/// What a running store does on its own: a signed checkpoint at least every second while
+/// the log grows (so receipts are available within a second), and held commissions
+/// released once a minute when due. Runs until its task is aborted.
+pub async fn background(svc: Arc<Service>) {
+    let mut tick = tokio::time::interval(TICK);
+    let mut n = 0u64;
+    loop {
+        tick.tick().await;
+        n += 1;
+        let l = svc.ledger().clone();
+        let size = l.size();
+        let covered = l.latest_checkpoint().ok().flatten().map_or(0, |c| c.checkpoint.size);
+        if size > covered
+            && let Err(e) = l.checkpoint(Utc::now().timestamp()).await
+        {
+            tracing::error!("checkpoint failed: {e}");
+        }
+        if n.is_multiple_of(HOLDS_EVERY_TICKS) {
+            release_due_holds(&svc).await;
+        }
+    }
+}
+
+/// Releases the held commissions due now, as the engine's clock.
+async fn release_due_holds(svc: &Arc<Service>) {
+    let now = Utc::now();
+    let due = svc.with_state(|s| s.holds.keys().next().is_some_and(|t| *t <= now.timestamp()));
+    if due {
+        let sub = Submit {
+            request: None,
+            key: format!("clock/advance/{}", now.timestamp()),
+            by: "engine:clock".into(),
+            at: now,
+            event: Event::HoldsAdvanced { to: now },
+        };
+        let _ = svc.submit(vec![sub]).await;
+    }
+}
+
+/// The store in `data`, opened for the doors: its keys, service (engine restored) and
+/// tokens; `base` is the public base URL the doors name.
+pub fn open(data: &Path, base: String, hooks: Option<Arc<Webhooks>>) -> Result<App> {
+    let keys = Arc::new(KeyFile::load(data)?);
+    let svc = Service::open(data)?;
+    let tokens = Arc::new(Tokens::open(data)?);
+    Ok(App { svc, keys, tokens, base, hooks })
+}
+
+/// Closes a drained store: the engine state saved, the writer stopped.
+fn save_and_close(svc: &Service) -> Result<()> {
+    svc.save_state()?;
+    svc.close()
+}
+
+/// Serves the API on `listen` until SIGTERM/SIGINT; then drains, checkpoints, saves.
+pub fn serve(
+    data: &Path,
+    listen: std::net::SocketAddr,
+    webhooks: RetryPolicy,
+    webhook_ca: Option<&Path>,
+) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let extra_roots = webhook_ca.map(crate::webhooks::read_ca).transpose()?.unwrap_or_default();
+    let mut app = open(data, format!("http://{listen}"), None)?;
+    let svc = app.svc.clone();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let hooks = Webhooks::new(app.svc.clone(), app.keys.current()?, webhooks, extra_roots, app.tokens.clone())?;
+        hooks.start()?;
+        app.hooks = Some(hooks.clone());
+        let listener =
+            tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+        tracing::info!("settle serving {} on http://{listen}", data.display());
+        let ticker = tokio::spawn(background(app.svc.clone()));
+        axum::serve(listener, doors::http::router(app, listen)).with_graceful_shutdown(shutdown()).await?;
+        ticker.abort();
+        hooks.stop();
+        Ok::<(), anyhow::Error>(())
+    })?;
+    drop(rt);
+    // Drained: a final checkpoint (best effort: the log is durable without it), then the
+    // engine state, then close.
+    let _ = svc.checkpoint(Utc::now().timestamp());
+    save_and_close(&svc)
+}
+
+/// `settle mcp --data DIR`: serves MCP over stdio until the client closes it, with the
+/// token in [`doors::mcp::TOKEN_ENV`].
+pub fn mcp_stdio(data: &Path) -> Result<()> {
+    let app = open(data, String::from("stdio"), None)?;
+    let svc = app.svc.clone();
+    let token = std::env::var(doors::mcp::TOKEN_ENV).ok().filter(|t| !t.trim().is_empty());
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        // Checkpoints as in `settle serve`, so receipts of what this session records exist.
+        let ticker = tokio::spawn(background(app.svc.clone()));
+        let served = doors::mcp::serve_stdio(app, token).await;
+        ticker.abort();
+        served
+    })?;
+    drop(rt);
+    if svc.ledger().size() > svc.ledger().latest_checkpoint()?.map_or(0, |c| c.checkpoint.size) {
+        svc.checkpoint(Utc::now().timestamp())?;
+    }
+    save_and_close(&svc)
+}
+
+async fn shutdown() {
+    let term = async {
+        #[cfg(unix)]
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down: draining requests");
+}
