@@ -99,7 +99,12 @@ pub fn serve(
             tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         tracing::info!("settle serving {} on http://{listen}", data.display());
         let ticker = tokio::spawn(background(app.svc.clone()));
-        axum::serve(listener, doors::http::router(app, listen)).with_graceful_shutdown(shutdown()).await?;
+        axum::serve(
+            axum::serve::ListenerExt::tap_io(listener, crate::doors::http::no_delay),
+            doors::http::router(app, listen),
+        )
+        .with_graceful_shutdown(shutdown())
+        .await?;
         ticker.abort();
         hooks.stop();
         Ok::<(), anyhow::Error>(())

@@ -154,11 +154,14 @@ pub fn run(cfg: &LoadConfig) -> Result<()> {
         let app = App { svc: svc2.clone(), keys: Arc::new(kf), tokens, base: format!("http://{addr}"), hooks: None };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
-            axum::serve(listener, crate::doors::http::router(app, addr))
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
+            axum::serve(
+                axum::serve::ListenerExt::tap_io(listener, crate::doors::http::no_delay),
+                crate::doors::http::router(app, addr),
+            )
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
         });
         let ticker = tokio::spawn(crate::app::background(svc2));
         let mut http = HttpConnector::new();

@@ -571,6 +571,8 @@ fn keys(cmd: KeysCmd) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    // The worker threads that sign, hash and verify on all cores, named for profiles.
+    let _ = rayon::ThreadPoolBuilder::new().thread_name(|i| format!("settle-pool-{i}")).build_global();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

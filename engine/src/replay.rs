@@ -73,28 +73,54 @@ fn ready(envelope: Envelope, bytes: Option<Vec<u8>>) -> Ready {
     Ready { kind: envelope.event.kind(), version: envelope.v, bytes, envelope }
 }
 
+/// Fewer signatures than this are made on the caller's thread: handing a few to the pool
+/// costs more than they take.
+const SIGN_ALONE: usize = 8;
+
 /// Signs every decision's mandates on all cores (the bytes signed are fixed before
 /// signing, and Ed25519 is deterministic, so order and threads do not change a byte),
-/// returning each decision's records: the fact first, then its derived events.
+/// returning each decision's records: the fact first, then its derived events. Each
+/// signature is a task of its own, so even one conversion's three mandates are signed at
+/// once; then each decision's records are made.
 #[must_use]
 pub fn sign_decisions(decisions: Vec<Decision>, key: &SigningKey) -> Vec<Vec<Ready>> {
-    decisions
-        .into_par_iter()
-        .map(|d| {
-            let mut out = Vec::with_capacity(1 + d.outputs.len());
-            out.push(ready(d.fact, d.fact_bytes));
-            for o in d.outputs {
-                let mut env = o.envelope;
-                match o.sign {
-                    Some(ToSign::Mandate(m)) => fill(&mut env, m.sign(key)),
-                    Some(ToSign::Open(m)) => fill(&mut env, m.sign(key)),
-                    None => {}
-                }
-                out.push(ready(env, None));
+    let sign = |t: &ToSign| match t {
+        ToSign::Mandate(m) => m.sign(key),
+        ToSign::Open(m) => m.sign(key),
+    };
+    let to_sign: Vec<&ToSign> =
+        decisions.iter().flat_map(|d| d.outputs.iter().filter_map(|o| o.sign.as_ref())).collect();
+    let mut tokens: Vec<Option<String>> = if to_sign.len() < SIGN_ALONE {
+        to_sign.into_iter().map(|t| Some(sign(t))).collect()
+    } else {
+        to_sign.into_par_iter().map(|t| Some(sign(t))).collect()
+    };
+    // Hand each decision the tokens of its own signed outputs, in order.
+    let mut at = 0;
+    let mut jobs = Vec::with_capacity(decisions.len());
+    for d in decisions {
+        let n = d.outputs.iter().filter(|o| o.sign.is_some()).count();
+        let mine: Vec<String> = tokens[at..at + n].iter_mut().filter_map(Option::take).collect();
+        at += n;
+        jobs.push((d, mine));
+    }
+    let records = |(d, tokens): (Decision, Vec<String>)| {
+        let mut tokens = tokens.into_iter();
+        let mut out = Vec::with_capacity(1 + d.outputs.len());
+        out.push(ready(d.fact, d.fact_bytes));
+        for o in d.outputs {
+            let mut env = o.envelope;
+            if o.sign.is_some() {
+                fill(&mut env, tokens.next().unwrap_or_default());
             }
-            out
-        })
-        .collect()
+            out.push(ready(env, None));
+        }
+        out
+    };
+    if jobs.len() < 2 {
+        return jobs.into_iter().map(records).collect();
+    }
+    jobs.into_par_iter().map(records).collect()
 }
 
 /// The first disagreement a replay found.

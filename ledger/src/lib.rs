@@ -69,7 +69,7 @@ pub use append::{Append, NewRecord};
 pub use checkpoint::SignedCheckpoint;
 pub use config::{Acceptor, LedgerConfig};
 pub use error::LedgerError;
-pub use handle::{Ledger, RecordIter, Reserved};
+pub use handle::{CheckedGroup, Ledger, RecordIter, Reserved};
 pub use index::{Appended, KeyEntry, KeyLookup};
 pub use limits::{
     MAX_BATCH_RECORDS, MAX_EVENT_BYTES, MAX_KEY_BYTES, MAX_RECORDS_PER_APPEND, PARALLEL_PRECHECK, QUEUE_CAPACITY,

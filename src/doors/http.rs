@@ -472,6 +472,14 @@ fn handler(op: Op) -> Option<MethodRouter<App>> {
     })
 }
 
+/// Every accepted connection answers at once: with Nagle's algorithm a response written
+/// in parts waits for the client's acknowledgement of the first.
+pub fn no_delay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!("cannot set TCP_NODELAY: {e}");
+    }
+}
+
 /// The HTTP routes of `settle serve` (also served in-process by `settle load`): every
 /// operation of the catalogue that has an HTTP door, at its path, and the two agent
 /// transports (`/a2a`, `/mcp`), whose operations the catalogue names too.

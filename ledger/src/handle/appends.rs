@@ -27,23 +27,42 @@ impl Reserved {
         self,
         appends: Vec<Append>,
     ) -> Result<Vec<impl std::future::Future<Output = Result<Appended>> + use<>>> {
-        // A large group is checked and hashed on all cores (a settlement batch is
-        // thousands of records); a small one on the caller's thread.
+        Ok(self.check(appends)?.queue())
+    }
+
+    /// Checks and hashes a group of appends for this place (on all cores when the group is
+    /// large, else on the caller's thread), without queueing it yet: a caller that orders
+    /// groups itself checks them concurrently and queues each in its turn.
+    pub fn check(self, appends: Vec<Append>) -> Result<CheckedGroup> {
         let appends = if appends.len() >= PARALLEL_PRECHECK {
             use rayon::prelude::*;
             appends.into_par_iter().map(|a| self.ledger.precheck(a)).collect::<Result<Vec<_>>>()?
         } else {
             appends.into_iter().map(|a| self.ledger.precheck(a)).collect::<Result<Vec<_>>>()?
         };
-        let mut items = Vec::with_capacity(appends.len());
-        let mut rxs = Vec::with_capacity(appends.len());
-        for a in appends {
+        Ok(CheckedGroup { reserved: self, appends })
+    }
+}
+
+/// A group of appends checked and hashed in its reserved place, ready to be queued.
+pub struct CheckedGroup {
+    reserved: Reserved,
+    appends: Vec<Prepared>,
+}
+
+impl CheckedGroup {
+    /// Queues the group (it lands in one group commit, in order); each append's outcome
+    /// resolves once its batch is durable.
+    pub fn queue(self) -> Vec<impl std::future::Future<Output = Result<Appended>> + use<>> {
+        let mut items = Vec::with_capacity(self.appends.len());
+        let mut rxs = Vec::with_capacity(self.appends.len());
+        for a in self.appends {
             let (tx, rx) = oneshot::channel();
             items.push((a, tx));
             rxs.push(rx);
         }
-        self.permit.send(Cmd::Append(items));
-        Ok(rxs.into_iter().map(|rx| async move { rx.await.map_err(|_| LedgerError::Closed)? }).collect())
+        self.reserved.permit.send(Cmd::Append(items));
+        rxs.into_iter().map(|rx| async move { rx.await.map_err(|_| LedgerError::Closed)? }).collect()
     }
 }
 

@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use fjall::PersistMode;
 use tokio::sync::{mpsc, oneshot};
 
-pub use appends::Reserved;
+pub use appends::{CheckedGroup, Reserved};
 pub use reads::RecordIter;
 
 use crate::config::LedgerConfig;

@@ -1,0 +1,466 @@
+//! The settlement service: one sequencer in front of the ledger.
+//!
+//! decide (sequential, pure engine) → sign (parallel, order-preserving) → append (group
+//! commit, one sync per batch) → acknowledge. A fact is decided against the sequence
+//! number it will get; the ledger checks that with `expected_seq`, so engine state and
+//! log can never drift apart. Retries are answered from the idempotency index (or from
+//! the in-flight table while the original is not yet durable): nothing is paid twice.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use settle_engine::replay::Ready;
+use settle_engine::{Engine, EngineConfig, Envelope, Event, Rejection, State};
+use settle_ledger::{Append, Appended, KeyLookup, Ledger, LedgerConfig, LedgerError, NewRecord, ProjectionUpdate};
+use settle_mandates::keys::SigningKey;
+use sha2::{Digest, Sha256};
+
+use crate::keystore::KeyFile;
+
+mod pipeline;
+
+/// Name of the engine's projection in the ledger. Versioned with the state's shape: a
+/// state saved by an older shape is not restored (the log is replayed instead). v3: a
+/// settlement derives one record per mandate. v4: the look-ups by id are no longer saved
+/// (they are rebuilt), and the owners of customers are saved with the leads.
+pub const PROJECTION: &str = "engine.v4";
+
+/// The engine state is stored with an append (in the same atomic batch as its records)
+/// once the log has grown by this many records, or by as many as the last stored state
+/// reflected, whichever is more, since that state. A restart after a crash replays at
+/// most that many records; the doubling keeps the total cost of serialising the state
+/// linear in the log's length.
+pub const PROJECTION_MIN_RECORDS: u64 = 4096;
+/// Largest engine state stored with an append, bytes of JSON. The state is serialised
+/// beside the live one (and the store holds the bytes again until its next flush), so a
+/// larger one would raise the peak memory of a long run by about its size; past this,
+/// only [`Service::save_state`] (at shutdown) stores it, and a crash replays the log
+/// from the last state stored.
+pub const PROJECTION_MAX_BYTES: usize = 8 << 20;
+/// Most facts in one submitted batch.
+pub const MAX_BATCH: usize = 1000;
+
+// The largest fact and what it derives fit one append: a settlement of the most mandates
+// is the fact, its booking and one record per mandate.
+const _: () = assert!(2 + settle_engine::model::MAX_SETTLEMENT_MANDATES <= settle_ledger::MAX_RECORDS_PER_APPEND);
+
+/// A fact to record.
+#[derive(Debug, Clone)]
+pub struct Submit {
+    /// Client idempotency key.
+    pub key: String,
+    /// Principal.
+    pub by: String,
+    /// Log time.
+    pub at: DateTime<Utc>,
+    /// The fact.
+    pub event: Event,
+    /// The request as the client sent it, before the server filled in defaults such as
+    /// the current time: what makes a retry "the same request". `None`: the event.
+    pub request: Option<serde_json::Value>,
+}
+
+/// A recorded fact and what it caused.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Sequence of the fact.
+    pub seq: u64,
+    /// The fact and its derived events, in log order.
+    pub records: Vec<Envelope>,
+    /// True when this answers a retry.
+    pub replayed: bool,
+}
+
+/// Why a submission failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SubmitError {
+    /// The engine refused it; nothing changed.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// The key was used with other content.
+    #[error("idempotency key '{0}' was already used with a different request")]
+    KeyConflict(String),
+    /// The ingest queue is full; retry later.
+    #[error("ingest queue is full; retry later")]
+    Busy,
+    /// Storage failed; the service stopped accepting writes.
+    #[error("storage failure: {0}")]
+    Storage(String),
+}
+
+struct InFlight {
+    content_hash: [u8; 32],
+    first_seq: u64,
+    count: u32,
+}
+
+struct Sequencer {
+    engine: Engine,
+    next: u64,
+    inflight: HashMap<String, InFlight>,
+    /// Records reflected by the engine state last stored (saved, or attached to an
+    /// append), so the next is attached once the log has grown enough
+    /// ([`PROJECTION_MIN_RECORDS`]).
+    saved: u64,
+    /// Bytes of that state (0: not known), to tell when the next would be over
+    /// [`PROJECTION_MAX_BYTES`].
+    saved_bytes: usize,
+}
+
+impl Sequencer {
+    /// The engine state to store with the append that ends the log at `self.next`, when
+    /// one is due and small enough.
+    fn state_to_store(&mut self) -> Option<Vec<u8>> {
+        let grown = self.next - self.saved;
+        if grown < PROJECTION_MIN_RECORDS.max(self.saved) {
+            return None;
+        }
+        // The state grows about with the log: expect the last size scaled by the growth.
+        let expected = u128::try_from(self.saved_bytes).unwrap_or(u128::MAX) * u128::from(self.next)
+            / u128::from(self.saved.max(1));
+        if expected > PROJECTION_MAX_BYTES as u128 {
+            return None;
+        }
+        let state = match serde_json::to_vec(self.engine.state()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot serialise the engine state: {e}");
+                return None;
+            }
+        };
+        (self.saved, self.saved_bytes) = (self.next, state.len());
+        (state.len() <= PROJECTION_MAX_BYTES).then_some(state)
+    }
+}
+
+/// The service.
+pub struct Service {
+    ledger: Ledger,
+    key: SigningKey,
+    seq: Mutex<Sequencer>,
+    failed: AtomicBool,
+    /// The doors' submissions, for the combiner (see [`Service::try_submit`]).
+    jobs: std::sync::mpsc::Sender<pipeline::Job>,
+}
+
+/// The hash of a request as idempotency compares it: SHA-256 of its RFC 8785 (JCS) bytes.
+/// The log's facts and webhook subscriptions hash their requests with this (API tokens
+/// keep the hash `keys.json` has always stored, of the request's compact JSON).
+#[must_use]
+pub fn request_hash(request: &impl serde::Serialize) -> [u8; 32] {
+    Sha256::digest(settle_mandates::jcs::to_vec(request).unwrap_or_default()).into()
+}
+
+/// The hash that makes two submissions "the same request": everything but the time.
+#[must_use]
+pub fn content_hash(s: &Submit) -> [u8; 32] {
+    match &s.request {
+        Some(r) => request_hash(&serde_json::json!({"by": s.by, "key": s.key, "request": r})),
+        None => request_hash(&serde_json::json!({"by": s.by, "key": s.key, "event": s.event})),
+    }
+}
+
+/// The ledger's options for the store of `keys`: the one place they are set.
+pub fn ledger_config(keys: &KeyFile) -> Result<LedgerConfig> {
+    Ok(LedgerConfig {
+        origin: keys.origin.clone(),
+        key: keys.current()?,
+        accepts: Arc::new(settle_engine::model::accepts),
+        persist: fjall::PersistMode::SyncAll,
+    })
+}
+
+/// Opens the log of `data` (no engine), exclusively.
+pub fn open_ledger(data: &Path, keys: &KeyFile) -> Result<Ledger> {
+    Ledger::open(&data.join("log"), ledger_config(keys)?)
+        .map_err(|e| anyhow::anyhow!("cannot open the log in {}: {e}", data.display()))
+}
+
+/// What a submission does when the ledger's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WhenFull {
+    /// Waits for room (the demo, the clock).
+    Wait,
+    /// Refuses at once with [`SubmitError::Busy`] (the doors).
+    Refuse,
+}
+
+/// Records `first..first + count` of the log: what one submission wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    first: u64,
+    count: u32,
+}
+
+/// The acknowledgement of an append, once its batch is durable.
+type Durable = Box<dyn std::future::Future<Output = Result<Appended, LedgerError>> + Send + Unpin>;
+
+/// A submission after the sequencer saw it.
+enum Prepared {
+    /// Answered already (refused, or failed).
+    Done(Result<Outcome, SubmitError>),
+    /// Decided and queued: its records, and the acknowledgement to wait for.
+    Pending { first: u64, records: Vec<Envelope>, durable: Durable },
+    /// The same request was written before (or is being written): its records, once
+    /// they are durable, are the answer.
+    Wait(Span),
+    /// The key names other content in these records: a conflict once they are durable
+    /// (if their commit fails, the key was never used).
+    Conflict(String, Span),
+}
+
+impl Service {
+    /// Opens the ledger in `DATA/log` and restores the engine (saved state + replay of
+    /// the records after it).
+    pub fn open(data: &Path) -> Result<Arc<Self>> {
+        let keys = KeyFile::load(data)?;
+        let key = keys.current()?;
+        let ledger = open_ledger(data, &keys)?;
+        let cfg = EngineConfig { vendor: keys.vendor.clone(), salt_secret: keys.salt()? };
+        let (engine, saved, saved_bytes) = restore(&ledger, cfg)?;
+        let next = ledger.size();
+        let (jobs, queued) = std::sync::mpsc::channel();
+        let svc = Arc::new(Self {
+            ledger,
+            key,
+            seq: Mutex::new(Sequencer { engine, next, inflight: HashMap::new(), saved, saved_bytes }),
+            failed: AtomicBool::new(false),
+            jobs,
+        });
+        let weak = Arc::downgrade(&svc);
+        std::thread::Builder::new()
+            .name("settle-combiner".into())
+            .spawn(move || pipeline::combine(&weak, &queued))
+            .context("cannot start the sequencer's combiner")?;
+        Ok(svc)
+    }
+
+    /// The ledger.
+    #[must_use]
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Runs `f` on the engine state (read-only, briefly locks the sequencer).
+    pub fn with_state<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        let s = self.seq.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(s.engine.state())
+    }
+
+    async fn complete(&self, p: Vec<Prepared>) -> Vec<Result<Outcome, SubmitError>> {
+        let mut out = Vec::with_capacity(p.len());
+        for x in p {
+            out.push(match x {
+                Prepared::Done(r) => r,
+                Prepared::Pending { first, records, durable } => match durable.await {
+                    Ok(a) => {
+                        self.done(first);
+                        Ok(Outcome { seq: a.first_seq, records, replayed: a.replayed })
+                    }
+                    Err(e) => {
+                        self.failed.store(true, Ordering::Release);
+                        Err(SubmitError::Storage(e.to_string()))
+                    }
+                },
+                Prepared::Wait(span) => self.durable(span).await.and_then(|()| self.read_outcome(span)),
+                Prepared::Conflict(key, span) => self.durable(span).await.and(Err(SubmitError::KeyConflict(key))),
+            });
+        }
+        out
+    }
+
+    /// Waits until records `first..first + count` are durable (written by another
+    /// submission's group commit); fails at once if the log stopped taking writes.
+    async fn durable(&self, Span { first, count }: Span) -> Result<(), SubmitError> {
+        let end = first + u64::from(count);
+        for _ in 0..10_000 {
+            // Stopped is read first: records durable before a later batch failed are
+            // then seen in the size.
+            let stopped = self.ledger.is_poisoned() || self.failed.load(Ordering::Acquire);
+            if self.ledger.size() >= end {
+                return Ok(());
+            }
+            if stopped {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        Err(SubmitError::Storage(format!("records {first}..{end} did not become durable")))
+    }
+
+    fn done(&self, first: u64) {
+        let mut sq = self.seq.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        sq.inflight.retain(|_, f| f.first_seq != first);
+    }
+
+    fn read_outcome(&self, Span { first, count }: Span) -> Result<Outcome, SubmitError> {
+        let mut records = Vec::with_capacity(count as usize);
+        for s in first..first + u64::from(count) {
+            let r = self
+                .ledger
+                .record(s)
+                .map_err(|e| SubmitError::Storage(e.to_string()))?
+                .ok_or_else(|| SubmitError::Storage(format!("record {s} is not durable yet")))?;
+            records.push(Envelope::from_bytes(&r.event).map_err(|e| SubmitError::Storage(e.to_string()))?);
+        }
+        Ok(Outcome { seq: first, records, replayed: true })
+    }
+
+    /// Records facts, waiting for room in the queue; each result after it is durable.
+    pub async fn submit(self: &Arc<Self>, subs: Vec<Submit>) -> Vec<Result<Outcome, SubmitError>> {
+        let me = Arc::clone(self);
+        let n = subs.len();
+        match tokio::task::spawn_blocking(move || me.prepare(subs, WhenFull::Wait)).await {
+            Ok(p) => self.complete(p).await,
+            Err(e) => self.panicked(n, &e),
+        }
+    }
+
+    /// As [`Service::submit`] but refuses with [`SubmitError::Busy`] when the queue is full:
+    /// what the doors call. The submissions of concurrent calls are combined: one thread
+    /// takes every call waiting and prepares them as one group (decided in order, signed
+    /// on all cores, one group commit), so a single conversion costs no thread of its own.
+    pub async fn try_submit(self: &Arc<Self>, subs: Vec<Submit>) -> Vec<Result<Outcome, SubmitError>> {
+        let n = subs.len();
+        let (reply, prepared) = tokio::sync::oneshot::channel();
+        if self.jobs.send(pipeline::Job { subs, reply }).is_err() {
+            return self.stopped(n, "the sequencer's combiner stopped");
+        }
+        match prepared.await {
+            Ok(p) => self.complete(p).await,
+            Err(_) => self.stopped(n, "the sequencer's combiner stopped while deciding"),
+        }
+    }
+
+    /// A bug panicked while deciding: the engine may be ahead of the log, so stop writing
+    /// (a restart rebuilds it from the log).
+    fn panicked(&self, n: usize, e: &tokio::task::JoinError) -> Vec<Result<Outcome, SubmitError>> {
+        self.stopped(n, &e.to_string())
+    }
+
+    /// Stops taking writes after an internal error while deciding; answers `n` failures.
+    fn stopped(&self, n: usize, why: &str) -> Vec<Result<Outcome, SubmitError>> {
+        self.fail();
+        (0..n)
+            .map(|_| Err(SubmitError::Storage(format!("internal error while deciding ({why}); restart the service"))))
+            .collect()
+    }
+
+    /// Marks the service failed (it refuses writes until restarted) and wakes every group
+    /// waiting for its turn, so it gives up.
+    fn fail(&self) {
+        self.failed.store(true, Ordering::Release);
+    }
+
+    /// Blocking [`Service::submit`] for synchronous drivers (the demo).
+    pub fn submit_blocking(&self, subs: Vec<Submit>) -> Vec<Result<Outcome, SubmitError>> {
+        let p = self.prepare(subs, WhenFull::Wait);
+        futures_lite_block_on(self.complete(p))
+    }
+
+    /// Saves the engine state as of the last record (fast restarts).
+    pub fn save_state(&self) -> Result<()> {
+        let mut sq = self.seq.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        forget_durable(&mut sq, self.ledger.size());
+        if sq.next == 0 || !sq.inflight.is_empty() {
+            return Ok(());
+        }
+        let state = serde_json::to_vec(sq.engine.state())?;
+        let len = state.len();
+        self.ledger.save_projection_blocking(ProjectionUpdate { name: PROJECTION.into(), state }, sq.next - 1)?;
+        (sq.saved, sq.saved_bytes) = (sq.next, len);
+        Ok(())
+    }
+
+    /// Signs a checkpoint now (log time `time`).
+    pub fn checkpoint(&self, time: i64) -> Result<settle_ledger::SignedCheckpoint> {
+        Ok(self.ledger.checkpoint_blocking(time)?)
+    }
+
+    /// Stops the writer after the queue drains.
+    pub fn close(&self) -> Result<()> {
+        Ok(self.ledger.close()?)
+    }
+}
+
+/// Drops in-flight entries whose records are durable: also those whose caller went away
+/// before its acknowledgement (a dropped request still commits).
+fn forget_durable(sq: &mut Sequencer, durable: u64) {
+    sq.inflight.retain(|_, f| f.first_seq + u64::from(f.count) > durable);
+}
+
+fn to_append(key: &str, h: [u8; 32], first: u64, records: Vec<Ready>, looked_up: KeyLookup) -> Append {
+    Append {
+        key: key.as_bytes().to_vec(),
+        content_hash: h,
+        records: records
+            .into_iter()
+            .map(|r| NewRecord { kind: r.kind.into(), version: r.version, event: r.bytes })
+            .collect(),
+        expected_seq: Some(first),
+        projection: None,
+        looked_up: Some(looked_up),
+    }
+}
+
+/// Runs a future to completion on the current thread (the demo has no runtime).
+fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map(|rt| rt.block_on(f))
+        .unwrap_or_else(|e| panic!("cannot start a runtime: {e}"))
+}
+
+/// Rebuilds the engine: the saved state, then every fact after it. Also tells how many
+/// records the stored state reflected and its size in bytes (0 and 0 without one).
+pub fn restore(ledger: &Ledger, cfg: EngineConfig) -> Result<(Engine, u64, usize)> {
+    let (mut engine, from, bytes) = match ledger.projection(PROJECTION)? {
+        Some((seq, bytes)) => {
+            let st: State = serde_json::from_slice(&bytes).context("saved engine state does not decode")?;
+            (Engine::with_state(cfg, st), seq + 1, bytes.len())
+        }
+        None => (Engine::new(cfg), 0, 0),
+    };
+    replay(ledger, &mut engine, from, None)?;
+    Ok((engine, from, bytes))
+}
+
+/// Feeds `engine` every fact from record `from` on (through the fact at `until`, when
+/// given), checking that each fact's derived events follow it; returns the last record
+/// reflected (a fact's derived events belong to it).
+pub fn replay(ledger: &Ledger, engine: &mut Engine, from: u64, until: Option<u64>) -> Result<Option<u64>> {
+    let mut expect_derived = 0u64;
+    let mut last = None;
+    for r in ledger.records(from) {
+        let r = r?;
+        let fact = settle_engine::model::is_fact_kind(&r.kind);
+        if !fact {
+            anyhow::ensure!(expect_derived > 0, "record {} is a derived event no fact caused", r.seq);
+            expect_derived -= 1;
+            continue;
+        }
+        anyhow::ensure!(
+            expect_derived == 0,
+            "record {} is a fact, but {expect_derived} derived events are missing before it",
+            r.seq
+        );
+        if until.is_some_and(|u| r.seq > u) {
+            return Ok(last);
+        }
+        let env = Envelope::from_bytes(&r.event).with_context(|| format!("record {} does not decode", r.seq))?;
+        let d =
+            engine.decide(env, r.seq).map_err(|e| anyhow::anyhow!("record {} is rejected on replay: {e}", r.seq))?;
+        expect_derived = d.outputs.len() as u64;
+        last = Some(r.seq + expect_derived);
+    }
+    anyhow::ensure!(expect_derived == 0, "the log ends {expect_derived} derived events short");
+    Ok(last)
+}
+
+#[cfg(test)]
+mod tests;
