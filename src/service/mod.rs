@@ -350,8 +350,8 @@ impl Service {
             .collect()
     }
 
-    /// Marks the service failed (it refuses writes until restarted) and wakes every group
-    /// waiting for its turn, so it gives up.
+    /// Marks the service failed: it refuses writes until restarted (which rebuilds the
+    /// engine from the log).
     fn fail(&self) {
         self.failed.store(true, Ordering::Release);
     }
