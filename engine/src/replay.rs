@@ -111,7 +111,7 @@ pub fn sign_decisions(decisions: Vec<Decision>, key: &SigningKey) -> Vec<Vec<Rea
         for o in d.outputs {
             let mut env = o.envelope;
             if o.sign.is_some() {
-                fill(&mut env, tokens.next().unwrap_or_default());
+                fill(&mut env, tokens.next().expect("a signature for every signed output"));
             }
             out.push(ready(env, None));
         }

@@ -11,8 +11,8 @@
 use std::sync::Weak;
 use std::sync::atomic::Ordering;
 
-use settle_engine::Envelope;
 use settle_engine::replay::sign_decisions;
+use settle_engine::{Envelope, Event};
 use settle_ledger::{CheckedGroup, KeyLookup, LedgerError, ProjectionUpdate, Reserved};
 
 use super::{
@@ -176,17 +176,19 @@ fn fill(slots: &mut [Option<Prepared>], queued: Result<Vec<(Meta, Durable)>, Str
     }
 }
 
-/// The combiner: takes the doors' waiting submissions, at most [`MAX_BATCH`] at a time in
-/// the order they came, and prepares them as one group. Ends when the service is dropped.
+/// The combiner: takes the doors' waiting submissions of small facts, at most
+/// [`MAX_BATCH`] at a time in the order they came, and prepares them as one group (any
+/// other call as a group of its own). Ends when the service is dropped.
 pub(super) fn combine(svc: &Weak<Service>, queued: &std::sync::mpsc::Receiver<Job>) {
     let mut carried: Option<Job> = None;
     // Bounded: each turn waits for a job and ends when the service and its sender are gone.
     loop {
         let Some(first) = carried.take().or_else(|| queued.recv().ok()) else { return };
         let mut n = first.subs.len();
+        let alone = !small(&first);
         let mut jobs = vec![first];
-        while let Ok(j) = queued.try_recv() {
-            if n + j.subs.len() > MAX_BATCH {
+        while !alone && let Ok(j) = queued.try_recv() {
+            if n + j.subs.len() > MAX_BATCH || !small(&j) {
                 carried = Some(j);
                 break;
             }
@@ -201,13 +203,33 @@ pub(super) fn combine(svc: &Weak<Service>, queued: &std::sync::mpsc::Receiver<Jo
             subs.extend(j.subs);
         }
         let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| svc.prepare(subs, WhenFull::Refuse)));
-        // A panic drops the replies: their callers answer a failure, and the service stops.
-        let Ok(prepared) = prepared else {
+        if prepared.is_err() {
             svc.fail();
-            continue;
-        };
-        answer(prepared.into_iter().map(Some).collect(), replies);
+        }
+        // The callers may hold the last references to the service: let go of it first, so
+        // it is dropped (and its ledger closed) where they drop it, not here.
+        drop(svc);
+        // A panic drops the replies: their callers answer a failure.
+        if let Ok(prepared) = prepared {
+            answer(prepared.into_iter().map(Some).collect(), replies);
+        }
     }
+}
+
+/// Whether a call is made of small facts only (leads, hand-offs, conversions, refunds: a
+/// few records each), which are combined with others; any other call (a payout, a
+/// settlement, holds released: up to thousands of records) is prepared alone, so a group
+/// commit stays within the ledger's batch.
+fn small(job: &Job) -> bool {
+    job.subs.iter().all(|s| {
+        matches!(
+            s.event,
+            Event::LeadRegistered { .. }
+                | Event::LeadHandedOff { .. }
+                | Event::ConversionRecorded { .. }
+                | Event::RefundRecorded { .. }
+        )
+    })
 }
 
 /// Sends each caller of a group the slots of its own submissions, in order.

@@ -304,15 +304,21 @@ fn a_saved_state_restores_as_the_log_replays() {
     assert!(owners.count() > 100, "the owners of customers are restored");
 }
 
-/// The doors' calls are combined: many concurrent calls, some sent twice at once and some
-/// retried later, are each answered exactly once and in the log once, every fact followed
-/// by what it caused, the log's records in order without a gap.
+/// The doors' calls are combined: many concurrent calls (signed together, on all cores),
+/// some sent twice at once and one retried later, are each answered with their own
+/// records and in the log once, every fact followed by what it caused, each signature on
+/// its own record.
 #[test]
 fn concurrent_door_calls_are_combined_and_each_recorded_once() {
     let dir = tempfile::tempdir().unwrap();
     let svc = new_store(dir.path());
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let calls = 64;
+    // One call of sixteen facts first: one group of many decisions, signed on all cores.
+    let batch: Vec<Submit> =
+        (0..16).map(|i| publish_program(&format!("b{i}"), &format!("batch-{i}"), "B", Utc::now())).collect();
+    let batched = rt.block_on(svc.try_submit(batch));
+    assert!(batched.iter().all(|r| r.as_ref().is_ok_and(|o| !o.replayed)), "{batched:?}");
     let answers: Vec<Result<Outcome, SubmitError>> = rt.block_on(async {
         let mut set = tokio::task::JoinSet::new();
         for i in 0..calls {
@@ -350,14 +356,29 @@ fn concurrent_door_calls_are_combined_and_each_recorded_once() {
             (a, b) => panic!("call {i} and its twin were answered apart: {a:?} / {b:?}"),
         }
     }
-    // The log: facts in sequence, each key once, then a retry changes nothing.
+    // The log: each key once, every fact followed by what it caused (its open mandate,
+    // signed over that program and no other), the answers naming those records.
     let size = svc.ledger().size();
-    let keys: Vec<Option<String>> =
-        svc.ledger().records(0).map(|r| Envelope::from_bytes(&r.unwrap().event).unwrap().key).collect();
-    let facts: Vec<&String> = keys.iter().flatten().collect();
-    let unique: std::collections::BTreeSet<&&String> = facts.iter().collect();
-    assert_eq!(facts.len(), unique.len(), "a key recorded twice");
+    let envs: Vec<Envelope> =
+        svc.ledger().records(0).map(|r| Envelope::from_bytes(&r.unwrap().event).unwrap()).collect();
+    let keys: Vec<&String> = envs.iter().filter_map(|e| e.key.as_ref()).collect();
+    let unique: std::collections::BTreeSet<&&String> = keys.iter().collect();
+    assert_eq!(keys.len(), unique.len(), "a key recorded twice");
+    assert_eq!(keys.len() * 2, envs.len(), "a fact without its open mandate, or one more");
+    for (seq, pair) in envs.chunks(2).enumerate() {
+        let (fact, caused) = (&pair[0], &pair[1]);
+        let Event::ProgramPublished { spec } = &fact.event else { panic!("record {} is not a fact", seq * 2) };
+        assert_eq!(caused.cause, Some(seq as u64 * 2), "record {} names another cause", seq * 2 + 1);
+        let Event::OpenMandateIssued { mandate, .. } = &caused.event else { panic!("no open mandate after {seq}") };
+        let payload = settle_mandates::jws::parse(mandate, settle_mandates::types::TYP_OPEN_MANDATE).unwrap().payload;
+        let open: settle_mandates::types::OpenMandate = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(open.program, spec.program, "record {}'s mandate was signed for another program", seq * 2 + 1);
+    }
+    for (r, o) in answers.iter().zip(&recorded) {
+        assert_eq!(r.as_ref().unwrap().records[0].key, envs[usize::try_from(o.seq).unwrap()].key);
+    }
     let again = rt.block_on(svc.try_submit(vec![publish_program("k0", "growth-k0", "P", Utc::now())])).remove(0);
+    assert_eq!(envs.len(), 2 * (16 + calls - calls / 8), "a call recorded twice, or not at all");
     assert!(again.as_ref().is_ok_and(|o| o.replayed && o.seq == recorded[0].seq), "{again:?}");
     assert_eq!(svc.ledger().size(), size, "a retry wrote a record");
 }
