@@ -13,7 +13,7 @@ use settle_ledger::Ledger;
 use settle_mandates::types::Signed;
 use sha2::{Digest, Sha256};
 
-use super::statements::statements;
+use super::statements::{Period, statements};
 use super::{BUNDLE_FORMAT, CHECKPOINTS_FILE, JWKS_FILE, LOG_FILE, MANIFEST_FILE, MANIFEST_SIG_FILE, Manifest};
 use crate::keystore::KeyFile;
 use crate::receipts::{Issuer, receipts};
@@ -83,7 +83,7 @@ pub fn export_counted(data: &Path, out: &Path) -> Result<(Manifest, u64)> {
     // closing lines), then every partner's receipts.
     let ecfg = EngineConfig { vendor: keys.vendor.clone(), salt_secret: keys.salt()? };
     let mut writers: BTreeMap<String, csv::Writer<BufWriter<File>>> = BTreeMap::new();
-    statements(&ledger, ecfg, None, None, None, |p, line| {
+    statements(&ledger, ecfg, Period::default(), |p, line| {
         if !writers.contains_key(p) {
             writers.insert(p.to_owned(), csv::Writer::from_writer(pfile(p, "statement.csv")?));
         }

@@ -8,6 +8,7 @@ use std::io::Write;
 use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use settle_engine::state::{Book, State};
 use settle_engine::{Engine, EngineConfig, Envelope, Event};
@@ -88,195 +89,57 @@ fn balance_line(
     }
 }
 
-/// Streams the statements of `partners` (all when `None`) for facts in `[from, to)` by
-/// replaying the log once (facts only, no signing). Every line names the fact,
-/// conversion, rule version, hop and mandate behind it; each partner's lines open with
-/// its balances before the period and close with its balances after it.
+/// What a statement covers: whose (every partner's when `None`) and the period
+/// `[from, to)` (open where `None`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Period<'a> {
+    /// The partners.
+    pub partners: Option<&'a std::collections::BTreeSet<String>>,
+    /// From (inclusive).
+    pub from: Option<DateTime<Utc>>,
+    /// To (exclusive).
+    pub to: Option<DateTime<Utc>>,
+}
+
+impl Period<'_> {
+    fn wanted(&self, partner: &str) -> bool {
+        self.partners.is_none_or(|s| s.contains(partner))
+    }
+
+    fn holds(&self, at: DateTime<Utc>) -> bool {
+        self.from.is_none_or(|f| at >= f) && self.to.is_none_or(|t| at < t)
+    }
+}
+
+/// Streams the statements of `period` by replaying the log once (facts only, no
+/// signing). Every line names the fact, conversion, rule version, hop and mandate behind
+/// it; each partner's lines open with its balances before the period and close with its
+/// balances after it.
 pub fn statements(
     ledger: &Ledger,
     cfg: EngineConfig,
-    partners: Option<&std::collections::BTreeSet<String>>,
-    from: Option<chrono::DateTime<chrono::Utc>>,
-    to: Option<chrono::DateTime<chrono::Utc>>,
-    mut sink: impl FnMut(&str, StatementLine) -> Result<()>,
+    period: Period<'_>,
+    sink: impl FnMut(&str, StatementLine) -> Result<()>,
 ) -> Result<()> {
-    struct Acc {
-        last: Book,
-        opened: bool,
-        currency: Option<settle_mandates::money::Currency>,
-    }
     let mut engine = Engine::new(cfg);
-    let mut acc: BTreeMap<String, Acc> = BTreeMap::new();
-    let mut pending: Vec<Envelope> = Vec::new();
-    let mut fact: Option<(u64, chrono::DateTime<chrono::Utc>)> = None;
+    let mut books = Books { period, accounts: BTreeMap::new(), sink };
+    // The fact being read, and the records it caused so far.
+    let mut fact: Option<(u64, DateTime<Utc>)> = None;
+    let mut caused: Vec<Envelope> = Vec::new();
     let mut derived_left = 0usize;
-    let wanted = |p: &str| partners.is_none_or(|s| s.contains(p));
     let mut last_seq = 0;
-    let mut flush = |engine: &Engine,
-                     pending: &mut Vec<Envelope>,
-                     fact: Option<(u64, chrono::DateTime<chrono::Utc>)>,
-                     acc: &mut BTreeMap<String, Acc>|
-     -> Result<()> {
-        let Some((seq, at)) = fact else { return Ok(()) };
-        let in_range = from.is_none_or(|f| at >= f) && to.is_none_or(|t| at < t);
-        let at_s = at.to_rfc3339();
-        let st = engine.state();
-        let mut lines: Vec<(String, StatementLine)> = Vec::new();
-        for env in pending.drain(..) {
-            let mut push = |partner: &str,
-                            entry: &str,
-                            reference: String,
-                            mid: String,
-                            amount: i64,
-                            c: settle_mandates::money::Currency,
-                            token: Option<&str>,
-                            hop_info: Option<(u32, u32, String)>| {
-                if !wanted(partner) {
-                    return;
-                }
-                let b = st.books.get(partner).copied().unwrap_or_default();
-                let basis = token.and_then(mandate_basis);
-                let (rv, hop, role) = basis.as_ref().map_or(
-                    hop_info.map_or((String::new(), String::new(), String::new()), |(rv, h, r)| {
-                        (rv.to_string(), h.to_string(), r)
-                    }),
-                    |m| (m.basis.rule_version.to_string(), m.basis.hop.to_string(), m.basis.role.clone()),
-                );
-                lines.push((
-                    partner.to_owned(),
-                    StatementLine {
-                        seq,
-                        at: at_s.clone(),
-                        entry: entry.into(),
-                        reference: basis.as_ref().map_or(reference, |m| m.basis.conversion.clone()),
-                        mandate_id: mid,
-                        rule_version: rv,
-                        hop,
-                        role,
-                        amount: dec(amount, c),
-                        currency: c.to_string(),
-                        on_hold: dec(b.on_hold, c),
-                        payable: dec(b.payable, c),
-                        in_payout: dec(b.in_payout, c),
-                        paid: dec(b.paid, c),
-                    },
-                ));
-            };
-            match &env.event {
-                Event::MandateIssued { mandate_id, partner, amount, mandate } => push(
-                    partner,
-                    "earned",
-                    String::new(),
-                    mandate_id.clone(),
-                    amount.minor_units(),
-                    amount.currency(),
-                    Some(mandate),
-                    None,
-                ),
-                Event::ClawbackIssued { mandate_id, partner, amount, offset, mandate, .. } => push(
-                    partner,
-                    if offset.is_zero() { "clawback" } else { "clawback_offset" },
-                    String::new(),
-                    mandate_id.clone(),
-                    -amount.minor_units(),
-                    amount.currency(),
-                    Some(mandate),
-                    None,
-                ),
-                Event::PayoutBooked { settlement, partner, paid, .. } => push(
-                    partner,
-                    "paid",
-                    settlement.clone(),
-                    String::new(),
-                    paid.minor_units(),
-                    paid.currency(),
-                    None,
-                    None,
-                ),
-                Event::PayoutBatchCreated { batch, partner, amount, .. } => push(
-                    partner,
-                    "payout_batched",
-                    batch.clone(),
-                    String::new(),
-                    amount.minor_units(),
-                    amount.currency(),
-                    None,
-                    None,
-                ),
-                // A failed batch's money is payable again (the fact itself is the line).
-                Event::SettlementFailed { batch: Some(batch), partner, .. } => {
-                    if let Some(b) = st.batches.get(batch) {
-                        push(
-                            partner,
-                            "payout_returned",
-                            batch.clone(),
-                            String::new(),
-                            b.amount.minor_units(),
-                            b.amount.currency(),
-                            None,
-                            None,
-                        );
-                    }
-                }
-                Event::HoldsReleased { mandate_ids, .. } => {
-                    for id in mandate_ids {
-                        let Some((_, h, c)) = st.mandate_hop(id) else { continue };
-                        let hop = &c.hops[h];
-                        let info = (
-                            c.rule_version,
-                            u32::try_from(h).unwrap_or(u32::MAX),
-                            settle_engine::state::role_of(h, c.hops.len()).to_owned(),
-                        );
-                        push(
-                            &hop.partner,
-                            "hold_released",
-                            c.id.to_string(),
-                            id.clone(),
-                            hop.amount - hop.clawed,
-                            c.pool.currency(),
-                            None,
-                            Some(info),
-                        );
-                    }
-                }
-                _ => {}
-            }
-        }
-        for (partner, line) in lines {
-            let a = acc.entry(partner.clone()).or_insert(Acc { last: Book::default(), opened: false, currency: None });
-            a.currency = Some(line.currency.parse()?);
-            if in_range {
-                if !a.opened {
-                    a.opened = true;
-                    sink(&partner, balance_line("opening", seq, &at_s, &a.last, a.currency))?;
-                }
-                sink(&partner, line)?;
-            }
-        }
-        // Remember every wanted partner's book after this fact.
-        if from.is_none_or(|f| at < f) || in_range {
-            for (p, b) in &st.books {
-                if wanted(p) {
-                    let a =
-                        acc.entry(p.clone()).or_insert(Acc { last: Book::default(), opened: false, currency: None });
-                    a.last = *b;
-                }
-            }
-        }
-        Ok(())
-    };
     for r in ledger.records(0) {
         let r = r?;
         let env = Envelope::from_bytes(&r.event)?;
         if env.event.is_fact() {
-            flush(&engine, &mut pending, fact, &mut acc)?;
-            if to.is_some_and(|t| env.at >= t) {
+            books.after(engine.state(), fact, &mut caused)?;
+            if period.to.is_some_and(|t| env.at >= t) {
                 fact = None;
                 break;
             }
             fact = Some((r.seq, env.at));
             if matches!(env.event, Event::SettlementFailed { batch: Some(_), .. }) {
-                pending.push(env.clone());
+                caused.push(env.clone());
             }
             let d = engine
                 .decide(env, r.seq)
@@ -285,26 +148,187 @@ pub fn statements(
         } else {
             anyhow::ensure!(derived_left > 0, "record {} is a derived event no fact caused", r.seq);
             derived_left -= 1;
-            pending.push(env);
+            caused.push(env);
         }
         last_seq = r.seq;
     }
-    flush(&engine, &mut pending, fact, &mut acc)?;
-    let end = to.map_or_else(|| engine.state().now.map(|t| t.to_rfc3339()).unwrap_or_default(), |t| t.to_rfc3339());
-    let start = from.map_or_else(String::new, |f| f.to_rfc3339());
-    for p in engine.state().partners.keys().filter(|p| wanted(p)) {
-        let a = acc.entry(p.clone()).or_insert(Acc { last: Book::default(), opened: false, currency: None });
-        if !a.opened {
-            sink(p, balance_line("opening", last_seq, &start, &a.last, a.currency))?;
-        }
-        sink(p, balance_line("closing", last_seq, &end, &a.last, a.currency))?;
-    }
-    if let Some(s) = partners
+    books.after(engine.state(), fact, &mut caused)?;
+    books.close(engine.state(), last_seq)?;
+    if let Some(s) = period.partners
         && let Some(p) = s.iter().find(|p| !engine.state().partners.contains_key(*p))
     {
         bail!("partner '{p}' not found");
     }
     Ok(())
+}
+
+/// A partner's book as a statement last saw it.
+#[derive(Default)]
+struct Account {
+    /// After the last fact read (in or before the period).
+    last: Book,
+    /// Its opening line is written.
+    opened: bool,
+    /// Its program's currency, once a line named it.
+    currency: Option<Currency>,
+}
+
+/// The statements being written: the period, every wanted partner's account, the sink.
+struct Books<'a, S> {
+    period: Period<'a>,
+    accounts: BTreeMap<String, Account>,
+    sink: S,
+}
+
+impl<S: FnMut(&str, StatementLine) -> Result<()>> Books<'_, S> {
+    /// Writes the lines of the records the fact at `fact` caused (`st` is the state after
+    /// it), each partner's opening line before its first, and remembers every wanted
+    /// partner's book after it.
+    fn after(&mut self, st: &State, fact: Option<(u64, DateTime<Utc>)>, caused: &mut Vec<Envelope>) -> Result<()> {
+        let Some((seq, at)) = fact else { return Ok(()) };
+        let in_range = self.period.holds(at);
+        let at_s = at.to_rfc3339();
+        let mut lines: Vec<(String, StatementLine)> = Vec::new();
+        for env in caused.drain(..) {
+            for e in entries(st, &env).into_iter().filter(|e| self.period.wanted(&e.partner)) {
+                lines.push((e.partner.clone(), line(st, seq, &at_s, e)));
+            }
+        }
+        for (partner, line) in lines {
+            let a = self.accounts.entry(partner.clone()).or_default();
+            a.currency = Some(line.currency.parse()?);
+            if in_range {
+                if !a.opened {
+                    a.opened = true;
+                    (self.sink)(&partner, balance_line("opening", seq, &at_s, &a.last, a.currency))?;
+                }
+                (self.sink)(&partner, line)?;
+            }
+        }
+        if self.period.from.is_none_or(|f| at < f) || in_range {
+            for (p, b) in st.books.iter().filter(|(p, _)| self.period.wanted(p)) {
+                self.accounts.entry(p.clone()).or_default().last = *b;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes every wanted partner's opening line (if none was written) and closing line.
+    fn close(&mut self, st: &State, last_seq: u64) -> Result<()> {
+        let end = self.period.to.or(st.now).map(|t| t.to_rfc3339()).unwrap_or_default();
+        let start = self.period.from.map_or_else(String::new, |f| f.to_rfc3339());
+        for p in st.partners.keys().filter(|p| self.period.wanted(p)) {
+            let a = self.accounts.entry(p.clone()).or_default();
+            if !a.opened {
+                (self.sink)(p, balance_line("opening", last_seq, &start, &a.last, a.currency))?;
+            }
+            (self.sink)(p, balance_line("closing", last_seq, &end, &a.last, a.currency))?;
+        }
+        Ok(())
+    }
+}
+
+/// One movement of a partner's money a record shows, before the books are read.
+struct Entry<'a> {
+    partner: String,
+    entry: &'static str,
+    /// The conversion, settlement or batch (a mandate's own basis names its conversion).
+    reference: String,
+    mandate_id: String,
+    /// Signed minor units.
+    amount: i64,
+    currency: Currency,
+    /// The signed mandate, whose basis names rule version, hop and role.
+    token: Option<&'a str>,
+    /// Rule version, hop and role, where no mandate is at hand.
+    hop: Option<(u32, u32, String)>,
+}
+
+/// The movements record `env` shows (`st`: the state after its fact).
+fn entries<'a>(st: &State, env: &'a Envelope) -> Vec<Entry<'a>> {
+    let plain = |partner: &str, entry, reference: &str, amount: &Amount| Entry {
+        partner: partner.to_owned(),
+        entry,
+        reference: reference.to_owned(),
+        mandate_id: String::new(),
+        amount: amount.minor_units(),
+        currency: amount.currency(),
+        token: None,
+        hop: None,
+    };
+    match &env.event {
+        Event::MandateIssued { mandate_id, partner, amount, mandate } => {
+            vec![Entry { mandate_id: mandate_id.clone(), token: Some(mandate), ..plain(partner, "earned", "", amount) }]
+        }
+        Event::ClawbackIssued { mandate_id, partner, amount, offset, mandate, .. } => {
+            let entry = if offset.is_zero() { "clawback" } else { "clawback_offset" };
+            vec![Entry {
+                mandate_id: mandate_id.clone(),
+                amount: -amount.minor_units(),
+                token: Some(mandate),
+                ..plain(partner, entry, "", amount)
+            }]
+        }
+        Event::PayoutBooked { settlement, partner, paid, .. } => vec![plain(partner, "paid", settlement, paid)],
+        Event::PayoutBatchCreated { batch, partner, amount, .. } => {
+            vec![plain(partner, "payout_batched", batch, amount)]
+        }
+        // A failed batch's money is payable again (the fact itself is the line).
+        Event::SettlementFailed { batch: Some(batch), partner, .. } => {
+            st.batches.get(batch).map(|b| plain(partner, "payout_returned", batch, &b.amount)).into_iter().collect()
+        }
+        Event::HoldsReleased { mandate_ids, .. } => mandate_ids.iter().filter_map(|id| released(st, id)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The movement of a held mandate's release.
+fn released<'a>(st: &State, id: &str) -> Option<Entry<'a>> {
+    let (_, h, c) = st.mandate_hop(id)?;
+    let hop = &c.hops[h];
+    Some(Entry {
+        partner: hop.partner.to_string(),
+        entry: "hold_released",
+        reference: c.id.to_string(),
+        mandate_id: id.to_owned(),
+        amount: hop.amount - hop.clawed,
+        currency: c.pool.currency(),
+        token: None,
+        hop: Some((
+            c.rule_version,
+            u32::try_from(h).unwrap_or(u32::MAX),
+            settle_engine::state::role_of(h, c.hops.len()).to_owned(),
+        )),
+    })
+}
+
+/// The statement line of movement `e` of the fact at `seq`, with its partner's balances
+/// after the fact.
+fn line(st: &State, seq: u64, at: &str, e: Entry<'_>) -> StatementLine {
+    let b = st.books.get(&e.partner).copied().unwrap_or_default();
+    let c = e.currency;
+    let basis = e.token.and_then(mandate_basis);
+    let (rule_version, hop, role) = match (&basis, e.hop) {
+        (Some(m), _) => (m.basis.rule_version.to_string(), m.basis.hop.to_string(), m.basis.role.clone()),
+        (None, Some((rv, h, r))) => (rv.to_string(), h.to_string(), r),
+        (None, None) => (String::new(), String::new(), String::new()),
+    };
+    StatementLine {
+        seq,
+        at: at.to_owned(),
+        entry: e.entry.into(),
+        reference: basis.as_ref().map_or(e.reference, |m| m.basis.conversion.clone()),
+        mandate_id: e.mandate_id,
+        rule_version,
+        hop,
+        role,
+        amount: dec(e.amount, c),
+        currency: c.to_string(),
+        on_hold: dec(b.on_hold, c),
+        payable: dec(b.payable, c),
+        in_payout: dec(b.in_payout, c),
+        paid: dec(b.paid, c),
+    }
 }
 
 /// One partner's statement, in memory (the CLI's `settle statement`).
@@ -317,7 +341,7 @@ pub fn statement(
 ) -> Result<Vec<StatementLine>> {
     let set: std::collections::BTreeSet<String> = [partner.to_owned()].into();
     let mut out = Vec::new();
-    statements(ledger, cfg, Some(&set), from, to, |_, l| {
+    statements(ledger, cfg, Period { partners: Some(&set), from, to }, |_, l| {
         out.push(l);
         Ok(())
     })?;
