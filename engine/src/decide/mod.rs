@@ -140,10 +140,12 @@ impl Decider<'_> {
             Event::PayoutBatched { batch, partner, rail, mandate_ids } => self.batch(batch, partner, rail, mandate_ids),
             Event::ConversionReleased { conversion } => self.release(conversion),
             Event::SettlementConfirmed { settlement, batch, partner, mandate_ids, rail, confirmation_id } => {
-                self.settlement_confirmed(settlement, partner, rail, mandate_ids, batch, confirmation_id)
+                let a = settlement::RailAnswer { settlement, partner, rail, ids: mandate_ids, batch };
+                self.rail_answered(a, Ok(confirmation_id))
             }
             Event::SettlementFailed { settlement, batch, partner, mandate_ids, rail, error } => {
-                self.settlement_failed(settlement, partner, rail, mandate_ids, batch, error)
+                let a = settlement::RailAnswer { settlement, partner, rail, ids: mandate_ids, batch };
+                self.rail_answered(a, Err(error))
             }
             other => Err(Rejection::NotAFact(other.kind())),
         }

@@ -18,6 +18,16 @@ use crate::state::{Batch, BatchStatus};
 /// net value and currency.
 type Payable = (Vec<(u64, usize)>, i64, Currency);
 
+/// What a rail's answer settles: the settlement, the partner paid, the rail, the
+/// mandates, and the payout batch they were sent in (if any).
+pub(super) struct RailAnswer {
+    pub(super) settlement: String,
+    pub(super) partner: String,
+    pub(super) rail: String,
+    pub(super) ids: Vec<String>,
+    pub(super) batch: Option<String>,
+}
+
 impl Decider<'_> {
     /// `payout_batched`: a new batch of some of a partner's payable mandates; what the
     /// rail is to pay, less what earlier clawbacks of paid money left owing.
@@ -67,48 +77,22 @@ impl Decider<'_> {
         }))
     }
 
-    /// `settlement_confirmed`: a rail paid.
-    pub(super) fn settlement_confirmed(
-        &mut self,
-        settlement: String,
-        partner: String,
-        rail: String,
-        ids: Vec<String>,
-        batch: Option<String>,
-        confirmation_id: String,
-    ) -> Result<Apply, Rejection> {
-        check_text("rail", &rail)?;
-        check_text("confirmation_id", &confirmation_id)?;
-        self.settle(settlement, partner, rail, ids, batch, Ok(confirmation_id))
-    }
-
-    /// `settlement_failed`: a rail failed to pay.
-    pub(super) fn settlement_failed(
-        &mut self,
-        settlement: String,
-        partner: String,
-        rail: String,
-        ids: Vec<String>,
-        batch: Option<String>,
-        error: String,
-    ) -> Result<Apply, Rejection> {
-        check_text("rail", &rail)?;
-        check_text("error", &error)?;
-        self.settle(settlement, partner, rail, ids, batch, Err(error))
+    /// `settlement_confirmed` (`said`: the rail's confirmation id) or
+    /// `settlement_failed` (the rail's error).
+    pub(super) fn rail_answered(&mut self, a: RailAnswer, said: Result<String, String>) -> Result<Apply, Rejection> {
+        check_text("rail", &a.rail)?;
+        match &said {
+            Ok(confirmation_id) => check_text("confirmation_id", confirmation_id)?,
+            Err(error) => check_text("error", error)?,
+        }
+        self.settle(a, said)
     }
 
     /// A new settlement: of a payout batch, or of payable mandates named directly (paid:
     /// their value, less what earlier clawbacks of paid money left owing; failed: they
     /// stay payable).
-    fn settle(
-        &mut self,
-        settlement: String,
-        partner: String,
-        rail: String,
-        ids: Vec<String>,
-        batch: Option<String>,
-        said: Result<String, String>,
-    ) -> Result<Apply, Rejection> {
+    fn settle(&mut self, a: RailAnswer, said: Result<String, String>) -> Result<Apply, Rejection> {
+        let RailAnswer { settlement, partner, rail, ids, batch } = a;
         check_id("settlement", &settlement)?;
         if self.st.settlements.contains_key(&settlement) {
             return Err(Rejection::Conflict(format!("settlement '{settlement}' is already recorded")));
