@@ -602,3 +602,71 @@ fn count(e: &Event, st: &mut Stats) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use settle_engine::{Engine, EngineConfig};
+
+    use crate::keystore::KeyFile;
+    use crate::service::{PROJECTION, PROJECTION_MIN_RECORDS, Service, open_ledger, replay, restore};
+
+    // The service's saved state, over the history a demo writes.
+
+    /// The engine state is stored with the appends as the log grows, not only when the
+    /// service stops: after a run that never saved it, the store holds a state as of the
+    /// last record of some append, and restoring from it builds exactly the state a
+    /// replay of the whole log builds.
+    #[test]
+    fn the_state_is_stored_with_the_appends_as_the_log_grows() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("store");
+        super::run(&data, 400, 3, true).unwrap();
+        let keys = KeyFile::load(&data).unwrap();
+        let ledger = open_ledger(&data, &keys).unwrap();
+        let (seq, _) = ledger.projection(PROJECTION).unwrap().expect("a state stored with an append");
+        let size = ledger.size();
+        assert!(seq + 1 >= PROJECTION_MIN_RECORDS && seq + 1 < size, "stored as of {seq} of {size}");
+        let next = ledger.record(seq + 1).unwrap().unwrap();
+        assert!(settle_engine::model::is_fact_kind(&next.kind), "stored mid-append: {} follows", next.kind);
+        let cfg = || EngineConfig { vendor: keys.vendor.clone(), salt_secret: keys.salt().unwrap() };
+        let restored = restore(&ledger, cfg()).unwrap().0;
+        let mut replayed = Engine::new(cfg());
+        replay(&ledger, &mut replayed, 0, None).unwrap();
+        assert_eq!(serde_json::to_vec(restored.state()).unwrap(), serde_json::to_vec(replayed.state()).unwrap());
+    }
+
+    /// A saved projection restores to exactly the state a replay of the whole log builds:
+    /// the packed tables' look-ups (ids, the owners of customers) are rebuilt from it.
+    #[test]
+    fn a_saved_state_restores_as_the_log_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("store");
+        super::run(&data, 400, 3, true).unwrap();
+        let replayed = {
+            let svc = Service::open(&data).unwrap();
+            svc.save_state().unwrap();
+            let st = svc.with_state(|s| serde_json::to_vec(s).unwrap());
+            svc.close().unwrap();
+            st
+        };
+        let keys = KeyFile::load(&data).unwrap();
+        let ledger = open_ledger(&data, &keys).unwrap();
+        let (seq, saved) = ledger.projection(PROJECTION).unwrap().expect("a saved projection");
+        assert_eq!(seq + 1, ledger.size(), "saved as of the last record");
+        assert_eq!(saved, replayed, "what is saved is the replayed state's JSON");
+        let cfg = EngineConfig { vendor: keys.vendor.clone(), salt_secret: keys.salt().unwrap() };
+        let restored = restore(&ledger, cfg).unwrap().0;
+        assert_eq!(serde_json::to_vec(restored.state()).unwrap(), replayed);
+        // The look-ups work on the restored state: every lead and conversion is found.
+        let st = restored.state();
+        assert!(st.leads.len() > 100 && st.conversions.len() == 400, "{} leads", st.leads.len());
+        for (seq, c) in st.conversions.iter() {
+            assert_eq!(st.conversions.seq_of(&c.id), Some(seq));
+        }
+        let owners = st
+            .leads
+            .iter()
+            .filter(|(id, l)| st.leads.owner(&l.program, &l.customer).is_some_and(|(o, _)| o.as_str() == *id));
+        assert!(owners.count() > 100, "the owners of customers are restored");
+    }
+}
