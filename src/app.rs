@@ -62,12 +62,13 @@ async fn release_due_holds(svc: &Arc<Service>) {
 }
 
 /// The store in `data`, opened for the doors: its keys, service (engine restored) and
-/// tokens; `base` is the public base URL the doors name.
-pub fn open(data: &Path, base: String, hooks: Option<Arc<Webhooks>>) -> Result<App> {
+/// tokens; `base` is the public base URL the doors name (no webhook deliverer: `serve`
+/// starts one).
+pub fn open(data: &Path, base: String) -> Result<App> {
     let keys = Arc::new(KeyFile::load(data)?);
     let svc = Service::open(data)?;
     let tokens = Arc::new(Tokens::open(data)?);
-    Ok(App { svc, keys, tokens, base, hooks })
+    Ok(App { svc, keys, tokens, base, hooks: None })
 }
 
 /// Closes a drained store: the engine state saved, the writer stopped.
@@ -88,7 +89,7 @@ pub fn serve(
         .with_writer(std::io::stderr)
         .init();
     let extra_roots = webhook_ca.map(crate::webhooks::read_ca).transpose()?.unwrap_or_default();
-    let mut app = open(data, format!("http://{listen}"), None)?;
+    let mut app = open(data, format!("http://{listen}"))?;
     let svc = app.svc.clone();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
@@ -119,7 +120,7 @@ pub fn serve(
 /// `settle mcp --data DIR`: serves MCP over stdio until the client closes it, with the
 /// token in [`doors::mcp::TOKEN_ENV`].
 pub fn mcp_stdio(data: &Path) -> Result<()> {
-    let app = open(data, String::from("stdio"), None)?;
+    let app = open(data, String::from("stdio"))?;
     let svc = app.svc.clone();
     let token = std::env::var(doors::mcp::TOKEN_ENV).ok().filter(|t| !t.trim().is_empty());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -45,12 +45,11 @@ impl<'a> Issuer<'a> {
 }
 
 /// A rail's word on a mandate, for the receipt of its payment's outcome.
-#[derive(Clone, Copy)]
-pub struct RailOutcome<'a> {
+pub struct RailOutcome {
     /// The rail.
-    pub rail: &'a str,
+    pub rail: String,
     /// Its confirmation id (paid) or error (failed).
-    pub said: &'a str,
+    pub said: String,
     /// Paid, or failed.
     pub paid: bool,
 }
@@ -65,7 +64,7 @@ pub struct About<'a> {
     /// The signed mandate (compact JWS).
     pub mandate: &'a str,
     /// `None`: the mandate's issue; else the rail's outcome recorded at `seq`.
-    pub rail: Option<RailOutcome<'a>>,
+    pub rail: Option<&'a RailOutcome>,
 }
 
 /// When a receipt is issued: at its checkpoint's time, or when the signing key became
@@ -80,10 +79,10 @@ fn payload(by: &Issuer<'_>, about: About<'_>) -> ReceiptPayload {
     let (kind, status, psp, rail, error) = match about.rail {
         None => (ReceiptKind::MandateRecorded, Status::Success, None, None, None),
         Some(RailOutcome { rail, said, paid: true }) => {
-            (ReceiptKind::PaymentSettled, Status::Success, Some(said.to_owned()), Some(rail.to_owned()), None)
+            (ReceiptKind::PaymentSettled, Status::Success, Some(said.clone()), Some(rail.clone()), None)
         }
         Some(RailOutcome { rail, said, paid: false }) => {
-            (ReceiptKind::PaymentFailed, Status::Error, None, Some(rail.to_owned()), Some(said.to_owned()))
+            (ReceiptKind::PaymentFailed, Status::Error, None, Some(rail.clone()), Some(said.clone()))
         }
     };
     ReceiptPayload {
@@ -164,18 +163,13 @@ struct Pending {
     seq: u64,
     mandate_id: String,
     mandate: String,
-    rail: Option<(String, String, bool)>,
+    rail: Option<RailOutcome>,
     leaf: Vec<u8>,
 }
 
 impl Pending {
     fn about(&self) -> About<'_> {
-        About {
-            seq: self.seq,
-            mandate_id: &self.mandate_id,
-            mandate: &self.mandate,
-            rail: self.rail.as_ref().map(|(rail, said, paid)| RailOutcome { rail, said, paid: *paid }),
-        }
+        About { seq: self.seq, mandate_id: &self.mandate_id, mandate: &self.mandate, rail: self.rail.as_ref() }
     }
 }
 
@@ -207,7 +201,7 @@ fn pending(ledger: &Ledger, r: &Record) -> Result<Option<Pending>> {
             let Some(m) = mandate_record(ledger, &mandate_id)? else {
                 bail!("settlement outcome at seq {} names unknown mandate {mandate_id}", r.seq)
             };
-            let rail = Some((rail, said, paid));
+            let rail = Some(RailOutcome { rail, said, paid });
             Some(Pending { partner: m.partner, seq: r.seq, mandate_id, mandate: m.mandate, rail, leaf })
         }
         _ => None,

@@ -90,20 +90,21 @@ pub fn sign_decisions(decisions: Vec<Decision>, key: &SigningKey) -> Vec<Vec<Rea
     };
     let to_sign: Vec<&ToSign> =
         decisions.iter().flat_map(|d| d.outputs.iter().filter_map(|o| o.sign.as_ref())).collect();
-    let mut tokens: Vec<Option<String>> = if to_sign.len() < SIGN_ALONE {
-        to_sign.into_iter().map(|t| Some(sign(t))).collect()
+    let tokens: Vec<String> = if to_sign.len() < SIGN_ALONE {
+        to_sign.into_iter().map(sign).collect()
     } else {
-        to_sign.into_par_iter().map(|t| Some(sign(t))).collect()
+        to_sign.into_par_iter().map(sign).collect()
     };
     // Hand each decision the tokens of its own signed outputs, in order.
-    let mut at = 0;
-    let mut jobs = Vec::with_capacity(decisions.len());
-    for d in decisions {
-        let n = d.outputs.iter().filter(|o| o.sign.is_some()).count();
-        let mine: Vec<String> = tokens[at..at + n].iter_mut().filter_map(Option::take).collect();
-        at += n;
-        jobs.push((d, mine));
-    }
+    let mut tokens = tokens.into_iter();
+    let jobs: Vec<(Decision, Vec<String>)> = decisions
+        .into_iter()
+        .map(|d| {
+            let n = d.outputs.iter().filter(|o| o.sign.is_some()).count();
+            let mine = tokens.by_ref().take(n).collect();
+            (d, mine)
+        })
+        .collect();
     let records = |(d, tokens): (Decision, Vec<String>)| {
         let mut tokens = tokens.into_iter();
         let mut out = Vec::with_capacity(1 + d.outputs.len());
