@@ -1,7 +1,7 @@
 //! What a caller appends ([`Append`], [`NewRecord`]), the checks every append passes,
 //! and the form the writer thread takes it in ([`Prepared`]): checked, looked up, and
-//! its records hashed and encoded on the caller's thread, so the one writer thread only
-//! links the chain.
+//! its records hashed and encoded into stored entries on the caller's thread, so the one
+//! writer thread only links the chain.
 
 use settle_mandates::merkle::{self, Hash};
 use sha2::{Digest, Sha256};
@@ -11,6 +11,7 @@ use crate::error::{LedgerError, Result};
 use crate::index::{KeyEntry, KeyLookup};
 use crate::limits::{MAX_EVENT_BYTES, MAX_KEY_BYTES, MAX_RECORDS_PER_APPEND};
 use crate::projection::ProjectionUpdate;
+use crate::entry::{self, ENTRY_BYTES, Slot};
 use crate::record::{self, GENESIS_CHAIN};
 
 /// A record to append.
@@ -76,7 +77,9 @@ impl Append {
 pub(crate) struct Prepared {
     pub(crate) key: fjall::Slice,
     pub(crate) content_hash: Hash,
-    pub(crate) records: Vec<PreparedRecord>,
+    pub(crate) entries: Vec<PreparedEntry>,
+    /// How many records the entries hold.
+    pub(crate) count: usize,
     pub(crate) expected_seq: Option<u64>,
     pub(crate) projection: Option<ProjectionUpdate>,
     /// The key's entry in the store when it was looked up...
@@ -88,13 +91,14 @@ pub(crate) struct Prepared {
 
 impl Prepared {
     /// A checked append ([`Append::check`]) with its `records` prepared
-    /// ([`PreparedRecord::all`]), and its key's look-up: the entry `seen`, and the group
+    /// ([`PreparedEntry::all`]), and its key's look-up: the entry `seen`, and the group
     /// commits durable before that look-up, `seen_after`.
-    pub(crate) fn new(a: Append, records: Vec<PreparedRecord>, seen: Option<KeyEntry>, seen_after: u64) -> Self {
+    pub(crate) fn new(a: Append, entries: Vec<PreparedEntry>, seen: Option<KeyEntry>, seen_after: u64) -> Self {
         Self {
             key: fjall::Slice::from(a.key),
             content_hash: a.content_hash,
-            records,
+            count: entries.iter().map(PreparedEntry::len).sum(),
+            entries,
             expected_seq: a.expected_seq,
             projection: a.projection,
             seen,
@@ -103,42 +107,76 @@ impl Prepared {
     }
 }
 
-/// A record encoded for storage but for its chain link, with its hashes.
-pub(crate) struct PreparedRecord {
-    /// [`Record::encode`](crate::Record::encode) with a zero chain at `chain_at`, already
-    /// in the store's own buffer type, so the writer thread patches the link in place
-    /// instead of copying.
+/// An append's records encoded for storage as an entry ([`crate::entry`]), but for
+/// their chain links, with their hashes: the writer thread links them in place.
+pub(crate) struct PreparedEntry {
+    /// The entry with zero chain links, already in the store's own buffer type, so the
+    /// writer thread patches the links in place instead of copying.
     value: byteview::ByteView,
-    chain_at: usize,
-    event_hash: Hash,
-    pub(crate) leaf: Hash,
+    records: Vec<PreparedRecord>,
 }
 
-impl PreparedRecord {
-    /// The records of an append, hashed and encoded.
+/// Where a record sits in its entry, and its hashes.
+struct PreparedRecord {
+    slot: Slot,
+    event_hash: Hash,
+    leaf: Hash,
+}
+
+impl PreparedEntry {
+    /// The records of an append, hashed and encoded in entries of at most
+    /// [`ENTRY_BYTES`] (a larger record alone in one).
     pub(crate) fn all(records: &[NewRecord]) -> Vec<Self> {
-        records.iter().map(Self::new).collect()
+        let mut out = Vec::with_capacity(1);
+        let mut start = 0;
+        let mut bytes = 0;
+        for (i, r) in records.iter().enumerate() {
+            let len = entry::record_len(&r.kind, &r.event);
+            if i > start && bytes + len > ENTRY_BYTES {
+                out.push(Self::new(&records[start..i], bytes));
+                (start, bytes) = (i, 0);
+            }
+            bytes += len;
+        }
+        if start < records.len() {
+            out.push(Self::new(&records[start..], bytes));
+        }
+        out
     }
 
-    fn new(r: &NewRecord) -> Self {
-        let event_hash: Hash = Sha256::digest(&r.event).into();
-        let mut value = byteview::ByteView::builder(record::encoded_len(&r.kind, &r.event));
-        let chain_at = record::encode_into(&mut value, &r.kind, r.version, &event_hash, &GENESIS_CHAIN, &r.event);
-        Self { value: value.freeze(), chain_at, event_hash, leaf: merkle::leaf_hash(&r.event) }
+    fn new(records: &[NewRecord], bytes: usize) -> Self {
+        let mut value = byteview::ByteView::builder(entry::ENTRY_HEAD + bytes);
+        entry::write_head(&mut value, records.len());
+        let mut at = entry::ENTRY_HEAD;
+        let records = records
+            .iter()
+            .map(|r| {
+                let event_hash: Hash = Sha256::digest(&r.event).into();
+                let slot = entry::write_record(&mut value, at, &r.kind, r.version, &event_hash, &GENESIS_CHAIN, &r.event);
+                at += entry::record_len(&r.kind, &r.event);
+                PreparedRecord { slot, event_hash, leaf: merkle::leaf_hash(&r.event) }
+            })
+            .collect();
+        Self { value: value.freeze(), records }
     }
 
-    /// Its chain link as record `seq` after `prev`, from the kind and version already
-    /// encoded in `value`.
-    pub(crate) fn link(&self, prev: &Hash, seq: u64) -> Hash {
-        let version_at = self.chain_at - 32 - 4;
-        record::link(prev, seq, &self.event_hash, &self.value[version_at..version_at + 4], &self.value[3..version_at])
+    /// How many records it holds.
+    pub(crate) fn len(&self) -> usize {
+        self.records.len()
     }
 
-    /// The storage value, linked after `chain`.
-    pub(crate) fn with_chain(mut self, chain: &Hash) -> fjall::Slice {
+    /// The storage value, its records linked as records `first`, `first + 1`, ... after
+    /// `chain`, which it leaves at the last link; `leaf` is given each record's leaf hash,
+    /// in order.
+    pub(crate) fn link(mut self, first: u64, chain: &mut Hash, mut leaf: impl FnMut(Hash)) -> fjall::Slice {
         {
             let Some(mut v) = self.value.get_mut() else { unreachable!("built in `new` and never shared") };
-            v[self.chain_at..self.chain_at + 32].copy_from_slice(chain);
+            for (seq, r) in (first..).zip(&self.records) {
+                let Slot { kind_at, version_at, chain_at } = r.slot;
+                *chain = record::link(chain, seq, &r.event_hash, &v[version_at..version_at + 4], &v[kind_at..version_at]);
+                v[chain_at..chain_at + 32].copy_from_slice(chain);
+                leaf(r.leaf);
+            }
         }
         fjall::Slice::from(self.value)
     }

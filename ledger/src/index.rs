@@ -10,7 +10,6 @@ use settle_mandates::merkle::Hash;
 
 use crate::error::{LedgerError, Result};
 use crate::limits::RECENT_KEYS;
-use crate::record::Record;
 use crate::store::Stores;
 
 /// Outcome of an append.
@@ -79,8 +78,16 @@ impl Stores {
         let chain = match v.get(44..76).and_then(|c| Hash::try_from(c).ok()) {
             Some(c) => c,
             None => {
-                let r = self.records.get(last.to_be_bytes())?.ok_or_else(|| bad(last, "names a missing record"))?;
-                Record::chain_of(&r).ok_or_else(|| bad(last, "names a record that does not decode"))?
+                match self.record(last) {
+                    Ok(r) => r.chain,
+                    Err(LedgerError::Inconsistent { what, .. }) if what.contains("missing") => {
+                        return Err(bad(last, "names a missing record"));
+                    }
+                    Err(LedgerError::Inconsistent { .. }) => {
+                        return Err(bad(last, "names a record that does not decode"));
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         };
         Ok(Some(KeyEntry { content_hash, appended: Appended { first_seq, count, chain, replayed: true } }))

@@ -15,6 +15,8 @@
 //!   request's content. The same key with the same content returns the original result;
 //!   with different content it is [`LedgerError::KeyConflict`]. The key index is written
 //!   in the same batch as the records.
+//! - **One key an append.** An append's records are stored as one entry ([`ENTRY_BYTES`]
+//!   at most; a larger append as several), each record with its own chain link and leaf.
 //! - **Tamper-evident.** Records form a hash chain, and an RFC 9162 Merkle tree is kept
 //!   incrementally (every complete subtree is stored once, in the same batch: the lower
 //!   [`TILE_HEIGHT`] levels as tiles of 256 leaves, the levels above node by node). Signed
@@ -30,9 +32,10 @@
 //!
 //! Each module is one concept, and uses only modules listed before it:
 //!
-//! - `error`, `limits`, `config`, `record`: errors, the limits on input and queues,
-//!   opening options, the record and its chain link;
-//! - `store` (keyspaces, their tuning, the head), `tree` (tiles, frontier, node source),
+//! - `error`, `limits`, `config`, `record`, `entry`: errors, the limits on input and
+//!   queues, opening options, the record and its chain link, and the stored entry (the
+//!   records of one append under one key);
+//! - `store` (keyspaces, their tuning, the head, reading records out of entries), `tree` (tiles, frontier, node source),
 //!   `projection`, `checkpoint` (signed checkpoints as stored);
 //! - `index` (the idempotency index, outcomes, look-ups, recent keys), then `append`
 //!   (what callers append, its checks, its prepared form);
@@ -46,6 +49,7 @@ mod config;
 mod error;
 mod limits;
 mod record;
+mod entry;
 
 // Storage, the tree, the idempotency index.
 mod checkpoint;
@@ -68,6 +72,7 @@ mod verify;
 pub use append::{Append, NewRecord};
 pub use checkpoint::SignedCheckpoint;
 pub use config::{Acceptor, LedgerConfig};
+pub use entry::ENTRY_BYTES;
 pub use error::LedgerError;
 pub use handle::{CheckedGroup, Ledger, RecordIter, Reserved};
 pub use index::{Appended, KeyEntry, KeyLookup};

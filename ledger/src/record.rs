@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 /// Chain value before the first record.
 pub const GENESIS_CHAIN: Hash = [0; 32];
 
-/// One entry of the log.
+/// One record of the log (stored with the others of its append: [`crate::entry`]).
 ///
 /// `event` is the event's canonical (RFC 8785) JSON bytes and is also the Merkle leaf
 /// data. `event_hash` = SHA-256(event). `chain` = SHA-256(previous chain ‖ seq as 8
@@ -37,6 +37,11 @@ pub fn chain_link(prev: &Hash, seq: u64, event_hash: &Hash, kind: &str, version:
     link(prev, seq, event_hash, &version.to_be_bytes(), stored_kind(kind))
 }
 
+/// The kind as stored and linked (at most `u16::MAX` bytes of it).
+pub(crate) fn stored_kind(kind: &str) -> &[u8] {
+    &kind.as_bytes()[..kind.len().min(usize::from(u16::MAX))]
+}
+
 /// [`chain_link`] from the stored bytes of the version and the kind.
 pub(crate) fn link(prev: &Hash, seq: u64, event_hash: &Hash, version: &[u8], kind: &[u8]) -> Hash {
     let mut h = Sha256::new();
@@ -48,65 +53,7 @@ pub(crate) fn link(prev: &Hash, seq: u64, event_hash: &Hash, version: &[u8], kin
     h.finalize().into()
 }
 
-/// Storage format of a record. 2: the chain link covers the type and version (format 1
-/// linked the event hash only, and is no longer read).
-const FORMAT: u8 = 2;
-
-/// The kind as stored (at most `u16::MAX` bytes of it).
-fn stored_kind(kind: &str) -> &[u8] {
-    &kind.as_bytes()[..kind.len().min(usize::from(u16::MAX))]
-}
-
-/// Length of [`Record::encode`] of a record of `kind` and `event`.
-pub(crate) fn encoded_len(kind: &str, event: &[u8]) -> usize {
-    1 + 2 + stored_kind(kind).len() + 4 + 64 + event.len()
-}
-
-/// Writes [`Record::encode`] from its parts into `out`, exactly [`encoded_len`] bytes
-/// long; returns where in it the chain link sits.
-pub(crate) fn encode_into(
-    out: &mut [u8],
-    kind: &str,
-    version: u32,
-    event_hash: &Hash,
-    chain: &Hash,
-    event: &[u8],
-) -> usize {
-    let kind = stored_kind(kind);
-    let kl = u16::try_from(kind.len()).unwrap_or(u16::MAX);
-    let chain_at = 1 + 2 + kind.len() + 4 + 32;
-    out[0] = FORMAT;
-    out[1..3].copy_from_slice(&kl.to_be_bytes());
-    out[3..3 + kind.len()].copy_from_slice(kind);
-    out[3 + kind.len()..chain_at - 32].copy_from_slice(&version.to_be_bytes());
-    out[chain_at - 32..chain_at].copy_from_slice(event_hash);
-    out[chain_at..chain_at + 32].copy_from_slice(chain);
-    out[chain_at + 32..].copy_from_slice(event);
-    chain_at
-}
-
 impl Record {
-    /// Storage encoding: format byte, kind length (u16) and kind, version (u32),
-    /// event hash, chain, event bytes.
-    #[must_use]
-    pub fn encode(&self) -> Vec<u8> {
-        let mut v = vec![0; encoded_len(&self.kind, &self.event)];
-        encode_into(&mut v, &self.kind, self.version, &self.event_hash, &self.chain, &self.event);
-        v
-    }
-
-    /// Decodes the storage encoding.
-    pub fn decode(seq: u64, b: &[u8]) -> Option<Self> {
-        let f = Fields::split(b)?;
-        let kind = std::str::from_utf8(f.kind).ok()?.to_owned();
-        Some(Self { seq, kind, version: f.version, event: f.event.to_vec(), event_hash: f.event_hash, chain: f.chain })
-    }
-
-    /// The chain link in a storage encoding, without copying the rest.
-    pub(crate) fn chain_of(b: &[u8]) -> Option<Hash> {
-        Fields::split(b).map(|f| f.chain)
-    }
-
     /// Checks the event hash and the chain link after `prev`; returns the link.
     pub(crate) fn check_link(&self, prev: &Hash) -> Result<Hash, &'static str> {
         let eh: Hash = Sha256::digest(&self.event).into();
@@ -151,33 +98,4 @@ pub struct ExportLine {
     pub chain: String,
     /// The event (its RFC 8785 form is the leaf data).
     pub event: serde_json::Value,
-}
-
-/// The fields of a record's storage encoding, borrowed.
-struct Fields<'a> {
-    kind: &'a [u8],
-    version: u32,
-    event_hash: Hash,
-    chain: Hash,
-    event: &'a [u8],
-}
-
-impl<'a> Fields<'a> {
-    fn split(b: &'a [u8]) -> Option<Self> {
-        let (&fmt, rest) = b.split_first()?;
-        if fmt != FORMAT {
-            return None;
-        }
-        let kl = usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?));
-        let rest = rest.get(2..)?;
-        let kind = rest.get(..kl)?;
-        let rest = rest.get(kl..)?;
-        Some(Self {
-            kind,
-            version: u32::from_be_bytes(rest.get(..4)?.try_into().ok()?),
-            event_hash: rest.get(4..36)?.try_into().ok()?,
-            chain: rest.get(36..68)?.try_into().ok()?,
-            event: rest.get(68..)?,
-        })
-    }
 }

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use settle_mandates::merkle::{self, Hash, NodeSource};
 
+use crate::entry;
 use crate::error::{LedgerError, Result};
 use crate::record::{GENESIS_CHAIN, Record};
 use crate::store::{HEAD, Head, Stores};
@@ -38,16 +39,18 @@ pub(crate) fn recover(s: &Stores) -> Result<Recovered> {
     let upper = load_upper(s)?;
     let Some(last) = s.records.last_key_value() else { return recover_empty(s, upper) };
     let (k, v) = last.into_inner()?;
-    let seq = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| inconsistent(0, "bad record key"))?);
-    let size = seq + 1;
+    let first = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| inconsistent(0, "bad record key"))?);
     if v.first() == Some(&1) {
         return Err(inconsistent(
-            seq,
+            first,
             "the store was written by an earlier settle (record format 1, whose chain links do not cover \
              the type and version); this version cannot open it: export it with that version",
         ));
     }
-    let rec = Record::decode(seq, &v).ok_or_else(|| inconsistent(seq, "last record does not decode"))?;
+    let (n, _) = entry::last_link(&v).ok_or_else(|| inconsistent(first, "last record does not decode"))?;
+    let seq = first + n - 1;
+    let size = seq + 1;
+    let rec = s.record(seq)?;
     let tile = size >> TILE_HEIGHT;
     let (chain, open_tile) = recheck_last_tile(s, seq)?;
     check_head(s, size, &chain)?;
@@ -100,20 +103,12 @@ fn recheck_last_tile(s: &Stores, seq: u64) -> Result<(Hash, OpenTile)> {
     let check_from = (seq >> TILE_HEIGHT) << TILE_HEIGHT;
     let mut chain = match check_from.checked_sub(1) {
         None => GENESIS_CHAIN,
-        Some(before) => {
-            let v = s.records.get(before.to_be_bytes())?.ok_or_else(|| inconsistent(before, "record is missing"))?;
-            Record::chain_of(&v).ok_or_else(|| inconsistent(before, "record does not decode"))?
-        }
+        Some(before) => s.record(before)?.chain,
     };
-    for (next, g) in (check_from..).zip(s.records.range(check_from.to_be_bytes()..)) {
-        let (k, v) = g.into_inner()?;
-        let n = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| inconsistent(0, "bad record key"))?);
-        if n != next {
-            return Err(inconsistent(next, "record is missing"));
-        }
-        let r = Record::decode(n, &v).ok_or_else(|| inconsistent(n, "record does not decode"))?;
-        chain = r.check_link(&chain).map_err(|what| inconsistent(n, what))?;
-        if n >= tile << TILE_HEIGHT {
+    for r in s.scan(check_from, seq + 1)? {
+        let r = r?;
+        chain = r.check_link(&chain).map_err(|what| inconsistent(r.seq, what))?;
+        if r.seq >= tile << TILE_HEIGHT {
             scratch.push(merkle::leaf_hash(&r.event), |level, index, h| open_tile.set(level, index, h));
         }
     }

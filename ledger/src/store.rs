@@ -1,6 +1,7 @@
 //! The fjall store: its keyspaces ([`Stores`]), how they are opened and tuned (the
 //! storage engine's threads, memtables, block cache and the index's table size), and the
-//! log's head ([`Head`]), rewritten with every group commit that appends.
+//! log's head ([`Head`]), rewritten with every group commit that appends; and reading
+//! records out of their stored entries ([`Stores::record`], [`Scan`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,7 +10,9 @@ use fjall::config::PinningPolicy;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use settle_mandates::merkle::Hash;
 
-use crate::error::Result;
+use crate::entry;
+use crate::error::{LedgerError, Result};
+use crate::record::Record;
 
 /// The storage engine's background threads (flushes and compactions). fjall's default
 /// is one per core up to four; with two, its first worker hands each compaction request
@@ -98,6 +101,129 @@ impl Stores {
             head: ks("head")?,
             db: db.clone(),
         })
+    }
+}
+
+impl Stores {
+    /// The stored entry holding record `seq` (the last one stored under a sequence at or
+    /// before it): its first sequence and value.
+    pub(crate) fn entry_holding(&self, seq: u64) -> Result<Option<(u64, fjall::Slice)>> {
+        let Some(g) = self.records.range(..=seq.to_be_bytes()).next_back() else { return Ok(None) };
+        let (k, v) = g.into_inner()?;
+        Ok(Some((seq_of(&k)?, v)))
+    }
+
+    /// Record `seq`, which the log must hold.
+    pub(crate) fn record(&self, seq: u64) -> Result<Record> {
+        let bad = |what: &str| LedgerError::Inconsistent { seq, what: what.into() };
+        let (first, v) = self.entry_holding(seq)?.ok_or_else(|| bad("record is missing"))?;
+        let i = usize::try_from(seq - first).map_err(|_| bad("record is missing"))?;
+        match entry::stored(&v).nth(i) {
+            None => Err(bad("record is missing")),
+            Some(f) => f.and_then(|f| f.record(seq)).ok_or_else(|| bad("record does not decode")),
+        }
+    }
+
+    /// The records from `from` up to `end` (not included), entry by entry, with their
+    /// sequences checked (no gap, nothing missing) but not their hashes or links.
+    pub(crate) fn scan(&self, from: u64, end: u64) -> Result<Scan> {
+        let start = if from >= end {
+            end
+        } else {
+            self.entry_holding(from)?
+                .map(|(first, _)| first)
+                .ok_or(LedgerError::Inconsistent { seq: from, what: "record is missing".into() })?
+        };
+        Ok(Scan {
+            iter: self.records.range(start.to_be_bytes()..end.to_be_bytes()),
+            pending: Vec::new().into_iter(),
+            next: from,
+            stored_next: start,
+            end,
+            done: false,
+        })
+    }
+}
+
+/// The sequence a key of the records keyspace names.
+fn seq_of(k: &[u8]) -> Result<u64> {
+    k.try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| LedgerError::Inconsistent { seq: 0, what: "bad record key".into() })
+}
+
+/// Records read in order out of their entries ([`Stores::scan`]).
+pub(crate) struct Scan {
+    iter: fjall::Iter,
+    /// The records of the entry read last that are not yet returned.
+    pending: std::vec::IntoIter<Record>,
+    /// The next record to return...
+    next: u64,
+    /// ...and the sequence the next entry must be stored under.
+    stored_next: u64,
+    end: u64,
+    /// Everything is read (or an error ended the scan).
+    done: bool,
+}
+
+impl Scan {
+    /// Ends the scan (after an error).
+    pub(crate) fn stop(&mut self) {
+        self.done = true;
+    }
+}
+
+impl Iterator for Scan {
+    type Item = Result<Record>;
+    fn next(&mut self) -> Option<Result<Record>> {
+        if self.done {
+            return None;
+        }
+        if self.next >= self.end {
+            self.done = true;
+            // Past the last record, the range must hold no other entry (one stored over
+            // the records of the entry before it would be read by `record` alone).
+            return match self.iter.next().map(|g| g.into_inner()) {
+                None => None,
+                Some(Err(e)) => Some(Err(e.into())),
+                Some(Ok((k, _))) => {
+                    let at = seq_of(&k).unwrap_or(self.end);
+                    Some(Err(LedgerError::Inconsistent { seq: at, what: "an entry overlaps the one before it".into() }))
+                }
+            };
+        }
+        let out = loop {
+            if let Some(r) = self.pending.next() {
+                if r.seq < self.next {
+                    continue;
+                }
+                break Ok(r);
+            }
+            let bad = |seq: u64, what: &str| Err(LedgerError::Inconsistent { seq, what: what.into() });
+            let (k, v) = match self.iter.next().map(|g| g.into_inner()) {
+                None => break bad(self.next, "record is missing"),
+                Some(Err(e)) => break Err(e.into()),
+                Some(Ok(kv)) => kv,
+            };
+            let first = match seq_of(&k) {
+                Ok(first) => first,
+                Err(e) => break Err(e),
+            };
+            if first < self.stored_next {
+                break bad(first, "an entry overlaps the one before it");
+            }
+            if first > self.stored_next {
+                break bad(self.stored_next.max(self.next), "sequence gap");
+            }
+            let Some(records) = entry::decode(first, &v) else { break bad(first.max(self.next), "record does not decode") };
+            self.stored_next = first + u64::try_from(records.len()).unwrap_or(u64::MAX);
+            self.pending = records.into_iter();
+        };
+        match &out {
+            Ok(_) => self.next += 1,
+            Err(_) => self.stop(),
+        }
+        Some(out)
     }
 }
 

@@ -15,7 +15,7 @@ use settle_mandates::keys::SigningKey;
 use settle_mandates::merkle::Hash;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::append::{Prepared, PreparedRecord};
+use crate::append::{Prepared, PreparedEntry};
 use crate::checkpoint::SignedCheckpoint;
 use crate::error::{LedgerError, Result};
 use crate::index::{Appended, KeyEntry, RecentKeys};
@@ -118,7 +118,7 @@ impl Writer {
                 match self.rx.try_recv() {
                     Ok(c) => {
                         if let Cmd::Append(v) = &c {
-                            n_records += v.iter().map(|(a, _)| a.records.len()).sum::<usize>();
+                            n_records += v.iter().map(|(a, _)| a.count).sum::<usize>();
                         }
                         cmds.push(c);
                     }
@@ -161,8 +161,8 @@ impl Writer {
     fn build(&mut self, s: &Stores, appends: Vec<(Prepared, oneshot::Sender<Result<Appended>>)>) -> Group {
         // Sized up front: a batch of thousands of records otherwise grows (and copies)
         // its item list and the key map a dozen times.
-        let n_records: usize = appends.iter().map(|(a, _)| a.records.len()).sum();
-        let batch = fjall::OwnedWriteBatch::with_capacity(s.db.clone(), n_records + appends.len() + 8)
+        let n_entries: usize = appends.iter().map(|(a, _)| a.entries.len()).sum();
+        let batch = fjall::OwnedWriteBatch::with_capacity(s.db.clone(), n_entries + appends.len() + 8)
             .durability(Some(self.persist));
         let mut g = Group {
             batch,
@@ -218,13 +218,13 @@ impl Writer {
         }
     }
 
-    /// Adds an append the log takes to the batch: its records, then its key, then its
+    /// Adds an append the log takes to the batch: its entries, then its key, then its
     /// projection.
     fn add_records(&mut self, s: &Stores, g: &mut Group, a: Prepared) -> Appended {
         let first_seq = self.tip.frontier.size;
-        let count = u32::try_from(a.records.len()).unwrap_or(u32::MAX);
-        for r in a.records {
-            self.add_record(s, g, r);
+        let count = u32::try_from(a.count).unwrap_or(u32::MAX);
+        for e in a.entries {
+            self.add_entry(s, g, e);
         }
         let appended = Appended { first_seq, count, chain: self.tip.chain, replayed: false };
         let entry = KeyEntry { content_hash: a.content_hash, appended };
@@ -238,27 +238,28 @@ impl Writer {
         appended
     }
 
-    /// Adds one record: links it, grows the tree (the open tile in memory, upper nodes to
-    /// the batch) and, when it completes its tile, writes the tile.
-    fn add_record(&mut self, s: &Stores, g: &mut Group, r: PreparedRecord) {
+    /// Adds one entry under the sequence of its first record: links its records, grows
+    /// the tree by their leaves (the open tile in memory, upper nodes to the batch) and
+    /// writes each tile they complete.
+    fn add_entry(&mut self, s: &Stores, g: &mut Group, e: PreparedEntry) {
         let tip = &mut self.tip;
-        let seq = tip.frontier.size;
-        tip.chain = r.link(&tip.chain, seq);
-        let leaf = r.leaf;
-        g.batch.insert(&s.records, seq.to_be_bytes(), r.with_chain(&tip.chain));
-        let (open_tile, batch, new_nodes) = (&mut tip.open_tile, &mut g.batch, &mut g.new_nodes);
-        tip.frontier.push(leaf, |level, index, h| {
-            if level < TILE_HEIGHT {
-                open_tile.set(level, index, h);
-            } else {
-                batch.insert(&s.upper, upper_key(level, index), h);
-                new_nodes.push(((level, index), h));
+        let first = tip.frontier.size;
+        let (frontier, open_tile, batch, new_nodes) = (&mut tip.frontier, &mut tip.open_tile, &mut g.batch, &mut g.new_nodes);
+        let value = e.link(first, &mut tip.chain, |leaf| {
+            frontier.push(leaf, |level, index, h| {
+                if level < TILE_HEIGHT {
+                    open_tile.set(level, index, h);
+                } else {
+                    batch.insert(&s.upper, upper_key(level, index), h);
+                    new_nodes.push(((level, index), h));
+                }
+            });
+            if open_tile.count == TILE_WIDTH {
+                batch.insert(&s.tiles, open_tile.index.to_be_bytes(), open_tile.bytes());
+                *open_tile = OpenTile::new(open_tile.index + 1);
             }
         });
-        if tip.open_tile.count == TILE_WIDTH {
-            g.batch.insert(&s.tiles, tip.open_tile.index.to_be_bytes(), tip.open_tile.bytes());
-            tip.open_tile = OpenTile::new(tip.open_tile.index + 1);
-        }
+        g.batch.insert(&s.records, first.to_be_bytes(), value);
     }
 
     /// Writes the group to the store, not synced: the syncer syncs it (and acknowledges

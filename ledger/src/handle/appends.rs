@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Ledger;
-use crate::append::{Append, Prepared, PreparedRecord};
+use crate::append::{Append, Prepared, PreparedEntry};
 use crate::error::{LedgerError, Result};
 use crate::index::{Appended, KeyEntry, KeyLookup};
 use crate::limits::{PARALLEL_PRECHECK, RESERVE_RETRY, RESERVE_WAIT};
@@ -80,7 +80,7 @@ impl Ledger {
     /// as little per record as it can.
     fn precheck(&self, mut a: Append) -> Result<Prepared> {
         a.check(&self.inner.accepts)?;
-        let records = PreparedRecord::all(&a.records);
+        let entries = PreparedEntry::all(&a.records);
         // The key is looked up on the caller's thread (here, or by the caller before it
         // decided), so the one writer thread does not have to: what it finds is final
         // (keys are permanent), and what was appended after the look-up the writer
@@ -89,7 +89,7 @@ impl Ledger {
             Some(found) => found,
             None => self.look_up_entry(&a.key)?,
         };
-        Ok(Prepared::new(a, records, seen, seen_after))
+        Ok(Prepared::new(a, entries, seen, seen_after))
     }
 
     /// Appends atomically and durably; resolves after the batch holding it is synced.

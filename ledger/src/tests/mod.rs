@@ -4,6 +4,7 @@
 mod appends;
 mod aux;
 mod durability;
+mod entries;
 mod export;
 mod idempotency;
 mod recovery;
@@ -48,10 +49,15 @@ fn twenty(dir: &Path) -> Ledger {
     l
 }
 
+/// Record `seq`, as stored.
 fn stored(s: &Stores, seq: u64) -> Record {
-    Record::decode(seq, &s.records.get(seq.to_be_bytes()).unwrap().unwrap()).unwrap()
+    s.record(seq).unwrap()
 }
 
+/// Stores `r` in place of the record of its sequence, in the entry that holds it.
 fn store(s: &Stores, r: &Record) {
-    s.records.insert(r.seq.to_be_bytes(), r.encode()).unwrap();
+    let (first, v) = s.entry_holding(r.seq).unwrap().unwrap();
+    let mut records = crate::entry::decode(first, &v).unwrap();
+    records[usize::try_from(r.seq - first).unwrap()] = r.clone();
+    s.records.insert(first.to_be_bytes(), crate::entry::encode(&records)).unwrap();
 }
