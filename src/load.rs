@@ -42,6 +42,8 @@ pub struct LoadConfig {
     pub seconds: u64,
     /// Leads (each with a three-hop chain) the conversions are spread over.
     pub leads: usize,
+    /// Ask for full answers to the conversions, not minimal ones (`Prefer: return=minimal`).
+    pub full_answers: bool,
 }
 
 type Http = Client<HttpConnector, Full<Bytes>>;
@@ -50,6 +52,8 @@ struct Driver {
     client: Http,
     base: String,
     auth: String,
+    /// The conversions' `Prefer` header: `return=minimal`, or `return=representation`.
+    prefer: &'static str,
 }
 
 #[derive(serde::Deserialize)]
@@ -70,6 +74,7 @@ impl Driver {
             .header("content-type", "application/json")
             .header("authorization", &self.auth)
             .header("idempotency-key", key)
+            .header("prefer", self.prefer)
             .body(Full::new(Bytes::from(serde_json::to_vec(body)?)))?;
         let resp = self.client.request(req).await.with_context(|| format!("POST {path}"))?;
         let status = resp.status().as_u16();
@@ -167,7 +172,12 @@ pub fn run(cfg: &LoadConfig) -> Result<()> {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         let client: Http = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(1024).build(http);
-        let d = Arc::new(Driver { client, base: format!("http://{addr}"), auth: format!("Bearer {token}") });
+        let d = Arc::new(Driver {
+            client,
+            base: format!("http://{addr}"),
+            auth: format!("Bearer {token}"),
+            prefer: if cfg.full_answers { "return=representation" } else { "return=minimal" },
+        });
         let report = drive(&d, cfg).await;
         ticker.abort();
         let _ = stop.send(());
@@ -272,10 +282,11 @@ async fn drive(d: &Arc<Driver>, cfg: &LoadConfig) -> Result<Vec<String>> {
     }
     let el = t.elapsed();
     out.push(format!(
-        "batched             {convs} conversions, {mandates} mandates in {} (batches of {}, {} in flight): {} conversions/s, {} mandates/s",
+        "batched             {convs} conversions, {mandates} mandates in {} (batches of {}, {} in flight, {} answers): {} conversions/s, {} mandates/s",
         ms(el),
         cfg.batch,
         cfg.concurrency,
+        if cfg.full_answers { "full" } else { "minimal" },
         per_sec(convs, el),
         per_sec(mandates, el)
     ));

@@ -240,6 +240,11 @@ enum Cmd {
         /// Leads (3-hop chains) the conversions are spread over.
         #[arg(long, default_value_t = 1_000)]
         leads: usize,
+        /// Ask for the full answer to every write (the records written and the signed
+        /// mandates, about 9 KiB a conversion) instead of the minimal one (`Prefer:
+        /// return=minimal`: outcome and mandate ids).
+        #[arg(long)]
+        full_answers: bool,
     },
     /// Manage signing keys and API tokens.
     Keys {
@@ -430,8 +435,8 @@ fn run(cli: Cli) -> Result<()> {
             app::serve(&data, listen, policy, webhook_ca.as_deref())
         }
         Cmd::Mcp { data } => app::mcp_stdio(&data),
-        Cmd::Load { data, conversions, batch, concurrency, rate, seconds, leads } => {
-            load::run(&load::LoadConfig { data, conversions, batch, concurrency, rate, seconds, leads })
+        Cmd::Load { data, conversions, batch, concurrency, rate, seconds, leads, full_answers } => {
+            load::run(&load::LoadConfig { data, conversions, batch, concurrency, rate, seconds, leads, full_answers })
         }
         Cmd::Keys { cmd } => keys(cmd),
     }

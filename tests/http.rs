@@ -369,6 +369,68 @@ fn fifty_concurrent_posts_with_one_idempotency_key_record_one_conversion() {
 /// gets a replay, even where the server fills in a time the client left out
 /// (`occurred_at` of a conversion, `to` of a holds advance). Regression test: up to
 /// 5a3c2a1 that time entered the request's content hash and the retry got 409.
+/// `Prefer: return=minimal` (RFC 7240) answers a write without its records and signed
+/// mandates, says so with `Preference-Applied`, and changes nothing else: the outcome,
+/// the mandate ids and amounts are those of the full answer, which a retry without the
+/// preference gets.
+#[test]
+fn a_minimal_answer_is_the_full_one_without_records_and_signatures() {
+    let (dir, data, admin) = new_data();
+    let server = Server::start(&data, dir.path());
+    let api = server.api(Some(&admin));
+    setup_program(&api, &["p1", "p2", "p3"], "lead-m");
+    let auth = format!("Bearer {admin}");
+    let post = |path: &str, key: &str, body: &Value, prefer: Option<&str>| {
+        let b = serde_json::to_vec(body).unwrap();
+        let mut h =
+            vec![("Authorization", auth.as_str()), ("Idempotency-Key", key), ("Content-Type", "application/json")];
+        if let Some(p) = prefer {
+            h.push(("Prefer", p));
+        }
+        http(server.addr, "POST", path, &h, Some(&b)).unwrap()
+    };
+    let body = json!({"conversion": "C-min", "lead": "lead-m", "revenue": "1000.00", "currency": "USD"});
+    let minimal = post("/v1/conversions", "min-1", &body, Some("respond-async, RETURN=minimal; x=1"));
+    assert_eq!(minimal.status, 201, "{}", minimal.text());
+    assert_eq!(minimal.header("preference-applied"), Some("return=minimal"));
+    let m = minimal.json();
+    assert!(m.get("events").is_none(), "{m}");
+    assert_eq!(m["mandates"].as_array().map(Vec::len), Some(3), "{m}");
+    assert!(m["mandates"].as_array().unwrap().iter().all(|x| x.get("mandate").is_none()), "{m}");
+    assert!(minimal.body.len() < 1024, "a minimal answer of {} bytes", minimal.body.len());
+
+    let full = post("/v1/conversions", "min-1", &body, None);
+    assert_eq!(full.status, 200, "{}", full.text());
+    assert_eq!(full.header("preference-applied"), None);
+    let mut f = full.json();
+    assert_eq!(f["events"].as_array().map(Vec::len), Some(5), "{f}");
+    assert_eq!(mandate_tokens(&f).len(), 3);
+    // The full answer less what minimal leaves out is the minimal answer.
+    f.as_object_mut().unwrap().remove("events");
+    for x in f["mandates"].as_array_mut().unwrap() {
+        x.as_object_mut().unwrap().remove("mandate");
+    }
+    f["replayed"] = json!(false);
+    assert_eq!(f, m);
+
+    // Other preferences are ignored; a batch answers minimal items too.
+    let other = post(
+        "/v1/conversions",
+        "min-2",
+        &json!({"conversion": "C-min2", "lead": "lead-m", "revenue": "10.00", "currency": "USD"}),
+        Some("return=representation"),
+    );
+    assert_eq!(other.status, 201);
+    assert!(other.json().get("events").is_some() && other.header("preference-applied").is_none());
+    let items = json!({"items": [{"conversion": "C-min3", "lead": "lead-m", "revenue": "20.00", "currency": "USD"}]});
+    let batch = post("/v1/conversions/batch", "min-3", &items, Some("return=minimal"));
+    assert_eq!(batch.status, 200, "{}", batch.text());
+    assert_eq!(batch.header("preference-applied"), Some("return=minimal"));
+    let item = &batch.json()["results"][0];
+    assert!(item.get("events").is_none() && item["mandates"][0].get("mandate").is_none(), "{item}");
+    assert_eq!(item["outcome"]["outcome"], "settled");
+}
+
 #[test]
 fn retrying_an_identical_request_without_a_time_is_a_replay() {
     let (dir, data, admin) = new_data();

@@ -7,11 +7,11 @@ use settle_mandates::merkle::{self, Hash};
 use sha2::{Digest, Sha256};
 
 use crate::config::Acceptor;
+use crate::entry::{self, ENTRY_BYTES, Slot};
 use crate::error::{LedgerError, Result};
 use crate::index::{KeyEntry, KeyLookup};
 use crate::limits::{MAX_EVENT_BYTES, MAX_KEY_BYTES, MAX_RECORDS_PER_APPEND};
 use crate::projection::ProjectionUpdate;
-use crate::entry::{self, ENTRY_BYTES, Slot};
 use crate::record::{self, GENESIS_CHAIN};
 
 /// A record to append.
@@ -152,7 +152,8 @@ impl PreparedEntry {
             .iter()
             .map(|r| {
                 let event_hash: Hash = Sha256::digest(&r.event).into();
-                let slot = entry::write_record(&mut value, at, &r.kind, r.version, &event_hash, &GENESIS_CHAIN, &r.event);
+                let slot =
+                    entry::write_record(&mut value, at, &r.kind, r.version, &event_hash, &GENESIS_CHAIN, &r.event);
                 at += entry::record_len(&r.kind, &r.event);
                 PreparedRecord { slot, event_hash, leaf: merkle::leaf_hash(&r.event) }
             })
@@ -173,7 +174,8 @@ impl PreparedEntry {
             let Some(mut v) = self.value.get_mut() else { unreachable!("built in `new` and never shared") };
             for (seq, r) in (first..).zip(&self.records) {
                 let Slot { kind_at, version_at, chain_at } = r.slot;
-                *chain = record::link(chain, seq, &r.event_hash, &v[version_at..version_at + 4], &v[kind_at..version_at]);
+                *chain =
+                    record::link(chain, seq, &r.event_hash, &v[version_at..version_at + 4], &v[kind_at..version_at]);
                 v[chain_at..chain_at + 32].copy_from_slice(chain);
                 leaf(r.leaf);
             }

@@ -77,18 +77,16 @@ impl Stores {
         };
         let chain = match v.get(44..76).and_then(|c| Hash::try_from(c).ok()) {
             Some(c) => c,
-            None => {
-                match self.record(last) {
-                    Ok(r) => r.chain,
-                    Err(LedgerError::Inconsistent { what, .. }) if what.contains("missing") => {
-                        return Err(bad(last, "names a missing record"));
-                    }
-                    Err(LedgerError::Inconsistent { .. }) => {
-                        return Err(bad(last, "names a record that does not decode"));
-                    }
-                    Err(e) => return Err(e),
+            None => match self.record(last) {
+                Ok(r) => r.chain,
+                Err(LedgerError::Inconsistent { what, .. }) if what.contains("missing") => {
+                    return Err(bad(last, "names a missing record"));
                 }
-            }
+                Err(LedgerError::Inconsistent { .. }) => {
+                    return Err(bad(last, "names a record that does not decode"));
+                }
+                Err(e) => return Err(e),
+            },
         };
         Ok(Some(KeyEntry { content_hash, appended: Appended { first_seq, count, chain, replayed: true } }))
     }

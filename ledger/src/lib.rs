@@ -46,10 +46,10 @@
 
 // Bottom: no other module of the crate.
 mod config;
+mod entry;
 mod error;
 mod limits;
 mod record;
-mod entry;
 
 // Storage, the tree, the idempotency index.
 mod checkpoint;

@@ -215,7 +215,9 @@ impl Iterator for Scan {
             if first > self.stored_next {
                 break bad(self.stored_next.max(self.next), "sequence gap");
             }
-            let Some(records) = entry::decode(first, &v) else { break bad(first.max(self.next), "record does not decode") };
+            let Some(records) = entry::decode(first, &v) else {
+                break bad(first.max(self.next), "record does not decode");
+            };
             self.stored_next = first + u64::try_from(records.len()).unwrap_or(u64::MAX);
             self.pending = records.into_iter();
         };

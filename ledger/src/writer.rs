@@ -244,7 +244,8 @@ impl Writer {
     fn add_entry(&mut self, s: &Stores, g: &mut Group, e: PreparedEntry) {
         let tip = &mut self.tip;
         let first = tip.frontier.size;
-        let (frontier, open_tile, batch, new_nodes) = (&mut tip.frontier, &mut tip.open_tile, &mut g.batch, &mut g.new_nodes);
+        let (frontier, open_tile, batch, new_nodes) =
+            (&mut tip.frontier, &mut tip.open_tile, &mut g.batch, &mut g.new_nodes);
         let value = e.link(first, &mut tip.chain, |leaf| {
             frontier.push(leaf, |level, index, h| {
                 if level < TILE_HEIGHT {

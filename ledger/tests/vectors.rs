@@ -1,6 +1,7 @@
 //! Golden vectors of the stored record's hash chain and of its export line
 //! (`tests/vectors/records.json`, computed independently of the crate): the crate's own
-//! functions, and a real ledger appending the same events, must give the same bytes.
+//! functions, and a real ledger appending the same events, must give the same bytes, and
+//! store them as the golden entry (`tests/vectors/entry.json`).
 
 use std::sync::Arc;
 
@@ -75,4 +76,24 @@ fn a_ledger_appending_the_vectors_stores_their_chain() {
         let r = l.record(v.seq).unwrap().unwrap();
         assert_eq!((hex::encode(r.event_hash), hex::encode(r.chain)), (v.event_hash.clone(), v.chain.clone()));
     }
+    l.close().unwrap();
+    drop(l);
+    // The one append is one stored entry, byte for byte the golden one (tests/vectors/entry.json).
+    #[derive(Deserialize)]
+    struct Entry {
+        key: String,
+        value: String,
+    }
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/entry.json")).unwrap();
+    let want: Entry = serde_json::from_str(&text).unwrap();
+    let db = fjall::Database::builder(dir.path()).open().unwrap();
+    let records = db.keyspace("records", fjall::KeyspaceCreateOptions::default).unwrap();
+    let stored: Vec<(String, String)> = records
+        .iter()
+        .map(|g| {
+            let (k, v) = g.into_inner().unwrap();
+            (hex::encode(k), hex::encode(v))
+        })
+        .collect();
+    assert_eq!(stored, vec![(want.key, want.value)]);
 }

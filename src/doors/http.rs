@@ -111,11 +111,38 @@ fn writer_of(app: &App, headers: &HeaderMap, op: Op) -> Result<(Principal, Strin
     Ok((p, key))
 }
 
+/// Whether the request prefers a minimal answer (RFC 7240 `Prefer: return=minimal`;
+/// preferences are case-insensitive, several may be listed, unknown ones are ignored).
+fn prefers_minimal(h: &HeaderMap) -> bool {
+    h.get_all("prefer").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(|p| {
+        let p = p.split(';').next().unwrap_or_default();
+        let mut kv = p.splitn(2, '=').map(str::trim);
+        kv.next().is_some_and(|k| k.eq_ignore_ascii_case("return"))
+            && kv.next().is_some_and(|v| v.trim_matches('"').eq_ignore_ascii_case("minimal"))
+    })
+}
+
+/// A write's answer, saying (`Preference-Applied`) when it is the minimal one.
+fn applied(mut r: Response, minimal: bool) -> Response {
+    if minimal {
+        r.headers_mut().insert("preference-applied", header::HeaderValue::from_static("return=minimal"));
+    }
+    r
+}
+
 /// Records `fact` and answers its outcome: 201, or 200 for a retry.
-async fn write(app: &App, p: &Principal, key: String, fact: Result<Fact, Error>) -> Result<Response, Error> {
+async fn write(
+    app: &App,
+    p: &Principal,
+    h: &HeaderMap,
+    key: String,
+    fact: Result<Fact, Error>,
+) -> Result<Response, Error> {
     let o = commands::record(app, p, key, fact?).await?;
     let status = if o.replayed { StatusCode::OK } else { StatusCode::CREATED };
-    Ok((status, Json(OutcomeView::of(&o, p))).into_response())
+    let minimal = prefers_minimal(h);
+    let view = OutcomeView::of(&o, p);
+    Ok(applied((status, Json(if minimal { view.minimal() } else { view })).into_response(), minimal))
 }
 
 /// A JSON answer.
@@ -129,12 +156,12 @@ type Body = Result<Bytes, BytesRejection>;
 async fn publish(State(app): State<App>, h: HeaderMap, b: Body) -> Result<Response, Error> {
     let (p, key) = writer_of(&app, &h, Op::PublishProgram)?;
     let spec = body::<ProgramSpec>(&h, b)?;
-    write(&app, &p, key, commands::publish(&p, spec)).await
+    write(&app, &p, &h, key, commands::publish(&p, spec)).await
 }
 
 async fn amend(State(app): State<App>, UrlPath(id): UrlPath<String>, h: HeaderMap, b: Body) -> Result<Response, Error> {
     let (p, key) = writer_of(&app, &h, Op::AmendProgram)?;
-    write(&app, &p, key, body::<AmendBody>(&h, b)?.fact(&p, &id)).await
+    write(&app, &p, &h, key, body::<AmendBody>(&h, b)?.fact(&p, &id)).await
 }
 
 async fn program(State(app): State<App>, UrlPath(id): UrlPath<String>, h: HeaderMap) -> Result<Response, Error> {
@@ -144,7 +171,7 @@ async fn program(State(app): State<App>, UrlPath(id): UrlPath<String>, h: Header
 
 async fn enroll(State(app): State<App>, h: HeaderMap, b: Body) -> Result<Response, Error> {
     let (p, key) = writer_of(&app, &h, Op::EnrollPartner)?;
-    write(&app, &p, key, body::<PartnerBody>(&h, b)?.fact(&p)).await
+    write(&app, &p, &h, key, body::<PartnerBody>(&h, b)?.fact(&p)).await
 }
 
 async fn suspend(
@@ -154,22 +181,22 @@ async fn suspend(
     b: Body,
 ) -> Result<Response, Error> {
     let (p, key) = writer_of(&app, &h, Op::SuspendPartner)?;
-    write(&app, &p, key, body::<ReasonBody>(&h, b)?.fact(&p, id)).await
+    write(&app, &p, &h, key, body::<ReasonBody>(&h, b)?.fact(&p, id)).await
 }
 
 async fn authorise(State(app): State<App>, h: HeaderMap, b: Body) -> Result<Response, Error> {
     let (p, key) = writer(&app, &h)?;
-    write(&app, &p, key, body::<AgentBody>(&h, b)?.fact(&p)).await
+    write(&app, &p, &h, key, body::<AgentBody>(&h, b)?.fact(&p)).await
 }
 
 async fn revoke(State(app): State<App>, UrlPath(id): UrlPath<String>, h: HeaderMap) -> Result<Response, Error> {
     let (p, key) = writer(&app, &h)?;
-    write(&app, &p, key, commands::revoke_agent(&app, &p, id)).await
+    write(&app, &p, &h, key, commands::revoke_agent(&app, &p, id)).await
 }
 
 async fn register(State(app): State<App>, h: HeaderMap, b: Body) -> Result<Response, Error> {
     let (p, key) = writer(&app, &h)?;
-    write(&app, &p, key, body::<LeadBody>(&h, b)?.fact(&p)).await
+    write(&app, &p, &h, key, body::<LeadBody>(&h, b)?.fact(&p)).await
 }
 
 async fn handoff(
@@ -179,21 +206,23 @@ async fn handoff(
     b: Body,
 ) -> Result<Response, Error> {
     let (p, key) = writer(&app, &h)?;
-    write(&app, &p, key, body::<HandoffBody>(&h, b)?.fact(&app, &p, id)).await
+    write(&app, &p, &h, key, body::<HandoffBody>(&h, b)?.fact(&app, &p, id)).await
 }
 
 async fn convert(State(app): State<App>, h: HeaderMap, b: Body) -> Result<Response, Error> {
     let (p, key) = writer(&app, &h)?;
-    write(&app, &p, key, body::<ConversionBody>(&h, b)?.fact(&p, Utc::now())).await
+    write(&app, &p, &h, key, body::<ConversionBody>(&h, b)?.fact(&p, Utc::now())).await
 }
 
 async fn convert_batch(State(app): State<App>, h: HeaderMap, b: Body) -> Result<Response, Error> {
     let (p, key) = writer_of(&app, &h, Op::RecordConversions)?;
     let items = body::<BatchBody>(&h, b)?.items;
     let results = commands::record_batch(&app, &p, &key, items).await?;
+    let minimal = prefers_minimal(&h);
     let items: Vec<BatchItem> = results
         .iter()
         .map(|r| match r {
+            Ok(o) if minimal => BatchItem::Done(OutcomeView::of(o, &p).minimal()),
             Ok(o) => BatchItem::Done(OutcomeView::of(o, &p)),
             Err(e) => {
                 let pr = Problem::from(e.clone());
@@ -203,9 +232,10 @@ async fn convert_batch(State(app): State<App>, h: HeaderMap, b: Body) -> Result<
         .collect();
     // Sized up front: a batch answer runs to megabytes, and growing it by doubling costs
     // copies and fresh pages.
-    let mut buf = Vec::with_capacity(items.len().saturating_mul(BATCH_ITEM_BYTES_HINT));
+    let hint = if minimal { BATCH_ITEM_BYTES_HINT / 16 } else { BATCH_ITEM_BYTES_HINT };
+    let mut buf = Vec::with_capacity(items.len().saturating_mul(hint));
     serde_json::to_writer(&mut buf, &BatchAnswer { results: items }).map_err(Error::internal)?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], buf).into_response())
+    Ok(applied(([(header::CONTENT_TYPE, "application/json")], buf).into_response(), minimal))
 }
 
 /// About how many bytes one conversion takes in a batch answer (three hops).
@@ -239,27 +269,27 @@ enum BatchItem<'a> {
 
 async fn refund(State(app): State<App>, h: HeaderMap, b: Body) -> Result<Response, Error> {
     let (p, key) = writer(&app, &h)?;
-    write(&app, &p, key, body::<RefundBody>(&h, b)?.fact(&p)).await
+    write(&app, &p, &h, key, body::<RefundBody>(&h, b)?.fact(&p)).await
 }
 
 async fn settlement(State(app): State<App>, h: HeaderMap, b: Body) -> Result<Response, Error> {
     let (p, key) = writer_of(&app, &h, Op::RecordSettlement)?;
-    write(&app, &p, key, body::<SettlementBody>(&h, b)?.fact(&p)).await
+    write(&app, &p, &h, key, body::<SettlementBody>(&h, b)?.fact(&p)).await
 }
 
 async fn payout(State(app): State<App>, h: HeaderMap, b: Body) -> Result<Response, Error> {
     let (p, key) = writer_of(&app, &h, Op::CreatePayout)?;
-    write(&app, &p, key, body::<PayoutBody>(&h, b)?.fact(&p)).await
+    write(&app, &p, &h, key, body::<PayoutBody>(&h, b)?.fact(&p)).await
 }
 
 async fn release(State(app): State<App>, UrlPath(id): UrlPath<String>, h: HeaderMap) -> Result<Response, Error> {
     let (p, key) = writer(&app, &h)?;
-    write(&app, &p, key, commands::release(&p, id)).await
+    write(&app, &p, &h, key, commands::release(&p, id)).await
 }
 
 async fn advance(State(app): State<App>, h: HeaderMap, b: Body) -> Result<Response, Error> {
     let (p, key) = writer_of(&app, &h, Op::AdvanceHolds)?;
-    write(&app, &p, key, body::<AdvanceBody>(&h, b)?.fact(&p)).await
+    write(&app, &p, &h, key, body::<AdvanceBody>(&h, b)?.fact(&p)).await
 }
 
 async fn balance(State(app): State<App>, UrlPath(id): UrlPath<String>, h: HeaderMap) -> Result<Response, Error> {

@@ -534,11 +534,21 @@ fn build_raw() -> Value {
         if takes_key {
             params.push(json!({"$ref": "#/components/parameters/IdempotencyKey"}));
         }
+        let prefer = d.fact || o.op == Op::RecordConversions;
+        if prefer {
+            params.push(json!({"$ref": "#/components/parameters/Prefer"}));
+        }
         let mut responses = Map::new();
         for (status, description, schema) in &d.ok {
             let mut r = json!({"description": description});
             if let Some(schema) = schema {
                 r["content"] = json_content(schema.clone());
+            }
+            if prefer {
+                r["headers"] = json!({"Preference-Applied": {
+                    "description": "`return=minimal` when the answer is the minimal one the request preferred.",
+                    "schema": {"type": "string", "enum": ["return=minimal"]},
+                }});
             }
             responses.insert(status.to_string(), r);
         }
@@ -644,13 +654,22 @@ fn build_raw() -> Value {
                 "scheme": "bearer",
                 "description": "API token from `settle keys token` or `POST /v1/tokens`; bound to a principal (vendor admin, vendor agent, partner, partner agent) and scopes. A partner agent whose grant registers its Ed25519 public key may instead send a compact JWS it signed itself (typ settle-agent+jwt; claims iss, aud, iat, exp; at most 300 s long); see formats.md, Agent-signed tokens.",
             }},
-            "parameters": {"IdempotencyKey": {
-                "name": "Idempotency-Key",
-                "in": "header",
-                "required": true,
-                "description": "1 to 200 visible ASCII characters, per token: the same key and body again answer the original outcome; the same key with another body, 409.",
-                "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
-            }},
+            "parameters": {
+                "IdempotencyKey": {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "required": true,
+                    "description": "1 to 200 visible ASCII characters, per token: the same key and body again answer the original outcome; the same key with another body, 409.",
+                    "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
+                },
+                "Prefer": {
+                    "name": "Prefer",
+                    "in": "header",
+                    "required": false,
+                    "description": "RFC 7240. With `return=minimal` the answer leaves out `events` and each mandate's compact JWS (`mandate`), and carries `Preference-Applied: return=minimal`: a few hundred bytes instead of about 9 KiB for a conversion of three hops. The mandates are read with the partner's mandates or receipts. Other preferences are ignored.",
+                    "schema": {"type": "string", "examples": ["return=minimal"]},
+                },
+            },
             "responses": responses,
             "schemas": schemas,
         },

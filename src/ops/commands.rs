@@ -538,8 +538,11 @@ impl AdvanceBody {
 )]
 pub struct OutcomeView<'a> {
     /// The fact and every record it caused, as logged (a partner's copy leaves out the
-    /// lead that owns a customer it registered again).
-    events: std::borrow::Cow<'a, [Envelope]>,
+    /// lead that owns a customer it registered again). Left out of a minimal answer
+    /// (`Prefer: return=minimal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Vec<Envelope>")]
+    events: Option<std::borrow::Cow<'a, [Envelope]>>,
     /// The payment and clawback mandates issued, one per hop.
     mandates: Vec<MandateView<'a>>,
     /// What the engine concluded about a conversion or a lead (`null` for other facts).
@@ -559,8 +562,11 @@ struct MandateView<'a> {
     /// `payment` or `clawback`.
     #[schemars(extend("enum" = ["payment", "clawback"]))]
     direction: &'static str,
-    /// The signed mandate (compact JWS).
-    mandate: &'a str,
+    /// The signed mandate (compact JWS). Left out of a minimal answer (`Prefer:
+    /// return=minimal`): read it with the partner's mandates or its receipt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    mandate: Option<&'a str>,
     /// Its id: `md_<seq>_<hop>` (payment) or `cb_<seq>_<hop>` (clawback).
     mandate_id: &'a str,
     /// Of a clawback: the part taken from money already paid.
@@ -612,7 +618,7 @@ impl<'a> OutcomeView<'a> {
                 Event::MandateIssued { mandate_id, partner, amount, mandate } => Some(MandateView {
                     amount,
                     direction: "payment",
-                    mandate,
+                    mandate: Some(mandate),
                     mandate_id,
                     offset: None,
                     partner,
@@ -621,7 +627,7 @@ impl<'a> OutcomeView<'a> {
                 Event::ClawbackIssued { mandate_id, partner, amount, offset, mandate, reverses } => Some(MandateView {
                     amount,
                     direction: "clawback",
-                    mandate,
+                    mandate: Some(mandate),
                     mandate_id,
                     offset: Some(offset),
                     partner,
@@ -661,6 +667,18 @@ impl<'a> OutcomeView<'a> {
                     .collect(),
             )
         };
-        Self { events, mandates, outcome, replayed: o.replayed, seq: o.seq }
+        Self { events: Some(events), mandates, outcome, replayed: o.replayed, seq: o.seq }
+    }
+
+    /// The minimal answer (RFC 7240 `Prefer: return=minimal`): what the engine concluded
+    /// and each mandate's id, payee and amount, without the records written and the
+    /// signed mandates (a few hundred bytes instead of about 9 KiB for three hops).
+    #[must_use]
+    pub fn minimal(mut self) -> Self {
+        self.events = None;
+        for m in &mut self.mandates {
+            m.mandate = None;
+        }
+        self
     }
 }
