@@ -6,6 +6,7 @@
 use settle_mandates::merkle::{self, Hash};
 use sha2::{Digest, Sha256};
 
+use crate::backend::Bytes;
 use crate::config::Acceptor;
 use crate::entry::{self, ENTRY_BYTES, Slot};
 use crate::error::{LedgerError, Result};
@@ -75,7 +76,7 @@ impl Append {
 
 /// An [`Append`] checked and prepared for the writer.
 pub(crate) struct Prepared {
-    pub(crate) key: fjall::Slice,
+    pub(crate) key: Bytes,
     pub(crate) content_hash: Hash,
     pub(crate) entries: Vec<PreparedEntry>,
     /// How many records the entries hold.
@@ -95,7 +96,7 @@ impl Prepared {
     /// commits durable before that look-up, `seen_after`.
     pub(crate) fn new(a: Append, entries: Vec<PreparedEntry>, seen: Option<KeyEntry>, seen_after: u64) -> Self {
         Self {
-            key: fjall::Slice::from(a.key),
+            key: Bytes::from(a.key),
             content_hash: a.content_hash,
             count: entries.iter().map(PreparedEntry::len).sum(),
             entries,
@@ -169,7 +170,7 @@ impl PreparedEntry {
     /// The storage value, its records linked as records `first`, `first + 1`, ... after
     /// `chain`, which it leaves at the last link; `leaf` is given each record's leaf hash,
     /// in order.
-    pub(crate) fn link(mut self, first: u64, chain: &mut Hash, mut leaf: impl FnMut(Hash)) -> fjall::Slice {
+    pub(crate) fn link(mut self, first: u64, chain: &mut Hash, mut leaf: impl FnMut(Hash)) -> Bytes {
         {
             let Some(mut v) = self.value.get_mut() else { unreachable!("built in `new` and never shared") };
             for (seq, r) in (first..).zip(&self.records) {
@@ -180,6 +181,6 @@ impl PreparedEntry {
                 leaf(r.leaf);
             }
         }
-        fjall::Slice::from(self.value)
+        Bytes::from(self.value)
     }
 }

@@ -31,9 +31,9 @@ impl SignedCheckpoint {
 impl Stores {
     /// The latest signed checkpoint (of the largest tree).
     pub(crate) fn latest_checkpoint(&self) -> Result<Option<SignedCheckpoint>> {
-        match self.checkpoints.last_key_value() {
+        match self.checkpoints.last_key_value()? {
             None => Ok(None),
-            Some(g) => SignedCheckpoint::decode(&g.value()?).map(Some),
+            Some((_, v)) => SignedCheckpoint::decode(&v).map(Some),
         }
     }
 
@@ -47,20 +47,20 @@ impl Stores {
 
     /// The first checkpoint covering record `seq` (size > seq).
     pub(crate) fn checkpoint_covering(&self, seq: u64) -> Result<Option<SignedCheckpoint>> {
-        match self.checkpoints.range((seq + 1).to_be_bytes()..).next() {
+        match self.checkpoints.range((seq + 1).to_be_bytes()..).next().transpose()? {
             None => Ok(None),
-            Some(g) => SignedCheckpoint::decode(&g.value()?).map(Some),
+            Some((_, v)) => SignedCheckpoint::decode(&v).map(Some),
         }
     }
 
     /// Every signed checkpoint, by increasing size.
     pub(crate) fn all_checkpoints(&self) -> impl Iterator<Item = Result<SignedCheckpoint>> + '_ {
-        self.checkpoints.iter().map(|g| SignedCheckpoint::decode(&g.value()?))
+        self.checkpoints.iter().map(|r| r.and_then(|(_, v)| SignedCheckpoint::decode(&v)))
     }
 
     /// Stores the note signed over a tree of `size` records (not synced: the caller
     /// syncs).
-    pub(crate) fn put_checkpoint(&self, size: u64, note: &str) -> Result<(), fjall::Error> {
-        self.checkpoints.insert(size.to_be_bytes(), note.as_bytes())
+    pub(crate) fn put_checkpoint(&self, size: u64, note: &str) -> Result<()> {
+        self.checkpoints.insert(size.to_be_bytes().to_vec(), note.as_bytes().to_vec())
     }
 }

@@ -8,6 +8,7 @@ use std::collections::{HashMap, VecDeque};
 
 use settle_mandates::merkle::Hash;
 
+use crate::backend::Bytes;
 use crate::error::{LedgerError, Result};
 use crate::limits::RECENT_KEYS;
 use crate::store::Stores;
@@ -129,9 +130,9 @@ impl KeyLookup {
 /// ([`KeyLookup`]); every later batch is either here or, if it has been dropped from
 /// here, the writer reads the store again.
 pub(crate) struct RecentKeys {
-    pub(crate) map: HashMap<fjall::Slice, KeyEntry>,
+    pub(crate) map: HashMap<Bytes, KeyEntry>,
     /// Batch number and its keys, oldest first.
-    batches: VecDeque<(u64, Vec<fjall::Slice>)>,
+    batches: VecDeque<(u64, Vec<Bytes>)>,
     /// The keys of every batch from this number on are in `map`.
     pub(crate) from: u64,
 }
@@ -143,7 +144,7 @@ impl RecentKeys {
 
     /// Keeps batch `n`'s keys (already in `map`), dropping the oldest batches while
     /// more than [`RECENT_KEYS`] are kept.
-    pub(crate) fn committed(&mut self, n: u64, keys: Vec<fjall::Slice>) {
+    pub(crate) fn committed(&mut self, n: u64, keys: Vec<Bytes>) {
         self.batches.push_back((n, keys));
         // Bounded: each turn drops a batch, and the last one is always kept.
         while self.map.len() > RECENT_KEYS && self.batches.len() > 1 {

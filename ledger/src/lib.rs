@@ -35,7 +35,10 @@
 //! - `error`, `limits`, `config`, `record`, `entry`: errors, the limits on input and
 //!   queues, opening options, the record and its chain link, and the stored entry (the
 //!   records of one append under one key);
-//! - `store` (keyspaces, their tuning, the head, reading records out of entries), `tree` (tiles, frontier, node source),
+//! - `backend` (the storage seam: keyspaces of ordered bytes, atomic batches, a sync;
+//!   the fjall backend and its tuning), at the bottom with the formats;
+//! - `store` (the keyspaces as the ledger uses them, the head, reading records out of
+//!   entries), `tree` (tiles, frontier, node source),
 //!   `projection`, `checkpoint` (signed checkpoints as stored);
 //! - `index` (the idempotency index, outcomes, look-ups, recent keys), then `append`
 //!   (what callers append, its checks, its prepared form);
@@ -45,6 +48,7 @@
 //!   verification pass, exports and the log file).
 
 // Bottom: no other module of the crate.
+pub mod backend;
 mod config;
 mod entry;
 mod error;
@@ -70,6 +74,10 @@ mod handle;
 mod verify;
 
 pub use append::{Append, NewRecord};
+pub use backend::fjall_store::{
+    BLOCK_CACHE_BYTES, INDEX_TABLE_BYTES, MEMTABLE_BYTES, STORAGE_WORKERS, index_keyspace_options, keyspace_options,
+};
+pub use backend::{Backend, FjallBackend};
 pub use checkpoint::SignedCheckpoint;
 pub use config::{Acceptor, LedgerConfig};
 pub use entry::ENTRY_BYTES;
@@ -82,9 +90,6 @@ pub use limits::{
 };
 pub use projection::ProjectionUpdate;
 pub use record::{ExportLine, GENESIS_CHAIN, Record, chain_link};
-pub use store::{
-    BLOCK_CACHE_BYTES, INDEX_TABLE_BYTES, MEMTABLE_BYTES, STORAGE_WORKERS, index_keyspace_options, keyspace_options,
-};
 #[cfg(any(test, feature = "fault-injection"))]
 pub use sync::SyncHold;
 pub use tree::TILE_HEIGHT;

@@ -37,8 +37,7 @@ fn inconsistent(seq: u64, what: &str) -> LedgerError {
 /// verification pass, [`verify_log`](crate::verify_log).)
 pub(crate) fn recover(s: &Stores) -> Result<Recovered> {
     let upper = load_upper(s)?;
-    let Some(last) = s.records.last_key_value() else { return recover_empty(s, upper) };
-    let (k, v) = last.into_inner()?;
+    let Some((k, v)) = s.records.last_key_value()? else { return recover_empty(s, upper) };
     let first = u64::from_be_bytes(k.as_ref().try_into().map_err(|_| inconsistent(0, "bad record key"))?);
     if v.first() == Some(&1) {
         return Err(inconsistent(
@@ -69,7 +68,7 @@ pub(crate) fn recover(s: &Stores) -> Result<Recovered> {
 fn load_upper(s: &Stores) -> Result<HashMap<(u32, u64), Hash>> {
     let mut upper = HashMap::new();
     for g in s.upper.iter() {
-        let (k, v) = g.into_inner()?;
+        let (k, v) = g?;
         let (Some(&level), Some(ix), Ok(h)) = (k.first(), k.get(1..9), <[u8; 32]>::try_from(v.as_ref())) else {
             return Err(inconsistent(0, "a stored Merkle node is malformed"));
         };
@@ -82,9 +81,9 @@ fn load_upper(s: &Stores) -> Result<HashMap<(u32, u64), Hash>> {
 /// A store without records: nothing else may be in it but checkpoints and
 /// projections.
 fn recover_empty(s: &Stores, upper: HashMap<(u32, u64), Hash>) -> Result<Recovered> {
-    if s.tiles.first_key_value().is_some()
+    if s.tiles.first_key_value()?.is_some()
         || !upper.is_empty()
-        || s.keys.first_key_value().is_some()
+        || s.keys.first_key_value()?.is_some()
         || s.head.get(HEAD)?.is_some()
     {
         return Err(inconsistent(0, "no records, but the tree, the key index or the head is not empty"));

@@ -1,115 +1,125 @@
-//! The fjall store: its keyspaces ([`Stores`]), how they are opened and tuned (the
-//! storage engine's threads, memtables, block cache and the index's table size), and the
-//! log's head ([`Head`]), rewritten with every group commit that appends; and reading
-//! records out of their stored entries ([`Stores::record`], [`Scan`]).
+//! The store as the ledger uses it ([`Stores`]): its keyspaces over a
+//! [`Backend`](crate::backend::Backend), each a [`Ks`] handle with the reads and writes
+//! the ledger makes; the log's head ([`Head`]), rewritten with every group commit that
+//! appends; and reading records out of their stored entries ([`Stores::record`],
+//! [`Scan`]).
 
-use std::path::Path;
+use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
-use fjall::config::PinningPolicy;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use settle_mandates::merkle::Hash;
 
+use crate::backend::{Backend, Batch, Bytes, Durability, Entries, Space, prefix_end};
 use crate::entry;
 use crate::error::{LedgerError, Result};
 use crate::record::Record;
 
-/// The storage engine's background threads (flushes and compactions). fjall's default
-/// is one per core up to four; with two, its first worker hands each compaction request
-/// back to the queue while the other is busy and takes it again at once, a busy loop
-/// that cost a tenth of the group-commit throughput here (docs/performance.md). With
-/// three the loop is rare; one alone can stall writes behind a long compaction.
-pub const STORAGE_WORKERS: usize = 3;
-
-/// Memtable size of every keyspace. fjall's default (64 MiB) makes each flush a burst
-/// of tens of megabytes, and every group commit's sync waits behind it: with 1,000
-/// single appends/s after a large batched load, p99 latency was 118–140 ms with 64 MiB
-/// memtables and 10–12 ms with 8 MiB (`settle load`, see docs/performance.md).
-pub const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
-
-/// The storage engine's block cache, through which every read of a table's index,
-/// filter and data blocks goes (fjall's default size, named here because the ledger's
-/// memory relies on it: see [`keyspace_options`]).
-pub const BLOCK_CACHE_BYTES: u64 = 32 * 1024 * 1024;
-
-/// Table size of the idempotency index (leveled compaction; fjall's default is 64 MiB).
-/// Its keys arrive in any order, so every L0 → L1 compaction rewrites the tables of L1
-/// it overlaps, and L1 targets four tables: 16 MiB tables keep it near 64 MiB, not 256.
-/// Group commit with 2,048 appenders: +20 % (median of seven alternated runs) with `k{i}` keys,
-/// +13 % (median) with time-ordered keys, no change with random ones; 8 MiB tables were
-/// no better (docs/performance.md). fjall stores a keyspace's strategy when it creates
-/// it: a log created before this setting keeps the default.
-pub const INDEX_TABLE_BYTES: u64 = 16 * 1024 * 1024;
-
-/// Options of every keyspace of a new store (the idempotency index adds its compaction
-/// strategy): [`MEMTABLE_BYTES`] memtables, and no table pins its index or filter blocks.
-/// fjall pins them in the tables written at its first levels, and a table keeps what it
-/// was given when a compaction only moves it, which is all that ever happens to the
-/// tables of a log keyed by sequence (and to those of an index whose keys arrive in
-/// order). So memory grew with the log, about 5 MiB a million records
-/// (`cargo bench --bench ledger_memory`); unpinned, those blocks are read through the
-/// block cache ([`BLOCK_CACHE_BYTES`]). What stays in memory per table is small: its
-/// metadata, and the top-level block of a partitioned index or filter (fjall partitions
-/// the tables it writes from the fourth level down). fjall stores a keyspace's options
-/// when it creates it: a log created before this setting keeps the default, is back to
-/// its baseline at each reopen (tables opened from disk are pinned by the level they are
-/// at) and grows again while it runs.
-#[must_use]
-pub fn keyspace_options() -> KeyspaceCreateOptions {
-    KeyspaceCreateOptions::default()
-        .max_memtable_size(MEMTABLE_BYTES)
-        .index_block_pinning_policy(PinningPolicy::disabled())
-        .filter_block_pinning_policy(PinningPolicy::disabled())
+/// One keyspace of the store.
+#[derive(Clone)]
+pub(crate) struct Ks {
+    pub(crate) space: Space,
+    backend: Arc<dyn Backend>,
 }
 
-/// Options of the idempotency index's keyspace: [`keyspace_options`], compacted in
-/// [`INDEX_TABLE_BYTES`] tables.
-#[must_use]
-pub fn index_keyspace_options() -> KeyspaceCreateOptions {
-    keyspace_options()
-        .compaction_strategy(Arc::new(fjall::compaction::Leveled::default().with_table_target_size(INDEX_TABLE_BYTES)))
+/// A bound of a range of keys, as bytes.
+fn bytes_bound<K: AsRef<[u8]>>(b: Bound<&K>) -> Bound<&[u8]> {
+    match b {
+        Bound::Included(k) => Bound::Included(k.as_ref()),
+        Bound::Excluded(k) => Bound::Excluded(k.as_ref()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+impl Ks {
+    pub(crate) fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>> {
+        self.backend.get(self.space, key.as_ref())
+    }
+
+    /// The entries within `range`, ascending.
+    pub(crate) fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Entries {
+        self.backend.range(self.space, bytes_bound(range.start_bound()), bytes_bound(range.end_bound()))
+    }
+
+    /// Every entry, ascending.
+    pub(crate) fn iter(&self) -> Entries {
+        self.backend.range(self.space, Bound::Unbounded, Bound::Unbounded)
+    }
+
+    /// The entries whose key starts with `prefix`, ascending.
+    pub(crate) fn prefix(&self, prefix: &[u8]) -> Entries {
+        let end = prefix_end(prefix);
+        let to = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+        self.backend.range(self.space, Bound::Included(prefix), to)
+    }
+
+    /// The entry with the greatest key within `..to`.
+    pub(crate) fn last_before(&self, to: Bound<&[u8]>) -> Result<Option<(Bytes, Bytes)>> {
+        self.backend.last_before(self.space, to)
+    }
+
+    pub(crate) fn first_key_value(&self) -> Result<Option<(Bytes, Bytes)>> {
+        self.iter().next().transpose()
+    }
+
+    pub(crate) fn last_key_value(&self) -> Result<Option<(Bytes, Bytes)>> {
+        self.last_before(Bound::Unbounded)
+    }
+
+    /// Sets `key` outside the writer's batches, not synced (the caller syncs).
+    pub(crate) fn insert(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<()> {
+        let mut b = Batch::with_capacity(1);
+        b.insert(self.space, key, value);
+        self.backend.write(b, Durability::Later)
+    }
+
+    /// Removes `key` outside the writer's batches, not synced (tests that edit a store).
+    #[cfg(test)]
+    pub(crate) fn remove(&self, key: impl Into<Bytes>) -> Result<()> {
+        let mut b = Batch::with_capacity(1);
+        b.remove(self.space, key);
+        self.backend.write(b, Durability::Later)
+    }
 }
 
 /// The store and its keyspaces.
 #[derive(Clone)]
 pub(crate) struct Stores {
-    pub(crate) db: Database,
-    pub(crate) records: Keyspace,
-    pub(crate) tiles: Keyspace,
-    pub(crate) upper: Keyspace,
-    pub(crate) keys: Keyspace,
-    pub(crate) checkpoints: Keyspace,
-    pub(crate) projections: Keyspace,
-    pub(crate) aux: Keyspace,
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) records: Ks,
+    pub(crate) tiles: Ks,
+    pub(crate) upper: Ks,
+    pub(crate) keys: Ks,
+    pub(crate) checkpoints: Ks,
+    pub(crate) projections: Ks,
+    pub(crate) aux: Ks,
     /// The log's head ([`Head`]), rewritten in every group commit that appends.
-    pub(crate) head: Keyspace,
+    pub(crate) head: Ks,
 }
 
 impl Stores {
-    /// Opens (or creates) the store in `path` with the ledger's tuning and its keyspaces.
-    pub(crate) fn open(path: &Path) -> Result<Self> {
-        let db = Database::builder(path).worker_threads(STORAGE_WORKERS).cache_size(BLOCK_CACHE_BYTES).open()?;
-        let ks = |n: &str| db.keyspace(n, keyspace_options);
-        Ok(Self {
-            records: ks("records")?,
-            tiles: ks("tiles")?,
-            upper: ks("upper")?,
-            keys: db.keyspace("idempotency", index_keyspace_options)?,
-            checkpoints: ks("checkpoints")?,
-            projections: ks("projections")?,
-            aux: ks("aux")?,
-            head: ks("head")?,
-            db: db.clone(),
-        })
+    /// The ledger's keyspaces on `backend`.
+    pub(crate) fn new(backend: Arc<dyn Backend>) -> Self {
+        let ks = |space| Ks { space, backend: Arc::clone(&backend) };
+        Self {
+            records: ks(Space::Records),
+            tiles: ks(Space::Tiles),
+            upper: ks(Space::Upper),
+            keys: ks(Space::Keys),
+            checkpoints: ks(Space::Checkpoints),
+            projections: ks(Space::Projections),
+            aux: ks(Space::Aux),
+            head: ks(Space::Head),
+            backend,
+        }
     }
 }
 
 impl Stores {
     /// The stored entry holding record `seq` (the last one stored under a sequence at or
     /// before it): its first sequence and value.
-    pub(crate) fn entry_holding(&self, seq: u64) -> Result<Option<(u64, fjall::Slice)>> {
-        let Some(g) = self.records.range(..=seq.to_be_bytes()).next_back() else { return Ok(None) };
-        let (k, v) = g.into_inner()?;
+    pub(crate) fn entry_holding(&self, seq: u64) -> Result<Option<(u64, Bytes)>> {
+        let key = seq.to_be_bytes();
+        let Some((k, v)) = self.records.last_before(Bound::Included(&key))? else { return Ok(None) };
         Ok(Some((seq_of(&k)?, v)))
     }
 
@@ -154,7 +164,7 @@ fn seq_of(k: &[u8]) -> Result<u64> {
 
 /// Records read in order out of their entries ([`Stores::scan`]).
 pub(crate) struct Scan {
-    iter: fjall::Iter,
+    iter: Entries,
     /// The records of the entry read last that are not yet returned.
     pending: std::vec::IntoIter<Record>,
     /// The next record to return...
@@ -183,9 +193,9 @@ impl Iterator for Scan {
             self.done = true;
             // Past the last record, the range must hold no other entry (one stored over
             // the records of the entry before it would be read by `record` alone).
-            return match self.iter.next().map(|g| g.into_inner()) {
+            return match self.iter.next() {
                 None => None,
-                Some(Err(e)) => Some(Err(e.into())),
+                Some(Err(e)) => Some(Err(e)),
                 Some(Ok((k, _))) => {
                     let at = seq_of(&k).unwrap_or(self.end);
                     Some(Err(LedgerError::Inconsistent { seq: at, what: "an entry overlaps the one before it".into() }))
@@ -200,9 +210,9 @@ impl Iterator for Scan {
                 break Ok(r);
             }
             let bad = |seq: u64, what: &str| Err(LedgerError::Inconsistent { seq, what: what.into() });
-            let (k, v) = match self.iter.next().map(|g| g.into_inner()) {
+            let (k, v) = match self.iter.next() {
                 None => break bad(self.next, "record is missing"),
-                Some(Err(e)) => break Err(e.into()),
+                Some(Err(e)) => break Err(e),
                 Some(Ok(kv)) => kv,
             };
             let first = match seq_of(&k) {

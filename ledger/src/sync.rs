@@ -5,7 +5,6 @@
 
 use std::sync::atomic::Ordering;
 
-use fjall::PersistMode;
 use settle_mandates::merkle::Hash;
 use tokio::sync::oneshot;
 
@@ -52,7 +51,7 @@ pub(crate) enum ToSync {
 
 /// One durable sync of everything written to the store (in tests, held and failed on
 /// request: see `Ledger::hold_next_sync`).
-fn sync(shared: &Shared, persist: PersistMode) -> Result<()> {
+fn sync(shared: &Shared) -> Result<()> {
     #[cfg(any(test, feature = "fault-injection"))]
     {
         let hold = shared.sync_hold.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
@@ -60,14 +59,14 @@ fn sync(shared: &Shared, persist: PersistMode) -> Result<()> {
             return Err(LedgerError::Storage("injected: the sync failed".into()));
         }
     }
-    shared.stores.db.persist(persist).map_err(LedgerError::from)
+    shared.stores.backend.sync()
 }
 
 /// The syncer: makes the writer's group commits durable, one sync for all it finds
 /// waiting, then publishes them to readers and acknowledges their appends, while the
 /// writer builds the next batch. It never publishes or acknowledges a batch before the
 /// sync that covers it has returned.
-pub(crate) fn sync_loop(shared: &Shared, persist: PersistMode, rx: &std::sync::mpsc::Receiver<ToSync>) {
+pub(crate) fn sync_loop(shared: &Shared, rx: &std::sync::mpsc::Receiver<ToSync>) {
     let mut msgs = Vec::new();
     // Ends when the writer drops its sender, once it has stopped (the queue closed).
     while let Ok(first) = rx.recv() {
@@ -77,7 +76,7 @@ pub(crate) fn sync_loop(shared: &Shared, persist: PersistMode, rx: &std::sync::m
         let synced = if shared.is_poisoned() {
             Err(LedgerError::Poisoned)
         } else if wrote {
-            sync(shared, persist)
+            sync(shared)
         } else {
             Ok(())
         };

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::sync::mpsc::SyncSender;
 use std::thread::JoinHandle;
 
-use fjall::PersistMode;
 use settle_mandates::checkpoint::Checkpoint;
 use settle_mandates::keys::SigningKey;
 use settle_mandates::merkle::Hash;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::append::{Prepared, PreparedEntry};
+use crate::backend::{Batch, Bytes, Durability, Space};
 use crate::checkpoint::SignedCheckpoint;
 use crate::error::{LedgerError, Result};
 use crate::index::{Appended, KeyEntry, RecentKeys};
@@ -45,16 +45,10 @@ pub(crate) struct Tip {
 }
 
 /// Starts the writer thread on the queue `rx`, from `tip`; it signs checkpoints with
-/// `key` and syncs with `persist`. It runs until the queue closes (the last handle is
+/// `key`. It runs until the queue closes (the last handle is
 /// dropped, or [`Ledger::close`](crate::Ledger::close)).
-pub(crate) fn start(
-    shared: Arc<Shared>,
-    rx: mpsc::Receiver<Cmd>,
-    tip: Tip,
-    key: SigningKey,
-    persist: PersistMode,
-) -> Result<JoinHandle<()>> {
-    let mut writer = Writer { shared, rx, tip, key, persist, recent: RecentKeys::new(1), next_batch: 1 };
+pub(crate) fn start(shared: Arc<Shared>, rx: mpsc::Receiver<Cmd>, tip: Tip, key: SigningKey) -> Result<JoinHandle<()>> {
+    let mut writer = Writer { shared, rx, tip, key, recent: RecentKeys::new(1), next_batch: 1 };
     std::thread::Builder::new()
         .name("settle-ledger-writer".into())
         .spawn(move || writer.run())
@@ -66,7 +60,6 @@ struct Writer {
     rx: mpsc::Receiver<Cmd>,
     tip: Tip,
     key: SigningKey,
-    persist: PersistMode,
     recent: RecentKeys,
     /// Number of the next group commit (the first is 1).
     next_batch: u64,
@@ -76,21 +69,20 @@ struct Writer {
 /// (also in `recent.map`, which settles duplicates within the batch) and the upper
 /// nodes it completes.
 struct Group {
-    batch: fjall::OwnedWriteBatch,
+    batch: Batch,
     replies: Vec<Reply>,
-    keys: Vec<fjall::Slice>,
+    keys: Vec<Bytes>,
     new_nodes: Vec<((u32, u64), Hash)>,
 }
 
 impl Writer {
     fn run(&mut self) {
         let shared = Arc::clone(&self.shared);
-        let persist = self.persist;
         let (to_sync, rx) = std::sync::mpsc::sync_channel(SYNC_QUEUE);
         std::thread::scope(|scope| {
             let syncer = std::thread::Builder::new()
                 .name("settle-ledger-sync".into())
-                .spawn_scoped(scope, move || sync_loop(&shared, persist, &rx));
+                .spawn_scoped(scope, move || sync_loop(&shared, &rx));
             if let Err(e) = syncer {
                 self.shared.poison();
                 let err = LedgerError::Storage(format!("cannot start the sync thread: {e}"));
@@ -162,8 +154,7 @@ impl Writer {
         // Sized up front: a batch of thousands of records otherwise grows (and copies)
         // its item list and the key map a dozen times.
         let n_entries: usize = appends.iter().map(|(a, _)| a.entries.len()).sum();
-        let batch = fjall::OwnedWriteBatch::with_capacity(s.db.clone(), n_entries + appends.len() + 8)
-            .durability(Some(self.persist));
+        let batch = Batch::with_capacity(n_entries + 2 * appends.len() + 8);
         let mut g = Group {
             batch,
             replies: Vec::with_capacity(appends.len()),
@@ -175,7 +166,7 @@ impl Writer {
             g.replies.push((reply, out));
         }
         if let Some(last_key) = g.keys.last() {
-            g.batch.insert(&s.head, HEAD, Head::encode(self.tip.frontier.size, &self.tip.chain, last_key));
+            g.batch.insert(Space::Head, HEAD, Head::encode(self.tip.frontier.size, &self.tip.chain, last_key));
         }
         g
     }
@@ -203,7 +194,7 @@ impl Writer {
         {
             return Err(LedgerError::SequenceMismatch { expected: exp, actual: first_seq });
         }
-        Ok(self.add_records(s, g, a))
+        Ok(self.add_records(g, a))
     }
 
     /// The entry of `a`'s key: from this group or the recent ones, from the caller's
@@ -220,20 +211,20 @@ impl Writer {
 
     /// Adds an append the log takes to the batch: its entries, then its key, then its
     /// projection.
-    fn add_records(&mut self, s: &Stores, g: &mut Group, a: Prepared) -> Appended {
+    fn add_records(&mut self, g: &mut Group, a: Prepared) -> Appended {
         let first_seq = self.tip.frontier.size;
         let count = u32::try_from(a.count).unwrap_or(u32::MAX);
         for e in a.entries {
-            self.add_entry(s, g, e);
+            self.add_entry(g, e);
         }
         let appended = Appended { first_seq, count, chain: self.tip.chain, replayed: false };
         let entry = KeyEntry { content_hash: a.content_hash, appended };
         // After the records: a reader that sees the key sees them (`Stores::key_entry`).
-        g.batch.insert(&s.keys, a.key.clone(), entry.encode());
+        g.batch.insert(Space::Keys, a.key.clone(), entry.encode());
         self.recent.map.insert(a.key.clone(), entry);
         g.keys.push(a.key);
         if let Some(p) = a.projection {
-            g.batch.insert(&s.projections, p.name, projection::encode(self.tip.frontier.size - 1, &p.state));
+            g.batch.insert(Space::Projections, p.name, projection::encode(self.tip.frontier.size - 1, &p.state));
         }
         appended
     }
@@ -241,7 +232,7 @@ impl Writer {
     /// Adds one entry under the sequence of its first record: links its records, grows
     /// the tree by their leaves (the open tile in memory, upper nodes to the batch) and
     /// writes each tile they complete.
-    fn add_entry(&mut self, s: &Stores, g: &mut Group, e: PreparedEntry) {
+    fn add_entry(&mut self, g: &mut Group, e: PreparedEntry) {
         let tip = &mut self.tip;
         let first = tip.frontier.size;
         let (frontier, open_tile, batch, new_nodes) =
@@ -251,16 +242,16 @@ impl Writer {
                 if level < TILE_HEIGHT {
                     open_tile.set(level, index, h);
                 } else {
-                    batch.insert(&s.upper, upper_key(level, index), h);
+                    batch.insert(Space::Upper, upper_key(level, index).to_vec(), h.to_vec());
                     new_nodes.push(((level, index), h));
                 }
             });
             if open_tile.count == TILE_WIDTH {
-                batch.insert(&s.tiles, open_tile.index.to_be_bytes(), open_tile.bytes());
+                batch.insert(Space::Tiles, open_tile.index.to_be_bytes().to_vec(), open_tile.bytes());
                 *open_tile = OpenTile::new(open_tile.index + 1);
             }
         });
-        g.batch.insert(&s.records, first.to_be_bytes(), value);
+        g.batch.insert(Space::Records, first.to_be_bytes().to_vec(), value);
     }
 
     /// Writes the group to the store, not synced: the syncer syncs it (and acknowledges
@@ -273,7 +264,7 @@ impl Writer {
         if batch.is_empty() {
             return Some(committed);
         }
-        if let Err(e) = batch.durability(None).commit() {
+        if let Err(e) = self.shared.stores.backend.write(batch, Durability::Later) {
             // Nothing of this batch is acknowledged; refuse everything after.
             self.shared.poison();
             for k in &keys {
@@ -343,11 +334,10 @@ impl Writer {
             return Err(LedgerError::SequenceMismatch { expected: seq + 1, actual: size });
         }
         let s = &self.shared.stores;
-        let r =
-            s.projections.insert(p.name, projection::encode(seq, &p.state)).and_then(|()| s.db.persist(self.persist));
+        let r = s.projections.insert(p.name, projection::encode(seq, &p.state)).and_then(|()| s.backend.sync());
         if let Err(e) = r {
             self.shared.poison();
-            return Err(e.into());
+            return Err(e);
         }
         Ok(())
     }
@@ -367,10 +357,10 @@ impl Writer {
         }
         let cp = Checkpoint { origin: self.shared.origin.clone(), size, root: self.tip.frontier.root(), time };
         let note = cp.sign(&self.key);
-        let r = s.put_checkpoint(size, &note).and_then(|()| s.db.persist(self.persist));
+        let r = s.put_checkpoint(size, &note).and_then(|()| s.backend.sync());
         if let Err(e) = r {
             self.shared.poison();
-            return Err(e.into());
+            return Err(e);
         }
         Ok(SignedCheckpoint { checkpoint: cp, note })
     }

@@ -2,9 +2,8 @@
 //! subscriptions, delivery cursors, dead letters), written directly, not through the
 //! writer.
 
-use fjall::PersistMode;
-
 use super::Ledger;
+use crate::backend::{Batch, Durability, Space};
 use crate::error::Result;
 
 impl Ledger {
@@ -25,19 +24,15 @@ impl Ledger {
 
     /// Puts and removals of [`Ledger::aux_put`] entries in one atomic batch.
     pub fn aux_apply(&self, puts: &[(&[u8], &[u8])], removes: &[&[u8]], durable: bool) -> Result<()> {
-        let s = &self.inner.stores;
-        // Not `None`: fjall would keep the write in its journal's buffer, in this process,
-        // until that buffer fills or another write syncs, and a killed process would lose it.
-        let mode = if durable { PersistMode::SyncAll } else { PersistMode::Buffer };
-        let mut batch = s.db.batch().durability(Some(mode));
+        let mut batch = Batch::with_capacity(puts.len() + removes.len());
         for (k, v) in puts {
-            batch.insert(&s.aux, *k, *v);
+            batch.insert(Space::Aux, k.to_vec(), v.to_vec());
         }
         for k in removes {
-            batch.remove(&s.aux, *k);
+            batch.remove(Space::Aux, k.to_vec());
         }
-        batch.commit()?;
-        Ok(())
+        let durability = if durable { Durability::Synced } else { Durability::Process };
+        self.inner.stores.backend.write(batch, durability)
     }
 
     /// An [`Ledger::aux_put`] entry.
@@ -49,8 +44,8 @@ impl Ledger {
     /// most `limit`.
     pub fn aux_scan(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut out = Vec::new();
-        for g in self.inner.stores.aux.prefix(prefix).take(limit) {
-            let (k, v) = g.into_inner()?;
+        for r in self.inner.stores.aux.prefix(prefix).take(limit) {
+            let (k, v) = r?;
             out.push((k.to_vec(), v.to_vec()));
         }
         Ok(out)

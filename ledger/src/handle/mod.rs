@@ -14,12 +14,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
-use fjall::PersistMode;
 use tokio::sync::{mpsc, oneshot};
 
 pub use appends::{CheckedGroup, Reserved};
 pub use reads::RecordIter;
 
+use crate::backend::{Backend, FjallBackend};
 use crate::config::LedgerConfig;
 use crate::error::{LedgerError, Result};
 use crate::limits::QUEUE_CAPACITY;
@@ -75,9 +75,16 @@ impl std::fmt::Debug for Ledger {
 }
 
 impl Ledger {
-    /// Opens (or creates) the ledger in `path` and starts its writer thread.
+    /// Opens (or creates) the ledger in `path` on the embedded store (fjall) and starts
+    /// its writer thread.
     pub fn open(path: &Path, config: LedgerConfig) -> Result<Self> {
-        let stores = Stores::open(path)?;
+        let backend = FjallBackend::open(path, config.persist)?;
+        Self::open_on(Arc::new(backend), config)
+    }
+
+    /// Opens (or creates) the ledger on `backend` and starts its writer thread.
+    pub fn open_on(backend: Arc<dyn Backend>, config: LedgerConfig) -> Result<Self> {
+        let stores = Stores::new(backend);
         let Recovered { size, chain, frontier, upper, open_tile } = recover(&stores)?;
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let shared = Arc::new(Shared::new(
@@ -91,7 +98,7 @@ impl Ledger {
         let inner =
             Arc::new(Inner { shared: Arc::clone(&shared), tx: RwLock::new(Some(tx)), writer: Mutex::new(None) });
         let tip = Tip { chain, frontier, open_tile };
-        let handle = writer::start(shared, rx, tip, config.key, config.persist)?;
+        let handle = writer::start(shared, rx, tip, config.key)?;
         *inner.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handle);
         Ok(Self { inner })
     }
@@ -130,7 +137,7 @@ impl Ledger {
         if self.inner.is_poisoned() {
             return Err(LedgerError::Poisoned);
         }
-        self.inner.stores.db.persist(PersistMode::SyncAll)?;
+        self.inner.stores.backend.sync()?;
         Ok(())
     }
 

@@ -7,7 +7,7 @@ use crate::entry::{self, ENTRY_BYTES};
 
 /// Every key of the records keyspace, as sequences.
 fn entry_keys(s: &Stores) -> Vec<u64> {
-    s.records.iter().map(|g| u64::from_be_bytes(g.key().unwrap().as_ref().try_into().unwrap())).collect()
+    s.records.iter().map(|r| u64::from_be_bytes(r.unwrap().0.as_ref().try_into().unwrap())).collect()
 }
 
 /// The events of records `0..n` as `append` writes them, read back one by one and as a
@@ -66,7 +66,7 @@ fn a_store_of_one_record_a_key_is_read_and_extended() {
     for r in &before {
         l.inner.stores.records.insert(r.seq.to_be_bytes(), entry::encode_format_2(r)).unwrap();
     }
-    l.inner.stores.db.persist(PersistMode::SyncAll).unwrap();
+    l.inner.stores.backend.sync().unwrap();
     drop(l);
     let l = Ledger::open(dir.path(), config(1)).unwrap();
     assert_eq!(l.records(0).map(Result::unwrap).collect::<Vec<_>>(), before);
@@ -122,7 +122,7 @@ fn an_edit_inside_an_entry_or_an_overlapping_entry_is_refused() {
         l.append_blocking(append("b", &["e4", "e5", "e6", "e7", "e8", "e9"])).unwrap();
         l.checkpoint_blocking(10).unwrap();
         tamper(&l.inner.stores);
-        l.inner.stores.db.persist(PersistMode::SyncAll).unwrap();
+        l.inner.stores.backend.sync().unwrap();
         let f = verify_log(&l, &ring(&[1])).expect_err(what);
         assert_eq!(f.seq, seq, "{what}: {f:?}");
         assert!(f.what.contains(says), "{what}: {f:?}");

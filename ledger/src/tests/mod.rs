@@ -7,12 +7,12 @@ mod durability;
 mod entries;
 mod export;
 mod idempotency;
+mod postgres;
 mod recovery;
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
-use fjall::PersistMode;
 use settle_mandates::checkpoint::Checkpoint;
 use settle_mandates::keys::{Jwks, KeyRing, SigningKey};
 use settle_mandates::merkle::{self, Hash};

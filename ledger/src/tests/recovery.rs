@@ -49,7 +49,7 @@ fn an_edited_store_fails_verification_and_is_refused_on_open() {
         let l = twenty(dir.path());
         assert_eq!(verify_log(&l, &ring(&[1])).unwrap().records, 20);
         tamper(&l.inner.stores);
-        l.inner.stores.db.persist(PersistMode::SyncAll).unwrap();
+        l.inner.stores.backend.sync().unwrap();
         let f = verify_log(&l, &ring(&[1])).expect_err(what);
         assert_eq!(f.seq, seq, "{what}: {f:?}");
         assert!(f.what.contains(says), "{what}: {f:?}");
@@ -91,7 +91,7 @@ fn a_key_index_or_head_out_of_step_with_the_log_is_refused_on_open() {
         let dir = tempfile::tempdir().unwrap();
         let l = twenty(dir.path());
         tamper(&l.inner.stores);
-        l.inner.stores.db.persist(PersistMode::SyncAll).unwrap();
+        l.inner.stores.backend.sync().unwrap();
         drop(l);
         match Ledger::open(dir.path(), config(1)) {
             Err(LedgerError::Inconsistent { seq: 19, what: w }) => assert!(w.contains(says), "{what}: {w}"),
@@ -125,7 +125,7 @@ fn a_log_ending_on_a_tile_boundary_is_rechecked_on_open() {
             r.version = 2;
         }
         store(&l.inner.stores, &r);
-        l.inner.stores.db.persist(PersistMode::SyncAll).unwrap();
+        l.inner.stores.backend.sync().unwrap();
         drop(l);
         match Ledger::open(dir.path(), config(1)) {
             Err(LedgerError::Inconsistent { seq: at, what }) => {
@@ -145,7 +145,7 @@ fn a_store_of_the_first_record_format_is_refused_with_a_clear_message() {
     let mut v = l.inner.stores.records.get(19u64.to_be_bytes()).unwrap().unwrap().to_vec();
     v[0] = 1;
     l.inner.stores.records.insert(19u64.to_be_bytes(), v).unwrap();
-    l.inner.stores.db.persist(PersistMode::SyncAll).unwrap();
+    l.inner.stores.backend.sync().unwrap();
     drop(l);
     match Ledger::open(dir.path(), config(1)) {
         Err(LedgerError::Inconsistent { seq: 19, what }) => assert!(what.contains("record format 1"), "{what}"),
@@ -164,8 +164,9 @@ fn no_keyspace_pins_blocks_for_as_long_as_the_store_is_open() {
         let l = Ledger::open(dir.path(), config(1)).unwrap();
         l.append_blocking(append(&format!("k{round}"), &["a"])).unwrap();
         // Every keyspace, named so that a new one cannot be left out.
-        let Stores { db: _, records, tiles, upper, keys, checkpoints, projections, aux, head } = &l.inner.stores;
-        for ks in [records, tiles, upper, keys, checkpoints, projections, aux, head] {
+        let fjall = l.inner.stores.backend.as_any().downcast_ref::<crate::backend::FjallBackend>().unwrap();
+        for space in crate::backend::Space::ALL {
+            let ks = fjall.keyspace(space);
             // A policy lists levels 0, 1, ...; its last entry holds for the levels below.
             let (index, filter) = (&ks.config.index_block_pinning_policy, &ks.config.filter_block_pinning_policy);
             assert!(

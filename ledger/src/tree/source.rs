@@ -1,25 +1,26 @@
-//! The tree as stored, read as a [`NodeSource`]: tiles in fjall, the open tile and the
+//! The tree as stored, read as a [`NodeSource`]: tiles in the store, the open tile and the
 //! upper levels in memory.
 
 use std::collections::HashMap;
 
-use fjall::Keyspace;
 use settle_mandates::merkle::{Hash, NodeSource};
 
 use super::tile::{OpenTile, TILE_HEIGHT, TILE_NODES, tile_slot};
+use crate::backend::Bytes;
 use crate::error::{LedgerError, Result};
+use crate::store::Ks;
 
-/// The tree as stored: tiles in fjall (the last one read is kept), the open tile and the
+/// The tree as stored: tiles in the store (the last one read is kept), the open tile and the
 /// upper levels in memory.
 pub(crate) struct TreeSource<'a> {
-    tiles: &'a Keyspace,
+    tiles: &'a Ks,
     upper: &'a HashMap<(u32, u64), Hash>,
     open: &'a OpenTile,
-    last_tile: std::cell::RefCell<Option<(u64, fjall::Slice)>>,
+    last_tile: std::cell::RefCell<Option<(u64, Bytes)>>,
 }
 
 impl<'a> TreeSource<'a> {
-    pub(crate) fn new(tiles: &'a Keyspace, upper: &'a HashMap<(u32, u64), Hash>, open: &'a OpenTile) -> Self {
+    pub(crate) fn new(tiles: &'a Ks, upper: &'a HashMap<(u32, u64), Hash>, open: &'a OpenTile) -> Self {
         Self { tiles, upper, open, last_tile: std::cell::RefCell::new(None) }
     }
 

@@ -1,0 +1,473 @@
+//! The PostgreSQL backend: each keyspace a table of `bytea` keys and values
+//! (`settle_records`, `settle_idempotency`, ...), created and migrated by settle
+//! ([`MIGRATIONS`]); a sync is one transaction holding every batch written since the
+//! last one, checked against the writer's lease inside it ([`Lease`]).
+//!
+//! The driver is tokio-postgres, on a runtime of the backend's own (two threads), so the
+//! ledger's threads and the doors' async tasks call it alike: each call is handed to that
+//! runtime and waited for on a plain channel (never a nested runtime).
+//!
+//! **One writer, fenced.** Opening the backend takes the writer lease: a session-level
+//! advisory lock on the writer's connection, and the epoch row bumped to a number of its
+//! own. Every sync checks, inside its transaction, that the epoch is still its own, so a
+//! writer that was paused while another took over can never commit again: its sync
+//! fails, the ledger is poisoned, and nothing of it is acknowledged.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::ops::Bound;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Statement};
+
+use super::{Backend, Batch, Bytes, Change, Durability, Entries, Space};
+use crate::error::{LedgerError, Result};
+
+/// The schema's migrations, in order: version, what it does, its SQL. Applied once
+/// each, in one transaction each, under an advisory lock (two nodes starting together
+/// migrate once), and recorded in `settle_migrations`.
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "the keyspaces and the writer's epoch",
+    "CREATE TABLE settle_records (k bytea PRIMARY KEY, v bytea NOT NULL);
+     CREATE TABLE settle_tiles (k bytea PRIMARY KEY, v bytea NOT NULL);
+     CREATE TABLE settle_upper (k bytea PRIMARY KEY, v bytea NOT NULL);
+     CREATE TABLE settle_idempotency (k bytea PRIMARY KEY, v bytea NOT NULL);
+     CREATE TABLE settle_checkpoints (k bytea PRIMARY KEY, v bytea NOT NULL);
+     CREATE TABLE settle_projections (k bytea PRIMARY KEY, v bytea NOT NULL);
+     CREATE TABLE settle_aux (k bytea PRIMARY KEY, v bytea NOT NULL);
+     CREATE TABLE settle_head (k bytea PRIMARY KEY, v bytea NOT NULL);
+     CREATE TABLE settle_writer (
+         id int PRIMARY KEY CHECK (id = 1),
+         epoch bigint NOT NULL,
+         holder text NOT NULL,
+         since timestamptz NOT NULL
+     );
+     INSERT INTO settle_writer VALUES (1, 0, '', now());",
+)];
+
+/// The advisory lock of the writer lease ("settle" in ASCII).
+const WRITER_LOCK: i64 = 0x0000_7365_7474_6c65;
+/// The advisory lock migrations run under.
+const MIGRATION_LOCK: i64 = WRITER_LOCK + 1;
+/// Rows a range read fetches at a time.
+const PAGE: i64 = 512;
+/// Connections for reads (each pipelines the queries given it).
+const READERS: usize = 2;
+
+/// The writer's lease: its epoch, and who holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The epoch this writer took; the next writer takes a greater one.
+    pub epoch: i64,
+    /// Who holds it (`host:pid`).
+    pub holder: String,
+}
+
+/// The ledger's keyspaces in a PostgreSQL database.
+pub struct PostgresBackend {
+    rt: tokio::runtime::Runtime,
+    readers: Vec<Arc<Conn>>,
+    next: AtomicUsize,
+    /// The connection that holds the lease and commits the log's batches.
+    writer: Arc<tokio::sync::Mutex<Conn>>,
+    /// Batches written since the last sync, committed by the next one.
+    pending: Mutex<Vec<Batch>>,
+    lease: Lease,
+    shown: String,
+}
+
+/// A connection and its prepared statements.
+struct Conn {
+    client: Client,
+    statements: Mutex<HashMap<String, Statement>>,
+}
+
+impl Conn {
+    async fn connect(config: &tokio_postgres::Config) -> Result<Self> {
+        let (client, connection) = config.connect(NoTls).await.map_err(pg)?;
+        tokio::spawn(async move {
+            // Ends when the client is dropped or the server goes away; every call on the
+            // client then fails, and the ledger with it.
+            let _ = connection.await;
+        });
+        Ok(Self { client, statements: Mutex::new(HashMap::new()) })
+    }
+
+    /// The statement of `sql`, prepared once per connection.
+    async fn statement(&self, sql: &str) -> Result<Statement> {
+        if let Some(s) = self.statements.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.client.prepare(sql).await.map_err(pg)?;
+        self.statements.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(sql.to_owned(), s.clone());
+        Ok(s)
+    }
+
+    async fn rows(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<(Bytes, Bytes)>> {
+        let st = self.statement(sql).await?;
+        let rows = self.client.query(&st, params).await.map_err(pg)?;
+        rows.iter()
+            .map(|r| {
+                let k: Vec<u8> = r.try_get(0).map_err(pg)?;
+                let v: Vec<u8> = r.try_get(1).map_err(pg)?;
+                Ok((Bytes::from(k), Bytes::from(v)))
+            })
+            .collect()
+    }
+}
+
+fn pg(e: tokio_postgres::Error) -> LedgerError {
+    LedgerError::Storage(format!("PostgreSQL: {e}"))
+}
+
+fn table(space: Space) -> String {
+    format!("settle_{}", space.name())
+}
+
+impl PostgresBackend {
+    /// Connects to the database of `url` (libpq URL or key-value syntax, several hosts
+    /// and `target_session_attrs` included), creates or migrates the schema, and takes
+    /// the writer lease. Refused when another node holds it.
+    pub fn open(url: &str) -> Result<Self> {
+        let config: tokio_postgres::Config =
+            url.parse().map_err(|e| LedgerError::Invalid(format!("not a PostgreSQL URL: {e}")))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("settle-postgres")
+            .enable_all()
+            .build()
+            .map_err(|e| LedgerError::Storage(e.to_string()))?;
+        let holder =
+            format!("{}:{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into()), std::process::id());
+        let (writer, readers, lease) = rt.block_on(async {
+            let mut writer = Conn::connect(&config).await?;
+            migrate(&mut writer.client).await?;
+            let lease = take_lease(&writer.client, &holder).await?;
+            let mut readers = Vec::with_capacity(READERS);
+            for _ in 0..READERS {
+                readers.push(Arc::new(Conn::connect(&config).await?));
+            }
+            Ok::<_, LedgerError>((writer, readers, lease))
+        })?;
+        Ok(Self {
+            rt,
+            readers,
+            next: AtomicUsize::new(0),
+            writer: Arc::new(tokio::sync::Mutex::new(writer)),
+            pending: Mutex::new(Vec::new()),
+            lease,
+            shown: shown(url),
+        })
+    }
+
+    /// The lease this backend holds.
+    #[must_use]
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    /// Runs `f` on the backend's runtime and waits for it on this thread.
+    fn run<T: Send + 'static>(&self, f: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.rt.spawn(async move {
+            let _ = tx.send(f.await);
+        });
+        rx.recv().map_err(|_| LedgerError::Storage("PostgreSQL: the backend's runtime stopped".into()))?
+    }
+
+    fn reader(&self) -> Arc<Conn> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        Arc::clone(&self.readers[i])
+    }
+
+    /// Commits `batches` in one transaction on the writer's connection, after checking
+    /// the lease inside it.
+    fn commit(&self, batches: Vec<Batch>) -> Result<()> {
+        let writer = Arc::clone(&self.writer);
+        let epoch = self.lease.epoch;
+        self.run(async move {
+            let mut w = writer.lock().await;
+            let tx = w.client.transaction().await.map_err(pg)?;
+            let n = tx
+                .execute("UPDATE settle_writer SET since = since WHERE id = 1 AND epoch = $1", &[&epoch])
+                .await
+                .map_err(pg)?;
+            if n != 1 {
+                return Err(LedgerError::Storage(format!(
+                    "PostgreSQL: this node's writer lease (epoch {epoch}) was taken over; it writes no more"
+                )));
+            }
+            for (space, (puts, removes)) in last_changes(batches) {
+                if !removes.is_empty() {
+                    let sql = format!("DELETE FROM {} WHERE k = ANY($1)", table(space));
+                    tx.execute(sql.as_str(), &[&removes]).await.map_err(pg)?;
+                }
+                if !puts.is_empty() {
+                    let (ks, vs): (Vec<Vec<u8>>, Vec<Vec<u8>>) = puts.into_iter().unzip();
+                    let sql = format!(
+                        "INSERT INTO {} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+                         ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
+                        table(space)
+                    );
+                    tx.execute(sql.as_str(), &[&ks, &vs]).await.map_err(pg)?;
+                }
+            }
+            tx.commit().await.map_err(pg)
+        })
+    }
+}
+
+/// The password left out of a URL, for messages.
+fn shown(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{user}{}", &url[..s + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Per keyspace, the last change of each key in `batches` (in order): the puts and the
+/// removals to make.
+type Changes = (Vec<(Vec<u8>, Vec<u8>)>, Vec<Vec<u8>>);
+
+fn last_changes(batches: Vec<Batch>) -> BTreeMap<Space, Changes> {
+    let mut last: BTreeMap<Space, BTreeMap<Vec<u8>, Option<Vec<u8>>>> = BTreeMap::new();
+    for b in batches {
+        for c in b.into_changes() {
+            match c {
+                Change::Put(s, k, v) => last.entry(s).or_default().insert(k.to_vec(), Some(v.to_vec())),
+                Change::Remove(s, k) => last.entry(s).or_default().insert(k.to_vec(), None),
+            };
+        }
+    }
+    last.into_iter()
+        .map(|(s, m)| {
+            let mut puts = Vec::new();
+            let mut removes = Vec::new();
+            for (k, v) in m {
+                match v {
+                    Some(v) => puts.push((k, v)),
+                    None => removes.push(k),
+                }
+            }
+            (s, (puts, removes))
+        })
+        .collect()
+}
+
+/// Applies the migrations not yet applied, under [`MIGRATION_LOCK`].
+async fn migrate(client: &mut Client) -> Result<()> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS settle_migrations (
+                 version int PRIMARY KEY, what text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await
+        .map_err(pg)?;
+    for (version, what, sql) in MIGRATIONS {
+        let tx = client.transaction().await.map_err(pg)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(pg)?;
+        let done = tx.query_opt("SELECT 1 FROM settle_migrations WHERE version = $1", &[version]).await.map_err(pg)?;
+        if done.is_none() {
+            tx.batch_execute(sql).await.map_err(pg)?;
+            tx.execute("INSERT INTO settle_migrations (version, what) VALUES ($1, $2)", &[version, what])
+                .await
+                .map_err(pg)?;
+        }
+        tx.commit().await.map_err(pg)?;
+    }
+    Ok(())
+}
+
+/// Takes the writer lease on `client`'s session: the advisory lock, then a new epoch.
+async fn take_lease(client: &Client, holder: &str) -> Result<Lease> {
+    let got: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK])
+        .await
+        .map_err(pg)?
+        .try_get(0)
+        .map_err(pg)?;
+    if !got {
+        let row = client.query_one("SELECT epoch, holder FROM settle_writer WHERE id = 1", &[]).await.map_err(pg)?;
+        let (epoch, other): (i64, String) = (row.try_get(0).map_err(pg)?, row.try_get(1).map_err(pg)?);
+        return Err(LedgerError::Storage(format!(
+            "PostgreSQL: another settle writes this log ({other}, epoch {epoch}); one writer per log"
+        )));
+    }
+    let row = client
+        .query_one(
+            "UPDATE settle_writer SET epoch = epoch + 1, holder = $1, since = now() WHERE id = 1 RETURNING epoch",
+            &[&holder],
+        )
+        .await
+        .map_err(pg)?;
+    Ok(Lease { epoch: row.try_get(0).map_err(pg)?, holder: holder.to_owned() })
+}
+
+/// The condition and parameter of a range bound on `k` (`>=`/`>` for a start, `<=`/`<`
+/// for an end).
+fn bound(b: Bound<&[u8]>, incl: &str, excl: &str, n: usize) -> (Option<String>, Option<Vec<u8>>) {
+    match b {
+        Bound::Included(k) => (Some(format!("k {incl} ${n}")), Some(k.to_vec())),
+        Bound::Excluded(k) => (Some(format!("k {excl} ${n}")), Some(k.to_vec())),
+        Bound::Unbounded => (None, None),
+    }
+}
+
+/// A range read, page by page: each page a query from just after the last key read.
+struct Pages {
+    conn: Arc<Conn>,
+    space: Space,
+    from: Bound<Vec<u8>>,
+    to: Bound<Vec<u8>>,
+    page: std::vec::IntoIter<(Bytes, Bytes)>,
+    done: bool,
+    rt: tokio::runtime::Handle,
+}
+
+impl Pages {
+    fn fetch(&mut self) -> Result<()> {
+        let conn = Arc::clone(&self.conn);
+        let (space, from, to) = (self.space, self.from.clone(), self.to.clone());
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.rt.spawn(async move {
+            let (c1, p1) = bound(as_ref(&from), ">=", ">", 1);
+            let (c2, p2) = bound(as_ref(&to), "<=", "<", if p1.is_some() { 2 } else { 1 });
+            let conds: Vec<String> = [c1, c2].into_iter().flatten().collect();
+            let sql = format!(
+                "SELECT k, v FROM {}{}{} ORDER BY k LIMIT {PAGE}",
+                table(space),
+                if conds.is_empty() { "" } else { " WHERE " },
+                conds.join(" AND ")
+            );
+            let params: Vec<Vec<u8>> = [p1, p2].into_iter().flatten().collect();
+            let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+            let _ = tx.send(conn.rows(&sql, &refs).await);
+        });
+        let rows =
+            rx.recv().map_err(|_| LedgerError::Storage("PostgreSQL: the backend's runtime stopped".into()))??;
+        self.done = i64::try_from(rows.len()).unwrap_or(PAGE) < PAGE;
+        if let Some((k, _)) = rows.last() {
+            self.from = Bound::Excluded(k.to_vec());
+        }
+        self.page = rows.into_iter();
+        Ok(())
+    }
+}
+
+fn as_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match b {
+        Bound::Included(k) => Bound::Included(k.as_slice()),
+        Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+fn owned(b: Bound<&[u8]>) -> Bound<Vec<u8>> {
+    match b {
+        Bound::Included(k) => Bound::Included(k.to_vec()),
+        Bound::Excluded(k) => Bound::Excluded(k.to_vec()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+impl Iterator for Pages {
+    type Item = Result<(Bytes, Bytes)>;
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(kv) = self.page.next() {
+                return Some(Ok(kv));
+            }
+            if self.done {
+                return None;
+            }
+            if let Err(e) = self.fetch() {
+                self.done = true;
+                return Some(Err(e));
+            }
+        }
+    }
+}
+
+impl Backend for PostgresBackend {
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Bytes>> {
+        let conn = self.reader();
+        let key = key.to_vec();
+        let rows = self.run(async move {
+            let sql = format!("SELECT k, v FROM {} WHERE k = $1", table(space));
+            conn.rows(&sql, &[&key]).await
+        })?;
+        Ok(rows.into_iter().next().map(|(_, v)| v))
+    }
+
+    fn range(&self, space: Space, from: Bound<&[u8]>, to: Bound<&[u8]>) -> Entries {
+        Box::new(Pages {
+            conn: self.reader(),
+            space,
+            from: owned(from),
+            to: owned(to),
+            page: Vec::new().into_iter(),
+            done: false,
+            rt: self.rt.handle().clone(),
+        })
+    }
+
+    fn last_before(&self, space: Space, to: Bound<&[u8]>) -> Result<Option<(Bytes, Bytes)>> {
+        let conn = self.reader();
+        let to = owned(to);
+        let rows = self.run(async move {
+            let (cond, param) = bound(as_ref(&to), "<=", "<", 1);
+            let sql = format!(
+                "SELECT k, v FROM {}{} ORDER BY k DESC LIMIT 1",
+                table(space),
+                cond.map(|c| format!(" WHERE {c}")).unwrap_or_default()
+            );
+            match param {
+                Some(p) => conn.rows(&sql, &[&p]).await,
+                None => conn.rows(&sql, &[]).await,
+            }
+        })?;
+        Ok(rows.into_iter().next())
+    }
+
+    fn write(&self, batch: Batch, durability: Durability) -> Result<()> {
+        match durability {
+            Durability::Later => {
+                self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(batch);
+                Ok(())
+            }
+            // A commit is durable on the server (and on its synchronous standbys).
+            Durability::Process | Durability::Synced => self.commit(vec![batch]),
+        }
+    }
+
+    fn sync(&self) -> Result<()> {
+        let batches = std::mem::take(&mut *self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        if batches.is_empty() {
+            return Ok(());
+        }
+        self.commit(batches)
+    }
+
+    fn describe(&self) -> String {
+        self.shown.clone()
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl Drop for PostgresBackend {
+    fn drop(&mut self) {
+        // Close the connections on the runtime before it goes (the lease's session ends,
+        // and with it the advisory lock).
+        self.readers.clear();
+    }
+}
