@@ -12,7 +12,7 @@ use settle_engine::Event;
 
 use crate::auth::tokens::Tokens;
 use crate::doors;
-use crate::keystore::KeyFile;
+use crate::home::Home;
 use crate::ops::App;
 use crate::service::{Service, Submit};
 use crate::webhooks::{RetryPolicy, Webhooks};
@@ -61,13 +61,13 @@ async fn release_due_holds(svc: &Arc<Service>) {
     }
 }
 
-/// The store in `data`, opened for the doors: its keys, service (engine restored) and
+/// The store of `home`, opened for the doors: its keys, service (engine restored) and
 /// tokens; `base` is the public base URL the doors name (no webhook deliverer: `serve`
 /// starts one).
-pub fn open(data: &Path, base: String) -> Result<App> {
-    let keys = Arc::new(KeyFile::load(data)?);
-    let svc = Service::open(data)?;
-    let tokens = Arc::new(Tokens::open(data)?);
+pub fn open(home: &Home, base: String) -> Result<App> {
+    let svc = Service::open(home)?;
+    let keys = Arc::new(svc.key_home().load()?);
+    let tokens = Arc::new(Tokens::open(svc.key_home().clone())?);
     Ok(App { svc, keys, tokens, base, hooks: None })
 }
 
@@ -79,7 +79,7 @@ fn save_and_close(svc: &Service) -> Result<()> {
 
 /// Serves the API on `listen` until SIGTERM/SIGINT; then drains, checkpoints, saves.
 pub fn serve(
-    data: &Path,
+    home: &Home,
     listen: std::net::SocketAddr,
     webhooks: RetryPolicy,
     webhook_ca: Option<&Path>,
@@ -89,7 +89,7 @@ pub fn serve(
         .with_writer(std::io::stderr)
         .init();
     let extra_roots = webhook_ca.map(crate::webhooks::read_ca).transpose()?.unwrap_or_default();
-    let mut app = open(data, format!("http://{listen}"))?;
+    let mut app = open(home, format!("http://{listen}"))?;
     let svc = app.svc.clone();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
@@ -98,7 +98,7 @@ pub fn serve(
         app.hooks = Some(hooks.clone());
         let listener =
             tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-        tracing::info!("settle serving {} on http://{listen}", data.display());
+        tracing::info!("settle serving {} on http://{listen}", home.describe());
         let ticker = tokio::spawn(background(app.svc.clone()));
         axum::serve(
             axum::serve::ListenerExt::tap_io(listener, crate::doors::http::no_delay),
@@ -117,10 +117,10 @@ pub fn serve(
     save_and_close(&svc)
 }
 
-/// `settle mcp --data DIR`: serves MCP over stdio until the client closes it, with the
+/// `settle mcp --data DIR` (or `--store URL`): serves MCP over stdio until the client closes it, with the
 /// token in [`doors::mcp::TOKEN_ENV`].
-pub fn mcp_stdio(data: &Path) -> Result<()> {
-    let app = open(data, String::from("stdio"))?;
+pub fn mcp_stdio(home: &Home) -> Result<()> {
+    let app = open(home, String::from("stdio"))?;
     let svc = app.svc.clone();
     let token = std::env::var(doors::mcp::TOKEN_ENV).ok().filter(|t| !t.trim().is_empty());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

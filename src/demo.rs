@@ -17,7 +17,8 @@ use settle_engine::{Envelope, Event};
 use settle_mandates::money::{Amount, Currency, Rounding};
 use sha2::{Digest, Sha256};
 
-use crate::keystore::KeyFile;
+use crate::home::Home;
+use crate::keystore::{KeyFile, KeyHome};
 use crate::service::{Service, Submit, SubmitError};
 
 /// Days the demo simulates.
@@ -130,15 +131,16 @@ struct Lead {
     day: i64,
 }
 
-/// Runs the demo into `data` (which must be new or a previous demo's).
+/// Runs the demo on `home` (which must be new or a previous demo's), its audit bundle
+/// in `data/bundle` (in a data directory, `data` is `home`'s).
 #[allow(clippy::too_many_lines)]
 #[allow(clippy::float_arithmetic)] // Rates for display only; no money is a float.
-pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> {
-    prepare_dir(data)?;
+pub fn run(data: &Path, home: &Home, conversions: u64, seed: u64, quiet: bool) -> Result<()> {
     let kf =
         KeyFile::new("vendor.demo", "settle.demo/log", derive("key", seed), derive("salt", seed), t0().timestamp());
-    kf.save(data)?;
-    let svc = Service::open(data)?;
+    let data = prepare(data, home, &kf)?;
+    let data = data.as_path();
+    let svc = Service::open(home)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let usd: Currency = "USD".parse()?;
     let mut st = Stats::default();
@@ -430,7 +432,7 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
 
     // A partner's check, from exported files and public keys only; then the full audit.
     let bundle = data.join("bundle");
-    let (manifest, receipts) = crate::audit::export_counted(data, &bundle)?;
+    let (manifest, receipts) = crate::audit::export_counted(home, &bundle)?;
     // A sample, as three partners would check their own receipts (all of them are checked
     // by `settle audit --bundle`): verifying every receipt would double the demo's time.
     let (mut sample, mut sampled) = (Vec::new(), Vec::new());
@@ -452,10 +454,10 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
     })?
     .receipts;
     let audit_t = Instant::now();
-    let audit = crate::audit::audit_data(data)?;
+    let audit = crate::audit::audit_data(home)?;
     let audit_secs = audit_t.elapsed().as_secs_f64();
     let secs = elapsed.as_secs_f64();
-    println!("settle demo (seed {seed}) in {}", data.display());
+    println!("settle demo (seed {seed}) in {}", home.describe());
     println!("  facts recorded      {} ({} refused as expected: referral cycles)", st.facts, st.rejected_as_expected);
     println!(
         "  conversions         {} settled, {} held ({} released once the budget was raised), {} without commission ({} duplicate leads)",
@@ -504,6 +506,47 @@ pub fn run(data: &Path, conversions: u64, seed: u64, quiet: bool) -> Result<()> 
 /// A fact as the demo submits it (no HTTP request behind it).
 fn fact(key: String, by: impl Into<String>, at: DateTime<Utc>, event: Event) -> Submit {
     Submit { request: None, key, by: by.into(), at, event }
+}
+
+/// Makes `home` ready for a new demo whose key file is `kf` (a previous demo there is
+/// replaced, anything else refused) and saves `kf` there; returns the directory the
+/// bundle goes in: the data directory itself, or `data` beside a PostgreSQL store (new,
+/// or holding only a previous demo's bundle).
+fn prepare(data: &Path, home: &Home, kf: &KeyFile) -> Result<std::path::PathBuf> {
+    match home {
+        Home::Dir(dir) => {
+            prepare_dir(dir)?;
+            kf.save(dir)?;
+            Ok(dir.clone())
+        }
+        Home::Postgres(url) => {
+            let only_bundle = data.exists()
+                && std::fs::read_dir(data)?.map(|e| e.map(|e| e.file_name())).collect::<Result<Vec<_>, _>>()?
+                    == [std::ffi::OsString::from("bundle")];
+            if only_bundle {
+                std::fs::remove_dir_all(data.join("bundle"))?;
+            } else if data.exists() && std::fs::read_dir(data)?.next().is_some() {
+                bail!("{} is not empty; the demo's bundle needs a new --data directory", data.display());
+            }
+            std::fs::create_dir_all(data)?;
+            let pg = std::sync::Arc::new(settle_ledger::backend::PostgresBackend::open(url)?);
+            let kh = KeyHome::Store(pg.clone());
+            let previous = kh.exists()? && kh.load()?.vendor == "vendor.demo";
+            let empty = settle_ledger::backend::Backend::last_before(
+                pg.as_ref(),
+                settle_ledger::backend::Space::Records,
+                std::ops::Bound::Unbounded,
+            )?
+            .is_none();
+            if previous {
+                pg.clear()?;
+            } else if !empty || kh.exists()? {
+                bail!("{} holds a log that is not a previous demo's; give the demo an empty database", home.describe());
+            }
+            kh.save(kf)?;
+            Ok(data.to_path_buf())
+        }
+    }
 }
 
 fn prepare_dir(data: &Path) -> Result<()> {
@@ -607,7 +650,7 @@ fn count(e: &Event, st: &mut Stats) {
 mod tests {
     use settle_engine::{Engine, EngineConfig};
 
-    use crate::keystore::KeyFile;
+    use crate::home::Home;
     use crate::service::{PROJECTION, PROJECTION_MIN_RECORDS, Service, open_ledger, replay, restore};
 
     // The service's saved state, over the history a demo writes.
@@ -620,9 +663,9 @@ mod tests {
     fn the_state_is_stored_with_the_appends_as_the_log_grows() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("store");
-        super::run(&data, 400, 3, true).unwrap();
-        let keys = KeyFile::load(&data).unwrap();
-        let ledger = open_ledger(&data, &keys).unwrap();
+        let home = Home::Dir(data.clone());
+        super::run(&data, &home, 400, 3, true).unwrap();
+        let (ledger, keys, _) = open_ledger(&home).unwrap();
         let (seq, _) = ledger.projection(PROJECTION).unwrap().expect("a state stored with an append");
         let size = ledger.size();
         assert!(seq + 1 >= PROJECTION_MIN_RECORDS && seq + 1 < size, "stored as of {seq} of {size}");
@@ -641,16 +684,16 @@ mod tests {
     fn a_saved_state_restores_as_the_log_replays() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("store");
-        super::run(&data, 400, 3, true).unwrap();
+        let home = Home::Dir(data.clone());
+        super::run(&data, &home, 400, 3, true).unwrap();
         let replayed = {
-            let svc = Service::open(&data).unwrap();
+            let svc = Service::open(&home).unwrap();
             svc.save_state().unwrap();
             let st = svc.with_state(|s| serde_json::to_vec(s).unwrap());
             svc.close().unwrap();
             st
         };
-        let keys = KeyFile::load(&data).unwrap();
-        let ledger = open_ledger(&data, &keys).unwrap();
+        let (ledger, keys, _) = open_ledger(&home).unwrap();
         let (seq, saved) = ledger.projection(PROJECTION).unwrap().expect("a saved projection");
         assert_eq!(seq + 1, ledger.size(), "saved as of the last record");
         assert_eq!(saved, replayed, "what is saved is the replayed state's JSON");

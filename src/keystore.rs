@@ -1,12 +1,16 @@
-//! The vendor's keys and API tokens, kept in `DATA/keys.json` (mode 0600).
+//! The vendor's keys and API tokens, kept in `DATA/keys.json` (mode 0600), or, for a log
+//! on PostgreSQL, in the store itself ([`KeyHome`]), where every node of the log finds
+//! them.
 //!
 //! Seeds are 32 random bytes from the OS (or, for `settle demo`, derived from the demo
 //! seed so the run is reproducible). API tokens are stored only as SHA-256 hashes.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
+use settle_ledger::backend::{Backend, Batch, Durability, Space};
 use settle_mandates::keys::{Jwks, KeyRing, SigningKey};
 use sha2::{Digest, Sha256};
 
@@ -156,10 +160,14 @@ impl KeyFile {
                 data.display()
             )
         })?;
-        let k: Self =
-            serde_json::from_slice(&b).with_context(|| format!("{} is not a settle key file", p.display()))?;
+        Self::parse(&b, &p.display().to_string())
+    }
+
+    /// A key file's bytes, read from `what`.
+    fn parse(b: &[u8], what: &str) -> Result<Self> {
+        let k: Self = serde_json::from_slice(b).with_context(|| format!("{what} is not a settle key file"))?;
         if k.keys.is_empty() {
-            bail!("{} holds no signing key", p.display());
+            bail!("{what} holds no signing key");
         }
         Ok(k)
     }
@@ -218,6 +226,58 @@ impl KeyFile {
             k.valid_until = Some(now);
         }
         self.keys.push(StoredKey { seed: hex::encode(seed), valid_from: Some(now), valid_until: None });
+    }
+}
+
+/// The entry of the key file in a store's aux keyspace.
+pub const STORE_KEY: &[u8] = b"settle/keys.json";
+
+/// Where a key file is kept.
+#[derive(Clone)]
+pub enum KeyHome {
+    /// `DATA/keys.json`, edited under a lock on `DATA/keys.lock`.
+    Dir(PathBuf),
+    /// The aux entry [`STORE_KEY`] of a PostgreSQL store: shared by the nodes of the log,
+    /// written (synced) by the node that holds the writer lease. Not part of the hashed
+    /// log, never exported.
+    Store(Arc<dyn Backend>),
+}
+
+impl KeyHome {
+    /// The key file.
+    pub fn load(&self) -> Result<KeyFile> {
+        match self {
+            Self::Dir(data) => KeyFile::load(data),
+            Self::Store(b) => {
+                let v = b.get(Space::Aux, STORE_KEY)?.with_context(|| {
+                    format!(
+                        "no key file in {} (run `settle keys create --store URL` or `settle demo --store URL`)",
+                        b.describe()
+                    )
+                })?;
+                KeyFile::parse(&v, &format!("the key file of {}", b.describe()))
+            }
+        }
+    }
+
+    /// Writes the key file (atomically; synced in a store).
+    pub fn save(&self, kf: &KeyFile) -> Result<()> {
+        match self {
+            Self::Dir(data) => kf.save(data),
+            Self::Store(b) => {
+                let mut batch = Batch::with_capacity(1);
+                batch.insert(Space::Aux, STORE_KEY.to_vec(), serde_json::to_vec_pretty(kf)?);
+                Ok(b.write(batch, Durability::Synced)?)
+            }
+        }
+    }
+
+    /// Whether a key file is there.
+    pub fn exists(&self) -> Result<bool> {
+        match self {
+            Self::Dir(data) => Ok(KeyFile::path(data).exists()),
+            Self::Store(b) => Ok(b.get(Space::Aux, STORE_KEY)?.is_some()),
+        }
     }
 }
 

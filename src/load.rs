@@ -149,13 +149,15 @@ pub fn run(cfg: &LoadConfig) -> Result<()> {
     let (token, _) = crate::auth::tokens::issue(&mut kf, req, chrono::Utc::now().timestamp())?;
     kf.save(&cfg.data)?;
     let raw_sign = crate::rates::raw_signing_rate();
-    let svc = Service::open(&cfg.data)?;
+    let home = crate::home::Home::Dir(cfg.data.clone());
+    let svc = Service::open(&home)?;
+    let key_home = svc.key_home().clone();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let svc2 = svc.clone();
     let report = rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let tokens = Arc::new(crate::auth::tokens::Tokens::open(&cfg.data)?);
+        let tokens = Arc::new(crate::auth::tokens::Tokens::open(key_home)?);
         let app = App { svc: svc2.clone(), keys: Arc::new(kf), tokens, base: format!("http://{addr}"), hooks: None };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {

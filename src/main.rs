@@ -9,6 +9,7 @@ mod doors;
 mod error;
 #[cfg(test)]
 mod golden;
+mod home;
 mod keystore;
 mod load;
 mod ops;
@@ -32,6 +33,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+
+use crate::home::Home;
 
 /// Set when a write to standard output found its reader gone.
 static READER_GONE: AtomicBool = AtomicBool::new(false);
@@ -79,9 +82,15 @@ struct Cli {
 enum Cmd {
     /// Run a whole partner program end to end on the embedded store, then verify it.
     Demo {
-        /// Data directory (created; a previous demo there is replaced).
+        /// Data directory (created; a previous demo there is replaced). With --store, it
+        /// holds only the demo's audit bundle.
         #[arg(long, default_value = "settle-demo-data")]
         data: PathBuf,
+        /// Run on this store instead: `fjall:DIR` (the same as --data DIR) or
+        /// `postgres://user@host:port/database` (empty, or a previous demo's, which is
+        /// replaced).
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
         /// Number of conversions.
         #[arg(long, default_value_t = 10_000)]
         conversions: u64,
@@ -95,8 +104,12 @@ enum Cmd {
     /// Replay and check everything: chain, tree, checkpoints, splits, mandates, money.
     Audit {
         /// A live data directory.
-        #[arg(long, conflicts_with_all = ["bundle", "file"], required_unless_present_any = ["bundle", "file"])]
+        #[arg(long, conflicts_with_all = ["bundle", "file", "store"], required_unless_present_any = ["bundle", "file", "store"])]
         data: Option<PathBuf>,
+        /// A live store instead: `fjall:DIR` (the same as --data DIR) or
+        /// `postgres://user@host:port/database`.
+        #[arg(long, value_name = "URL", conflicts_with_all = ["bundle", "file"])]
+        store: Option<String>,
         /// An exported bundle (checked with public keys only).
         #[arg(long, conflicts_with = "file")]
         bundle: Option<PathBuf>,
@@ -106,20 +119,19 @@ enum Cmd {
         file: Option<PathBuf>,
         /// With --bundle or --file: the vendor's JWKS as you obtained it (else the
         /// export's own).
-        #[arg(long, conflicts_with = "data")]
+        #[arg(long, conflicts_with_all = ["data", "store"])]
         keys: Option<PathBuf>,
         /// With --bundle or --file: a file of checkpoints you held before (a signed note,
         /// the JSON of GET /v1/checkpoints/latest, a bundle's checkpoints.json, receipts,
         /// a log file); the log must extend each (repeat for more files).
-        #[arg(long, value_name = "FILE", conflicts_with = "data")]
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["data", "store"])]
         known: Vec<PathBuf>,
     },
     /// Write a self-contained audit bundle (--out), or the log alone as one
     /// self-contained JSON Lines file (--file).
     Export {
-        /// Data directory.
-        #[arg(long)]
-        data: PathBuf,
+        #[command(flatten)]
+        place: Place,
         /// Output directory (new or empty).
         #[arg(long, conflicts_with = "file", required_unless_present = "file")]
         out: Option<PathBuf>,
@@ -154,9 +166,8 @@ enum Cmd {
     },
     /// A partner's statement for a period.
     Statement {
-        /// Data directory.
-        #[arg(long)]
-        data: PathBuf,
+        #[command(flatten)]
+        place: Place,
         /// Partner id.
         #[arg(long)]
         partner: String,
@@ -172,9 +183,8 @@ enum Cmd {
     },
     /// Every partner's balances as of a log position (default: the end of the log).
     Balances {
-        /// Data directory.
-        #[arg(long)]
-        data: PathBuf,
+        #[command(flatten)]
+        place: Place,
         /// Log position: the books after every fact recorded at or before it.
         #[arg(long)]
         at: Option<u64>,
@@ -184,9 +194,8 @@ enum Cmd {
     },
     /// Serve the HTTP API.
     Serve {
-        /// Data directory.
-        #[arg(long)]
-        data: PathBuf,
+        #[command(flatten)]
+        place: Place,
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8417")]
         listen: std::net::SocketAddr,
@@ -213,9 +222,8 @@ enum Cmd {
     },
     /// Serve MCP over stdio for an agent (token in SETTLE_TOKEN; tools listed without).
     Mcp {
-        /// Data directory.
-        #[arg(long)]
-        data: PathBuf,
+        #[command(flatten)]
+        place: Place,
     },
     /// Drive the HTTP API on 127.0.0.1 with a load and report throughput and latency.
     Load {
@@ -259,13 +267,31 @@ enum Format {
     Json,
 }
 
+/// Where the log and the keys are.
+#[derive(clap::Args)]
+struct Place {
+    /// Data directory: the log on the embedded store (fjall) and the keys.
+    #[arg(long, required_unless_present = "store")]
+    data: Option<PathBuf>,
+    /// The store instead: `fjall:DIR` (the same as --data DIR) or
+    /// `postgres://user@host:port/database` (the log's tables and the keys in that
+    /// database; several hosts and target_session_attrs=read-write as libpq takes them).
+    #[arg(long, value_name = "URL", conflicts_with = "data")]
+    store: Option<String>,
+}
+
+impl Place {
+    fn home(&self) -> Result<Home> {
+        Home::of(self.data.as_deref(), self.store.as_deref())
+    }
+}
+
 #[derive(Subcommand)]
 enum KeysCmd {
     /// Create the vendor's keys in a new data directory.
     Create {
-        /// Data directory.
-        #[arg(long)]
-        data: PathBuf,
+        #[command(flatten)]
+        place: Place,
         /// Vendor id (the `iss` of every mandate).
         #[arg(long, default_value = "vendor")]
         vendor: String,
@@ -275,21 +301,18 @@ enum KeysCmd {
     },
     /// Retire the current signing key and start a new one (old signatures stay valid).
     Rotate {
-        /// Data directory.
-        #[arg(long)]
-        data: PathBuf,
+        #[command(flatten)]
+        place: Place,
     },
     /// List keys (public) and tokens (ids, kinds, scopes, lives; never secrets).
     List {
-        /// Data directory.
-        #[arg(long)]
-        data: PathBuf,
+        #[command(flatten)]
+        place: Place,
     },
     /// Issue an API token; it is printed once and stored hashed.
     Token {
-        /// Data directory.
-        #[arg(long)]
-        data: PathBuf,
+        #[command(flatten)]
+        place: Place,
         /// Principal kind.
         #[arg(long, value_enum)]
         kind: PrincipalArg,
@@ -308,9 +331,8 @@ enum KeysCmd {
     },
     /// Revoke an API token by its id (`tok_…`): a running server refuses it at once.
     Revoke {
-        /// Data directory.
-        #[arg(long)]
-        data: PathBuf,
+        #[command(flatten)]
+        place: Place,
         /// The token's id, as `settle keys list` shows it.
         id: String,
     },
@@ -350,21 +372,28 @@ fn extends(known: usize) -> String {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Demo { data, conversions, seed, quiet } => {
+        Cmd::Demo { data, store, conversions, seed, quiet } => {
             if conversions == 0 {
                 bail!("--conversions must be at least 1");
             }
-            demo::run(&data, conversions, seed, quiet)
+            let home = Home::of(Some(&data), store.as_deref())?;
+            demo::run(&data, &home, conversions, seed, quiet)
         }
-        Cmd::Audit { data, bundle, file, keys, known } => audit_cmd(data, bundle, file, keys, &known),
-        Cmd::Export { data, out: None, file: Some(f) } => {
-            let n = audit::export_file(&data, &f)?;
+        Cmd::Audit { data, store, bundle, file, keys, known } => {
+            let live = match (data, store) {
+                (None, None) => None,
+                (data, store) => Some(Home::of(data.as_deref(), store.as_deref())?),
+            };
+            audit_cmd(live, bundle, file, keys, &known)
+        }
+        Cmd::Export { place, out: None, file: Some(f) } => {
+            let n = audit::export_file(&place.home()?, &f)?;
             outln!("exported {n} records with their checkpoints and keys to {}", f.display())?;
             Ok(())
         }
-        Cmd::Export { data, out, file: _ } => {
+        Cmd::Export { place, out, file: _ } => {
             let out = out.context("give --out or --file")?;
-            let m = audit::export(&data, &out)?;
+            let m = audit::export(&place.home()?, &out)?;
             outln!(
                 "exported {} records and {} files to {} (root {})",
                 m.records,
@@ -396,27 +425,25 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Statement { data, partner, from, to, format } => {
-            let kf = keystore::KeyFile::load(&data)?;
+        Cmd::Statement { place, partner, from, to, format } => {
             let from = from.as_deref().map(parse_time).transpose()?;
             let to = to.as_deref().map(parse_time).transpose()?;
             // The ledger alone: the statement replays the log with an engine of its own.
-            let ledger = service::open_ledger(&data, &kf)?;
+            let (ledger, kf, _) = service::open_ledger(&place.home()?)?;
             let cfg = settle_engine::EngineConfig { vendor: kf.vendor.clone(), salt_secret: kf.salt()? };
             let lines = audit::statement(&ledger, cfg, &partner, from, to)?;
             ledger.close()?;
             print_lines(&lines, format)
         }
-        Cmd::Balances { data, at, format } => {
-            let kf = keystore::KeyFile::load(&data)?;
-            let ledger = service::open_ledger(&data, &kf)?;
+        Cmd::Balances { place, at, format } => {
+            let (ledger, kf, _) = service::open_ledger(&place.home()?)?;
             let cfg = settle_engine::EngineConfig { vendor: kf.vendor.clone(), salt_secret: kf.salt()? };
             let lines = audit::balances(&ledger, cfg, at)?;
             ledger.close()?;
             print_lines(&lines, format)
         }
         Cmd::Serve {
-            data,
+            place,
             listen,
             webhook_backoff_ms,
             webhook_backoff_cap_ms,
@@ -432,9 +459,9 @@ fn run(cli: Cli) -> Result<()> {
                 timeout: Duration::from_millis(webhook_timeout_ms),
                 allow_private: webhook_allow_private,
             };
-            app::serve(&data, listen, policy, webhook_ca.as_deref())
+            app::serve(&place.home()?, listen, policy, webhook_ca.as_deref())
         }
-        Cmd::Mcp { data } => app::mcp_stdio(&data),
+        Cmd::Mcp { place } => app::mcp_stdio(&place.home()?),
         Cmd::Load { data, conversions, batch, concurrency, rate, seconds, leads, full_answers } => {
             load::run(&load::LoadConfig { data, conversions, batch, concurrency, rate, seconds, leads, full_answers })
         }
@@ -444,7 +471,7 @@ fn run(cli: Cli) -> Result<()> {
 
 /// `settle audit`: of a log file, a live store, or a bundle.
 fn audit_cmd(
-    data: Option<PathBuf>,
+    live: Option<Home>,
     bundle: Option<PathBuf>,
     file: Option<PathBuf>,
     keys: Option<PathBuf>,
@@ -452,7 +479,7 @@ fn audit_cmd(
 ) -> Result<()> {
     let known = audit::read_known(known)?;
     if let Some(f) = file {
-        debug_assert!(data.is_none() && bundle.is_none());
+        debug_assert!(live.is_none() && bundle.is_none());
         let (r, origin) = audit::audit_file(&f, keys.as_deref(), &known)?;
         outln!(
             "audit ok: {} — log file of {origin}: {} records, {} checkpoints, chain and signatures verified, root {}{}",
@@ -468,20 +495,20 @@ fn audit_cmd(
         return Ok(());
     }
     let mut unpinned = false;
-    let (r, what) = match (data, bundle) {
-        (Some(d), _) => (audit::audit_data(&d)?, d),
+    let (r, what) = match (live, bundle) {
+        (Some(h), _) => (audit::audit_data(&h)?, h.describe()),
         (None, Some(b)) => {
             let r = audit::audit_bundle(&b, keys.as_deref(), &known)?;
             unpinned = keys.is_none();
-            (r, b)
+            (r, b.display().to_string())
         }
-        (None, None) => bail!("give --data, --bundle or --file"),
+        (None, None) => bail!("give --data, --store, --bundle or --file"),
     };
     let uncovered =
         if r.uncovered > 0 { format!(" ({} records not yet under a checkpoint)", r.uncovered) } else { String::new() };
     outln!(
         "audit ok: {} — {} records, {} checkpoints, {} mandates re-derived and verified, {} receipts, {} partner books balanced, money conserved{uncovered}{}",
-        what.display(),
+        what,
         r.records,
         r.checkpoints,
         r.mandates,
@@ -497,9 +524,11 @@ fn audit_cmd(
 
 fn keys(cmd: KeysCmd) -> Result<()> {
     match cmd {
-        KeysCmd::Create { data, vendor, origin } => {
-            if keystore::KeyFile::path(&data).exists() {
-                bail!("{} already has keys; use `settle keys rotate`", data.display());
+        KeysCmd::Create { place, vendor, origin } => {
+            let home = place.home()?;
+            let kh = home.key_home()?;
+            if kh.exists()? {
+                bail!("{} already has keys; use `settle keys rotate`", home.describe());
             }
             let kf = keystore::KeyFile::new(
                 &vendor,
@@ -508,22 +537,27 @@ fn keys(cmd: KeysCmd) -> Result<()> {
                 keystore::random_seed()?,
                 chrono::Utc::now().timestamp(),
             );
-            kf.save(&data)?;
-            outln!("created keys for {vendor} in {} (kid {})", data.display(), kf.current()?.kid())?;
+            kh.save(&kf)?;
+            outln!("created keys for {vendor} in {} (kid {})", home.describe(), kf.current()?.kid())?;
             Ok(())
         }
-        KeysCmd::Rotate { data } => {
-            let kf = keystore::KeyFile::load(&data)?;
-            // The running process would go on signing with the retired key: refuse.
-            if data.join("log").exists() {
-                let l = settle_ledger::Ledger::open(&data.join("log"), service::ledger_config(&kf)?).map_err(|e| {
-                    anyhow::anyhow!("the log in {} is in use (stop `settle serve` first): {e}", data.display())
-                })?;
-                l.close()?;
-            }
+        KeysCmd::Rotate { place } => {
+            let home = place.home()?;
+            // The running process would go on signing with the retired key: refuse. (On
+            // PostgreSQL, taking the writer lease is that check.)
+            let kh = match &home {
+                Home::Dir(data) if data.join("log").exists() => {
+                    let (l, _, kh) = service::open_ledger(&home).map_err(|e| {
+                        anyhow::anyhow!("the log in {} is in use (stop `settle serve` first): {e:#}", data.display())
+                    })?;
+                    l.close()?;
+                    kh
+                }
+                _ => home.key_home()?,
+            };
             // Under the key file's lock, as every change of it (tokens too).
             let seed = keystore::random_seed()?;
-            let (old, new) = auth::tokens::update(&data, |kf| {
+            let (old, new) = auth::tokens::update(&kh, |kf| {
                 let old = kf.current()?.kid().to_owned();
                 kf.rotate(seed, chrono::Utc::now().timestamp());
                 Ok((old, kf.current()?.kid().to_owned()))
@@ -531,8 +565,8 @@ fn keys(cmd: KeysCmd) -> Result<()> {
             outln!("retired {old}; new signing key {new} (takes effect when settle next opens the log)")?;
             Ok(())
         }
-        KeysCmd::List { data } => {
-            let kf = keystore::KeyFile::load(&data)?;
+        KeysCmd::List { place } => {
+            let kf = place.home()?.key_home()?.load()?;
             outln!("{}", serde_json::to_string_pretty(&kf.jwks()?)?)?;
             let now = chrono::Utc::now().timestamp();
             for t in &kf.tokens {
@@ -546,16 +580,16 @@ fn keys(cmd: KeysCmd) -> Result<()> {
             }
             Ok(())
         }
-        KeysCmd::Revoke { data, id } => {
+        KeysCmd::Revoke { place, id } => {
             let now = chrono::Utc::now().timestamp();
-            if auth::tokens::update(&data, |kf| auth::tokens::revoke(kf, &id, now))? {
+            if auth::tokens::update(&place.home()?.key_home()?, |kf| auth::tokens::revoke(kf, &id, now))? {
                 outln!("token {id} revoked")?;
             } else {
                 outln!("token {id} was already revoked")?;
             }
             Ok(())
         }
-        KeysCmd::Token { data, kind, subject, partner, scope, expires_in } => {
+        KeysCmd::Token { place, kind, subject, partner, scope, expires_in } => {
             let kind = match kind {
                 PrincipalArg::VendorAdmin => keystore::PrincipalKind::VendorAdmin,
                 PrincipalArg::VendorAgent => keystore::PrincipalKind::VendorAgent,
@@ -567,7 +601,7 @@ fn keys(cmd: KeysCmd) -> Result<()> {
                 .transpose()?;
             let req = auth::tokens::TokenRequest { kind, subject, partner, scopes: scope, expires_in };
             let now = chrono::Utc::now().timestamp();
-            let (token, t) = auth::tokens::update(&data, |kf| auth::tokens::issue(kf, req, now))?;
+            let (token, t) = auth::tokens::update(&place.home()?.key_home()?, |kf| auth::tokens::issue(kf, req, now))?;
             outln!("{token}")?;
             eprintln!("token {} stored (hashed); this is the only time it is shown", t.id);
             Ok(())

@@ -16,7 +16,7 @@ use settle_mandates::receipt::ReceiptVerifier;
 use super::export::{sha256_file, walk};
 use super::verify::verify_receipt_run;
 use super::{CHECKPOINTS_FILE, JWKS_FILE, LOG_FILE, MANIFEST_FILE, MANIFEST_SIG_FILE, Manifest, TYP_MANIFEST};
-use crate::keystore::KeyFile;
+use crate::home::Home;
 use crate::service::open_ledger;
 
 /// Verifies a self-contained log file with no database: every record's hash and chain
@@ -183,10 +183,9 @@ fn conserved(engine: &Engine, report: &mut AuditReport) -> Result<()> {
 
 /// Audits a live data dir: chain, tree, checkpoints, full replay of every split and
 /// mandate, signatures, conservation of money.
-pub fn audit_data(data: &Path) -> Result<AuditReport> {
-    let keys = KeyFile::load(data)?;
+pub fn audit_data(home: &Home) -> Result<AuditReport> {
+    let (ledger, keys, _) = open_ledger(home)?;
     let ring = keys.ring()?;
-    let ledger = open_ledger(data, &keys)?;
     // One read of the log, three stages on their own threads: the ledger's pass (chain,
     // hashes, tree, checkpoint signatures) hands each record it verified to the parser
     // (parse, check canonical), which hands it to the replay on this thread (re-derive

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::statements::{Period, statements};
 use super::{BUNDLE_FORMAT, CHECKPOINTS_FILE, JWKS_FILE, LOG_FILE, MANIFEST_FILE, MANIFEST_SIG_FILE, Manifest};
-use crate::keystore::KeyFile;
+use crate::home::Home;
 use crate::receipts::{Issuer, receipts};
 use crate::service::open_ledger;
 
@@ -29,9 +29,9 @@ pub(super) fn sha256_file(p: &Path) -> Result<String> {
 
 /// A signed checkpoint over the whole log, as of its last record's time (an export must
 /// be covered to its last record).
-fn final_checkpoint(ledger: &Ledger, data: &Path) -> Result<settle_ledger::SignedCheckpoint> {
+fn final_checkpoint(ledger: &Ledger, home: &Home) -> Result<settle_ledger::SignedCheckpoint> {
     let last_time = match ledger.size() {
-        0 => bail!("the log in {} is empty: nothing to export", data.display()),
+        0 => bail!("the log in {} is empty: nothing to export", home.describe()),
         n => Envelope::from_bytes(&ledger.record(n - 1)?.context("last record missing")?.event)?.at.timestamp(),
     };
     Ok(ledger.checkpoint_blocking(last_time)?)
@@ -40,10 +40,9 @@ fn final_checkpoint(ledger: &Ledger, data: &Path) -> Result<settle_ledger::Signe
 /// Writes the self-contained log file (`settle.log.1`, docs/formats.md): the log, its
 /// signed checkpoints and the vendor's public keys in one JSON Lines file. Returns the
 /// number of records.
-pub fn export_file(data: &Path, file: &Path) -> Result<u64> {
-    let keys = KeyFile::load(data)?;
-    let ledger = open_ledger(data, &keys)?;
-    final_checkpoint(&ledger, data)?;
+pub fn export_file(home: &Home, file: &Path) -> Result<u64> {
+    let (ledger, keys, _) = open_ledger(home)?;
+    final_checkpoint(&ledger, home)?;
     let f = File::create_new(file).with_context(|| format!("cannot create {} (it must not exist)", file.display()))?;
     let mut out = BufWriter::new(f);
     let n = settle_ledger::export_file(&ledger, &keys.jwks()?, &mut out)?;
@@ -53,17 +52,16 @@ pub fn export_file(data: &Path, file: &Path) -> Result<u64> {
 }
 
 /// Exports the self-contained audit bundle into `out`.
-pub fn export(data: &Path, out: &Path) -> Result<Manifest> {
-    export_counted(data, out).map(|(m, _)| m)
+pub fn export(home: &Home, out: &Path) -> Result<Manifest> {
+    export_counted(home, out).map(|(m, _)| m)
 }
 
 /// [`export`], also returning how many receipts the bundle holds.
-pub fn export_counted(data: &Path, out: &Path) -> Result<(Manifest, u64)> {
-    let keys = KeyFile::load(data)?;
+pub fn export_counted(home: &Home, out: &Path) -> Result<(Manifest, u64)> {
     // The ledger alone: the statements below replay the log with an engine of their own,
     // so the service's restored engine state would only double the memory.
-    let ledger = open_ledger(data, &keys)?;
-    let cp = final_checkpoint(&ledger, data)?;
+    let (ledger, keys, _) = open_ledger(home)?;
+    let cp = final_checkpoint(&ledger, home)?;
     if out.exists() && std::fs::read_dir(out)?.next().is_some() {
         bail!("{} is not empty; export needs a new or empty directory", out.display());
     }

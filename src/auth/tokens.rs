@@ -1,27 +1,49 @@
 //! The API tokens of a data directory, live: issued, listed and revoked from the command
 //! line or over the API, and honoured by a running server at once.
 //!
-//! Tokens live in `DATA/keys.json` (hashed: SHA-256 of the secret, which is shown once
-//! and never stored). Every change is a read-modify-write of that file under an exclusive
-//! lock on `DATA/keys.lock`, written atomically, so the CLI and a server never lose each
-//! other's changes. A server looks tokens up in a hash table by their hash (O(1)) and
-//! reloads it when the file changed (a `stat` per look-up), so a token issued or revoked
-//! by `settle keys` takes effect on the next request, without a restart.
+//! Tokens live in the key file (hashed: SHA-256 of the secret, which is shown once and
+//! never stored). In a data directory, every change is a read-modify-write of
+//! `DATA/keys.json` under an exclusive lock on `DATA/keys.lock`, written atomically, so
+//! the CLI and a server never lose each other's changes; a server looks tokens up in a
+//! hash table by their hash (O(1)) and reloads it when the file changed (a `stat` per
+//! look-up), so a token issued or revoked by `settle keys` takes effect on the next
+//! request, without a restart. In a PostgreSQL store, the key file is written only by the
+//! node that holds the log's writer lease (a running server: tokens are issued and
+//! revoked over its API; before it starts, with `settle keys`), so that node's table is
+//! always current.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::path::Path;
+use std::sync::{Mutex, RwLock};
 use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
 
-use crate::keystore::{IssuedFor, KeyFile, PrincipalKind, Scope, StoredToken, random_seed, token_hash};
+use crate::keystore::{IssuedFor, KeyFile, KeyHome, PrincipalKind, Scope, StoredToken, random_seed, token_hash};
 
 /// The longest life a token may be issued with, seconds (ten years).
 pub const MAX_TOKEN_LIFE_SECS: i64 = 10 * 365 * 86_400;
 
-/// Runs `f` on the key file of `data` under the file lock, then saves it atomically.
-pub fn update<T>(data: &Path, f: impl FnOnce(&mut KeyFile) -> Result<T>) -> Result<T> {
+/// Serialises the changes of a key file kept in a store, within this process (only the
+/// process holding the writer lease writes it).
+static STORE_EDITS: Mutex<()> = Mutex::new(());
+
+/// Runs `f` on the key file of `home` under its lock, then saves it atomically.
+pub fn update<T>(home: &KeyHome, f: impl FnOnce(&mut KeyFile) -> Result<T>) -> Result<T> {
+    match home {
+        KeyHome::Dir(data) => update_dir(data, f),
+        KeyHome::Store(_) => {
+            let _edit = STORE_EDITS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut kf = home.load()?;
+            let out = f(&mut kf)?;
+            home.save(&kf)?;
+            Ok(out)
+        }
+    }
+}
+
+/// [`update`] of `DATA/keys.json`, under the file lock.
+fn update_dir<T>(data: &Path, f: impl FnOnce(&mut KeyFile) -> Result<T>) -> Result<T> {
     let lock_path = data.join("keys.lock");
     let lock = std::fs::OpenOptions::new()
         .create(true)
@@ -114,9 +136,8 @@ pub enum IssueError {
 }
 
 /// A server's live view of its tokens.
-#[derive(Debug)]
 pub struct Tokens {
-    data: PathBuf,
+    home: KeyHome,
     loaded: RwLock<Loaded>,
 }
 
@@ -135,21 +156,28 @@ impl Loaded {
     }
 }
 
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    std::fs::metadata(path).ok().and_then(|m| m.modified().ok().map(|t| (t, m.len())))
+/// What the key file was when read: its modification time and length in a data
+/// directory; nothing in a store, where only this node changes it (and reloads).
+fn stamp(home: &KeyHome) -> Option<(SystemTime, u64)> {
+    match home {
+        KeyHome::Dir(data) => {
+            std::fs::metadata(KeyFile::path(data)).ok().and_then(|m| m.modified().ok().map(|t| (t, m.len())))
+        }
+        KeyHome::Store(_) => None,
+    }
 }
 
 impl Tokens {
-    /// The tokens of `data`, read now.
-    pub fn open(data: &Path) -> Result<Self> {
-        let t = Self { data: data.to_path_buf(), loaded: RwLock::new(Loaded::default()) };
+    /// The tokens of the key file in `home`, read now.
+    pub fn open(home: KeyHome) -> Result<Self> {
+        let t = Self { home, loaded: RwLock::new(Loaded::default()) };
         t.reload()?;
         Ok(t)
     }
 
     fn reload(&self) -> Result<()> {
-        let stamp = stamp(&KeyFile::path(&self.data));
-        let kf = KeyFile::load(&self.data)?;
+        let stamp = stamp(&self.home);
+        let kf = self.home.load()?;
         let by_id = kf.tokens.iter().map(|t| (t.id.clone(), t.hash.clone())).collect();
         let by_hash = kf.tokens.into_iter().map(|t| (t.hash.clone(), t)).collect();
         *self.loaded.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Loaded { stamp, by_hash, by_id };
@@ -159,7 +187,7 @@ impl Tokens {
     /// The tokens as the file holds them now: reread first if it changed since it was
     /// read (a `stat`; the file is small).
     fn current(&self) -> std::sync::RwLockReadGuard<'_, Loaded> {
-        let now = stamp(&KeyFile::path(&self.data));
+        let now = stamp(&self.home);
         let read = || self.loaded.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let stale = now != read().stamp; // the read lock is let go before a reload writes
         if stale && let Err(e) = self.reload() {
@@ -199,7 +227,7 @@ impl Tokens {
     /// Issues a token (see [`issue`]), saved before it is answered.
     #[cfg(test)]
     pub fn issue(&self, req: TokenRequest, now: i64) -> Result<(String, StoredToken)> {
-        let out = update(&self.data, |kf| issue(kf, req, now))?;
+        let out = update(&self.home, |kf| issue(kf, req, now))?;
         self.reload()?;
         Ok(out)
     }
@@ -215,7 +243,7 @@ impl Tokens {
     ) -> Result<Issued, IssueError> {
         let asked = IssuedFor { key: key.to_owned(), request: token_hash(&request.to_string()) };
         let mut reused = false;
-        let out = update(&self.data, |kf| {
+        let out = update(&self.home, |kf| {
             if let Some(t) = kf.tokens.iter().find(|t| t.issued_for.as_ref().is_some_and(|f| f.key == asked.key)) {
                 reused = t.issued_for.as_ref() != Some(&asked);
                 return Ok(Issued::Again(t.clone()));
@@ -237,7 +265,7 @@ impl Tokens {
 
     /// Revokes token `id` (see [`revoke`]), saved before it is answered.
     pub fn revoke(&self, id: &str, now: i64) -> Result<bool> {
-        let out = update(&self.data, |kf| revoke(kf, id, now))?;
+        let out = update(&self.home, |kf| revoke(kf, id, now))?;
         self.reload()?;
         Ok(out)
     }
@@ -265,7 +293,7 @@ mod tests {
     fn a_token_is_found_while_in_force_only() {
         let dir = tempfile::tempdir().unwrap();
         kf().save(dir.path()).unwrap();
-        let tokens = Tokens::open(dir.path()).unwrap();
+        let tokens = Tokens::open(KeyHome::Dir(dir.path().to_path_buf())).unwrap();
         let (secret, t) = tokens.issue(req(Some(60)), 1_000).unwrap();
         assert_eq!(tokens.find(&secret, 1_000).map(|x| x.id), Some(t.id.clone()));
         assert!(tokens.find(&secret, 1_060).is_none(), "expired at its expiry");
@@ -281,11 +309,11 @@ mod tests {
     fn a_change_made_by_another_process_is_seen_at_the_next_look_up() {
         let dir = tempfile::tempdir().unwrap();
         kf().save(dir.path()).unwrap();
-        let server = Tokens::open(dir.path()).unwrap();
+        let server = Tokens::open(KeyHome::Dir(dir.path().to_path_buf())).unwrap();
         // As `settle keys token` does, in another process: through the file.
-        let (secret, t) = update(dir.path(), |k| issue(k, req(None), 5)).unwrap();
+        let (secret, t) = update(&KeyHome::Dir(dir.path().to_path_buf()), |k| issue(k, req(None), 5)).unwrap();
         assert!(server.find(&secret, 6).is_some(), "a new token works at once");
-        update(dir.path(), |k| revoke(k, &t.id, 7)).unwrap();
+        update(&KeyHome::Dir(dir.path().to_path_buf()), |k| revoke(k, &t.id, 7)).unwrap();
         assert!(server.find(&secret, 8).is_none(), "a revoked token stops at once");
     }
 

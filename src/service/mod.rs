@@ -7,7 +7,6 @@
 //! the in-flight table while the original is not yet durable): nothing is paid twice.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -19,7 +18,8 @@ use settle_ledger::{Append, Appended, KeyLookup, Ledger, LedgerConfig, LedgerErr
 use settle_mandates::keys::SigningKey;
 use sha2::{Digest, Sha256};
 
-use crate::keystore::KeyFile;
+use crate::home::Home;
+use crate::keystore::{KeyFile, KeyHome};
 
 mod pipeline;
 
@@ -141,6 +141,8 @@ impl Sequencer {
 pub struct Service {
     ledger: Ledger,
     key: SigningKey,
+    /// Where its key file is kept.
+    key_home: KeyHome,
     seq: Mutex<Sequencer>,
     failed: AtomicBool,
     /// The doors' submissions, for the combiner (see [`Service::try_submit`]).
@@ -174,10 +176,14 @@ pub fn ledger_config(keys: &KeyFile) -> Result<LedgerConfig> {
     })
 }
 
-/// Opens the log of `data` (no engine), exclusively.
-pub fn open_ledger(data: &Path, keys: &KeyFile) -> Result<Ledger> {
-    Ledger::open(&data.join("log"), ledger_config(keys)?)
-        .map_err(|e| anyhow::anyhow!("cannot open the log in {}: {e}", data.display()))
+/// The log of `home`, opened (no engine; on PostgreSQL with the writer lease): the
+/// ledger, its key file, and where that is kept.
+pub fn open_ledger(home: &Home) -> Result<(Ledger, KeyFile, KeyHome)> {
+    let (backend, key_home) = home.open()?;
+    let keys = key_home.load()?;
+    let ledger = Ledger::open_on(backend, ledger_config(&keys)?)
+        .map_err(|e| anyhow::anyhow!("cannot open the log in {}: {e}", home.describe()))?;
+    Ok((ledger, keys, key_home))
 }
 
 /// What a submission does when the ledger's queue is full.
@@ -214,12 +220,11 @@ enum Prepared {
 }
 
 impl Service {
-    /// Opens the ledger in `DATA/log` and restores the engine (saved state + replay of
-    /// the records after it).
-    pub fn open(data: &Path) -> Result<Arc<Self>> {
-        let keys = KeyFile::load(data)?;
+    /// Opens the log of `home` and restores the engine (saved state + replay of the
+    /// records after it).
+    pub fn open(home: &Home) -> Result<Arc<Self>> {
+        let (ledger, keys, key_home) = open_ledger(home)?;
         let key = keys.current()?;
-        let ledger = open_ledger(data, &keys)?;
         let cfg = EngineConfig { vendor: keys.vendor.clone(), salt_secret: keys.salt()? };
         let (engine, saved, saved_bytes) = restore(&ledger, cfg)?;
         let next = ledger.size();
@@ -227,6 +232,7 @@ impl Service {
         let svc = Arc::new(Self {
             ledger,
             key,
+            key_home,
             seq: Mutex::new(Sequencer { engine, next, inflight: HashMap::new(), saved, saved_bytes }),
             failed: AtomicBool::new(false),
             jobs,
@@ -243,6 +249,12 @@ impl Service {
     #[must_use]
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
+    }
+
+    /// Where its key file is kept.
+    #[must_use]
+    pub fn key_home(&self) -> &KeyHome {
+        &self.key_home
     }
 
     /// Runs `f` on the engine state (read-only, briefly locks the sequencer).

@@ -1,4 +1,6 @@
 //! The sequencer's tests.
+use std::path::Path;
+
 use super::*;
 
 fn publish(key: &str, name: &str) -> Submit {
@@ -23,7 +25,7 @@ fn publish_program(key: &str, program: &str, name: &str, at: DateTime<Utc>) -> S
 fn new_store(dir: &Path) -> Arc<Service> {
     std::fs::create_dir_all(dir).unwrap();
     KeyFile::new("ven_test", "settle.test/log", [1; 32], [2; 32], 0).save(dir).unwrap();
-    Service::open(dir).unwrap()
+    Service::open(&Home::Dir(dir.to_path_buf())).unwrap()
 }
 
 #[derive(Debug, Clone)]
@@ -198,7 +200,7 @@ fn a_conflict_waits_for_the_records_it_conflicts_with() {
     let data = dir.path().join("store");
     std::fs::create_dir_all(&data).unwrap();
     KeyFile::new("ven_test", "settle.test/log", [1; 32], [2; 32], 0).save(&data).unwrap();
-    let svc = Service::open(&data).unwrap();
+    let svc = Service::open(&Home::Dir(data.clone())).unwrap();
     let hold = svc.ledger().hold_next_sync();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_time().build().unwrap();
     let in_flight = || svc.seq.lock().unwrap().inflight.contains_key("k");

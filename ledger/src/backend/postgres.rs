@@ -159,7 +159,7 @@ impl PostgresBackend {
             writer: Arc::new(tokio::sync::Mutex::new(writer)),
             pending: Mutex::new(Vec::new()),
             lease,
-            shown: shown(url),
+            shown: shown_url(url),
         })
     }
 
@@ -167,6 +167,21 @@ impl PostgresBackend {
     #[must_use]
     pub fn lease(&self) -> &Lease {
         &self.lease
+    }
+
+    /// Empties every keyspace (a demo replacing the previous one), in one transaction
+    /// under the lease.
+    pub fn clear(&self) -> Result<()> {
+        let writer = Arc::clone(&self.writer);
+        let epoch = self.lease.epoch;
+        self.run(async move {
+            let mut w = writer.lock().await;
+            let tx = w.client.transaction().await.map_err(pg)?;
+            fence(&tx, epoch).await?;
+            let tables: Vec<String> = Space::ALL.iter().map(|s| table(*s)).collect();
+            tx.batch_execute(&format!("TRUNCATE {}", tables.join(", "))).await.map_err(pg)?;
+            tx.commit().await.map_err(pg)
+        })
     }
 
     /// Runs `f` on the backend's runtime and waits for it on this thread.
@@ -191,15 +206,7 @@ impl PostgresBackend {
         self.run(async move {
             let mut w = writer.lock().await;
             let tx = w.client.transaction().await.map_err(pg)?;
-            let n = tx
-                .execute("UPDATE settle_writer SET since = since WHERE id = 1 AND epoch = $1", &[&epoch])
-                .await
-                .map_err(pg)?;
-            if n != 1 {
-                return Err(LedgerError::Storage(format!(
-                    "PostgreSQL: this node's writer lease (epoch {epoch}) was taken over; it writes no more"
-                )));
-            }
+            fence(&tx, epoch).await?;
             for (space, (puts, removes)) in last_changes(batches) {
                 if !removes.is_empty() {
                     let sql = format!("DELETE FROM {} WHERE k = ANY($1)", table(space));
@@ -220,8 +227,24 @@ impl PostgresBackend {
     }
 }
 
+/// Checks, inside `tx`, that the lease is still `epoch` (and holds the epoch row until
+/// the transaction ends, so no other node takes over in between).
+async fn fence(tx: &tokio_postgres::Transaction<'_>, epoch: i64) -> Result<()> {
+    let n = tx
+        .execute("UPDATE settle_writer SET since = since WHERE id = 1 AND epoch = $1", &[&epoch])
+        .await
+        .map_err(pg)?;
+    if n != 1 {
+        return Err(LedgerError::Storage(format!(
+            "PostgreSQL: this node's writer lease (epoch {epoch}) was taken over; it writes no more"
+        )));
+    }
+    Ok(())
+}
+
 /// The password left out of a URL, for messages.
-fn shown(url: &str) -> String {
+#[must_use]
+pub fn shown_url(url: &str) -> String {
     match (url.find("://"), url.find('@')) {
         (Some(s), Some(at)) if at > s => {
             let userinfo = &url[s + 3..at];
