@@ -66,18 +66,21 @@ pub fn keys_create(data: &Path) {
 
 /// `settle keys token ...`; returns the token printed on stdout.
 pub fn token(data: &Path, kind: &str, subject: &str, partner: Option<&str>, scopes: &str) -> String {
-    let mut args: Vec<std::ffi::OsString> = vec![
-        "keys".into(),
-        "token".into(),
-        "--data".into(),
-        data.into(),
+    token_on(&["--data".as_ref(), data.as_os_str()], kind, subject, partner, scopes)
+}
+
+/// [`token`] on the store `place` names (`--data DIR` or `--store URL`).
+pub fn token_on(place: &[&std::ffi::OsStr], kind: &str, subject: &str, partner: Option<&str>, scopes: &str) -> String {
+    let mut args: Vec<std::ffi::OsString> = vec!["keys".into(), "token".into()];
+    args.extend(place.iter().map(|a| a.to_os_string()));
+    args.extend::<[std::ffi::OsString; 6]>([
         "--kind".into(),
         kind.into(),
         "--subject".into(),
         subject.into(),
         "--scope".into(),
         scopes.into(),
-    ];
+    ]);
     if let Some(p) = partner {
         args.push("--partner".into());
         args.push(p.into());
@@ -113,6 +116,12 @@ impl Server {
 
     /// [`Server::start`] with more `settle serve` options.
     pub fn start_with(data: &Path, logdir: &Path, extra: &[&str]) -> Server {
+        Self::start_on(&["--data".as_ref(), data.as_os_str()], logdir, extra)
+    }
+
+    /// `settle serve` on the store `place` names (`--data DIR` or `--store URL`), with
+    /// more options.
+    pub fn start_on(place: &[&std::ffi::OsStr], logdir: &Path, extra: &[&str]) -> Server {
         let mut last = String::new();
         for _ in 0..5 {
             let port = free_port();
@@ -120,8 +129,8 @@ impl Server {
             let log = logdir.join(format!("serve-{port}.log"));
             let f = std::fs::File::create(&log).expect("cannot create the server log");
             let child = Command::new(bin())
-                .args(["serve", "--data"])
-                .arg(data)
+                .arg("serve")
+                .args(place)
                 .args(["--listen", &addr.to_string()])
                 .args(extra)
                 .env("RUST_LOG", "warn,settle::app=info")
