@@ -65,7 +65,12 @@ async fn release_due_holds(svc: &Arc<Service>) {
 /// tokens; `base` is the public base URL the doors name (no webhook deliverer: `serve`
 /// starts one).
 pub fn open(home: &Home, base: String) -> Result<App> {
-    let svc = Service::open(home)?;
+    open_as(home, base, false)
+}
+
+/// [`open`]; with `standby`, waits for the writer lease first (see [`Home::open_as`]).
+fn open_as(home: &Home, base: String, standby: bool) -> Result<App> {
+    let svc = Service::open_as(home, standby)?;
     let keys = Arc::new(svc.key_home().load()?);
     let tokens = Arc::new(Tokens::open(svc.key_home().clone())?);
     Ok(App { svc, keys, tokens, base, hooks: None })
@@ -89,7 +94,8 @@ pub fn serve(
         .with_writer(std::io::stderr)
         .init();
     let extra_roots = webhook_ca.map(crate::webhooks::read_ca).transpose()?.unwrap_or_default();
-    let mut app = open(home, format!("http://{listen}"))?;
+    // The second node of a log on PostgreSQL waits here as its standby.
+    let mut app = open_as(home, format!("http://{listen}"), true)?;
     let svc = app.svc.clone();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {

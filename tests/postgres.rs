@@ -1,8 +1,10 @@
 //! settle on PostgreSQL, as an operator runs it: keys and a token created in the store,
-//! `settle serve --store postgres://…` settling conversions over HTTP, a second node
-//! refused while the first holds the writer lease, and the audit, export and statements
-//! of the store once it stopped. A throw-away PostgreSQL server per test (Debian's
-//! PostgreSQL, as the `postgres` user, on a free loopback port).
+//! `settle serve --store postgres://…` settling conversions over HTTP, other writers
+//! refused while it holds the writer lease, and the audit, export and statements of the
+//! store once it stopped; then two nodes, one the other's standby, under load, the
+//! writer killed (`kill -9`) round after round: the standby takes over, and every
+//! acknowledged conversion is in the log exactly once. A throw-away PostgreSQL server
+//! per test (Debian's PostgreSQL, as the `postgres` user, on a free loopback port).
 
 mod support;
 
@@ -46,12 +48,13 @@ fn a_server_on_postgresql_settles_and_a_second_writer_is_refused() {
     let p1 = server.api(Some(&partner));
     assert_eq!(p1.get("/v1/partners/p1/balance").status, 200);
 
-    // A second node is refused while the first holds the lease, and so is `keys`.
-    let second = settle(["serve", "--store", &url, "--listen", "127.0.0.1:0"]);
-    let err = String::from_utf8_lossy(&second.stderr);
-    assert!(!second.status.success() && err.contains("another settle writes this log"), "{err}");
-    let keys = settle(["keys", "list", "--store", &url]);
-    assert!(!keys.status.success(), "keys list opened the store beside a running writer");
+    // While the server holds the writer lease, commands that open the log are refused
+    // (a second `settle serve` waits as a standby instead: see the failover test).
+    for args in [vec!["keys", "list", "--store", &url], vec!["audit", "--store", &url]] {
+        let out = settle(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("another settle writes this log"), "{args:?}: {err}");
+    }
 
     assert!(server.stop().success());
     let audit = settle_ok(["audit", "--store", &url]);
@@ -81,4 +84,170 @@ fn a_bad_store_is_refused_with_one_line() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains(says), "{args:?}: {err}");
     }
+}
+
+/// A `settle serve --store URL` that may be a standby (it answers only once it holds the
+/// lease), killed on drop.
+struct Node {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    log: std::path::PathBuf,
+}
+
+impl Node {
+    /// `settle serve --store URL` on 127.0.0.1:`port`, logging to `LOGDIR/node-N.log`.
+    fn start(url: &str, logdir: &std::path::Path, n: usize, port: u16) -> Node {
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let log = logdir.join(format!("node-{n}.log"));
+        let f = std::fs::File::create(&log).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_settle"))
+            .args(["serve", "--store", url, "--listen", &addr.to_string()])
+            .env("RUST_LOG", "warn,settle::app=info,settle::home=info")
+            .stdin(std::process::Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .unwrap();
+        Node { child, addr, log }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until its log says `what` (at most 60 s).
+    fn wait_for(&self, what: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !self.log_text().contains(what) {
+            assert!(std::time::Instant::now() < deadline, "node never said {what:?}: {}", self.log_text());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// POSTs a conversion under `key` to whichever node answers, retrying the same request
+/// until one acknowledges it (or `deadline`): the answer's status.
+fn post_until_acknowledged(nodes: &[std::net::SocketAddr], token: &str, key: &str, body: &[u8]) -> u16 {
+    let auth = format!("Bearer {token}");
+    let h = [("Authorization", auth.as_str()), ("Idempotency-Key", key), ("Content-Type", "application/json")];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        for a in nodes {
+            if let Ok(r) = http(*a, "POST", "/v1/conversions", &h, Some(body))
+                && (r.status == 200 || r.status == 201)
+            {
+                return r.status;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no node acknowledged {key} within 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+}
+
+/// Two nodes, one the other's standby, four clients posting conversions; the writer is
+/// killed (`kill -9`) five times, each time mid-load, and restarted as the new writer's
+/// standby. The standby takes over within seconds; every conversion a client saw
+/// acknowledged is in the log exactly once, none is in it twice, and the store audits.
+#[test]
+fn the_standby_takes_over_from_a_killed_writer_and_no_acknowledged_conversion_is_lost() {
+    let pg = ThrowawayPostgres::start();
+    let url = pg.database("failover");
+    let dir = tempfile::tempdir().expect("tempdir");
+    settle_ok(["keys", "create", "--store", &url]);
+    let place = [OsStr::new("--store"), OsStr::new(&url)];
+    let admin = token_on(&place, "vendor-admin", "ops", None, ADMIN_SCOPES);
+
+    let port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut nodes = vec![Node::start(&url, dir.path(), 0, port())];
+    nodes[0].wait_for("settle serving");
+    nodes.push(Node::start(&url, dir.path(), 1, port()));
+    nodes[1].wait_for("standby:");
+    let api = Api { addr: nodes[0].addr, token: Some(admin.clone()) };
+    api.post_expect("/v1/programs", "program", &program_spec("growth"), 201);
+    for p in ["p1", "p2", "p3"] {
+        api.post_expect("/v1/partners", &format!("enroll-{p}"), &enroll_body(p, "growth"), 201);
+    }
+    api.post_expect("/v1/leads", "lead", &lead_body("lead-1", "growth", "p1"), 201);
+    for (from, to) in [("p1", "p2"), ("p2", "p3")] {
+        api.post_expect("/v1/leads/lead-1/handoffs", &format!("hand-{to}"), &json!({"from": from, "to": to}), 201);
+    }
+    // One time for every conversion, so that a retried request is the same request.
+    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+
+    let addrs: Vec<std::net::SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|c| {
+            let (addrs, admin, stop, at) = (addrs.clone(), admin.clone(), stop.clone(), at.clone());
+            std::thread::spawn(move || {
+                let mut acknowledged = Vec::new();
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let id = format!("C-{c}-{i}");
+                    let body = serde_json::to_vec(&json!({
+                        "conversion": id, "lead": "lead-1", "revenue": "100.00", "currency": "USD",
+                        "occurred_at": at
+                    }))
+                    .unwrap();
+                    post_until_acknowledged(&addrs, &admin, &format!("k-{c}-{i}"), &body);
+                    acknowledged.push(id);
+                    i += 1;
+                }
+                acknowledged
+            })
+        })
+        .collect();
+
+    let mut takeovers = Vec::new();
+    let mut writer = 0;
+    for round in 0..5 {
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        let killed = std::time::Instant::now();
+        nodes[writer].kill9();
+        let standby = 1 - writer;
+        nodes[standby].wait_for("settle serving");
+        // Taken over once the standby answers a write.
+        let probe = serde_json::to_vec(&json!({"conversion": format!("probe-{round}"), "lead": "lead-1",
+            "revenue": "1.00", "currency": "USD", "occurred_at": at}))
+        .unwrap();
+        post_until_acknowledged(&[nodes[standby].addr], &admin, &format!("probe-{round}"), &probe);
+        takeovers.push(killed.elapsed());
+        // The killed node comes back as the new writer's standby, on its old port.
+        nodes[writer] = Node::start(&url, dir.path(), 2 + round, nodes[writer].addr.port());
+        nodes[writer].wait_for("standby:");
+        writer = standby;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acknowledged: Vec<String> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    eprintln!("takeovers after kill -9: {takeovers:?}; {} conversions acknowledged", acknowledged.len());
+    assert!(takeovers.iter().all(|t| t.as_secs() < 10), "a takeover took {takeovers:?}");
+
+    drop(nodes);
+    let out = dir.path().join("bundle");
+    settle_ok([OsStr::new("export"), OsStr::new("--store"), OsStr::new(&url), OsStr::new("--out"), out.as_os_str()]);
+    let log = std::fs::read_to_string(out.join("log.jsonl")).unwrap();
+    let mut recorded = std::collections::HashMap::<String, usize>::new();
+    for line in log.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if v["type"] == "conversion_recorded" {
+            *recorded.entry(v["event"]["data"]["conversion"].as_str().unwrap().to_owned()).or_default() += 1;
+        }
+    }
+    assert!(recorded.values().all(|n| *n == 1), "a conversion recorded twice");
+    let lost: Vec<&String> = acknowledged.iter().filter(|id| !recorded.contains_key(*id)).collect();
+    assert!(lost.is_empty(), "acknowledged but not in the log: {lost:?}");
+    let audit = settle_ok(["audit", "--store", &url]);
+    assert!(audit.contains("audit ok"), "{audit}");
 }

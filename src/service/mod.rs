@@ -179,7 +179,12 @@ pub fn ledger_config(keys: &KeyFile) -> Result<LedgerConfig> {
 /// The log of `home`, opened (no engine; on PostgreSQL with the writer lease): the
 /// ledger, its key file, and where that is kept.
 pub fn open_ledger(home: &Home) -> Result<(Ledger, KeyFile, KeyHome)> {
-    let (backend, key_home) = home.open()?;
+    open_ledger_as(home, false)
+}
+
+/// [`open_ledger`]; with `standby`, waits for the writer lease (see [`Home::open_as`]).
+fn open_ledger_as(home: &Home, standby: bool) -> Result<(Ledger, KeyFile, KeyHome)> {
+    let (backend, key_home) = home.open_as(standby)?;
     let keys = key_home.load()?;
     let ledger = Ledger::open_on(backend, ledger_config(&keys)?)
         .map_err(|e| anyhow::anyhow!("cannot open the log in {}: {e}", home.describe()))?;
@@ -223,7 +228,13 @@ impl Service {
     /// Opens the log of `home` and restores the engine (saved state + replay of the
     /// records after it).
     pub fn open(home: &Home) -> Result<Arc<Self>> {
-        let (ledger, keys, key_home) = open_ledger(home)?;
+        Self::open_as(home, false)
+    }
+
+    /// [`Service::open`]; with `standby`, on PostgreSQL, first waits for the writer lease
+    /// while another node holds it (see [`Home::open_as`]).
+    pub fn open_as(home: &Home, standby: bool) -> Result<Arc<Self>> {
+        let (ledger, keys, key_home) = open_ledger_as(home, standby)?;
         let key = keys.current()?;
         let cfg = EngineConfig { vendor: keys.vendor.clone(), salt_secret: keys.salt()? };
         let (engine, saved, saved_bytes) = restore(&ledger, cfg)?;

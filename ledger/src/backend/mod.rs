@@ -14,7 +14,7 @@ pub mod throwaway;
 use std::ops::Bound;
 
 pub use fjall_store::FjallBackend;
-pub use postgres::{Lease, MIGRATIONS, PostgresBackend, shown_url};
+pub use postgres::{Lease, MIGRATIONS, PostgresBackend, STANDBY_POLL, shown_url};
 
 use crate::error::Result;
 

@@ -56,6 +56,8 @@ const MIGRATION_LOCK: i64 = WRITER_LOCK + 1;
 const PAGE: i64 = 512;
 /// Connections for reads (each pipelines the queries given it).
 const READERS: usize = 2;
+/// How often a standby tries the writer lease again.
+pub const STANDBY_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The writer's lease: its epoch, and who holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +134,18 @@ impl PostgresBackend {
     /// and `target_session_attrs` included), creates or migrates the schema, and takes
     /// the writer lease. Refused when another node holds it.
     pub fn open(url: &str) -> Result<Self> {
+        Self::open_waiting(url, None::<fn(&Lease)>)
+    }
+
+    /// [`PostgresBackend::open`], but while another node holds the lease, waits for it
+    /// as a standby: `waiting` is told who holds it (once for each holder), and the lease
+    /// is tried again every [`STANDBY_POLL`] until that node's session ends (it stopped,
+    /// died, or lost its connection), then taken with a newer epoch.
+    pub fn open_standby(url: &str, waiting: impl Fn(&Lease)) -> Result<Self> {
+        Self::open_waiting(url, Some(waiting))
+    }
+
+    fn open_waiting(url: &str, waiting: Option<impl Fn(&Lease)>) -> Result<Self> {
         let config: tokio_postgres::Config =
             url.parse().map_err(|e| LedgerError::Invalid(format!("not a PostgreSQL URL: {e}")))?;
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -145,7 +159,27 @@ impl PostgresBackend {
         let (writer, readers, lease) = rt.block_on(async {
             let mut writer = Conn::connect(&config).await?;
             migrate(&mut writer.client).await?;
-            let lease = take_lease(&writer.client, &holder).await?;
+            let mut told: Option<Lease> = None;
+            let lease = loop {
+                match take_lease(&writer.client, &holder).await? {
+                    Ok(lease) => break lease,
+                    Err(other) => match &waiting {
+                        None => {
+                            return Err(LedgerError::Storage(format!(
+                                "PostgreSQL: another settle writes this log ({}, epoch {}); one writer per log",
+                                other.holder, other.epoch
+                            )));
+                        }
+                        Some(tell) => {
+                            if told.as_ref() != Some(&other) {
+                                tell(&other);
+                                told = Some(other);
+                            }
+                            tokio::time::sleep(STANDBY_POLL).await;
+                        }
+                    },
+                }
+            };
             let mut readers = Vec::with_capacity(READERS);
             for _ in 0..READERS {
                 readers.push(Arc::new(Conn::connect(&config).await?));
@@ -309,7 +343,8 @@ async fn migrate(client: &mut Client) -> Result<()> {
 }
 
 /// Takes the writer lease on `client`'s session: the advisory lock, then a new epoch.
-async fn take_lease(client: &Client, holder: &str) -> Result<Lease> {
+/// `Ok(Err(lease))` when another session holds the lock: the lease it holds.
+async fn take_lease(client: &Client, holder: &str) -> Result<std::result::Result<Lease, Lease>> {
     let got: bool = client
         .query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK])
         .await
@@ -318,10 +353,7 @@ async fn take_lease(client: &Client, holder: &str) -> Result<Lease> {
         .map_err(pg)?;
     if !got {
         let row = client.query_one("SELECT epoch, holder FROM settle_writer WHERE id = 1", &[]).await.map_err(pg)?;
-        let (epoch, other): (i64, String) = (row.try_get(0).map_err(pg)?, row.try_get(1).map_err(pg)?);
-        return Err(LedgerError::Storage(format!(
-            "PostgreSQL: another settle writes this log ({other}, epoch {epoch}); one writer per log"
-        )));
+        return Ok(Err(Lease { epoch: row.try_get(0).map_err(pg)?, holder: row.try_get(1).map_err(pg)? }));
     }
     let row = client
         .query_one(
@@ -330,7 +362,7 @@ async fn take_lease(client: &Client, holder: &str) -> Result<Lease> {
         )
         .await
         .map_err(pg)?;
-    Ok(Lease { epoch: row.try_get(0).map_err(pg)?, holder: holder.to_owned() })
+    Ok(Ok(Lease { epoch: row.try_get(0).map_err(pg)?, holder: holder.to_owned() }))
 }
 
 /// The condition and parameter of a range bound on `k` (`>=`/`>` for a start, `<=`/`<`
