@@ -156,6 +156,89 @@ fn post_until_acknowledged(nodes: &[std::net::SocketAddr], token: &str, key: &st
     }
 }
 
+/// A program whose lead `lead-1` has a three-hop chain, set up through the writer at
+/// `addr`; returns the time every conversion states (a retried request is then the same
+/// request).
+fn setup_chain(addr: std::net::SocketAddr, admin: &str) -> String {
+    let api = Api { addr, token: Some(admin.to_owned()) };
+    api.post_expect("/v1/programs", "program", &program_spec("growth"), 201);
+    for p in ["p1", "p2", "p3"] {
+        api.post_expect("/v1/partners", &format!("enroll-{p}"), &enroll_body(p, "growth"), 201);
+    }
+    api.post_expect("/v1/leads", "lead", &lead_body("lead-1", "growth", "p1"), 201);
+    for (from, to) in [("p1", "p2"), ("p2", "p3")] {
+        api.post_expect("/v1/leads/lead-1/handoffs", &format!("hand-{to}"), &json!({"from": from, "to": to}), 201);
+    }
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn conversion(id: &str, at: &str) -> Vec<u8> {
+    serde_json::to_vec(
+        &json!({"conversion": id, "lead": "lead-1", "revenue": "100.00", "currency": "USD", "occurred_at": at}),
+    )
+    .unwrap()
+}
+
+/// Four clients posting conversions one after another to whichever node answers, each
+/// retried with its key until acknowledged, until `stop`: each returns the ids it saw
+/// acknowledged.
+fn start_clients(
+    addrs: &[std::net::SocketAddr],
+    admin: &str,
+    at: &str,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<Vec<String>>> {
+    (0..4)
+        .map(|c| {
+            let (addrs, admin, stop, at) = (addrs.to_vec(), admin.to_owned(), stop.clone(), at.to_owned());
+            std::thread::spawn(move || {
+                let mut acknowledged = Vec::new();
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let id = format!("C-{c}-{i}");
+                    post_until_acknowledged(&addrs, &admin, &format!("k-{c}-{i}"), &conversion(&id, &at));
+                    acknowledged.push(id);
+                    i += 1;
+                }
+                acknowledged
+            })
+        })
+        .collect()
+}
+
+/// Stops the clients: every id they saw acknowledged.
+fn stop_clients(
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+    clients: Vec<std::thread::JoinHandle<Vec<String>>>,
+) -> Vec<String> {
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    clients.into_iter().flat_map(|c| c.join().unwrap()).collect()
+}
+
+/// From an export of the store at `url` (its nodes stopped): every acknowledged
+/// conversion is in the log exactly once and none twice; and the store audits.
+fn check_nothing_lost(url: &str, dir: &std::path::Path, acknowledged: &[String]) {
+    let out = dir.join("bundle");
+    settle_ok([OsStr::new("export"), OsStr::new("--store"), OsStr::new(url), OsStr::new("--out"), out.as_os_str()]);
+    let log = std::fs::read_to_string(out.join("log.jsonl")).unwrap();
+    let mut recorded = std::collections::HashMap::<String, usize>::new();
+    for line in log.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if v["type"] == "conversion_recorded" {
+            *recorded.entry(v["event"]["data"]["conversion"].as_str().unwrap().to_owned()).or_default() += 1;
+        }
+    }
+    assert!(recorded.values().all(|n| *n == 1), "a conversion recorded twice");
+    let lost: Vec<&String> = acknowledged.iter().filter(|id| !recorded.contains_key(*id)).collect();
+    assert!(lost.is_empty(), "acknowledged but not in the log: {lost:?}");
+    let audit = settle_ok(["audit", "--store", url]);
+    assert!(audit.contains("audit ok"), "{audit}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 /// Two nodes, one the other's standby, four clients posting conversions; the writer is
 /// killed (`kill -9`) five times, each time mid-load, and restarted as the new writer's
 /// standby. The standby takes over within seconds; every conversion a client saw
@@ -169,46 +252,14 @@ fn the_standby_takes_over_from_a_killed_writer_and_no_acknowledged_conversion_is
     let place = [OsStr::new("--store"), OsStr::new(&url)];
     let admin = token_on(&place, "vendor-admin", "ops", None, ADMIN_SCOPES);
 
-    let port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut nodes = vec![Node::start(&url, dir.path(), 0, port())];
+    let mut nodes = vec![Node::start(&url, dir.path(), 0, free_port())];
     nodes[0].wait_for("settle serving");
-    nodes.push(Node::start(&url, dir.path(), 1, port()));
+    nodes.push(Node::start(&url, dir.path(), 1, free_port()));
     nodes[1].wait_for("standby:");
-    let api = Api { addr: nodes[0].addr, token: Some(admin.clone()) };
-    api.post_expect("/v1/programs", "program", &program_spec("growth"), 201);
-    for p in ["p1", "p2", "p3"] {
-        api.post_expect("/v1/partners", &format!("enroll-{p}"), &enroll_body(p, "growth"), 201);
-    }
-    api.post_expect("/v1/leads", "lead", &lead_body("lead-1", "growth", "p1"), 201);
-    for (from, to) in [("p1", "p2"), ("p2", "p3")] {
-        api.post_expect("/v1/leads/lead-1/handoffs", &format!("hand-{to}"), &json!({"from": from, "to": to}), 201);
-    }
-    // One time for every conversion, so that a retried request is the same request.
-    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-
+    let at = setup_chain(nodes[0].addr, &admin);
     let addrs: Vec<std::net::SocketAddr> = nodes.iter().map(|n| n.addr).collect();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let clients: Vec<_> = (0..4)
-        .map(|c| {
-            let (addrs, admin, stop, at) = (addrs.clone(), admin.clone(), stop.clone(), at.clone());
-            std::thread::spawn(move || {
-                let mut acknowledged = Vec::new();
-                let mut i = 0;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let id = format!("C-{c}-{i}");
-                    let body = serde_json::to_vec(&json!({
-                        "conversion": id, "lead": "lead-1", "revenue": "100.00", "currency": "USD",
-                        "occurred_at": at
-                    }))
-                    .unwrap();
-                    post_until_acknowledged(&addrs, &admin, &format!("k-{c}-{i}"), &body);
-                    acknowledged.push(id);
-                    i += 1;
-                }
-                acknowledged
-            })
-        })
-        .collect();
+    let clients = start_clients(&addrs, &admin, &at, &stop);
 
     let mut takeovers = Vec::new();
     let mut writer = 0;
@@ -219,9 +270,7 @@ fn the_standby_takes_over_from_a_killed_writer_and_no_acknowledged_conversion_is
         let standby = 1 - writer;
         nodes[standby].wait_for("settle serving");
         // Taken over once the standby answers a write.
-        let probe = serde_json::to_vec(&json!({"conversion": format!("probe-{round}"), "lead": "lead-1",
-            "revenue": "1.00", "currency": "USD", "occurred_at": at}))
-        .unwrap();
+        let probe = conversion(&format!("probe-{round}"), &at);
         post_until_acknowledged(&[nodes[standby].addr], &admin, &format!("probe-{round}"), &probe);
         takeovers.push(killed.elapsed());
         // The killed node comes back as the new writer's standby, on its old port.
@@ -229,25 +278,67 @@ fn the_standby_takes_over_from_a_killed_writer_and_no_acknowledged_conversion_is
         nodes[writer].wait_for("standby:");
         writer = standby;
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let acknowledged: Vec<String> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
-    eprintln!("takeovers after kill -9: {takeovers:?}; {} conversions acknowledged", acknowledged.len());
-    assert!(takeovers.iter().all(|t| t.as_secs() < 10), "a takeover took {takeovers:?}");
-
+    let acknowledged = stop_clients(&stop, clients);
     drop(nodes);
-    let out = dir.path().join("bundle");
-    settle_ok([OsStr::new("export"), OsStr::new("--store"), OsStr::new(&url), OsStr::new("--out"), out.as_os_str()]);
-    let log = std::fs::read_to_string(out.join("log.jsonl")).unwrap();
-    let mut recorded = std::collections::HashMap::<String, usize>::new();
-    for line in log.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        if v["type"] == "conversion_recorded" {
-            *recorded.entry(v["event"]["data"]["conversion"].as_str().unwrap().to_owned()).or_default() += 1;
+    check_nothing_lost(&url, dir.path(), &acknowledged);
+    eprintln!("takeovers after kill -9 of the writer: {takeovers:?}; {} conversions acknowledged", acknowledged.len());
+    assert!(takeovers.iter().all(|t| t.as_secs() < 10), "a takeover took {takeovers:?}");
+}
+
+/// A synchronous pair of PostgreSQL servers (every commit waits for the standby) under
+/// two settle nodes, load running; the primary is killed (`kill -9`) and its replica
+/// promoted, five times, each time with a new replica of the new primary on the killed
+/// one's port. settle connects to the new primary and goes on (several hosts and
+/// `target_session_attrs=read-write` in its URL); every conversion a client saw
+/// acknowledged is in the log exactly once, and the store audits.
+#[test]
+fn settle_follows_a_postgresql_failover_and_no_acknowledged_conversion_is_lost() {
+    let mut primary = ThrowawayPostgres::start_primary();
+    let mut replica = primary.start_replica(free_port());
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write",
+        primary.port(),
+        replica.port()
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    settle_ok(["keys", "create", "--store", &url]);
+    let place = [OsStr::new("--store"), OsStr::new(&url)];
+    let admin = token_on(&place, "vendor-admin", "ops", None, ADMIN_SCOPES);
+    let nodes = [Node::start(&url, dir.path(), 0, free_port()), Node::start(&url, dir.path(), 1, free_port())];
+    // One of them takes the lease, the other waits as its standby.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let writer = loop {
+        if let Some(w) = nodes.iter().position(|n| n.log_text().contains("settle serving")) {
+            break w;
         }
+        assert!(std::time::Instant::now() < deadline, "no node took the lease");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let at = setup_chain(nodes[writer].addr, &admin);
+    let addrs: Vec<std::net::SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients = start_clients(&addrs, &admin, &at, &stop);
+
+    let mut failovers = Vec::new();
+    for round in 0..5 {
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        let killed = std::time::Instant::now();
+        primary.kill();
+        replica.promote();
+        let port = primary.port();
+        let next = replica.start_replica(port);
+        drop(std::mem::replace(&mut primary, std::mem::replace(&mut replica, next)));
+        // settle writes again once a probe is acknowledged.
+        let probe = conversion(&format!("probe-{round}"), &at);
+        let acked = std::panic::catch_unwind(|| post_until_acknowledged(&addrs, &admin, &format!("probe-{round}"), &probe));
+        assert!(acked.is_ok(), "round {round}: no write after the failover: {}\n---\n{}", nodes[0].log_text(), nodes[1].log_text());
+        failovers.push(killed.elapsed());
     }
-    assert!(recorded.values().all(|n| *n == 1), "a conversion recorded twice");
-    let lost: Vec<&String> = acknowledged.iter().filter(|id| !recorded.contains_key(*id)).collect();
-    assert!(lost.is_empty(), "acknowledged but not in the log: {lost:?}");
-    let audit = settle_ok(["audit", "--store", &url]);
-    assert!(audit.contains("audit ok"), "{audit}");
+    let acknowledged = stop_clients(&stop, clients);
+    drop(nodes);
+    check_nothing_lost(&url, dir.path(), &acknowledged);
+    eprintln!(
+        "writes again after a PostgreSQL failover: {failovers:?}; {} conversions acknowledged",
+        acknowledged.len()
+    );
 }

@@ -18,6 +18,7 @@ use std::future::Future;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Statement};
@@ -56,6 +57,9 @@ const MIGRATION_LOCK: i64 = WRITER_LOCK + 1;
 const PAGE: i64 = 512;
 /// Connections for reads (each pipelines the queries given it).
 const READERS: usize = 2;
+/// How long a node tries to reach the database again after losing its connection
+/// (a restart, or a failover to a replica), before it gives up (and its ledger stops).
+pub const RECONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 /// How often a standby tries the writer lease again.
 pub const STANDBY_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -71,7 +75,8 @@ pub struct Lease {
 /// The ledger's keyspaces in a PostgreSQL database.
 pub struct PostgresBackend {
     rt: tokio::runtime::Runtime,
-    readers: Vec<Arc<Conn>>,
+    config: Arc<tokio_postgres::Config>,
+    readers: Vec<Slot>,
     next: AtomicUsize,
     /// The connection that holds the lease and commits the log's batches.
     writer: Arc<tokio::sync::Mutex<Conn>>,
@@ -81,6 +86,9 @@ pub struct PostgresBackend {
     shown: String,
 }
 
+/// A reader's connection, replaced when it is lost.
+type Slot = Arc<tokio::sync::Mutex<Arc<Conn>>>;
+
 /// A connection and its prepared statements.
 struct Conn {
     client: Client,
@@ -88,6 +96,18 @@ struct Conn {
 }
 
 impl Conn {
+    /// Connects, trying again every [`STANDBY_POLL`] until `deadline` while the server
+    /// cannot be reached (it is restarting, or a replica is being promoted).
+    async fn connect_by(config: &tokio_postgres::Config, deadline: Instant) -> Result<Self> {
+        loop {
+            match Self::connect(config).await {
+                Ok(c) => return Ok(c),
+                Err(_) if Instant::now() < deadline => tokio::time::sleep(STANDBY_POLL).await,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     async fn connect(config: &tokio_postgres::Config) -> Result<Self> {
         let (client, connection) = config.connect(NoTls).await.map_err(pg)?;
         tokio::spawn(async move {
@@ -161,7 +181,16 @@ impl PostgresBackend {
             migrate(&mut writer.client).await?;
             let mut told: Option<Lease> = None;
             let lease = loop {
-                match take_lease(&writer.client, &holder).await? {
+                let attempt = match take_lease(&writer.client, &holder).await {
+                    // A standby that loses its connection (the server restarted, or failed
+                    // over to a replica) connects again and goes on waiting.
+                    Err(_) if waiting.is_some() && lost(&writer).await => {
+                        writer = Conn::connect_by(&config, Instant::now() + RECONNECT_WAIT).await?;
+                        continue;
+                    }
+                    other => other?,
+                };
+                match attempt {
                     Ok(lease) => break lease,
                     Err(other) => match &waiting {
                         None => {
@@ -180,14 +209,15 @@ impl PostgresBackend {
                     },
                 }
             };
-            let mut readers = Vec::with_capacity(READERS);
+            let mut readers: Vec<Slot> = Vec::with_capacity(READERS);
             for _ in 0..READERS {
-                readers.push(Arc::new(Conn::connect(&config).await?));
+                readers.push(Arc::new(tokio::sync::Mutex::new(Arc::new(Conn::connect(&config).await?))));
             }
             Ok::<_, LedgerError>((writer, readers, lease))
         })?;
         Ok(Self {
             rt,
+            config: Arc::new(config),
             readers,
             next: AtomicUsize::new(0),
             writer: Arc::new(tokio::sync::Mutex::new(writer)),
@@ -227,38 +257,116 @@ impl PostgresBackend {
         rx.recv().map_err(|_| LedgerError::Storage("PostgreSQL: the backend's runtime stopped".into()))?
     }
 
-    fn reader(&self) -> Arc<Conn> {
+    fn reader(&self) -> Reader {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.readers.len();
-        Arc::clone(&self.readers[i])
+        Reader { slot: Arc::clone(&self.readers[i]), config: Arc::clone(&self.config) }
     }
 
     /// Commits `batches` in one transaction on the writer's connection, after checking
-    /// the lease inside it.
+    /// the lease inside it. When the connection is lost (the server restarted, or its
+    /// primary failed over to a replica), it connects again (with several hosts and
+    /// `target_session_attrs=read-write`, to whichever is now the primary), takes the
+    /// lease again if no other node took it meanwhile (else it is fenced), and commits
+    /// the same changes again: a batch is a set of keys and their values, so committing
+    /// it twice is committing it once, whether or not the first commit survived.
     fn commit(&self, batches: Vec<Batch>) -> Result<()> {
         let writer = Arc::clone(&self.writer);
+        let config = Arc::clone(&self.config);
         let epoch = self.lease.epoch;
         self.run(async move {
+            let deadline = Instant::now() + RECONNECT_WAIT;
             let mut w = writer.lock().await;
-            let tx = w.client.transaction().await.map_err(pg)?;
-            fence(&tx, epoch).await?;
-            for (space, (puts, removes)) in last_changes(batches) {
-                if !removes.is_empty() {
-                    let sql = format!("DELETE FROM {} WHERE k = ANY($1)", table(space));
-                    tx.execute(sql.as_str(), &[&removes]).await.map_err(pg)?;
-                }
-                if !puts.is_empty() {
-                    let (ks, vs): (Vec<Vec<u8>>, Vec<Vec<u8>>) = puts.into_iter().unzip();
-                    let sql = format!(
-                        "INSERT INTO {} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
-                         ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
-                        table(space)
-                    );
-                    tx.execute(sql.as_str(), &[&ks, &vs]).await.map_err(pg)?;
+            loop {
+                match commit_once(&mut w, batches.clone(), epoch).await {
+                    Err(_) if Instant::now() < deadline && lost(&w).await => {
+                        *w = relock(&config, epoch, deadline).await?;
+                    }
+                    done => return done,
                 }
             }
-            tx.commit().await.map_err(pg)
         })
     }
+}
+
+/// A reader's connection slot, reconnected when its connection was lost.
+struct Reader {
+    slot: Slot,
+    config: Arc<tokio_postgres::Config>,
+}
+
+impl Reader {
+    /// Runs a query on the slot's connection; when the connection turns out to be lost,
+    /// connects again (trying until [`RECONNECT_WAIT`]) and runs it once more.
+    async fn rows(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<(Bytes, Bytes)>> {
+        let conn = Arc::clone(&*self.slot.lock().await);
+        match conn.rows(sql, params).await {
+            Err(_) if lost(&conn).await => {
+                let fresh = {
+                    let mut slot = self.slot.lock().await;
+                    if lost(&slot).await {
+                        *slot = Arc::new(Conn::connect_by(&self.config, Instant::now() + RECONNECT_WAIT).await?);
+                    }
+                    Arc::clone(&*slot)
+                };
+                fresh.rows(sql, params).await
+            }
+            done => done,
+        }
+    }
+}
+
+/// Whether `conn` is lost (closed, or not answering a trivial query): a failure on it
+/// was the connection's, not the statement's.
+async fn lost(conn: &Conn) -> bool {
+    conn.client.is_closed() || conn.client.simple_query("SELECT 1").await.is_err()
+}
+
+/// A new writer connection after the last one was lost: the lease taken again on it, if
+/// the epoch is still `epoch` and no other session holds the lock.
+async fn relock(config: &tokio_postgres::Config, epoch: i64, deadline: Instant) -> Result<Conn> {
+    let conn = Conn::connect_by(config, deadline).await?;
+    let got: bool = conn
+        .client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK])
+        .await
+        .map_err(pg)?
+        .try_get(0)
+        .map_err(pg)?;
+    let now: i64 = conn
+        .client
+        .query_one("SELECT epoch FROM settle_writer WHERE id = 1", &[])
+        .await
+        .map_err(pg)?
+        .try_get(0)
+        .map_err(pg)?;
+    if !got || now != epoch {
+        return Err(LedgerError::Storage(format!(
+            "PostgreSQL: this node's writer lease (epoch {epoch}) was taken over while it reconnected; it writes no more"
+        )));
+    }
+    Ok(conn)
+}
+
+/// One attempt at committing `batches` on `w`.
+async fn commit_once(w: &mut Conn, batches: Vec<Batch>, epoch: i64) -> Result<()> {
+    let tx = w.client.transaction().await.map_err(pg)?;
+    fence(&tx, epoch).await?;
+    for (space, (puts, removes)) in last_changes(batches) {
+        if !removes.is_empty() {
+            let sql = format!("DELETE FROM {} WHERE k = ANY($1)", table(space));
+            tx.execute(sql.as_str(), &[&removes]).await.map_err(pg)?;
+        }
+        if !puts.is_empty() {
+            let (ks, vs): (Vec<Vec<u8>>, Vec<Vec<u8>>) = puts.into_iter().unzip();
+            let sql = format!(
+                "INSERT INTO {} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+                         ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
+                table(space)
+            );
+            tx.execute(sql.as_str(), &[&ks, &vs]).await.map_err(pg)?;
+        }
+    }
+    tx.commit().await.map_err(pg)
 }
 
 /// Checks, inside `tx`, that the lease is still `epoch` (and holds the epoch row until
@@ -377,7 +485,7 @@ fn bound(b: Bound<&[u8]>, incl: &str, excl: &str, n: usize) -> (Option<String>, 
 
 /// A range read, page by page: each page a query from just after the last key read.
 struct Pages {
-    conn: Arc<Conn>,
+    conn: Arc<Reader>,
     space: Space,
     from: Bound<Vec<u8>>,
     to: Bound<Vec<u8>>,
@@ -463,7 +571,7 @@ impl Backend for PostgresBackend {
 
     fn range(&self, space: Space, from: Bound<&[u8]>, to: Bound<&[u8]>) -> Entries {
         Box::new(Pages {
-            conn: self.reader(),
+            conn: Arc::new(self.reader()),
             space,
             from: owned(from),
             to: owned(to),

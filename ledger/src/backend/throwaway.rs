@@ -18,6 +18,10 @@ pub struct ThrowawayPostgres {
 
 static STARTED: AtomicU64 = AtomicU64::new(0);
 
+/// The options of a server in a synchronous pair: WAL for streaming, and every commit
+/// waiting for one standby (whichever is attached).
+const REPLICATION: &str = "-c wal_level=replica -c max_wal_senders=10 -c synchronous_standby_names=* -c hot_standby=on";
+
 /// Runs `cmd` (as the `postgres` user when `as_postgres`); panics with its output when it
 /// fails.
 fn run(as_postgres: bool, cmd: &Path, args: &[&str]) {
@@ -70,6 +74,51 @@ impl ThrowawayPostgres {
     /// and the tests run as root). Panics with what went wrong.
     #[must_use]
     pub fn start() -> Self {
+        Self::start_as(free_port(), "", None)
+    }
+
+    /// Starts a fresh primary for synchronous streaming replication: every commit waits
+    /// until a standby has it ([`ThrowawayPostgres::start_replica`]).
+    #[must_use]
+    pub fn start_primary() -> Self {
+        Self::start_as(free_port(), REPLICATION, None)
+    }
+
+    /// Starts a synchronous standby of this server (a base backup of it, streaming from
+    /// it), on `port`; it takes over when promoted ([`ThrowawayPostgres::promote`]).
+    #[must_use]
+    pub fn start_replica(&self, port: u16) -> Self {
+        Self::start_as(port, REPLICATION, Some(self.port))
+    }
+
+    /// The port it listens on (127.0.0.1).
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server's postmaster (`kill -9`), as a crash of its machine would end it.
+    pub fn kill(&mut self) {
+        let pid = std::fs::read_to_string(self.dir.join("data").join("postmaster.pid"))
+            .ok()
+            .and_then(|s| s.lines().next().map(str::to_owned))
+            .unwrap_or_else(|| panic!("no postmaster.pid in {}", self.dir.display()));
+        run(false, Path::new("kill"), &["-9", &pid]);
+        // Its backends end once they see the postmaster gone; wait for the port.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(std::time::Instant::now() < deadline, "the killed server still answers");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Promotes a standby to primary (and waits until it accepts writes).
+    pub fn promote(&self) {
+        let data = self.dir.join("data").to_string_lossy().into_owned();
+        run(self.as_postgres, &self.bin.join("pg_ctl"), &["-D", &data, "-w", "promote"]);
+    }
+
+    fn start_as(port: u16, options: &str, replica_of: Option<u16>) -> Self {
         let root = is_root();
         let bin = bindir().or_else(|| {
             if root {
@@ -88,10 +137,17 @@ impl ThrowawayPostgres {
         }
         let data = dir.join("data");
         let (data_s, dir_s) = (data.to_string_lossy().into_owned(), dir.to_string_lossy().into_owned());
-        run(root, &bin.join("initdb"), &["-D", &data_s, "-A", "trust", "-U", "postgres", "--no-sync"]);
-        let port = free_port();
-        let options =
-            format!("-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={dir_s} -c max_connections=50");
+        match replica_of {
+            None => run(root, &bin.join("initdb"), &["-D", &data_s, "-A", "trust", "-U", "postgres", "--no-sync"]),
+            Some(primary) => {
+                let primary = primary.to_string();
+                let args = ["-h", "127.0.0.1", "-p", &primary, "-U", "postgres", "-D", &data_s, "-R", "-X", "stream"];
+                run(root, &bin.join("pg_basebackup"), &[&args[..], &["-c", "fast"]].concat());
+            }
+        }
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={dir_s} -c max_connections=50 {options}"
+        );
         let log = dir.join("pg.log").to_string_lossy().into_owned();
         run(root, &bin.join("pg_ctl"), &["-D", &data_s, "-w", "-l", &log, "-o", &options, "start"]);
         Self { bin, dir, port, as_postgres: root }
