@@ -532,12 +532,7 @@ fn prepare(data: &Path, home: &Home, kf: &KeyFile) -> Result<std::path::PathBuf>
             let pg = std::sync::Arc::new(settle_ledger::backend::PostgresBackend::open(url)?);
             let kh = KeyHome::Store(pg.clone());
             let previous = kh.exists()? && kh.load()?.vendor == "vendor.demo";
-            let empty = settle_ledger::backend::Backend::last_before(
-                pg.as_ref(),
-                settle_ledger::backend::Space::Records,
-                std::ops::Bound::Unbounded,
-            )?
-            .is_none();
+            let empty = crate::home::log_is_empty(pg.as_ref())?;
             if previous {
                 pg.clear()?;
             } else if !empty || kh.exists()? {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use settle_ledger::backend::{Backend, FjallBackend, PostgresBackend};
+use settle_ledger::backend::{Backend, FjallBackend, PostgresBackend, Space};
 
 use crate::keystore::{KeyFile, KeyHome};
 
@@ -89,6 +89,28 @@ impl Home {
         }
     }
 
+    /// A new store: a data directory that does not exist or is empty (created), or a
+    /// database that holds no log and no key file (its writer lease taken). Returns where
+    /// the new key file goes.
+    pub fn create_fresh(&self) -> Result<KeyHome> {
+        match self {
+            Self::Dir(data) => {
+                if data.exists() && std::fs::read_dir(data)?.next().is_some() {
+                    bail!("{} is not empty: a new store needs a new or empty directory", data.display());
+                }
+                std::fs::create_dir_all(data)?;
+                Ok(KeyHome::Dir(data.clone()))
+            }
+            Self::Postgres(url) => {
+                let b: Arc<dyn Backend> = Arc::new(PostgresBackend::open(url)?);
+                if !log_is_empty(b.as_ref())? || KeyHome::Store(Arc::clone(&b)).exists()? {
+                    bail!("{} already holds a log or keys: a new store needs an empty database", self.describe());
+                }
+                Ok(KeyHome::Store(b))
+            }
+        }
+    }
+
     /// Where it is, for messages (a PostgreSQL URL without its password).
     #[must_use]
     pub fn describe(&self) -> String {
@@ -97,6 +119,11 @@ impl Home {
             Self::Postgres(url) => settle_ledger::backend::shown_url(url),
         }
     }
+}
+
+/// Whether the log on `b` has no record.
+pub fn log_is_empty(b: &dyn Backend) -> Result<bool> {
+    Ok(b.last_before(Space::Records, std::ops::Bound::Unbounded)?.is_none())
 }
 
 /// How the embedded store syncs: every durable write reaches the disk.

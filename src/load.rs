@@ -8,7 +8,6 @@
 //! request's scheduled start, so a stall is not hidden by the generator waiting). It
 //! reports the raw Ed25519 signing rate measured in the same run for comparison.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,14 +21,15 @@ use serde_json::{Value, json};
 
 use crate::keystore::{KeyFile, PrincipalKind, Scope};
 use crate::ops::App;
+use crate::home::Home;
 use crate::rates::per_sec;
 use crate::service::{MAX_BATCH, Service};
 
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
-    /// A new data directory.
-    pub data: PathBuf,
+    /// A new store: a new data directory, or an empty PostgreSQL database.
+    pub home: Home,
     /// Conversions in the batched phase.
     pub conversions: u64,
     /// Conversions per batch request.
@@ -122,10 +122,7 @@ pub fn run(cfg: &LoadConfig) -> Result<()> {
     if cfg.concurrency == 0 || cfg.leads == 0 {
         bail!("--concurrency and --leads must be at least 1");
     }
-    if cfg.data.exists() && std::fs::read_dir(&cfg.data)?.next().is_some() {
-        bail!("{} is not empty: settle load writes a fresh store", cfg.data.display());
-    }
-    std::fs::create_dir_all(&cfg.data)?;
+    let key_home = cfg.home.create_fresh().context("settle load writes a fresh store")?;
     // Quiet unless asked (RUST_LOG=fjall=debug shows the storage engine's write halts).
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
@@ -147,10 +144,11 @@ pub fn run(cfg: &LoadConfig) -> Result<()> {
         expires_in: None,
     };
     let (token, _) = crate::auth::tokens::issue(&mut kf, req, chrono::Utc::now().timestamp())?;
-    kf.save(&cfg.data)?;
+    key_home.save(&kf)?;
+    // The new store's lease is let go here; the service takes it again.
+    drop(key_home);
     let raw_sign = crate::rates::raw_signing_rate();
-    let home = crate::home::Home::Dir(cfg.data.clone());
-    let svc = Service::open(&home)?;
+    let svc = Service::open(&cfg.home)?;
     let key_home = svc.key_home().clone();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let svc2 = svc.clone();
@@ -190,7 +188,10 @@ pub fn run(cfg: &LoadConfig) -> Result<()> {
     svc.checkpoint(chrono::Utc::now().timestamp())?;
     svc.save_state()?;
     svc.close()?;
-    println!("settle load on 127.0.0.1 (server and generator in one process, sharing the cores)");
+    println!(
+        "settle load on 127.0.0.1 (server and generator in one process, sharing the cores), the log in {}",
+        cfg.home.describe()
+    );
     println!("  raw signing         {raw_sign} signatures/s on one core, measured in this run");
     for line in report {
         println!("  {line}");

@@ -227,9 +227,9 @@ enum Cmd {
     },
     /// Drive the HTTP API on 127.0.0.1 with a load and report throughput and latency.
     Load {
-        /// A new data directory (the load writes a fresh store there).
-        #[arg(long)]
-        data: PathBuf,
+        /// A new store: `--data DIR` (new or empty) or `--store URL` (an empty database).
+        #[command(flatten)]
+        place: Place,
         /// Conversions in the batched phase.
         #[arg(long, default_value_t = 100_000)]
         conversions: u64,
@@ -462,8 +462,9 @@ fn run(cli: Cli) -> Result<()> {
             app::serve(&place.home()?, listen, policy, webhook_ca.as_deref())
         }
         Cmd::Mcp { place } => app::mcp_stdio(&place.home()?),
-        Cmd::Load { data, conversions, batch, concurrency, rate, seconds, leads, full_answers } => {
-            load::run(&load::LoadConfig { data, conversions, batch, concurrency, rate, seconds, leads, full_answers })
+        Cmd::Load { place, conversions, batch, concurrency, rate, seconds, leads, full_answers } => {
+            let home = place.home()?;
+            load::run(&load::LoadConfig { home, conversions, batch, concurrency, rate, seconds, leads, full_answers })
         }
         Cmd::Keys { cmd } => keys(cmd),
     }

@@ -629,8 +629,12 @@ impl Backend for PostgresBackend {
 
 impl Drop for PostgresBackend {
     fn drop(&mut self) {
-        // Close the connections on the runtime before it goes (the lease's session ends,
-        // and with it the advisory lock).
-        self.readers.clear();
+        // Let go of the lease at once, so that the next process to open the log (the
+        // command after this one) finds it free; the connections close with the runtime.
+        let writer = Arc::clone(&self.writer);
+        let _ = self.run(async move {
+            let w = writer.lock().await;
+            w.client.simple_query("SELECT pg_advisory_unlock_all()").await.map(|_| ()).map_err(pg)
+        });
     }
 }
