@@ -19,9 +19,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
+use crate::home::Home;
 use crate::keystore::{KeyFile, PrincipalKind, Scope};
 use crate::ops::App;
-use crate::home::Home;
 use crate::rates::per_sec;
 use crate::service::{MAX_BATCH, Service};
 

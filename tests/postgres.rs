@@ -330,8 +330,14 @@ fn settle_follows_a_postgresql_failover_and_no_acknowledged_conversion_is_lost()
         drop(std::mem::replace(&mut primary, std::mem::replace(&mut replica, next)));
         // settle writes again once a probe is acknowledged.
         let probe = conversion(&format!("probe-{round}"), &at);
-        let acked = std::panic::catch_unwind(|| post_until_acknowledged(&addrs, &admin, &format!("probe-{round}"), &probe));
-        assert!(acked.is_ok(), "round {round}: no write after the failover: {}\n---\n{}", nodes[0].log_text(), nodes[1].log_text());
+        let acked =
+            std::panic::catch_unwind(|| post_until_acknowledged(&addrs, &admin, &format!("probe-{round}"), &probe));
+        assert!(
+            acked.is_ok(),
+            "round {round}: no write after the failover: {}\n---\n{}",
+            nodes[0].log_text(),
+            nodes[1].log_text()
+        );
         failovers.push(killed.elapsed());
     }
     let acknowledged = stop_clients(&stop, clients);

@@ -65,19 +65,21 @@ impl Ks {
         self.last_before(Bound::Unbounded)
     }
 
-    /// Sets `key` outside the writer's batches, not synced (the caller syncs).
+    /// Sets `key` outside the writer's batches: readable at once and surviving the
+    /// process, not synced (the caller syncs).
     pub(crate) fn insert(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<()> {
         let mut b = Batch::with_capacity(1);
         b.insert(self.space, key, value);
-        self.backend.write(b, Durability::Later)
+        self.backend.write(b, Durability::Process)
     }
 
-    /// Removes `key` outside the writer's batches, not synced (tests that edit a store).
+    /// Removes `key` outside the writer's batches, as [`Ks::insert`] (tests that edit a
+    /// store).
     #[cfg(test)]
     pub(crate) fn remove(&self, key: impl Into<Bytes>) -> Result<()> {
         let mut b = Batch::with_capacity(1);
         b.remove(self.space, key);
-        self.backend.write(b, Durability::Later)
+        self.backend.write(b, Durability::Process)
     }
 }
 

@@ -46,3 +46,50 @@ pub(crate) fn append(key: &str, events: &[&str]) -> Append {
         looked_up: None,
     }
 }
+
+/// Where a test's ledger lives: a temporary directory (fjall), or a database of its own
+/// on a throw-away PostgreSQL server, so that the same test runs on both backends.
+pub(crate) struct Store {
+    dir: tempfile::TempDir,
+    postgres: Option<(std::sync::Arc<crate::backend::throwaway::ThrowawayPostgres>, String)>,
+}
+
+/// Databases created on the test servers of this process.
+static DATABASES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl Store {
+    /// A new store on fjall.
+    pub(crate) fn fjall() -> Self {
+        Self { dir: tempfile::tempdir().unwrap(), postgres: None }
+    }
+
+    /// A new store on a throw-away PostgreSQL server of its own.
+    pub(crate) fn postgres() -> Self {
+        Self::on(std::sync::Arc::new(crate::backend::throwaway::ThrowawayPostgres::start()))
+    }
+
+    fn on(server: std::sync::Arc<crate::backend::throwaway::ThrowawayPostgres>) -> Self {
+        let n = DATABASES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let url = server.database(&format!("t{n}"));
+        Self { dir: tempfile::tempdir().unwrap(), postgres: Some((server, url)) }
+    }
+
+    /// Another new store on the same backend (on PostgreSQL, another database on the
+    /// same server).
+    pub(crate) fn fresh(&self) -> Self {
+        match &self.postgres {
+            None => Self::fjall(),
+            Some((server, _)) => Self::on(std::sync::Arc::clone(server)),
+        }
+    }
+
+    /// Opens its ledger.
+    pub(crate) fn open(&self, config: LedgerConfig) -> crate::error::Result<crate::Ledger> {
+        match &self.postgres {
+            None => crate::Ledger::open(self.dir.path(), config),
+            Some((_, url)) => {
+                crate::Ledger::open_on(std::sync::Arc::new(crate::backend::PostgresBackend::open(url)?), config)
+            }
+        }
+    }
+}

@@ -11,7 +11,9 @@
 //!
 //! A kill loses no OS buffers, so this checks atomicity and recovery of the batches (and
 //! that nothing is acknowledged before its batch is committed), not power-loss
-//! durability.
+//! durability. It runs on fjall (a directory) and, with the `test-postgres` feature (on
+//! in `cargo test --workspace`), on a throw-away PostgreSQL server: the child and the
+//! parent open the store `SETTLE_CRASH_CHILD` names, a directory or a URL.
 
 #![allow(clippy::cast_possible_truncation)]
 
@@ -85,7 +87,7 @@ fn mix(x: u64) -> u64 {
 fn crash_child() {
     let Ok(dir) = std::env::var(CHILD_ENV) else { return };
     let round: u64 = std::env::var(ROUND_ENV).expect("round").parse().expect("round is a number");
-    let l = Ledger::open(Path::new(&dir), config()).expect("child: open");
+    let l = open(&dir).expect("child: open");
     let start = l.size();
     let out = Arc::new(Mutex::new(std::io::stdout()));
     let threads: Vec<_> = (0..THREADS)
@@ -118,7 +120,7 @@ struct Ack {
 
 /// Runs one child until `target` acknowledgements, kills it and collects every
 /// acknowledgement it printed (including those after the count was reached).
-fn crash_round(dir: &Path, round: u64, target: usize, acked: &mut HashMap<String, Ack>) -> usize {
+fn crash_round(dir: &str, round: u64, target: usize, acked: &mut HashMap<String, Ack>) -> usize {
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new(exe)
         .args(["crash_child", "--exact", "--quiet", "--test-threads=1"])
@@ -165,15 +167,36 @@ fn crash_round(dir: &Path, round: u64, target: usize, acked: &mut HashMap<String
     n
 }
 
+/// The ledger of `place`: a PostgreSQL URL, or a directory.
+fn open(place: &str) -> Result<Ledger, LedgerError> {
+    if place.starts_with("postgres://") {
+        let b = settle_ledger::backend::PostgresBackend::open(place)?;
+        Ledger::open_on(Arc::new(b), config())
+    } else {
+        Ledger::open(Path::new(place), config())
+    }
+}
+
 #[test]
 fn acknowledged_appends_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
+    survive_sigkill(dir.path().to_str().unwrap());
+}
+
+#[cfg(feature = "test-postgres")]
+#[test]
+fn acknowledged_appends_survive_sigkill_on_postgres() {
+    let pg = settle_ledger::backend::throwaway::ThrowawayPostgres::start();
+    survive_sigkill(&pg.database("crash"));
+}
+
+fn survive_sigkill(dir: &str) {
     let mut acked: HashMap<String, Ack> = HashMap::new();
     let mut prev_cp: Option<(u64, Hash)> = None;
     let mut highest_n: HashMap<u64, u64> = HashMap::new();
     for round in 0..ROUNDS {
         let target = 50 + usize::try_from(mix(round) % 351).unwrap();
-        let got = crash_round(dir.path(), round, target, &mut acked);
+        let got = crash_round(dir, round, target, &mut acked);
         assert!(got >= target);
         for k in acked.keys() {
             let mut p = k.split('-').skip(1).map(|x| x.parse::<u64>().unwrap());
@@ -182,7 +205,7 @@ fn acknowledged_appends_survive_sigkill() {
             *h = (*h).max(n);
         }
 
-        let l = Ledger::open(dir.path(), config()).unwrap_or_else(|e| panic!("round {round}: reopen: {e}"));
+        let l = open(dir).unwrap_or_else(|e| panic!("round {round}: reopen: {e}"));
         // Scan everything: every record decodes, the chain holds (the iterator checks it),
         // and no key is in two records.
         let mut by_key: HashMap<String, u64> = HashMap::new();

@@ -329,9 +329,32 @@ fn check_all(l: &Ledger, m: &Model) {
     assert_eq!(all, m.checkpoints);
 }
 
+/// Where a run's ledger lives: a new directory (fjall), or a new database (PostgreSQL).
+enum Place {
+    Dir(tempfile::TempDir),
+    #[cfg_attr(not(feature = "test-postgres"), allow(dead_code))]
+    Postgres(String),
+}
+
+impl Place {
+    fn open(&self) -> Ledger {
+        match self {
+            Place::Dir(d) => Ledger::open(d.path(), config()).unwrap(),
+            Place::Postgres(url) => Ledger::open_on(
+                std::sync::Arc::new(settle_ledger::backend::PostgresBackend::open(url).unwrap()),
+                config(),
+            )
+            .unwrap(),
+        }
+    }
+}
+
 fn run(ops: &[Op]) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut l = Ledger::open(dir.path(), config()).unwrap();
+    run_on(ops, &Place::Dir(tempfile::tempdir().unwrap()));
+}
+
+fn run_on(ops: &[Op], place: &Place) {
+    let mut l = place.open();
     let mut m = Model::default();
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     for (step, op) in ops.iter().enumerate() {
@@ -372,7 +395,7 @@ fn run(ops: &[Op]) {
                 };
                 assert_eq!(l.append_blocking(fresh), Err(LedgerError::Closed));
                 drop(l);
-                l = Ledger::open(dir.path(), config()).unwrap();
+                l = place.open();
                 check_all(&l, &m);
             }
             Op::Read { seq, from, key } => {
@@ -483,10 +506,33 @@ proptest! {
     }
 }
 
+/// The model test on PostgreSQL: one throw-away server, a database for each case (16
+/// cases unless PROPTEST_CASES says otherwise), and the fixed sequence below.
+#[cfg(feature = "test-postgres")]
+#[test]
+fn ledger_matches_model_on_postgres() {
+    let pg = settle_ledger::backend::throwaway::ThrowawayPostgres::start();
+    let n = std::sync::atomic::AtomicU64::new(0);
+    let next = || Place::Postgres(pg.database(&format!("m{}", n.fetch_add(1, std::sync::atomic::Ordering::Relaxed))));
+    run_on(&every_operation(), &next());
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(16);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases, ..ProptestConfig::default() });
+    runner
+        .run(&prop::collection::vec(op(), 1..60), |ops| {
+            run_on(&ops, &next());
+            Ok(())
+        })
+        .unwrap();
+}
+
 /// A fixed sequence that touches every operation, so the model test does something
 /// useful even if the generator drifts.
 #[test]
 fn every_operation_once() {
+    run(&every_operation());
+}
+
+fn every_operation() -> Vec<Op> {
     let recs = |n: usize| (0..n).map(|i| RecSpec { kind: i % KINDS.len(), payload: format!("p{i}") }).collect();
     let p = Pick { recent: true, n: 0 };
     let ops = vec![
@@ -522,7 +568,7 @@ fn every_operation_once() {
         Op::Proof { size: 555, index: 300, new: 556, old: 256 },
         Op::Proof { size: 300, index: 3, new: 555, old: 100 },
     ];
-    run(&ops);
+    ops
 }
 
 /// Regression (fixed): `verify_log` rejected a log with a signed checkpoint of size 0 as soon as the

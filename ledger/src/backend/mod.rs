@@ -75,7 +75,8 @@ impl Space {
 /// How durable a batch is when [`Backend::write`] returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {
-    /// Written (readable) but not synced: the next [`Backend::sync`] makes it durable.
+    /// Written but not synced: the next [`Backend::sync`] makes it durable (and, on some
+    /// backends, readable).
     Later,
     /// Handed to the operating system: survives the process being killed, not the
     /// machine losing power.
@@ -138,10 +139,12 @@ impl Batch {
 /// Entries of a keyspace in ascending key order.
 pub type Entries = Box<dyn Iterator<Item = Result<(Bytes, Bytes)>> + Send>;
 
-/// A store of the ledger's keyspaces. Reads see every batch written, synced or not (the
-/// ledger publishes a batch to its readers only after the sync that covers it). One
-/// writer thread writes the log's batches; other writes (checkpoints, the aux keyspace)
-/// may come from any thread.
+/// A store of the ledger's keyspaces. Reads see every batch synced, and every batch
+/// written [`Durability::Process`] or [`Durability::Synced`]; a batch written
+/// [`Durability::Later`] may be visible before its sync (fjall) or only after it
+/// (PostgreSQL), and the ledger never reads one before (it publishes a batch to its
+/// readers only after the sync that covers it). One writer thread writes the log's
+/// batches; other writes (checkpoints, the aux keyspace) may come from any thread.
 pub trait Backend: Send + Sync + 'static {
     /// The value of `key` in `space`.
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Bytes>>;

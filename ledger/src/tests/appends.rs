@@ -3,10 +3,8 @@
 
 use super::*;
 
-#[test]
-fn append_read_proofs_and_checkpoints() {
-    let dir = tempfile::tempdir().unwrap();
-    let l = Ledger::open(dir.path(), config(1)).unwrap();
+fn append_read_proofs_and_checkpoints(store: &Store) {
+    let l = store.open(config(1)).unwrap();
     for i in 0..37 {
         let a = l.append_blocking(append(&format!("k{i}"), &[&format!("a{i}"), &format!("b{i}")])).unwrap();
         assert_eq!((a.first_seq, a.count, a.replayed), (2 * i, 2, false));
@@ -29,9 +27,17 @@ fn append_read_proofs_and_checkpoints() {
 }
 
 #[test]
-fn idempotency_same_and_different_content() {
-    let dir = tempfile::tempdir().unwrap();
-    let l = Ledger::open(dir.path(), config(1)).unwrap();
+fn append_read_proofs_and_checkpoints_on_fjall() {
+    append_read_proofs_and_checkpoints(&Store::fjall());
+}
+
+#[test]
+fn append_read_proofs_and_checkpoints_on_postgres() {
+    append_read_proofs_and_checkpoints(&Store::postgres());
+}
+
+fn idempotency_same_and_different_content(store: &Store) {
+    let l = store.open(config(1)).unwrap();
     let first = l.append_blocking(append("k", &["x"])).unwrap();
     let again = l.append_blocking(append("k", &["x"])).unwrap();
     assert_eq!(again, Appended { replayed: true, ..first });
@@ -40,16 +46,24 @@ fn idempotency_same_and_different_content() {
     l.close().unwrap();
     drop(l);
     // The key outlives a restart.
-    let l = Ledger::open(dir.path(), config(1)).unwrap();
+    let l = store.open(config(1)).unwrap();
     assert_eq!(l.append_blocking(append("k", &["x"])).unwrap(), again);
     assert!(matches!(l.append_blocking(append("k", &["y"])), Err(LedgerError::KeyConflict { .. })));
     assert_eq!(l.size(), 1);
 }
 
 #[test]
-fn bad_input_is_refused_and_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let l = Ledger::open(dir.path(), config(1)).unwrap();
+fn idempotency_same_and_different_content_on_fjall() {
+    idempotency_same_and_different_content(&Store::fjall());
+}
+
+#[test]
+fn idempotency_same_and_different_content_on_postgres() {
+    idempotency_same_and_different_content(&Store::postgres());
+}
+
+fn bad_input_is_refused_and_changes_nothing(store: &Store) {
+    let l = store.open(config(1)).unwrap();
     let mut a = append("k", &["x"]);
     a.records[0].kind = "other".into();
     assert!(matches!(l.append_blocking(a), Err(LedgerError::UnknownEvent { .. })));
@@ -68,9 +82,17 @@ fn bad_input_is_refused_and_changes_nothing() {
 }
 
 #[test]
-fn projection_is_stored_with_its_records() {
-    let dir = tempfile::tempdir().unwrap();
-    let l = Ledger::open(dir.path(), config(1)).unwrap();
+fn bad_input_is_refused_and_changes_nothing_on_fjall() {
+    bad_input_is_refused_and_changes_nothing(&Store::fjall());
+}
+
+#[test]
+fn bad_input_is_refused_and_changes_nothing_on_postgres() {
+    bad_input_is_refused_and_changes_nothing(&Store::postgres());
+}
+
+fn projection_is_stored_with_its_records(store: &Store) {
+    let l = store.open(config(1)).unwrap();
     let mut a = append("k", &["x", "y"]);
     a.projection = Some(ProjectionUpdate { name: "p".into(), state: b"state".to_vec() });
     l.append_blocking(a).unwrap();
@@ -78,9 +100,17 @@ fn projection_is_stored_with_its_records() {
 }
 
 #[test]
-fn concurrent_appenders_are_all_acknowledged_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let l = Ledger::open(dir.path(), config(1)).unwrap();
+fn projection_is_stored_with_its_records_on_fjall() {
+    projection_is_stored_with_its_records(&Store::fjall());
+}
+
+#[test]
+fn projection_is_stored_with_its_records_on_postgres() {
+    projection_is_stored_with_its_records(&Store::postgres());
+}
+
+fn concurrent_appenders_are_all_acknowledged_once(store: &Store) {
+    let l = store.open(config(1)).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
     let acks: Vec<Appended> = rt.block_on(async {
         let mut set = tokio::task::JoinSet::new();
@@ -100,11 +130,19 @@ fn concurrent_appenders_are_all_acknowledged_once() {
     assert_eq!(verify_log(&l, &ring(&[1])).unwrap().records, 400);
 }
 
-/// Within one group commit, a key's second append is the first one's replay.
 #[test]
-fn a_key_twice_in_one_group_commit_is_appended_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let l = Ledger::open(dir.path(), config(1)).unwrap();
+fn concurrent_appenders_are_all_acknowledged_once_on_fjall() {
+    concurrent_appenders_are_all_acknowledged_once(&Store::fjall());
+}
+
+#[test]
+fn concurrent_appenders_are_all_acknowledged_once_on_postgres() {
+    concurrent_appenders_are_all_acknowledged_once(&Store::postgres());
+}
+
+/// Within one group commit, a key's second append is the first one's replay.
+fn a_key_twice_in_one_group_commit_is_appended_once(store: &Store) {
+    let l = store.open(config(1)).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let group = vec![append("d", &["x"]), append("e", &["x"]), append("d", &["x"]), append("d", &["z"])];
     let out: Vec<Result<Appended>> =
@@ -115,4 +153,14 @@ fn a_key_twice_in_one_group_commit_is_appended_once() {
     assert_eq!(out[2].as_ref().unwrap(), &Appended { replayed: true, ..d });
     assert!(matches!(out[3], Err(LedgerError::KeyConflict { seq: 0, .. })));
     assert_eq!(l.size(), 2);
+}
+
+#[test]
+fn a_key_twice_in_one_group_commit_is_appended_once_on_fjall() {
+    a_key_twice_in_one_group_commit_is_appended_once(&Store::fjall());
+}
+
+#[test]
+fn a_key_twice_in_one_group_commit_is_appended_once_on_postgres() {
+    a_key_twice_in_one_group_commit_is_appended_once(&Store::postgres());
 }

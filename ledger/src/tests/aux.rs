@@ -3,11 +3,9 @@
 
 use super::*;
 
-#[test]
-fn aux_entries_survive_reopen_and_stay_out_of_the_log() {
-    let dir = tempfile::tempdir().unwrap();
+fn aux_entries_survive_reopen_and_stay_out_of_the_log(store: &Store) {
     {
-        let l = Ledger::open(dir.path(), config(1)).unwrap();
+        let l = store.open(config(1)).unwrap();
         l.append_blocking(append("k", &["a"])).unwrap();
         l.aux_put(b"wh/sub/1", b"one", true).unwrap();
         l.aux_put(b"wh/sub/2", b"two", false).unwrap();
@@ -15,13 +13,23 @@ fn aux_entries_survive_reopen_and_stay_out_of_the_log() {
         l.aux_remove(b"wh/sub/2", true).unwrap();
         l.close().unwrap();
     }
-    let l = Ledger::open(dir.path(), config(1)).unwrap();
+    let l = store.open(config(1)).unwrap();
     assert_eq!(l.size(), 1, "aux writes are not records");
     assert_eq!(l.aux_get(b"wh/sub/1").unwrap().as_deref(), Some(&b"one"[..]));
     assert_eq!(l.aux_get(b"wh/sub/2").unwrap(), None);
     let subs = l.aux_scan(b"wh/sub/", 10).unwrap();
     assert_eq!(subs, vec![(b"wh/sub/1".to_vec(), b"one".to_vec())]);
     assert_eq!(l.aux_scan(b"wh/", 1).unwrap().len(), 1, "the limit holds");
+}
+
+#[test]
+fn aux_entries_survive_reopen_and_stay_out_of_the_log_on_fjall() {
+    aux_entries_survive_reopen_and_stay_out_of_the_log(&Store::fjall());
+}
+
+#[test]
+fn aux_entries_survive_reopen_and_stay_out_of_the_log_on_postgres() {
+    aux_entries_survive_reopen_and_stay_out_of_the_log(&Store::postgres());
 }
 
 /// An aux write that is not synced is still handed to the operating system before it

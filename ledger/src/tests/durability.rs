@@ -4,10 +4,8 @@ use super::*;
 
 /// The writer writes a batch while the one before it syncs; a checkpoint queued behind
 /// appends must wait for their sync: it never names a record a reader cannot yet see.
-#[test]
-fn a_checkpoint_behind_appends_names_only_durable_records() {
-    let dir = tempfile::tempdir().unwrap();
-    let l = Ledger::open(dir.path(), config(1)).unwrap();
+fn a_checkpoint_behind_appends_names_only_durable_records(store: &Store) {
+    let l = store.open(config(1)).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     rt.block_on(async {
         for round in 0..20u64 {
@@ -31,14 +29,22 @@ fn a_checkpoint_behind_appends_names_only_durable_records() {
     assert_eq!(verify_log(&l, &ring(&[1])).unwrap().records, 1000);
 }
 
+#[test]
+fn a_checkpoint_behind_appends_names_only_durable_records_on_fjall() {
+    a_checkpoint_behind_appends_names_only_durable_records(&Store::fjall());
+}
+
+#[test]
+fn a_checkpoint_behind_appends_names_only_durable_records_on_postgres() {
+    a_checkpoint_behind_appends_names_only_durable_records(&Store::postgres());
+}
+
 /// A failed sync fails every append of its batch, whatever the writer first judged: here
 /// a conflict judged against an append of the same batch, which was never acknowledged.
 /// The log then refuses writes and checkpoints; after a reopen a retry with the same key
 /// gets one outcome, and the log verifies.
-#[test]
-fn a_failed_sync_fails_its_whole_batch_and_stops_the_log() {
-    let dir = tempfile::tempdir().unwrap();
-    let l = Ledger::open(dir.path(), config(1)).unwrap();
+fn a_failed_sync_fails_its_whole_batch_and_stops_the_log(store: &Store) {
+    let l = store.open(config(1)).unwrap();
     l.append_blocking(append("a", &["x"])).unwrap();
     l.hold_next_sync().release(true);
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
@@ -57,7 +63,7 @@ fn a_failed_sync_fails_its_whole_batch_and_stops_the_log() {
 
     // The batch reached the store before its sync failed, so it may be there after a
     // reopen; either way a retry gets exactly one outcome per key.
-    let l = Ledger::open(dir.path(), config(1)).unwrap();
+    let l = store.open(config(1)).unwrap();
     let k = l.append_blocking(append("k", &["x"])).unwrap();
     assert_eq!(k.first_seq, 1);
     assert!(matches!(l.append_blocking(append("k", &["y"])), Err(LedgerError::KeyConflict { seq: 1, .. })));
@@ -70,12 +76,20 @@ fn a_failed_sync_fails_its_whole_batch_and_stops_the_log() {
     assert_eq!(r.records, 3);
 }
 
+#[test]
+fn a_failed_sync_fails_its_whole_batch_and_stops_the_log_on_fjall() {
+    a_failed_sync_fails_its_whole_batch_and_stops_the_log(&Store::fjall());
+}
+
+#[test]
+fn a_failed_sync_fails_its_whole_batch_and_stops_the_log_on_postgres() {
+    a_failed_sync_fails_its_whole_batch_and_stops_the_log(&Store::postgres());
+}
+
 /// A key rotation queued behind a batch whose sync then fails is refused, not reported
 /// done: the log stopped before the new key could sign anything.
-#[test]
-fn a_rotation_queued_behind_a_failed_sync_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let l = Ledger::open(dir.path(), config(1)).unwrap();
+fn a_rotation_queued_behind_a_failed_sync_is_refused(store: &Store) {
+    let l = store.open(config(1)).unwrap();
     let hold = l.hold_next_sync();
     let pending = l.try_append(append("a", &["x"])).unwrap();
     std::thread::scope(|s| {
@@ -92,15 +106,23 @@ fn a_rotation_queued_behind_a_failed_sync_is_refused() {
     assert!(l.is_poisoned());
 }
 
+#[test]
+fn a_rotation_queued_behind_a_failed_sync_is_refused_on_fjall() {
+    a_rotation_queued_behind_a_failed_sync_is_refused(&Store::fjall());
+}
+
+#[test]
+fn a_rotation_queued_behind_a_failed_sync_is_refused_on_postgres() {
+    a_rotation_queued_behind_a_failed_sync_is_refused(&Store::postgres());
+}
+
 /// Backpressure and grouping, made deterministic by holding the first sync: while it is
 /// held the writer can build at most two more batches (one waiting for the sync thread,
 /// one waiting to hand over), so everything else stays in the queue until it is full.
 /// A full queue refuses at once and queues nothing; once the sync passes, everything
 /// queued is acknowledged, in at most four group commits.
-#[test]
-fn a_full_queue_refuses_at_once_and_what_was_queued_commits_in_few_batches() {
-    let dir = tempfile::tempdir().unwrap();
-    let l = Ledger::open(dir.path(), config(1)).unwrap();
+fn a_full_queue_refuses_at_once_and_what_was_queued_commits_in_few_batches(store: &Store) {
+    let l = store.open(config(1)).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let hold = l.hold_next_sync();
     let mut pending = Vec::new();
@@ -136,13 +158,21 @@ fn a_full_queue_refuses_at_once_and_what_was_queued_commits_in_few_batches() {
     assert_eq!(verify_log(&l, &ring(&[1])).unwrap().records, refused as u64 + 1);
 }
 
+#[test]
+fn a_full_queue_refuses_at_once_and_what_was_queued_commits_in_few_batches_on_fjall() {
+    a_full_queue_refuses_at_once_and_what_was_queued_commits_in_few_batches(&Store::fjall());
+}
+
+#[test]
+fn a_full_queue_refuses_at_once_and_what_was_queued_commits_in_few_batches_on_postgres() {
+    a_full_queue_refuses_at_once_and_what_was_queued_commits_in_few_batches(&Store::postgres());
+}
+
 /// A blocking reserve waits for room while the queue moves, and gives up with
 /// `QueueFull` once it has waited its bound for a queue that stays full (here, behind a
 /// held sync); once the sync passes it gets its place.
-#[test]
-fn a_blocking_reserve_gives_up_on_a_queue_that_stays_full() {
-    let dir = tempfile::tempdir().unwrap();
-    let l = Ledger::open(dir.path(), config(1)).unwrap();
+fn a_blocking_reserve_gives_up_on_a_queue_that_stays_full(store: &Store) {
+    let l = store.open(config(1)).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let hold = l.hold_next_sync();
     let mut pending = Vec::new();
@@ -167,4 +197,14 @@ fn a_blocking_reserve_gives_up_on_a_queue_that_stays_full() {
         assert!(!rt.block_on(f).unwrap().replayed);
     }
     assert_eq!(l.append_blocking(append("last", &["x"])).unwrap().first_seq, l.size() - 1);
+}
+
+#[test]
+fn a_blocking_reserve_gives_up_on_a_queue_that_stays_full_on_fjall() {
+    a_blocking_reserve_gives_up_on_a_queue_that_stays_full(&Store::fjall());
+}
+
+#[test]
+fn a_blocking_reserve_gives_up_on_a_queue_that_stays_full_on_postgres() {
+    a_blocking_reserve_gives_up_on_a_queue_that_stays_full(&Store::postgres());
 }

@@ -25,10 +25,8 @@ fn read_back(l: &Ledger, events: &[String]) {
     assert_eq!(verify_log(l, &ring(&[1])).unwrap().records, events.len() as u64);
 }
 
-#[test]
-fn an_append_is_one_entry_and_a_large_one_several() {
-    let dir = tempfile::tempdir().unwrap();
-    let l = Ledger::open(dir.path(), config(1)).unwrap();
+fn an_append_is_one_entry_and_a_large_one_several(store: &Store) {
+    let l = store.open(config(1)).unwrap();
     let small: Vec<String> = (0..5).map(|i| format!("e{i}")).collect();
     let mut events = small.clone();
     let small_refs: Vec<&str> = small.iter().map(String::as_str).collect();
@@ -52,37 +50,54 @@ fn an_append_is_one_entry_and_a_large_one_several() {
     read_back(&l, &events);
     // The same after reopening.
     drop(l);
-    let l = Ledger::open(dir.path(), config(1)).unwrap();
+    let l = store.open(config(1)).unwrap();
     read_back(&l, &events);
+}
+
+#[test]
+fn an_append_is_one_entry_and_a_large_one_several_on_fjall() {
+    an_append_is_one_entry_and_a_large_one_several(&Store::fjall());
+}
+
+#[test]
+fn an_append_is_one_entry_and_a_large_one_several_on_postgres() {
+    an_append_is_one_entry_and_a_large_one_several(&Store::postgres());
 }
 
 /// A store written before entries (format 2: one record a key) opens, reads, verifies,
 /// and grows by entries; its records' chain links are unchanged.
-#[test]
-fn a_store_of_one_record_a_key_is_read_and_extended() {
-    let dir = tempfile::tempdir().unwrap();
-    let l = twenty(dir.path());
+fn a_store_of_one_record_a_key_is_read_and_extended(store: &Store) {
+    let l = twenty(store);
     let before: Vec<Record> = l.records(0).map(Result::unwrap).collect();
     for r in &before {
         l.inner.stores.records.insert(r.seq.to_be_bytes(), entry::encode_format_2(r)).unwrap();
     }
     l.inner.stores.backend.sync().unwrap();
     drop(l);
-    let l = Ledger::open(dir.path(), config(1)).unwrap();
+    let l = store.open(config(1)).unwrap();
     assert_eq!(l.records(0).map(Result::unwrap).collect::<Vec<_>>(), before);
     l.append_blocking(append("more", &["e20", "e21", "e22"])).unwrap();
     let events: Vec<String> = (0..23).map(|i| format!("e{i}")).collect();
     read_back(&l, &events);
     assert_eq!(entry_keys(&l.inner.stores), (0..21).collect::<Vec<u64>>());
     drop(l);
-    read_back(&Ledger::open(dir.path(), config(1)).unwrap(), &events);
+    read_back(&store.open(config(1)).unwrap(), &events);
+}
+
+#[test]
+fn a_store_of_one_record_a_key_is_read_and_extended_on_fjall() {
+    a_store_of_one_record_a_key_is_read_and_extended(&Store::fjall());
+}
+
+#[test]
+fn a_store_of_one_record_a_key_is_read_and_extended_on_postgres() {
+    a_store_of_one_record_a_key_is_read_and_extended(&Store::postgres());
 }
 
 /// A record edited inside an entry of several, and an entry stored over the records of
 /// the one before it (which a read by sequence alone would take for the truth): the
 /// verification pass names the record, and opening the store refuses it.
-#[test]
-fn an_edit_inside_an_entry_or_an_overlapping_entry_is_refused() {
+fn an_edit_inside_an_entry_or_an_overlapping_entry_is_refused(store: &Store) {
     type Tamper = fn(&Stores);
     let cases: [(&str, Tamper, u64, &str); 3] = [
         (
@@ -90,7 +105,7 @@ fn an_edit_inside_an_entry_or_an_overlapping_entry_is_refused() {
             |s| {
                 let mut r = stored(s, 6);
                 r.event = br#"{"e":"e99"}"#.to_vec();
-                store(s, &r);
+                put_record(s, &r);
             },
             6,
             "event hash",
@@ -116,8 +131,9 @@ fn an_edit_inside_an_entry_or_an_overlapping_entry_is_refused() {
         ),
     ];
     for (what, tamper, seq, says) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        let l = Ledger::open(dir.path(), config(1)).unwrap();
+        let fresh = store.fresh();
+        let store = &fresh;
+        let l = store.open(config(1)).unwrap();
         l.append_blocking(append("a", &["e0", "e1", "e2", "e3"])).unwrap();
         l.append_blocking(append("b", &["e4", "e5", "e6", "e7", "e8", "e9"])).unwrap();
         l.checkpoint_blocking(10).unwrap();
@@ -127,7 +143,7 @@ fn an_edit_inside_an_entry_or_an_overlapping_entry_is_refused() {
         assert_eq!(f.seq, seq, "{what}: {f:?}");
         assert!(f.what.contains(says), "{what}: {f:?}");
         drop(l);
-        match Ledger::open(dir.path(), config(1)) {
+        match store.open(config(1)) {
             Err(LedgerError::Inconsistent { seq: at, what: w }) => {
                 assert_eq!(at, seq, "{what}: {w}");
                 assert!(w.contains(says), "{what}: {w}");
@@ -135,4 +151,14 @@ fn an_edit_inside_an_entry_or_an_overlapping_entry_is_refused() {
             other => panic!("{what}: reopening gave {other:?}"),
         }
     }
+}
+
+#[test]
+fn an_edit_inside_an_entry_or_an_overlapping_entry_is_refused_on_fjall() {
+    an_edit_inside_an_entry_or_an_overlapping_entry_is_refused(&Store::fjall());
+}
+
+#[test]
+fn an_edit_inside_an_entry_or_an_overlapping_entry_is_refused_on_postgres() {
+    an_edit_inside_an_entry_or_an_overlapping_entry_is_refused(&Store::postgres());
 }

@@ -3,10 +3,8 @@
 
 use super::*;
 
-#[test]
-fn key_rotation_keeps_old_checkpoints_verifiable() {
-    let dir = tempfile::tempdir().unwrap();
-    let l = Ledger::open(dir.path(), config(1)).unwrap();
+fn key_rotation_keeps_old_checkpoints_verifiable(store: &Store) {
+    let l = store.open(config(1)).unwrap();
     l.append_blocking(append("a", &["x"])).unwrap();
     l.checkpoint_blocking(100).unwrap();
     l.rotate_key(SigningKey::from_seed(&[2; 32])).unwrap();
@@ -24,9 +22,17 @@ fn key_rotation_keeps_old_checkpoints_verifiable() {
 }
 
 #[test]
-fn export_verifies_and_tampering_is_detected() {
-    let dir = tempfile::tempdir().unwrap();
-    let l = Ledger::open(dir.path(), config(1)).unwrap();
+fn key_rotation_keeps_old_checkpoints_verifiable_on_fjall() {
+    key_rotation_keeps_old_checkpoints_verifiable(&Store::fjall());
+}
+
+#[test]
+fn key_rotation_keeps_old_checkpoints_verifiable_on_postgres() {
+    key_rotation_keeps_old_checkpoints_verifiable(&Store::postgres());
+}
+
+fn export_verifies_and_tampering_is_detected(store: &Store) {
+    let l = store.open(config(1)).unwrap();
     for i in 0..20 {
         l.append_blocking(append(&format!("k{i}"), &[&format!("e{i}")])).unwrap();
         if i % 7 == 6 {
@@ -73,13 +79,21 @@ fn export_verifies_and_tampering_is_detected() {
     assert!(check(&rehashed).unwrap_err().what.contains("chain"));
 }
 
+#[test]
+fn export_verifies_and_tampering_is_detected_on_fjall() {
+    export_verifies_and_tampering_is_detected(&Store::fjall());
+}
+
+#[test]
+fn export_verifies_and_tampering_is_detected_on_postgres() {
+    export_verifies_and_tampering_is_detected(&Store::postgres());
+}
+
 /// The self-contained log file: header (format, origin, keys), records, and each
 /// checkpoint right after the last record it covers. It verifies on its own, or against
 /// pinned keys; every edit is found, with the seq.
-#[test]
-fn the_self_contained_log_file_verifies_alone_and_every_edit_is_found() {
-    let dir = tempfile::tempdir().unwrap();
-    let l = Ledger::open(dir.path(), config(1)).unwrap();
+fn the_self_contained_log_file_verifies_alone_and_every_edit_is_found(store: &Store) {
+    let l = store.open(config(1)).unwrap();
     l.checkpoint_blocking(0).unwrap();
     for i in 0..20 {
         l.append_blocking(append(&format!("k{i}"), &[&format!("e{i}")])).unwrap();
@@ -150,4 +164,14 @@ fn the_self_contained_log_file_verifies_alone_and_every_edit_is_found() {
     // Not a log file at all; a header alone, with nothing signed.
     assert!(fails(vec![r#"{"format":"settle.bundle.1"}"#.into()], None).what.contains("header"));
     assert!(fails(vec![orig[0].clone()], None).what.contains("no signed checkpoint"));
+}
+
+#[test]
+fn the_self_contained_log_file_verifies_alone_and_every_edit_is_found_on_fjall() {
+    the_self_contained_log_file_verifies_alone_and_every_edit_is_found(&Store::fjall());
+}
+
+#[test]
+fn the_self_contained_log_file_verifies_alone_and_every_edit_is_found_on_postgres() {
+    the_self_contained_log_file_verifies_alone_and_every_edit_is_found(&Store::postgres());
 }

@@ -6,10 +6,8 @@ use super::*;
 /// The writer settles an append from the look-up made on the caller's side, plus the
 /// keys of the batches made durable since; a look-up older than the batches it keeps
 /// is read again from the store. Either way a key is never appended twice.
-#[test]
-fn a_look_up_made_before_the_key_was_appended_never_appends_it_twice() {
-    let dir = tempfile::tempdir().unwrap();
-    let l = Ledger::open(dir.path(), config(1)).unwrap();
+fn a_look_up_made_before_the_key_was_appended_never_appends_it_twice(store: &Store) {
+    let l = store.open(config(1)).unwrap();
     let stale = l.look_up(b"k").unwrap();
     assert_eq!(stale.entry(), None);
     let first = l.append_blocking(append("k", &["x"])).unwrap();
@@ -44,13 +42,21 @@ fn a_look_up_made_before_the_key_was_appended_never_appends_it_twice() {
     assert_eq!((l.size(), l.is_poisoned()), (size, false));
 }
 
+#[test]
+fn a_look_up_made_before_the_key_was_appended_never_appends_it_twice_on_fjall() {
+    a_look_up_made_before_the_key_was_appended_never_appends_it_twice(&Store::fjall());
+}
+
+#[test]
+fn a_look_up_made_before_the_key_was_appended_never_appends_it_twice_on_postgres() {
+    a_look_up_made_before_the_key_was_appended_never_appends_it_twice(&Store::postgres());
+}
+
 /// A look-up serves only its own key on the ledger it was made on: a look-up of another
 /// key, or one made before the ledger was reopened (whose batch count starts again), is
 /// ignored and the key looked up afresh.
-#[test]
-fn a_look_up_of_another_key_or_opening_is_not_trusted() {
-    let dir = tempfile::tempdir().unwrap();
-    let l = Ledger::open(dir.path(), config(1)).unwrap();
+fn a_look_up_of_another_key_or_opening_is_not_trusted(store: &Store) {
+    let l = store.open(config(1)).unwrap();
     let before = l.look_up(b"k").unwrap();
     let first = l.append_blocking(append("k", &["x"])).unwrap();
     let other = l.look_up(b"other").unwrap();
@@ -58,7 +64,7 @@ fn a_look_up_of_another_key_or_opening_is_not_trusted() {
     assert_eq!(l.append_blocking(a).unwrap(), Appended { replayed: true, ..first });
     l.close().unwrap();
     drop(l);
-    let l = Ledger::open(dir.path(), config(1)).unwrap();
+    let l = store.open(config(1)).unwrap();
     let a = Append { looked_up: Some(before), ..append("k", &["x"]) };
     assert_eq!(l.append_blocking(a).unwrap(), Appended { replayed: true, ..first });
     let a = Append { looked_up: Some(l.look_up(b"k").unwrap()), ..append("k", &["y"]) };
@@ -66,16 +72,24 @@ fn a_look_up_of_another_key_or_opening_is_not_trusted() {
     assert_eq!(l.size(), 1);
 }
 
+#[test]
+fn a_look_up_of_another_key_or_opening_is_not_trusted_on_fjall() {
+    a_look_up_of_another_key_or_opening_is_not_trusted(&Store::fjall());
+}
+
+#[test]
+fn a_look_up_of_another_key_or_opening_is_not_trusted_on_postgres() {
+    a_look_up_of_another_key_or_opening_is_not_trusted(&Store::postgres());
+}
+
 /// The index stores an append's outcome without its chain link, which is the link of
 /// the append's last record: a replay reads it there, after a reopen too, and an entry
 /// written in the older 76-byte form is read with the link it holds. An entry that does
 /// not decode, or names a record the log does not have, is an error for the append that
 /// uses its key, never taken for an unused key; other appends go on.
-#[test]
-fn an_index_entry_gives_the_original_outcome_or_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let first = twenty(dir.path()).append_blocking(append("k20", &["e20", "f20"])).unwrap();
-    let l = Ledger::open(dir.path(), config(1)).unwrap();
+fn an_index_entry_gives_the_original_outcome_or_a_clear_error(store: &Store) {
+    let first = twenty(store).append_blocking(append("k20", &["e20", "f20"])).unwrap();
+    let l = store.open(config(1)).unwrap();
     assert_eq!(l.inner.stores.keys.get(b"k20").unwrap().unwrap().len(), 44);
     let again = l.append_blocking(append("k20", &["e20", "f20"])).unwrap();
     assert_eq!(again, Appended { replayed: true, ..first });
@@ -104,8 +118,9 @@ fn an_index_entry_gives_the_original_outcome_or_a_clear_error() {
         ("naming a record past the end", |s| with_fields(s, 99, 1), 99, "names a missing record"),
     ];
     for (what, tamper, seq, says) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        let l = twenty(dir.path());
+        let fresh = store.fresh();
+        let store = &fresh;
+        let l = twenty(store);
         tamper(&l.inner.stores);
         for _ in 0..2 {
             match l.append_blocking(append("k5", &["e5"])) {
@@ -119,4 +134,14 @@ fn an_index_entry_gives_the_original_outcome_or_a_clear_error() {
         assert_eq!((l.size(), l.is_poisoned()), (20, false), "{what}: nothing was appended");
         assert_eq!(l.append_blocking(append("k21", &["e21"])).unwrap().first_seq, 20, "{what}");
     }
+}
+
+#[test]
+fn an_index_entry_gives_the_original_outcome_or_a_clear_error_on_fjall() {
+    an_index_entry_gives_the_original_outcome_or_a_clear_error(&Store::fjall());
+}
+
+#[test]
+fn an_index_entry_gives_the_original_outcome_or_a_clear_error_on_postgres() {
+    an_index_entry_gives_the_original_outcome_or_a_clear_error(&Store::postgres());
 }

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::Result;
 use crate::store::{HEAD, Head, Stores};
-use crate::testing::{append, config, ring};
+use crate::testing::{Store, append, config, ring};
 use crate::tree::TILE_WIDTH;
 use crate::{
     Append, Appended, Ledger, LedgerError, MAX_BATCH_RECORDS, MAX_EVENT_BYTES, ProjectionUpdate, QUEUE_CAPACITY,
@@ -40,8 +40,8 @@ fn fill(l: &Ledger, prefix: &str, n: usize, per: usize) {
 
 /// A ledger of 20 records (keys `k0`..`k19`, one record each) with a checkpoint over all
 /// of them.
-fn twenty(dir: &Path) -> Ledger {
-    let l = Ledger::open(dir, config(1)).unwrap();
+fn twenty(store: &Store) -> Ledger {
+    let l = store.open(config(1)).unwrap();
     for i in 0..20 {
         l.append_blocking(append(&format!("k{i}"), &[&format!("e{i}")])).unwrap();
     }
@@ -55,7 +55,7 @@ fn stored(s: &Stores, seq: u64) -> Record {
 }
 
 /// Stores `r` in place of the record of its sequence, in the entry that holds it.
-fn store(s: &Stores, r: &Record) {
+fn put_record(s: &Stores, r: &Record) {
     let (first, v) = s.entry_holding(r.seq).unwrap().unwrap();
     let mut records = crate::entry::decode(first, &v).unwrap();
     records[usize::try_from(r.seq - first).unwrap()] = r.clone();

@@ -7,14 +7,13 @@ use super::*;
 /// it: the verification pass of the live store names the first bad record, and opening
 /// the store again refuses it (the records are all in the open tile, which opening
 /// re-checks) instead of repairing it.
-#[test]
-fn an_edited_store_fails_verification_and_is_refused_on_open() {
+fn an_edited_store_fails_verification_and_is_refused_on_open(store: &Store) {
     type Tamper = fn(&Stores);
     // Record 10, stored again after `f`.
     fn edit(s: &Stores, f: fn(&mut Record)) {
         let mut r = stored(s, 10);
         f(&mut r);
-        store(s, &r);
+        put_record(s, &r);
     }
     let cases: [(&str, Tamper, u64, &str); 7] = [
         ("event edited", |s| edit(s, |r| r.event = br#"{"e":"e99"}"#.to_vec()), 10, "event hash"),
@@ -36,8 +35,8 @@ fn an_edited_store_fails_verification_and_is_refused_on_open() {
             "records reordered",
             |s| {
                 let (a, b) = (stored(s, 4), stored(s, 5));
-                store(s, &Record { seq: 4, ..b });
-                store(s, &Record { seq: 5, ..a });
+                put_record(s, &Record { seq: 4, ..b });
+                put_record(s, &Record { seq: 5, ..a });
             },
             4,
             "chain",
@@ -45,8 +44,9 @@ fn an_edited_store_fails_verification_and_is_refused_on_open() {
         ("last record truncated", |s| s.records.remove(19u64.to_be_bytes()).unwrap(), 19, "missing"),
     ];
     for (what, tamper, seq, says) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        let l = twenty(dir.path());
+        let fresh = store.fresh();
+        let store = &fresh;
+        let l = twenty(store);
         assert_eq!(verify_log(&l, &ring(&[1])).unwrap().records, 20);
         tamper(&l.inner.stores);
         l.inner.stores.backend.sync().unwrap();
@@ -54,17 +54,26 @@ fn an_edited_store_fails_verification_and_is_refused_on_open() {
         assert_eq!(f.seq, seq, "{what}: {f:?}");
         assert!(f.what.contains(says), "{what}: {f:?}");
         drop(l);
-        match Ledger::open(dir.path(), config(1)) {
+        match store.open(config(1)) {
             Err(LedgerError::Inconsistent { seq: at, .. }) => assert_eq!(at, seq, "{what}"),
             other => panic!("{what}: reopening gave {other:?}"),
         }
     }
 }
 
+#[test]
+fn an_edited_store_fails_verification_and_is_refused_on_open_on_fjall() {
+    an_edited_store_fails_verification_and_is_refused_on_open(&Store::fjall());
+}
+
+#[test]
+fn an_edited_store_fails_verification_and_is_refused_on_open_on_postgres() {
+    an_edited_store_fails_verification_and_is_refused_on_open(&Store::postgres());
+}
+
 /// The key index and the head are written in the same batch as the records; a store
 /// where they disagree with the log is refused on open.
-#[test]
-fn a_key_index_or_head_out_of_step_with_the_log_is_refused_on_open() {
+fn a_key_index_or_head_out_of_step_with_the_log_is_refused_on_open(store: &Store) {
     type Tamper = fn(&Stores);
     let cases: [(&str, Tamper, &str); 5] = [
         ("last key's entry deleted", |s| s.keys.remove(b"k19").unwrap(), "no entry"),
@@ -88,30 +97,40 @@ fn a_key_index_or_head_out_of_step_with_the_log_is_refused_on_open() {
         ),
     ];
     for (what, tamper, says) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        let l = twenty(dir.path());
+        let fresh = store.fresh();
+        let store = &fresh;
+        let l = twenty(store);
         tamper(&l.inner.stores);
         l.inner.stores.backend.sync().unwrap();
         drop(l);
-        match Ledger::open(dir.path(), config(1)) {
+        match store.open(config(1)) {
             Err(LedgerError::Inconsistent { seq: 19, what: w }) => assert!(w.contains(says), "{what}: {w}"),
             other => panic!("{what}: reopening gave {other:?}"),
         }
     }
     // Untouched, the same store opens and goes on.
-    let dir = tempfile::tempdir().unwrap();
-    drop(twenty(dir.path()));
-    let l = Ledger::open(dir.path(), config(1)).unwrap();
+    drop(twenty(store));
+    let l = store.open(config(1)).unwrap();
     assert_eq!(l.append_blocking(append("k20", &["e20"])).unwrap().first_seq, 20);
+}
+
+#[test]
+fn a_key_index_or_head_out_of_step_with_the_log_is_refused_on_open_on_fjall() {
+    a_key_index_or_head_out_of_step_with_the_log_is_refused_on_open(&Store::fjall());
+}
+
+#[test]
+fn a_key_index_or_head_out_of_step_with_the_log_is_refused_on_open_on_postgres() {
+    a_key_index_or_head_out_of_step_with_the_log_is_refused_on_open(&Store::postgres());
 }
 
 /// When the log ends on a tile boundary, the tile re-checked on open is the last complete
 /// one: an edit of its records' type or version is refused too.
-#[test]
-fn a_log_ending_on_a_tile_boundary_is_rechecked_on_open() {
+fn a_log_ending_on_a_tile_boundary_is_rechecked_on_open(store: &Store) {
     for (seq, tamper) in [(255u64, "kind"), (200, "version")] {
-        let dir = tempfile::tempdir().unwrap();
-        let l = Ledger::open(dir.path(), config(1)).unwrap();
+        let fresh = store.fresh();
+        let store = &fresh;
+        let l = store.open(config(1)).unwrap();
         let events: Vec<String> = (0..16).map(|i| format!("e{i}")).collect();
         let events: Vec<&str> = events.iter().map(String::as_str).collect();
         for a in 0..TILE_WIDTH / 16 {
@@ -124,10 +143,10 @@ fn a_log_ending_on_a_tile_boundary_is_rechecked_on_open() {
         } else {
             r.version = 2;
         }
-        store(&l.inner.stores, &r);
+        put_record(&l.inner.stores, &r);
         l.inner.stores.backend.sync().unwrap();
         drop(l);
-        match Ledger::open(dir.path(), config(1)) {
+        match store.open(config(1)) {
             Err(LedgerError::Inconsistent { seq: at, what }) => {
                 assert_eq!((at, what.as_str()), (seq, "hash chain is broken"))
             }
@@ -136,21 +155,39 @@ fn a_log_ending_on_a_tile_boundary_is_rechecked_on_open() {
     }
 }
 
+#[test]
+fn a_log_ending_on_a_tile_boundary_is_rechecked_on_open_on_fjall() {
+    a_log_ending_on_a_tile_boundary_is_rechecked_on_open(&Store::fjall());
+}
+
+#[test]
+fn a_log_ending_on_a_tile_boundary_is_rechecked_on_open_on_postgres() {
+    a_log_ending_on_a_tile_boundary_is_rechecked_on_open(&Store::postgres());
+}
+
 /// A store written by an earlier version (record format 1) is refused on open with a
 /// message that says so, not reported as a broken chain.
-#[test]
-fn a_store_of_the_first_record_format_is_refused_with_a_clear_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let l = twenty(dir.path());
+fn a_store_of_the_first_record_format_is_refused_with_a_clear_message(store: &Store) {
+    let l = twenty(store);
     let mut v = l.inner.stores.records.get(19u64.to_be_bytes()).unwrap().unwrap().to_vec();
     v[0] = 1;
     l.inner.stores.records.insert(19u64.to_be_bytes(), v).unwrap();
     l.inner.stores.backend.sync().unwrap();
     drop(l);
-    match Ledger::open(dir.path(), config(1)) {
+    match store.open(config(1)) {
         Err(LedgerError::Inconsistent { seq: 19, what }) => assert!(what.contains("record format 1"), "{what}"),
         other => panic!("reopening gave {other:?}"),
     }
+}
+
+#[test]
+fn a_store_of_the_first_record_format_is_refused_with_a_clear_message_on_fjall() {
+    a_store_of_the_first_record_format_is_refused_with_a_clear_message(&Store::fjall());
+}
+
+#[test]
+fn a_store_of_the_first_record_format_is_refused_with_a_clear_message_on_postgres() {
+    a_store_of_the_first_record_format_is_refused_with_a_clear_message(&Store::postgres());
 }
 
 /// No keyspace pins index or filter blocks: fjall would keep them for every table a
