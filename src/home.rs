@@ -44,7 +44,9 @@ impl Home {
         if s.starts_with("postgres://") || s.starts_with("postgresql://") {
             return Ok(Self::Postgres(s.to_owned()));
         }
-        bail!("--store takes fjall:DIR or postgres://user@host:port/database, not '{s}'")
+        // Only the scheme is echoed: the rest may hold a password.
+        let scheme = s.split_once("://").map_or("a path", |(scheme, _)| scheme);
+        bail!("--store takes fjall:DIR or postgres://user@host:port/database, not {scheme}")
     }
 
     /// The log's backend, opened (on PostgreSQL, with the writer lease), and where its
@@ -151,5 +153,11 @@ mod tests {
             "postgres://u@h/db",
             "a password is never shown"
         );
+        assert_eq!(
+            Home::Postgres("postgres://u@h/db?password=secret&sslmode=disable".into()).describe(),
+            "postgres://u@h/db?sslmode=disable"
+        );
+        let refused = Home::parse("mysql://u:secret@h/db").unwrap_err().to_string();
+        assert!(refused.contains("not mysql") && !refused.contains("secret"), "{refused}");
     }
 }

@@ -28,14 +28,7 @@ fn a_server_on_postgresql_settles_and_a_second_writer_is_refused() {
 
     let server = Server::start_on(&place, dir.path(), &[]);
     let api = server.api(Some(&admin));
-    api.post_expect("/v1/programs", "program", &program_spec("growth"), 201);
-    for p in ["p1", "p2", "p3"] {
-        api.post_expect("/v1/partners", &format!("enroll-{p}"), &enroll_body(p, "growth"), 201);
-    }
-    api.post_expect("/v1/leads", "lead", &lead_body("lead-1", "growth", "p1"), 201);
-    for (from, to) in [("p1", "p2"), ("p2", "p3")] {
-        api.post_expect("/v1/leads/lead-1/handoffs", &format!("hand-{to}"), &json!({"from": from, "to": to}), 201);
-    }
+    setup_chain(server.addr, &admin);
     let body = json!({"conversion": "C-1", "lead": "lead-1", "revenue": "1000.00", "currency": "USD"});
     let first = api.post_expect("/v1/conversions", "conv-1", &body, 201);
     assert_eq!(first["mandates"].as_array().map(Vec::len), Some(3), "{first}");

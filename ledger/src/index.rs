@@ -143,11 +143,17 @@ impl RecentKeys {
     }
 
     /// Keeps batch `n`'s keys (already in `map`), dropping the oldest batches while
-    /// more than [`RECENT_KEYS`] are kept.
-    pub(crate) fn committed(&mut self, n: u64, keys: Vec<Bytes>) {
+    /// more than [`RECENT_KEYS`] are kept, but only batches already durable (numbered up
+    /// to `durable`): the store shows a batch's keys for sure only once its sync is done
+    /// (PostgreSQL commits it then), so a batch the writer could not yet read back in the
+    /// store stays here, whatever its size.
+    pub(crate) fn committed(&mut self, n: u64, keys: Vec<Bytes>, durable: u64) {
         self.batches.push_back((n, keys));
         // Bounded: each turn drops a batch, and the last one is always kept.
-        while self.map.len() > RECENT_KEYS && self.batches.len() > 1 {
+        while self.map.len() > RECENT_KEYS
+            && self.batches.len() > 1
+            && self.batches.front().is_some_and(|b| b.0 <= durable)
+        {
             let Some((old, keys)) = self.batches.pop_front() else { break };
             for k in &keys {
                 self.map.remove(k);

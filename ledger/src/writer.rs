@@ -279,7 +279,7 @@ impl Writer {
         }
         let n = self.next_batch;
         self.next_batch += 1;
-        self.recent.committed(n, keys);
+        self.recent.committed(n, keys, self.shared.batches.load(std::sync::atomic::Ordering::Acquire));
         committed.n = Some(n);
         committed.size = self.tip.frontier.size;
         committed.open_tile = Some(self.tip.open_tile.clone());

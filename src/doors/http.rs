@@ -122,8 +122,10 @@ fn prefers_minimal(h: &HeaderMap) -> bool {
     })
 }
 
-/// A write's answer, saying (`Preference-Applied`) when it is the minimal one.
+/// A write's answer, saying (`Preference-Applied`) when it is the minimal one; either
+/// way it depends on the request's `Prefer` (`Vary`).
 fn applied(mut r: Response, minimal: bool) -> Response {
+    r.headers_mut().insert(header::VARY, header::HeaderValue::from_static("prefer"));
     if minimal {
         r.headers_mut().insert("preference-applied", header::HeaderValue::from_static("return=minimal"));
     }

@@ -53,13 +53,19 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
 const WRITER_LOCK: i64 = 0x0000_7365_7474_6c65;
 /// The advisory lock migrations run under.
 const MIGRATION_LOCK: i64 = WRITER_LOCK + 1;
-/// Rows a range read fetches at a time.
+/// Rows a range read fetches at a time...
 const PAGE: i64 = 512;
+/// ...of stored entries (at most 64 KiB each, or one record of up to a MiB).
+const RECORDS_PAGE: i64 = 64;
 /// Connections for reads (each pipelines the queries given it).
 const READERS: usize = 2;
 /// How long a node tries to reach the database again after losing its connection
 /// (a restart, or a failover to a replica), before it gives up (and its ledger stops).
 pub const RECONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Longest one attempt at a commit may take before the connection is taken for lost.
+pub const ATTEMPT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Idle time before a keepalive probe, and between probes.
+const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(2);
 /// How often a standby tries the writer lease again.
 pub const STANDBY_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -74,14 +80,15 @@ pub struct Lease {
 
 /// The ledger's keyspaces in a PostgreSQL database.
 pub struct PostgresBackend {
-    rt: tokio::runtime::Runtime,
+    /// Its runtime (taken only when it is dropped).
+    rt: Option<tokio::runtime::Runtime>,
     config: Arc<tokio_postgres::Config>,
     readers: Vec<Slot>,
     next: AtomicUsize,
     /// The connection that holds the lease and commits the log's batches.
     writer: Arc<tokio::sync::Mutex<Conn>>,
     /// Batches written since the last sync, committed by the next one.
-    pending: Mutex<Vec<Batch>>,
+    pending: Arc<Mutex<Vec<Batch>>>,
     lease: Lease,
     shown: String,
 }
@@ -150,9 +157,9 @@ fn table(space: Space) -> String {
 }
 
 impl PostgresBackend {
-    /// Connects to the database of `url` (libpq URL or key-value syntax, several hosts
-    /// and `target_session_attrs` included), creates or migrates the schema, and takes
-    /// the writer lease. Refused when another node holds it.
+    /// Connects to the database of `url` (libpq URL syntax: several hosts and
+    /// `target_session_attrs` included), creates or migrates the schema, and takes the
+    /// writer lease. Refused when another node holds it.
     pub fn open(url: &str) -> Result<Self> {
         Self::open_waiting(url, None::<fn(&Lease)>)
     }
@@ -166,26 +173,34 @@ impl PostgresBackend {
     }
 
     fn open_waiting(url: &str, waiting: Option<impl Fn(&Lease)>) -> Result<Self> {
-        let config: tokio_postgres::Config =
+        let mut config: tokio_postgres::Config =
             url.parse().map_err(|e| LedgerError::Invalid(format!("not a PostgreSQL URL: {e}")))?;
+        // A server that vanishes without closing the connection (its machine died) is
+        // noticed in seconds, not when the kernel gives up.
+        config.keepalives(true).keepalives_idle(KEEPALIVE).keepalives_interval(KEEPALIVE).keepalives_retries(3);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("settle-postgres")
             .enable_all()
             .build()
             .map_err(|e| LedgerError::Storage(e.to_string()))?;
-        let holder =
-            format!("{}:{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into()), std::process::id());
+        let holder = format!("{}:{}", host_name(), std::process::id());
         let (writer, readers, lease) = rt.block_on(async {
             let mut writer = Conn::connect(&config).await?;
             migrate(&mut writer.client).await?;
+            durable_commits(&writer.client).await?;
             let mut told: Option<Lease> = None;
             let lease = loop {
                 let attempt = match take_lease(&writer.client, &holder).await {
                     // A standby that loses its connection (the server restarted, or failed
                     // over to a replica) connects again and goes on waiting.
+                    // It waits as long as it takes: a standby has nothing to give up.
                     Err(_) if waiting.is_some() && lost(&writer).await => {
-                        writer = Conn::connect_by(&config, Instant::now() + RECONNECT_WAIT).await?;
+                        tokio::time::sleep(STANDBY_POLL).await;
+                        if let Ok(c) = Conn::connect(&config).await {
+                            durable_commits(&c.client).await?;
+                            writer = c;
+                        }
                         continue;
                     }
                     other => other?,
@@ -216,12 +231,12 @@ impl PostgresBackend {
             Ok::<_, LedgerError>((writer, readers, lease))
         })?;
         Ok(Self {
-            rt,
+            rt: Some(rt),
             config: Arc::new(config),
             readers,
             next: AtomicUsize::new(0),
             writer: Arc::new(tokio::sync::Mutex::new(writer)),
-            pending: Mutex::new(Vec::new()),
+            pending: Arc::new(Mutex::new(Vec::new())),
             lease,
             shown: shown_url(url),
         })
@@ -251,10 +266,17 @@ impl PostgresBackend {
     /// Runs `f` on the backend's runtime and waits for it on this thread.
     fn run<T: Send + 'static>(&self, f: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.rt.spawn(async move {
+        self.handle().spawn(async move {
             let _ = tx.send(f.await);
         });
         rx.recv().map_err(|_| LedgerError::Storage("PostgreSQL: the backend's runtime stopped".into()))?
+    }
+
+    fn handle(&self) -> tokio::runtime::Handle {
+        match &self.rt {
+            Some(rt) => rt.handle().clone(),
+            None => unreachable!("the runtime is taken only when the backend is dropped"),
+        }
     }
 
     fn reader(&self) -> Reader {
@@ -262,29 +284,58 @@ impl PostgresBackend {
         Reader { slot: Arc::clone(&self.readers[i]), config: Arc::clone(&self.config) }
     }
 
-    /// Commits `batches` in one transaction on the writer's connection, after checking
-    /// the lease inside it. When the connection is lost (the server restarted, or its
-    /// primary failed over to a replica), it connects again (with several hosts and
-    /// `target_session_attrs=read-write`, to whichever is now the primary), takes the
-    /// lease again if no other node took it meanwhile (else it is fenced), and commits
-    /// the same changes again: a batch is a set of keys and their values, so committing
-    /// it twice is committing it once, whether or not the first commit survived.
-    fn commit(&self, batches: Vec<Batch>) -> Result<()> {
+    /// Commits in one transaction on the writer's connection, after checking the lease
+    /// inside it: `batches`, preceded by the batches still pending when `with_pending`
+    /// (taken once the connection is this caller's, so commits keep the order the
+    /// batches were written in). In the log's batches, a key of the log's keyspaces
+    /// (entries, the key index, tiles and upper nodes) is written once: a commit that
+    /// would change a stored value there fails instead.
+    ///
+    /// When the connection is lost (the server restarted, or its primary failed over to a
+    /// replica), or an attempt does not end within [`ATTEMPT_WAIT`], it connects again
+    /// (with several hosts and `target_session_attrs=read-write`, to whichever is now the
+    /// primary), takes the lease again if no other node took it meanwhile (else it is
+    /// fenced), and commits the same changes again: a batch is a set of keys and their
+    /// values, so committing it twice is committing it once, whether or not the first
+    /// commit survived.
+    fn commit(&self, batches: Vec<Batch>, with_pending: bool) -> Result<()> {
         let writer = Arc::clone(&self.writer);
         let config = Arc::clone(&self.config);
         let epoch = self.lease.epoch;
+        let pending = with_pending.then(|| Arc::clone(&self.pending_shared()));
         self.run(async move {
             let deadline = Instant::now() + RECONNECT_WAIT;
             let mut w = writer.lock().await;
+            let mut all = match pending {
+                Some(p) => std::mem::take(&mut *p.lock().unwrap_or_else(std::sync::PoisonError::into_inner)),
+                None => Vec::new(),
+            };
+            all.extend(batches);
+            if all.is_empty() {
+                return Ok(());
+            }
             loop {
-                match commit_once(&mut w, batches.clone(), epoch).await {
-                    Err(_) if Instant::now() < deadline && lost(&w).await => {
+                let attempt =
+                    tokio::time::timeout(ATTEMPT_WAIT, commit_once(&mut w, all.clone(), epoch, with_pending)).await;
+                match attempt {
+                    Ok(Ok(())) => return Ok(()),
+                    Ok(Err(_)) | Err(_) if Instant::now() < deadline && (attempt.is_err() || lost(&w).await) => {
                         *w = relock(&config, epoch, deadline).await?;
                     }
-                    done => return done,
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => {
+                        return Err(LedgerError::Storage(format!(
+                            "PostgreSQL: no commit within {} s",
+                            RECONNECT_WAIT.as_secs()
+                        )));
+                    }
                 }
             }
         })
+    }
+
+    fn pending_shared(&self) -> Arc<Mutex<Vec<Batch>>> {
+        Arc::clone(&self.pending)
     }
 }
 
@@ -325,30 +376,78 @@ async fn lost(conn: &Conn) -> bool {
 /// the epoch is still `epoch` and no other session holds the lock.
 async fn relock(config: &tokio_postgres::Config, epoch: i64, deadline: Instant) -> Result<Conn> {
     let conn = Conn::connect_by(config, deadline).await?;
-    let got: bool = conn
-        .client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK])
-        .await
-        .map_err(pg)?
-        .try_get(0)
-        .map_err(pg)?;
-    let now: i64 = conn
-        .client
-        .query_one("SELECT epoch FROM settle_writer WHERE id = 1", &[])
-        .await
-        .map_err(pg)?
-        .try_get(0)
-        .map_err(pg)?;
-    if !got || now != epoch {
-        return Err(LedgerError::Storage(format!(
-            "PostgreSQL: this node's writer lease (epoch {epoch}) was taken over while it reconnected; it writes no more"
-        )));
+    durable_commits(&conn.client).await?;
+    loop {
+        let got: bool = conn
+            .client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK])
+            .await
+            .map_err(pg)?
+            .try_get(0)
+            .map_err(pg)?;
+        let now: i64 = conn
+            .client
+            .query_one("SELECT epoch FROM settle_writer WHERE id = 1", &[])
+            .await
+            .map_err(pg)?
+            .try_get(0)
+            .map_err(pg)?;
+        if now != epoch {
+            return Err(LedgerError::Storage(format!(
+                "PostgreSQL: this node's writer lease (epoch {epoch}) was taken over while it reconnected; it writes no more"
+            )));
+        }
+        if got {
+            return Ok(conn);
+        }
+        // The epoch is still ours: the session that holds the lock is our own lost one,
+        // which the server has not ended yet.
+        if Instant::now() >= deadline {
+            return Err(LedgerError::Storage(
+                "PostgreSQL: this node's lost session still holds the writer lock".into(),
+            ));
+        }
+        tokio::time::sleep(STANDBY_POLL).await;
     }
-    Ok(conn)
 }
 
-/// One attempt at committing `batches` on `w`.
-async fn commit_once(w: &mut Conn, batches: Vec<Batch>, epoch: i64) -> Result<()> {
+/// Makes the writer's commits durable as the server is configured to make them (on its
+/// disk, and on its synchronous standbys when it has some): a database or role that
+/// turned `synchronous_commit` off or to `local` would acknowledge what a crash or a
+/// failover can lose.
+async fn durable_commits(client: &Client) -> Result<()> {
+    let row = client.query_one("SHOW synchronous_commit", &[]).await.map_err(pg)?;
+    let level: String = row.try_get(0).map_err(pg)?;
+    if level == "off" || level == "local" {
+        client.batch_execute("SET synchronous_commit = on").await.map_err(pg)?;
+    }
+    Ok(())
+}
+
+/// This machine's name, for the lease's holder.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// The keyspaces whose keys are written once: a stored value there is never replaced
+/// by another (a commit that would is refused), only written again identical.
+fn written_once(space: Space) -> bool {
+    matches!(space, Space::Records | Space::Keys | Space::Tiles | Space::Upper)
+}
+
+/// Most bytes of values one statement of a commit sends (a group commit can hold
+/// thousands of records of up to a MiB; PostgreSQL takes at most 1 GB a parameter).
+const STATEMENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// One attempt at committing `batches` on `w`; with `guard`, a value of a keyspace
+/// written once is never replaced (the log's batches; direct writes are checkpoints,
+/// saved state and the aux keyspace, and a test's edits of a store).
+async fn commit_once(w: &mut Conn, batches: Vec<Batch>, epoch: i64, guard: bool) -> Result<()> {
     let tx = w.client.transaction().await.map_err(pg)?;
     fence(&tx, epoch).await?;
     for (space, (puts, removes)) in last_changes(batches) {
@@ -356,26 +455,59 @@ async fn commit_once(w: &mut Conn, batches: Vec<Batch>, epoch: i64) -> Result<()
             let sql = format!("DELETE FROM {} WHERE k = ANY($1)", table(space));
             tx.execute(sql.as_str(), &[&removes]).await.map_err(pg)?;
         }
-        if !puts.is_empty() {
-            let (ks, vs): (Vec<Vec<u8>>, Vec<Vec<u8>>) = puts.into_iter().unzip();
-            let sql = format!(
+        // In a keyspace written once, an existing key takes only its own value again.
+        let sql = if guard && written_once(space) {
+            format!(
+                "INSERT INTO {t} AS t (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+                 ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v WHERE t.v = EXCLUDED.v",
+                t = table(space)
+            )
+        } else {
+            format!(
                 "INSERT INTO {} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
-                         ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
+                 ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
                 table(space)
-            );
-            tx.execute(sql.as_str(), &[&ks, &vs]).await.map_err(pg)?;
+            )
+        };
+        let mut rest = puts.as_slice();
+        while !rest.is_empty() {
+            // As many as fit in STATEMENT_BYTES, and at least one.
+            let mut bytes = 0;
+            let n = rest
+                .iter()
+                .take_while(|(_, v)| {
+                    let before = bytes;
+                    bytes += v.len();
+                    before < STATEMENT_BYTES
+                })
+                .count();
+            let (chunk, after) = rest.split_at(n.max(1));
+            rest = after;
+            let ks: Vec<&[u8]> = chunk.iter().map(|(k, _)| k.as_slice()).collect();
+            let vs: Vec<&[u8]> = chunk.iter().map(|(_, v)| v.as_slice()).collect();
+            let wrote = tx.execute(sql.as_str(), &[&ks, &vs]).await.map_err(pg)?;
+            if guard && wrote != u64::try_from(chunk.len()).unwrap_or(u64::MAX) {
+                return Err(LedgerError::Storage(format!(
+                    "PostgreSQL: {} of {} values of {} would replace others already stored; refused",
+                    u64::try_from(chunk.len()).unwrap_or(u64::MAX) - wrote,
+                    chunk.len(),
+                    table(space)
+                )));
+            }
         }
     }
     tx.commit().await.map_err(pg)
 }
 
-/// Checks, inside `tx`, that the lease is still `epoch` (and holds the epoch row until
-/// the transaction ends, so no other node takes over in between).
+/// Checks, inside `tx`, that the lease is still `epoch`, and holds a share lock on the
+/// epoch row until the transaction ends, so that no other node takes over in between
+/// (taking the lease updates the row, and waits for this commit).
 async fn fence(tx: &tokio_postgres::Transaction<'_>, epoch: i64) -> Result<()> {
     let n = tx
-        .execute("UPDATE settle_writer SET since = since WHERE id = 1 AND epoch = $1", &[&epoch])
+        .query("SELECT 1 FROM settle_writer WHERE id = 1 AND epoch = $1 FOR SHARE", &[&epoch])
         .await
-        .map_err(pg)?;
+        .map_err(pg)?
+        .len();
     if n != 1 {
         return Err(LedgerError::Storage(format!(
             "PostgreSQL: this node's writer lease (epoch {epoch}) was taken over; it writes no more"
@@ -387,13 +519,21 @@ async fn fence(tx: &tokio_postgres::Transaction<'_>, epoch: i64) -> Result<()> {
 /// The password left out of a URL, for messages.
 #[must_use]
 pub fn shown_url(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
+    let url = match (url.find("://"), url.find('@')) {
         (Some(s), Some(at)) if at > s => {
             let userinfo = &url[s + 3..at];
             let user = userinfo.split(':').next().unwrap_or_default();
             format!("{}{user}{}", &url[..s + 3], &url[at..])
         }
         _ => url.to_owned(),
+    };
+    match url.split_once('?') {
+        Some((base, query)) => {
+            let kept: Vec<&str> =
+                query.split('&').filter(|p| !p.to_ascii_lowercase().starts_with("password=")).collect();
+            if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) }
+        }
+        None => url,
     }
 }
 
@@ -428,13 +568,17 @@ fn last_changes(batches: Vec<Batch>) -> BTreeMap<Space, Changes> {
 
 /// Applies the migrations not yet applied, under [`MIGRATION_LOCK`].
 async fn migrate(client: &mut Client) -> Result<()> {
-    client
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS settle_migrations (
-                 version int PRIMARY KEY, what text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
-        )
-        .await
-        .map_err(pg)?;
+    // Under the lock from the first statement: two nodes starting together on a new
+    // database would otherwise both create the migrations' table.
+    let tx = client.transaction().await.map_err(pg)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(pg)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS settle_migrations (
+             version int PRIMARY KEY, what text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .await
+    .map_err(pg)?;
+    tx.commit().await.map_err(pg)?;
     for (version, what, sql) in MIGRATIONS {
         let tx = client.transaction().await.map_err(pg)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(pg)?;
@@ -503,8 +647,9 @@ impl Pages {
             let (c1, p1) = bound(as_ref(&from), ">=", ">", 1);
             let (c2, p2) = bound(as_ref(&to), "<=", "<", if p1.is_some() { 2 } else { 1 });
             let conds: Vec<String> = [c1, c2].into_iter().flatten().collect();
+            let page = if space == Space::Records { RECORDS_PAGE } else { PAGE };
             let sql = format!(
-                "SELECT k, v FROM {}{}{} ORDER BY k LIMIT {PAGE}",
+                "SELECT k, v FROM {}{}{} ORDER BY k LIMIT {page}",
                 table(space),
                 if conds.is_empty() { "" } else { " WHERE " },
                 conds.join(" AND ")
@@ -515,7 +660,8 @@ impl Pages {
         });
         let rows =
             rx.recv().map_err(|_| LedgerError::Storage("PostgreSQL: the backend's runtime stopped".into()))??;
-        self.done = i64::try_from(rows.len()).unwrap_or(PAGE) < PAGE;
+        let page = if self.space == Space::Records { RECORDS_PAGE } else { PAGE };
+        self.done = i64::try_from(rows.len()).unwrap_or(page) < page;
         if let Some((k, _)) = rows.last() {
             self.from = Bound::Excluded(k.to_vec());
         }
@@ -577,7 +723,7 @@ impl Backend for PostgresBackend {
             to: owned(to),
             page: Vec::new().into_iter(),
             done: false,
-            rt: self.rt.handle().clone(),
+            rt: self.handle(),
         })
     }
 
@@ -606,16 +752,15 @@ impl Backend for PostgresBackend {
                 Ok(())
             }
             // A commit is durable on the server (and on its synchronous standbys).
-            Durability::Process | Durability::Synced => self.commit(vec![batch]),
+            Durability::Process | Durability::Synced => self.commit(vec![batch], false),
         }
     }
 
     fn sync(&self) -> Result<()> {
-        let batches = std::mem::take(&mut *self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-        if batches.is_empty() {
+        if self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty() {
             return Ok(());
         }
-        self.commit(batches)
+        self.commit(Vec::new(), true)
     }
 
     fn describe(&self) -> String {
@@ -633,8 +778,15 @@ impl Drop for PostgresBackend {
         // command after this one) finds it free; the connections close with the runtime.
         let writer = Arc::clone(&self.writer);
         let _ = self.run(async move {
-            let w = writer.lock().await;
-            w.client.simple_query("SELECT pg_advisory_unlock_all()").await.map(|_| ()).map_err(pg)
+            let unlock = async {
+                let w = writer.lock().await;
+                w.client.simple_query("SELECT pg_advisory_unlock_all()").await.map(|_| ()).map_err(pg)
+            };
+            tokio::time::timeout(KEEPALIVE, unlock).await.unwrap_or(Ok(()))
         });
+        // Not dropped in place: that would block (or, inside an async context, panic).
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
     }
 }

@@ -26,16 +26,6 @@ fn append_read_proofs_and_checkpoints(store: &Store) {
     assert_eq!((r.records, r.checkpoints, r.uncovered), (74, 1, 0));
 }
 
-#[test]
-fn append_read_proofs_and_checkpoints_on_fjall() {
-    append_read_proofs_and_checkpoints(&Store::fjall());
-}
-
-#[test]
-fn append_read_proofs_and_checkpoints_on_postgres() {
-    append_read_proofs_and_checkpoints(&Store::postgres());
-}
-
 fn idempotency_same_and_different_content(store: &Store) {
     let l = store.open(config(1)).unwrap();
     let first = l.append_blocking(append("k", &["x"])).unwrap();
@@ -50,16 +40,6 @@ fn idempotency_same_and_different_content(store: &Store) {
     assert_eq!(l.append_blocking(append("k", &["x"])).unwrap(), again);
     assert!(matches!(l.append_blocking(append("k", &["y"])), Err(LedgerError::KeyConflict { .. })));
     assert_eq!(l.size(), 1);
-}
-
-#[test]
-fn idempotency_same_and_different_content_on_fjall() {
-    idempotency_same_and_different_content(&Store::fjall());
-}
-
-#[test]
-fn idempotency_same_and_different_content_on_postgres() {
-    idempotency_same_and_different_content(&Store::postgres());
 }
 
 fn bad_input_is_refused_and_changes_nothing(store: &Store) {
@@ -81,32 +61,12 @@ fn bad_input_is_refused_and_changes_nothing(store: &Store) {
     assert!(l.key_entry(b"k").unwrap().is_none(), "a refused append leaves no key behind");
 }
 
-#[test]
-fn bad_input_is_refused_and_changes_nothing_on_fjall() {
-    bad_input_is_refused_and_changes_nothing(&Store::fjall());
-}
-
-#[test]
-fn bad_input_is_refused_and_changes_nothing_on_postgres() {
-    bad_input_is_refused_and_changes_nothing(&Store::postgres());
-}
-
 fn projection_is_stored_with_its_records(store: &Store) {
     let l = store.open(config(1)).unwrap();
     let mut a = append("k", &["x", "y"]);
     a.projection = Some(ProjectionUpdate { name: "p".into(), state: b"state".to_vec() });
     l.append_blocking(a).unwrap();
     assert_eq!(l.projection("p").unwrap(), Some((1, b"state".to_vec())));
-}
-
-#[test]
-fn projection_is_stored_with_its_records_on_fjall() {
-    projection_is_stored_with_its_records(&Store::fjall());
-}
-
-#[test]
-fn projection_is_stored_with_its_records_on_postgres() {
-    projection_is_stored_with_its_records(&Store::postgres());
 }
 
 fn concurrent_appenders_are_all_acknowledged_once(store: &Store) {
@@ -130,16 +90,6 @@ fn concurrent_appenders_are_all_acknowledged_once(store: &Store) {
     assert_eq!(verify_log(&l, &ring(&[1])).unwrap().records, 400);
 }
 
-#[test]
-fn concurrent_appenders_are_all_acknowledged_once_on_fjall() {
-    concurrent_appenders_are_all_acknowledged_once(&Store::fjall());
-}
-
-#[test]
-fn concurrent_appenders_are_all_acknowledged_once_on_postgres() {
-    concurrent_appenders_are_all_acknowledged_once(&Store::postgres());
-}
-
 /// Within one group commit, a key's second append is the first one's replay.
 fn a_key_twice_in_one_group_commit_is_appended_once(store: &Store) {
     let l = store.open(config(1)).unwrap();
@@ -155,12 +105,11 @@ fn a_key_twice_in_one_group_commit_is_appended_once(store: &Store) {
     assert_eq!(l.size(), 2);
 }
 
-#[test]
-fn a_key_twice_in_one_group_commit_is_appended_once_on_fjall() {
-    a_key_twice_in_one_group_commit_is_appended_once(&Store::fjall());
-}
-
-#[test]
-fn a_key_twice_in_one_group_commit_is_appended_once_on_postgres() {
-    a_key_twice_in_one_group_commit_is_appended_once(&Store::postgres());
-}
+on_both!(
+    append_read_proofs_and_checkpoints,
+    idempotency_same_and_different_content,
+    bad_input_is_refused_and_changes_nothing,
+    projection_is_stored_with_its_records,
+    concurrent_appenders_are_all_acknowledged_once,
+    a_key_twice_in_one_group_commit_is_appended_once,
+);

@@ -22,16 +22,6 @@ fn aux_entries_survive_reopen_and_stay_out_of_the_log(store: &Store) {
     assert_eq!(l.aux_scan(b"wh/", 1).unwrap().len(), 1, "the limit holds");
 }
 
-#[test]
-fn aux_entries_survive_reopen_and_stay_out_of_the_log_on_fjall() {
-    aux_entries_survive_reopen_and_stay_out_of_the_log(&Store::fjall());
-}
-
-#[test]
-fn aux_entries_survive_reopen_and_stay_out_of_the_log_on_postgres() {
-    aux_entries_survive_reopen_and_stay_out_of_the_log(&Store::postgres());
-}
-
 /// An aux write that is not synced is still handed to the operating system before it
 /// returns (webhook cursors rely on it): a process killed right after it loses nothing.
 /// The test runs itself again as the process that writes and is killed (`abort`: no
@@ -66,3 +56,5 @@ fn an_aux_write_not_synced_survives_the_process_being_killed() {
     assert_eq!(l.aux_get(b"wh/sub/gone").unwrap(), None, "a removal, then a kill");
     assert_eq!(l.size(), 1);
 }
+
+on_both!(aux_entries_survive_reopen_and_stay_out_of_the_log,);

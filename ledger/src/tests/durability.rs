@@ -29,16 +29,6 @@ fn a_checkpoint_behind_appends_names_only_durable_records(store: &Store) {
     assert_eq!(verify_log(&l, &ring(&[1])).unwrap().records, 1000);
 }
 
-#[test]
-fn a_checkpoint_behind_appends_names_only_durable_records_on_fjall() {
-    a_checkpoint_behind_appends_names_only_durable_records(&Store::fjall());
-}
-
-#[test]
-fn a_checkpoint_behind_appends_names_only_durable_records_on_postgres() {
-    a_checkpoint_behind_appends_names_only_durable_records(&Store::postgres());
-}
-
 /// A failed sync fails every append of its batch, whatever the writer first judged: here
 /// a conflict judged against an append of the same batch, which was never acknowledged.
 /// The log then refuses writes and checkpoints; after a reopen a retry with the same key
@@ -76,16 +66,6 @@ fn a_failed_sync_fails_its_whole_batch_and_stops_the_log(store: &Store) {
     assert_eq!(r.records, 3);
 }
 
-#[test]
-fn a_failed_sync_fails_its_whole_batch_and_stops_the_log_on_fjall() {
-    a_failed_sync_fails_its_whole_batch_and_stops_the_log(&Store::fjall());
-}
-
-#[test]
-fn a_failed_sync_fails_its_whole_batch_and_stops_the_log_on_postgres() {
-    a_failed_sync_fails_its_whole_batch_and_stops_the_log(&Store::postgres());
-}
-
 /// A key rotation queued behind a batch whose sync then fails is refused, not reported
 /// done: the log stopped before the new key could sign anything.
 fn a_rotation_queued_behind_a_failed_sync_is_refused(store: &Store) {
@@ -104,16 +84,6 @@ fn a_rotation_queued_behind_a_failed_sync_is_refused(store: &Store) {
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     assert!(matches!(rt.block_on(pending), Err(LedgerError::Storage(_))));
     assert!(l.is_poisoned());
-}
-
-#[test]
-fn a_rotation_queued_behind_a_failed_sync_is_refused_on_fjall() {
-    a_rotation_queued_behind_a_failed_sync_is_refused(&Store::fjall());
-}
-
-#[test]
-fn a_rotation_queued_behind_a_failed_sync_is_refused_on_postgres() {
-    a_rotation_queued_behind_a_failed_sync_is_refused(&Store::postgres());
 }
 
 /// Backpressure and grouping, made deterministic by holding the first sync: while it is
@@ -158,16 +128,6 @@ fn a_full_queue_refuses_at_once_and_what_was_queued_commits_in_few_batches(store
     assert_eq!(verify_log(&l, &ring(&[1])).unwrap().records, refused as u64 + 1);
 }
 
-#[test]
-fn a_full_queue_refuses_at_once_and_what_was_queued_commits_in_few_batches_on_fjall() {
-    a_full_queue_refuses_at_once_and_what_was_queued_commits_in_few_batches(&Store::fjall());
-}
-
-#[test]
-fn a_full_queue_refuses_at_once_and_what_was_queued_commits_in_few_batches_on_postgres() {
-    a_full_queue_refuses_at_once_and_what_was_queued_commits_in_few_batches(&Store::postgres());
-}
-
 /// A blocking reserve waits for room while the queue moves, and gives up with
 /// `QueueFull` once it has waited its bound for a queue that stays full (here, behind a
 /// held sync); once the sync passes it gets its place.
@@ -199,12 +159,10 @@ fn a_blocking_reserve_gives_up_on_a_queue_that_stays_full(store: &Store) {
     assert_eq!(l.append_blocking(append("last", &["x"])).unwrap().first_seq, l.size() - 1);
 }
 
-#[test]
-fn a_blocking_reserve_gives_up_on_a_queue_that_stays_full_on_fjall() {
-    a_blocking_reserve_gives_up_on_a_queue_that_stays_full(&Store::fjall());
-}
-
-#[test]
-fn a_blocking_reserve_gives_up_on_a_queue_that_stays_full_on_postgres() {
-    a_blocking_reserve_gives_up_on_a_queue_that_stays_full(&Store::postgres());
-}
+on_both!(
+    a_checkpoint_behind_appends_names_only_durable_records,
+    a_failed_sync_fails_its_whole_batch_and_stops_the_log,
+    a_rotation_queued_behind_a_failed_sync_is_refused,
+    a_full_queue_refuses_at_once_and_what_was_queued_commits_in_few_batches,
+    a_blocking_reserve_gives_up_on_a_queue_that_stays_full,
+);

@@ -54,16 +54,6 @@ fn an_append_is_one_entry_and_a_large_one_several(store: &Store) {
     read_back(&l, &events);
 }
 
-#[test]
-fn an_append_is_one_entry_and_a_large_one_several_on_fjall() {
-    an_append_is_one_entry_and_a_large_one_several(&Store::fjall());
-}
-
-#[test]
-fn an_append_is_one_entry_and_a_large_one_several_on_postgres() {
-    an_append_is_one_entry_and_a_large_one_several(&Store::postgres());
-}
-
 /// A store written before entries (format 2: one record a key) opens, reads, verifies,
 /// and grows by entries; its records' chain links are unchanged.
 fn a_store_of_one_record_a_key_is_read_and_extended(store: &Store) {
@@ -82,16 +72,6 @@ fn a_store_of_one_record_a_key_is_read_and_extended(store: &Store) {
     assert_eq!(entry_keys(&l.inner.stores), (0..21).collect::<Vec<u64>>());
     drop(l);
     read_back(&store.open(config(1)).unwrap(), &events);
-}
-
-#[test]
-fn a_store_of_one_record_a_key_is_read_and_extended_on_fjall() {
-    a_store_of_one_record_a_key_is_read_and_extended(&Store::fjall());
-}
-
-#[test]
-fn a_store_of_one_record_a_key_is_read_and_extended_on_postgres() {
-    a_store_of_one_record_a_key_is_read_and_extended(&Store::postgres());
 }
 
 /// A record edited inside an entry of several, and an entry stored over the records of
@@ -153,12 +133,8 @@ fn an_edit_inside_an_entry_or_an_overlapping_entry_is_refused(store: &Store) {
     }
 }
 
-#[test]
-fn an_edit_inside_an_entry_or_an_overlapping_entry_is_refused_on_fjall() {
-    an_edit_inside_an_entry_or_an_overlapping_entry_is_refused(&Store::fjall());
-}
-
-#[test]
-fn an_edit_inside_an_entry_or_an_overlapping_entry_is_refused_on_postgres() {
-    an_edit_inside_an_entry_or_an_overlapping_entry_is_refused(&Store::postgres());
-}
+on_both!(
+    an_append_is_one_entry_and_a_large_one_several,
+    a_store_of_one_record_a_key_is_read_and_extended,
+    an_edit_inside_an_entry_or_an_overlapping_entry_is_refused,
+);

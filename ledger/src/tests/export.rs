@@ -21,16 +21,6 @@ fn key_rotation_keeps_old_checkpoints_verifiable(store: &Store) {
     assert!(verify_log(&l, &ring(&[2])).is_err(), "without the old key the first checkpoint fails");
 }
 
-#[test]
-fn key_rotation_keeps_old_checkpoints_verifiable_on_fjall() {
-    key_rotation_keeps_old_checkpoints_verifiable(&Store::fjall());
-}
-
-#[test]
-fn key_rotation_keeps_old_checkpoints_verifiable_on_postgres() {
-    key_rotation_keeps_old_checkpoints_verifiable(&Store::postgres());
-}
-
 fn export_verifies_and_tampering_is_detected(store: &Store) {
     let l = store.open(config(1)).unwrap();
     for i in 0..20 {
@@ -77,16 +67,6 @@ fn export_verifies_and_tampering_is_detected(store: &Store) {
     v["event_hash"] = hex::encode(Sha256::digest(&bytes)).into();
     rehashed[3] = v.to_string();
     assert!(check(&rehashed).unwrap_err().what.contains("chain"));
-}
-
-#[test]
-fn export_verifies_and_tampering_is_detected_on_fjall() {
-    export_verifies_and_tampering_is_detected(&Store::fjall());
-}
-
-#[test]
-fn export_verifies_and_tampering_is_detected_on_postgres() {
-    export_verifies_and_tampering_is_detected(&Store::postgres());
 }
 
 /// The self-contained log file: header (format, origin, keys), records, and each
@@ -166,12 +146,8 @@ fn the_self_contained_log_file_verifies_alone_and_every_edit_is_found(store: &St
     assert!(fails(vec![orig[0].clone()], None).what.contains("no signed checkpoint"));
 }
 
-#[test]
-fn the_self_contained_log_file_verifies_alone_and_every_edit_is_found_on_fjall() {
-    the_self_contained_log_file_verifies_alone_and_every_edit_is_found(&Store::fjall());
-}
-
-#[test]
-fn the_self_contained_log_file_verifies_alone_and_every_edit_is_found_on_postgres() {
-    the_self_contained_log_file_verifies_alone_and_every_edit_is_found(&Store::postgres());
-}
+on_both!(
+    key_rotation_keeps_old_checkpoints_verifiable,
+    export_verifies_and_tampering_is_detected,
+    the_self_contained_log_file_verifies_alone_and_every_edit_is_found,
+);

@@ -42,16 +42,6 @@ fn a_look_up_made_before_the_key_was_appended_never_appends_it_twice(store: &Sto
     assert_eq!((l.size(), l.is_poisoned()), (size, false));
 }
 
-#[test]
-fn a_look_up_made_before_the_key_was_appended_never_appends_it_twice_on_fjall() {
-    a_look_up_made_before_the_key_was_appended_never_appends_it_twice(&Store::fjall());
-}
-
-#[test]
-fn a_look_up_made_before_the_key_was_appended_never_appends_it_twice_on_postgres() {
-    a_look_up_made_before_the_key_was_appended_never_appends_it_twice(&Store::postgres());
-}
-
 /// A look-up serves only its own key on the ledger it was made on: a look-up of another
 /// key, or one made before the ledger was reopened (whose batch count starts again), is
 /// ignored and the key looked up afresh.
@@ -70,16 +60,6 @@ fn a_look_up_of_another_key_or_opening_is_not_trusted(store: &Store) {
     let a = Append { looked_up: Some(l.look_up(b"k").unwrap()), ..append("k", &["y"]) };
     assert!(matches!(l.append_blocking(a), Err(LedgerError::KeyConflict { seq: 0, .. })));
     assert_eq!(l.size(), 1);
-}
-
-#[test]
-fn a_look_up_of_another_key_or_opening_is_not_trusted_on_fjall() {
-    a_look_up_of_another_key_or_opening_is_not_trusted(&Store::fjall());
-}
-
-#[test]
-fn a_look_up_of_another_key_or_opening_is_not_trusted_on_postgres() {
-    a_look_up_of_another_key_or_opening_is_not_trusted(&Store::postgres());
 }
 
 /// The index stores an append's outcome without its chain link, which is the link of
@@ -136,12 +116,8 @@ fn an_index_entry_gives_the_original_outcome_or_a_clear_error(store: &Store) {
     }
 }
 
-#[test]
-fn an_index_entry_gives_the_original_outcome_or_a_clear_error_on_fjall() {
-    an_index_entry_gives_the_original_outcome_or_a_clear_error(&Store::fjall());
-}
-
-#[test]
-fn an_index_entry_gives_the_original_outcome_or_a_clear_error_on_postgres() {
-    an_index_entry_gives_the_original_outcome_or_a_clear_error(&Store::postgres());
-}
+on_both!(
+    a_look_up_made_before_the_key_was_appended_never_appends_it_twice,
+    a_look_up_of_another_key_or_opening_is_not_trusted,
+    an_index_entry_gives_the_original_outcome_or_a_clear_error,
+);

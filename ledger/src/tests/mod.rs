@@ -1,6 +1,26 @@
 //! The ledger's unit tests, by concern, and the helpers only they use (those the
 //! verification pass's own tests share are in `testing`).
 
+/// For each test body `name(store: &Store)`, a module `name` of two tests: `on_fjall`
+/// and `on_postgres` (a throw-away server of its own).
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn on_fjall() {
+                    super::$name(&crate::testing::Store::fjall());
+                }
+
+                #[test]
+                fn on_postgres() {
+                    super::$name(&crate::testing::Store::postgres());
+                }
+            }
+        )*
+    };
+}
+
 mod appends;
 mod aux;
 mod durability;

@@ -119,3 +119,23 @@ fn one_writer_per_log_and_a_writer_taken_over_commits_nothing() {
     assert_eq!(l.size(), 1);
     assert_eq!(l.append_blocking(append("b", &["b"])).unwrap().first_seq, 1);
 }
+
+/// A log batch never replaces a value already stored in the log's keyspaces: a row
+/// planted where the next entry goes makes that commit fail (nothing of it is
+/// acknowledged, the log stops) instead of writing over it.
+#[test]
+fn a_commit_never_replaces_a_stored_entry() {
+    let pg = ThrowawayPostgres::start();
+    let url = pg.database("guard");
+    let l = on_postgres(&url);
+    l.append_blocking(append("a", &["a"])).unwrap();
+    let plant = "INSERT INTO settle_records VALUES ('\\x0000000000000001', '\\x01')";
+    assert_eq!(pg.psql("guard", plant), "INSERT 0 1");
+    match l.append_blocking(append("b", &["b"])) {
+        Err(LedgerError::Storage(m)) => assert!(m.contains("would replace"), "{m}"),
+        other => panic!("the append gave {other:?}"),
+    }
+    assert!(l.is_poisoned());
+    assert_eq!(l.size(), 1);
+    assert_eq!(pg.psql("guard", "SELECT encode(v, 'hex') FROM settle_records WHERE k = '\\x0000000000000001'"), "01");
+}

@@ -61,16 +61,6 @@ fn an_edited_store_fails_verification_and_is_refused_on_open(store: &Store) {
     }
 }
 
-#[test]
-fn an_edited_store_fails_verification_and_is_refused_on_open_on_fjall() {
-    an_edited_store_fails_verification_and_is_refused_on_open(&Store::fjall());
-}
-
-#[test]
-fn an_edited_store_fails_verification_and_is_refused_on_open_on_postgres() {
-    an_edited_store_fails_verification_and_is_refused_on_open(&Store::postgres());
-}
-
 /// The key index and the head are written in the same batch as the records; a store
 /// where they disagree with the log is refused on open.
 fn a_key_index_or_head_out_of_step_with_the_log_is_refused_on_open(store: &Store) {
@@ -114,16 +104,6 @@ fn a_key_index_or_head_out_of_step_with_the_log_is_refused_on_open(store: &Store
     assert_eq!(l.append_blocking(append("k20", &["e20"])).unwrap().first_seq, 20);
 }
 
-#[test]
-fn a_key_index_or_head_out_of_step_with_the_log_is_refused_on_open_on_fjall() {
-    a_key_index_or_head_out_of_step_with_the_log_is_refused_on_open(&Store::fjall());
-}
-
-#[test]
-fn a_key_index_or_head_out_of_step_with_the_log_is_refused_on_open_on_postgres() {
-    a_key_index_or_head_out_of_step_with_the_log_is_refused_on_open(&Store::postgres());
-}
-
 /// When the log ends on a tile boundary, the tile re-checked on open is the last complete
 /// one: an edit of its records' type or version is refused too.
 fn a_log_ending_on_a_tile_boundary_is_rechecked_on_open(store: &Store) {
@@ -155,16 +135,6 @@ fn a_log_ending_on_a_tile_boundary_is_rechecked_on_open(store: &Store) {
     }
 }
 
-#[test]
-fn a_log_ending_on_a_tile_boundary_is_rechecked_on_open_on_fjall() {
-    a_log_ending_on_a_tile_boundary_is_rechecked_on_open(&Store::fjall());
-}
-
-#[test]
-fn a_log_ending_on_a_tile_boundary_is_rechecked_on_open_on_postgres() {
-    a_log_ending_on_a_tile_boundary_is_rechecked_on_open(&Store::postgres());
-}
-
 /// A store written by an earlier version (record format 1) is refused on open with a
 /// message that says so, not reported as a broken chain.
 fn a_store_of_the_first_record_format_is_refused_with_a_clear_message(store: &Store) {
@@ -178,16 +148,6 @@ fn a_store_of_the_first_record_format_is_refused_with_a_clear_message(store: &St
         Err(LedgerError::Inconsistent { seq: 19, what }) => assert!(what.contains("record format 1"), "{what}"),
         other => panic!("reopening gave {other:?}"),
     }
-}
-
-#[test]
-fn a_store_of_the_first_record_format_is_refused_with_a_clear_message_on_fjall() {
-    a_store_of_the_first_record_format_is_refused_with_a_clear_message(&Store::fjall());
-}
-
-#[test]
-fn a_store_of_the_first_record_format_is_refused_with_a_clear_message_on_postgres() {
-    a_store_of_the_first_record_format_is_refused_with_a_clear_message(&Store::postgres());
 }
 
 /// No keyspace pins index or filter blocks: fjall would keep them for every table a
@@ -217,3 +177,10 @@ fn no_keyspace_pins_blocks_for_as_long_as_the_store_is_open() {
         l.close().unwrap();
     }
 }
+
+on_both!(
+    an_edited_store_fails_verification_and_is_refused_on_open,
+    a_key_index_or_head_out_of_step_with_the_log_is_refused_on_open,
+    a_log_ending_on_a_tile_boundary_is_rechecked_on_open,
+    a_store_of_the_first_record_format_is_refused_with_a_clear_message,
+);
