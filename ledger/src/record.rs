@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 /// Chain value before the first record.
 pub const GENESIS_CHAIN: Hash = [0; 32];
 
-/// One record of the log (stored with the others of its append: [`crate::entry`]).
+/// One record of the log (stored with the others of its append, in one entry).
 ///
 /// `event` is the event's canonical (RFC 8785) JSON bytes and is also the Merkle leaf
 /// data. `event_hash` = SHA-256(event). `chain` = SHA-256(previous chain ‖ seq as 8

@@ -302,7 +302,7 @@ impl PostgresBackend {
         let writer = Arc::clone(&self.writer);
         let config = Arc::clone(&self.config);
         let epoch = self.lease.epoch;
-        let pending = with_pending.then(|| Arc::clone(&self.pending_shared()));
+        let pending = with_pending.then(|| Arc::clone(&self.pending));
         self.run(async move {
             let deadline = Instant::now() + RECONNECT_WAIT;
             let mut w = writer.lock().await;
@@ -332,10 +332,6 @@ impl PostgresBackend {
                 }
             }
         })
-    }
-
-    fn pending_shared(&self) -> Arc<Mutex<Vec<Batch>>> {
-        Arc::clone(&self.pending)
     }
 }
 
