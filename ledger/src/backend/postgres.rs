@@ -444,29 +444,34 @@ const STATEMENT_BYTES: usize = 16 * 1024 * 1024;
 /// written once is never replaced (the log's batches; direct writes are checkpoints,
 /// saved state and the aux keyspace, and a test's edits of a store).
 async fn commit_once(w: &mut Conn, batches: Vec<Batch>, epoch: i64, guard: bool) -> Result<()> {
-    let tx = w.client.transaction().await.map_err(pg)?;
-    fence(&tx, epoch).await?;
-    for (space, (puts, removes)) in last_changes(batches) {
+    // The statements, prepared (once per connection) before the transaction, then sent
+    // together: tokio-postgres pipelines what is polled together, so a commit costs the
+    // round trips of BEGIN, one flight of statements and COMMIT, whatever it holds.
+    let changes = last_changes(batches);
+    let fence_st = w.statement(FENCE).await?;
+    let mut jobs = Vec::new();
+    for (space, (puts, removes)) in &changes {
         if !removes.is_empty() {
-            let sql = format!("DELETE FROM {} WHERE k = ANY($1)", table(space));
-            tx.execute(sql.as_str(), &[&removes]).await.map_err(pg)?;
+            let st = w.statement(&format!("DELETE FROM {} WHERE k = ANY($1)", table(*space))).await?;
+            jobs.push(Job { st, keys: removes.iter().map(Vec::as_slice).collect(), values: None, space: *space });
         }
         // In a keyspace written once, an existing key takes only its own value again.
-        let sql = if guard && written_once(space) {
+        let sql = if guard && written_once(*space) {
             format!(
                 "INSERT INTO {t} AS t (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
                  ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v WHERE t.v = EXCLUDED.v",
-                t = table(space)
+                t = table(*space)
             )
         } else {
             format!(
                 "INSERT INTO {} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
                  ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
-                table(space)
+                table(*space)
             )
         };
+        let st = if puts.is_empty() { None } else { Some(w.statement(&sql).await?) };
         let mut rest = puts.as_slice();
-        while !rest.is_empty() {
+        while let Some(st) = st.as_ref().filter(|_| !rest.is_empty()) {
             // As many as fit in STATEMENT_BYTES, and at least one.
             let mut bytes = 0;
             let n = rest
@@ -479,37 +484,70 @@ async fn commit_once(w: &mut Conn, batches: Vec<Batch>, epoch: i64, guard: bool)
                 .count();
             let (chunk, after) = rest.split_at(n.max(1));
             rest = after;
-            let ks: Vec<&[u8]> = chunk.iter().map(|(k, _)| k.as_slice()).collect();
-            let vs: Vec<&[u8]> = chunk.iter().map(|(_, v)| v.as_slice()).collect();
-            let wrote = tx.execute(sql.as_str(), &[&ks, &vs]).await.map_err(pg)?;
-            if guard && wrote != u64::try_from(chunk.len()).unwrap_or(u64::MAX) {
-                return Err(LedgerError::Storage(format!(
-                    "PostgreSQL: {} of {} values of {} would replace others already stored; refused",
-                    u64::try_from(chunk.len()).unwrap_or(u64::MAX) - wrote,
-                    chunk.len(),
-                    table(space)
-                )));
-            }
+            jobs.push(Job {
+                st: st.clone(),
+                keys: chunk.iter().map(|(k, _)| k.as_slice()).collect(),
+                values: Some(chunk.iter().map(|(_, v)| v.as_slice()).collect()),
+                space: *space,
+            });
+        }
+    }
+    let tx = w.client.transaction().await.map_err(pg)?;
+    let params: Vec<Vec<&(dyn ToSql + Sync)>> = jobs
+        .iter()
+        .map(|j| match &j.values {
+            None => vec![&j.keys as &(dyn ToSql + Sync)],
+            Some(values) => vec![&j.keys as &(dyn ToSql + Sync), values],
+        })
+        .collect();
+    let writes = jobs.iter().zip(&params).map(|(j, p)| tx.execute(&j.st, p.as_slice()));
+    let (fenced, wrote) =
+        futures_util::future::try_join(tx.query(&fence_st, &[&epoch]), futures_util::future::try_join_all(writes))
+            .await
+            .map_err(pg)?;
+    if fenced.len() != 1 {
+        return Err(taken_over(epoch));
+    }
+    for (j, n) in jobs.iter().zip(wrote) {
+        let sent = u64::try_from(j.keys.len()).unwrap_or(u64::MAX);
+        if guard && j.values.is_some() && written_once(j.space) && n != sent {
+            return Err(LedgerError::Storage(format!(
+                "PostgreSQL: {} of {sent} values of {} would replace others already stored; refused",
+                sent - n,
+                table(j.space)
+            )));
         }
     }
     tx.commit().await.map_err(pg)
 }
 
+/// One statement of a commit: removals (`values` none) or puts, of `space`.
+struct Job<'a> {
+    st: Statement,
+    keys: Vec<&'a [u8]>,
+    values: Option<Vec<&'a [u8]>>,
+    space: Space,
+}
+
+/// The fence: the lease's epoch is still this writer's (see [`fence`]).
+const FENCE: &str = "SELECT 1 FROM settle_writer WHERE id = 1 AND epoch = $1 FOR SHARE";
+
 /// Checks, inside `tx`, that the lease is still `epoch`, and holds a share lock on the
 /// epoch row until the transaction ends, so that no other node takes over in between
 /// (taking the lease updates the row, and waits for this commit).
 async fn fence(tx: &tokio_postgres::Transaction<'_>, epoch: i64) -> Result<()> {
-    let n = tx
-        .query("SELECT 1 FROM settle_writer WHERE id = 1 AND epoch = $1 FOR SHARE", &[&epoch])
-        .await
-        .map_err(pg)?
-        .len();
+    let n = tx.query(FENCE, &[&epoch]).await.map_err(pg)?.len();
     if n != 1 {
-        return Err(LedgerError::Storage(format!(
-            "PostgreSQL: this node's writer lease (epoch {epoch}) was taken over; it writes no more"
-        )));
+        return Err(taken_over(epoch));
     }
     Ok(())
+}
+
+/// The error of a commit fenced off: another node took the lease after `epoch`.
+fn taken_over(epoch: i64) -> LedgerError {
+    LedgerError::Storage(format!(
+        "PostgreSQL: this node's writer lease (epoch {epoch}) was taken over; it writes no more"
+    ))
 }
 
 /// The password left out of a URL, for messages.
