@@ -106,17 +106,28 @@ pub fn serve(
             tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         tracing::info!("settle serving {} on http://{listen}", home.describe());
         let ticker = tokio::spawn(background(app.svc.clone()));
+        // On PostgreSQL a node whose log stopped taking writes (fenced off by a newer
+        // writer, or a commit that failed) steps down: it ends, letting go of the lease,
+        // so that the standby takes over and its supervisor restarts it as a standby.
+        let steps_down = matches!(home, Home::Postgres(_)).then(|| app.svc.clone());
         axum::serve(
             axum::serve::ListenerExt::tap_io(listener, crate::doors::http::no_delay),
             doors::http::router(app, listen),
         )
-        .with_graceful_shutdown(shutdown())
+        .with_graceful_shutdown(shutdown(steps_down))
         .await?;
         ticker.abort();
         hooks.stop();
         Ok::<(), anyhow::Error>(())
     })?;
     drop(rt);
+    if matches!(home, Home::Postgres(_)) && svc.ledger().is_poisoned() {
+        anyhow::bail!(
+            "the log in {} stopped taking writes (another node took the writer lease, or a commit failed): \
+             this node stepped down; start it again to serve as a standby",
+            home.describe()
+        );
+    }
     // Drained: a final checkpoint (best effort: the log is durable without it), then the
     // engine state, then close.
     let _ = svc.checkpoint(Utc::now().timestamp());
@@ -144,16 +155,27 @@ pub fn mcp_stdio(home: &Home) -> Result<()> {
     save_and_close(&svc)
 }
 
-async fn shutdown() {
+async fn shutdown(steps_down: Option<Arc<Service>>) {
     let term = async {
         #[cfg(unix)]
         if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             s.recv().await;
         }
     };
+    // Bounded: each turn waits a tick; ends when the log stops taking writes.
+    let stopped = async {
+        let Some(svc) = steps_down else { return std::future::pending().await };
+        while !svc.ledger().is_poisoned() {
+            tokio::time::sleep(TICK / 4).await;
+        }
+    };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         () = term => {}
+        () = stopped => {
+            tracing::error!("the log stopped taking writes: stepping down");
+            return;
+        }
     }
     tracing::info!("shutting down: draining requests");
 }

@@ -341,3 +341,37 @@ fn settle_follows_a_postgresql_failover_and_no_acknowledged_conversion_is_lost()
         acknowledged.len()
     );
 }
+
+/// A writer fenced off (another node took the lease after its epoch) refuses the write
+/// that finds out, then steps down: the process ends by itself with a one-line reason,
+/// letting go of everything it held, so that a supervisor restarts it as a standby.
+#[test]
+fn a_writer_fenced_off_steps_down() {
+    let pg = ThrowawayPostgres::start();
+    let url = pg.database("stepdown");
+    let dir = tempfile::tempdir().expect("tempdir");
+    settle_ok(["keys", "create", "--store", &url]);
+    let admin = token_on(&[OsStr::new("--store"), OsStr::new(&url)], "vendor-admin", "ops", None, ADMIN_SCOPES);
+    let mut node = Node::start(&url, dir.path(), 0, free_port());
+    node.wait_for("settle serving");
+    let at = setup_chain(node.addr, &admin);
+    assert_eq!(pg.psql("stepdown", "UPDATE settle_writer SET epoch = epoch + 1, holder = 'elsewhere'"), "UPDATE 1");
+    let auth = format!("Bearer {admin}");
+    let h = [("Authorization", auth.as_str()), ("Idempotency-Key", "late"), ("Content-Type", "application/json")];
+    let r = http(node.addr, "POST", "/v1/conversions", &h, Some(&conversion("C-late", &at))).expect("an answer");
+    assert!(r.status >= 500, "a fenced writer answered {} {}", r.status, r.text());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = node.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(std::time::Instant::now() < deadline, "the fenced writer did not step down: {}", node.log_text());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(!status.success(), "it stepped down with success");
+    assert!(node.log_text().contains("stepped down"), "{}", node.log_text());
+    // Nothing of the refused write is in the log.
+    let out = dir.path().join("bundle");
+    settle_ok([OsStr::new("export"), OsStr::new("--store"), OsStr::new(&url), OsStr::new("--out"), out.as_os_str()]);
+    assert!(!std::fs::read_to_string(out.join("log.jsonl")).unwrap().contains("C-late"));
+}
