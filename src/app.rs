@@ -65,15 +65,99 @@ async fn release_due_holds(svc: &Arc<Service>) {
 /// tokens; `base` is the public base URL the doors name (no webhook deliverer: `serve`
 /// starts one).
 pub fn open(home: &Home, base: String) -> Result<App> {
-    open_as(home, base, false)
+    app_of(Service::open(home)?, base)
 }
 
-/// [`open`]; with `standby`, waits for the writer lease first (see [`Home::open_as`]).
-fn open_as(home: &Home, base: String, standby: bool) -> Result<App> {
-    let svc = Service::open_as(home, standby)?;
+/// The doors' view of `svc`: its keys and tokens.
+fn app_of(svc: Arc<Service>, base: String) -> Result<App> {
     let keys = Arc::new(svc.key_home().load()?);
     let tokens = Arc::new(Tokens::open(svc.key_home().clone())?);
     Ok(App { svc, keys, tokens, base, hooks: None })
+}
+
+/// The writer's service of `home`; on PostgreSQL, when another node holds the writer
+/// lease, this node is first its standby ([`standby`]) until it takes the lease over, or
+/// `None` if it was stopped while a standby.
+fn writer_of(home: &Home, listen: std::net::SocketAddr, rt: &tokio::runtime::Runtime) -> Result<Option<Arc<Service>>> {
+    let Home::Postgres(url) = home else { return Service::open(home).map(Some) };
+    match Service::open(home) {
+        Ok(svc) => Ok(Some(svc)),
+        Err(e) if format!("{e:#}").contains(crate::service::ANOTHER_WRITER) => match standby(url, home, listen, rt)? {
+            Some(backend) => Service::open_on(backend, home).map(Some),
+            None => Ok(None),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+/// A standby of the log at `url`: serves its reads on `listen` (the log as of its latest
+/// signed checkpoint, caught up twice a second; every write refused with 503) while it
+/// waits for the writer lease, then stops serving and returns the backend that holds the
+/// lease. `None` when it is stopped (SIGTERM, Ctrl-C) first.
+fn standby(
+    url: &str,
+    home: &Home,
+    listen: std::net::SocketAddr,
+    rt: &tokio::runtime::Runtime,
+) -> Result<Option<Arc<dyn settle_ledger::backend::Backend>>> {
+    let (took, lease) = tokio::sync::oneshot::channel();
+    let (u, shown) = (url.to_owned(), home.describe());
+    std::thread::Builder::new()
+        .name("settle-standby".into())
+        .spawn(move || {
+            let b = settle_ledger::backend::PostgresBackend::open_standby(&u, |lease| {
+                tracing::info!(
+                    "standby: {} holds the writer lease of {shown} (epoch {}); taking over when it stops",
+                    lease.holder,
+                    lease.epoch
+                );
+            });
+            let _ = took.send(b);
+        })
+        .context("cannot start the standby's thread")?;
+    let svc = Service::open_follower(url)?;
+    let app = app_of(Arc::clone(&svc), format!("http://{listen}"))?;
+    rt.block_on(async move {
+        let listener =
+            tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+        tracing::info!("settle standby: serving reads of {} on http://{listen}", home.describe());
+        // Bounded: each turn waits half a second; aborted when the standby stops.
+        let follower = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(TICK / 2).await;
+                let s = Arc::clone(&svc);
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.follow()).await {
+                    tracing::warn!("standby: cannot catch up with the log: {e:#}");
+                }
+            }
+        });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(
+            axum::serve(
+                axum::serve::ListenerExt::tap_io(listener, crate::doors::http::no_delay),
+                doors::http::router(app, listen),
+            )
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .into_future(),
+        );
+        let outcome = tokio::select! {
+            b = lease => Some(b.context("the standby's thread stopped")?),
+            () = shutdown(None) => None,
+        };
+        let _ = stop.send(());
+        let _ = server.await;
+        follower.abort();
+        match outcome {
+            Some(b) => {
+                let b: Arc<dyn settle_ledger::backend::Backend> = Arc::new(b?);
+                tracing::info!("standby: took the writer lease; taking over");
+                Ok(Some(b))
+            }
+            None => Ok(None),
+        }
+    })
 }
 
 /// Closes a drained store: the engine state saved, the writer stopped.
@@ -94,10 +178,10 @@ pub fn serve(
         .with_writer(std::io::stderr)
         .init();
     let extra_roots = webhook_ca.map(crate::webhooks::read_ca).transpose()?.unwrap_or_default();
-    // The second node of a log on PostgreSQL waits here as its standby.
-    let mut app = open_as(home, format!("http://{listen}"), true)?;
-    let svc = app.svc.clone();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // The second node of a log on PostgreSQL is its standby until it takes over.
+    let Some(svc) = writer_of(home, listen, &rt)? else { return Ok(()) };
+    let mut app = app_of(Arc::clone(&svc), format!("http://{listen}"))?;
     rt.block_on(async move {
         let hooks = Webhooks::new(app.svc.clone(), app.keys.current()?, webhooks, extra_roots, app.tokens.clone())?;
         hooks.start()?;

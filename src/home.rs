@@ -49,13 +49,11 @@ impl Home {
         bail!("--store takes fjall:DIR or postgres://user@host:port/database, not {scheme}")
     }
 
-    /// The log's backend, opened (on PostgreSQL, with the writer lease), and where its
-    /// key file is. In a data directory the key file must be there before the log is
-    /// opened (so that no log is created where there are no keys).
-    /// With `standby`, on PostgreSQL, it waits while another node holds the writer lease
-    /// and takes it when that node's session ends (`settle serve`: the second node of a
-    /// log is its standby); without, it is refused.
-    pub fn open_as(&self, standby: bool) -> Result<(Arc<dyn Backend>, KeyHome)> {
+    /// The log's backend, opened (on PostgreSQL, with the writer lease: refused while
+    /// another node holds it), and where its key file is. In a data directory the key
+    /// file must be there before the log is opened (so that no log is created where
+    /// there are no keys).
+    pub fn open(&self) -> Result<(Arc<dyn Backend>, KeyHome)> {
         match self {
             Self::Dir(data) => {
                 KeyFile::load(data)?;
@@ -65,18 +63,7 @@ impl Home {
                 Ok((Arc::new(b), KeyHome::Dir(data.clone())))
             }
             Self::Postgres(url) => {
-                let b: Arc<dyn Backend> = if standby {
-                    Arc::new(PostgresBackend::open_standby(url, |lease| {
-                        tracing::info!(
-                            "standby: {} holds the writer lease of {} (epoch {}); taking over when it stops",
-                            lease.holder,
-                            self.describe(),
-                            lease.epoch
-                        );
-                    })?)
-                } else {
-                    Arc::new(PostgresBackend::open(url)?)
-                };
+                let b: Arc<dyn Backend> = Arc::new(PostgresBackend::open(url)?);
                 Ok((Arc::clone(&b), KeyHome::Store(b)))
             }
         }

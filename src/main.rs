@@ -429,14 +429,14 @@ fn run(cli: Cli) -> Result<()> {
             let from = from.as_deref().map(parse_time).transpose()?;
             let to = to.as_deref().map(parse_time).transpose()?;
             // The ledger alone: the statement replays the log with an engine of its own.
-            let (ledger, kf, _) = service::open_ledger(&place.home()?)?;
+            let (ledger, kf, _) = service::open_ledger_to_read(&place.home()?)?;
             let cfg = settle_engine::EngineConfig { vendor: kf.vendor.clone(), salt_secret: kf.salt()? };
             let lines = audit::statement(&ledger, cfg, &partner, from, to)?;
             ledger.close()?;
             print_lines(&lines, format)
         }
         Cmd::Balances { place, at, format } => {
-            let (ledger, kf, _) = service::open_ledger(&place.home()?)?;
+            let (ledger, kf, _) = service::open_ledger_to_read(&place.home()?)?;
             let cfg = settle_engine::EngineConfig { vendor: kf.vendor.clone(), salt_secret: kf.salt()? };
             let lines = audit::balances(&ledger, cfg, at)?;
             ledger.close()?;

@@ -41,13 +41,27 @@ fn a_server_on_postgresql_settles_and_a_second_writer_is_refused() {
     let p1 = server.api(Some(&partner));
     assert_eq!(p1.get("/v1/partners/p1/balance").status, 200);
 
-    // While the server holds the writer lease, commands that open the log are refused
-    // (a second `settle serve` waits as a standby instead: see the failover test).
-    for args in [vec!["keys", "list", "--store", &url], vec!["audit", "--store", &url]] {
-        let out = settle(&args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && err.contains("another settle writes this log"), "{args:?}: {err}");
-    }
+    // While the server holds the writer lease, what would write is refused (a second
+    // `settle serve` is a standby instead: see the failover test), and what reads reads
+    // the log as of the server's latest signed checkpoint.
+    let out = settle(["keys", "list", "--store", &url]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("another settle writes this log"), "keys list: {err}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let beside = loop {
+        // The server signs a checkpoint within a second of its last write.
+        let audit = settle_ok(["audit", "--store", &url]);
+        if !audit.contains("— 0 records") {
+            break audit;
+        }
+        assert!(std::time::Instant::now() < deadline, "{audit}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(beside.contains("audit ok") && beside.contains("money conserved"), "{beside}");
+    let during = dir.path().join("during");
+    settle_ok([OsStr::new("export"), OsStr::new("--store"), OsStr::new(&url), OsStr::new("--out"), during.as_os_str()]);
+    let checked = settle_ok([OsStr::new("audit"), OsStr::new("--bundle"), during.as_os_str()]);
+    assert!(checked.contains("audit ok"), "{checked}");
 
     assert!(server.stop().success());
     let audit = settle_ok(["audit", "--store", &url]);
@@ -232,7 +246,8 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Two nodes, one the other's standby, four clients posting conversions; the writer is
+/// Two nodes, one the other's standby, which serves reads (the writer's books, as of its
+/// latest checkpoint) and refuses writes; four clients posting conversions; the writer is
 /// killed (`kill -9`) five times, each time mid-load, and restarted as the new writer's
 /// standby. The standby takes over within seconds; every conversion a client saw
 /// acknowledged is in the log exactly once, none is in it twice, and the store audits.
@@ -250,6 +265,32 @@ fn the_standby_takes_over_from_a_killed_writer_and_no_acknowledged_conversion_is
     nodes.push(Node::start(&url, dir.path(), 1, free_port()));
     nodes[1].wait_for("standby:");
     let at = setup_chain(nodes[0].addr, &admin);
+    let first = conversion("C-first", &at);
+    post_until_acknowledged(&[nodes[0].addr], &admin, "first", &first);
+
+    // The standby serves reads, as of the writer's latest signed checkpoint (one a
+    // second while the log grows), and refuses writes.
+    nodes[1].wait_for("settle standby: serving reads");
+    let (writer, standby) = (
+        Api { addr: nodes[0].addr, token: Some(admin.clone()) },
+        Api { addr: nodes[1].addr, token: Some(admin.clone()) },
+    );
+    let balance = writer.get("/v1/partners/p3/balance");
+    assert_eq!(balance.status, 200, "{}", balance.text());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let read = standby.get("/v1/partners/p3/balance");
+        if read.status == 200 && read.json() == balance.json() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the standby never caught up: {} {}", read.status, read.text());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let refused =
+        standby.post("/v1/conversions", "on-standby", &serde_json::from_slice(&conversion("C-s", &at)).unwrap());
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(refused.text().contains("standby"), "{}", refused.text());
+
     let addrs: Vec<std::net::SocketAddr> = nodes.iter().map(|n| n.addr).collect();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let clients = start_clients(&addrs, &admin, &at, &stop);

@@ -64,6 +64,32 @@ pub(crate) fn recover(s: &Stores) -> Result<Recovered> {
     Ok(Recovered { size, chain: rec.chain, frontier: Frontier { nodes, size }, upper, open_tile })
 }
 
+/// A reader's view of a log: its size, the tree's upper nodes and its open tile.
+pub(crate) type View = (u64, HashMap<(u32, u64), Hash>, OpenTile);
+
+/// A reader's view of a log another process writes, as of its latest signed checkpoint
+/// (`None`: no checkpoint yet): its size, the tree's upper nodes and open tile at that
+/// size, the records of the tile holding its last record re-checked from the record
+/// before them, and the tree's root at that size checked against the checkpoint's.
+/// Everything it reads was committed before the checkpoint was, so it is the same
+/// whatever the writer commits meanwhile.
+pub(crate) fn view_at_checkpoint(s: &Stores) -> Result<Option<View>> {
+    let Some(cp) = s.latest_checkpoint()? else { return Ok(None) };
+    let size = cp.checkpoint.size;
+    if size == 0 {
+        return Ok(Some((0, HashMap::new(), OpenTile::new(0))));
+    }
+    let upper: HashMap<(u32, u64), Hash> =
+        load_upper(s)?.into_iter().filter(|&((l, i), _)| ((i + 1) << l) <= size).collect();
+    let (_, open_tile) = recheck_last_tile(s, size - 1)?;
+    let src = TreeSource::new(&s.tiles, &upper, &open_tile);
+    if merkle::root(&src, size)? != cp.checkpoint.root {
+        return Err(inconsistent(size, "the latest checkpoint's root differs from the tree"));
+    }
+    drop(src);
+    Ok(Some((size, upper, open_tile)))
+}
+
 /// The stored upper levels of the tree (from [`TILE_HEIGHT`] up).
 fn load_upper(s: &Stores) -> Result<HashMap<(u32, u64), Hash>> {
     let mut upper = HashMap::new();

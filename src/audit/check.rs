@@ -17,7 +17,7 @@ use super::export::{sha256_file, walk};
 use super::verify::verify_receipt_run;
 use super::{CHECKPOINTS_FILE, JWKS_FILE, LOG_FILE, MANIFEST_FILE, MANIFEST_SIG_FILE, Manifest, TYP_MANIFEST};
 use crate::home::Home;
-use crate::service::open_ledger;
+use crate::service::open_ledger_to_read;
 
 /// Verifies a self-contained log file with no database: every record's hash and chain
 /// link, the root and signature of every checkpoint, all records covered. With `keys`,
@@ -184,7 +184,7 @@ fn conserved(engine: &Engine, report: &mut AuditReport) -> Result<()> {
 /// Audits a live data dir: chain, tree, checkpoints, full replay of every split and
 /// mandate, signatures, conservation of money.
 pub fn audit_data(home: &Home) -> Result<AuditReport> {
-    let (ledger, keys, _) = open_ledger(home)?;
+    let (ledger, keys, _) = open_ledger_to_read(home)?;
     let ring = keys.ring()?;
     // One read of the log, three stages on their own threads: the ledger's pass (chain,
     // hashes, tree, checkpoint signatures) hands each record it verified to the parser

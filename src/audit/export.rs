@@ -17,7 +17,7 @@ use super::statements::{Period, statements};
 use super::{BUNDLE_FORMAT, CHECKPOINTS_FILE, JWKS_FILE, LOG_FILE, MANIFEST_FILE, MANIFEST_SIG_FILE, Manifest};
 use crate::home::Home;
 use crate::receipts::{Issuer, receipts};
-use crate::service::open_ledger;
+use crate::service::open_ledger_to_read;
 
 /// The SHA-256 of a file, hex.
 pub(super) fn sha256_file(p: &Path) -> Result<String> {
@@ -28,12 +28,16 @@ pub(super) fn sha256_file(p: &Path) -> Result<String> {
 }
 
 /// A signed checkpoint over the whole log, as of its last record's time (an export must
-/// be covered to its last record).
-fn final_checkpoint(ledger: &Ledger, home: &Home) -> Result<settle_ledger::SignedCheckpoint> {
+/// be covered to its last record); a follower's (the log written by another node) is its
+/// latest, which covers exactly what it reads.
+fn final_checkpoint(ledger: &Ledger, home: &Home, follower: bool) -> Result<settle_ledger::SignedCheckpoint> {
     let last_time = match ledger.size() {
         0 => bail!("the log in {} is empty: nothing to export", home.describe()),
         n => Envelope::from_bytes(&ledger.record(n - 1)?.context("last record missing")?.event)?.at.timestamp(),
     };
+    if follower {
+        return ledger.latest_checkpoint()?.context("no signed checkpoint to export against");
+    }
     Ok(ledger.checkpoint_blocking(last_time)?)
 }
 
@@ -41,8 +45,8 @@ fn final_checkpoint(ledger: &Ledger, home: &Home) -> Result<settle_ledger::Signe
 /// signed checkpoints and the vendor's public keys in one JSON Lines file. Returns the
 /// number of records.
 pub fn export_file(home: &Home, file: &Path) -> Result<u64> {
-    let (ledger, keys, _) = open_ledger(home)?;
-    final_checkpoint(&ledger, home)?;
+    let (ledger, keys, follower) = open_ledger_to_read(home)?;
+    final_checkpoint(&ledger, home, follower)?;
     let f = File::create_new(file).with_context(|| format!("cannot create {} (it must not exist)", file.display()))?;
     let mut out = BufWriter::new(f);
     let n = settle_ledger::export_file(&ledger, &keys.jwks()?, &mut out)?;
@@ -60,8 +64,8 @@ pub fn export(home: &Home, out: &Path) -> Result<Manifest> {
 pub fn export_counted(home: &Home, out: &Path) -> Result<(Manifest, u64)> {
     // The ledger alone: the statements below replay the log with an engine of their own,
     // so the service's restored engine state would only double the memory.
-    let (ledger, keys, _) = open_ledger(home)?;
-    let cp = final_checkpoint(&ledger, home)?;
+    let (ledger, keys, follower) = open_ledger_to_read(home)?;
+    let cp = final_checkpoint(&ledger, home, follower)?;
     if out.exists() && std::fs::read_dir(out)?.next().is_some() {
         bail!("{} is not empty; export needs a new or empty directory", out.display());
     }

@@ -18,6 +18,8 @@ use settle_ledger::{Append, Appended, KeyLookup, Ledger, LedgerConfig, LedgerErr
 use settle_mandates::keys::SigningKey;
 use sha2::{Digest, Sha256};
 
+use settle_ledger::backend::{Backend, PostgresBackend};
+
 use crate::home::Home;
 use crate::keystore::{KeyFile, KeyHome};
 
@@ -143,6 +145,8 @@ pub struct Service {
     key: SigningKey,
     /// Where its key file is kept.
     key_home: KeyHome,
+    /// A standby's: it reads the log another node writes, and refuses every write.
+    follower: bool,
     seq: Mutex<Sequencer>,
     failed: AtomicBool,
     /// The doors' submissions, for the combiner (see [`Service::try_submit`]).
@@ -179,17 +183,31 @@ pub fn ledger_config(keys: &KeyFile) -> Result<LedgerConfig> {
 /// The log of `home`, opened (no engine; on PostgreSQL with the writer lease): the
 /// ledger, its key file, and where that is kept.
 pub fn open_ledger(home: &Home) -> Result<(Ledger, KeyFile, KeyHome)> {
-    open_ledger_as(home, false)
-}
-
-/// [`open_ledger`]; with `standby`, waits for the writer lease (see [`Home::open_as`]).
-fn open_ledger_as(home: &Home, standby: bool) -> Result<(Ledger, KeyFile, KeyHome)> {
-    let (backend, key_home) = home.open_as(standby)?;
+    let (backend, key_home) = home.open()?;
     let keys = key_home.load()?;
     let ledger = Ledger::open_on(backend, ledger_config(&keys)?)
         .map_err(|e| anyhow::anyhow!("cannot open the log in {}: {e}", home.describe()))?;
     Ok((ledger, keys, key_home))
 }
+
+/// The log of `home` to read (audits, exports, statements): [`open_ledger`], or, on
+/// PostgreSQL while another node writes the log, a follower of it as of its latest
+/// signed checkpoint (`true`: it reads, it cannot write).
+pub fn open_ledger_to_read(home: &Home) -> Result<(Ledger, KeyFile, bool)> {
+    match (open_ledger(home), home) {
+        (Ok((ledger, keys, _)), _) => Ok((ledger, keys, false)),
+        (Err(e), Home::Postgres(url)) if format!("{e:#}").contains(ANOTHER_WRITER) => {
+            let backend: Arc<dyn Backend> = Arc::new(PostgresBackend::open_reader(url)?);
+            let keys = KeyHome::Store(Arc::clone(&backend)).load()?;
+            let ledger = Ledger::open_follower(backend, &ledger_config(&keys)?)?;
+            Ok((ledger, keys, true))
+        }
+        (Err(e), _) => Err(e),
+    }
+}
+
+/// How the PostgreSQL backend says that another node holds the writer lease.
+pub const ANOTHER_WRITER: &str = "another settle writes this log";
 
 /// What a submission does when the ledger's queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,16 +246,55 @@ impl Service {
     /// Opens the log of `home` and restores the engine (saved state + replay of the
     /// records after it).
     pub fn open(home: &Home) -> Result<Arc<Self>> {
-        Self::open_as(home, false)
+        let (ledger, keys, key_home) = open_ledger(home)?;
+        Self::start(ledger, &keys, key_home, false)
     }
 
-    /// [`Service::open`]; with `standby`, on PostgreSQL, first waits for the writer lease
-    /// while another node holds it (see [`Home::open_as`]).
-    pub fn open_as(home: &Home, standby: bool) -> Result<Arc<Self>> {
-        let (ledger, keys, key_home) = open_ledger_as(home, standby)?;
+    /// The service of the log on `backend`, opened with the writer lease (a standby that
+    /// took over).
+    pub fn open_on(backend: Arc<dyn Backend>, home: &Home) -> Result<Arc<Self>> {
+        let key_home = KeyHome::Store(Arc::clone(&backend));
+        let keys = key_home.load()?;
+        let ledger = Ledger::open_on(backend, ledger_config(&keys)?)
+            .map_err(|e| anyhow::anyhow!("cannot open the log in {}: {e}", home.describe()))?;
+        Self::start(ledger, &keys, key_home, false)
+    }
+
+    /// A standby's service: the log another node writes, read as of its latest signed
+    /// checkpoint ([`Service::follow`] catches up); every write is refused.
+    pub fn open_follower(url: &str) -> Result<Arc<Self>> {
+        let backend: Arc<dyn Backend> = Arc::new(PostgresBackend::open_reader(url)?);
+        let key_home = KeyHome::Store(Arc::clone(&backend));
+        let keys = key_home.load()?;
+        let ledger = Ledger::open_follower(backend, &ledger_config(&keys)?)?;
+        Self::start(ledger, &keys, key_home, true)
+    }
+
+    /// Catches a standby's service up with the latest signed checkpoint: the records up
+    /// to it are fed to its engine.
+    pub fn follow(&self) -> Result<()> {
+        let mut sq = self.seq.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let from = sq.next;
+        let to = self.ledger.follow()?;
+        if to > from {
+            replay(&self.ledger, &mut sq.engine, from, None)?;
+            sq.next = to;
+        }
+        Ok(())
+    }
+
+    /// The service of `ledger` (a follower's: its engine replayed from the first record,
+    /// never from a saved state, which may be ahead of what it reads).
+    fn start(ledger: Ledger, keys: &KeyFile, key_home: KeyHome, follower: bool) -> Result<Arc<Self>> {
         let key = keys.current()?;
         let cfg = EngineConfig { vendor: keys.vendor.clone(), salt_secret: keys.salt()? };
-        let (engine, saved, saved_bytes) = restore(&ledger, cfg)?;
+        let (engine, saved, saved_bytes) = if follower {
+            let mut engine = Engine::new(cfg);
+            replay(&ledger, &mut engine, 0, None)?;
+            (engine, 0, 0)
+        } else {
+            restore(&ledger, cfg)?
+        };
         let next = ledger.size();
         let (jobs, queued) = std::sync::mpsc::channel();
         let svc = Arc::new(Self {
@@ -246,6 +303,7 @@ impl Service {
             key_home,
             seq: Mutex::new(Sequencer { engine, next, inflight: HashMap::new(), saved, saved_bytes }),
             failed: AtomicBool::new(false),
+            follower,
             jobs,
         });
         let weak = Arc::downgrade(&svc);

@@ -60,6 +60,12 @@ impl Service {
     /// one with its key.
     pub(super) fn prepare(&self, subs: Vec<Submit>, when_full: WhenFull) -> Vec<Prepared> {
         let refuse_all = |err: SubmitError| subs.iter().map(|_| Prepared::Done(Err(err.clone()))).collect();
+        if self.follower {
+            return refuse_all(SubmitError::Storage(
+                "this node is a standby: it serves reads and takes over when the writer stops; write to the writer"
+                    .into(),
+            ));
+        }
         if self.failed.load(Ordering::Acquire) {
             return refuse_all(SubmitError::Storage("the service stopped after a storage failure; restart it".into()));
         }

@@ -91,6 +91,8 @@ pub struct PostgresBackend {
     pending: Arc<Mutex<Vec<Batch>>>,
     lease: Lease,
     shown: String,
+    /// Opened to read a log another node writes: every write is refused.
+    reader: bool,
 }
 
 /// A reader's connection, replaced when it is lost.
@@ -161,7 +163,13 @@ impl PostgresBackend {
     /// `target_session_attrs` included), creates or migrates the schema, and takes the
     /// writer lease. Refused when another node holds it.
     pub fn open(url: &str) -> Result<Self> {
-        Self::open_waiting(url, None::<fn(&Lease)>)
+        Self::open_waiting(url, None::<fn(&Lease)>, false)
+    }
+
+    /// Connects to read a log another node writes (a standby serving reads): no lease,
+    /// and every write is refused.
+    pub fn open_reader(url: &str) -> Result<Self> {
+        Self::open_waiting(url, None::<fn(&Lease)>, true)
     }
 
     /// [`PostgresBackend::open`], but while another node holds the lease, waits for it
@@ -169,10 +177,10 @@ impl PostgresBackend {
     /// is tried again every [`STANDBY_POLL`] until that node's session ends (it stopped,
     /// died, or lost its connection), then taken with a newer epoch.
     pub fn open_standby(url: &str, waiting: impl Fn(&Lease)) -> Result<Self> {
-        Self::open_waiting(url, Some(waiting))
+        Self::open_waiting(url, Some(waiting), false)
     }
 
-    fn open_waiting(url: &str, waiting: Option<impl Fn(&Lease)>) -> Result<Self> {
+    fn open_waiting(url: &str, waiting: Option<impl Fn(&Lease)>, reader: bool) -> Result<Self> {
         let mut config: tokio_postgres::Config =
             url.parse().map_err(|e| LedgerError::Invalid(format!("not a PostgreSQL URL: {e}")))?;
         // A server that vanishes without closing the connection (its machine died) is
@@ -187,10 +195,15 @@ impl PostgresBackend {
         let holder = format!("{}:{}", host_name(), std::process::id());
         let (writer, readers, lease) = rt.block_on(async {
             let mut writer = Conn::connect(&config).await?;
-            migrate(&mut writer.client).await?;
-            durable_commits(&writer.client).await?;
             let mut told: Option<Lease> = None;
             let lease = loop {
+                if reader {
+                    break Lease { epoch: 0, holder: String::new() };
+                }
+                if told.is_none() {
+                    migrate(&mut writer.client).await?;
+                    durable_commits(&writer.client).await?;
+                }
                 let attempt = match take_lease(&writer.client, &holder).await {
                     // A standby that loses its connection (the server restarted, or failed
                     // over to a replica) connects again and goes on waiting.
@@ -239,6 +252,7 @@ impl PostgresBackend {
             pending: Arc::new(Mutex::new(Vec::new())),
             lease,
             shown: shown_url(url),
+            reader,
         })
     }
 
@@ -780,6 +794,9 @@ impl Backend for PostgresBackend {
     }
 
     fn write(&self, batch: Batch, durability: Durability) -> Result<()> {
+        if self.reader {
+            return Err(LedgerError::Storage("PostgreSQL: a reader of this log does not write".into()));
+        }
         match durability {
             Durability::Later => {
                 self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(batch);
@@ -791,6 +808,9 @@ impl Backend for PostgresBackend {
     }
 
     fn sync(&self) -> Result<()> {
+        if self.reader {
+            return Ok(());
+        }
         if self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty() {
             return Ok(());
         }

@@ -6,6 +6,7 @@
 mod appends;
 mod aux;
 mod checkpoints;
+mod follow;
 mod projections;
 mod proofs;
 mod reads;

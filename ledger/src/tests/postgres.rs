@@ -139,3 +139,36 @@ fn a_commit_never_replaces_a_stored_entry() {
     assert_eq!(l.size(), 1);
     assert_eq!(pg.psql("guard", "SELECT encode(v, 'hex') FROM settle_records WHERE k = '\\x0000000000000001'"), "01");
 }
+
+/// A follower (a standby's read-only ledger) reads the log another ledger writes, as of
+/// its latest signed checkpoint: records, proofs against that checkpoint, and nothing
+/// past it; it catches up with the next checkpoint and refuses every write.
+#[test]
+fn a_follower_reads_the_log_as_of_its_latest_checkpoint() {
+    let pg = ThrowawayPostgres::start();
+    let url = pg.database("follow");
+    let writer = on_postgres(&url);
+    let reader = || Arc::new(PostgresBackend::open_reader(&url).unwrap()) as Arc<dyn Backend>;
+    let follower = Ledger::open_follower(reader(), &config(1)).unwrap();
+    assert_eq!(follower.size(), 0, "no checkpoint yet");
+    for i in 0..300 {
+        writer.append_blocking(append(&format!("k{i}"), &[&format!("e{i}")])).unwrap();
+    }
+    let cp = writer.checkpoint_blocking(1).unwrap().checkpoint;
+    writer.append_blocking(append("past", &["past"])).unwrap();
+    assert_eq!(follower.follow().unwrap(), 300);
+    assert_eq!(follower.size(), 300, "only what the checkpoint covers");
+    assert!(follower.record(300).unwrap().is_none());
+    let leaves: Vec<Hash> = follower.records(0).map(|r| merkle::leaf_hash(&r.unwrap().event)).collect();
+    assert_eq!(merkle::root_of(&leaves), cp.root);
+    for i in [0u64, 255, 256, 299] {
+        let p = follower.inclusion_proof(i, 300).unwrap();
+        merkle::verify_inclusion(i, 300, &leaves[i as usize], &p, &cp.root).unwrap();
+    }
+    assert!(matches!(follower.append_blocking(append("x", &["x"])), Err(LedgerError::Closed)));
+    assert!(follower.checkpoint_blocking(2).is_err());
+    writer.checkpoint_blocking(2).unwrap();
+    assert_eq!(follower.follow().unwrap(), 301);
+    assert_eq!(follower.record(300).unwrap().unwrap().event, br#"{"e":"past"}"#.to_vec());
+    assert_eq!(verify_log(&follower, &ring(&[1])).unwrap().records, 301);
+}
