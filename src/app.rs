@@ -82,7 +82,7 @@ fn writer_of(home: &Home, listen: std::net::SocketAddr, rt: &tokio::runtime::Run
     let Home::Postgres(url) = home else { return Service::open(home).map(Some) };
     match Service::open(home) {
         Ok(svc) => Ok(Some(svc)),
-        Err(e) if format!("{e:#}").contains(crate::service::ANOTHER_WRITER) => match standby(url, home, listen, rt)? {
+        Err(e) if crate::service::writer_elsewhere(&e) => match standby(url, home, listen, rt)? {
             Some(backend) => Service::open_on(backend, home).map(Some),
             None => Ok(None),
         },

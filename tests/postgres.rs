@@ -93,55 +93,21 @@ fn a_bad_store_is_refused_with_one_line() {
     }
 }
 
-/// A `settle serve --store URL` that may be a standby (it answers only once it holds the
-/// lease), killed on drop.
-struct Node {
-    child: std::process::Child,
-    addr: std::net::SocketAddr,
-    log: std::path::PathBuf,
+/// `settle serve --store URL` on 127.0.0.1:`port` (its log in `logdir`), not waited
+/// for: it may be a standby.
+fn node(url: &str, logdir: &std::path::Path, port: u16) -> Server {
+    Server::spawn_on(&[OsStr::new("--store"), OsStr::new(url)], logdir, port, &[])
 }
 
-impl Node {
-    /// `settle serve --store URL` on 127.0.0.1:`port`, logging to `LOGDIR/node-N.log`.
-    fn start(url: &str, logdir: &std::path::Path, n: usize, port: u16) -> Node {
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let log = logdir.join(format!("node-{n}.log"));
-        let f = std::fs::File::create(&log).unwrap();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_settle"))
-            .args(["serve", "--store", url, "--listen", &addr.to_string()])
-            .env("RUST_LOG", "warn,settle::app=info,settle::home=info")
-            .stdin(std::process::Stdio::null())
-            .stdout(f.try_clone().unwrap())
-            .stderr(f)
-            .spawn()
-            .unwrap();
-        Node { child, addr, log }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until its log says `what` (at most 60 s).
-    fn wait_for(&self, what: &str) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while !self.log_text().contains(what) {
-            assert!(std::time::Instant::now() < deadline, "node never said {what:?}: {}", self.log_text());
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }
-
-    fn kill9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A new log on a throw-away PostgreSQL (database `db`): its server, URL, a scratch
+/// directory, and a vendor administrator's token (`scopes`) from its key file.
+fn new_log(db: &str, scopes: &str) -> (ThrowawayPostgres, String, tempfile::TempDir, String) {
+    let pg = ThrowawayPostgres::start();
+    let url = pg.database(db);
+    let dir = tempfile::tempdir().expect("tempdir");
+    settle_ok(["keys", "create", "--store", &url]);
+    let admin = token_on(&[OsStr::new("--store"), OsStr::new(&url)], "vendor-admin", "ops", None, scopes);
+    (pg, url, dir, admin)
 }
 
 /// POSTs a conversion under `key` to whichever node answers, retrying the same request
@@ -253,16 +219,10 @@ fn free_port() -> u16 {
 /// acknowledged is in the log exactly once, none is in it twice, and the store audits.
 #[test]
 fn the_standby_takes_over_from_a_killed_writer_and_no_acknowledged_conversion_is_lost() {
-    let pg = ThrowawayPostgres::start();
-    let url = pg.database("failover");
-    let dir = tempfile::tempdir().expect("tempdir");
-    settle_ok(["keys", "create", "--store", &url]);
-    let place = [OsStr::new("--store"), OsStr::new(&url)];
-    let admin = token_on(&place, "vendor-admin", "ops", None, ADMIN_SCOPES);
-
-    let mut nodes = vec![Node::start(&url, dir.path(), 0, free_port())];
+    let (_pg, url, dir, admin) = new_log("failover", ADMIN_SCOPES);
+    let mut nodes = vec![node(&url, dir.path(), free_port())];
     nodes[0].wait_for("settle serving");
-    nodes.push(Node::start(&url, dir.path(), 1, free_port()));
+    nodes.push(node(&url, dir.path(), free_port()));
     nodes[1].wait_for("standby:");
     let at = setup_chain(nodes[0].addr, &admin);
     let first = conversion("C-first", &at);
@@ -300,7 +260,7 @@ fn the_standby_takes_over_from_a_killed_writer_and_no_acknowledged_conversion_is
     for round in 0..5 {
         std::thread::sleep(std::time::Duration::from_millis(400));
         let killed = std::time::Instant::now();
-        nodes[writer].kill9();
+        nodes[writer].kill9_in_place();
         let standby = 1 - writer;
         nodes[standby].wait_for("settle serving");
         // Taken over once the standby answers a write.
@@ -308,7 +268,7 @@ fn the_standby_takes_over_from_a_killed_writer_and_no_acknowledged_conversion_is
         post_until_acknowledged(&[nodes[standby].addr], &admin, &format!("probe-{round}"), &probe);
         takeovers.push(killed.elapsed());
         // The killed node comes back as the new writer's standby, on its old port.
-        nodes[writer] = Node::start(&url, dir.path(), 2 + round, nodes[writer].addr.port());
+        nodes[writer] = node(&url, dir.path(), nodes[writer].addr.port());
         nodes[writer].wait_for("standby:");
         writer = standby;
     }
@@ -338,7 +298,7 @@ fn settle_follows_a_postgresql_failover_and_no_acknowledged_conversion_is_lost()
     settle_ok(["keys", "create", "--store", &url]);
     let place = [OsStr::new("--store"), OsStr::new(&url)];
     let admin = token_on(&place, "vendor-admin", "ops", None, ADMIN_SCOPES);
-    let nodes = [Node::start(&url, dir.path(), 0, free_port()), Node::start(&url, dir.path(), 1, free_port())];
+    let nodes = [node(&url, dir.path(), free_port()), node(&url, dir.path(), free_port())];
     // One of them takes the lease, the other waits as its standby.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let writer = loop {
@@ -388,29 +348,25 @@ fn settle_follows_a_postgresql_failover_and_no_acknowledged_conversion_is_lost()
 /// letting go of everything it held, so that a supervisor restarts it as a standby.
 #[test]
 fn a_writer_fenced_off_steps_down() {
-    let pg = ThrowawayPostgres::start();
-    let url = pg.database("stepdown");
-    let dir = tempfile::tempdir().expect("tempdir");
-    settle_ok(["keys", "create", "--store", &url]);
-    let admin = token_on(&[OsStr::new("--store"), OsStr::new(&url)], "vendor-admin", "ops", None, ADMIN_SCOPES);
-    let mut node = Node::start(&url, dir.path(), 0, free_port());
-    node.wait_for("settle serving");
-    let at = setup_chain(node.addr, &admin);
+    let (pg, url, dir, admin) = new_log("stepdown", ADMIN_SCOPES);
+    let mut writer = node(&url, dir.path(), free_port());
+    writer.wait_for("settle serving");
+    let at = setup_chain(writer.addr, &admin);
     assert_eq!(pg.psql("stepdown", "UPDATE settle_writer SET epoch = epoch + 1, holder = 'elsewhere'"), "UPDATE 1");
     let auth = format!("Bearer {admin}");
     let h = [("Authorization", auth.as_str()), ("Idempotency-Key", "late"), ("Content-Type", "application/json")];
-    let r = http(node.addr, "POST", "/v1/conversions", &h, Some(&conversion("C-late", &at))).expect("an answer");
+    let r = http(writer.addr, "POST", "/v1/conversions", &h, Some(&conversion("C-late", &at))).expect("an answer");
     assert!(r.status >= 500, "a fenced writer answered {} {}", r.status, r.text());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let status = loop {
-        if let Some(st) = node.child.try_wait().unwrap() {
+        if let Some(st) = writer.exited() {
             break st;
         }
-        assert!(std::time::Instant::now() < deadline, "the fenced writer did not step down: {}", node.log_text());
+        assert!(std::time::Instant::now() < deadline, "the fenced writer did not step down: {}", writer.log_text());
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     assert!(!status.success(), "it stepped down with success");
-    assert!(node.log_text().contains("stepped down"), "{}", node.log_text());
+    assert!(writer.log_text().contains("stepped down"), "{}", writer.log_text());
     // Nothing of the refused write is in the log.
     let out = dir.path().join("bundle");
     settle_ok([OsStr::new("export"), OsStr::new("--store"), OsStr::new(&url), OsStr::new("--out"), out.as_os_str()]);

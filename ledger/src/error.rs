@@ -63,6 +63,15 @@ pub enum LedgerError {
     /// Empty append, bad key...
     #[error("invalid append: {0}")]
     Invalid(String),
+
+    /// Another node holds the log's writer lease (PostgreSQL: one writer per log).
+    #[error("PostgreSQL: another settle writes this log ({holder}, epoch {epoch}); one writer per log")]
+    WriterElsewhere {
+        /// Who holds the lease (`host:pid`).
+        holder: String,
+        /// Its epoch.
+        epoch: i64,
+    },
 }
 
 impl From<fjall::Error> for LedgerError {

@@ -196,7 +196,7 @@ pub fn open_ledger(home: &Home) -> Result<(Ledger, KeyFile, KeyHome)> {
 pub fn open_ledger_to_read(home: &Home) -> Result<(Ledger, KeyFile, bool)> {
     match (open_ledger(home), home) {
         (Ok((ledger, keys, _)), _) => Ok((ledger, keys, false)),
-        (Err(e), Home::Postgres(url)) if format!("{e:#}").contains(ANOTHER_WRITER) => {
+        (Err(e), Home::Postgres(url)) if writer_elsewhere(&e) => {
             let backend: Arc<dyn Backend> = Arc::new(PostgresBackend::open_reader(url)?);
             let keys = KeyHome::Store(Arc::clone(&backend)).load()?;
             let ledger = Ledger::open_follower(backend, &ledger_config(&keys)?)?;
@@ -206,8 +206,11 @@ pub fn open_ledger_to_read(home: &Home) -> Result<(Ledger, KeyFile, bool)> {
     }
 }
 
-/// How the PostgreSQL backend says that another node holds the writer lease.
-pub const ANOTHER_WRITER: &str = "another settle writes this log";
+/// Whether `e` says that another node holds the log's writer lease.
+#[must_use]
+pub fn writer_elsewhere(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| matches!(c.downcast_ref::<LedgerError>(), Some(LedgerError::WriterElsewhere { .. })))
+}
 
 /// What a submission does when the ledger's queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

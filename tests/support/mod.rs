@@ -125,22 +125,8 @@ impl Server {
         let mut last = String::new();
         for _ in 0..5 {
             let port = free_port();
-            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap_or_else(|e| panic!("{e}"));
-            let log = logdir.join(format!("serve-{port}.log"));
-            let f = std::fs::File::create(&log).expect("cannot create the server log");
-            let child = Command::new(bin())
-                .arg("serve")
-                .args(place)
-                .args(["--listen", &addr.to_string()])
-                .args(extra)
-                .env("RUST_LOG", "warn,settle::app=info")
-                .env("RUST_BACKTRACE", "0")
-                .stdin(Stdio::null())
-                .stdout(f.try_clone().expect("log handle"))
-                .stderr(f)
-                .spawn()
-                .expect("cannot start settle serve");
-            let mut s = Server { child: Some(child), addr, log };
+            let mut s = Self::spawn_on(place, logdir, port, extra);
+            let addr = s.addr;
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
                 // Ready when this child says it listens (not some other process on a
@@ -163,6 +149,42 @@ impl Server {
             }
         }
         panic!("settle serve did not start: {last}");
+    }
+
+    /// `settle serve` on the store `place` names, on 127.0.0.1:`port`, not waited for (on
+    /// PostgreSQL it may be a standby: see [`Server::wait_for`]). Logs go to
+    /// `LOGDIR/serve-PORT.log`.
+    pub fn spawn_on(place: &[&std::ffi::OsStr], logdir: &Path, port: u16, extra: &[&str]) -> Server {
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap_or_else(|e| panic!("{e}"));
+        let log = logdir.join(format!("serve-{port}.log"));
+        let f = std::fs::File::create(&log).expect("cannot create the server log");
+        let child = Command::new(bin())
+            .arg("serve")
+            .args(place)
+            .args(["--listen", &addr.to_string()])
+            .args(extra)
+            .env("RUST_LOG", "warn,settle::app=info")
+            .env("RUST_BACKTRACE", "0")
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().expect("log handle"))
+            .stderr(f)
+            .spawn()
+            .expect("cannot start settle serve");
+        Server { child: Some(child), addr, log }
+    }
+
+    /// Waits until its log says `what` (at most 60 s).
+    pub fn wait_for(&self, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.log_text().contains(what) {
+            assert!(Instant::now() < deadline, "settle serve never said {what:?}: {}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Its exit status, if it ended (without waiting).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().expect("wait on settle serve"))
     }
 
     pub fn pid(&self) -> u32 {
@@ -194,6 +216,11 @@ impl Server {
 
     /// SIGKILL (`kill -9`): no draining, no final checkpoint, no saved state.
     pub fn kill9(mut self) {
+        self.kill9_in_place();
+    }
+
+    /// [`Server::kill9`], keeping the (dead) server's place, to start another in it.
+    pub fn kill9_in_place(&mut self) {
         let mut child = self.child.take().expect("server already stopped");
         child.kill().expect("cannot kill settle serve");
         child.wait().expect("wait on settle serve");

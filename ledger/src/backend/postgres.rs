@@ -57,6 +57,24 @@ const MIGRATION_LOCK: i64 = WRITER_LOCK + 1;
 const PAGE: i64 = 512;
 /// ...of stored entries (at most 64 KiB each, or one record of up to a MiB).
 const RECORDS_PAGE: i64 = 64;
+
+/// Rows a range read of `space` fetches at a time.
+fn page_of(space: Space) -> i64 {
+    if space == Space::Records { RECORDS_PAGE } else { PAGE }
+}
+
+/// Runs `f` on the backend's runtime (`handle`) and waits for it on this thread, on a
+/// plain channel: callable from any thread, an async runtime's included.
+fn wait<T: Send + 'static>(
+    handle: &tokio::runtime::Handle,
+    f: impl Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    handle.spawn(async move {
+        let _ = tx.send(f.await);
+    });
+    rx.recv().map_err(|_| LedgerError::Storage("PostgreSQL: the backend's runtime stopped".into()))?
+}
 /// Connections for reads (each pipelines the queries given it).
 const READERS: usize = 2;
 /// How long a node tries to reach the database again after losing its connection
@@ -221,12 +239,7 @@ impl PostgresBackend {
                 match attempt {
                     Ok(lease) => break lease,
                     Err(other) => match &waiting {
-                        None => {
-                            return Err(LedgerError::Storage(format!(
-                                "PostgreSQL: another settle writes this log ({}, epoch {}); one writer per log",
-                                other.holder, other.epoch
-                            )));
-                        }
+                        None => return Err(LedgerError::WriterElsewhere { holder: other.holder, epoch: other.epoch }),
                         Some(tell) => {
                             if told.as_ref() != Some(&other) {
                                 tell(&other);
@@ -279,11 +292,7 @@ impl PostgresBackend {
 
     /// Runs `f` on the backend's runtime and waits for it on this thread.
     fn run<T: Send + 'static>(&self, f: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.handle().spawn(async move {
-            let _ = tx.send(f.await);
-        });
-        rx.recv().map_err(|_| LedgerError::Storage("PostgreSQL: the backend's runtime stopped".into()))?
+        wait(&self.handle(), f)
     }
 
     fn handle(&self) -> tokio::runtime::Handle {
@@ -690,12 +699,11 @@ impl Pages {
     fn fetch(&mut self) -> Result<()> {
         let conn = Arc::clone(&self.conn);
         let (space, from, to) = (self.space, self.from.clone(), self.to.clone());
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.rt.spawn(async move {
+        let page = page_of(space);
+        let rows = wait(&self.rt, async move {
             let (c1, p1) = bound(as_ref(&from), ">=", ">", 1);
             let (c2, p2) = bound(as_ref(&to), "<=", "<", if p1.is_some() { 2 } else { 1 });
             let conds: Vec<String> = [c1, c2].into_iter().flatten().collect();
-            let page = if space == Space::Records { RECORDS_PAGE } else { PAGE };
             let sql = format!(
                 "SELECT k, v FROM {}{}{} ORDER BY k LIMIT {page}",
                 table(space),
@@ -704,11 +712,8 @@ impl Pages {
             );
             let params: Vec<Vec<u8>> = [p1, p2].into_iter().flatten().collect();
             let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-            let _ = tx.send(conn.rows(&sql, &refs).await);
-        });
-        let rows =
-            rx.recv().map_err(|_| LedgerError::Storage("PostgreSQL: the backend's runtime stopped".into()))??;
-        let page = if self.space == Space::Records { RECORDS_PAGE } else { PAGE };
+            conn.rows(&sql, &refs).await
+        })?;
         self.done = i64::try_from(rows.len()).unwrap_or(page) < page;
         if let Some((k, _)) = rows.last() {
             self.from = Bound::Excluded(k.to_vec());

@@ -69,6 +69,24 @@ fn twenty(store: &Store) -> Ledger {
     l
 }
 
+/// After an edit of the store of `l` (`what`): once synced, the verification pass names
+/// record `seq` and says `says`, and reopening `store` is refused at `seq`; returns what
+/// the refusal said.
+fn refused_at(store: &Store, l: Ledger, seq: u64, says: &str, what: &str) -> String {
+    l.inner.stores.backend.sync().unwrap();
+    let f = verify_log(&l, &ring(&[1])).expect_err(what);
+    assert_eq!(f.seq, seq, "{what}: {f:?}");
+    assert!(f.what.contains(says), "{what}: {f:?}");
+    drop(l);
+    match store.open(config(1)) {
+        Err(LedgerError::Inconsistent { seq: at, what: w }) => {
+            assert_eq!(at, seq, "{what}: {w}");
+            w
+        }
+        other => panic!("{what}: reopening gave {other:?}"),
+    }
+}
+
 /// Record `seq`, as stored.
 fn stored(s: &Stores, seq: u64) -> Record {
     s.record(seq).unwrap()

@@ -9,6 +9,11 @@ use super::*;
 use crate::backend::throwaway::ThrowawayPostgres;
 use crate::backend::{Backend, PostgresBackend};
 
+/// The epoch in the writer row of database `db`.
+fn on_postgres_epoch(pg: &ThrowawayPostgres, db: &str) -> i64 {
+    pg.psql(db, "SELECT epoch FROM settle_writer").parse().unwrap()
+}
+
 fn on_postgres(url: &str) -> Ledger {
     Ledger::open_on(Arc::new(PostgresBackend::open(url).unwrap()), config(1)).unwrap()
 }
@@ -98,13 +103,15 @@ fn one_writer_per_log_and_a_writer_taken_over_commits_nothing() {
     first.append_blocking(append("a", &["a"])).unwrap();
     // A second node cannot take the lease while the first holds it.
     match PostgresBackend::open(&url) {
-        Err(LedgerError::Storage(m)) => assert!(m.contains("another settle writes this log"), "{m}"),
+        Err(LedgerError::WriterElsewhere { epoch, .. }) => {
+            assert_eq!(epoch, on_postgres_epoch(&pg, "fenced"));
+        }
         other => panic!("a second writer opened: {:?}", other.map(|b| b.describe())),
     }
     // Another node took over (as after the first one's session was lost): its epoch is
     // newer. The first one's next sync is refused inside its transaction; nothing of it
     // is acknowledged and the log is poisoned.
-    let epoch: i64 = pg.psql("fenced", "SELECT epoch FROM settle_writer").parse().unwrap();
+    let epoch = on_postgres_epoch(&pg, "fenced");
     assert_eq!(pg.psql("fenced", "UPDATE settle_writer SET epoch = epoch + 1, holder = 'elsewhere'"), "UPDATE 1");
     match first.append_blocking(append("b", &["b"])) {
         Err(LedgerError::Storage(m)) => assert!(m.contains("taken over"), "{m}"),

@@ -49,15 +49,7 @@ fn an_edited_store_fails_verification_and_is_refused_on_open(store: &Store) {
         let l = twenty(store);
         assert_eq!(verify_log(&l, &ring(&[1])).unwrap().records, 20);
         tamper(&l.inner.stores);
-        l.inner.stores.backend.sync().unwrap();
-        let f = verify_log(&l, &ring(&[1])).expect_err(what);
-        assert_eq!(f.seq, seq, "{what}: {f:?}");
-        assert!(f.what.contains(says), "{what}: {f:?}");
-        drop(l);
-        match store.open(config(1)) {
-            Err(LedgerError::Inconsistent { seq: at, .. }) => assert_eq!(at, seq, "{what}"),
-            other => panic!("{what}: reopening gave {other:?}"),
-        }
+        refused_at(store, l, seq, says, what);
     }
 }
 
