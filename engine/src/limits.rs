@@ -24,6 +24,9 @@ pub const MAX_ID_BYTES: usize = 128;
 pub const ID_PATTERN: &str = "^[A-Za-z0-9._:-]{1,128}$";
 /// Most mandates named in one settlement.
 pub const MAX_SETTLEMENT_MANDATES: usize = 10_000;
+/// The rail of payouts by bank transfer: its batches pay the partner's registered payout
+/// instrument, and a bank may return a batch it paid.
+pub const BANK_RAIL: &str = "bank";
 /// The largest magnitude of any total of a partner's book (earned, clawed back, on hold,
 /// payable, in payout, paid), minor units: a fact that would take `earned` past it is
 /// refused, so a total never wraps and is always shown as an amount.

@@ -72,6 +72,10 @@ pub struct Partner {
     pub role: PartnerRole,
     /// Suspended?
     pub suspended: bool,
+    /// Its payout instrument for the `bank` rail (a salted hash of its bank account's
+    /// details), if one is registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instrument: Option<String>,
 }
 
 /// An agent acting for a partner.
@@ -108,8 +112,9 @@ pub struct Batch {
     pub partner: String,
     /// Rail.
     pub rail: String,
-    /// Mandates, in the batch's order, while the batch is open (emptied when it closes:
-    /// the log keeps them in the batch's fact).
+    /// Mandates, in the batch's order, while the batch may still be answered: while it
+    /// is open, and while a bank may return it (paid on the `bank` rail); emptied when it
+    /// closes for good (the log keeps them in the batch's fact).
     pub mandate_ids: Vec<String>,
     /// What the rail is to pay.
     pub amount: Amount,
@@ -132,6 +137,9 @@ pub enum BatchStatus {
     Paid,
     /// The rail failed; its mandates are payable again.
     Failed,
+    /// The rail paid it, then returned the money (a bank's return); its mandates are
+    /// payable again.
+    Returned,
 }
 
 /// The whole projection state. Ordered maps only: iteration order never depends on

@@ -9,10 +9,12 @@
 //! - `conversion`: conversions, holds and the standing authorisation's breaches,
 //!   payment mandates, releases,
 //! - `refund`: refunds and their clawbacks,
-//! - `settlement`: payout batches and settlements (paid or failed),
+//! - `settlement`: payout batches and settlements (paid, failed or returned),
+//! - `instrument`: partners' payout instruments for the bank rail,
 //! - `time`: log time advancing, holds released.
 
 mod conversion;
+mod instrument;
 mod lead;
 mod program;
 mod refund;
@@ -147,6 +149,10 @@ impl Decider<'_> {
                 let a = settlement::RailAnswer { settlement, partner, rail, ids: mandate_ids, batch };
                 self.rail_answered(a, Err(error))
             }
+            Event::PayoutInstrumentRegistered { partner, instrument, currency } => {
+                self.instrument_registered(partner, instrument, currency)
+            }
+            Event::PayoutInstrumentRemoved { partner, instrument } => self.instrument_removed(partner, instrument),
             other => Err(Rejection::NotAFact(other.kind())),
         }
     }

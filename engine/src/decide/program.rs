@@ -81,7 +81,8 @@ impl Decider<'_> {
         let payees = self.payees(&program, Some(&partner), None);
         let om = self.open_mandate(&rv.spec, rv.version, payees);
         Ok(Box::new(move |s| {
-            s.partners.insert(partner, Partner { program: program.clone(), name, role, suspended: false });
+            s.partners
+                .insert(partner, Partner { program: program.clone(), name, role, suspended: false, instrument: None });
             if let Some(p) = s.programs.get_mut(&program) {
                 p.open_mandate = om;
             }

@@ -1,6 +1,7 @@
 //! Deciding payouts: a payout batch of a partner's payable mandates sent to a rail, and a
-//! rail's answer, a settlement paid or failed (of named mandates, or of a whole batch);
-//! one record per mandate paid or not, the leaf of a partner's receipt.
+//! rail's answer, a settlement paid or failed (of named mandates, or of a whole batch), or
+//! a bank's return of a batch it paid; one record per mandate paid or not, the leaf of a
+//! partner's receipt.
 
 use std::collections::BTreeSet;
 
@@ -10,7 +11,7 @@ use super::{Apply, Decider};
 use crate::book::{Account, Book};
 use crate::decision::Rejection;
 use crate::ids::parse_mandate_id;
-use crate::model::{Event, MAX_SETTLEMENT_MANDATES, check_id, check_text};
+use crate::model::{BANK_RAIL, Event, MAX_SETTLEMENT_MANDATES, check_id, check_text};
 use crate::records::HopStatus;
 use crate::state::{Batch, BatchStatus};
 
@@ -45,6 +46,16 @@ impl Decider<'_> {
         }
         let book = self.partner_book(&partner)?;
         let (hops, net, cur) = self.payable_hops(&partner, &ids)?;
+        let instrument = if rail == BANK_RAIL {
+            let registered = self.st.partners.get(&partner).and_then(|p| p.instrument.clone());
+            Some(registered.ok_or_else(|| {
+                Rejection::Invalid(format!(
+                    "partner '{partner}' has no payout instrument: register its bank account before a payout on the '{BANK_RAIL}' rail"
+                ))
+            })?)
+        } else {
+            None
+        };
         // What the rail pays: the mandates' value, less what earlier clawbacks of paid
         // money left owing (a negative payable).
         let amount = Amount::from_minor(net.min(book.payable_now()), cur)?;
@@ -56,6 +67,7 @@ impl Decider<'_> {
                 rail: rail.clone(),
                 amount,
                 offset,
+                instrument,
                 mandate_ids: ids.clone(),
             },
             None,
@@ -146,12 +158,17 @@ impl Decider<'_> {
         batch: String,
         said: Result<String, String>,
     ) -> Result<Apply, Rejection> {
-        let b = self.open_batch(&batch, &partner, rail, &ids)?;
+        let b = self.answerable_batch(&batch, &partner, rail, &ids, said.is_err())?;
+        if b.status == BatchStatus::Paid {
+            return self.returned(settlement, partner, rail, ids, batch, said);
+        }
         let hops: Vec<(u64, usize)> =
             ids.iter().filter_map(|id| self.st.mandate_hop(id).map(|(cs, i, _)| (cs, i))).collect();
         let (amount, offset, clawed) = (b.amount, b.offset, b.clawed);
         let seq = self.seq;
         let ok = said.is_ok();
+        // A bank may still return a batch it paid: its mandates stay listed until then.
+        let returnable = ok && rail == BANK_RAIL;
         if ok {
             self.derived(
                 Event::PayoutBooked {
@@ -177,10 +194,14 @@ impl Decider<'_> {
             }
             if let Some(b) = s.batches.get_mut(&batch) {
                 b.status = if ok { BatchStatus::Paid } else { BatchStatus::Failed };
-                // A closed batch is never settled again: its mandates (in the log, with
-                // the batch's fact) need not stay in the state for the rest of its life.
-                for id in std::mem::take(&mut b.mandate_ids) {
-                    s.in_flight.remove(&id);
+                for id in &b.mandate_ids {
+                    s.in_flight.remove(id);
+                }
+                // A batch answered for good is never settled again: its mandates (in the
+                // log, with the batch's fact) need not stay in the state for the rest of
+                // its life.
+                if !returnable {
+                    b.mandate_ids = Vec::new();
                 }
             }
             let b = s.book(&partner);
@@ -192,9 +213,65 @@ impl Decider<'_> {
         }))
     }
 
-    /// Payout batch `batch`, still open, as a settlement names it: its partner, its rail
-    /// and exactly its mandates, in its order.
-    fn open_batch(&self, batch: &str, partner: &str, rail: &str, ids: &[String]) -> Result<&Batch, Rejection> {
+    /// A bank's return of payout batch `batch`, which it paid: the money is payable again,
+    /// each mandate's payment failed (with the bank's reason), the batch returned.
+    fn returned(
+        &mut self,
+        settlement: String,
+        partner: String,
+        rail: &str,
+        ids: Vec<String>,
+        batch: String,
+        said: Result<String, String>,
+    ) -> Result<Apply, Rejection> {
+        let amount = self
+            .st
+            .batches
+            .get(&batch)
+            .map(|b| b.amount)
+            .ok_or_else(|| Rejection::NotFound(format!("payout batch '{batch}'")))?;
+        let hops: Vec<(u64, usize)> =
+            ids.iter().filter_map(|id| self.st.mandate_hop(id).map(|(cs, i, _)| (cs, i))).collect();
+        self.derived(
+            Event::PayoutReturned {
+                settlement: settlement.clone(),
+                batch: batch.clone(),
+                partner: partner.clone(),
+                amount,
+                mandate_ids: ids.clone(),
+            },
+            None,
+        );
+        self.per_mandate(&settlement, &partner, rail, &ids, said);
+        let seq = self.seq;
+        Ok(Box::new(move |s| {
+            s.settlements.insert(settlement, seq);
+            for (cs, i) in hops {
+                s.conversions.update(cs, |c| {
+                    if let Some(h) = c.hops.get_mut(i).filter(|h| h.status == HopStatus::Paid) {
+                        h.status = HopStatus::Payable;
+                    }
+                });
+            }
+            if let Some(b) = s.batches.get_mut(&batch) {
+                b.status = BatchStatus::Returned;
+                b.mandate_ids = Vec::new();
+            }
+            s.book(&partner).post(Account::Paid, Account::Payable, amount.minor_units(), &partner);
+        }))
+    }
+
+    /// Payout batch `batch` as a settlement names it: its partner, its rail and exactly
+    /// its mandates, in its order; open, or (for a failure, a bank's return) paid on the
+    /// `bank` rail.
+    fn answerable_batch(
+        &self,
+        batch: &str,
+        partner: &str,
+        rail: &str,
+        ids: &[String],
+        failed: bool,
+    ) -> Result<&Batch, Rejection> {
         let b = self.st.batches.get(batch).ok_or_else(|| Rejection::NotFound(format!("payout batch '{batch}'")))?;
         if b.partner != partner {
             return Err(Rejection::Invalid(format!(
@@ -202,7 +279,8 @@ impl Decider<'_> {
                 b.partner
             )));
         }
-        if b.status != BatchStatus::Open {
+        let returnable = failed && b.status == BatchStatus::Paid && b.rail == BANK_RAIL;
+        if b.status != BatchStatus::Open && !returnable {
             return Err(Rejection::Conflict(
                 format!("payout batch '{batch}' is already settled (it {:?})", b.status).to_lowercase(),
             ));

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use settle_mandates::money::Amount;
+use settle_mandates::money::{Amount, Currency};
 
 #[cfg(doc)]
 use super::Envelope;
@@ -181,6 +181,26 @@ pub enum Event {
         /// Settlement id.
         settlement: String,
     },
+    /// A partner's bank account for payouts on the `bank` rail was registered, replacing
+    /// any earlier one. The log holds only a salted hash of the account's details, which
+    /// are kept beside the log (never exported) and can be erased (docs/payouts.md).
+    PayoutInstrumentRegistered {
+        /// The currency it is paid in: the partner's program's.
+        currency: Currency,
+        /// The instrument's reference: `pi_` and the hex SHA-256 of a salt and the
+        /// details.
+        instrument: String,
+        /// Partner.
+        partner: String,
+    },
+    /// A partner's payout instrument was removed (its details erased): no payout goes to
+    /// the bank rail for it until another is registered.
+    PayoutInstrumentRemoved {
+        /// The instrument's reference.
+        instrument: String,
+        /// Partner.
+        partner: String,
+    },
     // ---- derived ----
     /// The program's standing authorisation (open mandate) was (re)issued.
     OpenMandateIssued {
@@ -257,6 +277,9 @@ pub enum Event {
         amount: Amount,
         /// Batch id.
         batch: String,
+        /// The partner's payout instrument the rail pays (the `bank` rail's batches).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instrument: Option<String>,
         /// Mandates in the batch.
         mandate_ids: Vec<String>,
         /// Part of the mandates' value absorbed by earlier negative balances.
@@ -277,6 +300,20 @@ pub enum Event {
         /// Partner.
         partner: String,
         /// Settlement id.
+        settlement: String,
+    },
+    /// A rail returned a payout batch it had paid (a bank's return, with its reason): the
+    /// money is payable again.
+    PayoutReturned {
+        /// Amount returned (what the batch paid).
+        amount: Amount,
+        /// Batch id.
+        batch: String,
+        /// Mandates in the batch, payable again.
+        mandate_ids: Vec<String>,
+        /// Partner.
+        partner: String,
+        /// Settlement id of the return.
         settlement: String,
     },
     /// A settlement paid one mandate: a small leaf of its own, so that a partner's
@@ -334,6 +371,8 @@ impl Event {
             Self::ConversionReleased { .. } => EventKind::ConversionReleased,
             Self::SettlementConfirmed { .. } => EventKind::SettlementConfirmed,
             Self::SettlementFailed { .. } => EventKind::SettlementFailed,
+            Self::PayoutInstrumentRegistered { .. } => EventKind::PayoutInstrumentRegistered,
+            Self::PayoutInstrumentRemoved { .. } => EventKind::PayoutInstrumentRemoved,
             Self::OpenMandateIssued { .. } => EventKind::OpenMandateIssued,
             Self::LeadOutcome { .. } => EventKind::LeadOutcome,
             Self::ConversionOutcome { .. } => EventKind::ConversionOutcome,
@@ -342,6 +381,7 @@ impl Event {
             Self::HoldsReleased { .. } => EventKind::HoldsReleased,
             Self::PayoutBatchCreated { .. } => EventKind::PayoutBatchCreated,
             Self::PayoutBooked { .. } => EventKind::PayoutBooked,
+            Self::PayoutReturned { .. } => EventKind::PayoutReturned,
             Self::MandatePaid { .. } => EventKind::MandatePaid,
             Self::MandatePaymentFailed { .. } => EventKind::MandatePaymentFailed,
         }

@@ -41,6 +41,10 @@ pub enum EventKind {
     SettlementConfirmed,
     /// `settlement_failed`.
     SettlementFailed,
+    /// `payout_instrument_registered`.
+    PayoutInstrumentRegistered,
+    /// `payout_instrument_removed`.
+    PayoutInstrumentRemoved,
     // ---- derived ----
     /// `open_mandate_issued`.
     OpenMandateIssued,
@@ -58,6 +62,8 @@ pub enum EventKind {
     PayoutBatchCreated,
     /// `payout_booked`.
     PayoutBooked,
+    /// `payout_returned`.
+    PayoutReturned,
     /// `mandate_paid`.
     MandatePaid,
     /// `mandate_payment_failed`.
@@ -66,7 +72,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every event type, facts first, then derived events.
-    pub const ALL: [Self; 25] = [
+    pub const ALL: [Self; 28] = [
         Self::ProgramPublished,
         Self::ProgramAmended,
         Self::PartnerEnrolled,
@@ -82,6 +88,8 @@ impl EventKind {
         Self::ConversionReleased,
         Self::SettlementConfirmed,
         Self::SettlementFailed,
+        Self::PayoutInstrumentRegistered,
+        Self::PayoutInstrumentRemoved,
         Self::OpenMandateIssued,
         Self::LeadOutcome,
         Self::ConversionOutcome,
@@ -90,6 +98,7 @@ impl EventKind {
         Self::HoldsReleased,
         Self::PayoutBatchCreated,
         Self::PayoutBooked,
+        Self::PayoutReturned,
         Self::MandatePaid,
         Self::MandatePaymentFailed,
     ];
@@ -113,6 +122,8 @@ impl EventKind {
             Self::ConversionReleased => "conversion_released",
             Self::SettlementConfirmed => "settlement_confirmed",
             Self::SettlementFailed => "settlement_failed",
+            Self::PayoutInstrumentRegistered => "payout_instrument_registered",
+            Self::PayoutInstrumentRemoved => "payout_instrument_removed",
             Self::OpenMandateIssued => "open_mandate_issued",
             Self::LeadOutcome => "lead_outcome",
             Self::ConversionOutcome => "conversion_outcome",
@@ -121,6 +132,7 @@ impl EventKind {
             Self::HoldsReleased => "holds_released",
             Self::PayoutBatchCreated => "payout_batch_created",
             Self::PayoutBooked => "payout_booked",
+            Self::PayoutReturned => "payout_returned",
             Self::MandatePaid => "mandate_paid",
             Self::MandatePaymentFailed => "mandate_payment_failed",
         }
@@ -151,6 +163,7 @@ impl EventKind {
                 | Self::HoldsReleased
                 | Self::PayoutBatchCreated
                 | Self::PayoutBooked
+                | Self::PayoutReturned
                 | Self::MandatePaid
                 | Self::MandatePaymentFailed
         )
@@ -231,8 +244,8 @@ mod tests {
         assert!(is_fact_kind("conversion_recorded") && !is_fact_kind("no_such_event"));
     }
 
-    /// The lists as they were written out by hand before [`EventKind`]: same names, same
-    /// versions, same order.
+    /// The lists as they were written out by hand before [`EventKind`] (and the payout
+    /// instruments and returns since): same names, same versions, same order.
     #[test]
     fn the_lists_of_types_are_as_they_were() {
         let derived = [
@@ -244,6 +257,7 @@ mod tests {
             "holds_released",
             "payout_batch_created",
             "payout_booked",
+            "payout_returned",
             "mandate_paid",
             "mandate_payment_failed",
         ];
@@ -264,6 +278,8 @@ mod tests {
             "conversion_released",
             "settlement_confirmed",
             "settlement_failed",
+            "payout_instrument_registered",
+            "payout_instrument_removed",
         ];
         let all: Vec<(&str, u32)> = facts.iter().chain(&derived).map(|k| (*k, 1)).collect();
         assert_eq!(EVENT_TYPES, all);
