@@ -123,6 +123,8 @@ pub struct Stats {
     held_ids: BTreeSet<String>,
     released: u64,
     batches: u64,
+    bank_batches: u64,
+    returned: u64,
 }
 
 /// A lead the demo registered: `lead-{n}`, on `day`.
@@ -198,6 +200,14 @@ pub fn run(data: &Path, home: &Home, conversions: u64, seed: u64, quiet: bool) -
         ));
     }
     submit(&svc, setup, &mut st, 0)?;
+    // A third of the partners are paid by bank transfer: their accounts beside the log,
+    // the vendor's own as the payments' debtor.
+    let bank_partners = bank_accounts(&svc, seed, &mut key, at(0, 3))?;
+    submit(&svc, bank_partners.1, &mut st, 0)?;
+    let bank_partners = bank_partners.0;
+    // Bank payouts sent last week, which the bank's notification of this week answers.
+    let mut sent_to_bank: Vec<(String, String, Vec<String>)> = Vec::new();
+    let mut bank_refs = 0u64;
 
     // Four fifths into the days that have conversions, the vendor raises the resellers'
     // budget and releases what it held.
@@ -354,6 +364,31 @@ pub fn run(data: &Path, home: &Home, conversions: u64, seed: u64, quiet: bool) -
         submit(&svc, vec![fact(key(), "engine:clock", eod, Event::HoldsAdvanced { to: eod })], &mut st, day)?;
         // Weekly payouts on the built-in book rail.
         if day % 7 == 6 {
+            // The bank's notification of last week's transfers: each booked; p05's is
+            // returned after booking every fourth week (AC04, account closed), its money
+            // payable again for this week's batch.
+            let mut answers = Vec::new();
+            for (n, (b, p, ids)) in std::mem::take(&mut sent_to_bank).into_iter().enumerate() {
+                let answer = |ok: bool, n: usize, refs: &mut u64| {
+                    *refs += 1;
+                    let (settlement, batch, partner) = (format!("camt054:DEMO-{day}:{n}"), Some(b.clone()), p.clone());
+                    let (rail, mandate_ids) = (BANK_RAIL.to_owned(), ids.clone());
+                    if ok {
+                        let confirmation_id = format!("DEMOBANK{refs:08}");
+                        Event::SettlementConfirmed { settlement, batch, partner, rail, mandate_ids, confirmation_id }
+                    } else {
+                        let error = "AC04".to_owned();
+                        Event::SettlementFailed { settlement, batch, partner, rail, mandate_ids, error }
+                    }
+                };
+                answers.push(fact(key(), "rail:bank", at(day, 3_600), answer(true, 2 * n, &mut bank_refs)));
+                if p == "p05" && day % 28 == 13 {
+                    answers.push(fact(key(), "rail:bank", at(day, 3_601), answer(false, 2 * n + 1, &mut bank_refs)));
+                }
+            }
+            for group in by_mandates(answers) {
+                submit(&svc, group, &mut st, day)?;
+            }
             let payable: BTreeMap<String, Vec<String>> = svc.with_state(|s| {
                 let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
                 for (cs, c) in s.conversions.iter() {
@@ -367,17 +402,25 @@ pub fn run(data: &Path, home: &Home, conversions: u64, seed: u64, quiet: bool) -
             });
             // Each partner's payable mandates go out in a payout batch that the book rail
             // then confirms; p03's rail refuses the first batch every fourth week, and
-            // its mandates go out again in a new one.
+            // its mandates go out again in a new one. Partners paid by bank transfer are
+            // paid when the bank's notification comes, a week later (below).
             let mut pay = Vec::new();
             for (p, ids) in payable {
+                let bank = bank_partners.contains(&p);
                 for (j, chunk) in ids.chunks(MAX_SETTLEMENT_MANDATES).enumerate() {
                     let sid = format!("payout-{day}-{p}-{j}");
+                    let rail = if bank { BANK_RAIL } else { "book" };
                     let batch = |b: &str| Event::PayoutBatched {
                         batch: b.to_owned(),
                         partner: p.clone(),
-                        rail: "book".into(),
+                        rail: rail.into(),
                         mandate_ids: chunk.to_vec(),
                     };
+                    if bank {
+                        pay.push(fact(key(), "agent:vendor-payouts", at(day, 86_150), batch(&sid)));
+                        sent_to_bank.push((sid, p.clone(), chunk.to_vec()));
+                        continue;
+                    }
                     let answer = |b: &str, ok: bool| {
                         let (settlement, batch, partner, rail) =
                             (b.to_owned(), Some(b.to_owned()), p.clone(), "book".to_owned());
@@ -464,8 +507,14 @@ pub fn run(data: &Path, home: &Home, conversions: u64, seed: u64, quiet: bool) -
         st.settled, st.held, st.released, st.no_commission, st.duplicates
     );
     println!(
-        "  mandates signed     {} payments, {} clawbacks, {} payouts on the book rail ({} payout batches)",
-        st.mandates, st.clawbacks, st.payouts, st.batches
+        "  mandates signed     {} payments, {} clawbacks, {} payouts ({} payout batches: {} by bank transfer, {} returned, {} awaiting the bank)",
+        st.mandates,
+        st.clawbacks,
+        st.payouts,
+        st.batches,
+        st.bank_batches,
+        st.returned,
+        sent_to_bank.len()
     );
     for (role, v) in &st.by_role {
         println!("  earned by {role:<13} {}", Amount::from_minor(*v, usd)?);
@@ -501,6 +550,46 @@ pub fn run(data: &Path, home: &Home, conversions: u64, seed: u64, quiet: bool) -
         audit_rate / (2.0 * verify.max(1) as f64)
     );
     Ok(())
+}
+
+/// Every third partner's bank account (`p02`, `p05`, ...), kept beside the log, and the
+/// facts that register them; the vendor's account, the debtor of the payment files.
+/// Salts and account numbers derive from `seed`.
+fn bank_accounts(
+    svc: &Service,
+    seed: u64,
+    mut key: impl FnMut() -> String,
+    t: DateTime<Utc>,
+) -> Result<(BTreeSet<String>, Vec<Submit>)> {
+    use crate::bank::instruments::Account;
+    let debtor =
+        Account { holder: "Settle Demo Vendor Inc.".into(), iban: demo_iban(0), bic: Some("COBADEFFXXX".into()) };
+    crate::bank::instruments::set_debtor(svc, "Settle Demo Vendor Inc.", debtor)?;
+    let mut partners = BTreeSet::new();
+    let mut facts = Vec::new();
+    for n in (2..=PARTNERS.iter().sum::<usize>()).step_by(3) {
+        let p = format!("p{n:02}");
+        let account = Account {
+            holder: format!("Partner {n:02} GmbH"),
+            iban: demo_iban(u64::from_be_bytes(derive(&format!("account/{p}"), seed)[..8].try_into()?)),
+            bic: (n % 2 == 0).then(|| "DEUTDEFFXXX".to_owned()),
+        };
+        let r = crate::bank::Registration { account, currency: None };
+        let (event, _) = crate::bank::prepare(svc, &p, r, derive(&format!("instrument/{p}"), seed), t)?;
+        facts.push(fact(key(), "vendor:admin", t, event));
+        partners.insert(p);
+    }
+    Ok((partners, facts))
+}
+
+/// A German IBAN of a demo bank (routing code 37040044) with account number `n` (mod
+/// 10^10), its check digits computed as ISO 13616 says: 98 less the remainder mod 97 of
+/// the digits of the BBAN, the country and `00` (letters as 10..35).
+fn demo_iban(n: u64) -> String {
+    let bban = format!("37040044{:010}", n % 10_000_000_000);
+    let digits = format!("{bban}131400"); // "DE00": D = 13, E = 14
+    let rem = digits.bytes().fold(0u64, |r, d| (r * 10 + u64::from(d - b'0')) % 97);
+    format!("DE{:02}{bban}", 98 - rem)
 }
 
 /// A fact as the demo submits it (no HTTP request behind it).
@@ -621,7 +710,14 @@ fn count(e: &Event, st: &mut Stats) {
             }
             ConversionOutcomeKind::NoCommission => st.no_commission += 1,
         },
-        Event::PayoutBatchCreated { .. } => st.batches += 1,
+        Event::PayoutBatchCreated { rail, .. } => {
+            st.batches += 1;
+            st.bank_batches += u64::from(rail == BANK_RAIL);
+        }
+        Event::PayoutReturned { amount, .. } => {
+            st.returned += 1;
+            st.paid -= amount.minor_units();
+        }
         Event::LeadOutcome { outcome: LeadOutcomeKind::Duplicate, .. } => st.duplicates += 1,
         Event::MandateIssued { mandate_id, amount, .. } => {
             st.mandates += 1;

@@ -3,6 +3,7 @@
 mod app;
 mod audit;
 mod auth;
+mod bank;
 mod catalogue;
 mod demo;
 mod doors;
@@ -259,6 +260,94 @@ enum Cmd {
         #[command(subcommand)]
         cmd: KeysCmd,
     },
+    /// Pay partners by bank transfer: their accounts, ISO 20022 payment files, and the
+    /// bank's notifications reconciled.
+    Payouts {
+        #[command(subcommand)]
+        cmd: PayoutsCmd,
+    },
+}
+
+/// A bank account on the command line.
+#[derive(clap::Args)]
+struct AccountArgs {
+    /// IBAN (spaces allowed).
+    #[arg(long)]
+    iban: String,
+    /// BIC of the account's bank (8 or 11 characters).
+    #[arg(long)]
+    bic: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum PayoutsCmd {
+    /// Set the vendor's own account: the debtor of every payment file.
+    Debtor {
+        #[command(flatten)]
+        place: Place,
+        /// The vendor's name, as its bank knows it.
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        account: AccountArgs,
+    },
+    /// Register where a partner is paid on the bank rail (replacing its earlier account).
+    Instrument {
+        #[command(flatten)]
+        place: Place,
+        /// Partner id.
+        #[arg(long)]
+        partner: String,
+        /// The account holder's name.
+        #[arg(long)]
+        holder: String,
+        #[command(flatten)]
+        account: AccountArgs,
+        /// ISO 4217 currency it is paid in (default: the partner's program's).
+        #[arg(long)]
+        currency: Option<String>,
+    },
+    /// Erase a partner's bank details (every account it registered): the log keeps only
+    /// their salted hashes.
+    Erase {
+        #[command(flatten)]
+        place: Place,
+        /// Partner id.
+        #[arg(long)]
+        partner: String,
+    },
+    /// Write the ISO 20022 pain.001.001.09 payment file of payout batches on the bank rail.
+    File {
+        #[command(flatten)]
+        place: Place,
+        /// Payout batch id (repeat for a file of several).
+        #[arg(long, required = true)]
+        batch: Vec<String>,
+        /// Output file (replaced if it exists; the same batches give the same bytes).
+        #[arg(long)]
+        out: PathBuf,
+        /// Requested execution date, YYYY-MM-DD (default: each batch's own day).
+        #[arg(long)]
+        execution_date: Option<chrono::NaiveDate>,
+    },
+    /// Apply a bank's camt.054 notification (.001.02 or .001.08): booked payments pay
+    /// their batches, returns fail them; what matches nothing is reported.
+    Reconcile {
+        #[command(flatten)]
+        place: Place,
+        /// The notification (XML).
+        #[arg(long)]
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: ReportFormat,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ReportFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -467,6 +556,7 @@ fn run(cli: Cli) -> Result<()> {
             load::run(&load::LoadConfig { home, conversions, batch, concurrency, rate, seconds, leads, full_answers })
         }
         Cmd::Keys { cmd } => keys(cmd),
+        Cmd::Payouts { cmd } => payouts(cmd),
     }
 }
 
@@ -608,6 +698,95 @@ fn keys(cmd: KeysCmd) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The vendor's command-line principal, as the log names who stated a fact.
+const CLI_BY: &str = "vendor:cli";
+
+fn payouts(cmd: PayoutsCmd) -> Result<()> {
+    let place = match &cmd {
+        PayoutsCmd::Debtor { place, .. }
+        | PayoutsCmd::Instrument { place, .. }
+        | PayoutsCmd::Erase { place, .. }
+        | PayoutsCmd::File { place, .. }
+        | PayoutsCmd::Reconcile { place, .. } => place,
+    };
+    let svc = service::Service::open(&place.home()?)?;
+    let done = payouts_on(&svc, cmd);
+    svc.close()?;
+    done
+}
+
+/// Records `event` from the command line; its refusal is the command's error.
+fn record_cli(svc: &service::Service, event: settle_engine::Event) -> Result<()> {
+    let mut key = [0u8; 16];
+    getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let sub =
+        service::Submit { key: hex::encode(key), by: CLI_BY.into(), at: chrono::Utc::now(), event, request: None };
+    svc.submit_blocking(vec![sub]).pop().context("no outcome")??;
+    Ok(())
+}
+
+fn payouts_on(svc: &service::Service, cmd: PayoutsCmd) -> Result<()> {
+    use bank::instruments::Account;
+    match cmd {
+        PayoutsCmd::Debtor { name, account: AccountArgs { iban, bic }, .. } => {
+            let d = bank::instruments::set_debtor(svc, &name, Account { holder: name.clone(), iban, bic })?;
+            outln!("debtor account set: {} {}", d.name, d.account.masked_iban())?;
+        }
+        PayoutsCmd::Instrument { partner, holder, account: AccountArgs { iban, bic }, currency, .. } => {
+            let mut salt = [0u8; 32];
+            getrandom::fill(&mut salt).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+            let r = bank::Registration { account: Account { holder, iban, bic }, currency };
+            let (event, stored) = bank::prepare(svc, &partner, r, salt, chrono::Utc::now())?;
+            let recorded = record_cli(svc, event);
+            bank::settled(svc, &stored)?;
+            recorded?;
+            let v = bank::instruments::View::from(&stored);
+            outln!("partner {partner} is paid to {} {} ({}) as {}", v.holder, v.iban, v.currency, v.instrument)?;
+        }
+        PayoutsCmd::Erase { partner, .. } => {
+            if let Some(event) = bank::removal(svc, &partner)? {
+                record_cli(svc, event)?;
+            }
+            let n = bank::instruments::erase(svc, &partner, None)?;
+            outln!("erased the bank details of partner {partner} ({n} account(s))")?;
+        }
+        PayoutsCmd::File { batch, out, execution_date, .. } => {
+            let xml = bank::payment_file(svc, &batch, execution_date)?;
+            let tmp = out.with_extension("partial");
+            std::fs::write(&tmp, &xml).with_context(|| format!("cannot write {}", tmp.display()))?;
+            std::fs::rename(&tmp, &out).with_context(|| format!("cannot write {}", out.display()))?;
+            outln!("wrote {} ({} payout batch(es), {} bytes)", out.display(), batch.len(), xml.len())?;
+        }
+        PayoutsCmd::Reconcile { file, format, .. } => {
+            let xml = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let r = bank::reconcile::reconcile(svc, &xml, CLI_BY, chrono::Utc::now())?;
+            match format {
+                ReportFormat::Json => outln!("{}", serde_json::to_string_pretty(&r)?)?,
+                ReportFormat::Text => print_report(&r)?,
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_report(r: &bank::reconcile::Report) -> Result<()> {
+    let counts: Vec<String> = r.counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    let again = if r.already_applied { " (applied before: nothing changed now)" } else { "" };
+    outln!("{} {}: {}{again}", r.version, r.message_id, counts.join(", "))?;
+    for l in &r.lines {
+        let what = serde_json::to_value(l.outcome)?.as_str().unwrap_or_default().to_owned();
+        outln!(
+            "  {what:9} {} {} {} {}{}",
+            l.end_to_end_id.as_deref().unwrap_or("-"),
+            l.amount,
+            l.currency,
+            l.batch.as_deref().map(|b| format!("batch {b}")).unwrap_or_default(),
+            l.detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
+        )?;
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {

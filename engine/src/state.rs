@@ -125,6 +125,10 @@ pub struct Batch {
     pub clawed: i64,
     /// Open, paid or failed.
     pub status: BatchStatus,
+    /// The log position of its `payout_batched` fact (its `payout_batch_created` follows
+    /// it); 0 in a state saved before it was kept.
+    #[serde(default)]
+    pub seq: u64,
 }
 
 /// Where a payout batch is.

@@ -26,11 +26,13 @@ pub enum EventType {
     PayoutBatched,
     /// `payout.booked`: a payment booked against a partner's books.
     PayoutBooked,
+    /// `payout.returned`: a bank returned a payout it had paid; the money is payable again.
+    PayoutReturned,
 }
 
 impl EventType {
     /// Every event type, in the order the guide lists them.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::MandateIssued,
         Self::ClawbackIssued,
         Self::HoldReleased,
@@ -38,6 +40,7 @@ impl EventType {
         Self::SettlementFailed,
         Self::PayoutBatched,
         Self::PayoutBooked,
+        Self::PayoutReturned,
     ];
 
     /// Its name on the wire.
@@ -51,6 +54,7 @@ impl EventType {
             Self::SettlementFailed => "settlement.failed",
             Self::PayoutBatched => "payout.batched",
             Self::PayoutBooked => "payout.booked",
+            Self::PayoutReturned => "payout.returned",
         }
     }
 
@@ -127,13 +131,20 @@ pub fn event_of(seq: u64, env: &Envelope, partner: Option<&str>, state: &State) 
                 batch.as_deref(),
             ),
         ),
-        Event::PayoutBatchCreated { batch, partner: p, rail, amount, offset, mandate_ids } if mine(p) => (
-            EventType::PayoutBatched,
-            json!({"batch": batch, "partner": p, "rail": rail, "amount": amount, "offset": offset, "mandate_ids": mandate_ids}),
-        ),
+        Event::PayoutBatchCreated { batch, partner: p, rail, amount, offset, instrument, mandate_ids } if mine(p) => {
+            let mut data = json!({"batch": batch, "partner": p, "rail": rail, "amount": amount, "offset": offset, "mandate_ids": mandate_ids});
+            if let Some(i) = instrument {
+                data["instrument"] = json!(i);
+            }
+            (EventType::PayoutBatched, data)
+        }
         Event::PayoutBooked { settlement, partner: p, paid, offset, mandate_ids } if mine(p) => (
             EventType::PayoutBooked,
             json!({"settlement": settlement, "partner": p, "paid": paid, "offset": offset, "mandate_ids": mandate_ids}),
+        ),
+        Event::PayoutReturned { settlement, batch, partner: p, amount, mandate_ids } if mine(p) => (
+            EventType::PayoutReturned,
+            json!({"settlement": settlement, "batch": batch, "partner": p, "amount": amount, "mandate_ids": mandate_ids}),
         ),
         _ => return None,
     };

@@ -72,6 +72,7 @@ impl Decider<'_> {
             },
             None,
         );
+        let seq = self.seq;
         Ok(Box::new(move |s| {
             for (cs, i) in hops {
                 s.conversions.update(cs, |c| {
@@ -85,7 +86,7 @@ impl Decider<'_> {
                 s.in_flight.insert(id.clone(), batch.clone());
             }
             let status = BatchStatus::Open;
-            s.batches.insert(batch, Batch { partner, rail, mandate_ids: ids, amount, offset, clawed: 0, status });
+            s.batches.insert(batch, Batch { partner, rail, mandate_ids: ids, amount, offset, clawed: 0, status, seq });
         }))
     }
 
