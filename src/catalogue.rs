@@ -40,6 +40,11 @@ pub enum Op {
     CreatePayout,
     RecordSettlement,
     AdvanceHolds,
+    RegisterInstrument,
+    GetInstrument,
+    EraseInstrument,
+    PaymentFile,
+    ReconcilePayouts,
     Subscribe,
     ListSubscriptions,
     GetSubscription,
@@ -207,6 +212,18 @@ pub const OPERATIONS: &[Operation] = &[
     op(Op::RecordSettlement, "recordSettlement", Vendor, Some(Scope::SettlementsWrite), true)
         .http(Post, "/v1/settlements"),
     op(Op::AdvanceHolds, "advanceHolds", Vendor, Some(Scope::SettlementsWrite), true).http(Post, "/v1/holds/advance"),
+    // Bank details decide where money goes: a partner's own token (not its agents') with
+    // `settlements_write` changes them, as the vendor's does.
+    op(Op::RegisterInstrument, "registerPayoutInstrument", VendorOrPartnerItself, Some(Scope::SettlementsWrite), true)
+        .http(Post, "/v1/partners/{id}/payout-instrument"),
+    op(Op::GetInstrument, "getPayoutInstrument", VendorOrPartner, Some(Scope::Read), false)
+        .http(Get, "/v1/partners/{id}/payout-instrument"),
+    op(Op::EraseInstrument, "erasePayoutInstrument", VendorOrPartnerItself, Some(Scope::SettlementsWrite), true)
+        .http(Delete, "/v1/partners/{id}/payout-instrument"),
+    op(Op::PaymentFile, "getPaymentFile", Vendor, Some(Scope::SettlementsWrite), false)
+        .http(Get, "/v1/payouts/{id}/pain.001"),
+    op(Op::ReconcilePayouts, "reconcilePayouts", Vendor, Some(Scope::SettlementsWrite), true)
+        .http(Post, "/v1/payouts/reconcile"),
     op(Op::Subscribe, "subscribeWebhook", VendorOrPartner, Some(Scope::WebhooksWrite), true)
         .also(Scope::Read)
         .http(Post, "/v1/webhooks"),

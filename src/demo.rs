@@ -569,12 +569,12 @@ fn bank_accounts(
     let mut facts = Vec::new();
     for n in (2..=PARTNERS.iter().sum::<usize>()).step_by(3) {
         let p = format!("p{n:02}");
-        let account = Account {
+        let r = crate::bank::Registration {
             holder: format!("Partner {n:02} GmbH"),
             iban: demo_iban(u64::from_be_bytes(derive(&format!("account/{p}"), seed)[..8].try_into()?)),
             bic: (n % 2 == 0).then(|| "DEUTDEFFXXX".to_owned()),
+            currency: None,
         };
-        let r = crate::bank::Registration { account, currency: None };
         let (event, _) = crate::bank::prepare(svc, &p, r, derive(&format!("instrument/{p}"), seed), t)?;
         facts.push(fact(key(), "vendor:admin", t, event));
         partners.insert(p);

@@ -737,7 +737,7 @@ fn payouts_on(svc: &service::Service, cmd: PayoutsCmd) -> Result<()> {
         PayoutsCmd::Instrument { partner, holder, account: AccountArgs { iban, bic }, currency, .. } => {
             let mut salt = [0u8; 32];
             getrandom::fill(&mut salt).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-            let r = bank::Registration { account: Account { holder, iban, bic }, currency };
+            let r = bank::Registration { holder, iban, bic, currency };
             let (event, stored) = bank::prepare(svc, &partner, r, salt, chrono::Utc::now())?;
             let recorded = record_cli(svc, event);
             bank::settled(svc, &stored)?;

@@ -140,6 +140,24 @@ const RULES: &[Rule] = &[
     rule("createPayout", Some(("POST", "/v1/payouts")), Vendor, SETTLEMENTS, Nothing),
     rule("recordSettlement", Some(("POST", "/v1/settlements")), Vendor, SETTLEMENTS, Nothing),
     rule("advanceHolds", Some(("POST", "/v1/holds/advance")), Vendor, SETTLEMENTS, Nothing),
+    // Bank details: the vendor, or the partner itself (not its agents), for the partner.
+    rule(
+        "registerPayoutInstrument",
+        Some(("POST", "/v1/partners/{id}/payout-instrument")),
+        VendorOrPartnerItself,
+        SETTLEMENTS,
+        Name,
+    ),
+    rule("getPayoutInstrument", Some(("GET", "/v1/partners/{id}/payout-instrument")), VendorOrPartner, READ, Data),
+    rule(
+        "erasePayoutInstrument",
+        Some(("DELETE", "/v1/partners/{id}/payout-instrument")),
+        VendorOrPartnerItself,
+        SETTLEMENTS,
+        Name,
+    ),
+    rule("getPaymentFile", Some(("GET", "/v1/payouts/{id}/pain.001")), Vendor, SETTLEMENTS, Nothing),
+    rule("reconcilePayouts", Some(("POST", "/v1/payouts/reconcile")), Vendor, SETTLEMENTS, Nothing),
     // A subscription delivers what `read` shows: it needs both.
     rule("subscribeWebhook", Some(("POST", "/v1/webhooks")), VendorOrPartner, HOOKS, Nothing).also("read"),
     rule("listWebhooks", Some(("GET", "/v1/webhooks")), VendorOrPartner, READ, Nothing),
@@ -350,6 +368,27 @@ impl World {
                 )
             }
             "advanceHolds" => (path.into(), Some(json!({}))),
+            "registerPayoutInstrument" => (format!("/v1/partners/{p}/payout-instrument"), Some(account())),
+            "getPayoutInstrument" => {
+                // Another principal's call may have erased it.
+                self.admin.post_expect(
+                    &format!("/v1/partners/{p}/payout-instrument"),
+                    &format!("pi{n}"),
+                    &account(),
+                    201,
+                );
+                (format!("/v1/partners/{p}/payout-instrument"), None)
+            }
+            "erasePayoutInstrument" => (format!("/v1/partners/{p}/payout-instrument"), None),
+            "getPaymentFile" => {
+                self.admin.post_expect("/v1/partners/p1/payout-instrument", &format!("pi{n}"), &account(), 201);
+                let md = self.fresh_mandate(true);
+                let batch = json!({"batch": format!("bank{n}"), "partner": "p1", "rail": "bank", "mandate_ids": [md]});
+                self.admin.post_expect("/v1/payouts", &format!("bb{n}"), &batch, 201);
+                (format!("/v1/payouts/bank{n}/pain.001"), None)
+            }
+            // A notification (its XML as a string): its entries match nothing here.
+            "reconcilePayouts" => (path.into(), Some(Value::String(CAMT054.into()))),
             "subscribeWebhook" => (path.into(), Some(json!({"url": format!("http://127.0.0.1:9/new/{n}")}))),
             "listWebhooks" => (path.into(), None),
             "getWebhook" => (format!("/v1/webhooks/{}", self.hook[usize::from(!own)]), None),
@@ -392,8 +431,14 @@ impl World {
         if let Some(a) = &auth {
             h.push(("Authorization", a));
         }
-        let bytes = body.map(|b| serde_json::to_vec(b).expect("json"));
-        if bytes.is_some() {
+        let bytes = body.map(|b| match b {
+            Value::String(xml) => xml.clone().into_bytes(),
+            b => serde_json::to_vec(b).expect("json"),
+        });
+        if let Some(Value::String(_)) = body {
+            h.push(("Content-Type", "application/xml"));
+            h.push(("Idempotency-Key", key));
+        } else if bytes.is_some() {
             h.push(("Content-Type", "application/json"));
             h.push(("Accept", "application/json, text/event-stream"));
             h.push(("Idempotency-Key", key));
@@ -405,6 +450,14 @@ impl World {
         }
         http(self.addr, method, path, &h, bytes.as_deref()).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
+}
+
+/// A bank's camt.054 notification (made with pyiso20022; tests/vectors/bank).
+const CAMT054: &str = include_str!("vectors/bank/camt.054.001.08.xml");
+
+/// A partner's bank account, as a registration's body.
+fn account() -> Value {
+    json!({"holder": "Partner One GmbH", "iban": "DE89 3704 0044 0532 0130 00", "bic": "COBADEFFXXX"})
 }
 
 /// The statuses that mean "past authorisation" for `r`.
@@ -436,6 +489,9 @@ fn names_secrets(w: &World, who: &Who, asked: &str, text: &str) -> bool {
 fn setup(dir: &std::path::Path) -> (std::path::PathBuf, Vec<Who>, String, String, String) {
     let data = dir.join("d");
     keys_create(&data);
+    // The vendor's own account, the debtor of payment files.
+    let debtor = ["payouts", "debtor", "--name", "Vendor Inc.", "--iban", "GB82WEST12345698765432", "--data"];
+    settle_ok(debtor.iter().map(std::ffi::OsStr::new).chain([data.as_os_str()]));
     let all = ALL_SCOPES.iter().map(|s| cli_scope(s)).collect::<Vec<_>>().join(",");
     let admin = token(&data, "vendor-admin", "ops", None, &all);
     let mut whos = vec![

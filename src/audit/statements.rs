@@ -22,7 +22,9 @@ pub struct StatementLine {
     pub seq: u64,
     /// Log time.
     pub at: String,
-    /// `opening`, `earned`, `clawback`, `hold_released`, `paid`, `closing`.
+    /// `opening`, `earned`, `clawback`, `clawback_offset`, `hold_released`,
+    /// `payout_batched`, `payout_returned` (a failed batch), `paid`, `paid_returned` (a
+    /// bank's return of a payment), `closing`.
     pub entry: String,
     /// Conversion or settlement id.
     pub reference: String,
@@ -46,6 +48,9 @@ pub struct StatementLine {
     pub in_payout: String,
     /// Paid to date after the fact.
     pub paid: String,
+    /// The rail's word on a payout: its confirmation id of a payment (a bank's
+    /// reference), or its error code for a failure or a return (a bank's ISO reason code).
+    pub rail_reference: String,
 }
 
 /// `minor` units of `cur` as a decimal string: how statements and balances show money.
@@ -86,6 +91,7 @@ fn balance_line(
         payable: dec(b.payable, c),
         in_payout: dec(b.in_payout, c),
         paid: dec(b.paid, c),
+        rail_reference: String::new(),
     }
 }
 
@@ -138,7 +144,7 @@ pub fn statements(
                 break;
             }
             fact = Some((r.seq, env.at));
-            if matches!(env.event, Event::SettlementFailed { batch: Some(_), .. }) {
+            if matches!(env.event, Event::SettlementFailed { batch: Some(_), .. } | Event::SettlementConfirmed { .. }) {
                 caused.push(env.clone());
             }
             let d = engine
@@ -189,9 +195,20 @@ impl<S: FnMut(&str, StatementLine) -> Result<()>> Books<'_, S> {
         let in_range = self.period.holds(at);
         let at_s = at.to_rfc3339();
         let mut lines: Vec<(String, StatementLine)> = Vec::new();
+        // The rail's word, on the lines of the payouts it answered.
+        let said = caused.iter().find_map(|e| match &e.event {
+            Event::SettlementConfirmed { confirmation_id, .. } => Some(confirmation_id.clone()),
+            Event::SettlementFailed { error, .. } => Some(error.clone()),
+            _ => None,
+        });
         for env in caused.drain(..) {
             for e in entries(st, &env).into_iter().filter(|e| self.period.wanted(&e.partner)) {
-                lines.push((e.partner.clone(), line(st, seq, &at_s, e)));
+                let partner = e.partner.clone();
+                let mut l = line(st, seq, &at_s, e);
+                if matches!(l.entry.as_str(), "paid" | "payout_returned" | "paid_returned") {
+                    l.rail_reference = said.clone().unwrap_or_default();
+                }
+                lines.push((partner, l));
             }
         }
         for (partner, line) in lines {
@@ -274,8 +291,16 @@ fn entries<'a>(st: &State, env: &'a Envelope) -> Vec<Entry<'a>> {
             vec![plain(partner, "payout_batched", batch, amount)]
         }
         // A failed batch's money is payable again (the fact itself is the line).
-        Event::SettlementFailed { batch: Some(batch), partner, .. } => {
-            st.batches.get(batch).map(|b| plain(partner, "payout_returned", batch, &b.amount)).into_iter().collect()
+        Event::SettlementFailed { batch: Some(batch), partner, .. } => st
+            .batches
+            .get(batch)
+            .filter(|b| b.status == settle_engine::state::BatchStatus::Failed)
+            .map(|b| plain(partner, "payout_returned", batch, &b.amount))
+            .into_iter()
+            .collect(),
+        // A bank returned a batch it paid: the payment is undone, the money payable again.
+        Event::PayoutReturned { batch, partner, amount, .. } => {
+            vec![Entry { amount: -amount.minor_units(), ..plain(partner, "paid_returned", batch, amount) }]
         }
         Event::HoldsReleased { mandate_ids, .. } => mandate_ids.iter().filter_map(|id| released(st, id)).collect(),
         _ => Vec::new(),
@@ -328,6 +353,7 @@ fn line(st: &State, seq: u64, at: &str, e: Entry<'_>) -> StatementLine {
         payable: dec(b.payable, c),
         in_payout: dec(b.in_payout, c),
         paid: dec(b.paid, c),
+        rail_reference: String::new(),
     }
 }
 

@@ -2,7 +2,9 @@
 //! `.001.02` and `.001.08`: what a bank reports of the payments it booked, returned or
 //! holds pending. Read with quick-xml's serde deserialiser (elements by local name, so a
 //! prefixed document reads as a default-namespace one; no DTD, no external entities);
-//! only what reconciliation needs is kept ([`Notification`]).
+//! only what reconciliation needs is kept ([`Notification`]). A document that is not such
+//! a notification is refused as the rules refuse (422 over HTTP): any text is a body the
+//! API's document allows.
 
 use serde::Deserialize;
 
@@ -61,19 +63,17 @@ impl Item {
 
 /// Reads a notification.
 pub fn parse(xml: &[u8]) -> Result<Notification, Error> {
-    let text = std::str::from_utf8(xml).map_err(|_| Error::malformed("a camt.054 notification must be UTF-8"))?;
-    let version = VERSIONS
-        .into_iter()
-        .find(|v| text.contains(&format!("urn:iso:std:iso:20022:tech:xsd:{v}\"")))
-        .ok_or_else(|| {
-            Error::malformed(format!("not a camt.054 notification of a version read here ({})", VERSIONS.join(", ")))
-        })?;
+    let text = std::str::from_utf8(xml).map_err(|_| Error::rejected("a camt.054 notification must be UTF-8"))?;
+    let version =
+        VERSIONS.into_iter().find(|v| text.contains(&format!("urn:iso:std:iso:20022:tech:xsd:{v}\""))).ok_or_else(
+            || Error::rejected(format!("not a camt.054 notification of a version read here ({})", VERSIONS.join(", "))),
+        )?;
     let doc: Document = quick_xml::de::from_str(text)
-        .map_err(|e| Error::malformed(format!("not a readable {version} notification: {e}")))?;
-    let body = doc.body.ok_or_else(|| Error::malformed("no BkToCstmrDbtCdtNtfctn in the document"))?;
+        .map_err(|e| Error::rejected(format!("not a readable {version} notification: {e}")))?;
+    let body = doc.body.ok_or_else(|| Error::rejected("no BkToCstmrDbtCdtNtfctn in the document"))?;
     let message_id = body.header.message_id.trim().to_owned();
     if message_id.is_empty() {
-        return Err(Error::malformed("the notification has no GrpHdr/MsgId"));
+        return Err(Error::rejected("the notification has no GrpHdr/MsgId"));
     }
     let mut items = Vec::new();
     for n in body.notifications {

@@ -52,8 +52,8 @@ impl Account {
                 "an account holder's name is 1..={MAX_NAME_CHARS} characters, without control characters"
             )));
         }
-        let iban: iban::Iban =
-            self.iban.parse().map_err(|e| Error::rejected(format!("'{}' is not a valid IBAN: {e}", self.iban)))?;
+        let iban: iban::Iban = (self.iban.trim().to_ascii_uppercase().parse())
+            .map_err(|e| Error::rejected(format!("'{}' is not a valid IBAN: {e}", self.iban)))?;
         let bic = self.bic.map(|b| b.trim().to_ascii_uppercase());
         if let Some(b) = &bic {
             check_bic(b)?;

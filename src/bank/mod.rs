@@ -119,9 +119,13 @@ pub fn payment_file(svc: &Service, ids: &[String], execution_date: Option<NaiveD
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "PayoutInstrumentRegistration")]
 pub struct Registration {
-    /// The bank account.
-    #[serde(flatten)]
-    pub account: instruments::Account,
+    /// The account holder's name, as the bank knows it (1..=140 characters).
+    pub holder: String,
+    /// IBAN, with or without spaces (checked: country format and mod-97 check digits).
+    pub iban: String,
+    /// BIC of the holder's bank (8 or 11 characters), when the bank needs it.
+    #[serde(default)]
+    pub bic: Option<String>,
     /// ISO 4217 currency it is paid in: the partner's program's (the default).
     #[serde(default)]
     pub currency: Option<String>,
@@ -147,7 +151,8 @@ pub fn prepare(
         Some(c) => c.parse().map_err(|e: settle_mandates::money::MoneyError| Error::rejected(e.to_string()))?,
         None => program_currency,
     };
-    let stored = instruments::put(svc, partner, currency, r.account, salt, at)?;
+    let account = instruments::Account { holder: r.holder, iban: r.iban, bic: r.bic };
+    let stored = instruments::put(svc, partner, currency, account, salt, at)?;
     let event = Event::PayoutInstrumentRegistered {
         partner: partner.to_owned(),
         instrument: stored.instrument.clone(),

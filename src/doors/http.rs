@@ -23,7 +23,8 @@ use settle_engine::model::ProgramSpec;
 
 use super::problem::Problem;
 use crate::auth::Principal;
-use crate::catalogue::{self, Op, allow};
+use crate::bank;
+use crate::catalogue::{self, Op, Target, allow};
 use crate::error::{Error, Kind};
 use crate::ops::admin::{self, TokenBody};
 use crate::ops::commands::{
@@ -294,6 +295,86 @@ async fn advance(State(app): State<App>, h: HeaderMap, b: Body) -> Result<Respon
     write(&app, &p, &h, key, body::<AdvanceBody>(&h, b)?.fact(&p)).await
 }
 
+async fn register_instrument(
+    State(app): State<App>,
+    UrlPath(id): UrlPath<String>,
+    h: HeaderMap,
+    b: Body,
+) -> Result<Response, Error> {
+    let (p, key) = writer(&app, &h)?;
+    allow(&p, Op::RegisterInstrument, &[Target::NameOf(&id)])?;
+    let registration = body::<bank::Registration>(&h, b)?;
+    let mut salt = [0u8; 32];
+    getrandom::fill(&mut salt).map_err(Error::internal)?;
+    let (event, stored) = bank::prepare(&app.svc, &id, registration, salt, Utc::now())?;
+    let answered = write(&app, &p, &h, key, Ok(event.into())).await;
+    bank::settled(&app.svc, &stored)?;
+    answered
+}
+
+async fn instrument(State(app): State<App>, UrlPath(id): UrlPath<String>, h: HeaderMap) -> Result<Response, Error> {
+    let p = principal(&app, &h)?;
+    allow(&p, Op::GetInstrument, &[Target::DataOf(&id)])?;
+    answer(bank::current(&app.svc, &id))
+}
+
+/// Erases a partner's bank details: the removal of its instrument recorded (if it has
+/// one), then every account it registered forgotten. Idempotent by its path: 204 again.
+async fn erase_instrument(
+    State(app): State<App>,
+    UrlPath(id): UrlPath<String>,
+    h: HeaderMap,
+) -> Result<Response, Error> {
+    let p = principal(&app, &h)?;
+    allow(&p, Op::EraseInstrument, &[Target::NameOf(&id)])?;
+    if let Some(event) = bank::removal(&app.svc, &id)? {
+        let key = p.idempotency_key(&format!("erase-payout-instrument:{id}"))?;
+        commands::record(&app, &p, key, event.into()).await?;
+    }
+    bank::instruments::erase(&app.svc, &id, None)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The query of `GET /v1/payouts/{id}/pain.001`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileQuery {
+    #[serde(default)]
+    execution_date: Option<chrono::NaiveDate>,
+}
+
+async fn payment_file(
+    State(app): State<App>,
+    UrlPath(id): UrlPath<String>,
+    q: Result<Query<FileQuery>, QueryRejection>,
+    h: HeaderMap,
+) -> Result<Response, Error> {
+    let p = principal(&app, &h)?;
+    allow(&p, Op::PaymentFile, &[])?;
+    let q = query(q)?;
+    let xml = bank::payment_file(&app.svc, &[id], q.execution_date)?;
+    Ok(([(header::CONTENT_TYPE, XML)], xml).into_response())
+}
+
+/// The media type of ISO 20022 files.
+const XML: &str = "application/xml";
+
+/// Applies a bank's camt.054 notification (sent as `application/xml` or `text/xml`).
+async fn reconcile(State(app): State<App>, h: HeaderMap, b: Body) -> Result<Response, Error> {
+    let (p, _key) = writer_of(&app, &h, Op::ReconcilePayouts)?;
+    let bytes = b.map_err(|e| Error::malformed(e.body_text()))?;
+    let essence = h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let essence = essence.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    if essence != XML && essence != "text/xml" {
+        return Err(Error::new(Kind::WrongMediaType, "send the notification as Content-Type: application/xml"));
+    }
+    let (svc, by) = (app.svc.clone(), p.by());
+    let report = tokio::task::spawn_blocking(move || bank::reconcile::reconcile(&svc, &bytes, &by, Utc::now()))
+        .await
+        .map_err(Error::internal)??;
+    answer(Ok(report))
+}
+
 async fn balance(State(app): State<App>, UrlPath(id): UrlPath<String>, h: HeaderMap) -> Result<Response, Error> {
     let p = principal(&app, &h)?;
     answer(queries::balance(&app, &p, &id))
@@ -491,6 +572,11 @@ fn handler(op: Op) -> Option<MethodRouter<App>> {
         Op::CreatePayout => post(payout),
         Op::RecordSettlement => post(settlement),
         Op::AdvanceHolds => post(advance),
+        Op::RegisterInstrument => post(register_instrument),
+        Op::GetInstrument => get(instrument),
+        Op::EraseInstrument => delete(erase_instrument),
+        Op::PaymentFile => get(payment_file),
+        Op::ReconcilePayouts => post(reconcile),
         Op::Subscribe => post(subscribe),
         Op::ListSubscriptions => get(subscriptions),
         Op::GetSubscription => get(subscription),

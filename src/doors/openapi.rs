@@ -136,6 +136,10 @@ struct Doc {
     fact: bool,
     /// Error answers of its own, beside the ones every operation of its kind has.
     errors: &'static [u16],
+    /// The media type of its request body and of its success answers (JSON, unless
+    /// it reads or writes an ISO 20022 file).
+    body_media: &'static str,
+    ok_media: &'static str,
 }
 
 impl Doc {
@@ -150,7 +154,21 @@ impl Doc {
             ok: Vec::new(),
             fact: false,
             errors: &[],
+            body_media: JSON,
+            ok_media: JSON,
         }
+    }
+    /// A request body of ISO 20022 XML.
+    fn xml_body(mut self, description: &'static str) -> Self {
+        self.body = Some(json!({"type": "string", "description": description}));
+        self.body_media = XML;
+        self
+    }
+    /// A success answer of ISO 20022 XML.
+    fn xml_ok(mut self, status: u16, description: &'static str) -> Self {
+        self.ok.push((status, description, Some(json!({"type": "string"}))));
+        self.ok_media = XML;
+        self
     }
     fn describe(mut self, d: &'static str) -> Self {
         self.description = Some(d);
@@ -311,6 +329,30 @@ fn doc(op: Op, s: &mut Schemas) -> Doc {
         Op::AdvanceHolds => Doc::new("vendor", "Advance log time: release holds that are due")
             .body(s.request::<AdvanceBody>())
             .fact(s),
+        Op::RegisterInstrument => Doc::new("payouts", "Register where a partner is paid on the bank rail")
+            .describe("The account (holder, IBAN checked for its country's format and its mod-97 check digits, optional BIC) is kept beside the log, never in it and never in an audit bundle: the log records `payout_instrument_registered` with a salted SHA-256 of the details (`pi_…`), which replaces any earlier instrument for payouts from now on. The currency is the partner's program's. Needs the vendor's token, or the partner's own (not its agents'), with `settlements_write`. See docs/payouts.md.")
+            .path("id", "Partner id.", ID_PATTERN)
+            .body(s.request::<crate::bank::Registration>())
+            .fact(s),
+        Op::GetInstrument => Doc::new("payouts", "A partner's payout instrument, its IBAN masked")
+            .path("id", "Partner id.", ID_PATTERN)
+            .ok(200, "OK", s.response::<crate::bank::instruments::View>()),
+        Op::EraseInstrument => Doc::new("payouts", "Erase a partner's bank details")
+            .describe("Records `payout_instrument_removed` for its current instrument (no payout goes to the bank rail for it until another is registered), then forgets the details of every account it registered: the log keeps only their salted hashes and still verifies. Idempotent: 204 again. Needs the vendor's token, or the partner's own, with `settlements_write`.")
+            .path("id", "Partner id.", ID_PATTERN)
+            .empty(204, "Erased (or nothing was kept)")
+            .errors(&[409, 429, 503]),
+        Op::PaymentFile => Doc::new("payouts", "The ISO 20022 pain.001.001.09 payment file of a payout batch on the bank rail")
+            .describe("One credit transfer per batch, its end-to-end id the batch id (or `S` and 34 hex digits of its SHA-256 when the id is longer than 35 characters or holds `_`), its mandates in the structured remittance information; the vendor's account (`settle payouts debtor`) as the debtor. The same batch gives the same bytes, message id included. 422 when no debtor account is configured, the batch is on another rail or its partner's details were erased. Needs a vendor token with `settlements_write`. See docs/payouts.md.")
+            .path("id", "Payout batch id.", ID_PATTERN)
+            .query("execution_date", false, "Requested execution date (default: the day the batch was made).", json!({"type": "string", "format": "date"}))
+            .xml_ok(200, "The pain.001.001.09 document")
+            .errors(&[422]),
+        Op::ReconcilePayouts => Doc::new("payouts", "Apply a bank's camt.054 notification to the bank rail's payout batches")
+            .describe("A camt.054.001.02 or .001.08 notification: each booked debit matched by end-to-end id pays its batch (`settlement_confirmed`, the bank's reference as confirmation id); each return, with its ISO reason code, fails it, or returns it if it was paid (`payout_returned`); entries pending, matching nothing or disagreeing with their batch are reported and change nothing. Applied once per message id: the same notification again changes nothing and answers its first report with `already_applied`. Needs a vendor token with `settlements_write`.")
+            .xml_body("A camt.054.001.02 or camt.054.001.08 document.")
+            .ok(200, "What each reported transaction did", s.response::<crate::bank::reconcile::Report>())
+            .errors(&[409, 422, 429, 503]),
         Op::Subscribe => Doc::new(
             "webhooks",
             "Subscribe to signed webhooks (Standard Webhooks; see docs/webhooks.md)",
@@ -422,7 +464,7 @@ fn error_response(status: u16) -> (&'static str, Value) {
             format!("The request target (path and query) is longer than {MAX_URI_BYTES} bytes. (A request line past 65,534 bytes is refused by the HTTP layer itself, with 414 and no body.)"),
             none,
         ),
-        415 => ("UnsupportedMediaType", "The body is not sent as `Content-Type: application/json`.".to_owned(), none),
+        415 => ("UnsupportedMediaType", "The body is not sent in the media type the operation takes: `application/json` (`application/xml` for a bank notification).".to_owned(), none),
         422 => ("Rejected", "The request matches this document, but the rules refuse it (an unknown program, a split over 100 %, a lead outside its window, more decimals than the currency has, ...).".to_owned(), none),
         429 => (
             "TooManyRequests",
@@ -458,8 +500,16 @@ fn problem_schema() -> Value {
     })
 }
 
+/// The media types of bodies.
+const JSON: &str = "application/json";
+const XML: &str = "application/xml";
+
 fn json_content(schema: Value) -> Value {
-    json!({"application/json": {"schema": schema}})
+    content(JSON, schema)
+}
+
+fn content(media: &str, schema: Value) -> Value {
+    json!({ media: {"schema": schema} })
 }
 
 /// The error statuses `o` can answer.
@@ -542,7 +592,7 @@ fn build_raw() -> Value {
         for (status, description, schema) in &d.ok {
             let mut r = json!({"description": description});
             if let Some(schema) = schema {
-                r["content"] = json_content(schema.clone());
+                r["content"] = content(d.ok_media, schema.clone());
             }
             if prefer {
                 r["headers"] = json!({"Preference-Applied": {
@@ -570,7 +620,7 @@ fn build_raw() -> Value {
             op["parameters"] = Value::Array(params);
         }
         if let Some(body) = d.body {
-            op["requestBody"] = json!({"required": true, "content": json_content(body)});
+            op["requestBody"] = json!({"required": true, "content": content(d.body_media, body)});
         }
         if o.callers == Callers::Anyone {
             op["security"] = json!([]);

@@ -430,9 +430,10 @@ mod tests {
                 env(Event::PayoutBatchCreated {
                     batch: "B2".into(),
                     partner: "p2".into(),
-                    rail: "sepa".into(),
+                    rail: "bank".into(),
                     amount: usd(60_000),
                     offset: usd(0),
+                    instrument: Some(format!("pi_{}", "ab".repeat(32))),
                     mandate_ids: vec!["md_100_1".into()],
                 }),
             ),
@@ -442,9 +443,19 @@ mod tests {
                     settlement: "S2".into(),
                     batch: Some("B2".into()),
                     partner: "p2".into(),
-                    rail: "sepa".into(),
+                    rail: "bank".into(),
                     error: "AC04".into(),
                     mandate_ids: vec!["md_100_1".into()],
+                }),
+            ),
+            (
+                145,
+                env(Event::PayoutReturned {
+                    settlement: "S3".into(),
+                    batch: "B1".into(),
+                    partner: "p1".into(),
+                    amount: usd(36_000),
+                    mandate_ids: vec!["md_100_0".into()],
                 }),
             ),
             (150, env(Event::HoldsAdvanced { to: at })),
@@ -505,9 +516,9 @@ mod tests {
         };
         assert_eq!(
             ids("vendor"),
-            ["evt_101", "evt_102", "evt_110", "evt_120", "evt_130", "evt_131", "evt_135", "evt_140"]
+            ["evt_101", "evt_102", "evt_110", "evt_120", "evt_130", "evt_131", "evt_135", "evt_140", "evt_145"]
         );
-        assert_eq!(ids("p1"), ["evt_101", "evt_110", "evt_120", "evt_130", "evt_131"]);
+        assert_eq!(ids("p1"), ["evt_101", "evt_110", "evt_120", "evt_130", "evt_131", "evt_145"]);
         assert_eq!(ids("p2"), ["evt_102", "evt_120", "evt_135", "evt_140"]);
         let p1_release = &out["p1"].as_array().expect("list")[2]["body"];
         assert!(!p1_release.as_str().expect("body").contains("md_100_1"), "p2's mandate in p1's release: {p1_release}");

@@ -122,6 +122,7 @@ def config(ids):
     operations = [
         (["getProgram", "amendProgram"], {"path.id": "programs"}),
         (["getBalance", "listMandates"], {"path.id": "partners"}),
+        (["registerPayoutInstrument", "getPayoutInstrument", "erasePayoutInstrument"], {"path.id": "partners"}),
         (["suspendPartner"], {"path.id": "suspendable"}),
         (["getReceipt"], {"path.id": "partners", "path.mandate": "mandates"}),
         (["revokeAgent"], {"path.id": "agents"}),
