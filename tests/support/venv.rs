@@ -59,12 +59,34 @@ fn run(cmd: &mut Command, what: &str) {
     );
 }
 
+/// The stock ISO 20022 libraries: sepaxml (which ships the official pain.001.001.09
+/// schema), xmlschema to validate against it, and pyiso20022 (on xsdata) to write bank
+/// notifications.
+pub const BANK_LIBRARIES: &[&str] = &[
+    "sepaxml==2.7.0",
+    "text-unidecode==1.3",
+    "xmlschema==4.3.2",
+    "elementpath==5.1.4",
+    "pyiso20022==1.6.2",
+    "xsdata==26.10",
+    "typing_extensions==4.16.0",
+];
+
+/// The venv's Python, with [`BANK_LIBRARIES`] installed.
+pub fn bank_libraries() -> PathBuf {
+    pinned("bank-libraries-venv", BANK_LIBRARIES).join("bin").join("python")
+}
+
 /// Runs `script` (a file of `tests/support/`) with the venv's Python and `args`; returns
 /// its stdout parsed as JSON, or fails with everything it said.
 pub fn run_script(script: &str, args: &[&str]) -> serde_json::Value {
-    let python = agent_sdks();
+    run_script_with(&agent_sdks(), script, args)
+}
+
+/// [`run_script`] with the Python `python`.
+pub fn run_script_with(python: &Path, script: &str, args: &[&str]) -> serde_json::Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("support").join(script);
-    let out = Command::new(&python)
+    let out = Command::new(python)
         .arg(&path)
         .args(args)
         .env("PYTHONDONTWRITEBYTECODE", "1")
