@@ -259,3 +259,49 @@ struct Reason {
     #[serde(rename = "Prtry")]
     proprietary: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The notifications pyiso20022 writes (tests/vectors/bank), in both versions: a
+    /// booked payment, a return with its reason, a pending entry.
+    #[test]
+    fn both_versions_read_the_same() {
+        for (v, xml) in [
+            ("camt.054.001.02", include_str!("../../tests/vectors/bank/camt.054.001.02.xml")),
+            ("camt.054.001.08", include_str!("../../tests/vectors/bank/camt.054.001.08.xml")),
+        ] {
+            let n = parse(xml.as_bytes()).unwrap();
+            assert_eq!((n.version, n.message_id.as_str(), n.items.len()), (v, "BANK-MSG-1", 3));
+            let [booked, returned, pending] = &n.items[..] else { unreachable!() };
+            assert!(booked.booked() && !booked.returned(), "{booked:?}");
+            assert_eq!(booked.end_to_end_id.as_deref(), Some("payout-6-p01-0"));
+            assert_eq!(booked.amount, ("123.45".into(), "USD".into()));
+            assert_eq!(booked.bank_reference.as_deref(), Some("BREF0001"));
+            assert!(returned.booked() && returned.returned() && returned.credit);
+            assert_eq!(returned.return_reason.as_deref(), Some("AC04"));
+            assert!(!pending.booked());
+            assert_eq!(pending.status, "PDNG");
+        }
+    }
+
+    /// Prefixed elements read as default-namespace ones; what is not a notification of a
+    /// version read here is refused.
+    #[test]
+    fn prefixes_are_read_and_other_documents_refused() {
+        let xml = include_str!("../../tests/vectors/bank/camt.054.001.08.xml")
+            .replace("<Document xmlns=", "<c:Document xmlns:c=")
+            .replace("</Document>", "</c:Document>")
+            .replace("<Ntry>", "<c:Ntry>")
+            .replace("</Ntry>", "</c:Ntry>");
+        assert_eq!(parse(xml.as_bytes()).unwrap().items.len(), 3);
+        for bad in [
+            "not xml at all",
+            "<Document xmlns=\"urn:iso:std:iso:20022:tech:xsd:camt.053.001.08\"/>",
+            "<Document xmlns=\"urn:iso:std:iso:20022:tech:xsd:camt.054.001.08\"><BkToCstmrDbtCdtNtfctn><GrpHdr><MsgId> </MsgId></GrpHdr></BkToCstmrDbtCdtNtfctn></Document>",
+        ] {
+            assert!(parse(bad.as_bytes()).is_err(), "{bad}");
+        }
+    }
+}

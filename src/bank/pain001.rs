@@ -384,3 +384,53 @@ struct RemittanceAmount {
     #[serde(rename = "DuePyblAmt")]
     due: Money,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usd(minor: i64) -> Amount {
+        Amount::from_minor(minor, "USD".parse().unwrap()).unwrap()
+    }
+
+    fn payment(batch: &str, minor: i64, day: u32) -> Payment {
+        Payment {
+            batch: batch.into(),
+            amount: usd(minor),
+            offset: usd(0),
+            execution_date: NaiveDate::from_ymd_opt(2026, 3, day).unwrap(),
+            mandates: vec![("md_1_0".into(), usd(minor))],
+            creditor: Account { holder: "A & B <C>".into(), iban: "DE89370400440532013000".into(), bic: None },
+        }
+    }
+
+    fn debtor() -> Debtor {
+        let account = Account { holder: "V".into(), iban: "GB82WEST12345698765432".into(), bic: None };
+        Debtor { name: "Vendor".into(), account }
+    }
+
+    /// A block per execution date and currency, the control sums exact, ids that map back
+    /// to the batches, names escaped; the same payments, the same bytes.
+    #[test]
+    fn blocks_sums_and_ids() {
+        let at = DateTime::<Utc>::from_timestamp(1_772_000_000, 0).unwrap();
+        let long = "a-payout-batch-id-longer-than-thirty-five";
+        let ps = [payment("b1", 1_005, 1), payment(long, 2_000, 1), payment("b_3", 7, 2)];
+        let xml = String::from_utf8(write(&debtor(), at, &ps).unwrap()).unwrap();
+        assert_eq!(xml.matches("<PmtInf>").count(), 2);
+        assert!(xml.contains("<NbOfTxs>3</NbOfTxs>") && xml.contains("<CtrlSum>30.12</CtrlSum>"), "{xml}");
+        assert!(xml.contains("<CtrlSum>30.05</CtrlSum>") && xml.contains("<CtrlSum>0.07</CtrlSum>"), "{xml}");
+        assert!(xml.contains("<EndToEndId>b1</EndToEndId>"));
+        assert_eq!(end_to_end_id(long).len(), 35);
+        assert!(xml.contains(&format!("<EndToEndId>{}</EndToEndId>", end_to_end_id(long))));
+        assert!(end_to_end_id("b_3").starts_with('S'), "'_' is not every bank's");
+        assert!(xml.contains("A &amp; B &lt;C&gt;"));
+        assert_eq!(write(&debtor(), at, &ps).unwrap(), xml.as_bytes());
+        // Another set of batches, another message id.
+        let other = String::from_utf8(write(&debtor(), at, &ps[..2]).unwrap()).unwrap();
+        let id = |x: &str| x.split("<MsgId>").nth(1).unwrap().split('<').next().unwrap().to_owned();
+        assert_ne!(id(&xml), id(&other));
+        assert!(write(&debtor(), at, &[]).is_err());
+        assert!(write(&debtor(), at, &[payment("b1", 1, 1), payment("b1", 2, 1)]).is_err(), "a batch twice");
+    }
+}
