@@ -1,5 +1,5 @@
 //! Golden vectors of the formats the binary puts on the wire (the agent card, the MCP
-//! tool list), kept in `tests/vectors/`. Tests recompute them and fail on any drift;
+//! tool list, webhook bodies, bank files), kept in `tests/vectors/`. Tests recompute them and fail on any drift;
 //! after a deliberate change, rewrite them with `SETTLE_BLESS=1 cargo test -p settle` and
 //! review the diff.
 
@@ -23,6 +23,24 @@ pub fn check(name: &str, generated: &Value) {
     assert!(
         committed == *generated,
         "{} drifted from what the code produces; if deliberate, rewrite it with `SETTLE_BLESS=1 cargo test -p settle` and review the diff.\ngenerated:\n{rendered}",
+        path.display()
+    );
+}
+
+/// [`check`] for a vector that is text, not JSON (an XML file): byte for byte.
+pub fn check_text(name: &str, generated: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("vectors").join(name);
+    if std::env::var("SETTLE_BLESS").as_deref() == Ok("1") {
+        std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
+        std::fs::write(&path, generated).expect("write vector");
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!("cannot read {}: {e}; create it with `SETTLE_BLESS=1 cargo test -p settle`", path.display())
+    });
+    assert!(
+        committed == generated,
+        "{} drifted from what the code produces; if deliberate, rewrite it with `SETTLE_BLESS=1 cargo test -p settle` and review the diff.\ngenerated:\n{generated}",
         path.display()
     );
 }

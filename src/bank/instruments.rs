@@ -280,5 +280,12 @@ mod tests {
         assert_eq!(r, format!("pi_{}", hex::encode(h.finalize())));
         assert_ne!(r, reference(&[8; 32], "p01", usd, &a).unwrap());
         assert!(!r.contains("DE89"));
+        let vector = serde_json::json!({
+            "domain": "settle/payout-instrument/v1\n",
+            "salt_hex": hex::encode([7u8; 32]),
+            "details_jcs": std::str::from_utf8(jcs).unwrap(),
+            "reference": r,
+        });
+        crate::golden::check("bank/instrument.json", &vector);
     }
 }

@@ -433,4 +433,34 @@ mod tests {
         assert!(write(&debtor(), at, &[]).is_err());
         assert!(write(&debtor(), at, &[payment("b1", 1, 1), payment("b1", 2, 1)]).is_err(), "a batch twice");
     }
+
+    /// A whole file: two currencies, two days, a BIC and none, an offset, several
+    /// mandates (golden vector `tests/vectors/bank/pain.001.001.09.xml`).
+    #[test]
+    fn a_whole_file_is_the_golden_vector() {
+        let eur = |minor| Amount::from_minor(minor, "EUR".parse().unwrap()).unwrap();
+        let mut a = payment("payout-6-p02-0", 150_000, 7);
+        a.offset = usd(2_500);
+        a.mandates = vec![("md_101_0".into(), usd(100_000)), ("md_140_2".into(), usd(52_500))];
+        let mut b = payment("payout_6_p05_0", 9_999, 7);
+        b.amount = eur(9_999);
+        b.mandates = vec![("md_120_1".into(), eur(9_999))];
+        b.creditor = Account {
+            holder: "Müller & Söhne GmbH".into(),
+            iban: "FR1420041010050500013M02606".into(),
+            bic: Some("BNPAFRPPXXX".into()),
+        };
+        let c = payment("payout-13-p02-0", 1, 14);
+        let d = Debtor {
+            name: "Settle Demo Vendor Inc.".into(),
+            account: Account {
+                holder: "Settle Demo Vendor Inc.".into(),
+                iban: "DE89370400440532013000".into(),
+                bic: Some("COBADEFFXXX".into()),
+            },
+        };
+        let at = DateTime::<Utc>::from_timestamp(1_776_000_000, 0).unwrap();
+        let xml = String::from_utf8(write(&d, at, &[a, b, c]).unwrap()).unwrap();
+        crate::golden::check_text("bank/pain.001.001.09.xml", &xml);
+    }
 }
