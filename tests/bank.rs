@@ -172,8 +172,29 @@ fn payment_files_of_random_batches_validate_against_the_official_schema() {
         std::fs::write(&f, &r.body).expect("write");
         files.push(f);
     }
-    // Another rail's batch, an unknown one: refused, nothing written.
+    // An unknown batch: not found.
     assert_eq!(a.get("/v1/payouts/nope/pain.001").status, 404);
+    // The bank books the first batch: reconciled over HTTP, the partner's money is paid.
+    let (b0, p0) = &batches[0];
+    let xml = std::fs::read_to_string(&files[0]).expect("file");
+    let amount = xml.split("<InstdAmt Ccy=\"").nth(1).expect("amount");
+    let (currency, rest) = amount.split_once("\">").expect("currency");
+    let value = rest.split('<').next().expect("value");
+    let mut booked = entry("booked", &pain_e2e(&xml), value, "HTTP-REF-1");
+    booked["currency"] = json!(currency);
+    let n = camt054(dir.path(), "08", "HTTP-MSG-1", &[booked]);
+    let body = std::fs::read(&n).expect("notification");
+    let r = a.post_raw("/v1/payouts/reconcile", Some("rc1"), Some("application/xml"), &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["lines"][0]["outcome"], "paid", "{}", r.text());
+    assert_eq!(r.json()["lines"][0]["batch"], json!(b0));
+    let balance = a.get(&format!("/v1/partners/{p0}/balance")).json();
+    assert_eq!(balance["paid"], json!(value), "{balance}");
+    // Not a notification: refused, nothing changed.
+    let r = a.post_raw("/v1/payouts/reconcile", Some("rc2"), Some("application/xml"), b"<x/>");
+    assert_eq!(r.problem(422)["status"], 422);
+    let r = a.post_raw("/v1/payouts/reconcile", Some("rc3"), Some("application/json"), &body);
+    assert_eq!(r.status, 415);
     server.stop();
     // One file of every batch from the command line: a block per currency.
     let all = dir.path().join("all.xml");
@@ -190,6 +211,11 @@ fn payment_files_of_random_batches_validate_against_the_official_schema() {
     // And the golden vector docs/payouts.md points to (three transactions).
     files.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/bank/pain.001.001.09.xml"));
     assert_eq!(validate(&files), 2 * batches.len() as u64 + 3);
+}
+
+/// The first end-to-end id of payment file `xml`.
+fn pain_e2e(xml: &str) -> String {
+    xml.split("<EndToEndId>").nth(1).and_then(|r| r.split('<').next()).expect("an end-to-end id").to_owned()
 }
 
 /// The batches the demo sent to the bank that no notification answered yet, with their
