@@ -162,6 +162,7 @@ pub fn put(
     salt: [u8; 32],
     at: DateTime<Utc>,
 ) -> Result<Stored, Error> {
+    svc.writable()?;
     let account = account.checked()?;
     let instrument = reference(&salt, partner, currency, &account)?;
     let s = Stored {
@@ -187,6 +188,7 @@ pub fn get(svc: &Service, partner: &str, instrument: &str) -> Result<Option<Stor
 /// Erases the details of partner `partner`'s instruments (all of them, or only
 /// `instrument`): how many were kept.
 pub fn erase(svc: &Service, partner: &str, instrument: Option<&str>) -> Result<usize, Error> {
+    svc.writable()?;
     let keys: Vec<Vec<u8>> = match instrument {
         Some(i) => vec![[prefix(partner), i.as_bytes().to_vec()].concat()],
         None => svc
@@ -217,6 +219,7 @@ pub struct Debtor {
 
 /// Configures the debtor's account (synced before it returns).
 pub fn set_debtor(svc: &Service, name: &str, account: Account) -> Result<Debtor, Error> {
+    svc.writable()?;
     let holder = Account { holder: name.to_owned(), ..account }.checked()?;
     let d = Debtor { name: holder.holder.clone(), account: holder };
     svc.ledger()

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use settle_engine::Event;
-use settle_engine::model::BANK_RAIL;
+use settle_engine::model::{BANK_RAIL, MAX_SETTLEMENT_MANDATES};
 use settle_engine::state::BatchStatus;
 use sha2::{Digest, Sha256};
 
@@ -98,6 +98,10 @@ pub struct Report {
     pub lines: Vec<Line>,
 }
 
+/// Facts recorded in one group commit (and at most `MAX_SETTLEMENT_MANDATES` mandates
+/// named: what they derive is in memory until it is durable).
+const FACTS_PER_COMMIT: usize = 64;
+
 /// Where the report of notification `message_id` is kept.
 fn report_key(message_id: &str) -> Vec<u8> {
     format!("bank/camt054/{}", hex::encode(Sha256::digest(message_id.as_bytes()))).into_bytes()
@@ -115,6 +119,7 @@ fn settlement_id(message_id: &str, n: usize) -> String {
 
 /// Applies notification `xml` in the name of `by` at `now` (see the module's doc).
 pub fn reconcile(svc: &Service, xml: &[u8], by: &str, now: DateTime<Utc>) -> Result<Report, Error> {
+    svc.writable()?;
     let n = camt054::parse(xml)?;
     let key = report_key(&n.message_id);
     if let Some(v) = svc.ledger().aux_get(&key).map_err(Error::internal)? {
@@ -131,6 +136,10 @@ pub fn reconcile(svc: &Service, xml: &[u8], by: &str, now: DateTime<Utc>) -> Res
             .collect()
     });
     let mut lines = Vec::with_capacity(n.items.len());
+    // The facts to record, each with its line and the mandates it names; and what they
+    // make of each batch (a payment and its return may come in one notification).
+    let mut planned: Vec<(usize, Submit, usize)> = Vec::new();
+    let mut now_status: BTreeMap<String, BatchStatus> = BTreeMap::new();
     for (i, item) in n.items.iter().enumerate() {
         let mut line = Line {
             end_to_end_id: item.end_to_end_id.clone(),
@@ -158,47 +167,77 @@ pub fn reconcile(svc: &Service, xml: &[u8], by: &str, now: DateTime<Utc>) -> Res
             lines.push(line);
             continue;
         };
-        // As it is now: a payment and its return may come in one notification.
         let b = bank_batch(svc, batch_id)?;
         line.batch = Some(b.id.clone());
         line.partner = Some(b.partner.clone());
-        let (outcome, detail) = judge(item, &b, b.status);
+        let (outcome, detail) = judge(item, &b, *now_status.get(&b.id).unwrap_or(&b.status));
         line.outcome = outcome;
         line.detail = detail;
-        if matches!(outcome, Outcome::Paid | Outcome::Failed | Outcome::Returned) {
-            let settlement = settlement_id(&n.message_id, i);
-            let (partner, rail, mandate_ids, batch) =
-                (b.partner.clone(), BANK_RAIL.to_owned(), b.mandate_ids.clone(), Some(b.id.clone()));
-            let event = if outcome == Outcome::Paid {
-                let confirmation_id = item.bank_reference.clone().unwrap_or_else(|| format!("{}#{i}", n.message_id));
-                line.bank_reference = Some(confirmation_id.clone());
-                Event::SettlementConfirmed {
-                    settlement: settlement.clone(),
-                    batch,
-                    partner,
-                    rail,
-                    mandate_ids,
-                    confirmation_id,
-                }
-            } else {
-                let error = item.return_reason.clone().unwrap_or_else(|| "NARR".into());
-                Event::SettlementFailed { settlement: settlement.clone(), batch, partner, rail, mandate_ids, error }
-            };
-            let sub = Submit { key: settlement.clone(), by: by.to_owned(), at: now, event, request: None };
-            match svc.submit_blocking(vec![sub]).pop() {
-                Some(Ok(_)) => {
-                    line.mandates = b.mandate_ids.len();
-                    line.settlement = Some(settlement);
-                }
-                Some(Err(SubmitError::Rejected(r))) => {
-                    line.outcome = Outcome::Mismatch;
-                    line.detail = Some(r.to_string());
-                }
-                Some(Err(e)) => return Err(e.into()),
-                None => return Err(Error::internal("no outcome")),
+        let after = match outcome {
+            Outcome::Paid => BatchStatus::Paid,
+            Outcome::Failed => BatchStatus::Failed,
+            Outcome::Returned => BatchStatus::Returned,
+            _ => {
+                lines.push(line);
+                continue;
+            }
+        };
+        let settlement = settlement_id(&n.message_id, i);
+        let (partner, rail, mandate_ids, batch) =
+            (b.partner.clone(), BANK_RAIL.to_owned(), b.mandate_ids.clone(), Some(b.id.clone()));
+        let event = if outcome == Outcome::Paid {
+            let confirmation_id = item.bank_reference.clone().unwrap_or_else(|| format!("{}#{i}", n.message_id));
+            line.bank_reference = Some(confirmation_id.clone());
+            Event::SettlementConfirmed {
+                settlement: settlement.clone(),
+                batch,
+                partner,
+                rail,
+                mandate_ids,
+                confirmation_id,
+            }
+        } else {
+            let error = item.return_reason.clone().unwrap_or_else(|| "NARR".into());
+            Event::SettlementFailed { settlement: settlement.clone(), batch, partner, rail, mandate_ids, error }
+        };
+        line.settlement = Some(settlement.clone());
+        now_status.insert(b.id.clone(), after);
+        planned.push((
+            lines.len(),
+            Submit { key: settlement, by: by.to_owned(), at: now, event, request: None },
+            b.mandate_ids.len(),
+        ));
+        lines.push(line);
+    }
+    // Recorded in order, a group commit per chunk; what the engine refuses is reported.
+    let mut chunks: Vec<Vec<(usize, Submit, usize)>> = Vec::new();
+    let mut named = 0;
+    for p in planned {
+        match chunks.last_mut() {
+            Some(c) if c.len() < FACTS_PER_COMMIT && named + p.2 <= MAX_SETTLEMENT_MANDATES => {
+                named += p.2;
+                c.push(p);
+            }
+            _ => {
+                named = p.2;
+                chunks.push(vec![p]);
             }
         }
-        lines.push(line);
+    }
+    for chunk in chunks {
+        let (meta, subs): (Vec<(usize, usize)>, Vec<Submit>) = chunk.into_iter().map(|(l, s, m)| ((l, m), s)).unzip();
+        for ((l, mandates), r) in meta.into_iter().zip(svc.submit_blocking(subs)) {
+            let line = &mut lines[l];
+            match r {
+                Ok(_) => line.mandates = mandates,
+                Err(SubmitError::Rejected(r)) => {
+                    line.outcome = Outcome::Mismatch;
+                    line.detail = Some(r.to_string());
+                    line.settlement = None;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
     let mut counts = BTreeMap::new();
     for l in &lines {

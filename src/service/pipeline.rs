@@ -54,20 +54,29 @@ type Meta = (usize, u64, Vec<Envelope>);
 type Checked = Result<(CheckedGroup, Vec<Meta>), String>;
 
 impl Service {
+    /// Whether this node takes writes now: not a standby, not stopped after a storage
+    /// failure (what a write beside the log, such as bank details, asks first too).
+    pub fn writable(&self) -> Result<(), SubmitError> {
+        if self.follower {
+            return Err(SubmitError::Storage(
+                "this node is a standby: it serves reads and takes over when the writer stops; write to the writer"
+                    .into(),
+            ));
+        }
+        if self.failed.load(Ordering::Acquire) {
+            return Err(SubmitError::Storage("the service stopped after a storage failure; restart it".into()));
+        }
+        Ok(())
+    }
+
     /// Decides `subs` in order, signs what they cause (on all cores) and queues it as one
     /// group commit, all under the sequencer's lock, after a place in the ledger's queue is
     /// reserved for it: each submission is then answered, pending, or waits for an earlier
     /// one with its key.
     pub(super) fn prepare(&self, subs: Vec<Submit>, when_full: WhenFull) -> Vec<Prepared> {
         let refuse_all = |err: SubmitError| subs.iter().map(|_| Prepared::Done(Err(err.clone()))).collect();
-        if self.follower {
-            return refuse_all(SubmitError::Storage(
-                "this node is a standby: it serves reads and takes over when the writer stops; write to the writer"
-                    .into(),
-            ));
-        }
-        if self.failed.load(Ordering::Acquire) {
-            return refuse_all(SubmitError::Storage("the service stopped after a storage failure; restart it".into()));
+        if let Err(e) = self.writable() {
+            return refuse_all(e);
         }
         let mut sq = self.seq.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         forget_durable(&mut sq, self.ledger.size());
