@@ -71,6 +71,9 @@ pub enum Callers {
     /// The vendor and its agents; a partner itself (not its agents) for itself: the
     /// management of a partner's agents.
     VendorOrPartnerItself,
+    /// A vendor administrator (not the vendor's agents); a partner itself (not its
+    /// agents) for itself: where a partner's money goes.
+    VendorAdminOrPartnerItself,
 }
 
 /// An HTTP method.
@@ -149,7 +152,7 @@ impl Operation {
     }
 }
 
-use Callers::{Anyone, Vendor, VendorAdmin, VendorOrPartner, VendorOrPartnerItself};
+use Callers::{Anyone, Vendor, VendorAdmin, VendorAdminOrPartnerItself, VendorOrPartner, VendorOrPartnerItself};
 use Method::{Delete, Get, Post};
 
 /// The catalogue.
@@ -212,13 +215,19 @@ pub const OPERATIONS: &[Operation] = &[
     op(Op::RecordSettlement, "recordSettlement", Vendor, Some(Scope::SettlementsWrite), true)
         .http(Post, "/v1/settlements"),
     op(Op::AdvanceHolds, "advanceHolds", Vendor, Some(Scope::SettlementsWrite), true).http(Post, "/v1/holds/advance"),
-    // Bank details decide where money goes: a partner's own token (not its agents') with
-    // `settlements_write` changes them, as the vendor's does.
-    op(Op::RegisterInstrument, "registerPayoutInstrument", VendorOrPartnerItself, Some(Scope::SettlementsWrite), true)
-        .http(Post, "/v1/partners/{id}/payout-instrument"),
+    // Bank details decide where money goes: a vendor administrator or the partner's own
+    // token (no agent of either) with `settlements_write` changes them.
+    op(
+        Op::RegisterInstrument,
+        "registerPayoutInstrument",
+        VendorAdminOrPartnerItself,
+        Some(Scope::SettlementsWrite),
+        true,
+    )
+    .http(Post, "/v1/partners/{id}/payout-instrument"),
     op(Op::GetInstrument, "getPayoutInstrument", VendorOrPartner, Some(Scope::Read), false)
         .http(Get, "/v1/partners/{id}/payout-instrument"),
-    op(Op::EraseInstrument, "erasePayoutInstrument", VendorOrPartnerItself, Some(Scope::SettlementsWrite), true)
+    op(Op::EraseInstrument, "erasePayoutInstrument", VendorAdminOrPartnerItself, Some(Scope::SettlementsWrite), true)
         .http(Delete, "/v1/partners/{id}/payout-instrument"),
     op(Op::PaymentFile, "getPaymentFile", Vendor, Some(Scope::SettlementsWrite), false)
         .http(Get, "/v1/payouts/{id}/pain.001"),
@@ -337,6 +346,13 @@ pub fn authorize(p: Option<&Principal>, op: Op, targets: &[Target<'_>]) -> Resul
         }
         Callers::VendorOrPartnerItself if p.kind == PrincipalKind::PartnerAgent => {
             return Err(Denied::Forbidden("a partner's agents are managed by the partner itself".into()));
+        }
+        Callers::VendorAdminOrPartnerItself
+            if matches!(p.kind, PrincipalKind::PartnerAgent | PrincipalKind::VendorAgent) =>
+        {
+            return Err(Denied::Forbidden(
+                "where a partner is paid is set by a vendor administrator or the partner itself, not an agent".into(),
+            ));
         }
         _ => {}
     }

@@ -407,6 +407,11 @@ pub fn run(data: &Path, home: &Home, conversions: u64, seed: u64, quiet: bool) -
             let mut pay = Vec::new();
             for (p, ids) in payable {
                 let bank = bank_partners.contains(&p);
+                // A bank transfer of nothing is refused: while earlier clawbacks of paid
+                // money leave the partner owing all its mandates are worth, they wait.
+                if bank && svc.with_state(|s| s.books.get(&p).map_or(0, |b| b.payable_now())) == 0 {
+                    continue;
+                }
                 for (j, chunk) in ids.chunks(MAX_SETTLEMENT_MANDATES).enumerate() {
                     let sid = format!("payout-{day}-{p}-{j}");
                     let rail = if bank { BANK_RAIL } else { "book" };

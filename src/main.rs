@@ -746,7 +746,7 @@ fn payouts_on(svc: &service::Service, cmd: PayoutsCmd) -> Result<()> {
             outln!("partner {partner} is paid to {} {} ({}) as {}", v.holder, v.iban, v.currency, v.instrument)?;
         }
         PayoutsCmd::Erase { partner, .. } => {
-            if let Some(event) = bank::removal(svc, &partner)? {
+            if let Some((event, _)) = bank::removal(svc, &partner)? {
                 record_cli(svc, event)?;
             }
             let n = bank::instruments::erase(svc, &partner, None)?;
@@ -776,7 +776,7 @@ fn print_report(r: &bank::reconcile::Report) -> Result<()> {
     let again = if r.already_applied { " (applied before: nothing changed now)" } else { "" };
     outln!("{} {}: {}{again}", r.version, r.message_id, counts.join(", "))?;
     for l in &r.lines {
-        let what = serde_json::to_value(l.outcome)?.as_str().unwrap_or_default().to_owned();
+        let what = bank::reconcile::name(l.outcome);
         outln!(
             "  {what:9} {} {} {} {}{}",
             l.end_to_end_id.as_deref().unwrap_or("-"),

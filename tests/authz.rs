@@ -26,6 +26,8 @@ enum Callers {
     VendorOrPartner,
     /// The partner's own token, not its agents: managing its agents.
     VendorOrPartnerItself,
+    /// A vendor administrator or the partner's own token (no agent): bank details.
+    VendorAdminOrPartnerItself,
 }
 
 /// What the operation is about, where it matters whose it is.
@@ -140,11 +142,11 @@ const RULES: &[Rule] = &[
     rule("createPayout", Some(("POST", "/v1/payouts")), Vendor, SETTLEMENTS, Nothing),
     rule("recordSettlement", Some(("POST", "/v1/settlements")), Vendor, SETTLEMENTS, Nothing),
     rule("advanceHolds", Some(("POST", "/v1/holds/advance")), Vendor, SETTLEMENTS, Nothing),
-    // Bank details: the vendor, or the partner itself (not its agents), for the partner.
+    // Bank details: a vendor administrator, or the partner itself, for the partner (no agent).
     rule(
         "registerPayoutInstrument",
         Some(("POST", "/v1/partners/{id}/payout-instrument")),
-        VendorOrPartnerItself,
+        VendorAdminOrPartnerItself,
         SETTLEMENTS,
         Name,
     ),
@@ -152,7 +154,7 @@ const RULES: &[Rule] = &[
     rule(
         "erasePayoutInstrument",
         Some(("DELETE", "/v1/partners/{id}/payout-instrument")),
-        VendorOrPartnerItself,
+        VendorAdminOrPartnerItself,
         SETTLEMENTS,
         Name,
     ),
@@ -219,6 +221,9 @@ fn expected(who: &Who, r: &Rule, own: bool) -> Result<(), u16> {
         return Err(403);
     }
     if r.callers == VendorAdmin && who.kind != Kind::VendorAdmin {
+        return Err(403);
+    }
+    if r.callers == VendorAdminOrPartnerItself && matches!(who.kind, Kind::PartnerAgent | Kind::VendorAgent) {
         return Err(403);
     }
     if r.callers == VendorOrPartnerItself && who.kind == Kind::PartnerAgent {

@@ -24,6 +24,12 @@ pub struct Book {
     pub clawed_in_payout: i64,
     /// Total paid on rails.
     pub paid: i64,
+    /// Of `payable`, what no payable mandate carries: money owed beyond them, which the
+    /// next payout batch pays with its mandates. Only a bank's return makes it: of a
+    /// payout whose clawbacks later payouts had already recovered (those payouts paid
+    /// less, for a debt the return voids).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub credit: i64,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference

@@ -105,6 +105,11 @@ impl Agent {
     }
 }
 
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+
 /// A payout batch: mandates of one partner sent to a rail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Batch {
@@ -123,6 +128,10 @@ pub struct Batch {
     /// Clawed back from its mandates while it was open.
     #[serde(default)]
     pub clawed: i64,
+    /// Of `amount`, the partner's credit it pays beyond its mandates (given back if the
+    /// rail fails it).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub credit: i64,
     /// Open, paid or failed.
     pub status: BatchStatus,
     /// The log position of its `payout_batched` fact (its `payout_batch_created` follows

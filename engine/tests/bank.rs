@@ -160,3 +160,75 @@ fn a_return_after_a_clawback_of_paid_money_leaves_the_net_payable() {
     };
     assert!(w.try_fact(back).unwrap_err().to_string().contains("already settled"));
 }
+
+/// A return voids the debt of clawbacks of the returned money; where a later payout had
+/// recovered that debt (paying less), the partner is owed it back: a credit the next
+/// batch pays with the returned mandates, and gives back if it fails. Nothing is stuck,
+/// nothing paid twice.
+#[test]
+fn a_return_after_the_debt_was_recovered_owes_the_recovery_back() {
+    let mut w = World::chain(spec(shares("50", "0", "50", Position::Closer), percent_pool("10"), 0), 2);
+    w.fact(register(1));
+    let book = |w: &World| *w.engine.state().books.get("p1").unwrap();
+    let a = mandates(&w.convert("c1", 100_000));
+    w.fact(batch("A", BANK_RAIL, &a));
+    w.fact(answer("A", "S1", &a, Ok("REF-A")));
+    w.fact(Event::RefundRecorded {
+        refund: "r1".into(),
+        conversion: "c1".into(),
+        size: RefundSize::Amount(usd(30_000)),
+    });
+    assert_eq!(book(&w).payable, -1_500);
+    let b = mandates(&w.convert("c2", 100_000));
+    let d = w.fact(batch("B", BANK_RAIL, &b));
+    assert!(
+        matches!(&d.outputs[0].envelope.event, Event::PayoutBatchCreated { amount, offset, credit: None, .. } if amount.minor_units() == 3_500 && offset.minor_units() == 1_500)
+    );
+    w.fact(answer("B", "S2", &b, Ok("REF-B")));
+    // A comes back: its mandate is worth 3,500 now, and B's 1,500 recovery is owed back.
+    w.fact(answer("A", "S3", &a, Err("AC04")));
+    let k = book(&w);
+    assert_eq!((k.payable, k.credit, k.paid), (5_000, 1_500, 3_500));
+    // A batch that fails gives the credit back; the next one pays it.
+    let d = w.fact(batch("C", BANK_RAIL, &a));
+    assert!(
+        matches!(&d.outputs[0].envelope.event, Event::PayoutBatchCreated { amount, credit: Some(c), .. } if amount.minor_units() == 5_000 && c.minor_units() == 1_500),
+        "{:?}",
+        d.outputs[0].envelope.event
+    );
+    assert_eq!(book(&w).credit, 0);
+    w.fact(answer("C", "S4", &a, Err("AC01")));
+    assert_eq!((book(&w).payable, book(&w).credit), (5_000, 1_500));
+    w.fact(batch("D", BANK_RAIL, &a));
+    w.fact(answer("D", "S5", &a, Ok("REF-D")));
+    let k = book(&w);
+    assert_eq!((k.payable, k.credit, k.paid, k.earned - k.clawed_back), (0, 0, 8_500, 8_500));
+}
+
+/// Before any recovery, a return leaves only the mandates' value payable: no credit.
+#[test]
+fn a_return_before_any_recovery_owes_only_the_mandates() {
+    let mut w = World::chain(spec(shares("50", "0", "50", Position::Closer), percent_pool("10"), 0), 2);
+    w.fact(register(1));
+    let a = mandates(&w.convert("c1", 100_000));
+    w.fact(batch("A", BANK_RAIL, &a));
+    w.fact(answer("A", "S1", &a, Ok("REF-A")));
+    w.fact(Event::RefundRecorded {
+        refund: "r1".into(),
+        conversion: "c1".into(),
+        size: RefundSize::Amount(usd(30_000)),
+    });
+    w.fact(answer("A", "S2", &a, Err("AC04")));
+    let k = *w.engine.state().books.get("p1").unwrap();
+    assert_eq!((k.payable, k.credit), (3_500, 0));
+    // A bank transfer of nothing is refused.
+    let mut w = World::chain(spec(shares("50", "0", "50", Position::Closer), percent_pool("10"), 0), 2);
+    w.fact(register(1));
+    let a = mandates(&w.convert("c1", 100_000));
+    w.fact(batch("A", BANK_RAIL, &a));
+    w.fact(answer("A", "S1", &a, Ok("REF-A")));
+    w.fact(Event::RefundRecorded { refund: "r1".into(), conversion: "c1".into(), size: RefundSize::Full });
+    let small = mandates(&w.convert("c2", 10_000));
+    let e = w.try_fact(batch("B", BANK_RAIL, &small)).unwrap_err().to_string();
+    assert!(e.contains("nothing to transfer"), "{e}");
+}

@@ -64,10 +64,12 @@ impl Item {
 /// Reads a notification.
 pub fn parse(xml: &[u8]) -> Result<Notification, Error> {
     let text = std::str::from_utf8(xml).map_err(|_| Error::rejected("a camt.054 notification must be UTF-8"))?;
-    let version =
-        VERSIONS.into_iter().find(|v| text.contains(&format!("urn:iso:std:iso:20022:tech:xsd:{v}\""))).ok_or_else(
-            || Error::rejected(format!("not a camt.054 notification of a version read here ({})", VERSIONS.join(", "))),
-        )?;
+    let version = VERSIONS
+        .into_iter()
+        .find(|v| ['"', '\''].iter().any(|q| text.contains(&format!("urn:iso:std:iso:20022:tech:xsd:{v}{q}"))))
+        .ok_or_else(|| {
+            Error::rejected(format!("not a camt.054 notification of a version read here ({})", VERSIONS.join(", ")))
+        })?;
     let doc: Document = quick_xml::de::from_str(text)
         .map_err(|e| Error::rejected(format!("not a readable {version} notification: {e}")))?;
     let body = doc.body.ok_or_else(|| Error::rejected("no BkToCstmrDbtCdtNtfctn in the document"))?;

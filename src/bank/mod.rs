@@ -74,6 +74,23 @@ pub fn payments(
     let mut latest = DateTime::<Utc>::MIN_UTC;
     for id in ids {
         let b = bank_batch(svc, id)?;
+        // Never a second payment: a file pays open batches; a paid one is written again
+        // only alone (the same message id as its own file, which a bank refuses twice).
+        match b.status {
+            BatchStatus::Open => {}
+            BatchStatus::Paid if ids.len() == 1 => {}
+            s => {
+                return Err(Error::rejected(format!(
+                    "payout batch '{id}' is {}: {}",
+                    reconcile::name(s),
+                    if s == BatchStatus::Paid {
+                        "its payment file is written again only on its own"
+                    } else {
+                        "its mandates are payable again, and a new batch pays them"
+                    }
+                )));
+            }
+        }
         let stored = instruments::get(svc, &b.partner, &b.instrument)?.ok_or_else(|| {
             Error::rejected(format!(
                 "the bank details of partner '{}' that payout batch '{id}' pays ({}) were erased",
@@ -115,7 +132,7 @@ pub fn payment_file(svc: &Service, ids: &[String], execution_date: Option<NaiveD
 
 /// A partner's payout instrument to register: its account, and the currency it is paid
 /// in (its program's when not given).
-#[derive(Debug, Clone, serde::Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "PayoutInstrumentRegistration")]
 pub struct Registration {
@@ -164,27 +181,30 @@ pub fn prepare(
 /// After recording a registration: its details are kept only if the log names them (a
 /// refused fact, or a retry answered with an earlier registration, leaves them unnamed).
 pub fn settled(svc: &Service, stored: &instruments::Stored) -> Result<(), Error> {
-    let named = svc.with_state(|s| {
-        s.partners.get(&stored.partner).and_then(|p| p.instrument.as_deref()) == Some(stored.instrument.as_str())
-    });
-    if !named {
+    if named(svc, &stored.partner)?.as_deref() != Some(stored.instrument.as_str()) {
         instruments::erase(svc, &stored.partner, Some(&stored.instrument))?;
     }
     Ok(())
 }
 
-/// The fact that removes partner `partner`'s current instrument, if it has one.
-pub fn removal(svc: &Service, partner: &str) -> Result<Option<Event>, Error> {
+/// The instrument the log names for partner `partner` now, if any.
+fn named(svc: &Service, partner: &str) -> Result<Option<String>, Error> {
     let current = svc.with_state(|s| s.partners.get(partner).map(|p| p.instrument.clone()));
-    let current = current.ok_or_else(|| Error::not_found(format!("partner '{partner}' not found")))?;
-    Ok(current.map(|instrument| Event::PayoutInstrumentRemoved { partner: partner.to_owned(), instrument }))
+    current.ok_or_else(|| Error::not_found(format!("partner '{partner}' not found")))
+}
+
+/// The fact that removes partner `partner`'s current instrument, and that instrument, if
+/// it has one.
+pub fn removal(svc: &Service, partner: &str) -> Result<Option<(Event, String)>, Error> {
+    Ok(named(svc, partner)?.map(|instrument| {
+        (Event::PayoutInstrumentRemoved { partner: partner.to_owned(), instrument: instrument.clone() }, instrument)
+    }))
 }
 
 /// Partner `partner`'s current instrument, as the API shows it.
 pub fn current(svc: &Service, partner: &str) -> Result<instruments::View, Error> {
-    let current = svc.with_state(|s| s.partners.get(partner).map(|p| p.instrument.clone()));
-    let current = current.ok_or_else(|| Error::not_found(format!("partner '{partner}' not found")))?;
-    let id = current.ok_or_else(|| Error::not_found(format!("partner '{partner}' has no payout instrument")))?;
+    let id = named(svc, partner)?
+        .ok_or_else(|| Error::not_found(format!("partner '{partner}' has no payout instrument")))?;
     let stored = instruments::get(svc, partner, &id)?
         .ok_or_else(|| Error::not_found(format!("the bank details of partner '{partner}' were erased")))?;
     Ok(instruments::View::from(&stored))

@@ -24,6 +24,8 @@ pub const NAMESPACE: &str = "urn:iso:std:iso:20022:tech:xsd:pain.001.001.09";
 
 /// Longest identifier of the schema (`Max35Text`).
 const MAX_ID: usize = 35;
+/// Longest unstructured remittance information (`Max140Text`).
+const MAX_REMITTANCE: usize = 140;
 
 /// One partner's payment: a payout batch on the bank rail.
 #[derive(Debug, Clone)]
@@ -47,18 +49,26 @@ pub struct Payment {
 /// (characters every bank takes), else `S` and the first 34 hex digits of its SHA-256.
 #[must_use]
 pub fn end_to_end_id(batch: &str) -> String {
-    let plain = batch.len() <= MAX_ID && batch.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b));
-    if plain { batch.to_owned() } else { format!("S{}", &hex::encode(Sha256::digest(batch.as_bytes()))[..MAX_ID - 1]) }
+    id_or_digest(batch, MAX_ID, b"-.:", "S")
+}
+
+/// `id` itself when it is at most `max` bytes of letters, digits and `extra`, else
+/// `prefix` and as many hex digits of its SHA-256 as fit in `max`.
+pub(super) fn id_or_digest(id: &str, max: usize, extra: &[u8], prefix: &str) -> String {
+    if id.len() <= max && id.bytes().all(|b| b.is_ascii_alphanumeric() || extra.contains(&b)) {
+        return id.to_owned();
+    }
+    let digest = hex::encode(Sha256::digest(id.as_bytes()));
+    format!("{prefix}{}", &digest[..(max - prefix.len()).min(digest.len())])
 }
 
 /// The message id of a file of `payments`: `settle-` and 24 hex digits of the SHA-256 of
-/// their batch ids and execution dates, in the file's order.
+/// their batch ids in the file's order. The execution date is left out: a file of the
+/// same batches for another day is the same instruction, and a bank refuses it twice.
 fn message_id(payments: &[Payment]) -> String {
     let mut h = Sha256::new();
     for p in payments {
         h.update(p.batch.as_bytes());
-        h.update([0x1f]);
-        h.update(p.execution_date.to_string().as_bytes());
         h.update([0x1e]);
     }
     format!("settle-{}", &hex::encode(h.finalize())[..24])
@@ -87,7 +97,7 @@ pub fn write(debtor: &Debtor, created: DateTime<Utc>, payments: &[Payment]) -> R
             if !seen.insert(e2e.clone()) {
                 return Err(Error::rejected(format!("payout batch '{}' is named twice", p.batch)));
             }
-            txs.push(transaction(p, e2e));
+            txs.push(transaction(p, e2e, currency.code() == "EUR"));
         }
         let sum = total(ps.iter().map(|p| p.amount), currency)?;
         grand += sum.to_decimal();
@@ -134,11 +144,26 @@ fn total(mut amounts: impl Iterator<Item = Amount>, currency: Currency) -> Resul
     amounts.try_fold(Amount::zero(currency), |s, a| s.checked_add(a)).map_err(|e| Error::rejected(e.to_string()))
 }
 
-fn transaction(p: &Payment, e2e: String) -> Transaction {
+/// The transaction of payment `p`. Its mandates are listed in the remittance
+/// information: one `Strd` per mandate, after a `Ustrd` that names the batch; a SEPA
+/// payment (EUR) carries only one `Ustrd` (the EPC's rule), with as many mandate ids as
+/// fit in its 140 characters.
+fn transaction(p: &Payment, e2e: String, sepa: bool) -> Transaction {
     let n = p.mandates.len();
     let mut said = format!("Commission payout {}: {n} mandate{}", p.batch, if n == 1 { "" } else { "s" });
     if !p.offset.is_zero() {
         said.push_str(&format!(", less {} owed from clawbacks", p.offset));
+    }
+    if sepa {
+        for (i, (id, _)) in p.mandates.iter().enumerate() {
+            let more = if i + 1 < n { format!(" +{}", n - i - 1) } else { String::new() };
+            if said.chars().count() + 1 + id.len() + more.len() > MAX_REMITTANCE {
+                said.push_str(&format!(" +{}", n - i));
+                break;
+            }
+            said.push(' ');
+            said.push_str(id);
+        }
     }
     Transaction {
         payment_id: PaymentId { instruction: e2e.clone(), end_to_end: e2e },
@@ -147,20 +172,25 @@ fn transaction(p: &Payment, e2e: String) -> Transaction {
         creditor: Party { name: p.creditor.holder.clone() },
         creditor_account: CashAccount::of(&p.creditor, None),
         remittance: Remittance {
-            unstructured: said.chars().take(140).collect(),
-            structured: p
-                .mandates
-                .iter()
-                .map(|(id, amount)| Structured {
-                    document: ReferredDocument {
-                        kind: DocumentType { code_or_proprietary: Proprietary { proprietary: "SETTLE-MANDATE" } },
-                        number: id.clone(),
-                    },
-                    amounts: RemittanceAmount { due: Money::of(*amount) },
-                })
-                .collect(),
+            unstructured: said.chars().take(MAX_REMITTANCE).collect(),
+            structured: if sepa { Vec::new() } else { structured(p) },
         },
     }
+}
+
+/// One `Strd` per mandate: its id and the amount it was issued for (`InstdAmt` is the
+/// batch's, net of what clawbacks and offsets took).
+fn structured(p: &Payment) -> Vec<Structured> {
+    p.mandates
+        .iter()
+        .map(|(id, amount)| Structured {
+            document: ReferredDocument {
+                kind: DocumentType { code_or_proprietary: Proprietary { proprietary: "SETTLE-MANDATE" } },
+                number: id.clone(),
+            },
+            amounts: RemittanceAmount { due: Money::of(*amount) },
+        })
+        .collect()
 }
 
 // The schema's elements, in its order.
@@ -347,7 +377,7 @@ impl Money {
 struct Remittance {
     #[serde(rename = "Ustrd")]
     unstructured: String,
-    #[serde(rename = "Strd")]
+    #[serde(rename = "Strd", skip_serializing_if = "Vec::is_empty")]
     structured: Vec<Structured>,
 }
 

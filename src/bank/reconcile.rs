@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::camt054::{self, Item};
 use super::{bank_batch, pain001};
-use crate::error::Error;
+use crate::error::{Error, Kind};
 use crate::service::{Service, Submit, SubmitError};
 
 /// What became of one reported transaction.
@@ -87,6 +87,9 @@ pub struct Report {
     pub message_id: String,
     /// Its version (`camt.054.001.02` or `camt.054.001.08`).
     pub version: String,
+    /// The SHA-256 of the document (hex): another document under the same message id
+    /// is refused.
+    pub document_sha256: String,
     /// When it was applied.
     pub applied_at: DateTime<Utc>,
     /// True when this notification had been applied before: this is that report, and
@@ -111,10 +114,7 @@ fn report_key(message_id: &str) -> Vec<u8> {
 /// idempotency key): `camt054:`, the message id (or, if it holds other characters than
 /// an id may, 32 hex digits of its SHA-256) and `n`.
 fn settlement_id(message_id: &str, n: usize) -> String {
-    let plain = message_id.len() <= 64 && message_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    let m =
-        if plain { message_id.to_owned() } else { hex::encode(Sha256::digest(message_id.as_bytes()))[..32].to_owned() };
-    format!("camt054:{m}:{n}")
+    format!("camt054:{}:{n}", pain001::id_or_digest(message_id, 64, b"._-", ""))
 }
 
 /// Applies notification `xml` in the name of `by` at `now` (see the module's doc).
@@ -122,8 +122,18 @@ pub fn reconcile(svc: &Service, xml: &[u8], by: &str, now: DateTime<Utc>) -> Res
     svc.writable()?;
     let n = camt054::parse(xml)?;
     let key = report_key(&n.message_id);
+    let document = hex::encode(Sha256::digest(xml));
     if let Some(v) = svc.ledger().aux_get(&key).map_err(Error::internal)? {
         let mut r: Report = serde_json::from_slice(&v).map_err(Error::internal)?;
+        if r.document_sha256 != document {
+            return Err(Error::new(
+                Kind::Conflict,
+                format!(
+                    "another notification with message id '{}' was applied at {}: a bank's message id names one notification",
+                    n.message_id, r.applied_at
+                ),
+            ));
+        }
         r.already_applied = true;
         return Ok(r);
     }
@@ -241,12 +251,12 @@ pub fn reconcile(svc: &Service, xml: &[u8], by: &str, now: DateTime<Utc>) -> Res
     }
     let mut counts = BTreeMap::new();
     for l in &lines {
-        let k = serde_json::to_value(l.outcome).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-        *counts.entry(k).or_insert(0) += 1;
+        *counts.entry(name(l.outcome)).or_insert(0) += 1;
     }
     let report = Report {
         message_id: n.message_id,
         version: n.version.into(),
+        document_sha256: document,
         applied_at: now,
         already_applied: false,
         counts,
@@ -283,6 +293,7 @@ fn judge(item: &Item, b: &super::BankBatch, status: BatchStatus) -> (Outcome, Op
     }
 }
 
-fn name(s: BatchStatus) -> String {
+/// A status or outcome by its name on the wire (`paid`, `returned`, ...).
+pub(crate) fn name(s: impl Serialize) -> String {
     serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }

@@ -304,13 +304,21 @@ async fn register_instrument(
     let (p, key) = writer(&app, &h)?;
     allow(&p, Op::RegisterInstrument, &[Target::NameOf(&id)])?;
     let registration = body::<bank::Registration>(&h, b)?;
+    // The request as sent makes a retry the same one (the salt is the server's): a retry
+    // is answered with the first registration, and its own details forgotten.
+    let request = serde_json::json!({"partner": id, "registration": registration});
     let mut salt = [0u8; 32];
     getrandom::fill(&mut salt).map_err(Error::internal)?;
+    let _one_at_a_time = INSTRUMENT_WRITES.lock().await;
     let (event, stored) = bank::prepare(&app.svc, &id, registration, salt, Utc::now())?;
-    let answered = write(&app, &p, &h, key, Ok(event.into())).await;
+    let answered = write(&app, &p, &h, key, Ok(Fact { event, request: Some(request) })).await;
     bank::settled(&app.svc, &stored)?;
     answered
 }
+
+/// Registrations and erasures of bank details, one at a time: each reads which
+/// instrument the log names, then changes what is kept beside it.
+static INSTRUMENT_WRITES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn instrument(State(app): State<App>, UrlPath(id): UrlPath<String>, h: HeaderMap) -> Result<Response, Error> {
     let p = principal(&app, &h)?;
@@ -327,8 +335,9 @@ async fn erase_instrument(
 ) -> Result<Response, Error> {
     let p = principal(&app, &h)?;
     allow(&p, Op::EraseInstrument, &[Target::NameOf(&id)])?;
-    if let Some(event) = bank::removal(&app.svc, &id)? {
-        let key = p.idempotency_key(&format!("erase-payout-instrument:{id}"))?;
+    let _one_at_a_time = INSTRUMENT_WRITES.lock().await;
+    if let Some((event, instrument)) = bank::removal(&app.svc, &id)? {
+        let key = p.idempotency_key(&format!("erase-payout-instrument:{id}:{instrument}"))?;
         commands::record(&app, &p, key, event.into()).await?;
     }
     bank::instruments::erase(&app.svc, &id, None)?;

@@ -330,7 +330,7 @@ fn doc(op: Op, s: &mut Schemas) -> Doc {
             .body(s.request::<AdvanceBody>())
             .fact(s),
         Op::RegisterInstrument => Doc::new("payouts", "Register where a partner is paid on the bank rail")
-            .describe("The account (holder, IBAN checked for its country's format and its mod-97 check digits, optional BIC) is kept beside the log, never in it and never in an audit bundle: the log records `payout_instrument_registered` with a salted SHA-256 of the details (`pi_…`), which replaces any earlier instrument for payouts from now on. The currency is the partner's program's. Needs the vendor's token, or the partner's own (not its agents'), with `settlements_write`. See docs/payouts.md.")
+            .describe("The account (holder, IBAN checked for its country's format and its mod-97 check digits, optional BIC) is kept beside the log, never in it and never in an audit bundle: the log records `payout_instrument_registered` with a salted SHA-256 of the details (`pi_…`), which replaces any earlier instrument for payouts from now on. The currency is the partner's program's. A retry with its `Idempotency-Key` and the same body is answered with the first registration (200); with another body, 409. Needs a vendor administrator's token, or the partner's own, with `settlements_write`: no agent changes where money goes. See docs/payouts.md.")
             .path("id", "Partner id.", ID_PATTERN)
             .body(s.request::<crate::bank::Registration>())
             .fact(s),
@@ -338,18 +338,18 @@ fn doc(op: Op, s: &mut Schemas) -> Doc {
             .path("id", "Partner id.", ID_PATTERN)
             .ok(200, "OK", s.response::<crate::bank::instruments::View>()),
         Op::EraseInstrument => Doc::new("payouts", "Erase a partner's bank details")
-            .describe("Records `payout_instrument_removed` for its current instrument (no payout goes to the bank rail for it until another is registered), then forgets the details of every account it registered: the log keeps only their salted hashes and still verifies. Idempotent: 204 again. Needs the vendor's token, or the partner's own, with `settlements_write`.")
+            .describe("Records `payout_instrument_removed` for its current instrument (no payout goes to the bank rail for it until another is registered), then forgets the details of every account it registered: the log keeps only their salted hashes and still verifies. Idempotent: 204 again. Needs a vendor administrator's token, or the partner's own, with `settlements_write`.")
             .path("id", "Partner id.", ID_PATTERN)
             .empty(204, "Erased (or nothing was kept)")
             .errors(&[409, 429, 503]),
         Op::PaymentFile => Doc::new("payouts", "The ISO 20022 pain.001.001.09 payment file of a payout batch on the bank rail")
-            .describe("One credit transfer per batch, its end-to-end id the batch id (or `S` and 34 hex digits of its SHA-256 when the id is longer than 35 characters or holds `_`), its mandates in the structured remittance information; the vendor's account (`settle payouts debtor`) as the debtor. The same batch gives the same bytes, message id included. 422 when no debtor account is configured, the batch is on another rail or its partner's details were erased. Needs a vendor token with `settlements_write`. See docs/payouts.md.")
+            .describe("One credit transfer per batch, its end-to-end id the batch id (or `S` and 34 hex digits of its SHA-256 when the id is longer than 35 characters or holds `_`), its mandates in the structured remittance information; the vendor's account (`settle payouts debtor`) as the debtor. The same batch gives the same bytes, message id included. 422 when no debtor account is configured, the batch is on another rail, failed or was returned (its mandates are payable again), or its partner's details were erased. Needs a vendor token with `settlements_write`. See docs/payouts.md.")
             .path("id", "Payout batch id.", ID_PATTERN)
             .query("execution_date", false, "Requested execution date (default: the day the batch was made).", json!({"type": "string", "format": "date"}))
             .xml_ok(200, "The pain.001.001.09 document")
             .errors(&[422]),
         Op::ReconcilePayouts => Doc::new("payouts", "Apply a bank's camt.054 notification to the bank rail's payout batches")
-            .describe("A camt.054.001.02 or .001.08 notification: each booked debit matched by end-to-end id pays its batch (`settlement_confirmed`, the bank's reference as confirmation id); each return, with its ISO reason code, fails it, or returns it if it was paid (`payout_returned`); entries pending, matching nothing or disagreeing with their batch are reported and change nothing. Applied once per message id: the same notification again changes nothing and answers its first report with `already_applied`. Needs a vendor token with `settlements_write`.")
+            .describe("A camt.054.001.02 or .001.08 notification: each booked debit matched by end-to-end id pays its batch (`settlement_confirmed`, the bank's reference as confirmation id); each return, with its ISO reason code, fails it, or returns it if it was paid (`payout_returned`); entries pending, matching nothing or disagreeing with their batch are reported and change nothing. Applied once per message id: the same notification again changes nothing and answers its first report with `already_applied`; another document under that message id is 409. The `Idempotency-Key` is required as for every write; the message id is what makes a notification apply once. Needs a vendor token with `settlements_write`.")
             .xml_body("A camt.054.001.02 or camt.054.001.08 document.")
             .ok(200, "What each reported transaction did", s.response::<crate::bank::reconcile::Report>())
             .errors(&[409, 422, 429, 503]),

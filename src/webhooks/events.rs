@@ -131,10 +131,15 @@ pub fn event_of(seq: u64, env: &Envelope, partner: Option<&str>, state: &State) 
                 batch.as_deref(),
             ),
         ),
-        Event::PayoutBatchCreated { batch, partner: p, rail, amount, offset, instrument, mandate_ids } if mine(p) => {
+        Event::PayoutBatchCreated { batch, partner: p, rail, amount, offset, credit, instrument, mandate_ids }
+            if mine(p) =>
+        {
             let mut data = json!({"batch": batch, "partner": p, "rail": rail, "amount": amount, "offset": offset, "mandate_ids": mandate_ids});
             if let Some(i) = instrument {
                 data["instrument"] = json!(i);
+            }
+            if let Some(c) = credit {
+                data["credit"] = json!(c);
             }
             (EventType::PayoutBatched, data)
         }

@@ -433,6 +433,7 @@ mod tests {
                     rail: "bank".into(),
                     amount: usd(60_000),
                     offset: usd(0),
+                    credit: None,
                     instrument: Some(format!("pi_{}", "ab".repeat(32))),
                     mandate_ids: vec!["md_100_1".into()],
                 }),

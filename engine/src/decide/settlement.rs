@@ -56,10 +56,17 @@ impl Decider<'_> {
         } else {
             None
         };
-        // What the rail pays: the mandates' value, less what earlier clawbacks of paid
-        // money left owing (a negative payable).
-        let amount = Amount::from_minor(net.min(book.payable_now()), cur)?;
-        let offset = Amount::from_minor(net - amount.minor_units(), cur)?;
+        // What the rail pays: the mandates' value and any credit owed beyond them, less
+        // what earlier clawbacks of paid money left owing (a negative payable).
+        let pays = (net + book.credit).min(book.payable_now());
+        let credit = (pays - net).max(0);
+        let amount = Amount::from_minor(pays, cur)?;
+        let offset = Amount::from_minor((net - pays).max(0), cur)?;
+        if rail == BANK_RAIL && pays == 0 {
+            return Err(Rejection::Invalid(format!(
+                "nothing to transfer: what earlier clawbacks of paid money left owing absorbs the whole value of these mandates (partner '{partner}')"
+            )));
+        }
         self.derived(
             Event::PayoutBatchCreated {
                 batch: batch.clone(),
@@ -67,6 +74,7 @@ impl Decider<'_> {
                 rail: rail.clone(),
                 amount,
                 offset,
+                credit: (credit > 0).then(|| Amount::from_minor(credit, cur)).transpose()?,
                 instrument,
                 mandate_ids: ids.clone(),
             },
@@ -81,12 +89,17 @@ impl Decider<'_> {
                     }
                 });
             }
-            s.book(&partner).post(Account::Payable, Account::InPayout, amount.minor_units(), &partner);
+            let b = s.book(&partner);
+            b.post(Account::Payable, Account::InPayout, amount.minor_units(), &partner);
+            b.credit -= credit;
             for id in &ids {
                 s.in_flight.insert(id.clone(), batch.clone());
             }
             let status = BatchStatus::Open;
-            s.batches.insert(batch, Batch { partner, rail, mandate_ids: ids, amount, offset, clawed: 0, status, seq });
+            s.batches.insert(
+                batch,
+                Batch { partner, rail, mandate_ids: ids, amount, offset, clawed: 0, credit, status, seq },
+            );
         }))
     }
 
@@ -163,9 +176,8 @@ impl Decider<'_> {
         if b.status == BatchStatus::Paid {
             return self.returned(settlement, partner, rail, ids, batch, said);
         }
-        let hops: Vec<(u64, usize)> =
-            ids.iter().filter_map(|id| self.st.mandate_hop(id).map(|(cs, i, _)| (cs, i))).collect();
-        let (amount, offset, clawed) = (b.amount, b.offset, b.clawed);
+        let hops = self.hops_of(&ids);
+        let (amount, offset, clawed, credit) = (b.amount, b.offset, b.clawed, b.credit);
         let seq = self.seq;
         let ok = said.is_ok();
         // A bank may still return a batch it paid: its mandates stay listed until then.
@@ -211,7 +223,15 @@ impl Decider<'_> {
             b.clawed_in_payout -= clawed;
             let to = if ok { Account::Paid } else { Account::Payable };
             b.post(Account::InPayout, to, amount.minor_units(), &partner);
+            if !ok {
+                b.credit += credit;
+            }
         }))
+    }
+
+    /// The positions (conversion seq, hop) of the mandates `ids` names.
+    fn hops_of(&self, ids: &[String]) -> Vec<(u64, usize)> {
+        ids.iter().filter_map(|id| self.st.mandate_hop(id).map(|(cs, i, _)| (cs, i))).collect()
     }
 
     /// A bank's return of payout batch `batch`, which it paid: the money is payable again,
@@ -231,8 +251,8 @@ impl Decider<'_> {
             .get(&batch)
             .map(|b| b.amount)
             .ok_or_else(|| Rejection::NotFound(format!("payout batch '{batch}'")))?;
-        let hops: Vec<(u64, usize)> =
-            ids.iter().filter_map(|id| self.st.mandate_hop(id).map(|(cs, i, _)| (cs, i))).collect();
+        let hops = self.hops_of(&ids);
+        let credit = self.credit_after_return(&partner, &hops, amount.minor_units());
         self.derived(
             Event::PayoutReturned {
                 settlement: settlement.clone(),
@@ -258,8 +278,29 @@ impl Decider<'_> {
                 b.status = BatchStatus::Returned;
                 b.mandate_ids = Vec::new();
             }
-            s.book(&partner).post(Account::Paid, Account::Payable, amount.minor_units(), &partner);
+            let b = s.book(&partner);
+            b.post(Account::Paid, Account::Payable, amount.minor_units(), &partner);
+            b.credit = credit;
         }))
+    }
+
+    /// The partner's credit once a bank returned `returned` of a payout whose mandates
+    /// sit at `hops`: what its payable would then hold beyond every payable mandate's
+    /// value (theirs and the returned ones'). Positive when other payouts had recovered
+    /// clawbacks of the returned money, a debt the return voids. It reads every
+    /// conversion, once per return: returns are rare.
+    fn credit_after_return(&self, partner: &str, hops: &[(u64, usize)], returned: i64) -> i64 {
+        let payable = self.st.books.get(partner).map_or(0, |b| b.payable + b.clawed_in_payout) + returned;
+        let mut carried = 0i64;
+        for (cs, c) in self.st.conversions.iter() {
+            for (i, h) in c.hops.iter().enumerate() {
+                let back = h.status == HopStatus::Paid && hops.contains(&(cs, i));
+                if h.partner == partner && (h.status == HopStatus::Payable || back) {
+                    carried += h.amount - h.clawed;
+                }
+            }
+        }
+        (payable - carried).max(0)
     }
 
     /// Payout batch `batch` as a settlement names it: its partner, its rail and exactly

@@ -277,6 +277,10 @@ pub enum Event {
         amount: Amount,
         /// Batch id.
         batch: String,
+        /// Of `amount`, the partner's credit it pays beyond its mandates (owed since a
+        /// bank returned a payout whose clawbacks other payouts had recovered).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credit: Option<Amount>,
         /// The partner's payout instrument the rail pays (the `bank` rail's batches).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         instrument: Option<String>,
