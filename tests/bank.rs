@@ -278,6 +278,16 @@ fn open_bank_batches(log: &Path) -> Vec<(String, String, i64)> {
     created.into_iter().filter(|(b, _)| !answered.contains(b)).map(|(b, (p, a))| (b, p, a)).collect()
 }
 
+/// `settle payouts file --data <data> --batch <b>... --out <out>`.
+fn payouts_file(data: &Path, batches: &[&str], out: &Path) -> std::process::Output {
+    let mut args: Vec<std::ffi::OsString> = vec!["payouts".into(), "file".into(), "--data".into(), data.into()];
+    for b in batches {
+        args.extend(["--batch".into(), (*b).into()]);
+    }
+    args.extend(["--out".into(), out.into()]);
+    settle(&args)
+}
+
 fn decimal(minor: i64) -> String {
     format!("{}.{:02}", minor / 100, minor % 100)
 }
@@ -332,15 +342,11 @@ fn a_round_on_demo_data_pays_returns_and_reports_and_the_audit_passes() {
     let (paid, failed, pending) = (&open[0], &open[1], &open[2]);
     // The payment file of the three.
     let file = dir.path().join("pain.001.xml");
-    let mut args: Vec<std::ffi::OsString> =
-        vec!["payouts".into(), "file".into(), "--data".into(), d.into(), "--out".into(), file.clone().into()];
-    for (b, _, _) in [paid, failed, pending] {
-        args.extend(["--batch".into(), b.into()]);
-    }
-    settle_ok(&args);
+    let o = payouts_file(&data, &[&paid.0, &failed.0, &pending.0], &file);
+    assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(validate(std::slice::from_ref(&file)), 3);
     // The bank books the first, returns the second (AC04), holds the third; one entry
-    // names no batch, one pays the first... with another amount.
+    // names no batch.
     let before = log_size(&data);
     let n1 = camt054(
         dir.path(),
@@ -417,41 +423,17 @@ fn a_round_on_demo_data_pays_returns_and_reports_and_the_audit_passes() {
         "{statement}"
     );
     // A failed batch's file is never written again: its mandates are payable again.
-    let o = settle([
-        "payouts".as_ref(),
-        "file".as_ref(),
-        "--data".as_ref(),
-        d,
-        "--batch".as_ref(),
-        failed.0.as_ref(),
-        "--out".as_ref(),
-        dir.path().join("y.xml").as_os_str(),
-    ]);
+    let o = payouts_file(&data, &[&failed.0], &dir.path().join("y.xml"));
     assert!(!o.status.success() && stderr(&o).contains("payable again"), "{}", stderr(&o));
     // A paid batch's file is written again on its own; once its partner's details are
     // erased, no more; the log still verifies.
     let copy = dir.path().join("copy.xml");
-    settle_ok([
-        "payouts".as_ref(),
-        "file".as_ref(),
-        "--data".as_ref(),
-        d,
-        "--batch".as_ref(),
-        pending.0.as_ref(),
-        "--out".as_ref(),
-        copy.as_os_str(),
-    ]);
+    {
+        let o = payouts_file(&data, &[&pending.0], &copy);
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
     settle_ok(["payouts".as_ref(), "erase".as_ref(), "--data".as_ref(), d, "--partner".as_ref(), pending.1.as_ref()]);
-    let o = settle([
-        "payouts".as_ref(),
-        "file".as_ref(),
-        "--data".as_ref(),
-        d,
-        "--batch".as_ref(),
-        pending.0.as_ref(),
-        "--out".as_ref(),
-        dir.path().join("x.xml").as_os_str(),
-    ]);
+    let o = payouts_file(&data, &[&pending.0], &dir.path().join("x.xml"));
     assert!(!o.status.success() && stderr(&o).contains("were erased"), "{}", stderr(&o));
     settle_ok(["audit".as_ref(), "--data".as_ref(), d]);
 }

@@ -43,6 +43,23 @@ fn register(n: u8) -> Event {
     Event::PayoutInstrumentRegistered { partner: "p1".into(), instrument: reference(n), currency: usd(0).currency() }
 }
 
+/// A world of two partners (p1 the closer, half of a 10% pool), p1's bank account
+/// registered, conversion c1 of 1,000.00 paid to p1 by bank in batch A (settlement S1):
+/// the world and c1's mandates of p1 (5,000 minor units).
+fn paid_by_bank() -> (World, Vec<String>) {
+    let mut w = World::chain(spec(shares("50", "0", "50", Position::Closer), percent_pool("10"), 0), 2);
+    w.fact(register(1));
+    let a = mandates(&w.convert("c1", 100_000));
+    w.fact(batch("A", BANK_RAIL, &a));
+    w.fact(answer("A", "S1", &a, Ok("REF-A")));
+    (w, a)
+}
+
+/// A refund of 300.00 of c1 (30%).
+fn refund_30() -> Event {
+    Event::RefundRecorded { refund: "r1".into(), conversion: "c1".into(), size: RefundSize::Amount(usd(30_000)) }
+}
+
 #[test]
 fn a_bank_payout_pays_the_registered_instrument_and_needs_one() {
     let mut w = World::chain(spec(shares("50", "0", "50", Position::Closer), percent_pool("10"), 0), 2);
@@ -122,20 +139,12 @@ fn a_bank_may_return_a_batch_it_paid_and_the_money_is_payable_again() {
 
 #[test]
 fn a_return_after_a_clawback_of_paid_money_leaves_the_net_payable() {
-    let mut w = World::chain(spec(shares("50", "0", "50", Position::Closer), percent_pool("10"), 0), 2);
-    w.fact(register(1));
-    let ids = mandates(&w.convert("c1", 100_000));
-    w.fact(batch("B1", BANK_RAIL, &ids));
-    w.fact(answer("B1", "S1", &ids, Ok("BANKREF-1")));
+    let (mut w, ids) = paid_by_bank();
     // 30% refunded after payment: owed back as a negative payable.
-    w.fact(Event::RefundRecorded {
-        refund: "r1".into(),
-        conversion: "c1".into(),
-        size: RefundSize::Amount(usd(30_000)),
-    });
+    w.fact(refund_30());
     let b = *w.engine.state().books.get("p1").unwrap();
     assert_eq!((b.payable, b.paid), (-1_500, 5_000));
-    w.fact(answer("B1", "S2", &ids, Err("AC04")));
+    w.fact(answer("A", "S2", &ids, Err("AC04")));
     let b = *w.engine.state().books.get("p1").unwrap();
     assert_eq!((b.payable, b.paid), (3_500, 0));
     // Other rails' paid batches are final.
@@ -167,17 +176,9 @@ fn a_return_after_a_clawback_of_paid_money_leaves_the_net_payable() {
 /// nothing paid twice.
 #[test]
 fn a_return_after_the_debt_was_recovered_owes_the_recovery_back() {
-    let mut w = World::chain(spec(shares("50", "0", "50", Position::Closer), percent_pool("10"), 0), 2);
-    w.fact(register(1));
+    let (mut w, a) = paid_by_bank();
     let book = |w: &World| *w.engine.state().books.get("p1").unwrap();
-    let a = mandates(&w.convert("c1", 100_000));
-    w.fact(batch("A", BANK_RAIL, &a));
-    w.fact(answer("A", "S1", &a, Ok("REF-A")));
-    w.fact(Event::RefundRecorded {
-        refund: "r1".into(),
-        conversion: "c1".into(),
-        size: RefundSize::Amount(usd(30_000)),
-    });
+    w.fact(refund_30());
     assert_eq!(book(&w).payable, -1_500);
     let b = mandates(&w.convert("c2", 100_000));
     let d = w.fact(batch("B", BANK_RAIL, &b));
@@ -208,25 +209,13 @@ fn a_return_after_the_debt_was_recovered_owes_the_recovery_back() {
 /// Before any recovery, a return leaves only the mandates' value payable: no credit.
 #[test]
 fn a_return_before_any_recovery_owes_only_the_mandates() {
-    let mut w = World::chain(spec(shares("50", "0", "50", Position::Closer), percent_pool("10"), 0), 2);
-    w.fact(register(1));
-    let a = mandates(&w.convert("c1", 100_000));
-    w.fact(batch("A", BANK_RAIL, &a));
-    w.fact(answer("A", "S1", &a, Ok("REF-A")));
-    w.fact(Event::RefundRecorded {
-        refund: "r1".into(),
-        conversion: "c1".into(),
-        size: RefundSize::Amount(usd(30_000)),
-    });
+    let (mut w, a) = paid_by_bank();
+    w.fact(refund_30());
     w.fact(answer("A", "S2", &a, Err("AC04")));
     let k = *w.engine.state().books.get("p1").unwrap();
     assert_eq!((k.payable, k.credit), (3_500, 0));
     // A bank transfer of nothing is refused.
-    let mut w = World::chain(spec(shares("50", "0", "50", Position::Closer), percent_pool("10"), 0), 2);
-    w.fact(register(1));
-    let a = mandates(&w.convert("c1", 100_000));
-    w.fact(batch("A", BANK_RAIL, &a));
-    w.fact(answer("A", "S1", &a, Ok("REF-A")));
+    let (mut w, _) = paid_by_bank();
     w.fact(Event::RefundRecorded { refund: "r1".into(), conversion: "c1".into(), size: RefundSize::Full });
     let small = mandates(&w.convert("c2", 10_000));
     let e = w.try_fact(batch("B", BANK_RAIL, &small)).unwrap_err().to_string();

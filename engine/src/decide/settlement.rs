@@ -15,6 +15,16 @@ use crate::model::{BANK_RAIL, Event, MAX_SETTLEMENT_MANDATES, check_id, check_te
 use crate::records::HopStatus;
 use crate::state::{Batch, BatchStatus};
 
+/// A rail's answer for a whole payout batch: the settlement, the partner paid, the rail,
+/// the batch's mandates and the batch.
+struct BatchAnswer {
+    settlement: String,
+    partner: String,
+    rail: String,
+    ids: Vec<String>,
+    batch: String,
+}
+
 /// Payable hops named by a settlement or batch: positions (conversion seq, hop), their
 /// net value and currency.
 type Payable = (Vec<(u64, usize)>, i64, Currency);
@@ -124,7 +134,7 @@ impl Decider<'_> {
             return Err(Rejection::Conflict(format!("settlement '{settlement}' is already recorded")));
         }
         if let Some(b) = batch {
-            return self.settle_batch(settlement, partner, &rail, ids, b, said);
+            return self.settle_batch(BatchAnswer { settlement, partner, rail, ids, batch: b }, said);
         }
         let book = self.partner_book(&partner)?;
         let (hops, net, cur) = self.payable_hops(&partner, &ids)?;
@@ -163,19 +173,13 @@ impl Decider<'_> {
 
     /// A rail's answer for a whole payout batch: paid (the mandates are paid) or failed
     /// (they are payable again).
-    fn settle_batch(
-        &mut self,
-        settlement: String,
-        partner: String,
-        rail: &str,
-        ids: Vec<String>,
-        batch: String,
-        said: Result<String, String>,
-    ) -> Result<Apply, Rejection> {
-        let b = self.answerable_batch(&batch, &partner, rail, &ids, said.is_err())?;
+    fn settle_batch(&mut self, a: BatchAnswer, said: Result<String, String>) -> Result<Apply, Rejection> {
+        let b = self.answerable_batch(&a.batch, &a.partner, &a.rail, &a.ids, said.is_err())?;
         if b.status == BatchStatus::Paid {
-            return self.returned(settlement, partner, rail, ids, batch, said);
+            return self.returned(a, said);
         }
+        let BatchAnswer { settlement, partner, rail, ids, batch } = a;
+        let rail = rail.as_str();
         let hops = self.hops_of(&ids);
         let (amount, offset, clawed, credit) = (b.amount, b.offset, b.clawed, b.credit);
         let seq = self.seq;
@@ -236,15 +240,8 @@ impl Decider<'_> {
 
     /// A bank's return of payout batch `batch`, which it paid: the money is payable again,
     /// each mandate's payment failed (with the bank's reason), the batch returned.
-    fn returned(
-        &mut self,
-        settlement: String,
-        partner: String,
-        rail: &str,
-        ids: Vec<String>,
-        batch: String,
-        said: Result<String, String>,
-    ) -> Result<Apply, Rejection> {
+    fn returned(&mut self, a: BatchAnswer, said: Result<String, String>) -> Result<Apply, Rejection> {
+        let BatchAnswer { settlement, partner, rail, ids, batch } = a;
         let amount = self
             .st
             .batches
@@ -263,7 +260,7 @@ impl Decider<'_> {
             },
             None,
         );
-        self.per_mandate(&settlement, &partner, rail, &ids, said);
+        self.per_mandate(&settlement, &partner, &rail, &ids, said);
         let seq = self.seq;
         Ok(Box::new(move |s| {
             s.settlements.insert(settlement, seq);
