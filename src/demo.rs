@@ -133,11 +133,19 @@ struct Lead {
     day: i64,
 }
 
+/// `writeln!` into the demo's summary (a `String`: writing to it cannot fail).
+macro_rules! outln {
+    ($out:expr, $($arg:tt)*) => {{
+        let _ = std::fmt::Write::write_fmt(&mut $out, format_args!("{}\n", format_args!($($arg)*)));
+    }};
+}
+
 /// Runs the demo on `home` (which must be new or a previous demo's), its audit bundle
-/// in `data/bundle` (in a data directory, `data` is `home`'s).
+/// in `data/bundle` (in a data directory, `data` is `home`'s); answers its summary, for
+/// the caller to print.
 #[allow(clippy::too_many_lines)]
 #[allow(clippy::float_arithmetic)] // Rates for display only; no money is a float.
-pub fn run(data: &Path, home: &Home, conversions: u64, seed: u64, quiet: bool) -> Result<()> {
+pub fn run(data: &Path, home: &Home, conversions: u64, seed: u64, quiet: bool) -> Result<String> {
     let kf =
         KeyFile::new("vendor.demo", "settle.demo/log", derive("key", seed), derive("salt", seed), t0().timestamp());
     let data = prepare(data, home, &kf)?;
@@ -505,13 +513,25 @@ pub fn run(data: &Path, home: &Home, conversions: u64, seed: u64, quiet: bool) -
     let audit = crate::audit::audit_data(home)?;
     let audit_secs = audit_t.elapsed().as_secs_f64();
     let secs = elapsed.as_secs_f64();
-    println!("settle demo (seed {seed}) in {}", home.describe());
-    println!("  facts recorded      {} ({} refused as expected: referral cycles)", st.facts, st.rejected_as_expected);
-    println!(
-        "  conversions         {} settled, {} held ({} released once the budget was raised), {} without commission ({} duplicate leads)",
-        st.settled, st.held, st.released, st.no_commission, st.duplicates
+    let mut out = String::new();
+    outln!(out, "settle demo (seed {seed}) in {}", home.describe());
+    outln!(
+        out,
+        "  facts recorded      {} ({} refused as expected: referral cycles)",
+        st.facts,
+        st.rejected_as_expected
     );
-    println!(
+    outln!(
+        out,
+        "  conversions         {} settled, {} held ({} released once the budget was raised), {} without commission ({} duplicate leads)",
+        st.settled,
+        st.held,
+        st.released,
+        st.no_commission,
+        st.duplicates
+    );
+    outln!(
+        out,
         "  mandates signed     {} payments, {} clawbacks, {} payouts ({} payout batches: {} by bank transfer, {} returned, {} awaiting the bank)",
         st.mandates,
         st.clawbacks,
@@ -522,26 +542,32 @@ pub fn run(data: &Path, home: &Home, conversions: u64, seed: u64, quiet: bool) -
         sent_to_bank.len()
     );
     for (role, v) in &st.by_role {
-        println!("  earned by {role:<13} {}", Amount::from_minor(*v, usd)?);
+        outln!(out, "  earned by {role:<13} {}", Amount::from_minor(*v, usd)?);
     }
-    println!("  clawed back         {}", Amount::from_minor(st.clawed, usd)?);
-    println!("  paid out            {}", Amount::from_minor(st.paid, usd)?);
-    println!(
+    outln!(out, "  clawed back         {}", Amount::from_minor(st.clawed, usd)?);
+    outln!(out, "  paid out            {}", Amount::from_minor(st.paid, usd)?);
+    outln!(
+        out,
         "  log                 {} records, checkpoint size {} root {}",
         manifest.records,
         cp.checkpoint.size,
         &manifest.root[..16]
     );
-    println!(
+    outln!(
+        out,
         "  receipts            {verified} of {receipts} verified offline with the JWKS only: a sample, the receipts of {} in {}",
         sampled.join(", "),
         bundle.display()
     );
-    println!(
+    outln!(
+        out,
         "  audit               {} records, {} mandates re-derived and verified, {} checkpoints: money conserved: yes ({audit_secs:.1}s)",
-        audit.records, audit.mandates, audit.checkpoints
+        audit.records,
+        audit.mandates,
+        audit.checkpoints
     );
-    println!(
+    outln!(
+        out,
         "  throughput          {:.0} conversions/s, {:.0} mandates/s (settle, sign, durable append; {secs:.1}s)",
         st.conversions as f64 / secs,
         (st.mandates + st.clawbacks) as f64 / secs
@@ -549,12 +575,13 @@ pub fn run(data: &Path, home: &Home, conversions: u64, seed: u64, quiet: bool) -
     // The primitives bound both figures; measured now, so the ratios carry over.
     let (sign, verify) = (crate::rates::raw_signing_rate(), crate::rates::raw_batch_verify_rate());
     let audit_rate = audit.mandates as f64 / audit_secs.max(1e-9);
-    println!(
+    outln!(
+        out,
         "  raw throughput      {sign} signatures/s, {verify} batch-verified signatures/s, per core (this run); \
          audit {audit_rate:.0} mandates/s = {:.2} of two cores' batch verification",
         audit_rate / (2.0 * verify.max(1) as f64)
     );
-    Ok(())
+    Ok(out)
 }
 
 /// Every third partner's bank account (`p02`, `p05`, ...), kept beside the log, and the

@@ -466,7 +466,9 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("--conversions must be at least 1");
             }
             let home = Home::of(Some(&data), store.as_deref())?;
-            demo::run(&data, &home, conversions, seed, quiet)
+            let summary = demo::run(&data, &home, conversions, seed, quiet)?;
+            std::io::Write::write_all(&mut Stdout, summary.as_bytes())?;
+            Ok(())
         }
         Cmd::Audit { data, store, bundle, file, keys, known } => {
             let live = match (data, store) {

@@ -984,6 +984,7 @@ fn output_to_a_closed_pipe_ends_quietly_with_success() {
     let receipts = bundle.join("partners").join("p01").join("receipts.jsonl");
     let jwks = bundle.join("jwks.json");
     let (data, file) = (d.as_os_str(), dir.path().join("log.jsonl"));
+    let again = dir.path().join("again");
     let commands: Vec<Vec<&std::ffi::OsStr>> = vec![
         vec!["balances".as_ref(), "--data".as_ref(), data],
         vec!["balances".as_ref(), "--data".as_ref(), data, "--format".as_ref(), "json".as_ref()],
@@ -1001,6 +1002,15 @@ fn output_to_a_closed_pipe_ends_quietly_with_success() {
         vec!["audit".as_ref(), "--data".as_ref(), data],
         vec!["export".as_ref(), "--data".as_ref(), data, "--file".as_ref(), file.as_os_str()],
         vec!["keys".as_ref(), "list".as_ref(), "--data".as_ref(), data],
+        // A demo of its own (it replaces what its data directory holds).
+        vec![
+            "demo".as_ref(),
+            "--data".as_ref(),
+            again.as_os_str(),
+            "--conversions".as_ref(),
+            "30".as_ref(),
+            "--quiet".as_ref(),
+        ],
     ];
     for args in commands {
         let (reader, writer) = std::io::pipe().expect("pipe");
