@@ -284,17 +284,17 @@ impl Decider<'_> {
     /// The partner's credit once a bank returned `returned` of a payout whose mandates
     /// sit at `hops`: what its payable would then hold beyond every payable mandate's
     /// value (theirs and the returned ones'). Positive when other payouts had recovered
-    /// clawbacks of the returned money, a debt the return voids. It reads every
-    /// conversion, once per return: returns are rare.
+    /// clawbacks of the returned money, a debt the return voids. It reads the partner's
+    /// hops in every conversion (their payees only; a conversion of theirs is decoded),
+    /// once per return: returns are rare.
     fn credit_after_return(&self, partner: &str, hops: &[(u64, usize)], returned: i64) -> i64 {
         let payable = self.st.books.get(partner).map_or(0, |b| b.payable + b.clawed_in_payout) + returned;
         let mut carried = 0i64;
-        for (cs, c) in self.st.conversions.iter() {
-            for (i, h) in c.hops.iter().enumerate() {
-                let back = h.status == HopStatus::Paid && hops.contains(&(cs, i));
-                if h.partner == partner && (h.status == HopStatus::Payable || back) {
-                    carried += h.amount - h.clawed;
-                }
+        for (cs, i, _, _) in self.st.conversions.hops_of(0, partner) {
+            let Some(h) = self.st.conversions.get(cs).and_then(|c| c.hops.get(i).cloned()) else { continue };
+            let back = h.status == HopStatus::Paid && hops.contains(&(cs, i));
+            if h.status == HopStatus::Payable || back {
+                carried += h.amount - h.clawed;
             }
         }
         (payable - carried).max(0)
