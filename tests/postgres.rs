@@ -3,7 +3,8 @@
 //! refused while it holds the writer lease, and the audit, export and statements of the
 //! store once it stopped; then two nodes, one the other's standby, under load, the
 //! writer killed (`kill -9`) round after round: the standby takes over, and every
-//! acknowledged conversion is in the log exactly once. A throw-away PostgreSQL server
+//! acknowledged conversion is in the log exactly once; and the bank rail, its bank
+//! details kept beside the log in the store. A throw-away PostgreSQL server
 //! per test (Debian's PostgreSQL, as the `postgres` user, on a free loopback port).
 
 mod support;
@@ -371,4 +372,49 @@ fn a_writer_fenced_off_steps_down() {
     let out = dir.path().join("bundle");
     settle_ok([OsStr::new("export"), OsStr::new("--store"), OsStr::new(&url), OsStr::new("--out"), out.as_os_str()]);
     assert!(!std::fs::read_to_string(out.join("log.jsonl")).unwrap().contains("C-late"));
+}
+
+/// The bank rail on PostgreSQL: a partner's bank details kept in `settle_aux`, never in
+/// the log's tables; its payment file; a bank's notification (pyiso20022's vector, made
+/// to book this batch) applied once; erasure leaving no detail in the store and a log
+/// that still audits.
+#[test]
+fn the_bank_rail_keeps_bank_details_beside_the_log_on_postgresql() {
+    const IBAN: &str = "DE89370400440532013000";
+    let (pg, url, dir, admin) = new_log("bank", ADMIN_SCOPES);
+    settle_ok(["payouts", "debtor", "--store", &url, "--name", "Acme", "--iban", "GB82WEST12345698765432"]);
+    let server = Server::start_on(&[OsStr::new("--store"), OsStr::new(&url)], dir.path(), &[]);
+    let api = server.api(Some(&admin));
+    setup_chain(server.addr, &admin);
+    let reg = json!({"holder": "Partner One GmbH", "iban": IBAN});
+    api.post_expect("/v1/partners/p1/payout-instrument", "pi-1", &reg, 201);
+    let conv = json!({"conversion": "C-1", "lead": "lead-1", "revenue": "100.00", "currency": "USD"});
+    let done = api.post_expect("/v1/conversions", "conv-1", &conv, 201);
+    // p1 registered the lead: hop 0, the first mandate.
+    let mine = &done["mandates"][0];
+    assert!(mine["mandate_id"].as_str().is_some_and(|m| m.ends_with("_0")), "{done}");
+    let body = json!({"batch": "payout-6-p01-0", "partner": "p1", "rail": "bank", "mandate_ids": [mine["mandate_id"]]});
+    let batch = api.post_expect("/v1/payouts", "payout-1", &body, 201);
+    let amount = batch["events"][1]["data"]["amount"]["amount"].as_i64().expect("the batch's amount");
+    let file = api.get("/v1/payouts/payout-6-p01-0/pain.001");
+    assert_eq!(file.status, 200, "{}", file.text());
+    assert!(file.text().contains(IBAN));
+    // The notification books the batch (its first entry, given the batch's amount).
+    let camt = include_str!("vectors/bank/camt.054.001.08.xml")
+        .replace("123.45", &format!("{}.{:02}", amount / 100, amount % 100));
+    let r = api.post_raw("/v1/payouts/reconcile", Some("camt-1"), Some("application/xml"), camt.as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["lines"][0]["outcome"], "paid", "{}", r.text());
+    let again = api.post_raw("/v1/payouts/reconcile", Some("camt-2"), Some("application/xml"), camt.as_bytes());
+    assert_eq!(again.json()["already_applied"], true);
+    server.stop();
+    let holding = |table: &str| {
+        pg.psql("bank", &format!("SELECT count(*) FROM {table} WHERE position('{IBAN}'::bytea in v) > 0"))
+    };
+    assert_eq!(holding("settle_aux"), "1", "the details are kept beside the log");
+    assert_eq!(holding("settle_records"), "0", "and never in it");
+    settle_ok(["payouts", "erase", "--store", &url, "--partner", "p1"]);
+    assert_eq!(holding("settle_aux"), "0", "erased");
+    let audit = settle_ok(["audit", "--store", &url]);
+    assert!(audit.starts_with("audit ok"), "{audit}");
 }
