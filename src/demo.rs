@@ -394,7 +394,7 @@ pub fn run(data: &Path, home: &Home, conversions: u64, seed: u64, quiet: bool) -
                     answers.push(fact(key(), "rail:bank", at(day, 3_601), answer(false, 2 * n + 1, &mut bank_refs)));
                 }
             }
-            for group in by_mandates(answers) {
+            for group in crate::service::by_mandates(answers) {
                 submit(&svc, group, &mut st, day)?;
             }
             let payable: BTreeMap<String, Vec<String>> = svc.with_state(|s| {
@@ -462,7 +462,7 @@ pub fn run(data: &Path, home: &Home, conversions: u64, seed: u64, quiet: bool) -
                     pay.push(fact(key(), "rail:book", at(day, 86_200), answer(&sid, true)));
                 }
             }
-            for group in by_mandates(pay) {
+            for group in crate::service::by_mandates(pay) {
                 submit(&svc, group, &mut st, day)?;
             }
             svc.checkpoint(at(day, 86_300).timestamp())?;
@@ -679,34 +679,6 @@ fn prepare_dir(data: &Path) -> Result<()> {
     }
     std::fs::create_dir_all(data)?;
     Ok(())
-}
-
-/// Splits payout facts, in order, into submissions naming at most
-/// `MAX_SETTLEMENT_MANDATES` mandates (and `MAX_BATCH` facts) each. A submission's derived
-/// records are all in memory until it is durable, and a week of payouts on a large demo
-/// names hundreds of thousands of mandates.
-fn by_mandates(facts: Vec<Submit>) -> Vec<Vec<Submit>> {
-    let mut groups: Vec<Vec<Submit>> = Vec::new();
-    let mut named = 0;
-    for f in facts {
-        let n = match &f.event {
-            Event::PayoutBatched { mandate_ids, .. }
-            | Event::SettlementConfirmed { mandate_ids, .. }
-            | Event::SettlementFailed { mandate_ids, .. } => mandate_ids.len(),
-            _ => 1,
-        };
-        match groups.last_mut() {
-            Some(g) if named + n <= MAX_SETTLEMENT_MANDATES && g.len() < crate::service::MAX_BATCH => {
-                named += n;
-                g.push(f);
-            }
-            _ => {
-                named = n;
-                groups.push(vec![f]);
-            }
-        }
-    }
-    groups
 }
 
 fn submit(svc: &Service, facts: Vec<Submit>, st: &mut Stats, day: i64) -> Result<()> {

@@ -13,14 +13,14 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use settle_engine::Event;
-use settle_engine::model::{BANK_RAIL, MAX_SETTLEMENT_MANDATES};
+use settle_engine::model::BANK_RAIL;
 use settle_engine::state::BatchStatus;
 use sha2::{Digest, Sha256};
 
 use super::camt054::{self, Item};
 use super::{bank_batch, pain001};
 use crate::error::{Error, Kind};
-use crate::service::{Service, Submit, SubmitError};
+use crate::service::{Service, Submit, SubmitError, by_mandates};
 
 /// What became of one reported transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -100,10 +100,6 @@ pub struct Report {
     /// Every transaction reported, in the notification's order.
     pub lines: Vec<Line>,
 }
-
-/// Facts recorded in one group commit (and at most `MAX_SETTLEMENT_MANDATES` mandates
-/// named: what they derive is in memory until it is durable).
-const FACTS_PER_COMMIT: usize = 64;
 
 /// Where the report of notification `message_id` is kept.
 fn report_key(message_id: &str) -> Vec<u8> {
@@ -219,24 +215,13 @@ pub fn reconcile(svc: &Service, xml: &[u8], by: &str, now: DateTime<Utc>) -> Res
         ));
         lines.push(line);
     }
-    // Recorded in order, a group commit per chunk; what the engine refuses is reported.
-    let mut chunks: Vec<Vec<(usize, Submit, usize)>> = Vec::new();
-    let mut named = 0;
-    for p in planned {
-        match chunks.last_mut() {
-            Some(c) if c.len() < FACTS_PER_COMMIT && named + p.2 <= MAX_SETTLEMENT_MANDATES => {
-                named += p.2;
-                c.push(p);
-            }
-            _ => {
-                named = p.2;
-                chunks.push(vec![p]);
-            }
-        }
-    }
-    for chunk in chunks {
-        let (meta, subs): (Vec<(usize, usize)>, Vec<Submit>) = chunk.into_iter().map(|(l, s, m)| ((l, m), s)).unzip();
-        for ((l, mandates), r) in meta.into_iter().zip(svc.submit_blocking(subs)) {
+    // Recorded in order, a group commit per group of them; what the engine refuses is
+    // reported.
+    let (meta, subs): (Vec<(usize, usize)>, Vec<Submit>) = planned.into_iter().map(|(l, s, m)| ((l, m), s)).unzip();
+    let mut meta = meta.into_iter();
+    for group in by_mandates(subs) {
+        // The answers first: a zip takes nothing more from `meta` once they end.
+        for (r, (l, mandates)) in svc.submit_blocking(group).into_iter().zip(meta.by_ref()) {
             let line = &mut lines[l];
             match r {
                 Ok(_) => line.mandates = mandates,

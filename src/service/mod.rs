@@ -180,6 +180,35 @@ pub fn ledger_config(keys: &KeyFile) -> Result<LedgerConfig> {
     })
 }
 
+/// Splits payout facts, in order, into submissions naming at most
+/// `MAX_SETTLEMENT_MANDATES` mandates (and [`MAX_BATCH`] facts) each. A submission's
+/// derived records are all in memory until it is durable, and a week of a large demo's
+/// payouts, or a bank's notification, names hundreds of thousands of mandates.
+#[must_use]
+pub fn by_mandates(facts: Vec<Submit>) -> Vec<Vec<Submit>> {
+    let mut groups: Vec<Vec<Submit>> = Vec::new();
+    let mut named = 0;
+    for f in facts {
+        let n = match &f.event {
+            settle_engine::Event::PayoutBatched { mandate_ids, .. }
+            | settle_engine::Event::SettlementConfirmed { mandate_ids, .. }
+            | settle_engine::Event::SettlementFailed { mandate_ids, .. } => mandate_ids.len(),
+            _ => 1,
+        };
+        match groups.last_mut() {
+            Some(g) if named + n <= settle_engine::model::MAX_SETTLEMENT_MANDATES && g.len() < MAX_BATCH => {
+                named += n;
+                g.push(f);
+            }
+            _ => {
+                named = n;
+                groups.push(vec![f]);
+            }
+        }
+    }
+    groups
+}
+
 /// The log of `home`, opened (no engine; on PostgreSQL with the writer lease): the
 /// ledger, its key file, and where that is kept.
 pub fn open_ledger(home: &Home) -> Result<(Ledger, KeyFile, KeyHome)> {
