@@ -63,6 +63,7 @@ pub fn spec() -> ProgramSpec {
         },
         budget: None,
         payment_range: None,
+        disputes: None,
         valid_from: t(0),
         valid_until: None,
     }

@@ -4,13 +4,17 @@
 use serde::{Deserialize, Serialize};
 
 /// A partner's balances, program currency, minor units.
-/// Invariant: `earned - clawed_back == on_hold + payable + in_payout + paid`.
+/// Invariant: `earned - clawed_back + adjusted == on_hold + payable + in_payout + paid`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Book {
     /// Total earned (mandates issued).
     pub earned: i64,
     /// Total clawed back.
     pub clawed_back: i64,
+    /// Net of the adjustment mandates of accepted disputes (positive: paid more; negative:
+    /// owed back).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub adjusted: i64,
     /// In the holding period.
     pub on_hold: i64,
     /// Payable now (negative: an offset owed from clawbacks of paid money).
@@ -64,10 +68,12 @@ impl Book {
         };
         match from {
             Account::Commission => add(&mut self.earned, amount),
+            Account::Adjustment => add(&mut self.adjusted, amount),
             a => add(self.balance(a), -amount),
         }
         match to {
             Account::Commission => add(&mut self.clawed_back, amount),
+            Account::Adjustment => add(&mut self.adjusted, -amount),
             a => add(self.balance(a), amount),
         }
         self.assert_balanced(who);
@@ -79,17 +85,27 @@ impl Book {
             Account::Payable => &mut self.payable,
             Account::InPayout => &mut self.in_payout,
             Account::Paid => &mut self.paid,
-            Account::Commission => unreachable!("the commission account is kept as its two sides"),
+            Account::Commission | Account::Adjustment => {
+                unreachable!("the commission and adjustment accounts are kept as totals")
+            }
         }
+    }
+
+    /// Whether `earned − clawed_back + adjusted = on_hold + payable + in_payout + paid`.
+    #[must_use]
+    pub fn is_balanced(&self) -> bool {
+        self.earned - self.clawed_back + self.adjusted == self.on_hold + self.payable + self.in_payout + self.paid
+    }
+
+    /// What the partner is owed in all: earned, less clawed back, plus adjustments.
+    #[must_use]
+    pub fn net(&self) -> i64 {
+        self.earned - self.clawed_back + self.adjusted
     }
 
     fn assert_balanced(&self, who: &str) {
         // Within ±MAX_BOOK_TOTAL each, so these sums cannot overflow.
-        assert_eq!(
-            self.earned - self.clawed_back,
-            self.on_hold + self.payable + self.in_payout + self.paid,
-            "book of {who} is unbalanced: {self:?}"
-        );
+        assert!(self.is_balanced(), "book of {who} is unbalanced: {self:?}");
     }
 }
 
@@ -107,4 +123,7 @@ pub enum Account {
     InPayout,
     /// Paid on a rail.
     Paid,
+    /// The vendor's adjustments of accepted disputes: where a positive adjustment comes
+    /// from and a negative one returns to (kept as its net, `adjusted`).
+    Adjustment,
 }

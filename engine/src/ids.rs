@@ -1,6 +1,7 @@
 //! The ids the engine gives what it signs, and where their records lie in the log: a
 //! payment mandate is named after the fact that paid it and its hop (`md_<seq>_<hop>`),
-//! a clawback after its refund (`cb_<seq>_<hop>`), an open mandate after its program and
+//! a clawback after its refund (`cb_<seq>_<hop>`), an adjustment after the dispute's
+//! resolution and its place in it (`aj_<seq>_<n>`), an open mandate after its program and
 //! fact (`om_<program>_<seq>`).
 
 /// Mandate id of hop `hop` of the conversion recorded at `seq`.
@@ -31,6 +32,20 @@ pub fn clawback_id(seq: u64, hop: usize) -> String {
     format!("cb_{seq}_{hop}")
 }
 
+/// Parses a clawback id back into (refund seq, hop).
+#[must_use]
+pub fn parse_clawback_id(id: &str) -> Option<(u64, usize)> {
+    let rest = id.strip_prefix("cb_")?;
+    let (s, h) = rest.split_once('_')?;
+    Some((s.parse().ok()?, h.parse().ok()?))
+}
+
+/// Id of the `n`-th adjustment mandate of the dispute resolution recorded at `seq`.
+#[must_use]
+pub fn adjustment_id(seq: u64, n: usize) -> String {
+    format!("aj_{seq}_{n}")
+}
+
 /// Id of the open mandate of `program` (re)issued by the fact at `seq`.
 #[must_use]
 pub fn open_mandate_id(program: &str, seq: u64) -> String {
@@ -50,5 +65,8 @@ mod tests {
         assert_eq!(mandate_seq(u64::MAX, 0), None);
         assert_eq!(mandate_seq(9, 2), Some(12));
         assert_eq!(open_mandate_id("growth", 4), "om_growth_4");
+        assert_eq!(parse_clawback_id(&clawback_id(9, 1)), Some((9, 1)));
+        assert_eq!(parse_clawback_id(&mandate_id(9, 1)), None);
+        assert_eq!(adjustment_id(30, 2), "aj_30_2");
     }
 }

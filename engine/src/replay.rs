@@ -5,7 +5,7 @@ use rayon::prelude::*;
 use settle_mandates::jws;
 use settle_mandates::keys::{KeyRing, SigningKey};
 use settle_mandates::types::{
-    Mandate, OpenMandate, Signed, TYP_CLAWBACK_MANDATE, TYP_OPEN_MANDATE, TYP_PAYMENT_MANDATE,
+    Mandate, OpenMandate, Signed, TYP_ADJUSTMENT_MANDATE, TYP_CLAWBACK_MANDATE, TYP_OPEN_MANDATE, TYP_PAYMENT_MANDATE,
 };
 
 use crate::decide::Engine;
@@ -28,11 +28,12 @@ pub struct Ready {
     pub envelope: Envelope,
 }
 
-/// The signed token of a mandate event (payment, clawback or open mandate).
+/// The signed token of a mandate event (payment, clawback, adjustment or open mandate).
 fn token_mut(env: &mut Envelope) -> &mut String {
     match &mut env.event {
         Event::MandateIssued { mandate, .. }
         | Event::ClawbackIssued { mandate, .. }
+        | Event::AdjustmentIssued { mandate, .. }
         | Event::OpenMandateIssued { mandate, .. } => mandate,
         _ => unreachable!("only mandate events are signed"),
     }
@@ -62,6 +63,7 @@ fn token_of(env: &Envelope) -> Option<&str> {
     match &env.event {
         Event::MandateIssued { mandate, .. }
         | Event::ClawbackIssued { mandate, .. }
+        | Event::AdjustmentIssued { mandate, .. }
         | Event::OpenMandateIssued { mandate, .. } => Some(mandate),
         _ => None,
     }
@@ -401,7 +403,7 @@ fn verify_chunk(chunk: &[Pending], ring: &KeyRing, with_secret: bool) -> Result<
         .map_err(|w| Mismatch { seq: p.seq, what: format!("signed {} differs from the replay: {w}", p.kind) })?;
         iats.push(iat);
     }
-    for typ in [TYP_PAYMENT_MANDATE, TYP_CLAWBACK_MANDATE, TYP_OPEN_MANDATE] {
+    for typ in [TYP_PAYMENT_MANDATE, TYP_CLAWBACK_MANDATE, TYP_ADJUSTMENT_MANDATE, TYP_OPEN_MANDATE] {
         let idx: Vec<usize> = (0..chunk.len()).filter(|&i| chunk[i].typ == typ).collect();
         if idx.is_empty() {
             continue;

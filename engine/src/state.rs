@@ -14,7 +14,7 @@ use chrono::{DateTime, Datelike, Utc};
 use serde::{Deserialize, Serialize};
 use settle_mandates::money::Amount;
 
-use crate::model::{AgentScope, PartnerRole, ProgramSpec};
+use crate::model::{AgentScope, DisputeStatus, DisputeSubject, PartnerRole, ProgramSpec};
 use crate::table::{Conversions, Leads};
 
 pub use crate::book::{Account, Book};
@@ -155,6 +155,79 @@ pub enum BatchStatus {
     Returned,
 }
 
+/// A comment on a dispute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Comment {
+    /// Who wrote it (the fact's `by`).
+    pub by: String,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The text.
+    pub text: String,
+}
+
+/// A dispute, as the log has it so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dispute {
+    /// The disputing partner.
+    pub partner: String,
+    /// Its program.
+    pub program: String,
+    /// Who opened it (the fact's `by`: the partner, its agent, or the vendor).
+    pub opened_by: String,
+    /// What is disputed.
+    pub subject: DisputeSubject,
+    /// The amount claimed, if any.
+    pub claimed: Option<Amount>,
+    /// The claim in words.
+    pub statement: String,
+    /// Evidence named.
+    pub evidence: Vec<String>,
+    /// Opened at.
+    pub opened_at: DateTime<Utc>,
+    /// Resolution due by (the program's response time after opening).
+    pub due_at: DateTime<Utc>,
+    /// Where it stands.
+    pub status: DisputeStatus,
+    /// Flagged overdue (unresolved past `due_at`).
+    pub overdue: bool,
+    /// The log position of its `dispute_opened`.
+    pub seq: u64,
+    /// Comments, oldest first.
+    pub comments: Vec<Comment>,
+    /// How it ended: the reason given, the fact's position, and who closed it.
+    pub closed: Option<Closed>,
+    /// The adjustment mandates issued, with their amounts (signed, minor units).
+    pub adjustments: Vec<(String, String, i64)>,
+}
+
+/// How a dispute was closed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Closed {
+    /// Who (the fact's `by`).
+    pub by: String,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The reason given.
+    pub reason: String,
+    /// The log position of the fact.
+    pub seq: u64,
+}
+
+/// A positive adjustment mandate: payable at once, paid in a payout batch as a payment
+/// mandate is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Adjustment {
+    /// Partner paid.
+    pub partner: String,
+    /// Amount (positive).
+    pub amount: Amount,
+    /// Payable, batched or paid.
+    pub status: HopStatus,
+    /// The dispute.
+    pub dispute: String,
+}
+
 /// The whole projection state. Ordered maps only: iteration order never depends on
 /// hashing, so replay is byte-identical.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,6 +265,50 @@ pub struct State {
     /// The open payout batch of every mandate in flight.
     #[serde(default)]
     pub in_flight: BTreeMap<String, String>,
+    /// Each refund by the sequence of its fact: the conversion it refunds (by sequence)
+    /// and when (Unix seconds): where a clawback's dispute window starts.
+    #[serde(default)]
+    pub refunded_at: BTreeMap<u64, (u64, i64)>,
+    /// Disputes by id.
+    #[serde(default)]
+    pub disputes: BTreeMap<String, Dispute>,
+    /// Positive adjustment mandates by id: paid in payout batches.
+    #[serde(default)]
+    pub adjustments: BTreeMap<String, Adjustment>,
+    /// The net of every adjustment so far, by `<conversion id> U+001F <partner>` (signed,
+    /// minor units): a negative adjustment takes back at most what the partner holds of
+    /// the conversion.
+    #[serde(default)]
+    pub adjusted: BTreeMap<String, i64>,
+}
+
+/// A payable kind of mandate, where the state keeps it: a hop of a conversion (its
+/// sequence, the hop) or a positive adjustment (its id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payout {
+    /// A payment mandate: (conversion seq, hop).
+    Hop(u64, usize),
+    /// A positive adjustment mandate.
+    Adjustment(String),
+}
+
+/// A payable kind of mandate as a payout sees it ([`State::payout_item`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayoutItem {
+    /// Where it is kept.
+    pub at: Payout,
+    /// Partner paid.
+    pub partner: String,
+    /// Its amount when issued, minor units.
+    pub amount: i64,
+    /// What it is worth now (less what was clawed back), minor units.
+    pub value: i64,
+    /// Currency.
+    pub currency: settle_mandates::money::Currency,
+    /// Where its money is.
+    pub status: HopStatus,
+    /// The conversion it pays (empty for an adjustment).
+    pub conversion: String,
 }
 
 /// The key of a month's total in [`State::volume`] and [`State::budget_used`]: `prefix`
@@ -248,6 +365,52 @@ impl State {
             return None;
         }
         Some((cs, i, c))
+    }
+
+    /// The payment mandate or positive adjustment mandate `id`, as a payout sees it.
+    #[must_use]
+    pub fn payout_item(&self, id: &str) -> Option<PayoutItem> {
+        if let Some(a) = self.adjustments.get(id) {
+            return Some(PayoutItem {
+                at: Payout::Adjustment(id.to_owned()),
+                partner: a.partner.clone(),
+                amount: a.amount.minor_units(),
+                value: a.amount.minor_units(),
+                currency: a.amount.currency(),
+                status: a.status,
+                conversion: String::new(),
+            });
+        }
+        let (cs, i, c) = self.mandate_hop(id)?;
+        let h = &c.hops[i];
+        Some(PayoutItem {
+            at: Payout::Hop(cs, i),
+            partner: h.partner.to_string(),
+            amount: h.amount,
+            value: h.amount - h.clawed,
+            currency: c.pool.currency(),
+            status: h.status,
+            conversion: c.id.to_string(),
+        })
+    }
+
+    /// Sets the status of payable mandate `at` to `to` (if it is `from`, when given).
+    pub(crate) fn set_payout_status(&mut self, at: &Payout, to: HopStatus, from: Option<HopStatus>) {
+        let ok = |s: HopStatus| from.is_none_or(|f| f == s);
+        match at {
+            Payout::Hop(cs, i) => {
+                self.conversions.update(*cs, |c| {
+                    if let Some(h) = c.hops.get_mut(*i).filter(|h| ok(h.status)) {
+                        h.status = to;
+                    }
+                });
+            }
+            Payout::Adjustment(id) => {
+                if let Some(a) = self.adjustments.get_mut(id).filter(|a| ok(a.status)) {
+                    a.status = to;
+                }
+            }
+        }
     }
 
     /// The book of `partner`, opened empty if it has none.

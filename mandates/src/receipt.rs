@@ -14,8 +14,7 @@ use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::keys::KeyRing;
 use crate::merkle::{self, Hash, ProofError};
 use crate::types::{
-    Mandate, ReceiptKind, ReceiptPayload, SignedError, TYP_CLAWBACK_MANDATE, TYP_PAYMENT_MANDATE, TYP_RECEIPT,
-    decode_as, token_reference, verify_as_with,
+    Mandate, ReceiptKind, ReceiptPayload, SignedError, TYP_RECEIPT, decode_as, token_reference, verify_as_with,
 };
 
 /// A receipt as handed to a partner (one JSON object; a line of `receipts.jsonl`).
@@ -106,9 +105,7 @@ fn signatures<'d>(
     out: &mut Vec<SignatureCheck<'d>>,
 ) -> Option<Tokens<'d>> {
     let r = crate::jws::parse(&doc.receipt, TYP_RECEIPT).ok()?;
-    let m = crate::jws::parse(&doc.mandate, TYP_PAYMENT_MANDATE)
-        .or_else(|_| crate::jws::parse(&doc.mandate, TYP_CLAWBACK_MANDATE))
-        .ok()?;
+    let m = crate::jws::parse(&doc.mandate, Mandate::token_typ(&doc.mandate).ok()?).ok()?;
     let ((_, rk), (_, mk)) = (ring.get(&r.header.kid)?, ring.get(&m.header.kid)?);
     let checkpoint = if with_checkpoint {
         let (body, cs, ck) = Checkpoint::signed_by(&doc.checkpoint, ring)?;

@@ -1,5 +1,6 @@
 //! AP2 v0.2-shaped signed objects: the program's open (standing) mandate, the closed
-//! per-hop payment mandate, the clawback mandate, and the payment receipt payload.
+//! per-hop payment mandate, the clawback mandate, the adjustment mandate of a dispute
+//! the vendor accepted, and the payment receipt payload.
 //!
 //! Each type has its own JWS `typ` and AP2 `vct`, checked on verification, so one can
 //! never be replayed as another. Every object that is signed and whose hash is disclosed
@@ -22,6 +23,9 @@ pub const TYP_OPEN_MANDATE: &str = "settle-open-mandate+jws";
 pub const TYP_PAYMENT_MANDATE: &str = "settle-payment-mandate+jws";
 /// JWS `typ` of a clawback mandate.
 pub const TYP_CLAWBACK_MANDATE: &str = "settle-clawback-mandate+jws";
+/// JWS `typ` of an adjustment mandate (a dispute's accepted correction of one partner's
+/// commission).
+pub const TYP_ADJUSTMENT_MANDATE: &str = "settle-adjustment-mandate+jws";
 /// JWS `typ` of a receipt.
 pub const TYP_RECEIPT: &str = "settle-receipt+jws";
 
@@ -31,6 +35,9 @@ pub const VCT_OPEN_MANDATE: &str = "mandate.payment.open.1";
 pub const VCT_PAYMENT_MANDATE: &str = "mandate.payment.1";
 /// Our `vct` of a clawback mandate (AP2 v0.2 defines no refund object).
 pub const VCT_CLAWBACK_MANDATE: &str = "settle.mandate.clawback.1";
+/// Our `vct` of an adjustment mandate: positive pays the partner more, negative takes
+/// back (AP2 v0.2 defines no dispute object).
+pub const VCT_ADJUSTMENT_MANDATE: &str = "settle.mandate.adjustment.1";
 /// Our `vct` of a receipt (AP2 payment receipt fields plus proof binding).
 pub const VCT_RECEIPT: &str = "settle.receipt.1";
 
@@ -230,6 +237,9 @@ pub enum Direction {
     Payment,
     /// The partner's commission is reversed (a refund clawed back).
     Clawback,
+    /// A dispute's accepted correction: the amount is signed (positive pays the partner
+    /// more, negative takes back).
+    Adjustment,
 }
 
 /// The payee of a mandate.
@@ -268,8 +278,12 @@ pub struct LogRef {
 pub struct MandateBasis {
     /// Principal (human or agent) that caused it.
     pub caused_by: String,
-    /// Conversion id.
+    /// Conversion id (empty for an adjustment of a conversion missing on a lead: its
+    /// dispute names the lead).
     pub conversion: String,
+    /// For an adjustment: the dispute it resolves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispute: Option<String>,
     /// Hop, 0 = originator.
     pub hop: u32,
     /// Number of hops in the chain.
@@ -310,7 +324,8 @@ pub struct Mandate {
     pub iss: String,
     /// Who is paid (or clawed back from).
     pub payee: Payee,
-    /// The amount, always positive; the direction says which way.
+    /// The amount: never negative for a payment or a clawback (the direction says which
+    /// way); for an adjustment, signed and never zero.
     pub payment_amount: Amount,
     /// Where it is paid.
     pub payment_instrument: Instrument,
@@ -318,7 +333,7 @@ pub struct Mandate {
     pub salt: String,
     /// Mandate id.
     pub transaction_id: String,
-    /// [`VCT_PAYMENT_MANDATE`] or [`VCT_CLAWBACK_MANDATE`].
+    /// [`VCT_PAYMENT_MANDATE`], [`VCT_CLAWBACK_MANDATE`] or [`VCT_ADJUSTMENT_MANDATE`].
     pub vct: String,
 }
 
@@ -329,10 +344,21 @@ impl Mandate {
         match direction {
             Direction::Payment => VCT_PAYMENT_MANDATE,
             Direction::Clawback => VCT_CLAWBACK_MANDATE,
+            Direction::Adjustment => VCT_ADJUSTMENT_MANDATE,
         }
     }
 
-    /// Verifies a payment or clawback mandate token.
+    /// The JWS `typ` for a direction.
+    #[must_use]
+    pub fn typ_for(direction: Direction) -> &'static str {
+        match direction {
+            Direction::Payment => TYP_PAYMENT_MANDATE,
+            Direction::Clawback => TYP_CLAWBACK_MANDATE,
+            Direction::Adjustment => TYP_ADJUSTMENT_MANDATE,
+        }
+    }
+
+    /// Verifies a payment, clawback or adjustment mandate token.
     pub fn verify(token: &str, ring: &KeyRing) -> Result<(Self, Jwk), SignedError> {
         Self::verify_with(token, ring, true)
     }
@@ -342,21 +368,20 @@ impl Mandate {
         verify_as_with(token, ring, Self::token_typ(token)?, check_signature)
     }
 
-    /// The JWS `typ` of a mandate token (payment or clawback), or why it has none.
+    /// The JWS `typ` of a mandate token (payment, clawback or adjustment), or why it has
+    /// none.
     pub fn token_typ(token: &str) -> Result<&'static str, JwsError> {
         jws::parse(token, TYP_PAYMENT_MANDATE)
             .map(|_| TYP_PAYMENT_MANDATE)
             .or_else(|_| jws::parse(token, TYP_CLAWBACK_MANDATE).map(|_| TYP_CLAWBACK_MANDATE))
+            .or_else(|_| jws::parse(token, TYP_ADJUSTMENT_MANDATE).map(|_| TYP_ADJUSTMENT_MANDATE))
     }
 }
 
 impl Signed for Mandate {
     const WHAT: &'static str = "mandate";
     fn typ(&self) -> &'static str {
-        match self.direction {
-            Direction::Payment => TYP_PAYMENT_MANDATE,
-            Direction::Clawback => TYP_CLAWBACK_MANDATE,
-        }
+        Self::typ_for(self.direction)
     }
     fn iat(&self) -> i64 {
         self.iat
@@ -365,8 +390,15 @@ impl Signed for Mandate {
         if self.vct != Self::vct_for(self.direction) {
             return Err(format!("vct '{}' does not match direction", self.vct));
         }
-        if self.payment_amount.minor_units() < 0 || self.basis.pool.minor_units() < 0 {
-            return Err("amounts of a mandate are never negative".into());
+        let adjustment = self.direction == Direction::Adjustment;
+        if adjustment && (self.payment_amount.is_zero() || self.basis.dispute.is_none()) {
+            return Err("an adjustment moves money and names its dispute".into());
+        }
+        if (!adjustment && self.payment_amount.minor_units() < 0) || self.basis.pool.minor_units() < 0 {
+            return Err("amounts of a payment or clawback mandate are never negative".into());
+        }
+        if !adjustment && self.basis.dispute.is_some() {
+            return Err("only an adjustment names a dispute".into());
         }
         if self.payment_amount.currency() != self.basis.pool.currency() {
             return Err("payment and pool currencies differ".into());

@@ -262,6 +262,7 @@ impl Decider<'_> {
         let spec = &rv.spec;
         let n = deal.chain.len();
         let basis = MandateBasis {
+            dispute: None,
             program: conv.program.to_string(),
             rule_version: rv.version,
             rounding: spec.rounding_id(),

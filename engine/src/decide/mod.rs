@@ -11,9 +11,12 @@
 //! - `refund`: refunds and their clawbacks,
 //! - `settlement`: payout batches and settlements (paid, failed or returned),
 //! - `instrument`: partners' payout instruments for the bank rail,
+//! - `dispute`: disputes, their comments, resolutions (adjustment mandates) and
+//!   withdrawals; disputes overdue,
 //! - `time`: log time advancing, holds released.
 
 mod conversion;
+mod dispute;
 mod instrument;
 mod lead;
 mod program;
@@ -153,6 +156,14 @@ impl Decider<'_> {
                 self.instrument_registered(partner, instrument, currency)
             }
             Event::PayoutInstrumentRemoved { partner, instrument } => self.instrument_removed(partner, instrument),
+            Event::DisputeOpened { dispute, partner, subject, claimed, statement, evidence } => {
+                self.dispute_opened(dispute, partner, subject, claimed, statement, evidence)
+            }
+            Event::DisputeCommented { dispute, text } => self.dispute_commented(dispute, text),
+            Event::DisputeResolved { dispute, outcome, reason, adjustments } => {
+                self.dispute_resolved(dispute, outcome, reason, adjustments)
+            }
+            Event::DisputeWithdrawn { dispute, reason } => self.dispute_withdrawn(dispute, reason),
             other => Err(Rejection::NotAFact(other.kind())),
         }
     }
@@ -176,7 +187,7 @@ impl Decider<'_> {
         self.event_hash.get_or_insert(h).clone()
     }
 
-    /// The payment or clawback mandate `id` of `amount` to `partner`'s commission account,
+    /// The payment, clawback or adjustment mandate `id` of `amount` to `partner`'s commission account,
     /// issued now, executable from `execution_date`, on `basis`.
     fn mandate(
         &self,

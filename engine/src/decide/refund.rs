@@ -26,7 +26,7 @@ impl Decider<'_> {
         let amount = self.refund_amount(&c, &conversion, size)?;
         let refunded_after = c.refunded + amount;
         let claws = if c.hops.is_empty() { Vec::new() } else { self.claw_back(&c, cseq, refunded_after)? };
-        Ok(refunded(refund, self.seq, cseq, refunded_after, claws))
+        Ok(refunded(refund, (self.seq, super::ts(self.env.at)), cseq, refunded_after, claws))
     }
 
     /// What `size` refunds of conversion `c`, minor units of its revenue's currency: more
@@ -127,6 +127,7 @@ impl Decider<'_> {
         let committed = matches!(h.status, HopStatus::Paid | HopStatus::Batched);
         let offset = Amount::from_minor(if committed { p } else { 0 }, cur)?;
         let basis = MandateBasis {
+            dispute: None,
             program: c.program.to_string(),
             rule_version: c.rule_version,
             rounding: spec.rounding_id(),
@@ -156,12 +157,13 @@ impl Decider<'_> {
     }
 }
 
-/// The change a refund makes: the refund recorded at `seq`, what is refunded of the
-/// conversion at `cseq`, and each clawback (hop, amount) taken from the hop and its
-/// partner's book.
-fn refunded(refund: String, seq: u64, cseq: u64, refunded_after: i64, claws: Vec<(usize, i64)>) -> Apply {
+/// The change a refund makes: the refund recorded at `seq` and `at` (Unix seconds), what
+/// is refunded of the conversion at `cseq`, and each clawback (hop, amount) taken from the
+/// hop and its partner's book.
+fn refunded(refund: String, (seq, at): (u64, i64), cseq: u64, refunded_after: i64, claws: Vec<(usize, i64)>) -> Apply {
     Box::new(move |s| {
         s.refunds.insert(refund, seq);
+        s.refunded_at.insert(seq, (cseq, at));
         let moves = s
             .conversions
             .update(cseq, |c| {

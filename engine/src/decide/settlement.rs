@@ -13,6 +13,7 @@ use crate::decision::Rejection;
 use crate::ids::parse_mandate_id;
 use crate::model::{BANK_RAIL, Event, MAX_SETTLEMENT_MANDATES, check_id, check_text};
 use crate::records::HopStatus;
+use crate::state::Payout;
 use crate::state::{Batch, BatchStatus};
 
 /// A rail's answer for a whole payout batch: the settlement, the partner paid, the rail,
@@ -25,9 +26,9 @@ struct BatchAnswer {
     batch: String,
 }
 
-/// Payable hops named by a settlement or batch: positions (conversion seq, hop), their
-/// net value and currency.
-type Payable = (Vec<(u64, usize)>, i64, Currency);
+/// Payable mandates named by a settlement or batch: where each is kept, their net value
+/// and currency.
+type Payable = (Vec<Payout>, i64, Currency);
 
 /// What a rail's answer settles: the settlement, the partner paid, the rail, the
 /// mandates, and the payout batch they were sent in (if any).
@@ -92,12 +93,8 @@ impl Decider<'_> {
         );
         let seq = self.seq;
         Ok(Box::new(move |s| {
-            for (cs, i) in hops {
-                s.conversions.update(cs, |c| {
-                    if let Some(h) = c.hops.get_mut(i) {
-                        h.status = HopStatus::Batched;
-                    }
-                });
+            for at in &hops {
+                s.set_payout_status(at, HopStatus::Batched, None);
             }
             let b = s.book(&partner);
             b.post(Account::Payable, Account::InPayout, amount.minor_units(), &partner);
@@ -160,12 +157,8 @@ impl Decider<'_> {
         self.per_mandate(&settlement, &partner, &rail, &ids, said);
         Ok(Box::new(move |s| {
             s.settlements.insert(settlement, seq);
-            for (cs, i) in hops {
-                s.conversions.update(cs, |c| {
-                    if let Some(h) = c.hops.get_mut(i) {
-                        h.status = HopStatus::Paid;
-                    }
-                });
+            for at in &hops {
+                s.set_payout_status(at, HopStatus::Paid, None);
             }
             s.book(&partner).post(Account::Payable, Account::Paid, paid, &partner);
         }))
@@ -202,12 +195,8 @@ impl Decider<'_> {
         Ok(Box::new(move |s| {
             s.settlements.insert(settlement, seq);
             let status = if ok { HopStatus::Paid } else { HopStatus::Payable };
-            for (cs, i) in hops {
-                s.conversions.update(cs, |c| {
-                    if let Some(h) = c.hops.get_mut(i) {
-                        h.status = status;
-                    }
-                });
+            for at in &hops {
+                s.set_payout_status(at, status, None);
             }
             if let Some(b) = s.batches.get_mut(&batch) {
                 b.status = if ok { BatchStatus::Paid } else { BatchStatus::Failed };
@@ -233,9 +222,9 @@ impl Decider<'_> {
         }))
     }
 
-    /// The positions (conversion seq, hop) of the mandates `ids` names.
-    fn hops_of(&self, ids: &[String]) -> Vec<(u64, usize)> {
-        ids.iter().filter_map(|id| self.st.mandate_hop(id).map(|(cs, i, _)| (cs, i))).collect()
+    /// Where the mandates `ids` names are kept.
+    fn hops_of(&self, ids: &[String]) -> Vec<Payout> {
+        ids.iter().filter_map(|id| self.st.payout_item(id).map(|m| m.at)).collect()
     }
 
     /// A bank's return of payout batch `batch`, which it paid: the money is payable again,
@@ -264,12 +253,8 @@ impl Decider<'_> {
         let seq = self.seq;
         Ok(Box::new(move |s| {
             s.settlements.insert(settlement, seq);
-            for (cs, i) in hops {
-                s.conversions.update(cs, |c| {
-                    if let Some(h) = c.hops.get_mut(i).filter(|h| h.status == HopStatus::Paid) {
-                        h.status = HopStatus::Payable;
-                    }
-                });
+            for at in &hops {
+                s.set_payout_status(at, HopStatus::Payable, Some(HopStatus::Paid));
             }
             if let Some(b) = s.batches.get_mut(&batch) {
                 b.status = BatchStatus::Returned;
@@ -286,15 +271,22 @@ impl Decider<'_> {
     /// value (theirs and the returned ones'). Positive when other payouts had recovered
     /// clawbacks of the returned money, a debt the return voids. It reads the partner's
     /// hops in every conversion (their payees only; a conversion of theirs is decoded),
-    /// once per return: returns are rare.
-    fn credit_after_return(&self, partner: &str, hops: &[(u64, usize)], returned: i64) -> i64 {
+    /// once per return: returns are rare. Its positive adjustment mandates count as its
+    /// hops do.
+    fn credit_after_return(&self, partner: &str, hops: &[Payout], returned: i64) -> i64 {
         let payable = self.st.books.get(partner).map_or(0, |b| b.payable + b.clawed_in_payout) + returned;
         let mut carried = 0i64;
         for (cs, i, _, _) in self.st.conversions.hops_of(0, partner) {
             let Some(h) = self.st.conversions.get(cs).and_then(|c| c.hops.get(i).cloned()) else { continue };
-            let back = h.status == HopStatus::Paid && hops.contains(&(cs, i));
+            let back = h.status == HopStatus::Paid && hops.contains(&Payout::Hop(cs, i));
             if h.status == HopStatus::Payable || back {
                 carried += h.amount - h.clawed;
+            }
+        }
+        for (id, a) in self.st.adjustments.iter().filter(|(_, a)| a.partner == partner) {
+            let back = a.status == HopStatus::Paid && hops.contains(&Payout::Adjustment(id.clone()));
+            if a.status == HopStatus::Payable || back {
+                carried += a.amount.minor_units();
             }
         }
         (payable - carried).max(0)
@@ -336,8 +328,9 @@ impl Decider<'_> {
         Ok(b)
     }
 
-    /// The hops `ids` name, each `partner`'s and payable, none twice: their positions,
-    /// what they are worth now (amount − clawed) and their currency.
+    /// The payment and positive adjustment mandates `ids` name, each `partner`'s and
+    /// payable, none twice: where they are kept, what they are worth now (amount −
+    /// clawed) and their currency.
     fn payable_hops(&self, partner: &str, ids: &[String]) -> Result<Payable, Rejection> {
         if ids.is_empty() || ids.len() > MAX_SETTLEMENT_MANDATES {
             return Err(Rejection::Invalid(format!("name 1..={MAX_SETTLEMENT_MANDATES} mandates")));
@@ -347,25 +340,27 @@ impl Decider<'_> {
         let mut cur = None;
         let mut seen = BTreeSet::new();
         for id in ids {
-            if parse_mandate_id(id).is_none() {
-                return Err(Rejection::Invalid(format!("'{id}' is not a payment mandate id")));
+            if parse_mandate_id(id).is_none() && !self.st.adjustments.contains_key(id) {
+                return Err(Rejection::Invalid(format!("'{id}' is not a payment or positive adjustment mandate id")));
             }
-            let (cs, i, c) = self.st.mandate_hop(id).ok_or_else(|| Rejection::NotFound(format!("mandate '{id}'")))?;
-            let h = &c.hops[i];
-            if h.partner != partner {
+            let m = self.st.payout_item(id).ok_or_else(|| Rejection::NotFound(format!("mandate '{id}'")))?;
+            if m.partner != partner {
                 return Err(Rejection::Invalid(format!("mandate '{id}' pays another partner")));
             }
-            if h.status != HopStatus::Payable {
+            if m.status != HopStatus::Payable {
                 return Err(Rejection::Invalid(
-                    format!("mandate '{id}' is not payable (it is {:?})", h.status).to_lowercase(),
+                    format!("mandate '{id}' is not payable (it is {:?})", m.status).to_lowercase(),
                 ));
             }
             if !seen.insert(id.as_str()) {
                 return Err(Rejection::Invalid(format!("mandate '{id}' is named twice")));
             }
-            cur = Some(c.pool.currency());
-            net += h.amount - h.clawed;
-            hops.push((cs, i));
+            if cur.is_some_and(|c| c != m.currency) {
+                return Err(Rejection::Invalid(format!("mandate '{id}' is in another currency")));
+            }
+            cur = Some(m.currency);
+            net += m.value;
+            hops.push(m.at);
         }
         Ok((hops, net, cur.unwrap_or_else(|| unreachable!("ids is not empty"))))
     }

@@ -1,5 +1,6 @@
 //! Deciding time: log time advancing (`holds_advanced`) ends the holds that end by then,
-//! and their mandates become payable.
+//! and their mandates become payable; disputes unresolved past their response time are
+//! flagged overdue.
 
 use std::collections::BTreeMap;
 
@@ -16,7 +17,8 @@ use crate::records::HopStatus;
 type Released = BTreeMap<Currency, Vec<(String, i64)>>;
 
 impl Decider<'_> {
-    /// `holds_advanced`: to the log time at the latest; every hold ending by `to` ends.
+    /// `holds_advanced`: to the log time at the latest; every hold ending by `to` ends,
+    /// every open dispute due by `to` is flagged overdue.
     pub(super) fn holds_advanced(&mut self, to: DateTime<Utc>) -> Result<Apply, Rejection> {
         let at = self.env.at;
         if to > at {
@@ -26,7 +28,16 @@ impl Decider<'_> {
         }
         let (keys, released) = self.holds_ending(ts(to));
         self.holds_released(&released);
-        Ok(release_holds(keys))
+        let overdue = self.disputes_overdue(to);
+        let release = release_holds(keys);
+        Ok(Box::new(move |s| {
+            release(s);
+            for id in overdue {
+                if let Some(d) = s.disputes.get_mut(&id) {
+                    d.overdue = true;
+                }
+            }
+        }))
     }
 
     /// The holds ending by `t`: their keys in the state's holds, and the mandates they

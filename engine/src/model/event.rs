@@ -8,6 +8,7 @@ use settle_mandates::money::{Amount, Currency};
 
 #[cfg(doc)]
 use super::Envelope;
+use super::dispute::{AdjustmentLine, DisputeOutcome, DisputeSubject};
 use super::kind::EventKind;
 use super::spec::ProgramSpec;
 use super::values::{AgentScope, ConversionOutcomeKind, FxRate, LeadOutcomeKind, PartnerRole, RefundSize};
@@ -201,6 +202,54 @@ pub enum Event {
         /// Partner.
         partner: String,
     },
+    /// A partner (its agent, or the vendor on its behalf) disputed a commission: a
+    /// conversion, a mandate, a clawback, or a deal missing on its lead.
+    DisputeOpened {
+        /// What the partner claims it is owed beyond what it was paid, in the program's
+        /// currency (absent: the claim is the statement alone, which no adjustment may
+        /// pay).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        claimed: Option<Amount>,
+        /// Dispute id.
+        dispute: String,
+        /// Evidence: receipt ids, references (text).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        evidence: Vec<String>,
+        /// The partner whose commission is disputed.
+        partner: String,
+        /// The claim in words.
+        statement: String,
+        /// What is disputed.
+        subject: DisputeSubject,
+    },
+    /// Either side commented on an open dispute.
+    DisputeCommented {
+        /// Dispute id.
+        dispute: String,
+        /// The comment.
+        text: String,
+    },
+    /// The vendor resolved a dispute: rejected, or accepted with adjustments.
+    DisputeResolved {
+        /// For an accepted dispute, each partner's adjustment (absent: the claimed amount,
+        /// to the disputing partner).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        adjustments: Vec<AdjustmentLine>,
+        /// Dispute id.
+        dispute: String,
+        /// Accepted or rejected.
+        outcome: DisputeOutcome,
+        /// Why.
+        reason: String,
+    },
+    /// The disputing side withdrew an open dispute.
+    DisputeWithdrawn {
+        /// Dispute id.
+        dispute: String,
+        /// Why (may be empty).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        reason: String,
+    },
     // ---- derived ----
     /// The program's standing authorisation (open mandate) was (re)issued.
     OpenMandateIssued {
@@ -347,6 +396,28 @@ pub enum Event {
         /// Settlement id.
         settlement: String,
     },
+    /// One partner's adjustment mandate of an accepted dispute: positive, payable at once
+    /// (paid in a payout batch like a payment mandate); negative, owed back out of what is
+    /// payable (as a clawback of paid money is).
+    AdjustmentIssued {
+        /// Amount, signed.
+        amount: Amount,
+        /// The dispute.
+        dispute: String,
+        /// Compact JWS of the mandate.
+        mandate: String,
+        /// Adjustment mandate id (`aj_<seq>_<n>`).
+        mandate_id: String,
+        /// Partner.
+        partner: String,
+    },
+    /// A dispute passed the program's response time unresolved.
+    DisputeOverdue {
+        /// The dispute.
+        dispute: String,
+        /// When its response was due.
+        due_at: DateTime<Utc>,
+    },
 }
 
 impl Event {
@@ -377,6 +448,10 @@ impl Event {
             Self::SettlementFailed { .. } => EventKind::SettlementFailed,
             Self::PayoutInstrumentRegistered { .. } => EventKind::PayoutInstrumentRegistered,
             Self::PayoutInstrumentRemoved { .. } => EventKind::PayoutInstrumentRemoved,
+            Self::DisputeOpened { .. } => EventKind::DisputeOpened,
+            Self::DisputeCommented { .. } => EventKind::DisputeCommented,
+            Self::DisputeResolved { .. } => EventKind::DisputeResolved,
+            Self::DisputeWithdrawn { .. } => EventKind::DisputeWithdrawn,
             Self::OpenMandateIssued { .. } => EventKind::OpenMandateIssued,
             Self::LeadOutcome { .. } => EventKind::LeadOutcome,
             Self::ConversionOutcome { .. } => EventKind::ConversionOutcome,
@@ -388,6 +463,8 @@ impl Event {
             Self::PayoutReturned { .. } => EventKind::PayoutReturned,
             Self::MandatePaid { .. } => EventKind::MandatePaid,
             Self::MandatePaymentFailed { .. } => EventKind::MandatePaymentFailed,
+            Self::AdjustmentIssued { .. } => EventKind::AdjustmentIssued,
+            Self::DisputeOverdue { .. } => EventKind::DisputeOverdue,
         }
     }
 

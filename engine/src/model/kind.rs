@@ -45,6 +45,14 @@ pub enum EventKind {
     PayoutInstrumentRegistered,
     /// `payout_instrument_removed`.
     PayoutInstrumentRemoved,
+    /// `dispute_opened`.
+    DisputeOpened,
+    /// `dispute_commented`.
+    DisputeCommented,
+    /// `dispute_resolved`.
+    DisputeResolved,
+    /// `dispute_withdrawn`.
+    DisputeWithdrawn,
     // ---- derived ----
     /// `open_mandate_issued`.
     OpenMandateIssued,
@@ -68,11 +76,15 @@ pub enum EventKind {
     MandatePaid,
     /// `mandate_payment_failed`.
     MandatePaymentFailed,
+    /// `adjustment_issued`.
+    AdjustmentIssued,
+    /// `dispute_overdue`.
+    DisputeOverdue,
 }
 
 impl EventKind {
     /// Every event type, facts first, then derived events.
-    pub const ALL: [Self; 28] = [
+    pub const ALL: [Self; 34] = [
         Self::ProgramPublished,
         Self::ProgramAmended,
         Self::PartnerEnrolled,
@@ -90,6 +102,10 @@ impl EventKind {
         Self::SettlementFailed,
         Self::PayoutInstrumentRegistered,
         Self::PayoutInstrumentRemoved,
+        Self::DisputeOpened,
+        Self::DisputeCommented,
+        Self::DisputeResolved,
+        Self::DisputeWithdrawn,
         Self::OpenMandateIssued,
         Self::LeadOutcome,
         Self::ConversionOutcome,
@@ -101,6 +117,8 @@ impl EventKind {
         Self::PayoutReturned,
         Self::MandatePaid,
         Self::MandatePaymentFailed,
+        Self::AdjustmentIssued,
+        Self::DisputeOverdue,
     ];
 
     /// The `type` string.
@@ -124,6 +142,10 @@ impl EventKind {
             Self::SettlementFailed => "settlement_failed",
             Self::PayoutInstrumentRegistered => "payout_instrument_registered",
             Self::PayoutInstrumentRemoved => "payout_instrument_removed",
+            Self::DisputeOpened => "dispute_opened",
+            Self::DisputeCommented => "dispute_commented",
+            Self::DisputeResolved => "dispute_resolved",
+            Self::DisputeWithdrawn => "dispute_withdrawn",
             Self::OpenMandateIssued => "open_mandate_issued",
             Self::LeadOutcome => "lead_outcome",
             Self::ConversionOutcome => "conversion_outcome",
@@ -135,6 +157,8 @@ impl EventKind {
             Self::PayoutReturned => "payout_returned",
             Self::MandatePaid => "mandate_paid",
             Self::MandatePaymentFailed => "mandate_payment_failed",
+            Self::AdjustmentIssued => "adjustment_issued",
+            Self::DisputeOverdue => "dispute_overdue",
         }
     }
 
@@ -166,6 +190,8 @@ impl EventKind {
                 | Self::PayoutReturned
                 | Self::MandatePaid
                 | Self::MandatePaymentFailed
+                | Self::AdjustmentIssued
+                | Self::DisputeOverdue
         )
     }
 
@@ -245,7 +271,7 @@ mod tests {
     }
 
     /// The lists as they were written out by hand before [`EventKind`] (and the payout
-    /// instruments and returns since): same names, same versions, same order.
+    /// instruments, returns and disputes since): same names, same versions, same order.
     #[test]
     fn the_lists_of_types_are_as_they_were() {
         let derived = [
@@ -260,6 +286,8 @@ mod tests {
             "payout_returned",
             "mandate_paid",
             "mandate_payment_failed",
+            "adjustment_issued",
+            "dispute_overdue",
         ];
         assert_eq!(DERIVED_TYPES, derived);
         let facts = [
@@ -280,6 +308,10 @@ mod tests {
             "settlement_failed",
             "payout_instrument_registered",
             "payout_instrument_removed",
+            "dispute_opened",
+            "dispute_commented",
+            "dispute_resolved",
+            "dispute_withdrawn",
         ];
         let all: Vec<(&str, u32)> = facts.iter().chain(&derived).map(|k| (*k, 1)).collect();
         assert_eq!(EVENT_TYPES, all);

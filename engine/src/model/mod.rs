@@ -10,6 +10,8 @@
 //! - a program's rules as data, [`ProgramSpec`] and its parts (`spec`),
 //! - the typed values facts and events carry: roles, scopes, refund sizes, FX rates, and
 //!   the outcomes of a lead and of a conversion (`values`),
+//! - disputes: their subjects, outcomes, adjustments and a program's rules for them
+//!   (`dispute`),
 //! - every event type and its data, [`Event`] (`event`),
 //! - the names of the event types, their versions and which are facts, [`EventKind`]
 //!   (`kind`),
@@ -67,6 +69,7 @@ macro_rules! named_enum {
 }
 use named_enum;
 
+mod dispute;
 mod envelope;
 mod event;
 mod kind;
@@ -78,6 +81,10 @@ pub use crate::limits::{
     BANK_RAIL, ID_PATTERN, InvalidValue, MAX_BOOK_TOTAL, MAX_HOLDING_DAYS, MAX_HOPS, MAX_ID_BYTES, MAX_LEVELS,
     MAX_PARTNERS_PER_PROGRAM, MAX_RELEASED_PER_EVENT, MAX_SETTLEMENT_MANDATES, MAX_SPIFFS, MAX_TEXT_BYTES, MAX_TIERS,
     MAX_WINDOW_DAYS, check_id, check_text,
+};
+pub use dispute::{
+    AdjustmentLine, DEFAULT_DISPUTE_RESPONSE_DAYS, DEFAULT_DISPUTE_WINDOW_DAYS, DisputeOutcome, DisputeRules,
+    DisputeStatus, DisputeSubject, MAX_COMMENTS, MAX_DISPUTE_DAYS, MAX_EVIDENCE,
 };
 pub use envelope::Envelope;
 pub use event::Event;

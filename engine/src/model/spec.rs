@@ -7,6 +7,8 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use settle_mandates::money::{Currency, Rounding};
 
+use super::dispute::DisputeRules;
+
 // The limits the JSON Schemas state.
 #[cfg(feature = "schemars")]
 use crate::limits::{ID_PATTERN, MAX_HOLDING_DAYS, MAX_LEVELS, MAX_SPIFFS, MAX_TEXT_BYTES, MAX_TIERS, MAX_WINDOW_DAYS};
@@ -326,6 +328,11 @@ pub struct ProgramSpec {
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "optional_object")]
     #[cfg_attr(feature = "schemars", schemars(with = "Option<PaymentRange>"))]
     pub payment_range: Option<PaymentRange>,
+    /// Disputes: how long a partner may open one, how long the vendor has to answer
+    /// (absent: [`DisputeRules::default`]).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "optional_object")]
+    #[cfg_attr(feature = "schemars", schemars(with = "Option<DisputeRules>"))]
+    pub disputes: Option<DisputeRules>,
     /// Program start.
     pub valid_from: DateTime<Utc>,
     /// Program end (exclusive).
@@ -338,6 +345,12 @@ impl ProgramSpec {
     #[must_use]
     pub fn allocation(&self) -> Allocation {
         self.allocation.unwrap_or(Allocation::V1)
+    }
+
+    /// The rules for disputes: as given, or the defaults.
+    #[must_use]
+    pub fn dispute_rules(&self) -> DisputeRules {
+        self.disputes.unwrap_or_default()
     }
 
     /// The rounding policy id of this program: split policy and pool rounding.

@@ -31,6 +31,8 @@ pub enum AgentScope {
     Read,
     /// Subscribe to the partner's webhooks and manage those subscriptions.
     WebhooksWrite,
+    /// Open, comment on and withdraw the partner's disputes.
+    DisputesWrite,
 }
 
 /// Refund size.

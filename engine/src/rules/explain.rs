@@ -43,6 +43,11 @@ impl ProgramSpec {
             "Commissions are held {} days (the refund window) before they are payable; a lead's deals earn for {} days after its registration.",
             self.holding_days, self.attribution_window_days
         ));
+        let d = self.dispute_rules();
+        out.push(format!(
+            "A partner may dispute a commission for {} days after it (a missing deal: after its lead's attribution window); the vendor answers within {} days, or the dispute is flagged overdue.",
+            d.window_days, d.response_days
+        ));
         out
     }
 

@@ -6,8 +6,8 @@ use settle_mandates::money::MAX_MINOR_UNITS;
 
 use super::RuleError;
 use crate::model::{
-    InvalidValue, MAX_HOLDING_DAYS, MAX_LEVELS, MAX_SPIFFS, MAX_TIERS, MAX_WINDOW_DAYS, PoolRule, ProgramSpec,
-    SplitRule, check_id, check_text,
+    InvalidValue, MAX_DISPUTE_DAYS, MAX_HOLDING_DAYS, MAX_LEVELS, MAX_SPIFFS, MAX_TIERS, MAX_WINDOW_DAYS, PoolRule,
+    ProgramSpec, SplitRule, check_id, check_text,
 };
 
 /// Validates a program's rules; totals over 100 % and the like are refused.
@@ -18,6 +18,10 @@ pub fn validate(spec: &ProgramSpec) -> Result<(), RuleError> {
     }
     if spec.attribution_window_days == 0 || spec.attribution_window_days > MAX_WINDOW_DAYS {
         return err(format!("attribution_window_days must be 1..={MAX_WINDOW_DAYS}"));
+    }
+    let days = |d: u32| (1..=MAX_DISPUTE_DAYS).contains(&d);
+    if spec.disputes.is_some_and(|d| !days(d.window_days) || !days(d.response_days)) {
+        return err(format!("disputes.window_days and disputes.response_days must be 1..={MAX_DISPUTE_DAYS}"));
     }
     pool(&spec.pool)?;
     check_text("program name", &spec.name).map_err(refused)?;

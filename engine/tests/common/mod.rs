@@ -31,6 +31,7 @@ pub fn spec(split: SplitRule, pool: PoolRule, holding_days: u32) -> ProgramSpec 
         split,
         budget: None,
         payment_range: None,
+        disputes: None,
         valid_from: t(0),
         valid_until: None,
     }
