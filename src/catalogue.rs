@@ -45,6 +45,12 @@ pub enum Op {
     EraseInstrument,
     PaymentFile,
     ReconcilePayouts,
+    OpenDispute,
+    ListDisputes,
+    GetDispute,
+    CommentDispute,
+    ResolveDispute,
+    WithdrawDispute,
     Subscribe,
     ListSubscriptions,
     GetSubscription,
@@ -233,6 +239,30 @@ pub const OPERATIONS: &[Operation] = &[
         .http(Get, "/v1/payouts/{id}/pain.001"),
     op(Op::ReconcilePayouts, "reconcilePayouts", Vendor, Some(Scope::SettlementsWrite), true)
         .http(Post, "/v1/payouts/reconcile"),
+    // Disputes: a partner (or its agent with `disputes_write`) opens, comments on and
+    // withdraws its own; the vendor may do so on its behalf. Resolving moves money: the
+    // vendor with `settlements_write`.
+    op(Op::OpenDispute, "openDispute", VendorOrPartner, Some(Scope::DisputesWrite), true)
+        .http(Post, "/v1/disputes")
+        .mcp("open_dispute")
+        .a2a("dispute"),
+    op(Op::ListDisputes, "listDisputes", VendorOrPartner, Some(Scope::Read), false)
+        .http(Get, "/v1/disputes")
+        .mcp("list_disputes")
+        .a2a("disputes"),
+    op(Op::GetDispute, "getDispute", VendorOrPartner, Some(Scope::Read), false)
+        .http(Get, "/v1/disputes/{id}")
+        .mcp("get_dispute"),
+    op(Op::CommentDispute, "commentOnDispute", VendorOrPartner, Some(Scope::DisputesWrite), true)
+        .http(Post, "/v1/disputes/{id}/comments")
+        .mcp("comment_on_dispute"),
+    op(Op::ResolveDispute, "resolveDispute", Vendor, Some(Scope::SettlementsWrite), true)
+        .http(Post, "/v1/disputes/{id}/resolution")
+        .mcp("resolve_dispute")
+        .a2a("resolution"),
+    op(Op::WithdrawDispute, "withdrawDispute", VendorOrPartner, Some(Scope::DisputesWrite), true)
+        .http(Post, "/v1/disputes/{id}/withdraw")
+        .mcp("withdraw_dispute"),
     op(Op::Subscribe, "subscribeWebhook", VendorOrPartner, Some(Scope::WebhooksWrite), true)
         .also(Scope::Read)
         .http(Post, "/v1/webhooks"),
@@ -290,6 +320,14 @@ pub enum Target<'a> {
     /// Scopes given to another (an agent's grant, a new token): never more than the
     /// giving token holds.
     Scopes(&'a [Scope]),
+    /// Dispute `id`, of partner `owner` (`None`: no such dispute): another partner's is not
+    /// found, as if it did not exist.
+    Dispute {
+        /// The dispute.
+        id: &'a str,
+        /// Its partner.
+        owner: Option<&'a str>,
+    },
 }
 
 /// Why a call may not proceed. Each door frames it (401, 403, 404; tool errors; tasks).
@@ -330,7 +368,7 @@ pub fn scope_name(s: Scope) -> String {
 /// the token (else forbidden: a token never does more than its scopes, whatever its
 /// kind); then each target: a partner reads only its own data (another's is not found),
 /// writes only in its own name (forbidden), holds only its own leads and agents (not
-/// found); and a token gives another (an agent, a new token) at most its own scopes
+/// found), and sees only its own disputes (not found); and a token gives another (an agent, a new token) at most its own scopes
 /// (forbidden).
 pub fn authorize(p: Option<&Principal>, op: Op, targets: &[Target<'_>]) -> Result<(), Denied> {
     let e = entry(op);
@@ -381,6 +419,9 @@ fn check_target(p: &Principal, vendor: bool, t: Target<'_>) -> Result<(), Denied
         }
         Target::Agent { id, owner } if !vendor && !owner.is_some_and(own) => {
             Err(Denied::NotFound(format!("agent '{id}' not found")))
+        }
+        Target::Dispute { id, owner } if !vendor && !owner.is_some_and(own) => {
+            Err(Denied::NotFound(format!("dispute '{id}' not found")))
         }
         Target::Scopes(scopes) => match scopes.iter().find(|s| !p.scopes.contains(s)) {
             Some(s) => Err(Denied::Forbidden(format!(

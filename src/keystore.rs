@@ -50,6 +50,8 @@ pub enum Scope {
     WebhooksWrite,
     /// Issue, list and revoke API tokens (a vendor administrator's).
     TokensWrite,
+    /// Open, comment on and withdraw disputes (a partner's own; the vendor's for any).
+    DisputesWrite,
 }
 
 /// One stored signing key.

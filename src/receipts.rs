@@ -118,7 +118,7 @@ fn document(ledger: &Ledger, by: &Issuer<'_>, about: About<'_>, leaf: &[u8]) -> 
 
 /// A mandate's issue as the log holds it: its record, the signed mandate and its payee.
 pub struct MandateRecord {
-    /// The record (`mandate_issued` or `clawback_issued`).
+    /// The record (`mandate_issued`, `clawback_issued` or `adjustment_issued`).
     pub record: Record,
     /// The signed mandate (compact JWS).
     pub mandate: String,
@@ -126,12 +126,16 @@ pub struct MandateRecord {
     pub partner: String,
 }
 
-/// The log record of mandate `id` (payment `md_<seq>_<hop>` or clawback `cb_<seq>_<hop>`),
-/// among the few records after the fact at `<seq>`.
+/// The log record of mandate `id` (payment `md_<seq>_<hop>`, clawback `cb_<seq>_<hop>` or
+/// adjustment `aj_<seq>_<n>`), among the few records after the fact at `<seq>`.
 pub fn mandate_record(ledger: &Ledger, id: &str) -> Result<Option<MandateRecord>> {
     // A payment mandate follows its conversion (or the release of a held one), a clawback
-    // its refund: at most one per hop, in hop order (a hop owed nothing has none).
-    let Some((rseq, _)) = id.strip_prefix("md_").or_else(|| id.strip_prefix("cb_")).and_then(|r| r.split_once('_'))
+    // its refund, an adjustment its dispute's resolution: at most one per hop (a
+    // partner of the chain), in order (a hop owed nothing has none).
+    let Some((rseq, _)) = ["md_", "cb_", "aj_"]
+        .iter()
+        .find_map(|p| id.strip_prefix(p))
+        .and_then(|r| r.split_once('_'))
     else {
         return Ok(None);
     };
@@ -141,6 +145,7 @@ pub fn mandate_record(ledger: &Ledger, id: &str) -> Result<Option<MandateRecord>
         match Envelope::from_bytes(&record.event)?.event {
             Event::MandateIssued { mandate_id, mandate, partner, .. }
             | Event::ClawbackIssued { mandate_id, mandate, partner, .. }
+            | Event::AdjustmentIssued { mandate_id, mandate, partner, .. }
                 if mandate_id == id =>
             {
                 return Ok(Some(MandateRecord { record, mandate, partner }));
@@ -183,6 +188,7 @@ fn pending(ledger: &Ledger, r: &Record) -> Result<Option<Pending>> {
         Some(
             EventKind::MandateIssued
                 | EventKind::ClawbackIssued
+                | EventKind::AdjustmentIssued
                 | EventKind::MandatePaid
                 | EventKind::MandatePaymentFailed
         )
@@ -192,7 +198,8 @@ fn pending(ledger: &Ledger, r: &Record) -> Result<Option<Pending>> {
     let leaf = r.event.as_slice().to_vec();
     Ok(match Envelope::from_bytes(&r.event)?.event {
         Event::MandateIssued { mandate_id, partner, mandate, .. }
-        | Event::ClawbackIssued { mandate_id, partner, mandate, .. } => {
+        | Event::ClawbackIssued { mandate_id, partner, mandate, .. }
+        | Event::AdjustmentIssued { mandate_id, partner, mandate, .. } => {
             Some(Pending { partner, seq: r.seq, mandate_id, mandate, rail: None, leaf })
         }
         Event::MandatePaid { mandate_id, rail, confirmation_id: said, .. }

@@ -146,18 +146,19 @@ fn conserved(engine: &Engine, report: &mut AuditReport) -> Result<()> {
     let mut earned = 0i128;
     let mut held = 0i128;
     for (p, b) in &st.books {
-        if b.earned - b.clawed_back != b.on_hold + b.payable + b.in_payout + b.paid {
+        if !b.is_balanced() {
             bail!(
-                "money not conserved for partner {p}: earned {} − clawed {} ≠ on hold {} + payable {} + in payout {} + paid {}",
+                "money not conserved for partner {p}: earned {} − clawed {} + adjusted {} ≠ on hold {} + payable {} + in payout {} + paid {}",
                 b.earned,
                 b.clawed_back,
+                b.adjusted,
                 b.on_hold,
                 b.payable,
                 b.in_payout,
                 b.paid
             );
         }
-        earned += i128::from(b.earned - b.clawed_back);
+        earned += i128::from(b.net());
         held += i128::from(b.on_hold + b.payable + b.in_payout + b.paid);
     }
     let mut from_hops = 0i128;
@@ -173,8 +174,12 @@ fn conserved(engine: &Engine, report: &mut AuditReport) -> Result<()> {
             from_hops += i128::from(h.amount - h.clawed);
         }
     }
-    if from_hops != earned || earned != held {
-        bail!("money not conserved: conversions say {from_hops}, books say {earned} earned and {held} held");
+    // Every adjustment mandate of an accepted dispute, as the disputes recorded them.
+    let adjusted: i128 = st.disputes.values().flat_map(|d| &d.adjustments).map(|(_, _, a)| i128::from(*a)).sum();
+    if from_hops + adjusted != earned || earned != held {
+        bail!(
+            "money not conserved: conversions say {from_hops} and adjustments {adjusted}, books say {earned} earned and {held} held"
+        );
     }
     report.partners = st.books.len();
     report.net_commission = earned;

@@ -286,6 +286,14 @@ fn entries<'a>(st: &State, env: &'a Envelope) -> Vec<Entry<'a>> {
                 ..plain(partner, entry, "", amount)
             }]
         }
+        // A dispute's adjustment, signed: positive pays more, negative is owed back.
+        Event::AdjustmentIssued { mandate_id, partner, amount, mandate, .. } => {
+            vec![Entry {
+                mandate_id: mandate_id.clone(),
+                token: Some(mandate),
+                ..plain(partner, "adjustment", "", amount)
+            }]
+        }
         Event::PayoutBooked { settlement, partner, paid, .. } => vec![plain(partner, "paid", settlement, paid)],
         Event::PayoutBatchCreated { batch, partner, amount, .. } => {
             vec![plain(partner, "payout_batched", batch, amount)]
@@ -342,7 +350,8 @@ fn line(st: &State, seq: u64, at: &str, e: Entry<'_>) -> StatementLine {
         seq,
         at: at.to_owned(),
         entry: e.entry.into(),
-        reference: basis.as_ref().map_or(e.reference, |m| m.basis.conversion.clone()),
+        // A mandate names its conversion; an adjustment, its dispute.
+        reference: basis.as_ref().map_or(e.reference, |m| m.basis.dispute.clone().unwrap_or(m.basis.conversion.clone())),
         mandate_id: e.mandate_id,
         rule_version,
         hop,
@@ -407,6 +416,8 @@ pub struct BalanceLine {
     pub in_payout: String,
     /// Paid.
     pub paid: String,
+    /// Net of the adjustment mandates of accepted disputes (positive: paid more).
+    pub adjusted: String,
 }
 
 /// The balance of `partner` in `st` after record `seq`, as decimal strings in its
@@ -434,6 +445,7 @@ pub fn balance_of(st: &State, partner: &str, seq: u64) -> Option<Result<BalanceL
             payable: a(b.payable)?,
             in_payout: a(b.in_payout)?,
             paid: a(b.paid)?,
+            adjusted: a(b.adjusted)?,
         })
     })())
 }

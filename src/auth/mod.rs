@@ -211,6 +211,7 @@ pub fn agent_scopes(granted: &[AgentScope]) -> Vec<Scope> {
             AgentScope::Read => Scope::Read,
             AgentScope::LeadsWrite => Scope::LeadsWrite,
             AgentScope::WebhooksWrite => Scope::WebhooksWrite,
+            AgentScope::DisputesWrite => Scope::DisputesWrite,
         })
         .collect()
 }

@@ -101,8 +101,8 @@ pub fn payments(
             b.mandate_ids
                 .iter()
                 .map(|m| {
-                    let (_, i, c) = s.mandate_hop(m)?;
-                    Some((m.clone(), Amount::from_minor(c.hops[i].amount, c.pool.currency()).ok()?))
+                    let item = s.payout_item(m)?;
+                    Some((m.clone(), Amount::from_minor(item.amount, item.currency).ok()?))
                 })
                 .collect::<Option<Vec<_>>>()
         });

@@ -4,7 +4,8 @@
 //!
 //! A message carries one data part naming its intent — `{"lead": {...}}`,
 //! `{"handoff": {...}}`, `{"conversion": {...}}`, `{"refund": {...}}`, `{"balance":
-//! {...}}` or `{"receipt": {...}}`, each with the fields of the matching HTTP request.
+//! {...}}`, `{"receipt": {...}}`, `{"dispute": {...}}`, `{"disputes": {...}}` or
+//! `{"resolution": {...}}`, each with the fields of the matching HTTP request.
 //! The answer is a completed task whose artifact holds what the HTTP API answers for the
 //! same input (for a conversion, the signed mandates). The `messageId` is the idempotency
 //! key: a retried message gets the same task back, nothing is recorded twice.
@@ -31,6 +32,7 @@ use crate::error::Error;
 use crate::ops::App;
 use crate::ops::commands::{self, ConversionBody, Fact, HandoffBody, HandoffParams, LeadBody, OutcomeView, RefundBody};
 use crate::ops::queries::{self, PartnerParams, ReceiptParams};
+use crate::ops::disputes::{self, DisputeBody, DisputeQuery, ResolveParams};
 
 /// JWS `typ` of the signed agent card.
 pub const TYP_AGENT_CARD: &str = "settle-agent-card+jws";
@@ -107,13 +109,39 @@ fn card(keys: &crate::keystore::KeyFile, base: &str) -> Result<Value, Error> {
             "A mandate's receipt with its RFC 9162 inclusion proof and signed checkpoint. Data part: {\"receipt\": {\"partner\", \"mandate_id\"}}.",
             &["receipts", "verification", "merkle"],
             &["{\"receipt\": {\"partner\": \"p02\", \"mandate_id\": \"md_120_1\"}}"]
+        ),
+        skill(
+            Op::OpenDispute,
+            "open-dispute",
+            "Dispute a commission",
+            "Dispute a conversion, a payment mandate, a clawback or a deal missing on a lead, with the amount claimed and evidence, within the program's dispute window. Data part: {\"dispute\": {\"dispute\", \"partner\", \"subject\", \"statement\", \"claimed\", \"evidence\"}}.",
+            &["disputes", "evidence"],
+            &[
+                "{\"dispute\": {\"dispute\": \"dsp-1\", \"partner\": \"p02\", \"subject\": {\"kind\": \"mandate\", \"mandate\": \"md_120_1\"}, \"claimed\": \"25.00\", \"statement\": \"the closer share should be 40%\", \"evidence\": [\"contract clause 4.2\"]}}"
+            ]
+        ),
+        skill(
+            Op::ListDisputes,
+            "list-disputes",
+            "List disputes",
+            "A partner's disputes (every one for the vendor), with claims, comments, resolutions and adjustment mandates. Data part: {\"disputes\": {\"partner\", \"status\", \"overdue\"}} (each optional).",
+            &["disputes"],
+            &["{\"disputes\": {\"status\": \"open\"}}"]
+        ),
+        skill(
+            Op::ResolveDispute,
+            "resolve-dispute",
+            "Resolve a dispute",
+            "The vendor rejects a dispute with a reason, or accepts it: one signed adjustment mandate per partner line, never more than the claim. Data part: {\"resolution\": {\"dispute\", \"resolution\": {\"outcome\", \"reason\", \"adjustments\"}}}.",
+            &["disputes", "adjustments", "mandates"],
+            &["{\"resolution\": {\"dispute\": \"dsp-1\", \"resolution\": {\"outcome\": \"accepted\", \"reason\": \"agreed\"}}}"]
         )
     ]);
     scopes.sort_unstable();
     let requirements: Vec<Value> = scopes.iter().map(|s| bearer(s)).collect();
     let mut card = json!({
         "name": format!("settle ({})", keys.vendor),
-        "description": "Commission settlement for the vendor's partner program: register leads, record won deals and refunds, and receive one Ed25519-signed AP2-style payment mandate per hop of the referral chain, with receipts and Merkle proofs verifiable offline against the vendor's JWKS. Send a message with one data part naming the intent (lead, handoff, conversion, refund, balance, receipt) and the fields of the matching REST request; the REST API is described at documentationUrl and MCP is served at /mcp.",
+        "description": "Commission settlement for the vendor's partner program: register leads, record won deals and refunds, and receive one Ed25519-signed AP2-style payment mandate per hop of the referral chain, with receipts and Merkle proofs verifiable offline against the vendor's JWKS. Disputes are opened, listed and resolved with signed adjustment mandates. Send a message with one data part naming the intent (lead, handoff, conversion, refund, balance, receipt, dispute, disputes, resolution) and the fields of the matching REST request; the REST API is described at documentationUrl and MCP is served at /mcp.",
         "supportedInterfaces": [{"url": format!("{base}/a2a"), "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}],
         "version": env!("CARGO_PKG_VERSION"),
         "provider": {"organization": keys.vendor, "url": base},
@@ -156,6 +184,9 @@ enum Intent {
     Refund(RefundBody),
     Balance(PartnerParams),
     Receipt(ReceiptParams),
+    Dispute(DisputeBody),
+    Disputes(DisputeQuery),
+    Resolution(ResolveParams),
 }
 
 // JSON-RPC 2.0 and A2A error codes.
@@ -276,7 +307,7 @@ async fn send_message(app: &App, p: &Principal, id: &Value, req: &Value) -> Resp
         return rpc_error(
             id,
             CONTENT_TYPE_NOT_SUPPORTED,
-            "send exactly one data part naming the intent: lead, handoff, conversion, refund, balance or receipt",
+            "send exactly one data part naming the intent: lead, handoff, conversion, refund, balance, receipt, dispute, disputes or resolution",
         );
     };
     let intent: Intent = match serde_json::from_value((*data).clone()) {
@@ -368,6 +399,9 @@ async fn perform(app: &App, p: &Principal, key: String, intent: Intent) -> Resul
         Intent::Refund(b) => write(b.fact(p)?).await,
         Intent::Balance(q) => read(serde_json::to_value(queries::balance(app, p, &q.partner)?)),
         Intent::Receipt(q) => read(serde_json::to_value(queries::receipt(app, p, &q.partner, &q.mandate_id)?)),
+        Intent::Dispute(b) => write(b.fact(app, p)?).await,
+        Intent::Disputes(q) => read(serde_json::to_value(disputes::disputes(app, p, &q)?)),
+        Intent::Resolution(r) => write(r.resolution.fact(app, p, r.dispute)?).await,
     }
 }
 

@@ -31,6 +31,7 @@ use crate::ops::commands::{
     self, AdvanceBody, AgentBody, AmendBody, BatchBody, ConversionBody, Fact, HandoffBody, LeadBody, OutcomeView,
     PartnerBody, PayoutBody, ReasonBody, RefundBody, SettlementBody,
 };
+use crate::ops::disputes::{self, CommentBody, DisputeBody, DisputeQuery, ResolutionBody, WithdrawBody};
 use crate::ops::{App, queries};
 use crate::webhooks::{ReplayBody, SubscribeBody};
 
@@ -419,6 +420,55 @@ async fn receipt(
     answer(queries::receipt(&app, &p, &id, &mid))
 }
 
+async fn open_dispute(State(app): State<App>, h: HeaderMap, b: Body) -> Result<Response, Error> {
+    let (p, key) = writer(&app, &h)?;
+    write(&app, &p, &h, key, body::<DisputeBody>(&h, b)?.fact(&app, &p)).await
+}
+
+async fn list_disputes(
+    State(app): State<App>,
+    q: Result<Query<DisputeQuery>, QueryRejection>,
+    h: HeaderMap,
+) -> Result<Response, Error> {
+    let p = principal(&app, &h)?;
+    answer(disputes::disputes(&app, &p, &query(q)?))
+}
+
+async fn get_dispute(State(app): State<App>, UrlPath(id): UrlPath<String>, h: HeaderMap) -> Result<Response, Error> {
+    let p = principal(&app, &h)?;
+    answer(disputes::dispute(&app, &p, &id))
+}
+
+async fn comment_dispute(
+    State(app): State<App>,
+    UrlPath(id): UrlPath<String>,
+    h: HeaderMap,
+    b: Body,
+) -> Result<Response, Error> {
+    let (p, key) = writer(&app, &h)?;
+    write(&app, &p, &h, key, body::<CommentBody>(&h, b)?.fact(&app, &p, id)).await
+}
+
+async fn resolve_dispute(
+    State(app): State<App>,
+    UrlPath(id): UrlPath<String>,
+    h: HeaderMap,
+    b: Body,
+) -> Result<Response, Error> {
+    let (p, key) = writer_of(&app, &h, Op::ResolveDispute)?;
+    write(&app, &p, &h, key, body::<ResolutionBody>(&h, b)?.fact(&app, &p, id)).await
+}
+
+async fn withdraw_dispute(
+    State(app): State<App>,
+    UrlPath(id): UrlPath<String>,
+    h: HeaderMap,
+    b: Body,
+) -> Result<Response, Error> {
+    let (p, key) = writer(&app, &h)?;
+    write(&app, &p, &h, key, body::<WithdrawBody>(&h, b)?.fact(&app, &p, id)).await
+}
+
 async fn subscribe(State(app): State<App>, h: HeaderMap, b: Body) -> Result<Response, Error> {
     let (p, key) = writer(&app, &h)?;
     let b = body::<SubscribeBody>(&h, b)?;
@@ -586,6 +636,12 @@ fn handler(op: Op) -> Option<MethodRouter<App>> {
         Op::EraseInstrument => delete(erase_instrument),
         Op::PaymentFile => get(payment_file),
         Op::ReconcilePayouts => post(reconcile),
+        Op::OpenDispute => post(open_dispute),
+        Op::ListDisputes => get(list_disputes),
+        Op::GetDispute => get(get_dispute),
+        Op::CommentDispute => post(comment_dispute),
+        Op::ResolveDispute => post(resolve_dispute),
+        Op::WithdrawDispute => post(withdraw_dispute),
         Op::Subscribe => post(subscribe),
         Op::ListSubscriptions => get(subscriptions),
         Op::GetSubscription => get(subscription),

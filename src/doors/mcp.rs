@@ -39,6 +39,10 @@ use crate::auth::Principal;
 use crate::error::Error;
 use crate::ops::App;
 use crate::ops::commands::{self, ConversionBody, Fact, HandoffBody, HandoffParams, LeadBody, OutcomeView, RefundBody};
+use crate::ops::disputes::{
+    self, CommentParams, DisputeBody, DisputeList, DisputeParams, DisputeQuery, DisputeView, ResolveParams,
+    WithdrawBody, WithdrawParams,
+};
 use crate::ops::queries::{self, PartnerParams, ReceiptParams};
 
 /// The environment variable holding the bearer token of `settle mcp` over stdio.
@@ -49,7 +53,8 @@ along the referral chain, record won deals (conversions) and refunds; every deal
 mandate per hop of its chain, and every mandate has a receipt with a Merkle inclusion proof that anyone verifies \
 offline against the vendor's JWKS. Amounts are decimal strings, never numbers. Writes are idempotent on their id \
 (lead, conversion, refund): retrying the same call is safe; reusing an id with other content is refused. Use \
-describe_program to explain how a number was computed.";
+describe_program to explain how a number was computed. A partner disputes a commission with open_dispute; the vendor \
+resolves it with resolve_dispute, which signs adjustment mandates that never exceed the claim.";
 
 /// One MCP session's server: the shared [`App`] and, over stdio, the session's token.
 #[derive(Clone)]
@@ -202,11 +207,12 @@ mod answers {
     pub struct Mandate {
         /// Its amount.
         pub amount: Amount,
-        /// `payment` or `clawback`.
+        /// `payment`, `clawback` or `adjustment`.
         pub direction: Direction,
         /// The mandate, a compact JWS signed by the vendor key.
         pub mandate: String,
-        /// `md_<seq>_<hop>` (payment) or `cb_<seq>_<hop>` (clawback).
+        /// `md_<seq>_<hop>` (payment), `cb_<seq>_<hop>` (clawback) or `aj_<seq>_<n>`
+        /// (adjustment).
         pub mandate_id: String,
         /// Of a clawback: the part of it taken from money already paid, offset against
         /// what the partner is paid next.
@@ -227,6 +233,8 @@ mod answers {
         Payment,
         /// Back from the partner.
         Clawback,
+        /// A dispute's correction: positive to the partner, negative back from it.
+        Adjustment,
     }
 
     /// A partner's balance, as decimal strings in the program currency.
@@ -250,6 +258,8 @@ mod answers {
         pub paid: Option<String>,
         /// Clawed back by refunds.
         pub clawed_back: Option<String>,
+        /// Net of the adjustment mandates of accepted disputes.
+        pub adjusted: Option<String>,
     }
 
     /// A page of a partner's payment mandates.
@@ -549,6 +559,84 @@ impl SettleMcp {
             Ok(v)
         });
         Ok(answer(r))
+    }
+
+    #[tool(
+        description = "Open a dispute of a partner's commission: a conversion, a payment mandate (md_…), a clawback (cb_…), or a deal missing on a lead (subject.kind conversion | mandate | clawback | missing_conversion). Give the claim in words (statement), the amount claimed as a decimal string if any (it bounds any adjustment), and evidence (receipt ids, references). Allowed within the program's dispute window (describe_program says how long). Needs the disputes_write scope; a partner or its agent disputes in its own name, only what it is a party to. Safe to retry with the same dispute id.",
+        output_schema = schema_for_output::<answers::Written>()
+    )]
+    async fn open_dispute(
+        &self,
+        Parameters(b): Parameters<DisputeBody>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        self.record(&ctx, b, |p, b: DisputeBody| Ok((b.dispute.clone(), b.fact(&self.app, p)?))).await
+    }
+
+    #[tool(
+        description = "List disputes: a partner's own (or every one, for the vendor), optionally only those of a partner, in a status (open, accepted, rejected, withdrawn) or overdue. Each with its claim, evidence, comments, due date, resolution and adjustment mandates. Needs the read scope.",
+        output_schema = schema_for_output::<DisputeList>()
+    )]
+    async fn list_disputes(
+        &self,
+        Parameters(q): Parameters<DisputeQuery>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        Ok(answer(self.caller(&ctx, q).and_then(|(p, q)| disputes::disputes(&self.app, &p, &q))))
+    }
+
+    #[tool(
+        description = "Get one dispute: its subject, claim, evidence, comments, when the vendor's answer is due and whether it is overdue, how it was resolved, and its adjustment mandates (aj_…; get_receipt proves each). Needs the read scope; a partner sees only its own.",
+        output_schema = schema_for_output::<DisputeView>()
+    )]
+    async fn get_dispute(
+        &self,
+        Parameters(q): Parameters<DisputeParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        Ok(answer(self.caller(&ctx, q).and_then(|(p, q)| disputes::dispute(&self.app, &p, &q.dispute))))
+    }
+
+    #[tool(
+        description = "Comment on an open dispute (either side). Needs the disputes_write scope; a partner comments only on its own disputes.",
+        output_schema = schema_for_output::<answers::Written>()
+    )]
+    async fn comment_on_dispute(
+        &self,
+        Parameters(c): Parameters<CommentParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        self.record(&ctx, c, |p, c: CommentParams| c.fact(&self.app, p)).await
+    }
+
+    #[tool(
+        description = "Resolve an open dispute (vendor only, settlements_write scope): rejected with a reason, or accepted. Accepted, the engine signs one adjustment mandate per partner line (resolution.adjustments: partner and a signed decimal amount; positive lines are payable at once, negative lines are owed back), never more than the claimed amount up or down; with no lines, the claimed amount goes to the disputing partner. Safe to retry with the same dispute id.",
+        output_schema = schema_for_output::<answers::Written>()
+    )]
+    async fn resolve_dispute(
+        &self,
+        Parameters(r): Parameters<ResolveParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        self.record(&ctx, r, |p, r: ResolveParams| {
+            Ok((r.dispute.clone(), r.resolution.fact(&self.app, p, r.dispute)?))
+        })
+        .await
+    }
+
+    #[tool(
+        description = "Withdraw an open dispute, with an optional reason. Needs the disputes_write scope; a partner withdraws only its own disputes.",
+        output_schema = schema_for_output::<answers::Written>()
+    )]
+    async fn withdraw_dispute(
+        &self,
+        Parameters(w): Parameters<WithdrawParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        self.record(&ctx, w, |p, w: WithdrawParams| {
+            Ok((w.dispute.clone(), WithdrawBody { reason: w.reason }.fact(&self.app, p, w.dispute)?))
+        })
+        .await
     }
 
     #[tool(

@@ -27,11 +27,14 @@ use crate::ops::commands::{
     AdvanceBody, AgentBody, AmendBody, BatchBody, ConversionBody, HandoffBody, LeadBody, OutcomeView, PartnerBody,
     PayoutBody, ReasonBody, RefundBody, SettlementBody,
 };
+use crate::ops::disputes::{
+    CommentBody, DisputeBody, DisputeList, DisputeView, ResolutionBody, WithdrawBody,
+};
 use crate::ops::queries::{BalanceView, CheckpointView, ConsistencyView, MandatePage, ProgramView};
 use crate::webhooks::{DeadLetterList, ReplayBody, ReplayView, SubscribeBody, SubscriptionList, SubscriptionView};
 
-/// A payment or clawback mandate id.
-const RECEIPT_MANDATE_PATTERN: &str = r"^(md|cb)_[0-9]+_[0-9]+$";
+/// A payment, clawback or adjustment mandate id.
+const RECEIPT_MANDATE_PATTERN: &str = r"^(md|cb|aj)_[0-9]+_[0-9]+$";
 /// A webhook subscription id.
 const WEBHOOK_ID_PATTERN: &str = r"^whsub_[0-9a-f]{24}$";
 /// An API token id.
@@ -275,7 +278,7 @@ fn doc(op: Op, s: &mut Schemas) -> Doc {
             .errors(&[422]),
         Op::GetReceipt => Doc::new(
             "partner",
-            "Receipt of a payment (md_…) or clawback (cb_…) mandate with its inclusion proof and checkpoint",
+            "Receipt of a payment (md_…), clawback (cb_…) or adjustment (aj_…) mandate with its inclusion proof and checkpoint",
         )
         .describe("409 while no signed checkpoint covers the mandate yet (one is signed every second while the log grows).")
         .path("id", "Partner id.", ID_PATTERN)
@@ -353,6 +356,32 @@ fn doc(op: Op, s: &mut Schemas) -> Doc {
             .xml_body("A camt.054.001.02 or camt.054.001.08 document.")
             .ok(200, "What each reported transaction did", s.response::<crate::bank::reconcile::Report>())
             .errors(&[409, 422, 429, 503]),
+        Op::OpenDispute => Doc::new("disputes", "Dispute a commission: a conversion, a mandate, a clawback, or a deal missing on a lead")
+            .describe("Within the program's dispute window (`disputes.window_days`, default 90, after the conversion was priced, the clawback made, or the lead's attribution window ended). A partner, or its agent with `disputes_write`, disputes in its own name and only what it is a party to (anything else is 404); the vendor with `disputes_write` on a partner's behalf. `claimed` bounds any adjustment an acceptance may make; a claim in words alone can be accepted only without money. See docs/commission-rules.md.")
+            .body(s.request::<DisputeBody>())
+            .fact(s),
+        Op::ListDisputes => Doc::new("disputes", "Disputes: a partner's own, or every one for the vendor")
+            .query("partner", false, "Only this partner's.", json!({"type": "string", "pattern": ID_PATTERN}))
+            .query("status", false, "Only those in this state.", json!({"type": "string", "enum": ["open", "accepted", "rejected", "withdrawn"]}))
+            .query("overdue", false, "Only those flagged overdue (or not).", json!({"type": "boolean"}))
+            .ok(200, "OK (at most 1,000, by id)", s.response::<DisputeList>())
+            .errors(&[422]),
+        Op::GetDispute => Doc::new("disputes", "A dispute: its claim, evidence, comments, resolution and adjustment mandates")
+            .path("id", "Dispute id.", ID_PATTERN)
+            .ok(200, "OK", s.response::<DisputeView>()),
+        Op::CommentDispute => Doc::new("disputes", "Comment on an open dispute (either side)")
+            .path("id", "Dispute id.", ID_PATTERN)
+            .body(s.request::<CommentBody>())
+            .fact(s),
+        Op::ResolveDispute => Doc::new("disputes", "Resolve a dispute: rejected with a reason, or accepted with signed adjustment mandates")
+            .describe("Accepted: one adjustment mandate (`settle.mandate.adjustment.1`) per partner line, signed like every mandate; positive lines are payable at once (pay them in a payout batch by their `aj_…` id), negative lines are owed back out of what is payable. The positive lines together, and the negative lines together, are at most the claimed amount; a negative line at most what the partner holds of the conversion. No lines: the claimed amount to the disputing partner. Needs a vendor token with `settlements_write`.")
+            .path("id", "Dispute id.", ID_PATTERN)
+            .body(s.request::<ResolutionBody>())
+            .fact(s),
+        Op::WithdrawDispute => Doc::new("disputes", "Withdraw an open dispute")
+            .path("id", "Dispute id.", ID_PATTERN)
+            .body(s.request::<WithdrawBody>())
+            .fact(s),
         Op::Subscribe => Doc::new(
             "webhooks",
             "Subscribe to signed webhooks (Standard Webhooks; see docs/webhooks.md)",

@@ -543,7 +543,7 @@ pub struct OutcomeView<'a> {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Vec<Envelope>")]
     events: Option<std::borrow::Cow<'a, [Envelope]>>,
-    /// The payment and clawback mandates issued, one per hop.
+    /// The payment, clawback and adjustment mandates issued.
     mandates: Vec<MandateView<'a>>,
     /// What the engine concluded about a conversion or a lead (`null` for other facts).
     outcome: Option<Summary<'a>>,
@@ -559,15 +559,17 @@ pub struct OutcomeView<'a> {
 struct MandateView<'a> {
     /// Its amount.
     amount: &'a Amount,
-    /// `payment` or `clawback`.
-    #[schemars(extend("enum" = ["payment", "clawback"]))]
+    /// `payment`, `clawback` or `adjustment` (signed: positive pays more, negative takes
+    /// back).
+    #[schemars(extend("enum" = ["payment", "clawback", "adjustment"]))]
     direction: &'static str,
     /// The signed mandate (compact JWS). Left out of a minimal answer (`Prefer:
     /// return=minimal`): read it with the partner's mandates or its receipt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
     mandate: Option<&'a str>,
-    /// Its id: `md_<seq>_<hop>` (payment) or `cb_<seq>_<hop>` (clawback).
+    /// Its id: `md_<seq>_<hop>` (payment), `cb_<seq>_<hop>` (clawback) or `aj_<seq>_<n>`
+    /// (adjustment).
     mandate_id: &'a str,
     /// Of a clawback: the part taken from money already paid.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -632,6 +634,15 @@ impl<'a> OutcomeView<'a> {
                     offset: Some(offset),
                     partner,
                     reverses: Some(reverses),
+                }),
+                Event::AdjustmentIssued { mandate_id, partner, amount, mandate, .. } => Some(MandateView {
+                    amount,
+                    direction: "adjustment",
+                    mandate: Some(mandate),
+                    mandate_id,
+                    offset: None,
+                    partner,
+                    reverses: None,
                 }),
                 _ => None,
             })

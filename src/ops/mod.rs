@@ -7,10 +7,12 @@
 //! - [`commands`]: requests → facts, each after the catalogue's authorisation, and
 //!   recording them ([`commands::record`]); what a write answers ([`commands::OutcomeView`]).
 //! - [`queries`]: programs, balances, mandates, receipts, checkpoints, as typed views.
+//! - [`disputes`]: disputes opened, commented, resolved and withdrawn, and their views.
 //! - [`admin`]: API tokens and webhook subscriptions.
 
 pub mod admin;
 pub mod commands;
+pub mod disputes;
 pub mod queries;
 
 use std::sync::Arc;
@@ -28,8 +30,9 @@ pub const POSITIVE_DECIMAL_PATTERN: &str = r"^(?:0*[1-9][0-9]*(?:\.[0-9]+)?|0+\.
 pub const FRACTION_PATTERN: &str = r"^(?:0+\.[0-9]*[1-9][0-9]*|0*1(?:\.0+)?)$";
 /// A decimal string with an optional sign, as balances are answered (`"-3.20"`).
 pub const SIGNED_DECIMAL_PATTERN: &str = r"^-?[0-9]+(\.[0-9]+)?$";
-/// A payment mandate id, `md_<seq>_<hop>`.
-pub const MANDATE_ID_PATTERN: &str = r"^md_[0-9]+_[0-9]+$";
+/// A payable mandate id: a payment mandate's, `md_<seq>_<hop>`, or a positive
+/// adjustment's, `aj_<seq>_<n>`.
+pub const MANDATE_ID_PATTERN: &str = r"^(?:md|aj)_[0-9]+_[0-9]+$";
 
 /// What every door holds: the service, the keys, the tokens and the public base URL.
 #[derive(Clone)]

@@ -36,7 +36,8 @@ pub struct PartnerParams {
 pub struct ReceiptParams {
     /// Partner id.
     pub partner: String,
-    /// Mandate id: `md_<seq>_<hop>` (payment) or `cb_<seq>_<hop>` (clawback).
+    /// Mandate id: `md_<seq>_<hop>` (payment), `cb_<seq>_<hop>` (clawback) or
+    /// `aj_<seq>_<n>` (adjustment).
     pub mandate_id: String,
 }
 
@@ -97,6 +98,10 @@ pub fn program(app: &App, p: &Principal, id: &str) -> Result<ProgramView, Error>
 #[derive(Debug, Serialize, JsonSchema)]
 #[schemars(rename = "Balance")]
 pub struct BalanceView {
+    /// Net of the adjustment mandates of accepted disputes (positive: paid more; negative:
+    /// owed back).
+    #[schemars(regex(pattern = SIGNED_DECIMAL_PATTERN))]
+    pub adjusted: String,
     /// Clawed back, in total.
     #[schemars(regex(pattern = SIGNED_DECIMAL_PATTERN))]
     pub clawed_back: String,
@@ -126,6 +131,7 @@ pub struct BalanceView {
 impl From<BalanceLine> for BalanceView {
     fn from(b: BalanceLine) -> Self {
         Self {
+            adjusted: b.adjusted,
             clawed_back: b.clawed_back,
             currency: b.currency,
             earned: b.earned,
@@ -139,7 +145,8 @@ impl From<BalanceLine> for BalanceView {
     }
 }
 
-/// A partner's balance: earned, on hold, payable, in payout, paid and clawed back.
+/// A partner's balance: earned, on hold, payable, in payout, paid, clawed back and
+/// adjusted.
 pub fn balance(app: &App, p: &Principal, id: &str) -> Result<BalanceView, Error> {
     allow(p, Op::GetBalance, &[Target::DataOf(id)])?;
     match app.svc.with_state(|s| balance_of(s, id, 0)) {
@@ -233,7 +240,7 @@ fn mandate_positions(s: &settle_engine::State, id: &str, after: Option<u64>, lim
     v
 }
 
-/// The receipt of a partner's mandate (payment `md_` or clawback `cb_`), proved against
+/// The receipt of a partner's mandate (payment `md_`, clawback `cb_` or adjustment `aj_`), proved against
 /// the latest signed checkpoint.
 pub fn receipt(app: &App, p: &Principal, id: &str, mid: &str) -> Result<ReceiptDocument, Error> {
     allow(p, Op::GetReceipt, &[Target::DataOf(id)])?;

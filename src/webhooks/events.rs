@@ -28,11 +28,23 @@ pub enum EventType {
     PayoutBooked,
     /// `payout.returned`: a bank returned a payout it had paid; the money is payable again.
     PayoutReturned,
+    /// `dispute.opened`: a partner disputed a commission.
+    DisputeOpened,
+    /// `dispute.commented`: a comment on an open dispute.
+    DisputeCommented,
+    /// `dispute.resolved`: the vendor accepted or rejected a dispute.
+    DisputeResolved,
+    /// `dispute.withdrawn`: a dispute was withdrawn.
+    DisputeWithdrawn,
+    /// `dispute.overdue`: a dispute passed the program's response time unresolved.
+    DisputeOverdue,
+    /// `adjustment.issued`: an adjustment mandate of an accepted dispute signed.
+    AdjustmentIssued,
 }
 
 impl EventType {
     /// Every event type, in the order the guide lists them.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 14] = [
         Self::MandateIssued,
         Self::ClawbackIssued,
         Self::HoldReleased,
@@ -41,6 +53,12 @@ impl EventType {
         Self::PayoutBatched,
         Self::PayoutBooked,
         Self::PayoutReturned,
+        Self::DisputeOpened,
+        Self::DisputeCommented,
+        Self::DisputeResolved,
+        Self::DisputeWithdrawn,
+        Self::DisputeOverdue,
+        Self::AdjustmentIssued,
     ];
 
     /// Its name on the wire.
@@ -55,6 +73,12 @@ impl EventType {
             Self::PayoutBatched => "payout.batched",
             Self::PayoutBooked => "payout.booked",
             Self::PayoutReturned => "payout.returned",
+            Self::DisputeOpened => "dispute.opened",
+            Self::DisputeCommented => "dispute.commented",
+            Self::DisputeResolved => "dispute.resolved",
+            Self::DisputeWithdrawn => "dispute.withdrawn",
+            Self::DisputeOverdue => "dispute.overdue",
+            Self::AdjustmentIssued => "adjustment.issued",
         }
     }
 
@@ -96,6 +120,8 @@ pub fn event_of(seq: u64, env: &Envelope, partner: Option<&str>, state: &State) 
     let mine = |p: &str| partner.is_none_or(|me| me == p);
     let conversion_of = |mandate: &str| state.mandate_hop(mandate).map(|(_, _, c)| c.id.clone());
     let partner_of = |mandate: &str| state.mandate_hop(mandate).map(|(_, i, c)| c.hops[i].partner.clone());
+    // A dispute's partner never changes: the state's answer is the record's.
+    let disputant = |d: &str| state.disputes.get(d).map(|x| x.partner.clone()).unwrap_or_default();
     let (kind, mut data) = match &env.event {
         Event::MandateIssued { mandate_id, partner: p, amount, mandate } if mine(p) => (
             EventType::MandateIssued,
@@ -150,6 +176,30 @@ pub fn event_of(seq: u64, env: &Envelope, partner: Option<&str>, state: &State) 
         Event::PayoutReturned { settlement, batch, partner: p, amount, mandate_ids } if mine(p) => (
             EventType::PayoutReturned,
             json!({"settlement": settlement, "batch": batch, "partner": p, "amount": amount, "mandate_ids": mandate_ids}),
+        ),
+        Event::DisputeOpened { dispute, partner: p, subject, claimed, statement, evidence } if mine(p) => (
+            EventType::DisputeOpened,
+            json!({"dispute": dispute, "partner": p, "subject": subject, "claimed": claimed, "statement": statement, "evidence": evidence, "by": env.by}),
+        ),
+        Event::DisputeCommented { dispute, text } if mine(&disputant(dispute)) => (
+            EventType::DisputeCommented,
+            json!({"dispute": dispute, "partner": disputant(dispute), "text": text, "by": env.by}),
+        ),
+        Event::DisputeResolved { dispute, outcome, reason, .. } if mine(&disputant(dispute)) => (
+            EventType::DisputeResolved,
+            json!({"dispute": dispute, "partner": disputant(dispute), "outcome": outcome, "reason": reason}),
+        ),
+        Event::DisputeWithdrawn { dispute, reason } if mine(&disputant(dispute)) => (
+            EventType::DisputeWithdrawn,
+            json!({"dispute": dispute, "partner": disputant(dispute), "reason": reason, "by": env.by}),
+        ),
+        Event::DisputeOverdue { dispute, due_at } if mine(&disputant(dispute)) => (
+            EventType::DisputeOverdue,
+            json!({"dispute": dispute, "partner": disputant(dispute), "due_at": due_at}),
+        ),
+        Event::AdjustmentIssued { mandate_id, dispute, partner: p, amount, mandate } if mine(p) => (
+            EventType::AdjustmentIssued,
+            json!({"mandate_id": mandate_id, "dispute": dispute, "partner": p, "amount": amount, "mandate": mandate}),
         ),
         _ => return None,
     };

@@ -17,6 +17,8 @@ use settle_engine::{Envelope, Event};
 use settle_mandates::money::{Amount, Currency, Rounding};
 use sha2::{Digest, Sha256};
 
+mod disputes;
+
 use crate::home::Home;
 use crate::keystore::{KeyFile, KeyHome};
 use crate::service::{Service, Submit, SubmitError};
@@ -127,6 +129,13 @@ pub struct Stats {
     batches: u64,
     bank_batches: u64,
     returned: u64,
+    disputes: u64,
+    accepted: u64,
+    rejected: u64,
+    withdrawn: u64,
+    overdue: u64,
+    adjustments: u64,
+    adjusted: i64,
 }
 
 /// A lead the demo registered: `lead-{n}`, on `day`.
@@ -203,7 +212,7 @@ pub fn run(data: &Path, home: &Home, conversions: u64, seed: u64, quiet: bool) -
                 agent: a.into(),
                 partner: p.into(),
                 public_key: None,
-                scopes: vec![AgentScope::LeadsWrite, AgentScope::Read],
+                scopes: vec![AgentScope::LeadsWrite, AgentScope::Read, AgentScope::DisputesWrite],
                 not_before: at(0, 0),
                 expires_at: at(DAYS + 30, 0),
             },
@@ -372,8 +381,11 @@ pub fn run(data: &Path, home: &Home, conversions: u64, seed: u64, quiet: bool) -
         // End of day: holds that ended become payable.
         let eod = at(day, 86_000);
         submit(&svc, vec![fact(key(), "engine:clock", eod, Event::HoldsAdvanced { to: eod })], &mut st, day)?;
-        // Weekly payouts on the built-in book rail.
+        // Weekly payouts on the built-in book rail, after the week's disputes.
         if day % 7 == 6 {
+            let (deal, lead) = (format!("deal-{}", done.saturating_sub(per_day)), format!("lead-{}", n_lead.saturating_sub(30)));
+            let facts = svc.with_state(|s| disputes::week(s, day / 7, &deal, &lead, &agents, &mut key, |i| at(day, 85_500 + i)));
+            submit(&svc, facts, &mut st, day)?;
             // The bank's notification of last week's transfers: each booked; p05's is
             // returned after booking every fourth week (AC04, account closed), its money
             // payable again for this week's batch.
@@ -407,6 +419,10 @@ pub fn run(data: &Path, home: &Home, conversions: u64, seed: u64, quiet: bool) -
                             m.entry(hop.partner.to_string()).or_default().push(c.mandate_id(cs, h));
                         }
                     }
+                }
+                // Accepted disputes' positive adjustments are paid with them.
+                for (id, a) in s.adjustments.iter().filter(|(_, a)| a.status == HopStatus::Payable) {
+                    m.entry(a.partner.clone()).or_default().push(id.clone());
                 }
                 m
             });
@@ -548,6 +564,17 @@ pub fn run(data: &Path, home: &Home, conversions: u64, seed: u64, quiet: bool) -
     }
     outln!(out, "  clawed back         {}", Amount::from_minor(st.clawed, usd)?);
     outln!(out, "  paid out            {}", Amount::from_minor(st.paid, usd)?);
+    outln!(
+        out,
+        "  disputes            {} opened: {} accepted ({} adjustment mandates, net {}), {} rejected, {} withdrawn; {} flagged overdue",
+        st.disputes,
+        st.accepted,
+        st.adjustments,
+        Amount::from_minor(st.adjusted, usd)?,
+        st.rejected,
+        st.withdrawn,
+        st.overdue
+    );
     outln!(
         out,
         "  log                 {} records, checkpoint size {} root {}",
@@ -738,6 +765,15 @@ fn count(e: &Event, st: &mut Stats) {
         Event::PayoutBooked { paid, .. } => {
             st.payouts += 1;
             st.paid += paid.minor_units();
+        }
+        Event::DisputeOpened { .. } => st.disputes += 1,
+        Event::DisputeResolved { outcome: DisputeOutcome::Accepted, .. } => st.accepted += 1,
+        Event::DisputeResolved { outcome: DisputeOutcome::Rejected, .. } => st.rejected += 1,
+        Event::DisputeWithdrawn { .. } => st.withdrawn += 1,
+        Event::DisputeOverdue { .. } => st.overdue += 1,
+        Event::AdjustmentIssued { amount, .. } => {
+            st.adjustments += 1;
+            st.adjusted += amount.minor_units();
         }
         _ => {}
     }
