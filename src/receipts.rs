@@ -132,10 +132,7 @@ pub fn mandate_record(ledger: &Ledger, id: &str) -> Result<Option<MandateRecord>
     // A payment mandate follows its conversion (or the release of a held one), a clawback
     // its refund, an adjustment its dispute's resolution: at most one per hop (a
     // partner of the chain), in order (a hop owed nothing has none).
-    let Some((rseq, _)) = ["md_", "cb_", "aj_"]
-        .iter()
-        .find_map(|p| id.strip_prefix(p))
-        .and_then(|r| r.split_once('_'))
+    let Some((rseq, _)) = ["md_", "cb_", "aj_"].iter().find_map(|p| id.strip_prefix(p)).and_then(|r| r.split_once('_'))
     else {
         return Ok(None);
     };

@@ -291,7 +291,7 @@ fn vendor_store(dir: &std::path::Path) -> (std::path::PathBuf, String) {
         "vendor-admin",
         "ops",
         None,
-        "programs-write,leads-write,conversions-write,refunds-write,settlements-write,read",
+        "programs-write,leads-write,conversions-write,refunds-write,settlements-write,read,disputes-write",
     );
     (data, admin)
 }
@@ -878,7 +878,7 @@ fn mcp_python_sdk_client_calls_every_tool_over_streamable_http() {
     let url = format!("http://{}/mcp", server.addr);
     let seen = support::venv::run_script("mcp_sdk_client.py", &[&url, &admin, &p1]);
     server.stop();
-    assert_eq!(seen["tools"].as_array().map(Vec::len), Some(10), "{seen}");
+    assert_eq!(seen["tools"].as_array().map(Vec::len), Some(16), "{seen}");
     assert_eq!(seen["without_output_schema"], json!([]), "{seen}");
     let answered: std::collections::BTreeSet<&str> =
         seen["answered"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
@@ -894,6 +894,13 @@ fn mcp_python_sdk_client_calls_every_tool_over_streamable_http() {
         (json!(true), json!(false))
     );
     assert_eq!(seen["refund_directions"], json!(["clawback", "clawback"]), "{seen}");
+    // Disputes: a re-split of 5.00 from p1 to p2, signed as two adjustment mandates.
+    assert_eq!(seen["disputes_listed"], json!(["ds1"]), "{seen}");
+    assert_eq!(seen["adjustments"], json!([["adjustment", "p2", 500], ["adjustment", "p1", -500]]), "{seen}");
+    assert_eq!(seen["dispute"], json!({"status": "accepted", "comments": 1, "adjusted": ["5.00", "-5.00"]}), "{seen}");
+    assert_eq!(seen["too_much"]["status"], 422, "never more than the claim: {seen}");
+    assert_eq!(seen["partner"]["other_dispute"]["status"], 404, "{seen}");
+    assert_eq!(seen["partner"]["own_disputes"], json!(["ds2"]), "{seen}");
     for (case, status) in [("missing_field", 400), ("unknown_field", 400), ("wrong_type", 400), ("limit_zero", 422)] {
         assert_eq!(seen[case]["status"], status, "{case}: {seen}");
     }

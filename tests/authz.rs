@@ -48,6 +48,8 @@ enum About {
     Grant,
     /// Scopes given to a new token (more than the token holds: 403).
     Scopes,
+    /// A dispute (another partner's: 404).
+    Dispute,
 }
 
 /// One row of the policy.
@@ -104,6 +106,7 @@ const REFUNDS: Option<&str> = Some("refunds_write");
 const SETTLEMENTS: Option<&str> = Some("settlements_write");
 const HOOKS: Option<&str> = Some("webhooks_write");
 const TOKENS: Option<&str> = Some("tokens_write");
+const DISPUTES: Option<&str> = Some("disputes_write");
 
 /// The policy, from docs/agents.md.
 const RULES: &[Rule] = &[
@@ -160,6 +163,22 @@ const RULES: &[Rule] = &[
     ),
     rule("getPaymentFile", Some(("GET", "/v1/payouts/{id}/pain.001")), Vendor, SETTLEMENTS, Nothing),
     rule("reconcilePayouts", Some(("POST", "/v1/payouts/reconcile")), Vendor, SETTLEMENTS, Nothing),
+    // Disputes: a partner opens, comments on and withdraws its own; resolving is the
+    // vendor's, and moves money.
+    rule("openDispute", Some(("POST", "/v1/disputes")), VendorOrPartner, DISPUTES, Name)
+        .mcp("open_dispute")
+        .a2a("dispute"),
+    rule("listDisputes", Some(("GET", "/v1/disputes")), VendorOrPartner, READ, Data)
+        .mcp("list_disputes")
+        .a2a("disputes"),
+    rule("getDispute", Some(("GET", "/v1/disputes/{id}")), VendorOrPartner, READ, Dispute).mcp("get_dispute"),
+    rule("commentOnDispute", Some(("POST", "/v1/disputes/{id}/comments")), VendorOrPartner, DISPUTES, Dispute)
+        .mcp("comment_on_dispute"),
+    rule("resolveDispute", Some(("POST", "/v1/disputes/{id}/resolution")), Vendor, SETTLEMENTS, Nothing)
+        .mcp("resolve_dispute")
+        .a2a("resolution"),
+    rule("withdrawDispute", Some(("POST", "/v1/disputes/{id}/withdraw")), VendorOrPartner, DISPUTES, Dispute)
+        .mcp("withdraw_dispute"),
     // A subscription delivers what `read` shows: it needs both.
     rule("subscribeWebhook", Some(("POST", "/v1/webhooks")), VendorOrPartner, HOOKS, Nothing).also("read"),
     rule("listWebhooks", Some(("GET", "/v1/webhooks")), VendorOrPartner, READ, Nothing),
@@ -172,7 +191,7 @@ const RULES: &[Rule] = &[
     rule("revokeToken", Some(("DELETE", "/v1/tokens/{id}")), VendorAdmin, TOKENS, Nothing),
 ];
 
-const ALL_SCOPES: [&str; 8] = [
+const ALL_SCOPES: [&str; 9] = [
     "programs_write",
     "leads_write",
     "conversions_write",
@@ -181,8 +200,9 @@ const ALL_SCOPES: [&str; 8] = [
     "read",
     "webhooks_write",
     "tokens_write",
+    "disputes_write",
 ];
-const AGENT_GRANTS: [&str; 3] = ["read", "leads_write", "webhooks_write"];
+const AGENT_GRANTS: [&str; 4] = ["read", "leads_write", "webhooks_write", "disputes_write"];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
@@ -242,7 +262,7 @@ fn expected(who: &Who, r: &Rule, own: bool) -> Result<(), u16> {
     }
     match r.about {
         Nothing => Ok(()),
-        Data | Program | Lead | Agent => Err(404),
+        Data | Program | Lead | Agent | Dispute => Err(404),
         Name | Grant | Scopes => Err(403),
     }
 }
@@ -253,9 +273,10 @@ struct World {
     p1_full: Api,
     addr: std::net::SocketAddr,
     n: AtomicU64,
-    /// A mandate and a subscription of p1 and of p2, the latest checkpoint size.
+    /// A mandate, a subscription and a dispute of p1 and of p2, the latest checkpoint size.
     md: [String; 2],
     hook: [String; 2],
+    dispute: [String; 2],
     size: u64,
     receipt: Value,
 }
@@ -285,6 +306,22 @@ impl World {
             201,
         );
         (v["mandates"][0]["mandate_id"].as_str().expect("mandate").to_owned(), format!("fm{n}"))
+    }
+
+    /// A fresh dispute's opening for p1 (`own`) or p2, of a fresh conversion on its lead.
+    fn dispute_body(&self, own: bool) -> Value {
+        let n = self.next();
+        let conversion = self.fresh_conversion(own).1;
+        json!({"dispute": format!("ds{n}"), "partner": Self::partner(own), "claimed": "1.00", "statement": "too little",
+            "subject": {"kind": "conversion", "conversion": conversion}})
+    }
+
+    /// A fresh open dispute of p1 (`own`) or p2, opened by the vendor on its behalf.
+    fn fresh_dispute(&self, own: bool) -> String {
+        let b = self.dispute_body(own);
+        let id = b["dispute"].as_str().expect("id").to_owned();
+        self.admin.post_expect("/v1/disputes", &id, &b, 201);
+        id
     }
 
     fn fresh_subscription(&self, own: bool) -> String {
@@ -394,6 +431,17 @@ impl World {
             }
             // A notification (its XML as a string): its entries match nothing here.
             "reconcilePayouts" => (path.into(), Some(Value::String(CAMT054.into()))),
+            "openDispute" => (path.into(), Some(self.dispute_body(own))),
+            "listDisputes" => (format!("{path}?partner={p}"), None),
+            "getDispute" => (format!("/v1/disputes/{}", self.dispute[usize::from(!own)]), None),
+            "commentOnDispute" => {
+                (format!("/v1/disputes/{}/comments", self.fresh_dispute(own)), Some(json!({"text": "see the receipt"})))
+            }
+            "resolveDispute" => (
+                format!("/v1/disputes/{}/resolution", self.fresh_dispute(own)),
+                Some(json!({"outcome": "rejected", "reason": "as published"})),
+            ),
+            "withdrawDispute" => (format!("/v1/disputes/{}/withdraw", self.fresh_dispute(own)), Some(json!({}))),
             "subscribeWebhook" => (path.into(), Some(json!({"url": format!("http://127.0.0.1:9/new/{n}")}))),
             "listWebhooks" => (path.into(), None),
             "getWebhook" => (format!("/v1/webhooks/{}", self.hook[usize::from(!own)]), None),
@@ -481,9 +529,10 @@ fn duplicate_of_p2s_customer(lead: &str, partner: &str) -> Value {
 }
 
 /// Whether an answer to `who` names p2's data that its request did not name: the lead
-/// that owns the customer p2 registered, p2's mandate, p2's webhook subscription.
+/// that owns the customer p2 registered, p2's mandate, p2's webhook subscription, p2's
+/// dispute.
 fn names_secrets(w: &World, who: &Who, asked: &str, text: &str) -> bool {
-    let secrets = ["l2", w.md[1].as_str(), w.hook[1].as_str()];
+    let secrets = ["l2", w.md[1].as_str(), w.hook[1].as_str(), w.dispute[1].as_str()];
     !matches!(who.kind, Kind::VendorAdmin | Kind::VendorAgent)
         && secrets
             .iter()
@@ -572,11 +621,13 @@ fn populate(server: &Server, admin: &str, p1: &str, p2: &str) -> World {
         n: AtomicU64::new(0),
         md: [String::new(), String::new()],
         hook: [String::new(), String::new()],
+        dispute: [String::new(), String::new()],
         size: 0,
         receipt: Value::Null,
     };
     w.md = [w.fresh_mandate(true), w.fresh_mandate(false)];
     w.hook = [w.fresh_subscription(true), w.fresh_subscription(false)];
+    w.dispute = [w.fresh_dispute(true), w.fresh_dispute(false)];
     // Wait for a checkpoint that covers both mandates, so their receipts exist.
     // The receipt verifyReceipt is given is p1's own.
     let receipt = wait_for("receipts", 30, || {
@@ -667,6 +718,13 @@ fn agent_args(w: &World, name: &str, own: bool) -> Value {
         "verify_receipt" => json!({"receipt": w.receipt}),
         "get_checkpoint" => json!({}),
         "describe_program" => json!({"program": if own { "growth" } else { "other" }}),
+        "open_dispute" | "dispute" => w.dispute_body(own),
+        "list_disputes" | "disputes" => json!({"partner": p}),
+        "get_dispute" => json!({"dispute": w.dispute[usize::from(!own)]}),
+        "comment_on_dispute" => json!({"dispute": w.fresh_dispute(own), "text": "see the receipt"}),
+        "resolve_dispute" | "resolution" => json!({"dispute": w.fresh_dispute(own),
+            "resolution": {"outcome": "rejected", "reason": "as published"}}),
+        "withdraw_dispute" => json!({"dispute": w.fresh_dispute(own)}),
         other => panic!("no arguments for {other}"),
     }
 }

@@ -351,7 +351,9 @@ fn line(st: &State, seq: u64, at: &str, e: Entry<'_>) -> StatementLine {
         at: at.to_owned(),
         entry: e.entry.into(),
         // A mandate names its conversion; an adjustment, its dispute.
-        reference: basis.as_ref().map_or(e.reference, |m| m.basis.dispute.clone().unwrap_or(m.basis.conversion.clone())),
+        reference: basis
+            .as_ref()
+            .map_or(e.reference, |m| m.basis.dispute.clone().unwrap_or(m.basis.conversion.clone())),
         mandate_id: e.mandate_id,
         rule_version,
         hop,

@@ -383,8 +383,10 @@ pub fn run(data: &Path, home: &Home, conversions: u64, seed: u64, quiet: bool) -
         submit(&svc, vec![fact(key(), "engine:clock", eod, Event::HoldsAdvanced { to: eod })], &mut st, day)?;
         // Weekly payouts on the built-in book rail, after the week's disputes.
         if day % 7 == 6 {
-            let (deal, lead) = (format!("deal-{}", done.saturating_sub(per_day)), format!("lead-{}", n_lead.saturating_sub(30)));
-            let facts = svc.with_state(|s| disputes::week(s, day / 7, &deal, &lead, &agents, &mut key, |i| at(day, 85_500 + i)));
+            let (deal, lead) =
+                (format!("deal-{}", done.saturating_sub(per_day)), format!("lead-{}", n_lead.saturating_sub(30)));
+            let facts = svc
+                .with_state(|s| disputes::week(s, day / 7, &deal, &lead, &agents, &mut key, |i| at(day, 85_500 + i)));
             submit(&svc, facts, &mut st, day)?;
             // The bank's notification of last week's transfers: each booked; p05's is
             // returned after booking every fourth week (AC04, account closed), its money

@@ -31,8 +31,8 @@ use crate::catalogue::{Op, scope_name};
 use crate::error::Error;
 use crate::ops::App;
 use crate::ops::commands::{self, ConversionBody, Fact, HandoffBody, HandoffParams, LeadBody, OutcomeView, RefundBody};
-use crate::ops::queries::{self, PartnerParams, ReceiptParams};
 use crate::ops::disputes::{self, DisputeBody, DisputeQuery, ResolveParams};
+use crate::ops::queries::{self, PartnerParams, ReceiptParams};
 
 /// JWS `typ` of the signed agent card.
 pub const TYP_AGENT_CARD: &str = "settle-agent-card+jws";
@@ -134,7 +134,9 @@ fn card(keys: &crate::keystore::KeyFile, base: &str) -> Result<Value, Error> {
             "Resolve a dispute",
             "The vendor rejects a dispute with a reason, or accepts it: one signed adjustment mandate per partner line, never more than the claim. Data part: {\"resolution\": {\"dispute\", \"resolution\": {\"outcome\", \"reason\", \"adjustments\"}}}.",
             &["disputes", "adjustments", "mandates"],
-            &["{\"resolution\": {\"dispute\": \"dsp-1\", \"resolution\": {\"outcome\": \"accepted\", \"reason\": \"agreed\"}}}"]
+            &[
+                "{\"resolution\": {\"dispute\": \"dsp-1\", \"resolution\": {\"outcome\": \"accepted\", \"reason\": \"agreed\"}}}"
+            ]
         )
     ]);
     scopes.sort_unstable();
@@ -488,7 +490,9 @@ mod tests {
         };
         assert_eq!(scope("record-conversion"), json!(["conversions_write"]));
         assert_eq!(scope("partner-balance"), json!(["read"]));
-        assert_eq!(card["securityRequirements"].as_array().map(Vec::len), Some(4), "{card}");
+        assert_eq!(scope("open-dispute"), json!(["disputes_write"]));
+        assert_eq!(scope("resolve-dispute"), json!(["settlements_write"]));
+        assert_eq!(card["securityRequirements"].as_array().map(Vec::len), Some(6), "{card}");
     }
 
     fn headers(v: Option<&str>) -> HeaderMap {

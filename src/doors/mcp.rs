@@ -618,10 +618,8 @@ impl SettleMcp {
         Parameters(r): Parameters<ResolveParams>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        self.record(&ctx, r, |p, r: ResolveParams| {
-            Ok((r.dispute.clone(), r.resolution.fact(&self.app, p, r.dispute)?))
-        })
-        .await
+        self.record(&ctx, r, |p, r: ResolveParams| Ok((r.dispute.clone(), r.resolution.fact(&self.app, p, r.dispute)?)))
+            .await
     }
 
     #[tool(

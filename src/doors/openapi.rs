@@ -27,9 +27,7 @@ use crate::ops::commands::{
     AdvanceBody, AgentBody, AmendBody, BatchBody, ConversionBody, HandoffBody, LeadBody, OutcomeView, PartnerBody,
     PayoutBody, ReasonBody, RefundBody, SettlementBody,
 };
-use crate::ops::disputes::{
-    CommentBody, DisputeBody, DisputeList, DisputeView, ResolutionBody, WithdrawBody,
-};
+use crate::ops::disputes::{CommentBody, DisputeBody, DisputeList, DisputeView, ResolutionBody, WithdrawBody};
 use crate::ops::queries::{BalanceView, CheckpointView, ConsistencyView, MandatePage, ProgramView};
 use crate::webhooks::{DeadLetterList, ReplayBody, ReplayView, SubscribeBody, SubscriptionList, SubscriptionView};
 

@@ -58,7 +58,8 @@ impl DisputeBody {
     /// behalf).
     pub fn fact(self, app: &App, p: &Principal) -> Result<Fact, Error> {
         allow(p, Op::OpenDispute, &[Target::NameOf(&self.partner)])?;
-        let cur = currency_of(app, self.currency.as_deref(), |s| s.partners.get(&self.partner).map(|x| x.program.clone()))?;
+        let cur =
+            currency_of(app, self.currency.as_deref(), |s| s.partners.get(&self.partner).map(|x| x.program.clone()))?;
         let claimed = match (self.claimed, cur) {
             (Some(c), Some(cur)) => Some(parse(&c, cur, Sign::Positive)?),
             (Some(_), None) => return Err(Error::not_found(format!("partner '{}' not found", self.partner))),
@@ -118,7 +119,7 @@ impl WithdrawBody {
 /// One partner's adjustment, as sent.
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(rename = "AdjustmentLine")]
+#[schemars(rename = "DisputeAdjustment")]
 pub struct AdjustmentBody {
     /// A partner on the dispute's subject.
     #[schemars(regex(pattern = ID_PATTERN))]
@@ -307,7 +308,12 @@ fn view(s: &State, id: &str, d: &Dispute, p: &Principal) -> DisputeView {
             .map(|(m, partner, a)| AdjustmentView { amount: dec(*a), mandate_id: m.clone(), partner: partner.clone() })
             .collect(),
         claimed: d.claimed.map(|c| c.to_decimal_string()),
-        closed: d.closed.as_ref().map(|c| ClosedView { at: c.at, by: c.by.clone(), reason: c.reason.clone(), seq: c.seq }),
+        closed: d.closed.as_ref().map(|c| ClosedView {
+            at: c.at,
+            by: c.by.clone(),
+            reason: c.reason.clone(),
+            seq: c.seq,
+        }),
         comments: d.comments.iter().map(|c| CommentView { at: c.at, by: c.by.clone(), text: c.text.clone() }).collect(),
         currency: cur,
         dispute: id.to_owned(),
@@ -338,9 +344,9 @@ pub fn dispute(app: &App, p: &Principal, id: &str) -> Result<DisputeView, Error>
 pub fn disputes(app: &App, p: &Principal, q: &DisputeQuery) -> Result<DisputeList, Error> {
     let partner = match (p.is_vendor(), q.partner.as_deref()) {
         (true, asked) => asked,
-        (false, asked) => Some(
-            asked.or(p.partner.as_deref()).ok_or_else(|| Error::forbidden("this token acts for no partner"))?,
-        ),
+        (false, asked) => {
+            Some(asked.or(p.partner.as_deref()).ok_or_else(|| Error::forbidden("this token acts for no partner"))?)
+        }
     };
     let targets: Vec<Target<'_>> = partner.map(Target::DataOf).into_iter().collect();
     allow(p, Op::ListDisputes, &targets)?;

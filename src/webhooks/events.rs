@@ -193,10 +193,9 @@ pub fn event_of(seq: u64, env: &Envelope, partner: Option<&str>, state: &State) 
             EventType::DisputeWithdrawn,
             json!({"dispute": dispute, "partner": disputant(dispute), "reason": reason, "by": env.by}),
         ),
-        Event::DisputeOverdue { dispute, due_at } if mine(&disputant(dispute)) => (
-            EventType::DisputeOverdue,
-            json!({"dispute": dispute, "partner": disputant(dispute), "due_at": due_at}),
-        ),
+        Event::DisputeOverdue { dispute, due_at } if mine(&disputant(dispute)) => {
+            (EventType::DisputeOverdue, json!({"dispute": dispute, "partner": disputant(dispute), "due_at": due_at}))
+        }
         Event::AdjustmentIssued { mandate_id, dispute, partner: p, amount, mandate } if mine(p) => (
             EventType::AdjustmentIssued,
             json!({"mandate_id": mandate_id, "dispute": dispute, "partner": p, "amount": amount, "mandate": mandate}),

@@ -81,6 +81,27 @@ async def vendor(s: ClientSession) -> dict:
     seen["consistency"] = (await ok("get_checkpoint", {"since_size": 1}))["consistency"]["from"]
     seen["checkpoint_size"] = cp["size"]
     seen["program"] = (await ok("describe_program", {"program": "growth"}))["program"]
+    # A dispute on p2's behalf: commented, listed, accepted as a re-split from p1 to p2
+    # (two signed adjustment mandates); another opened and withdrawn.
+    subject = {"kind": "conversion", "conversion": "d1"}
+    await ok("open_dispute", {"dispute": "ds1", "partner": "p2", "subject": subject, "claimed": "5.00",
+                              "statement": "the closer's share is too small", "evidence": [mid]})
+    await ok("comment_on_dispute", {"dispute": "ds1", "text": "checking the rule version"})
+    seen["disputes_listed"] = [d["dispute"] for d in (await ok("list_disputes", {"status": "open"}))["disputes"]]
+    resolution = {"outcome": "accepted", "reason": "agreed",
+                  "adjustments": [{"partner": "p2", "amount": "5.00"}, {"partner": "p1", "amount": "-5.00"}]}
+    resolved = await ok("resolve_dispute", {"dispute": "ds1", "resolution": resolution})
+    seen["adjustments"] = [[m["direction"], m["partner"], m["amount"]["amount"]] for m in resolved["mandates"]]
+    dispute = await ok("get_dispute", {"dispute": "ds1"})
+    seen["dispute"] = {"status": dispute["status"], "comments": len(dispute["comments"]),
+                       "adjusted": [a["amount"] for a in dispute["adjustments"]]}
+    await ok("open_dispute", {"dispute": "ds2", "partner": "p1", "subject": subject, "statement": "duplicate claim"})
+    await ok("withdraw_dispute", {"dispute": "ds2", "reason": "opened twice"})
+    # An adjustment beyond the claim is refused (422), and changes nothing.
+    await ok("open_dispute", {"dispute": "ds3", "partner": "p2", "subject": subject, "claimed": "1.00",
+                              "statement": "one more dollar"})
+    more = {"outcome": "accepted", "reason": "", "adjustments": [{"partner": "p2", "amount": "2.00"}]}
+    seen["too_much"] = problem(await s.call_tool("resolve_dispute", {"dispute": "ds3", "resolution": more}))
     refund = await ok("record_refund", {"refund": "r1", "conversion": "d1", "full": True})
     seen["refund_directions"] = [m["direction"] for m in refund["mandates"]]
 
@@ -96,7 +117,13 @@ async def partner(s: ClientSession) -> dict:
     # A duplicate registration answers with no owner for a partner (null, per the schema).
     r = await s.call_tool("register_lead", {"lead": "l9", "program": "growth", "customer": "acme.example", "partner": "p1"})
     assert not r.is_error, f"register_lead as p1 failed: {r}"
-    return {"duplicate": r.structured_content["outcome"], "other_partner": problem(await s.call_tool("get_balance", {"partner": "p2"}))}
+    return {
+        "duplicate": r.structured_content["outcome"],
+        "other_partner": problem(await s.call_tool("get_balance", {"partner": "p2"})),
+        # p2's dispute is not found for p1, though p1 is on its conversion.
+        "other_dispute": problem(await s.call_tool("get_dispute", {"dispute": "ds1"})),
+        "own_disputes": [d["dispute"] for d in (await s.call_tool("list_disputes", {})).structured_content["disputes"]],
+    }
 
 
 async def main(url: str, vendor_token: str, partner_token: str) -> dict:
