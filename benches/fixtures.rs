@@ -39,6 +39,7 @@ pub fn mandate(i: u64) -> Mandate {
             log: LogRef { seq: i, event_hash: "ab".repeat(32) },
             caused_by: "agent:vendor-crm".into(),
             reverses: None,
+            dispute: None,
         },
         salt: "c2FsdHNhbHRzYWx0c2FsdA".into(),
     }

@@ -15,7 +15,13 @@ such as a bundle's partners/<id>/receipts.jsonl):
   4. the checkpoint is signed by a JWKS key (C2SP signed note) valid at its `time`;
   5. the inclusion path leads from the leaf to the checkpoint's root (RFC 9162), and
      leaf_index < tree_size;
-  6. with --partner, the mandate pays (or claws back from) that partner.
+  6. with --partner, the mandate pays (claws back from, or adjusts) that partner.
+
+A mandate is a payment, a clawback or an adjustment (a dispute's accepted correction),
+each with its own typ and vct. Payment and clawback amounts are never negative; an
+adjustment's is signed (positive pays the partner more, negative takes back) and never
+zero, and only an adjustment names its dispute (basis.dispute). An adjustment of a
+conversion missing on a lead has an empty basis.conversion and a pool of 0.
 
 It accepts and refuses the same receipts as `settle verify` (and verify_receipt.mjs):
 every base64 text must be canonical, the receipt document has exactly its five members,
@@ -56,6 +62,7 @@ MANDATE_TYPES = {
     # JWS typ: (direction, vct)
     "settle-payment-mandate+jws": ("payment", "mandate.payment.1"),
     "settle-clawback-mandate+jws": ("clawback", "settle.mandate.clawback.1"),
+    "settle-adjustment-mandate+jws": ("adjustment", "settle.mandate.adjustment.1"),
 }
 
 
@@ -150,8 +157,8 @@ MANDATE_SHAPE = shape(
                      "log": shape({"event_hash": text, "seq": integer(0, MAX_SAFE)}), "open_mandate": text,
                      "pool": AMOUNT, "program": text, "role": text, "rounding": text,
                      "rule_version": integer(*U32)},
-                    {"reverses": text}),
-     "direction": one_of("payment", "clawback"), "execution_date": integer(*I64), "iat": integer(*I64),
+                    {"dispute": text, "reverses": text}),
+     "direction": one_of("payment", "clawback", "adjustment"), "execution_date": integer(*I64), "iat": integer(*I64),
      "iss": text, "payee": shape({"id": text}), "payment_amount": AMOUNT,
      "payment_instrument": shape({"id": text, "type": text}), "salt": text, "transaction_id": text,
      "vct": text})
@@ -391,8 +398,13 @@ def verify_receipt(doc, jwks, origin=None, partner=None):
     if not MANDATE_SHAPE(mandate):
         raise Invalid("mandate: payload is not a valid mandate (members or their types)")
     basis, amount = mandate["basis"], mandate["payment_amount"]
-    if amount["amount"] < 0 or basis["pool"]["amount"] < 0:
-        raise Invalid("mandate: amounts of a mandate are never negative")
+    adjustment = direction == "adjustment"
+    if adjustment and (amount["amount"] == 0 or "dispute" not in basis):
+        raise Invalid("mandate: an adjustment moves money and names its dispute")
+    if (not adjustment and amount["amount"] < 0) or basis["pool"]["amount"] < 0:
+        raise Invalid("mandate: amounts of a payment or clawback mandate are never negative")
+    if not adjustment and "dispute" in basis:
+        raise Invalid("mandate: only an adjustment names a dispute")
     if amount["currency"] != basis["pool"]["currency"]:
         raise Invalid("mandate: payment and pool currencies differ")
     if basis["hop"] >= basis["hops"]:

@@ -9,10 +9,16 @@
 // named by `kid` with the expected `typ`, their payloads canonical (RFC 8785) with
 // exactly the members of their type, reference = base64url(SHA-256(mandate token)), the
 // leaf names the mandate, the signed checkpoint, the RFC 9162 inclusion path (and
-// leaf_index < tree_size), and with --partner that the mandate pays that partner. It
-// accepts and refuses the same receipts as `settle verify` and verify_receipt.py: every
-// base64 text must be canonical, and a checkpoint note is parsed as strictly as settle
-// parses it.
+// leaf_index < tree_size), and with --partner that the mandate pays (claws back from, or
+// adjusts) that partner. It accepts and refuses the same receipts as `settle verify` and
+// verify_receipt.py: every base64 text must be canonical, and a checkpoint note is
+// parsed as strictly as settle parses it.
+//
+// A mandate is a payment, a clawback or an adjustment (a dispute's accepted correction),
+// each with its own typ and vct. Payment and clawback amounts are never negative; an
+// adjustment's is signed (positive pays the partner more, negative takes back) and never
+// zero, and only an adjustment names its dispute (basis.dispute). An adjustment of a
+// conversion missing on a lead has an empty basis.conversion and a pool of 0.
 //
 // `consistency` checks that the log of checkpoint OLD is a prefix of the log of NEW.
 // OLD and NEW hold a signed note, the JSON of GET /v1/checkpoints/latest, or a receipt
@@ -30,6 +36,7 @@ const MANDATE_TYPES = {
   // JWS typ: [direction, vct]
   'settle-payment-mandate+jws': ['payment', 'mandate.payment.1'],
   'settle-clawback-mandate+jws': ['clawback', 'settle.mandate.clawback.1'],
+  'settle-adjustment-mandate+jws': ['adjustment', 'settle.mandate.adjustment.1'],
 };
 
 class Invalid extends Error {}
@@ -99,9 +106,9 @@ const MANDATE_SHAPE = shape({
   basis: shape(
     { caused_by: text, conversion: text, hop: U32, hops: U32, log: shape({ event_hash: text, seq: SAFE_UINT }),
       open_mandate: text, pool: AMOUNT, program: text, role: text, rounding: text, rule_version: U32 },
-    { reverses: text },
+    { dispute: text, reverses: text },
   ),
-  direction: oneOf('payment', 'clawback'), execution_date: I64, iat: I64, iss: text, payee: shape({ id: text }),
+  direction: oneOf('payment', 'clawback', 'adjustment'), execution_date: I64, iat: I64, iss: text, payee: shape({ id: text }),
   payment_amount: AMOUNT, payment_instrument: shape({ id: text, type: text }), salt: text, transaction_id: text, vct: text,
 });
 
@@ -327,7 +334,15 @@ async function verifyReceipt(doc, jwks, origin, partner) {
   if (mandate.direction !== direction || mandate.vct !== vct) throw new Invalid(`mandate: direction/vct do not match typ ${typ}`);
   if (!MANDATE_SHAPE(mandate)) throw new Invalid('mandate: payload is not a valid mandate (members or their types)');
   const { basis } = mandate;
-  if (mandate.payment_amount.amount < 0 || basis.pool.amount < 0) throw new Invalid('mandate: amounts of a mandate are never negative');
+  const adjustment = direction === 'adjustment';
+  const disputed = Object.hasOwn(basis, 'dispute');
+  if (adjustment && (mandate.payment_amount.amount === 0 || !disputed)) {
+    throw new Invalid('mandate: an adjustment moves money and names its dispute');
+  }
+  if ((!adjustment && mandate.payment_amount.amount < 0) || basis.pool.amount < 0) {
+    throw new Invalid('mandate: amounts of a payment or clawback mandate are never negative');
+  }
+  if (!adjustment && disputed) throw new Invalid('mandate: only an adjustment names a dispute');
   if (mandate.payment_amount.currency !== basis.pool.currency) throw new Invalid('mandate: payment and pool currencies differ');
   if (basis.hop >= basis.hops) throw new Invalid('mandate: hop or log position out of range');
   if (partner !== undefined && mandate.payee.id !== partner) {

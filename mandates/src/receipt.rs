@@ -311,6 +311,7 @@ mod tests {
                 pool: usd(1000),
                 program: "p".into(),
                 reverses: None,
+                dispute: None,
                 role: "sole".into(),
                 rounding: "largest_remainder.v1+pool.half_even".into(),
                 rule_version: 1,

@@ -28,8 +28,9 @@ use settle_mandates::money::{Amount, Currency};
 use settle_mandates::receipt::{ReceiptDocument, ReceiptError, verify_receipt};
 use settle_mandates::types::{
     Constraint, Direction, Instrument, LogRef, Mandate, MandateBasis, OpenMandate, Payee, ReceiptKind, ReceiptPayload,
-    Signed, SignedError, Status, TYP_CLAWBACK_MANDATE, TYP_OPEN_MANDATE, TYP_PAYMENT_MANDATE, TYP_RECEIPT,
-    VCT_CLAWBACK_MANDATE, VCT_OPEN_MANDATE, VCT_PAYMENT_MANDATE, VCT_RECEIPT, derive_salt, token_reference, verify_as,
+    Signed, SignedError, Status, TYP_ADJUSTMENT_MANDATE, TYP_CLAWBACK_MANDATE, TYP_OPEN_MANDATE, TYP_PAYMENT_MANDATE,
+    TYP_RECEIPT, VCT_ADJUSTMENT_MANDATE, VCT_CLAWBACK_MANDATE, VCT_OPEN_MANDATE, VCT_PAYMENT_MANDATE, VCT_RECEIPT,
+    derive_salt, token_reference, verify_as,
 };
 use settle_mandates::webhook;
 
@@ -274,6 +275,7 @@ const PROGRAM: &str = "prg_referral_2026";
 const OPEN_MANDATE_ID: &str = "om_prg_referral_2026_0001";
 const PAYMENT_ID: &str = "pm_cnv_000042_h1";
 const CLAWBACK_ID: &str = "cb_cnv_000042_h1";
+const ADJUSTMENT_ID: &str = "aj_cnv_000042_h1";
 const RECEIPT_LEAF: u64 = 2;
 const RECEIPT_CHECKPOINT_TIME: i64 = 1_767_312_060;
 /// The leaf inputs of the RFC 6962 vectors (see rfc6962_merkle.json).
@@ -345,6 +347,7 @@ fn basis(log: LogRef, caused_by: &str, reverses: Option<String>) -> MandateBasis
         log,
         caused_by: caused_by.into(),
         reverses,
+        dispute: None,
     }
 }
 
@@ -382,6 +385,27 @@ fn clawback_mandate() -> Mandate {
             Some(PAYMENT_ID.into()),
         ),
         salt: derive_salt(SALT_SECRET, CLAWBACK_ID),
+    }
+}
+
+/// A dispute's accepted re-split: 5.00 USD taken back from the intermediary (negative).
+fn adjustment_mandate() -> Mandate {
+    let cause = leaf_text("dispute_resolved", &json!({"dispute": "dsp_7", "outcome": "accepted"}));
+    let mut basis =
+        basis(LogRef { seq: 9, event_hash: hex::encode(Sha256::digest(cause.as_bytes())) }, "usr_ops_alice", None);
+    basis.dispute = Some("dsp_7".into());
+    Mandate {
+        vct: VCT_ADJUSTMENT_MANDATE.into(),
+        transaction_id: ADJUSTMENT_ID.into(),
+        payee: Payee { id: "ptn_bob".into() },
+        payment_amount: usd(-500),
+        payment_instrument: Instrument { kind: "settle.commission_account".into(), id: "acct_ptn_bob".into() },
+        direction: Direction::Adjustment,
+        iss: ISS.into(),
+        iat: 1_767_484_800,
+        execution_date: 1_767_484_800,
+        basis,
+        salt: derive_salt(SALT_SECRET, ADJUSTMENT_ID),
     }
 }
 
@@ -566,6 +590,7 @@ fn generate() -> Value {
         "open_mandate": signed_entry(&open_mandate(), &vendor),
         "payment_mandate": signed_entry(&payment, &vendor),
         "clawback_mandate": signed_entry(&clawback, &vendor),
+        "adjustment_mandate": signed_entry(&adjustment_mandate(), &vendor),
         "receipt_payload": signed_entry(&failed, &vendor),
         "checkpoint": checkpoint_entry(&rfc_cp, &vendor),
         "receipt_document": {
@@ -798,6 +823,7 @@ fn committed_tokens_and_notes_verify() {
     for (name, typ, direction) in [
         ("payment_mandate", TYP_PAYMENT_MANDATE, Direction::Payment),
         ("clawback_mandate", TYP_CLAWBACK_MANDATE, Direction::Clawback),
+        ("adjustment_mandate", TYP_ADJUSTMENT_MANDATE, Direction::Adjustment),
     ] {
         let e = &f[name];
         assert_eq!(s(e, "typ"), typ);
@@ -816,6 +842,10 @@ fn committed_tokens_and_notes_verify() {
     }
     let clawback: Mandate = serde_json::from_str(s(&f["clawback_mandate"], "payload")).unwrap();
     assert_eq!(clawback.basis.reverses.as_deref(), Some(PAYMENT_ID));
+    // An adjustment is signed (negative here) and names its dispute; the others never do.
+    let adjustment: Mandate = serde_json::from_str(s(&f["adjustment_mandate"], "payload")).unwrap();
+    assert_eq!((adjustment.payment_amount.minor_units(), adjustment.basis.dispute.as_deref()), (-500, Some("dsp_7")));
+    assert!(clawback.basis.dispute.is_none());
 
     let r = &f["receipt_payload"];
     let (receipt, _): (ReceiptPayload, _) =

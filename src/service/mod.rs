@@ -29,7 +29,7 @@ mod pipeline;
 /// state saved by an older shape is not restored (the log is replayed instead). v3: a
 /// settlement derives one record per mandate. v4: the look-ups by id are no longer saved
 /// (they are rebuilt), and the owners of customers are saved with the leads.
-pub const PROJECTION: &str = "engine.v5";
+pub const PROJECTION: &str = "engine.v6";
 
 /// The engine state is stored with an append (in the same atomic batch as its records)
 /// once the log has grown by this many records, or by as many as the last stored state
