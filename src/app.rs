@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use chrono::Utc;
 use settle_engine::Event;
+use settle_engine::model::DisputeStatus;
 
 use crate::auth::tokens::Tokens;
 use crate::doors;
@@ -45,10 +46,14 @@ pub async fn background(svc: Arc<Service>) {
     }
 }
 
-/// Releases the held commissions due now, as the engine's clock.
+/// Advances the engine's clock when something is due now: held commissions to release,
+/// or an open dispute past its response time to flag overdue.
 async fn release_due_holds(svc: &Arc<Service>) {
     let now = Utc::now();
-    let due = svc.with_state(|s| s.holds.keys().next().is_some_and(|t| *t <= now.timestamp()));
+    let due = svc.with_state(|s| {
+        s.holds.keys().next().is_some_and(|t| *t <= now.timestamp())
+            || s.disputes.values().any(|d| d.status == DisputeStatus::Open && !d.overdue && d.due_at <= now)
+    });
     if due {
         let sub = Submit {
             request: None,

@@ -156,14 +156,18 @@ fn statement_verify_and_errors_on_a_demo() {
         assert!(cents(&r[8]) > 0);
         earned_ids.insert(r[4].to_owned());
     }
-    // Balances: the closing line is the last balances, and opening + earned − clawed = closing.
+    // Balances: the closing line is the last balances, and opening + earned − clawed +
+    // adjusted = closing.
     let total = |r: &csv::StringRecord| cents(&r[10]) + cents(&r[11]) + cents(&r[12]) + cents(&r[13]);
     assert_eq!(cents(&last[8]), total(last));
     let balances = |r: &csv::StringRecord| r.iter().skip(10).take(4).map(str::to_owned).collect::<Vec<_>>();
     assert_eq!(balances(last), balances(&rows[rows.len() - 2]), "closing balances are those after the last line");
-    let moved: i64 =
-        inner.iter().filter(|r| r[2].starts_with("earned") || r[2].starts_with("clawback")).map(|r| cents(&r[8])).sum();
-    assert_eq!(cents(&first[8]) + moved, cents(&last[8]), "opening + earned − clawed back = closing");
+    let moved: i64 = inner
+        .iter()
+        .filter(|r| ["earned", "clawback", "adjustment"].iter().any(|k| r[2].starts_with(k)))
+        .map(|r| cents(&r[8]))
+        .sum();
+    assert_eq!(cents(&first[8]) + moved, cents(&last[8]), "opening + earned − clawed back + adjusted = closing");
     // The CLI statement is the one in the bundle.
     let bundle = d.join("bundle");
     assert_eq!(text, std::fs::read_to_string(bundle.join("partners/p01/statement.csv")).unwrap());
@@ -448,7 +452,8 @@ fn balances_at_any_past_position_agree_with_the_statements() {
     let p01 = |text: &str| rows(text).into_iter().find(|r| &r[1] == "p01").expect("p01 has a line");
     let end = p01(&run(&[]));
     assert_eq!(after(&end, 6), after(lines.last().unwrap(), 10), "at the end: the closing balances");
-    // Every position asked: earned − clawed back = on hold + payable + in payout + paid.
+    // Every position asked: earned − clawed back + adjusted = on hold + payable + in payout
+    // + paid.
     let mut checked = 0;
     for l in lines.iter().filter(|l| &l[2] == "earned" || &l[2] == "paid" || &l[2] == "hold_released").take(8) {
         let text = run(&["--at", &l[0]]);
@@ -457,7 +462,7 @@ fn balances_at_any_past_position_agree_with_the_statements() {
         assert_eq!(after(&b, 6), after(l, 10), "balances after the fact at seq {}", &l[0]);
         for r in rows(&text) {
             let c = |i: usize| cents(&r[i]);
-            assert_eq!(c(4) - c(5), c(6) + c(7) + c(8) + c(9), "books of {} balance at {}", &r[1], &l[0]);
+            assert_eq!(c(4) - c(5) + c(10), c(6) + c(7) + c(8) + c(9), "books of {} balance at {}", &r[1], &l[0]);
         }
         checked += 1;
     }

@@ -173,6 +173,12 @@ fn only_a_party_may_dispute_within_the_window_and_a_claim_in_words_pays_nothing(
     });
     let e = w.try_fact(open("d1", "p9", conversion("c1"), Some(100))).unwrap_err();
     assert!(matches!(e, Rejection::NotFound(_)), "{e}");
+    // A mandate is disputed by its payee only, though p0 is on its conversion.
+    let (cs, c) = w.engine.state().conversions.iter().next().unwrap();
+    let md1 = DisputeSubject::Mandate { mandate: c.mandate_id(cs, 1) };
+    let e = w.try_fact(open("d1", "p0", md1.clone(), Some(100))).unwrap_err();
+    assert!(matches!(e, Rejection::NotFound(_)), "{e}");
+    w.fact(open("d0", "p1", md1, Some(100)));
     for (subject, missing) in [
         (conversion("nope"), "conversion 'nope'"),
         (DisputeSubject::Mandate { mandate: "md_99_0".into() }, "mandate 'md_99_0'"),

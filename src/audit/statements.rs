@@ -24,7 +24,7 @@ pub struct StatementLine {
     pub at: String,
     /// `opening`, `earned`, `clawback`, `clawback_offset`, `hold_released`,
     /// `payout_batched`, `payout_returned` (a failed batch), `paid`, `paid_returned` (a
-    /// bank's return of a payment), `closing`.
+    /// bank's return of a payment), `adjustment` (a dispute's, signed), `closing`.
     pub entry: String,
     /// Conversion or settlement id.
     pub reference: String,

@@ -342,7 +342,8 @@ mod tests {
     /// One record of each webhook type, and the state they refer to: a conversion
     /// recorded at seq 100 paying p1 (hop 0) and p2 (hop 1).
     fn fixture() -> (State, Vec<(u64, Envelope)>) {
-        use settle_engine::state::{Conversion, Hop, HopStatus};
+        use settle_engine::model::{DisputeOutcome, DisputeStatus, DisputeSubject};
+        use settle_engine::state::{Conversion, Dispute, Hop, HopStatus};
         let mut state = State::default();
         let hop = |partner: &str, amount| Hop {
             partner: partner.into(),
@@ -460,7 +461,60 @@ mod tests {
                 }),
             ),
             (150, env(Event::HoldsAdvanced { to: at })),
+            (
+                160,
+                env(Event::DisputeOpened {
+                    dispute: "D1".into(),
+                    partner: "p2".into(),
+                    subject: DisputeSubject::Mandate { mandate: "md_100_1".into() },
+                    claimed: Some(usd(1_000)),
+                    statement: "the closer's share is too small".into(),
+                    evidence: vec!["receipt of md_100_1".into()],
+                }),
+            ),
+            (161, env(Event::DisputeCommented { dispute: "D1".into(), text: "checking".into() })),
+            (
+                162,
+                env(Event::DisputeResolved {
+                    dispute: "D1".into(),
+                    outcome: DisputeOutcome::Accepted,
+                    reason: "agreed".into(),
+                    adjustments: vec![],
+                }),
+            ),
+            (
+                163,
+                env(Event::AdjustmentIssued {
+                    mandate_id: "aj_162_0".into(),
+                    dispute: "D1".into(),
+                    partner: "p2".into(),
+                    amount: usd(1_000),
+                    mandate: "eyJ.a2.sig".into(),
+                }),
+            ),
+            (165, env(Event::DisputeOverdue { dispute: "D2".into(), due_at: at })),
+            (166, env(Event::DisputeWithdrawn { dispute: "D2".into(), reason: String::new() })),
         ];
+        for (id, partner) in [("D1", "p2"), ("D2", "p1")] {
+            let d = Dispute {
+                partner: partner.into(),
+                program: "growth".into(),
+                opened_by: format!("partner:{partner}"),
+                subject: DisputeSubject::Conversion { conversion: "C-100".into() },
+                claimed: None,
+                statement: "claim".into(),
+                evidence: vec![],
+                opened_at: at,
+                due_at: at,
+                status: DisputeStatus::Open,
+                overdue: false,
+                seq: 160,
+                comments: vec![],
+                closed: None,
+                adjustments: vec![],
+            };
+            state.disputes.insert(id.into(), d);
+        }
         (state, records)
     }
 
@@ -517,10 +571,13 @@ mod tests {
         };
         assert_eq!(
             ids("vendor"),
-            ["evt_101", "evt_102", "evt_110", "evt_120", "evt_130", "evt_131", "evt_135", "evt_140", "evt_145"]
+            [
+                "evt_101", "evt_102", "evt_110", "evt_120", "evt_130", "evt_131", "evt_135", "evt_140", "evt_145",
+                "evt_160", "evt_161", "evt_162", "evt_163", "evt_165", "evt_166"
+            ]
         );
-        assert_eq!(ids("p1"), ["evt_101", "evt_110", "evt_120", "evt_130", "evt_131", "evt_145"]);
-        assert_eq!(ids("p2"), ["evt_102", "evt_120", "evt_135", "evt_140"]);
+        assert_eq!(ids("p1"), ["evt_101", "evt_110", "evt_120", "evt_130", "evt_131", "evt_145", "evt_165", "evt_166"]);
+        assert_eq!(ids("p2"), ["evt_102", "evt_120", "evt_135", "evt_140", "evt_160", "evt_161", "evt_162", "evt_163"]);
         let p1_release = &out["p1"].as_array().expect("list")[2]["body"];
         assert!(!p1_release.as_str().expect("body").contains("md_100_1"), "p2's mandate in p1's release: {p1_release}");
         let mut only = sub(None);

@@ -22,11 +22,13 @@ use crate::records::{Conversion, role_of};
 use crate::state::{Adjustment, Closed, Comment, Dispute, HopStatus};
 
 /// A dispute's subject as the state has it: its program, the conversion (if any), the
-/// partners on it in chain order, and when its dispute window starts (Unix seconds).
+/// partners on it in chain order, the one partner whose mandate or clawback it is (if
+/// it is one), and when its dispute window starts (Unix seconds).
 struct Subject {
     program: String,
     conversion: Option<Conversion>,
     chain: Vec<String>,
+    owner: Option<String>,
     from: i64,
 }
 
@@ -51,7 +53,8 @@ impl Decider<'_> {
         }
         let p = self.st.partners.get(&partner).ok_or_else(|| Rejection::NotFound(format!("partner '{partner}'")))?;
         let s = self.subject(&subject)?;
-        if p.program != s.program || !s.chain.contains(&partner) {
+        let party = s.chain.contains(&partner) && s.owner.as_ref().is_none_or(|o| *o == partner);
+        if p.program != s.program || !party {
             return Err(Rejection::NotFound(format!("{} for partner '{partner}'", what(&subject))));
         }
         let rules = self.st.program(&s.program)?.latest().spec.dispute_rules();
@@ -363,9 +366,10 @@ impl Decider<'_> {
                 let holding = st.program(&program)?.version(c.rule_version).spec.holding_days;
                 let from = h.payable_at - i64::from(holding) * 86_400;
                 let chain = c.hops.iter().map(|h| h.partner.to_string()).collect();
-                Ok(Subject { program, chain, from, conversion: Some(c) })
+                Ok(Subject { program, chain, from, owner: None, conversion: Some(c) })
             } else if let Some(held) = c.held.clone() {
-                Ok(Subject { program, chain: held.chain, from: ts(held.occurred_at), conversion: Some(c) })
+                let from = ts(held.occurred_at);
+                Ok(Subject { program, chain: held.chain, from, owner: None, conversion: Some(c) })
             } else {
                 Err(Rejection::Invalid(format!(
                     "conversion '{}' earned no commission: dispute it as a conversion missing on the lead",
@@ -375,12 +379,17 @@ impl Decider<'_> {
         };
         match subject {
             DisputeSubject::Conversion { conversion } => of_conversion(st.conversion(conversion)?.1),
-            DisputeSubject::Mandate { mandate } => of_conversion(st.mandate_hop(mandate).ok_or_else(gone)?.2),
+            DisputeSubject::Mandate { mandate } => {
+                let (_, i, c) = st.mandate_hop(mandate).ok_or_else(gone)?;
+                let owner = Some(c.hops[i].partner.to_string());
+                Ok(Subject { owner, ..of_conversion(c)? })
+            }
             DisputeSubject::Clawback { clawback } => {
                 let (seq, hop) = parse_clawback_id(clawback).ok_or_else(gone)?;
                 let &(cs, at) = st.refunded_at.get(&seq).ok_or_else(gone)?;
                 let c = st.conversions.get(cs).filter(|c| hop < c.hops.len()).ok_or_else(gone)?;
-                Ok(Subject { from: at, ..of_conversion(c)? })
+                let owner = Some(c.hops[hop].partner.to_string());
+                Ok(Subject { from: at, owner, ..of_conversion(c)? })
             }
             DisputeSubject::MissingConversion { lead } => {
                 let l = st.leads.get(lead).ok_or_else(gone)?;
@@ -388,7 +397,7 @@ impl Decider<'_> {
                 let window = st.program(&program)?.latest().spec.attribution_window_days;
                 let from = ts(l.registered_at).saturating_add(i64::from(window) * 86_400);
                 let chain = l.chain.iter().map(ToString::to_string).collect();
-                Ok(Subject { program, chain, from, conversion: None })
+                Ok(Subject { program, chain, from, owner: None, conversion: None })
             }
         }
     }

@@ -55,13 +55,13 @@ pub enum DisputeSubject {
         #[cfg_attr(feature = "schemars", schemars(regex(pattern = ID_PATTERN)))]
         conversion: String,
     },
-    /// A payment mandate (`md_…`) of the partner's.
+    /// A payment mandate (`md_…`) of the partner's (disputed by its payee only).
     Mandate {
         /// Mandate id.
         #[cfg_attr(feature = "schemars", schemars(regex(pattern = ID_PATTERN)))]
         mandate: String,
     },
-    /// A clawback mandate (`cb_…`) of the partner's.
+    /// A clawback mandate (`cb_…`) of the partner's (disputed by its payee only).
     Clawback {
         /// Clawback mandate id.
         #[cfg_attr(feature = "schemars", schemars(regex(pattern = ID_PATTERN)))]
