@@ -160,7 +160,7 @@ fn signed_webhooks_survive_failing_receivers_a_crash_and_dead_letters() {
     let vendor_sub = sub(&api, "sub-vendor", &json!({"url": vendor_rx.url}));
     assert!(vendor_sub["secret"].as_str().expect("secret").starts_with("whsec_"));
     assert!(vendor_sub["public_key"].as_str().expect("public key").starts_with("whpk_"));
-    assert_eq!(vendor_sub["events"].as_array().map(Vec::len), Some(8), "all event types by default");
+    assert_eq!(vendor_sub["events"].as_array().map(Vec::len), Some(14), "all event types by default");
     std::fs::write(&vendor_rx.secret, vendor_sub["secret"].as_str().expect("secret")).expect("secret file");
     let p1_api = srv.api(Some(&p1));
     let p1_sub = sub(&p1_api, "sub-p1", &json!({"url": p1_rx.url}));

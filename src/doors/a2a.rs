@@ -31,7 +31,7 @@ use crate::catalogue::{Op, scope_name};
 use crate::error::Error;
 use crate::ops::App;
 use crate::ops::commands::{self, ConversionBody, Fact, HandoffBody, HandoffParams, LeadBody, OutcomeView, RefundBody};
-use crate::ops::disputes::{self, DisputeBody, DisputeQuery, ResolveParams};
+use crate::ops::disputes::{self, DisputeBody, DisputeQuery, ResolveParams, Step as _};
 use crate::ops::queries::{self, PartnerParams, ReceiptParams};
 
 /// JWS `typ` of the signed agent card.

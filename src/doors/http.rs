@@ -439,34 +439,16 @@ async fn get_dispute(State(app): State<App>, UrlPath(id): UrlPath<String>, h: He
     answer(disputes::dispute(&app, &p, &id))
 }
 
-async fn comment_dispute(
+/// A step of dispute `id` (a comment, a resolution, a withdrawal): the caller's kind and
+/// scopes first, then its body.
+async fn dispute_step<B: disputes::Step>(
     State(app): State<App>,
     UrlPath(id): UrlPath<String>,
     h: HeaderMap,
     b: Body,
 ) -> Result<Response, Error> {
-    let (p, key) = writer(&app, &h)?;
-    write(&app, &p, &h, key, body::<CommentBody>(&h, b)?.fact(&app, &p, id)).await
-}
-
-async fn resolve_dispute(
-    State(app): State<App>,
-    UrlPath(id): UrlPath<String>,
-    h: HeaderMap,
-    b: Body,
-) -> Result<Response, Error> {
-    let (p, key) = writer_of(&app, &h, Op::ResolveDispute)?;
-    write(&app, &p, &h, key, body::<ResolutionBody>(&h, b)?.fact(&app, &p, id)).await
-}
-
-async fn withdraw_dispute(
-    State(app): State<App>,
-    UrlPath(id): UrlPath<String>,
-    h: HeaderMap,
-    b: Body,
-) -> Result<Response, Error> {
-    let (p, key) = writer(&app, &h)?;
-    write(&app, &p, &h, key, body::<WithdrawBody>(&h, b)?.fact(&app, &p, id)).await
+    let (p, key) = writer_of(&app, &h, B::OP)?;
+    write(&app, &p, &h, key, body::<B>(&h, b)?.fact(&app, &p, id)).await
 }
 
 async fn subscribe(State(app): State<App>, h: HeaderMap, b: Body) -> Result<Response, Error> {
@@ -639,9 +621,9 @@ fn handler(op: Op) -> Option<MethodRouter<App>> {
         Op::OpenDispute => post(open_dispute),
         Op::ListDisputes => get(list_disputes),
         Op::GetDispute => get(get_dispute),
-        Op::CommentDispute => post(comment_dispute),
-        Op::ResolveDispute => post(resolve_dispute),
-        Op::WithdrawDispute => post(withdraw_dispute),
+        Op::CommentDispute => post(dispute_step::<CommentBody>),
+        Op::ResolveDispute => post(dispute_step::<ResolutionBody>),
+        Op::WithdrawDispute => post(dispute_step::<WithdrawBody>),
         Op::Subscribe => post(subscribe),
         Op::ListSubscriptions => get(subscriptions),
         Op::GetSubscription => get(subscription),

@@ -40,7 +40,7 @@ use crate::error::Error;
 use crate::ops::App;
 use crate::ops::commands::{self, ConversionBody, Fact, HandoffBody, HandoffParams, LeadBody, OutcomeView, RefundBody};
 use crate::ops::disputes::{
-    self, CommentParams, DisputeBody, DisputeList, DisputeParams, DisputeQuery, DisputeView, ResolveParams,
+    self, CommentParams, DisputeBody, DisputeList, DisputeParams, DisputeQuery, DisputeView, ResolveParams, Step as _,
     WithdrawBody, WithdrawParams,
 };
 use crate::ops::queries::{self, PartnerParams, ReceiptParams};

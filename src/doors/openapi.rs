@@ -363,7 +363,7 @@ fn doc(op: Op, s: &mut Schemas) -> Doc {
             .query("status", false, "Only those in this state.", json!({"type": "string", "enum": ["open", "accepted", "rejected", "withdrawn"]}))
             .query("overdue", false, "Only those flagged overdue (or not).", json!({"type": "boolean"}))
             .ok(200, "OK (at most 1,000, by id)", s.response::<DisputeList>())
-            .errors(&[422]),
+            .errors(&[404]),
         Op::GetDispute => Doc::new("disputes", "A dispute: its claim, evidence, comments, resolution and adjustment mandates")
             .path("id", "Dispute id.", ID_PATTERN)
             .ok(200, "OK", s.response::<DisputeView>()),

@@ -87,11 +87,20 @@ pub struct CommentBody {
     pub text: String,
 }
 
-impl CommentBody {
+/// A step of a dispute named in the request's path (`POST /v1/disputes/{id}/…`): its
+/// operation, and the fact it becomes once the catalogue allows its caller.
+pub trait Step: serde::de::DeserializeOwned {
+    /// The operation.
+    const OP: Op;
+    /// The fact, for dispute `id`.
+    fn fact(self, app: &App, p: &Principal, id: String) -> Result<Fact, Error>;
+}
+
+impl Step for CommentBody {
+    const OP: Op = Op::CommentDispute;
     /// The comment on dispute `id`, by the vendor or the dispute's partner.
-    pub fn fact(self, app: &App, p: &Principal, id: String) -> Result<Fact, Error> {
-        let owner = owner(app, &id);
-        allow(p, Op::CommentDispute, &[Target::Dispute { id: &id, owner: owner.as_deref() }])?;
+    fn fact(self, app: &App, p: &Principal, id: String) -> Result<Fact, Error> {
+        allow_on(app, p, Self::OP, &id)?;
         Ok(Event::DisputeCommented { dispute: id, text: self.text }.into())
     }
 }
@@ -107,11 +116,11 @@ pub struct WithdrawBody {
     pub reason: String,
 }
 
-impl WithdrawBody {
+impl Step for WithdrawBody {
+    const OP: Op = Op::WithdrawDispute;
     /// The withdrawal of dispute `id`, by its partner or the vendor.
-    pub fn fact(self, app: &App, p: &Principal, id: String) -> Result<Fact, Error> {
-        let owner = owner(app, &id);
-        allow(p, Op::WithdrawDispute, &[Target::Dispute { id: &id, owner: owner.as_deref() }])?;
+    fn fact(self, app: &App, p: &Principal, id: String) -> Result<Fact, Error> {
+        allow_on(app, p, Self::OP, &id)?;
         Ok(Event::DisputeWithdrawn { dispute: id, reason: self.reason }.into())
     }
 }
@@ -152,10 +161,11 @@ pub struct ResolutionBody {
     pub currency: Option<String>,
 }
 
-impl ResolutionBody {
+impl Step for ResolutionBody {
+    const OP: Op = Op::ResolveDispute;
     /// The resolution of dispute `id` (the vendor only).
-    pub fn fact(self, app: &App, p: &Principal, id: String) -> Result<Fact, Error> {
-        allow(p, Op::ResolveDispute, &[])?;
+    fn fact(self, app: &App, p: &Principal, id: String) -> Result<Fact, Error> {
+        allow(p, Self::OP, &[])?;
         let cur = currency_of(app, self.currency.as_deref(), |s| s.disputes.get(&id).map(|d| d.program.clone()))?
             .ok_or_else(|| Error::not_found(format!("dispute '{id}' not found")))?;
         let adjustments = self
@@ -184,9 +194,10 @@ fn parse(value: &str, cur: Currency, sign: Sign) -> Result<Amount, Error> {
     Amount::parse(value, cur, sign).map_err(|e| Error::rejected(e.to_string()))
 }
 
-/// The partner of dispute `id`, if it exists.
-fn owner(app: &App, id: &str) -> Option<String> {
-    app.svc.with_state(|s| s.disputes.get(id).map(|d| d.partner.clone()))
+/// Lets `p` call `op` on dispute `id`: a partner only on its own (another's is not found).
+fn allow_on(app: &App, p: &Principal, op: Op, id: &str) -> Result<(), Error> {
+    let owner = app.svc.with_state(|s| s.disputes.get(id).map(|d| d.partner.clone()));
+    allow(p, op, &[Target::Dispute { id, owner: owner.as_deref() }])
 }
 
 /// Which disputes to list.
@@ -195,6 +206,7 @@ fn owner(app: &App, id: &str) -> Option<String> {
 pub struct DisputeQuery {
     /// Only this partner's (a partner sees only its own).
     #[serde(default)]
+    #[schemars(regex(pattern = ID_PATTERN))]
     pub partner: Option<String>,
     /// Only those in this state (`open`, `accepted`, `rejected`, `withdrawn`).
     #[serde(default)]
@@ -333,8 +345,7 @@ fn view(s: &State, id: &str, d: &Dispute, p: &Principal) -> DisputeView {
 
 /// Dispute `id`, as `p` may see it (another partner's is not found).
 pub fn dispute(app: &App, p: &Principal, id: &str) -> Result<DisputeView, Error> {
-    let owner = owner(app, id);
-    allow(p, Op::GetDispute, &[Target::Dispute { id, owner: owner.as_deref() }])?;
+    allow_on(app, p, Op::GetDispute, id)?;
     app.svc
         .with_state(|s| s.disputes.get(id).map(|d| view(s, id, d, p)))
         .ok_or_else(|| Error::not_found(format!("dispute '{id}' not found")))
@@ -350,7 +361,11 @@ pub fn disputes(app: &App, p: &Principal, q: &DisputeQuery) -> Result<DisputeLis
     };
     let targets: Vec<Target<'_>> = partner.map(Target::DataOf).into_iter().collect();
     allow(p, Op::ListDisputes, &targets)?;
-    let status = q.status.as_deref().map(str::parse::<DisputeStatus>).transpose().map_err(Error::rejected)?;
+    // What the document states of the query is checked as the body of a request is: 400.
+    if let Some(asked) = &q.partner {
+        settle_engine::state::check_id("partner", asked).map_err(|e| Error::malformed(e.to_string()))?;
+    }
+    let status = q.status.as_deref().map(str::parse::<DisputeStatus>).transpose().map_err(Error::malformed)?;
     Ok(app.svc.with_state(|s| DisputeList {
         disputes: s
             .disputes
