@@ -149,7 +149,7 @@ enum Cmd {
         /// The log identity every receipt's checkpoint must name.
         #[arg(long)]
         origin: Option<String>,
-        /// Refuse receipts whose mandate does not pay (or claw back from) this partner.
+        /// Refuse receipts whose mandate does not pay (claw back from, or adjust for) this partner.
         #[arg(long, value_name = "ID")]
         partner: Option<String>,
         /// A file of checkpoints you held before (a signed note, the JSON of GET

@@ -318,9 +318,21 @@ impl World {
 
     /// A fresh open dispute of p1 (`own`) or p2, opened by the vendor on its behalf.
     fn fresh_dispute(&self, own: bool) -> String {
+        self.fresh_dispute_by(own, true)
+    }
+
+    /// A fresh open dispute of p1 (`own`) or p2, opened by the vendor on its behalf or
+    /// (`vendor` false) by the partner itself: a dispute is withdrawn by the side that
+    /// opened it.
+    fn fresh_dispute_by(&self, own: bool, vendor: bool) -> String {
         let b = self.dispute_body(own);
         let id = b["dispute"].as_str().expect("id").to_owned();
-        self.admin.post_expect("/v1/disputes", &id, &b, 201);
+        let opener = match (vendor, own) {
+            (true, _) => &self.admin,
+            (false, true) => &self.p1_full,
+            (false, false) => &self.p2_full,
+        };
+        opener.post_expect("/v1/disputes", &id, &b, 201);
         id
     }
 
@@ -331,8 +343,9 @@ impl World {
         api.post_expect("/v1/webhooks", &format!("sub{n}"), &body, 201)["id"].as_str().expect("id").to_owned()
     }
 
-    /// The HTTP request of `r` for a target of p1 (`own`) or p2: method, path, body.
-    fn http_request(&self, r: &Rule, own: bool) -> (String, String, Option<Value>) {
+    /// The HTTP request of `r` for a target of p1 (`own`) or p2, by a caller of the
+    /// vendor's side (`vendor`) or a partner's: method, path, body.
+    fn http_request(&self, r: &Rule, own: bool, vendor: bool) -> (String, String, Option<Value>) {
         let n = self.next();
         let p = Self::partner(own);
         let now = Utc::now();
@@ -441,7 +454,9 @@ impl World {
                 format!("/v1/disputes/{}/resolution", self.fresh_dispute(own)),
                 Some(json!({"outcome": "rejected", "reason": "as published"})),
             ),
-            "withdrawDispute" => (format!("/v1/disputes/{}/withdraw", self.fresh_dispute(own)), Some(json!({}))),
+            "withdrawDispute" => {
+                (format!("/v1/disputes/{}/withdraw", self.fresh_dispute_by(own, vendor)), Some(json!({})))
+            }
             "subscribeWebhook" => (path.into(), Some(json!({"url": format!("http://127.0.0.1:9/new/{n}")}))),
             "listWebhooks" => (path.into(), None),
             "getWebhook" => (format!("/v1/webhooks/{}", self.hook[usize::from(!own)]), None),
@@ -654,7 +669,7 @@ fn every_operation_every_principal_every_door_answers_as_the_policy_says() {
                 // One call at one door: (what was called, the refusal's status or None, text).
                 let mut calls: Vec<(String, Option<u16>, String, String)> = Vec::new();
                 if r.http.is_some() {
-                    let (m, path, body) = w.http_request(r, own);
+                    let (m, path, body) = w.http_request(r, own, vendor_side(who));
                     let key = format!("k{}", w.next());
                     let resp = w.send(who, &m, &path, body.as_ref(), &key);
                     w.clean_up(r, &path, &resp);
@@ -694,8 +709,14 @@ fn every_operation_every_principal_every_door_answers_as_the_policy_says() {
     server.stop();
 }
 
-/// The arguments of an MCP tool / A2A intent for a target of p1 (`own`) or p2.
-fn agent_args(w: &World, name: &str, own: bool) -> Value {
+/// Whether `who` is of the vendor's side.
+fn vendor_side(who: &Who) -> bool {
+    matches!(who.kind, Kind::VendorAdmin | Kind::VendorAgent)
+}
+
+/// The arguments of an MCP tool / A2A intent for a target of p1 (`own`) or p2, by a
+/// caller of the vendor's side (`vendor`) or a partner's.
+fn agent_args(w: &World, name: &str, own: bool, vendor: bool) -> Value {
     let n = w.next();
     let p = World::partner(own);
     match name {
@@ -724,7 +745,7 @@ fn agent_args(w: &World, name: &str, own: bool) -> Value {
         "comment_on_dispute" => json!({"dispute": w.fresh_dispute(own), "text": "see the receipt"}),
         "resolve_dispute" | "resolution" => json!({"dispute": w.fresh_dispute(own),
             "resolution": {"outcome": "rejected", "reason": "as published"}}),
-        "withdraw_dispute" => json!({"dispute": w.fresh_dispute(own)}),
+        "withdraw_dispute" => json!({"dispute": w.fresh_dispute_by(own, vendor)}),
         other => panic!("no arguments for {other}"),
     }
 }
@@ -732,7 +753,7 @@ fn agent_args(w: &World, name: &str, own: bool) -> Value {
 /// Calls an MCP tool over streamable HTTP: the refusal's status (`None`: not refused)
 /// and the answer's text.
 fn mcp_call(w: &World, who: &Who, tool: &str, own: bool) -> (Option<u16>, String, String) {
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": agent_args(w, tool, own)}});
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": agent_args(w, tool, own, vendor_side(who))}});
     let r = w.send(who, "POST", "/mcp", Some(&body), "unused");
     let v = r.json();
     let res = &v["result"];
@@ -748,7 +769,7 @@ fn mcp_call(w: &World, who: &Who, tool: &str, own: bool) -> (Option<u16>, String
 /// Sends an A2A message: the refusal's status (`None`: the task completed) and the text.
 fn a2a_send(w: &World, who: &Who, intent: &str, own: bool) -> (Option<u16>, String, String) {
     let n = w.next();
-    let data = json!({intent: agent_args(w, intent, own)});
+    let data = json!({intent: agent_args(w, intent, own, vendor_side(who))});
     let body = json!({"jsonrpc": "2.0", "id": n, "method": "SendMessage", "params": {"message": {
         "messageId": format!("msg{n}"), "role": "ROLE_USER", "parts": [{"data": data, "mediaType": "application/json"}]}}});
     let r = w.send(who, "POST", "/a2a", Some(&body), "unused");

@@ -224,8 +224,6 @@ pub struct Adjustment {
     pub amount: Amount,
     /// Payable, batched or paid.
     pub status: HopStatus,
-    /// The dispute.
-    pub dispute: String,
 }
 
 /// The whole projection state. Ordered maps only: iteration order never depends on
@@ -307,8 +305,6 @@ pub struct PayoutItem {
     pub currency: settle_mandates::money::Currency,
     /// Where its money is.
     pub status: HopStatus,
-    /// The conversion it pays (empty for an adjustment).
-    pub conversion: String,
 }
 
 /// The key of a month's total in [`State::volume`] and [`State::budget_used`]: `prefix`
@@ -378,7 +374,6 @@ impl State {
                 value: a.amount.minor_units(),
                 currency: a.amount.currency(),
                 status: a.status,
-                conversion: String::new(),
             });
         }
         let (cs, i, c) = self.mandate_hop(id)?;
@@ -390,7 +385,6 @@ impl State {
             value: h.amount - h.clawed,
             currency: c.pool.currency(),
             status: h.status,
-            conversion: c.id.to_string(),
         })
     }
 

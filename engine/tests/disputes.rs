@@ -56,6 +56,21 @@ fn adjustments(d: &settle_engine::Decision) -> Vec<(String, String, i64)> {
         .collect()
 }
 
+/// `e` as a fact stated by `by` (the world's facts are the vendor administrator's).
+fn as_by(w: &mut World, by: &str, e: Event) -> Result<settle_engine::Decision, Rejection> {
+    let env = settle_engine::Envelope {
+        v: 1,
+        at: t(w.day),
+        by: by.into(),
+        key: Some(format!("k{}", w.seq)),
+        cause: None,
+        event: e,
+    };
+    let d = w.engine.decide(env, w.seq)?;
+    w.seq += 1 + d.outputs.len() as u64;
+    Ok(d)
+}
+
 fn balanced(w: &World) {
     for (p, b) in &w.engine.state().books {
         assert!(b.is_balanced(), "book of {p}: {b:?}");
@@ -144,6 +159,18 @@ fn a_resplit_moves_money_between_partners_and_never_exceeds_the_claim_or_the_hol
     });
     let e = w.try_fact(resolve("d1", DisputeOutcome::Accepted, "", &[("p9", 100)])).unwrap_err();
     assert!(e.to_string().contains("not on conversion"), "{e}");
+    // A suspended partner is paid no new adjustment (it may still be taken from).
+    w.fact(Event::PartnerSuspended { partner: "p1".into(), reason: "audit".into() });
+    let e = w.try_fact(resolve("d1", DisputeOutcome::Accepted, "", &[("p1", 1_000), ("p0", -1_000)])).unwrap_err();
+    assert!(e.to_string().contains("suspended"), "{e}");
+    let mut w = world();
+    w.fact(Event::PartnerEnrolled {
+        partner: "p9".into(),
+        program: "prg".into(),
+        name: "P9".into(),
+        role: PartnerRole::Partner,
+    });
+    w.fact(open("d1", "p1", conversion("c1"), Some(1_000)));
     // 10.00 from the originator to the closer.
     let d = w.fact(resolve("d1", DisputeOutcome::Accepted, "closer share", &[("p1", 1_000), ("p0", -1_000)]));
     assert_eq!(adjustments(&d).iter().map(|a| a.2).collect::<Vec<_>>(), vec![1_000, -1_000]);
@@ -252,10 +279,18 @@ fn a_clawback_is_disputed_from_its_refund_and_rejections_withdrawals_close_for_g
         w.try_fact(Event::DisputeCommented { dispute: "d1".into(), text: "but".into() }),
         Err(Rejection::Conflict(_))
     ));
-    w.fact(open("d3", "p1", DisputeSubject::Clawback { clawback: cb }, None));
-    w.fact(Event::DisputeWithdrawn { dispute: "d3".into(), reason: String::new() });
+    // Withdrawn by the side that opened it only: here the partner's.
+    as_by(&mut w, "partner:p1", open("d3", "p1", DisputeSubject::Clawback { clawback: cb.clone() }, None)).unwrap();
+    let withdraw = || Event::DisputeWithdrawn { dispute: "d3".into(), reason: String::new() };
+    let e = w.try_fact(withdraw()).unwrap_err();
+    assert!(e.to_string().contains("side that opened it"), "{e}");
+    as_by(&mut w, "agent:a1", withdraw()).unwrap();
     assert_eq!(w.engine.state().disputes["d3"].status, DisputeStatus::Withdrawn);
     assert!(w.try_fact(resolve("d3", DisputeOutcome::Rejected, "late", &[])).is_err());
+    // A clawback that was never issued (p1's hop 5) is not found.
+    let never = cb.rsplit_once('_').map(|(s, _)| format!("{s}_5")).unwrap();
+    let e = w.try_fact(open("d4", "p1", DisputeSubject::Clawback { clawback: never }, None)).unwrap_err();
+    assert!(matches!(e, Rejection::NotFound(_)), "{e}");
 }
 
 #[test]

@@ -355,7 +355,7 @@ fn doc(op: Op, s: &mut Schemas) -> Doc {
             .ok(200, "What each reported transaction did", s.response::<crate::bank::reconcile::Report>())
             .errors(&[409, 422, 429, 503]),
         Op::OpenDispute => Doc::new("disputes", "Dispute a commission: a conversion, a mandate, a clawback, or a deal missing on a lead")
-            .describe("Within the program's dispute window (`disputes.window_days`, default 90, after the conversion was priced, the clawback made, or the lead's attribution window ended). A partner, or its agent with `disputes_write`, disputes in its own name and only what it is a party to (anything else is 404); the vendor with `disputes_write` on a partner's behalf. `claimed` bounds any adjustment an acceptance may make; a claim in words alone can be accepted only without money. See docs/commission-rules.md.")
+            .describe("Within the program's dispute window (`disputes.window_days`, default 90, after the conversion's mandates were issued (for one still held, the deal's `occurred_at`), the clawback made, or the lead's attribution window ended). A partner, or its agent with `disputes_write`, disputes in its own name and only what it is a party to (anything else is 404); the vendor with `disputes_write` on a partner's behalf. `claimed` bounds any adjustment an acceptance may make; a claim in words alone can be accepted only without money. See docs/commission-rules.md.")
             .body(s.request::<DisputeBody>())
             .fact(s),
         Op::ListDisputes => Doc::new("disputes", "Disputes: a partner's own, or every one for the vendor")
@@ -377,6 +377,7 @@ fn doc(op: Op, s: &mut Schemas) -> Doc {
             .body(s.request::<ResolutionBody>())
             .fact(s),
         Op::WithdrawDispute => Doc::new("disputes", "Withdraw an open dispute")
+            .describe("By the side that opened it: the partner or its agents for a dispute they opened, the vendor for one it opened on the partner's behalf (the other side: 422).")
             .path("id", "Dispute id.", ID_PATTERN)
             .body(s.request::<WithdrawBody>())
             .fact(s),
@@ -661,7 +662,7 @@ fn build_raw() -> Value {
         "operationId": "a2aSendMessage",
         "tags": ["agents"],
         "summary": "A2A v1.0 JSON-RPC binding: SendMessage, GetTask",
-        "description": "JSON-RPC 2.0 with the method SendMessage (or GetTask): `{\"jsonrpc\": \"2.0\", \"id\": <string or number>, \"method\": \"SendMessage\", \"params\": {\"message\": ...}}`. The message carries one data part naming its intent (lead, handoff, conversion, refund, balance, receipt) with the fields of the matching /v1 request; messageId is the idempotency key. Answers a task: TASK_STATE_COMPLETED with the result as an artifact, or TASK_STATE_REJECTED / TASK_STATE_FAILED with the problem. Whatever the body, once the token is accepted the answer is a JSON-RPC response with 200: a body that is not a JSON-RPC request is answered with its error (-32700 not JSON, -32600 not a request, -32601 unknown method, -32602 bad params). See docs/agents.md.",
+        "description": "JSON-RPC 2.0 with the method SendMessage (or GetTask): `{\"jsonrpc\": \"2.0\", \"id\": <string or number>, \"method\": \"SendMessage\", \"params\": {\"message\": ...}}`. The message carries one data part naming its intent (lead, handoff, conversion, refund, balance, receipt, dispute, disputes, resolution) with the fields of the matching /v1 request; messageId is the idempotency key. Answers a task: TASK_STATE_COMPLETED with the result as an artifact, or TASK_STATE_REJECTED / TASK_STATE_FAILED with the problem. Whatever the body, once the token is accepted the answer is a JSON-RPC response with 200: a body that is not a JSON-RPC request is answered with its error (-32700 not JSON, -32600 not a request, -32601 unknown method, -32602 bad params). See docs/agents.md.",
         "requestBody": {"required": false, "content": {"application/json": {
             "schema": {"description": "A JSON-RPC 2.0 request; anything else is answered with a JSON-RPC error."},
             "example": {"jsonrpc": "2.0", "id": "msg-1", "method": "SendMessage", "params": {"message": {"messageId": "msg-1", "role": "ROLE_USER", "parts": [{"mediaType": "application/json", "data": {"lead": {"lead": "lead-7", "program": "growth", "customer": "acme.example", "partner": "p01"}}}]}}},

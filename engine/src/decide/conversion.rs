@@ -362,7 +362,8 @@ fn in_program_currency(spec: &ProgramSpec, revenue: Amount, fx: Option<Decimal>)
 /// versions only: an older log whose totals went past it replays as it was).
 fn within_book_limits(st: &State, spec: &ProgramSpec, deal: &HeldDeal) -> Result<(), Rejection> {
     for (partner, amount) in deal.chain.iter().zip(&deal.parts) {
-        let earned = st.books.get(partner).map_or(0, |b| b.earned);
+        // Positive adjustments count toward the limit as earnings do.
+        let earned = st.books.get(partner).map_or(0, |b| b.earned.saturating_add(b.adjusted.max(0)));
         if spec.allocation() == Allocation::V2 && earned.saturating_add(*amount) > MAX_BOOK_TOTAL {
             return Err(Rejection::Invalid(format!(
                 "partner '{partner}' would have earned more than {} in all (the limit of a book's totals)",

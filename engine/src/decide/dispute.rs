@@ -32,8 +32,8 @@ struct Subject {
     from: i64,
 }
 
-/// One adjustment as decided: its mandate id, partner and amount (signed, minor units).
-type Issued = (String, String, i64);
+/// One adjustment as decided: its mandate id, partner and amount (signed).
+type Issued = (String, String, Amount);
 
 impl Decider<'_> {
     /// `dispute_opened`: a new dispute of `partner`, a party to its subject, within the
@@ -52,10 +52,13 @@ impl Decider<'_> {
             return Err(Rejection::Conflict(format!("dispute '{dispute}' already exists")));
         }
         let p = self.st.partners.get(&partner).ok_or_else(|| Rejection::NotFound(format!("partner '{partner}'")))?;
-        let s = self.subject(&subject)?;
+        // Whether the subject does not exist, is not the partner's, or earned nothing, the
+        // answer is the same: a partner learns nothing of what is not its own.
+        let not_found = || Rejection::NotFound(format!("{} for partner '{partner}'", what(&subject)));
+        let s = self.subject(&subject).map_err(|_| not_found())?;
         let party = s.chain.contains(&partner) && s.owner.as_ref().is_none_or(|o| *o == partner);
         if p.program != s.program || !party {
-            return Err(Rejection::NotFound(format!("{} for partner '{partner}'", what(&subject))));
+            return Err(not_found());
         }
         let rules = self.st.program(&s.program)?.latest().spec.dispute_rules();
         let closes = s.from.saturating_add(i64::from(rules.window_days) * 86_400);
@@ -125,9 +128,16 @@ impl Decider<'_> {
         }))
     }
 
-    /// `dispute_withdrawn`: an open dispute withdrawn.
+    /// `dispute_withdrawn`: an open dispute withdrawn by the side that opened it (the
+    /// vendor's, or the partner's and its agents').
     pub(super) fn dispute_withdrawn(&mut self, dispute: String, reason: String) -> Result<Apply, Rejection> {
-        self.open_dispute(&dispute)?;
+        let d = self.open_dispute(&dispute)?;
+        if vendor_side(&d.opened_by) != vendor_side(&self.env.by) {
+            return Err(Rejection::Invalid(format!(
+                "dispute '{dispute}' is withdrawn by the side that opened it ({}); the other side resolves or comments",
+                d.opened_by
+            )));
+        }
         check_text("reason", &reason)?;
         let closed = self.closed(reason);
         Ok(Box::new(move |st| {
@@ -168,43 +178,32 @@ impl Decider<'_> {
                 self.adjust(&dispute, &d, &lines)?
             }
         };
+        // The conversion whose holdings the adjustments change (none for a missing deal).
+        let conversion = self.subject(&d.subject)?.conversion.map(|c| c.id.to_string());
         let closed = self.closed(reason);
         let status = match outcome {
             DisputeOutcome::Accepted => DisputeStatus::Accepted,
             DisputeOutcome::Rejected => DisputeStatus::Rejected,
         };
-        let key = self.subject(&d.subject)?.conversion.map(|c| c.id.to_string());
         Ok(Box::new(move |st| {
             for (id, partner, amount) in &issued {
                 let b = st.book(partner);
-                if *amount > 0 {
-                    b.post(Account::Adjustment, Account::Payable, *amount, partner);
+                let a = amount.minor_units();
+                if a > 0 {
+                    b.post(Account::Adjustment, Account::Payable, a, partner);
+                    let adj = Adjustment { partner: partner.clone(), amount: *amount, status: HopStatus::Payable };
+                    st.adjustments.insert(id.clone(), adj);
                 } else {
-                    b.post(Account::Payable, Account::Adjustment, -*amount, partner);
+                    b.post(Account::Payable, Account::Adjustment, -a, partner);
                 }
-                let currency = st
-                    .partners
-                    .get(partner)
-                    .and_then(|p| st.programs.get(&p.program))
-                    .map(|p| p.latest().spec.currency);
-                if *amount > 0
-                    && let Some(cur) = currency
-                    && let Ok(a) = Amount::from_minor(*amount, cur)
-                {
-                    let status = HopStatus::Payable;
-                    st.adjustments.insert(
-                        id.clone(),
-                        Adjustment { partner: partner.clone(), amount: a, status, dispute: dispute.clone() },
-                    );
-                }
-                if let Some(c) = &key {
-                    *st.adjusted.entry(adjusted_key(c, partner)).or_default() += amount;
+                if let Some(c) = &conversion {
+                    *st.adjusted.entry(adjusted_key(c, partner)).or_default() += a;
                 }
             }
             if let Some(d) = st.disputes.get_mut(&dispute) {
                 d.status = status;
                 d.closed = Some(closed);
-                d.adjustments = issued;
+                d.adjustments = issued.into_iter().map(|(id, p, a)| (id, p, a.minor_units())).collect();
             }
         }))
     }
@@ -237,6 +236,12 @@ impl Decider<'_> {
                 return Err(Rejection::Invalid(format!("partner '{}' is adjusted twice", l.partner)));
             }
             if a > 0 {
+                if self.st.partners.get(&l.partner).is_some_and(|p| p.suspended) {
+                    return Err(Rejection::Invalid(format!(
+                        "partner '{}' is suspended: no new mandate pays it",
+                        l.partner
+                    )));
+                }
                 up += a;
                 let b = self.st.books.get(&l.partner).copied().unwrap_or_default();
                 if b.earned.saturating_add(b.adjusted.max(0)).saturating_add(a) > MAX_BOOK_TOTAL {
@@ -281,7 +286,7 @@ impl Decider<'_> {
                 },
                 Some(ToSign::Mandate(Box::new(m))),
             );
-            issued.push((mid, l.partner.clone(), l.amount.minor_units()));
+            issued.push((mid, l.partner.clone(), l.amount));
         }
         Ok(issued)
     }
@@ -387,7 +392,11 @@ impl Decider<'_> {
             DisputeSubject::Clawback { clawback } => {
                 let (seq, hop) = parse_clawback_id(clawback).ok_or_else(gone)?;
                 let &(cs, at) = st.refunded_at.get(&seq).ok_or_else(gone)?;
-                let c = st.conversions.get(cs).filter(|c| hop < c.hops.len()).ok_or_else(gone)?;
+                let c = st
+                    .conversions
+                    .get(cs)
+                    .filter(|c| c.hops.get(hop).is_some_and(|h| h.clawed > 0))
+                    .ok_or_else(gone)?;
                 let owner = Some(c.hops[hop].partner.to_string());
                 Ok(Subject { from: at, owner, ..of_conversion(c)? })
             }
@@ -416,6 +425,12 @@ impl Decider<'_> {
         }
         due.into_iter().map(|(id, _)| id).collect()
     }
+}
+
+/// Whether the principal a fact names (its `by`) is the vendor's side: a vendor
+/// administrator or agent (`vendor:…`, `vendor_agent:…`), not a partner or its agent.
+fn vendor_side(by: &str) -> bool {
+    by.starts_with("vendor:") || by.starts_with("vendor_agent:")
 }
 
 /// The key of a partner's net adjustments of a conversion in `State::adjusted`.

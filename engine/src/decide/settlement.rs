@@ -340,7 +340,7 @@ impl Decider<'_> {
         let mut cur = None;
         let mut seen = BTreeSet::new();
         for id in ids {
-            if parse_mandate_id(id).is_none() && !self.st.adjustments.contains_key(id) {
+            if parse_mandate_id(id).is_none() && !id.starts_with("aj_") {
                 return Err(Rejection::Invalid(format!("'{id}' is not a payment or positive adjustment mandate id")));
             }
             let m = self.st.payout_item(id).ok_or_else(|| Rejection::NotFound(format!("mandate '{id}'")))?;
