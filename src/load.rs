@@ -156,7 +156,14 @@ pub fn run(cfg: &LoadConfig) -> Result<()> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let tokens = Arc::new(crate::auth::tokens::Tokens::open(key_home)?);
-        let app = App { svc: svc2.clone(), keys: Arc::new(kf), tokens, base: format!("http://{addr}"), hooks: None };
+        let app = App {
+            svc: svc2.clone(),
+            keys: Arc::new(kf),
+            tokens,
+            base: format!("http://{addr}"),
+            hooks: None,
+            sessions: Arc::default(),
+        };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             axum::serve(

@@ -3,6 +3,7 @@
 //! check of a partner's agent grant recorded in the log. What a principal may then do is
 //! the catalogue's to decide (`catalogue::authorize`, a layer above this one).
 
+pub mod sessions;
 pub mod tokens;
 
 use chrono::{DateTime, Utc};

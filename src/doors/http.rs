@@ -555,7 +555,8 @@ async fn as_problem(r: Response) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| c.starts_with("application/problem+json"));
+        .is_some_and(|c| c.starts_with("application/problem+json") || c.starts_with("text/html"));
+    // A problem, or a page of the workspace (which says what went wrong as a page).
     if !(status.is_client_error() || status.is_server_error()) || is_problem {
         return r;
     }
@@ -660,7 +661,8 @@ pub fn router(app: App, listen: std::net::SocketAddr) -> Router {
             _ => unreachable!("operation {} has an HTTP path but no handler, or the reverse", o.name),
         }
     }
-    r.route("/a2a", post(super::a2a::rpc))
+    r.merge(super::workspace::routes())
+        .route("/a2a", post(super::a2a::rpc))
         .nest_service("/mcp", super::mcp::http_service(app.clone(), listen))
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -17,6 +17,7 @@ pub mod queries;
 
 use std::sync::Arc;
 
+use crate::auth::sessions::Sessions;
 use crate::auth::tokens::Tokens;
 use crate::auth::{Authenticator, Principal};
 use crate::error::Error;
@@ -47,6 +48,8 @@ pub struct App {
     pub base: String,
     /// The webhook deliverer (`settle serve` only).
     pub hooks: Option<Arc<Webhooks>>,
+    /// The workspace's signed-in people.
+    pub sessions: Arc<Sessions>,
 }
 
 impl App {

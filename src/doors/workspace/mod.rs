@@ -1,0 +1,301 @@
+//! The workspace: web pages for people on `settle serve`, at `/`. One more door over the
+//! same operations and authorisation as HTTP, MCP and A2A: a person signs in with an API
+//! token (`crate::auth::sessions`), and every page asks the operations of `crate::ops` as
+//! that token's principal, so a partner sees only its own pages (another partner's is
+//! 404). Pages are rendered on the server (`pages`), with no script and no asset from
+//! elsewhere; forms that write carry the session's CSRF token.
+
+mod pages;
+
+use axum::Router;
+use axum::extract::{Form, Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use settle_mandates::money::{Amount, Currency};
+
+use super::problem::Problem;
+use crate::auth::Principal;
+use crate::auth::sessions::{csrf_ok, set_cookie};
+use crate::catalogue::{Op, allow};
+use crate::error::{Error, Kind};
+use crate::ops::disputes::{self, DisputeQuery};
+use crate::ops::{App, queries};
+use pages::Viewer;
+
+/// Partners on one page of the list.
+const PAGE: usize = 50;
+
+/// The workspace's routes.
+pub fn routes() -> Router<App> {
+    Router::new()
+        .route("/", get(home))
+        .route("/session", post(sign_in))
+        .route("/session/end", post(sign_out))
+        .route("/partners", get(partners))
+        .route("/partners/{id}", get(partner))
+        .route("/partners/{id}/receipts/{mandate}", get(receipt))
+        .route("/disputes", get(disputes_page))
+}
+
+/// An HTML answer.
+fn html(status: StatusCode, m: &maud::Markup) -> Response {
+    let mut r = (status, Html(m.clone().into_string())).into_response();
+    // Pages are never cached: they show money as of now, to one principal.
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// A signed-in person: the principal its token resolves to now, and its session's CSRF
+/// token.
+struct Signed {
+    p: Principal,
+    by: String,
+    csrf: String,
+}
+
+impl Signed {
+    /// What the pages show of the viewer.
+    fn viewer(&self) -> Viewer<'_> {
+        Viewer { by: &self.by, vendor: self.p.is_vendor(), csrf: &self.csrf }
+    }
+}
+
+/// The signed-in person, or the answer to give instead: the sign-in page (no session, or
+/// its token no longer authenticates).
+fn signed_in(app: &App, h: &HeaderMap) -> Result<Signed, Box<Response>> {
+    let Some((id, s)) = app.sessions.of(h) else {
+        return Err(Box::new(html(StatusCode::UNAUTHORIZED, &pages::sign_in(None))));
+    };
+    match app.authenticator().token(&s.token) {
+        Ok(p) => Ok(Signed { by: p.by(), p, csrf: s.csrf }),
+        Err(e) => {
+            app.sessions.close(&id);
+            let mut r = html(StatusCode::UNAUTHORIZED, &pages::sign_in(Some(&e.detail)));
+            if let Ok(v) = HeaderValue::from_str(&set_cookie("", h)) {
+                r.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            Err(Box::new(r))
+        }
+    }
+}
+
+/// A refused or failed operation as a page, with its HTTP status.
+fn refused(v: &Viewer<'_>, e: Error) -> Response {
+    let pr = Problem::from(e);
+    html(pr.status, &pages::problem(Some(v), pr.title, &pr.detail))
+}
+
+async fn home(State(app): State<App>, h: HeaderMap) -> Response {
+    // No session yet: the sign-in page, as a page (200), not a refusal.
+    if app.sessions.of(&h).is_none() {
+        return html(StatusCode::OK, &pages::sign_in(None));
+    }
+    let who = match signed_in(&app, &h) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let (p, v) = (&who.p, who.viewer());
+    if let Some(me) = p.partner.as_deref().filter(|_| !p.is_vendor()) {
+        return Redirect::to(&format!("/partners/{me}")).into_response();
+    }
+    match overview(&app, p, &v) {
+        Ok(m) => html(StatusCode::OK, &m),
+        Err(e) => refused(&v, e),
+    }
+}
+
+/// The vendor's overview: what every partner's books hold by currency, the latest
+/// checkpoint, the programs, the disputes open and overdue.
+fn overview(app: &App, p: &Principal, v: &Viewer<'_>) -> Result<maud::Markup, Error> {
+    allow(p, Op::GetBalance, &[])?;
+    allow(p, Op::ListDisputes, &[])?;
+    let (programs, totals) = app.svc.with_state(|s| {
+        let programs: Vec<(String, String, u32)> = s
+            .programs
+            .iter()
+            .map(|(id, pr)| (id.clone(), pr.latest().spec.name.clone(), pr.latest().version))
+            .collect();
+        let mut sums: std::collections::BTreeMap<Currency, [i128; 7]> = std::collections::BTreeMap::new();
+        for (id, b) in &s.books {
+            let Some(cur) =
+                s.partners.get(id).and_then(|pt| s.programs.get(&pt.program)).map(|pr| pr.latest().spec.currency)
+            else {
+                continue;
+            };
+            let t = sums.entry(cur).or_default();
+            for (i, x) in
+                [b.earned, b.clawed_back, b.adjusted, b.on_hold, b.payable, b.in_payout, b.paid].into_iter().enumerate()
+            {
+                t[i] += i128::from(x);
+            }
+        }
+        (programs, sums)
+    });
+    let names = ["Earned", "Clawed back", "Adjusted (disputes)", "On hold", "Payable", "In payout", "Paid"];
+    let totals: Vec<(Currency, Vec<(&'static str, String)>)> = totals
+        .into_iter()
+        .map(|(cur, t)| {
+            let rows = names
+                .iter()
+                .zip(t)
+                .map(|(n, x)| {
+                    let shown = i64::try_from(x)
+                        .ok()
+                        .and_then(|m| Amount::from_minor(m, cur).ok())
+                        .map_or_else(|| x.to_string(), |a| a.to_decimal_string());
+                    (*n, shown)
+                })
+                .collect();
+            (cur, rows)
+        })
+        .collect();
+    let checkpoint = queries::latest_checkpoint(app).ok();
+    let all = disputes::disputes(app, p, &DisputeQuery { status: Some("open".into()), ..DisputeQuery::default() })?;
+    let overdue = all.disputes.iter().filter(|d| d.overdue).count();
+    Ok(pages::overview(v, &programs, &totals, checkpoint.as_ref(), (all.disputes.len(), overdue)))
+}
+
+/// The sign-in form's field.
+#[derive(Deserialize)]
+struct SignIn {
+    token: String,
+}
+
+async fn sign_in(State(app): State<App>, h: HeaderMap, Form(f): Form<SignIn>) -> Response {
+    let token = f.token.trim().to_owned();
+    if let Err(e) = app.authenticator().token(&token) {
+        return html(StatusCode::UNAUTHORIZED, &pages::sign_in(Some(&e.detail)));
+    }
+    let id = app.sessions.open(token);
+    let mut r = Redirect::to("/").into_response();
+    *r.status_mut() = StatusCode::SEE_OTHER;
+    if let Ok(v) = HeaderValue::from_str(&set_cookie(&id, &h)) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// A form's CSRF token.
+#[derive(Deserialize)]
+struct Csrf {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn sign_out(State(app): State<App>, h: HeaderMap, Form(f): Form<Csrf>) -> Response {
+    let Some((id, s)) = app.sessions.of(&h) else { return Redirect::to("/").into_response() };
+    if !csrf_ok(&s, &f.csrf) {
+        let e = Error::new(Kind::Forbidden, "this form is not from this session (CSRF token missing or wrong)");
+        let by = String::new();
+        return refused(&Viewer { by: &by, vendor: false, csrf: &s.csrf }, e);
+    }
+    app.sessions.close(&id);
+    let mut r = Redirect::to("/").into_response();
+    *r.status_mut() = StatusCode::SEE_OTHER;
+    if let Ok(v) = HeaderValue::from_str(&set_cookie("", &h)) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// The partners' list: a search, a sort, a page.
+#[derive(Deserialize, Default)]
+struct ListQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    sort: String,
+    #[serde(default)]
+    page: Option<usize>,
+}
+
+async fn partners(State(app): State<App>, h: HeaderMap, Query(q): Query<ListQuery>) -> Response {
+    let who = match signed_in(&app, &h) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let (p, v) = (&who.p, who.viewer());
+    if !p.is_vendor() {
+        return refused(&v, Error::not_found("no such page"));
+    }
+    let needle = q.q.to_lowercase();
+    let ids: Vec<(String, String)> = app.svc.with_state(|st| {
+        st.partners
+            .iter()
+            .filter(|(id, pt)| {
+                needle.is_empty() || id.to_lowercase().contains(&needle) || pt.name.to_lowercase().contains(&needle)
+            })
+            .map(|(id, pt)| (id.clone(), pt.name.clone()))
+            .collect()
+    });
+    let mut rows = Vec::with_capacity(ids.len());
+    for (id, name) in ids {
+        match queries::balance(&app, p, &id) {
+            Ok(balance) => rows.push(pages::PartnerRow { balance, name }),
+            Err(e) => return refused(&v, e),
+        }
+    }
+    let key = |d: &str| settle_mandates::money::parse_decimal(d).unwrap_or_default();
+    match q.sort.as_str() {
+        "payable" => rows.sort_by_key(|r| std::cmp::Reverse(key(&r.balance.payable))),
+        "earned" => rows.sort_by_key(|r| std::cmp::Reverse(key(&r.balance.earned))),
+        "paid" => rows.sort_by_key(|r| std::cmp::Reverse(key(&r.balance.paid))),
+        _ => {}
+    }
+    let pages_n = rows.len().div_ceil(PAGE);
+    let page = q.page.unwrap_or(1).clamp(1, pages_n.max(1));
+    let shown: Vec<pages::PartnerRow> = rows.into_iter().skip((page - 1) * PAGE).take(PAGE).collect();
+    let sort = if q.sort.is_empty() { "partner" } else { q.sort.as_str() };
+    html(StatusCode::OK, &pages::partners(&v, &shown, &q.q, sort, page, pages_n))
+}
+
+async fn partner(State(app): State<App>, h: HeaderMap, UrlPath(id): UrlPath<String>) -> Response {
+    let who = match signed_in(&app, &h) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let (p, v) = (&who.p, who.viewer());
+    let page = async {
+        let b = queries::balance(&app, p, &id)?;
+        let m = queries::mandates(&app, p, id.clone(), None, Some(queries::MAX_PAGE)).await?;
+        let d = disputes::disputes(&app, p, &DisputeQuery { partner: Some(id.clone()), ..DisputeQuery::default() })?;
+        Ok::<_, Error>(pages::partner(&v, &b, &m.mandates, &d.disputes))
+    };
+    match page.await {
+        Ok(m) => html(StatusCode::OK, &m),
+        Err(e) => refused(&v, e),
+    }
+}
+
+/// A mandate's receipt as a file to keep: what `settle verify` and the kits check.
+async fn receipt(State(app): State<App>, h: HeaderMap, UrlPath((id, mandate)): UrlPath<(String, String)>) -> Response {
+    let who = match signed_in(&app, &h) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    match queries::receipt(&app, &who.p, &id, &mandate).and_then(|d| serde_json::to_vec(&d).map_err(Error::internal)) {
+        Ok(bytes) => {
+            let name = format!("attachment; filename=\"receipt-{mandate}.json\"");
+            let mut r = ([(header::CONTENT_TYPE, "application/json")], bytes).into_response();
+            if let Ok(v) = HeaderValue::from_str(&name) {
+                r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+            }
+            r
+        }
+        Err(e) => refused(&who.viewer(), e),
+    }
+}
+
+async fn disputes_page(State(app): State<App>, h: HeaderMap, Query(q): Query<DisputeQuery>) -> Response {
+    let who = match signed_in(&app, &h) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let (p, v) = (&who.p, who.viewer());
+    match disputes::disputes(&app, p, &q) {
+        Ok(d) => html(StatusCode::OK, &pages::disputes(&v, &d.disputes)),
+        Err(e) => refused(&v, e),
+    }
+}

@@ -1,0 +1,289 @@
+//! The workspace's pages as HTML (maud: compiled in, no front-end toolchain): one layout,
+//! the sign-in form, and a renderer per page. Money is shown from the exact decimal
+//! strings the operations answer, grouped by thousands and with its currency's symbol;
+//! times in UTC, with the zone shown.
+
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use settle_mandates::money::Currency;
+
+use crate::ops::disputes::DisputeView;
+use crate::ops::queries::{BalanceView, CheckpointView, MandateItem};
+
+/// The workspace's one stylesheet: system fonts, high contrast, visible focus.
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;color:#111;background:#fff;line-height:1.45}\
+header{background:#123;color:#fff;padding:.6rem 1rem;display:flex;gap:1.2rem;align-items:center;flex-wrap:wrap}\
+header a{color:#fff}header form{margin-left:auto}main{padding:1rem 1.5rem;max-width:72rem}\
+table{border-collapse:collapse;margin:.5rem 0 1.5rem}th,td{border-bottom:1px solid #bbb;padding:.3rem .7rem;text-align:left}\
+td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}a{color:#0645ad}\
+a:focus,button:focus,input:focus{outline:3px solid #f90;outline-offset:2px}\
+.error{background:#fde;border:1px solid #a00;padding:.5rem;color:#600}button{padding:.3rem .8rem}";
+
+/// Who the page is for: the principal's name, and the CSRF token its forms carry.
+pub struct Viewer<'a> {
+    /// `vendor:ops`, `partner:p01`, ...
+    pub by: &'a str,
+    /// Whether the vendor's side is viewing.
+    pub vendor: bool,
+    /// The session's CSRF token.
+    pub csrf: &'a str,
+}
+
+/// A decimal string of `cur` (`"-1234.50"`) grouped by thousands, with the currency's
+/// symbol where it has a common one (`-$1,234.50`), else its code after (`1,234.50 CHF`).
+#[must_use]
+pub fn money(decimal: &str, cur: Currency) -> String {
+    let (neg, digits) = decimal.strip_prefix('-').map_or((false, decimal), |d| (true, d));
+    let (int, frac) = digits.split_once('.').map_or((digits, None), |(i, f)| (i, Some(f)));
+    let mut grouped = String::with_capacity(int.len() + int.len() / 3);
+    for (i, c) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    if let Some(f) = frac {
+        grouped.push('.');
+        grouped.push_str(f);
+    }
+    let sign = if neg { "-" } else { "" };
+    match cur.code() {
+        "USD" => format!("{sign}${grouped}"),
+        "EUR" => format!("{sign}€{grouped}"),
+        "GBP" => format!("{sign}£{grouped}"),
+        "JPY" => format!("{sign}¥{grouped}"),
+        code => format!("{sign}{grouped} {code}"),
+    }
+}
+
+/// A time as UTC, the zone shown.
+fn utc(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+/// The layout: title, navigation for `who` (none before sign-in), the page.
+pub fn layout(title: &str, who: Option<&Viewer<'_>>, body: &Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · settle" }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                header {
+                    strong { "settle" }
+                    @if let Some(v) = who {
+                        nav aria-label="Workspace" {
+                            a href="/" { "Overview" } " "
+                            @if v.vendor { a href="/partners" { "Partners" } " " }
+                            a href="/disputes" { "Disputes" }
+                        }
+                        span { "Signed in as " (v.by) }
+                        form method="post" action="/session/end" {
+                            input type="hidden" name="csrf" value=(v.csrf);
+                            button type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                main { h1 { (title) } (body) }
+            }
+        }
+    }
+}
+
+/// The sign-in form, with what went wrong last time.
+pub fn sign_in(error: Option<&str>) -> Markup {
+    let body = html! {
+        @if let Some(e) = error { p.error role="alert" { (e) } }
+        form method="post" action="/session" {
+            p {
+                label for="token" { "API token" } br;
+                input id="token" name="token" type="password" autocomplete="off" required size="70";
+            }
+            p { button type="submit" { "Sign in" } }
+        }
+        p { "Sign in with an API token: the vendor's (" code { "settle keys token" } ") or a partner's. "
+            "The session lasts eight hours; sign out ends it at once." }
+    };
+    layout("Sign in", None, &body)
+}
+
+/// A page saying what went wrong.
+pub fn problem(who: Option<&Viewer<'_>>, title: &str, detail: &str) -> Markup {
+    layout(title, who, &html! { p.error role="alert" { (detail) } p { a href="/" { "Back to the overview" } } })
+}
+
+/// A partner's balances as a table.
+fn balance_table(b: &BalanceView) -> Markup {
+    let rows = [
+        ("Earned", &b.earned),
+        ("Clawed back", &b.clawed_back),
+        ("Adjusted (disputes)", &b.adjusted),
+        ("On hold", &b.on_hold),
+        ("Payable", &b.payable),
+        ("In payout", &b.in_payout),
+        ("Paid", &b.paid),
+    ];
+    html! {
+        table {
+            caption { "Balances in " (b.currency.code()) }
+            @for (name, v) in rows { tr { th scope="row" { (name) } td.n { (money(v, b.currency)) } } }
+        }
+    }
+}
+
+/// The vendor's overview: totals by currency, the latest checkpoint, programs, disputes.
+pub fn overview(
+    v: &Viewer<'_>,
+    programs: &[(String, String, u32)],
+    totals: &[(Currency, Vec<(&'static str, String)>)],
+    checkpoint: Option<&CheckpointView>,
+    disputes: (usize, usize),
+) -> Markup {
+    let body = html! {
+        h2 { "Money, all partners" }
+        @for (cur, rows) in totals {
+            table {
+                caption { "Totals in " (cur.code()) }
+                @for (name, value) in rows { tr { th scope="row" { (name) } td.n { (money(value, *cur)) } } }
+            }
+        }
+        h2 { "Log" }
+        @match checkpoint {
+            Some(c) => p { "Latest signed checkpoint: " (c.size) " records, root " code { (c.root) } ", signed "
+                (chrono::DateTime::from_timestamp(c.time, 0).map(utc).unwrap_or_default()) "." },
+            None => p { "No checkpoint is signed yet." },
+        }
+        h2 { "Programs" }
+        table {
+            thead { tr { th scope="col" { "Program" } th scope="col" { "Name" } th.n scope="col" { "Rule versions" } } }
+            tbody { @for (id, name, versions) in programs { tr { td { (id) } td { (name) } td.n { (versions) } } } }
+        }
+        h2 { "Disputes" }
+        p { a href="/disputes?status=open" { (disputes.0) " open" } ", of which " (disputes.1) " overdue." }
+    };
+    layout("Overview", Some(v), &body)
+}
+
+/// One row of the partners' list.
+pub struct PartnerRow {
+    /// Its balance.
+    pub balance: BalanceView,
+    /// Its display name.
+    pub name: String,
+}
+
+/// The vendor's list of partners: searched, sorted, a page of them.
+pub fn partners(v: &Viewer<'_>, rows: &[PartnerRow], q: &str, sort: &str, page: usize, pages: usize) -> Markup {
+    let link = |s: &str, p: usize| format!("/partners?q={}&sort={s}&page={p}", urlencoding(q));
+    let body = html! {
+        form method="get" action="/partners" role="search" {
+            label for="q" { "Search partners " }
+            input id="q" name="q" type="search" value=(q);
+            input type="hidden" name="sort" value=(sort);
+            " " button type="submit" { "Search" }
+        }
+        table {
+            thead { tr {
+                th scope="col" { a href=(link("partner", 1)) { "Partner" } }
+                th scope="col" { "Name" }
+                th.n scope="col" { a href=(link("payable", 1)) { "Payable" } }
+                th.n scope="col" { a href=(link("earned", 1)) { "Earned" } }
+                th.n scope="col" { a href=(link("paid", 1)) { "Paid" } }
+            } }
+            tbody { @for r in rows { tr {
+                td { a href=(format!("/partners/{}", r.balance.partner)) { (r.balance.partner) } }
+                td { (r.name) }
+                td.n { (money(&r.balance.payable, r.balance.currency)) }
+                td.n { (money(&r.balance.earned, r.balance.currency)) }
+                td.n { (money(&r.balance.paid, r.balance.currency)) }
+            } } }
+        }
+        nav aria-label="Pages" {
+            @if page > 1 { a href=(link(sort, page - 1)) rel="prev" { "Previous" } " " }
+            "Page " (page) " of " (pages.max(1))
+            @if page < pages { " " a href=(link(sort, page + 1)) rel="next" { "Next" } }
+        }
+    };
+    layout("Partners", Some(v), &body)
+}
+
+/// A partner's page: balances, mandates with their receipts, disputes.
+pub fn partner(v: &Viewer<'_>, b: &BalanceView, mandates: &[MandateItem], disputes: &[DisputeView]) -> Markup {
+    let body = html! {
+        p { "Program " (b.program) "." }
+        (balance_table(b))
+        h2 { "Mandates" }
+        @if mandates.is_empty() { p { "No payment mandate yet." } } @else {
+            table {
+                thead { tr { th scope="col" { "Mandate" } th.n scope="col" { "Amount" } th scope="col" { "Receipt" } } }
+                tbody { @for m in mandates { tr {
+                    td { code { (m.mandate_id) } }
+                    td.n { (money(&m.amount.to_decimal_string(), m.amount.currency())) }
+                    td { a href=(format!("/partners/{}/receipts/{}", b.partner, m.mandate_id)) download {
+                        "Download receipt" } }
+                } } }
+            }
+        }
+        h2 { "Disputes" }
+        (dispute_table(disputes))
+    };
+    layout(&format!("Partner {}", b.partner), Some(v), &body)
+}
+
+/// Disputes as a table.
+pub fn dispute_table(disputes: &[DisputeView]) -> Markup {
+    html! {
+        @if disputes.is_empty() { p { "No dispute." } } @else {
+            table {
+                thead { tr {
+                    th scope="col" { "Dispute" } th scope="col" { "Partner" } th scope="col" { "Status" }
+                    th.n scope="col" { "Claimed" } th scope="col" { "Due" } th scope="col" { "Statement" }
+                } }
+                tbody { @for d in disputes { tr {
+                    td { (d.dispute) } td { (d.partner) }
+                    td { (d.status.as_str()) @if d.overdue { " (overdue)" } }
+                    td.n { @if let Some(c) = &d.claimed { (money(c, d.currency)) } }
+                    td { (utc(d.due_at)) } td { (d.statement) }
+                } } }
+            }
+        }
+    }
+}
+
+/// The disputes page.
+pub fn disputes(v: &Viewer<'_>, disputes: &[DisputeView]) -> Markup {
+    layout("Disputes", Some(v), &dispute_table(disputes))
+}
+
+/// `s` for a query string (RFC 3986 unreserved characters kept).
+fn urlencoding(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_is_grouped_and_symbolled() {
+        let usd: Currency = "USD".parse().unwrap();
+        let chf: Currency = "CHF".parse().unwrap();
+        let jpy: Currency = "JPY".parse().unwrap();
+        assert_eq!(money("1234567.89", usd), "$1,234,567.89");
+        assert_eq!(money("-1000.00", usd), "-$1,000.00");
+        assert_eq!(money("999.10", chf), "999.10 CHF");
+        assert_eq!(money("123456", jpy), "¥123,456");
+        assert_eq!(money("0.00", usd), "$0.00");
+    }
+}

@@ -1,0 +1,164 @@
+//! The workspace's pages over plain HTTP against `settle serve`: sign-in with an API token
+//! sets an HttpOnly, SameSite=Strict session cookie (Secure behind TLS); sign-out needs
+//! the session's CSRF token; the vendor sees the overview, the partners and their pages;
+//! a partner sees only its own (another's page, list or receipt is 404); a downloaded
+//! receipt verifies with `settle verify`; a revoked token ends its session.
+
+mod support;
+
+use serde_json::json;
+use support::*;
+
+/// A request with headers, as a browser would send it; the response.
+fn req(
+    server: &Server,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    form: Option<&str>,
+    more: &[(&str, &str)],
+) -> Resp {
+    let mut h: Vec<(&str, &str)> = more.to_vec();
+    let c = cookie.map(|c| format!("settle_session={c}"));
+    if let Some(c) = &c {
+        h.push(("Cookie", c));
+    }
+    if form.is_some() {
+        h.push(("Content-Type", "application/x-www-form-urlencoded"));
+    }
+    http(server.addr, method, path, &h, form.map(str::as_bytes)).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// Signs in with `token`: the session id the cookie carries, and the cookie as set.
+fn sign_in(server: &Server, token: &str, more: &[(&str, &str)]) -> (String, String) {
+    let r = req(server, "POST", "/session", None, Some(&format!("token={token}")), more);
+    assert_eq!((r.status, r.header("location")), (303, Some("/")), "{}", r.text());
+    let set = r.header("set-cookie").expect("a session cookie").to_owned();
+    let id = set.split(';').next().and_then(|c| c.strip_prefix("settle_session=")).expect("the cookie").to_owned();
+    (id, set)
+}
+
+/// The CSRF token a page's forms carry.
+fn csrf(page: &str) -> String {
+    let at = page.find("name=\"csrf\" value=\"").expect("a form with the CSRF token") + 19;
+    page[at..at + 64].to_owned()
+}
+
+#[test]
+fn people_sign_in_see_what_their_token_may_see_and_sign_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("d");
+    keys_create(&data);
+    let admin =
+        token(&data, "vendor-admin", "ops", None, "programs-write,leads-write,conversions-write,read,tokens-write");
+    let p1 = token(&data, "partner", "p1", None, "read");
+    let server = Server::start(&data, dir.path());
+    let a = server.api(Some(&admin));
+    a.post_expect("/v1/programs", "prg", &program_spec("growth"), 201);
+    for p in ["p1", "p2"] {
+        a.post_expect("/v1/partners", p, &enroll_body(p, "growth"), 201);
+    }
+    a.post_expect("/v1/leads", "l1", &lead_body("l1", "growth", "p1"), 201);
+    a.post_expect("/v1/leads/l1/handoffs", "h1", &json!({"from": "p1", "to": "p2"}), 201);
+    let c = a.post_expect(
+        "/v1/conversions",
+        "d1",
+        &json!({"conversion": "d1", "lead": "l1", "revenue": "123456.78", "currency": "USD"}),
+        201,
+    );
+    let (md1, md2) = (
+        c["mandates"][0]["mandate_id"].as_str().expect("md").to_owned(),
+        c["mandates"][1]["mandate_id"].as_str().expect("md").to_owned(),
+    );
+
+    // Before sign-in: the form. A wrong token: the form again, saying why, and no cookie.
+    let r = req(&server, "GET", "/", None, None, &[]);
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("<label for=\"token\">API token</label>"), "{}", r.text());
+    let r = req(&server, "POST", "/session", None, Some("token=stl_nope"), &[]);
+    assert_eq!(r.status, 401);
+    assert!(r.header("set-cookie").is_none() && r.text().contains("role=\"alert\""), "{}", r.text());
+    assert_eq!(req(&server, "GET", "/partners", None, None, &[]).status, 401);
+
+    // The vendor: the cookie's flags; Secure when a proxy says the request came over TLS.
+    let (vendor, set) = sign_in(&server, &admin, &[]);
+    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Max-Age="), "{set}");
+    assert!(!set.contains("Secure"), "{set}");
+    let (_, tls) = sign_in(&server, &admin, &[("X-Forwarded-Proto", "https")]);
+    assert!(tls.contains("; Secure"), "{tls}");
+    let home = req(&server, "GET", "/", Some(&vendor), None, &[]);
+    assert_eq!(home.status, 200);
+    assert_eq!(home.header("cache-control"), Some("no-store"));
+    let page = home.text();
+    // Pool 12,345.68: p1 3,703.70 and p2 8,641.98, grouped and with the currency's symbol.
+    assert!(page.contains("$12,345.68"), "the total earned: {page}");
+    assert!(page.contains("growth") && page.contains("Signed in as vendor:ops"), "{page}");
+    let list = req(&server, "GET", "/partners?q=p2", Some(&vendor), None, &[]).text();
+    assert!(list.contains("href=\"/partners/p2\"") && !list.contains("href=\"/partners/p1\""), "search: {list}");
+    let p2_page = req(&server, "GET", "/partners/p2", Some(&vendor), None, &[]).text();
+    assert!(p2_page.contains(&md2) && p2_page.contains("$8,641.98"), "{p2_page}");
+
+    // A partner: sent to its own page; another partner's page, list and receipt are 404.
+    let (mine, _) = sign_in(&server, &p1, &[]);
+    let r = req(&server, "GET", "/", Some(&mine), None, &[]);
+    assert_eq!((r.status, r.header("location")), (303, Some("/partners/p1")));
+    let own = req(&server, "GET", "/partners/p1", Some(&mine), None, &[]);
+    assert_eq!(own.status, 200);
+    assert!(own.text().contains(&md1) && own.text().contains("$3,703.70"), "{}", own.text());
+    for path in ["/partners/p2", "/partners", &format!("/partners/p2/receipts/{md2}")] {
+        let r = req(&server, "GET", path, Some(&mine), None, &[]);
+        assert_eq!(r.status, 404, "{path}: {}", r.text());
+        assert!(!r.text().contains(&md2), "{path} names p2's mandate");
+    }
+
+    // p1's receipt, downloaded once a checkpoint covers it, verifies offline.
+    let path = format!("/partners/p1/receipts/{md1}");
+    let file = wait_for("a checkpoint covering the mandate", 15, || {
+        let r = req(&server, "GET", &path, Some(&mine), None, &[]);
+        (r.status == 200).then_some(r)
+    });
+    assert!(file.header("content-disposition").is_some_and(|d| d.starts_with("attachment")), "a download");
+    std::fs::write(dir.path().join("jwks.json"), a.get("/.well-known/jwks.json").body).expect("jwks");
+    std::fs::write(dir.path().join("receipt.json"), &file.body).expect("receipt");
+    let out = settle([
+        "verify".into(),
+        "--keys".into(),
+        dir.path().join("jwks.json").into_os_string(),
+        dir.path().join("receipt.json").into_os_string(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Sign-out: refused without the session's CSRF token, done with it.
+    let r = req(&server, "POST", "/session/end", Some(&mine), Some("csrf=00"), &[]);
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(req(&server, "GET", "/partners/p1", Some(&mine), None, &[]).status, 200, "still signed in");
+    let token = csrf(&own.text());
+    let r = req(&server, "POST", "/session/end", Some(&mine), Some(&format!("csrf={token}")), &[]);
+    assert_eq!(r.status, 303);
+    assert!(r.header("set-cookie").is_some_and(|c| c.contains("Max-Age=0")), "the cookie cleared");
+    assert_eq!(req(&server, "GET", "/partners/p1", Some(&mine), None, &[]).status, 401, "the session ended");
+
+    // A revoked token ends its session at the next page.
+    let tokens = a.get("/v1/tokens").json();
+    let id = tokens["tokens"]
+        .as_array()
+        .expect("tokens")
+        .iter()
+        .find(|t| t["subject"] == "ops")
+        .and_then(|t| t["id"].as_str())
+        .expect("the admin's token")
+        .to_owned();
+    let r = http(
+        server.addr,
+        "DELETE",
+        &format!("/v1/tokens/{id}"),
+        &[("Authorization", &format!("Bearer {admin}")), ("Idempotency-Key", "rv")],
+        None,
+    )
+    .expect("DELETE");
+    assert_eq!(r.status, 204, "{}", r.text());
+    let r = req(&server, "GET", "/", Some(&vendor), None, &[]);
+    assert_eq!(r.status, 401);
+    assert!(r.text().contains("role=\"alert\""), "{}", r.text());
+    server.stop();
+}
