@@ -28,6 +28,7 @@ pub enum Op {
     SuspendPartner,
     GetBalance,
     ListMandates,
+    GetConversion,
     GetReceipt,
     AuthoriseAgent,
     RevokeAgent,
@@ -187,6 +188,9 @@ pub const OPERATIONS: &[Operation] = &[
     op(Op::ListMandates, "listMandates", VendorOrPartner, Some(Scope::Read), false)
         .http(Get, "/v1/partners/{id}/mandates")
         .mcp("list_mandates"),
+    op(Op::GetConversion, "getConversion", VendorOrPartner, Some(Scope::Read), false)
+        .http(Get, "/v1/conversions/{id}")
+        .mcp("get_conversion"),
     op(Op::GetReceipt, "getReceipt", VendorOrPartner, Some(Scope::Read), false)
         .http(Get, "/v1/partners/{id}/receipts/{mandate}")
         .mcp("get_receipt")
@@ -320,6 +324,14 @@ pub enum Target<'a> {
     /// Scopes given to another (an agent's grant, a new token): never more than the
     /// giving token holds.
     Scopes(&'a [Scope]),
+    /// Conversion `id`, whose chain is `parties` (`None`: no such conversion): a partner
+    /// not on it finds none.
+    Conversion {
+        /// The conversion.
+        id: &'a str,
+        /// The partners of its chain.
+        parties: Option<&'a [String]>,
+    },
     /// Dispute `id`, of partner `owner` (`None`: no such dispute): another partner's is not
     /// found, as if it did not exist.
     Dispute {
@@ -419,6 +431,9 @@ fn check_target(p: &Principal, vendor: bool, t: Target<'_>) -> Result<(), Denied
         }
         Target::Agent { id, owner } if !vendor && !owner.is_some_and(own) => {
             Err(Denied::NotFound(format!("agent '{id}' not found")))
+        }
+        Target::Conversion { id, parties } if !vendor && !parties.is_some_and(|ps| ps.iter().any(|x| own(x))) => {
+            Err(Denied::NotFound(format!("conversion '{id}' not found")))
         }
         Target::Dispute { id, owner } if !vendor && !owner.is_some_and(own) => {
             Err(Denied::NotFound(format!("dispute '{id}' not found")))

@@ -50,6 +50,8 @@ enum About {
     Scopes,
     /// A dispute (another partner's: 404).
     Dispute,
+    /// A conversion (one the partner is not on: 404).
+    Conversion,
 }
 
 /// One row of the policy.
@@ -125,6 +127,8 @@ const RULES: &[Rule] = &[
         .mcp("get_balance")
         .a2a("balance"),
     rule("listMandates", Some(("GET", "/v1/partners/{id}/mandates")), VendorOrPartner, READ, Data).mcp("list_mandates"),
+    rule("getConversion", Some(("GET", "/v1/conversions/{id}")), VendorOrPartner, READ, Conversion)
+        .mcp("get_conversion"),
     rule("getReceipt", Some(("GET", "/v1/partners/{id}/receipts/{mandate}")), VendorOrPartner, READ, Data)
         .mcp("get_receipt")
         .a2a("receipt"),
@@ -262,7 +266,7 @@ fn expected(who: &Who, r: &Rule, own: bool) -> Result<(), u16> {
     }
     match r.about {
         Nothing => Ok(()),
-        Data | Program | Lead | Agent | Dispute => Err(404),
+        Data | Program | Lead | Agent | Dispute | Conversion => Err(404),
         Name | Grant | Scopes => Err(403),
     }
 }
@@ -369,6 +373,7 @@ impl World {
             }
             "getBalance" => (format!("/v1/partners/{p}/balance"), None),
             "listMandates" => (format!("/v1/partners/{p}/mandates"), None),
+            "getConversion" => (format!("/v1/conversions/{}", self.fresh_conversion(own).1), None),
             "getReceipt" => (format!("/v1/partners/{p}/receipts/{}", self.md[usize::from(!own)]), None),
             "authoriseAgent" => (
                 path.into(),
@@ -736,6 +741,7 @@ fn agent_args(w: &World, name: &str, own: bool, vendor: bool) -> Value {
         }
         "get_balance" | "balance" | "list_mandates" => json!({"partner": p}),
         "get_receipt" | "receipt" => json!({"partner": p, "mandate_id": w.md[usize::from(!own)]}),
+        "get_conversion" => json!({"conversion": w.fresh_conversion(own).1}),
         "verify_receipt" => json!({"receipt": w.receipt}),
         "get_checkpoint" => json!({}),
         "describe_program" => json!({"program": if own { "growth" } else { "other" }}),

@@ -98,6 +98,11 @@ fn people_sign_in_see_what_their_token_may_see_and_sign_out() {
     let p2_page = req(&server, "GET", "/partners/p2", Some(&vendor), None, &[]).text();
     assert!(p2_page.contains(&md2) && p2_page.contains("$8,641.98"), "{p2_page}");
 
+    // The conversion's chain: drawn, every hop's money to the vendor.
+    let chain = req(&server, "GET", "/conversions/d1", Some(&vendor), None, &[]).text();
+    assert!(chain.contains("<svg") && chain.contains("originator") && chain.contains("closer"), "{chain}");
+    assert!(chain.contains("$3,703.70") && chain.contains("$8,641.98") && chain.contains(&md2), "{chain}");
+
     // A partner: sent to its own page; another partner's page, list and receipt are 404.
     let (mine, _) = sign_in(&server, &p1, &[]);
     let r = req(&server, "GET", "/", Some(&mine), None, &[]);
@@ -105,6 +110,9 @@ fn people_sign_in_see_what_their_token_may_see_and_sign_out() {
     let own = req(&server, "GET", "/partners/p1", Some(&mine), None, &[]);
     assert_eq!(own.status, 200);
     assert!(own.text().contains(&md1) && own.text().contains("$3,703.70"), "{}", own.text());
+    // On the conversion's page, its own money only.
+    let chain = req(&server, "GET", "/conversions/d1", Some(&mine), None, &[]).text();
+    assert!(chain.contains("$3,703.70") && !chain.contains("$8,641.98") && !chain.contains(&md2), "{chain}");
     for path in ["/partners/p2", "/partners", &format!("/partners/p2/receipts/{md2}")] {
         let r = req(&server, "GET", path, Some(&mine), None, &[]);
         assert_eq!(r.status, 404, "{path}: {}", r.text());

@@ -411,6 +411,11 @@ async fn mandates(
     answer(queries::mandates(&app, &p, id, q.after, q.limit).await)
 }
 
+async fn conversion(State(app): State<App>, UrlPath(id): UrlPath<String>, h: HeaderMap) -> Result<Response, Error> {
+    let p = principal(&app, &h)?;
+    answer(queries::conversion(&app, &p, &id))
+}
+
 async fn receipt(
     State(app): State<App>,
     UrlPath((id, mid)): UrlPath<(String, String)>,
@@ -602,6 +607,7 @@ fn handler(op: Op) -> Option<MethodRouter<App>> {
         Op::SuspendPartner => post(suspend),
         Op::GetBalance => get(balance),
         Op::ListMandates => get(mandates),
+        Op::GetConversion => get(conversion),
         Op::GetReceipt => get(receipt),
         Op::AuthoriseAgent => post(authorise),
         Op::RevokeAgent => post(revoke),

@@ -43,7 +43,7 @@ use crate::ops::disputes::{
     self, CommentParams, DisputeBody, DisputeList, DisputeParams, DisputeQuery, DisputeView, ResolveParams, Step as _,
     WithdrawBody, WithdrawParams,
 };
-use crate::ops::queries::{self, PartnerParams, ReceiptParams};
+use crate::ops::queries::{self, ConversionParams, ConversionView, PartnerParams, ReceiptParams};
 
 /// The environment variable holding the bearer token of `settle mcp` over stdio.
 pub const TOKEN_ENV: &str = "SETTLE_TOKEN";
@@ -278,6 +278,8 @@ mod answers {
         pub seq: u64,
         /// `md_<seq>_<hop>`.
         pub mandate_id: String,
+        /// The conversion it pays.
+        pub conversion: String,
         /// Its amount.
         pub amount: Amount,
         /// The mandate, a compact JWS signed by the vendor key.
@@ -516,6 +518,18 @@ impl SettleMcp {
             Err(e) => Err(e),
         };
         Ok(answer(r))
+    }
+
+    #[tool(
+        description = "A conversion's referral chain: each hop's partner and role, originator first; for the vendor every hop's amount, clawbacks, status and payment mandate, and the revenue; for a partner, only a conversion it is on and the money of its own hops. Needs the read scope.",
+        output_schema = schema_for_output::<ConversionView>()
+    )]
+    async fn get_conversion(
+        &self,
+        Parameters(q): Parameters<ConversionParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        Ok(answer(self.caller(&ctx, q).and_then(|(p, q)| queries::conversion(&self.app, &p, &q.conversion))))
     }
 
     #[tool(

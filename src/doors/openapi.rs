@@ -28,7 +28,7 @@ use crate::ops::commands::{
     PayoutBody, ReasonBody, RefundBody, SettlementBody,
 };
 use crate::ops::disputes::{CommentBody, DisputeBody, DisputeList, DisputeView, ResolutionBody, WithdrawBody};
-use crate::ops::queries::{BalanceView, CheckpointView, ConsistencyView, MandatePage, ProgramView};
+use crate::ops::queries::{BalanceView, CheckpointView, ConsistencyView, ConversionView, MandatePage, ProgramView};
 use crate::webhooks::{DeadLetterList, ReplayBody, ReplayView, SubscribeBody, SubscriptionList, SubscriptionView};
 
 /// A payment, clawback or adjustment mandate id.
@@ -274,6 +274,10 @@ fn doc(op: Op, s: &mut Schemas) -> Doc {
             )
             .ok(200, "OK", s.response::<MandatePage>())
             .errors(&[422]),
+        Op::GetConversion => Doc::new("partner", "A conversion's referral chain: each hop's partner and role, and its money")
+            .describe("The vendor sees every hop's amount, clawbacks, status and mandate, and the revenue; a partner sees only a conversion it is on (any other is 404, as one that does not exist), and the money of its own hops only. A conversion that earned no commission has no chain: 404.")
+            .path("id", "Conversion id.", ID_PATTERN)
+            .ok(200, "OK", s.response::<ConversionView>()),
         Op::GetReceipt => Doc::new(
             "partner",
             "Receipt of a payment (md_…), clawback (cb_…) or adjustment (aj_…) mandate with its inclusion proof and checkpoint",

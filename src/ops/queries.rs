@@ -30,6 +30,14 @@ pub struct PartnerParams {
     pub partner: String,
 }
 
+/// A conversion.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConversionParams {
+    /// Conversion id.
+    pub conversion: String,
+}
+
 /// A partner's mandate.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -174,6 +182,8 @@ pub struct MandateItem {
     pub mandate: String,
     /// Its id, `md_<seq>_<hop>`.
     pub mandate_id: String,
+    /// The conversion it pays (`GET /v1/conversions/{id}`).
+    pub conversion: String,
     /// Log position of its record.
     pub seq: u64,
 }
@@ -204,7 +214,10 @@ pub async fn mandates(
                 svc.ledger().record(seq).map_err(Error::internal)?.ok_or_else(|| Error::internal("missing record"))?;
             let env = Envelope::from_bytes(&r.event).map_err(Error::internal)?;
             if let Event::MandateIssued { mandate_id, amount, mandate, .. } = env.event {
-                mandates.push(MandateItem { amount, mandate, mandate_id, seq: r.seq });
+                let conversion = svc
+                    .with_state(|s| s.mandate_hop(&mandate_id).map(|(_, _, c)| c.id.to_string()))
+                    .unwrap_or_default();
+                mandates.push(MandateItem { amount, mandate, mandate_id, conversion, seq: r.seq });
             }
         }
         Ok(MandatePage { mandates, partner: id })
@@ -238,6 +251,130 @@ fn mandate_positions(s: &settle_engine::State, id: &str, after: Option<u64>, lim
     v.sort_unstable();
     v.truncate(limit);
     v
+}
+
+/// A conversion as `GET /v1/conversions/{id}` answers it: its chain, each hop's partner
+/// and role; the money of every hop for the vendor, of its own hops for a partner.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "Conversion")]
+pub struct ConversionView {
+    /// Conversion id.
+    pub conversion: String,
+    /// Its hops, originator first (for a held conversion, the split it would pay).
+    pub hops: Vec<HopView>,
+    /// The pool.
+    pub pool: Amount,
+    /// Its program.
+    pub program: String,
+    /// Revenue refunded so far, in the revenue's currency (to the vendor only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refunded: Option<Amount>,
+    /// Revenue (to the vendor only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revenue: Option<Amount>,
+    /// The rule version that priced it.
+    pub rule_version: u32,
+    /// `settled` (its mandates issued) or `held`.
+    #[schemars(extend("enum" = ["settled", "held"]))]
+    pub status: &'static str,
+}
+
+/// One hop of a conversion.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct HopView {
+    /// What the hop was paid (what it would be paid, held): to the vendor and the hop's
+    /// own partner only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount: Option<Amount>,
+    /// Clawed back from it by refunds (as `amount`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clawed_back: Option<Amount>,
+    /// 0 = originator.
+    pub hop: u32,
+    /// Its payment mandate, if it has one (as `amount`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mandate_id: Option<String>,
+    /// The partner.
+    pub partner: String,
+    /// `sole`, `originator`, `intermediary` or `closer`.
+    pub role: &'static str,
+    /// `held`, `payable`, `batched`, `paid` or `nothing` (as `amount`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
+/// Conversion `id` as `p` may see it: the vendor every one; a partner one it is on (any
+/// other is not found, as one that does not exist).
+pub fn conversion(app: &App, p: &Principal, id: &str) -> Result<ConversionView, Error> {
+    let found = app.svc.with_state(|s| {
+        let cs = s.conversions.seq_of(id)?;
+        let c = s.conversions.get(cs)?;
+        let chain: Vec<String> = match &c.held {
+            Some(h) if c.hops.is_empty() => h.chain.clone(),
+            _ => c.hops.iter().map(|h| h.partner.to_string()).collect(),
+        };
+        Some((cs, c, chain))
+    });
+    let parties = found.as_ref().map(|(_, _, chain)| chain.as_slice());
+    allow(p, Op::GetConversion, &[Target::Conversion { id, parties }])?;
+    let (cs, c, chain) = found.ok_or_else(|| Error::not_found(format!("conversion '{id}' not found")))?;
+    if chain.is_empty() {
+        return Err(Error::not_found(format!("conversion '{id}' earned no commission: it has no chain to show")));
+    }
+    let cur = c.pool.currency();
+    let sees = |partner: &str| p.is_vendor() || p.partner.as_deref() == Some(partner);
+    let amount = |m: i64| Amount::from_minor(m, cur).map_err(Error::internal);
+    let n = chain.len();
+    let mut hops = Vec::with_capacity(n);
+    for (i, partner) in chain.iter().enumerate() {
+        let mine = sees(partner);
+        let hop = u32::try_from(i).unwrap_or(u32::MAX);
+        let role = settle_engine::state::role_of(i, n);
+        let view = match (c.hops.get(i), &c.held) {
+            (Some(h), _) if mine => HopView {
+                amount: Some(amount(h.amount)?),
+                clawed_back: Some(amount(h.clawed)?),
+                hop,
+                mandate_id: (h.status != settle_engine::state::HopStatus::Nothing).then(|| c.mandate_id(cs, i)),
+                partner: partner.clone(),
+                role,
+                status: serde_json::to_value(h.status).ok().and_then(|v| v.as_str().map(str::to_owned)),
+            },
+            (None, Some(held)) if mine => HopView {
+                amount: Some(amount(held.parts.get(i).copied().unwrap_or(0))?),
+                clawed_back: None,
+                hop,
+                mandate_id: None,
+                partner: partner.clone(),
+                role,
+                status: Some("held".into()),
+            },
+            _ => HopView {
+                amount: None,
+                clawed_back: None,
+                hop,
+                mandate_id: None,
+                partner: partner.clone(),
+                role,
+                status: None,
+            },
+        };
+        hops.push(view);
+    }
+    Ok(ConversionView {
+        conversion: id.to_owned(),
+        hops,
+        pool: c.pool,
+        program: c.program.to_string(),
+        refunded: p
+            .is_vendor()
+            .then(|| Amount::from_minor(c.refunded, c.revenue.currency()))
+            .transpose()
+            .map_err(Error::internal)?,
+        revenue: p.is_vendor().then_some(c.revenue),
+        rule_version: c.rule_version,
+        status: if c.hops.is_empty() { "held" } else { "settled" },
+    })
 }
 
 /// The receipt of a partner's mandate (payment `md_`, clawback `cb_` or adjustment `aj_`), proved against

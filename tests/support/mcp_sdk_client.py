@@ -63,6 +63,8 @@ async def vendor(s: ClientSession) -> dict:
     conv = await ok("record_conversion", {"conversion": "d1", "lead": "l1", "revenue": "1000.00", "currency": "USD"})
     seen["conversion_mandates"] = [m["mandate_id"] for m in conv["mandates"]]
     seen["balance"] = await ok("get_balance", {"partner": "p2"})
+    chain = await ok("get_conversion", {"conversion": "d1"})
+    seen["chain"] = [[h["partner"], h["role"], h["amount"]["amount"]] for h in chain["hops"]]
     page = await ok("list_mandates", {"partner": "p2", "limit": 1})
     seen["listed"] = [m["mandate_id"] for m in page["mandates"]]
     mid = conv["mandates"][-1]["mandate_id"]

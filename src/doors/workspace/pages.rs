@@ -4,10 +4,10 @@
 //! times in UTC, with the zone shown.
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
-use settle_mandates::money::Currency;
+use settle_mandates::money::{Amount, Currency};
 
 use crate::ops::disputes::DisputeView;
-use crate::ops::queries::{BalanceView, CheckpointView, MandateItem};
+use crate::ops::queries::{BalanceView, CheckpointView, ConversionView, MandateItem};
 
 /// The workspace's one stylesheet: system fonts, high contrast, visible focus.
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;color:#111;background:#fff;line-height:1.45}\
@@ -218,9 +218,11 @@ pub fn partner(v: &Viewer<'_>, b: &BalanceView, mandates: &[MandateItem], disput
         h2 { "Mandates" }
         @if mandates.is_empty() { p { "No payment mandate yet." } } @else {
             table {
-                thead { tr { th scope="col" { "Mandate" } th.n scope="col" { "Amount" } th scope="col" { "Receipt" } } }
+                thead { tr { th scope="col" { "Mandate" } th scope="col" { "Conversion" } th.n scope="col" { "Amount" }
+                    th scope="col" { "Receipt" } } }
                 tbody { @for m in mandates { tr {
                     td { code { (m.mandate_id) } }
+                    td { a href=(format!("/conversions/{}", m.conversion)) { (m.conversion) } }
                     td.n { (money(&m.amount.to_decimal_string(), m.amount.currency())) }
                     td { a href=(format!("/partners/{}/receipts/{}", b.partner, m.mandate_id)) download {
                         "Download receipt" } }
@@ -231,6 +233,56 @@ pub fn partner(v: &Viewer<'_>, b: &BalanceView, mandates: &[MandateItem], disput
         (dispute_table(disputes))
     };
     layout(&format!("Partner {}", b.partner), Some(v), &body)
+}
+
+/// A conversion's page: its referral chain drawn as a graph (each hop with its partner,
+/// role, amount, status and what was clawed back), then the same as a table.
+pub fn conversion(v: &Viewer<'_>, c: &ConversionView) -> Markup {
+    const W: usize = 220;
+    const GAP: usize = 60;
+    let n = c.hops.len();
+    let width = n * W + n.saturating_sub(1) * GAP + 20;
+    let cur = c.pool.currency();
+    let amount = |a: &Option<Amount>| a.map(|a| money(&a.to_decimal_string(), a.currency()));
+    let body = html! {
+        p { "Program " (c.program) ", rule version " (c.rule_version) ", " (c.status) ". Pool "
+            (money(&c.pool.to_decimal_string(), cur))
+            @if let Some(r) = &c.revenue { " of revenue " (money(&r.to_decimal_string(), r.currency())) }
+            "." }
+        svg role="img" aria-labelledby="chain-title" width=(width) height="150" viewBox=(format!("0 0 {width} 150"))
+            xmlns="http://www.w3.org/2000/svg" font-family="system-ui, sans-serif" font-size="14" {
+            title id="chain-title" { "The referral chain of " (c.conversion) ", originator first" }
+            defs { marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="8" markerHeight="8" orient="auto" {
+                path d="M0,0 L10,5 L0,10 z" fill="#123" {} } }
+            @for (i, h) in c.hops.iter().enumerate() {
+                @let x = 10 + i * (W + GAP);
+                rect x=(x) y="10" width=(W) height="130" rx="8" fill="#eef3f8" stroke="#123" stroke-width="2" {}
+                text x=(x + 12) y="36" font-weight="bold" { (h.partner) }
+                text x=(x + 12) y="58" { (h.role) }
+                @if let Some(a) = amount(&h.amount) { text x=(x + 12) y="82" { (a) } }
+                @if let Some(s) = &h.status { text x=(x + 12) y="104" { (s) } }
+                @if let Some(cb) = &h.clawed_back { @if !cb.is_zero() {
+                    text x=(x + 12) y="126" fill="#900" { "clawed back " (money(&cb.to_decimal_string(), cb.currency())) } } }
+                @if i + 1 < n {
+                    line x1=(x + W) y1="75" x2=(x + W + GAP - 4) y2="75" stroke="#123" stroke-width="2" marker-end="url(#arrow)" {}
+                }
+            }
+        }
+        table {
+            caption { "Hops of " (c.conversion) }
+            thead { tr { th scope="col" { "Hop" } th scope="col" { "Partner" } th scope="col" { "Role" }
+                th.n scope="col" { "Amount" } th scope="col" { "Status" } th.n scope="col" { "Clawed back" } th scope="col" { "Receipt" } } }
+            tbody { @for h in &c.hops { tr {
+                td { (h.hop) } td { (h.partner) } td { (h.role) }
+                td.n { (amount(&h.amount).unwrap_or_default()) }
+                td { (h.status.clone().unwrap_or_default()) }
+                td.n { (amount(&h.clawed_back).unwrap_or_default()) }
+                td { @if let Some(m) = &h.mandate_id {
+                    a href=(format!("/partners/{}/receipts/{m}", h.partner)) download { "Download receipt of " code { (m) } } } }
+            } } }
+        }
+    };
+    layout(&format!("Conversion {}", c.conversion), Some(v), &body)
 }
 
 /// Disputes as a table.
