@@ -40,16 +40,8 @@ fn a_dispute_is_opened_by_an_agent_resolved_over_a2a_paid_and_proved() {
     let agent = token(&data, "partner-agent", "ag2", Some("p2"), "read,disputes-write");
     let server = Server::start(&data, dir.path());
     let a = server.api(Some(&admin));
-    a.post_expect("/v1/programs", "prg", &program_spec("growth"), 201);
-    for p in ["p1", "p2"] {
-        a.post_expect("/v1/partners", p, &enroll_body(p, "growth"), 201);
-    }
-    a.post_expect("/v1/leads", "l1", &lead_body("l1", "growth", "p1"), 201);
-    a.post_expect("/v1/leads/l1/handoffs", "h1", &json!({"from": "p1", "to": "p2"}), 201);
     // Pool 100.00: p1 (originator) 30.00, p2 (closer) 70.00.
-    let conv = json!({"conversion": "d1", "lead": "l1", "revenue": "1000.00", "currency": "USD"});
-    let c = a.post_expect("/v1/conversions", "d1", &conv, 201);
-    let md2 = c["mandates"][1]["mandate_id"].as_str().expect("md").to_owned();
+    let (_, md2) = two_hop_deal(&a, "1000.00");
     // p2 grants its agent the right to dispute (a grant never exceeds its token).
     let now = Utc::now();
     let grant = json!({"agent": "ag2", "partner": "p2", "scopes": ["read", "disputes_write"],

@@ -6,7 +6,6 @@
 
 mod support;
 
-use serde_json::json;
 use support::*;
 
 /// A request with headers, as a browser would send it; the response.
@@ -54,22 +53,7 @@ fn people_sign_in_see_what_their_token_may_see_and_sign_out() {
     let p1 = token(&data, "partner", "p1", None, "read");
     let server = Server::start(&data, dir.path());
     let a = server.api(Some(&admin));
-    a.post_expect("/v1/programs", "prg", &program_spec("growth"), 201);
-    for p in ["p1", "p2"] {
-        a.post_expect("/v1/partners", p, &enroll_body(p, "growth"), 201);
-    }
-    a.post_expect("/v1/leads", "l1", &lead_body("l1", "growth", "p1"), 201);
-    a.post_expect("/v1/leads/l1/handoffs", "h1", &json!({"from": "p1", "to": "p2"}), 201);
-    let c = a.post_expect(
-        "/v1/conversions",
-        "d1",
-        &json!({"conversion": "d1", "lead": "l1", "revenue": "123456.78", "currency": "USD"}),
-        201,
-    );
-    let (md1, md2) = (
-        c["mandates"][0]["mandate_id"].as_str().expect("md").to_owned(),
-        c["mandates"][1]["mandate_id"].as_str().expect("md").to_owned(),
-    );
+    let (md1, md2) = two_hop_deal(&a, "123456.78");
 
     // Before sign-in: the form. A wrong token: the form again, saying why, and no cookie.
     let r = req(&server, "GET", "/", None, None, &[]);

@@ -71,6 +71,16 @@ fn as_by(w: &mut World, by: &str, e: Event) -> Result<settle_engine::Decision, R
     Ok(d)
 }
 
+/// Partner p9, in the program but on no chain.
+fn enroll_p9(w: &mut World) {
+    w.fact(Event::PartnerEnrolled {
+        partner: "p9".into(),
+        program: "prg".into(),
+        name: "P9".into(),
+        role: PartnerRole::Partner,
+    });
+}
+
 fn balanced(w: &World) {
     for (p, b) in &w.engine.state().books {
         assert!(b.is_balanced(), "book of {p}: {b:?}");
@@ -151,12 +161,7 @@ fn a_resplit_moves_money_between_partners_and_never_exceeds_the_claim_or_the_hol
         let e = w.try_fact(resolve("d1", DisputeOutcome::Accepted, "", &lines)).unwrap_err();
         assert!(matches!(e, Rejection::Invalid(_)), "{lines:?}: {e}");
     }
-    w.fact(Event::PartnerEnrolled {
-        partner: "p9".into(),
-        program: "prg".into(),
-        name: "P9".into(),
-        role: PartnerRole::Partner,
-    });
+    enroll_p9(&mut w);
     let e = w.try_fact(resolve("d1", DisputeOutcome::Accepted, "", &[("p9", 100)])).unwrap_err();
     assert!(e.to_string().contains("not on conversion"), "{e}");
     // A suspended partner is paid no new adjustment (it may still be taken from).
@@ -164,12 +169,7 @@ fn a_resplit_moves_money_between_partners_and_never_exceeds_the_claim_or_the_hol
     let e = w.try_fact(resolve("d1", DisputeOutcome::Accepted, "", &[("p1", 1_000), ("p0", -1_000)])).unwrap_err();
     assert!(e.to_string().contains("suspended"), "{e}");
     let mut w = world();
-    w.fact(Event::PartnerEnrolled {
-        partner: "p9".into(),
-        program: "prg".into(),
-        name: "P9".into(),
-        role: PartnerRole::Partner,
-    });
+    enroll_p9(&mut w);
     w.fact(open("d1", "p1", conversion("c1"), Some(1_000)));
     // 10.00 from the originator to the closer.
     let d = w.fact(resolve("d1", DisputeOutcome::Accepted, "closer share", &[("p1", 1_000), ("p0", -1_000)]));
@@ -192,12 +192,7 @@ fn a_resplit_moves_money_between_partners_and_never_exceeds_the_claim_or_the_hol
 #[test]
 fn only_a_party_may_dispute_within_the_window_and_a_claim_in_words_pays_nothing() {
     let mut w = world();
-    w.fact(Event::PartnerEnrolled {
-        partner: "p9".into(),
-        program: "prg".into(),
-        name: "P9".into(),
-        role: PartnerRole::Partner,
-    });
+    enroll_p9(&mut w);
     let e = w.try_fact(open("d1", "p9", conversion("c1"), Some(100))).unwrap_err();
     assert!(matches!(e, Rejection::NotFound(_)), "{e}");
     // A mandate is disputed by its payee only, though p0 is on its conversion.

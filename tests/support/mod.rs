@@ -466,6 +466,22 @@ pub fn lead_body(lead: &str, program: &str, partner: &str) -> Value {
     json!({"lead": lead, "program": program, "customer": format!("{lead}.example"), "partner": partner})
 }
 
+/// Through `a` (a vendor's API): program `growth`, partners p1 and p2, lead l1 of p1
+/// handed to p2, and conversion d1 of `revenue` USD on it (p1 the originator, p2 the
+/// closer of a 10% pool, 30/70). The payment mandates of p1 and p2.
+pub fn two_hop_deal(a: &Api, revenue: &str) -> (String, String) {
+    a.post_expect("/v1/programs", "prg", &program_spec("growth"), 201);
+    for p in ["p1", "p2"] {
+        a.post_expect("/v1/partners", p, &enroll_body(p, "growth"), 201);
+    }
+    a.post_expect("/v1/leads", "l1", &lead_body("l1", "growth", "p1"), 201);
+    a.post_expect("/v1/leads/l1/handoffs", "h1", &json!({"from": "p1", "to": "p2"}), 201);
+    let conv = json!({"conversion": "d1", "lead": "l1", "revenue": revenue, "currency": "USD"});
+    let c = a.post_expect("/v1/conversions", "d1", &conv, 201);
+    let md = |i: usize| c["mandates"][i]["mandate_id"].as_str().expect("mandate id").to_owned();
+    (md(0), md(1))
+}
+
 /// Number of log records a POST added: its fact and every derived event.
 pub fn records_of(resp: &Value) -> u64 {
     resp["events"].as_array().map_or(0, |a| a.len() as u64)
