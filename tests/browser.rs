@@ -159,6 +159,9 @@ fn the_workspace_works_in_chromium() {
         let cookie = c.get_named_cookie("settle_session").await.expect("the session cookie");
         assert_eq!(cookie.http_only(), Some(true), "HttpOnly");
         shot(&c, "overview").await;
+        c.find(Locator::LinkText("growth")).await.expect("a program").click().await.expect("click");
+        assert_eq!(heading(&c, "Program growth").await, "Program growth");
+        shot(&c, "program").await;
         c.find(Locator::LinkText("Partners")).await.expect("nav").click().await.expect("click");
         assert_eq!(heading(&c, "Partners").await, "Partners");
         shot(&c, "partners").await;

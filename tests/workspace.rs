@@ -82,6 +82,10 @@ fn people_sign_in_see_what_their_token_may_see_and_sign_out() {
     let p2_page = req(&server, "GET", "/partners/p2", Some(&vendor), None, &[]).text();
     assert!(p2_page.contains(&md2) && p2_page.contains("$8,641.98"), "{p2_page}");
 
+    // A program's rules in plain words, every version.
+    let rules = req(&server, "GET", "/programs/growth", Some(&vendor), None, &[]).text();
+    assert!(rules.contains("Rule version 1") && rules.contains("Pool of a deal: 10%"), "{rules}");
+
     // The conversion's chain: drawn, every hop's money to the vendor.
     let chain = req(&server, "GET", "/conversions/d1", Some(&vendor), None, &[]).text();
     assert!(chain.contains("<svg") && chain.contains("originator") && chain.contains("closer"), "{chain}");
@@ -97,6 +101,7 @@ fn people_sign_in_see_what_their_token_may_see_and_sign_out() {
     // On the conversion's page, its own money only.
     let chain = req(&server, "GET", "/conversions/d1", Some(&mine), None, &[]).text();
     assert!(chain.contains("$3,703.70") && !chain.contains("$8,641.98") && !chain.contains(&md2), "{chain}");
+    assert_eq!(req(&server, "GET", "/programs/growth", Some(&mine), None, &[]).status, 200, "its own program");
     for path in ["/partners/p2", "/partners", &format!("/partners/p2/receipts/{md2}")] {
         let r = req(&server, "GET", path, Some(&mine), None, &[]);
         assert_eq!(r.status, 404, "{path}: {}", r.text());

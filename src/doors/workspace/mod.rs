@@ -36,6 +36,7 @@ pub fn routes() -> Router<App> {
         .route("/partners", get(partners))
         .route("/partners/{id}", get(partner))
         .route("/partners/{id}/receipts/{mandate}", get(receipt))
+        .route("/programs/{id}", get(program))
         .route("/conversions/{id}", get(conversion))
         .route("/disputes", get(disputes_page))
 }
@@ -286,6 +287,18 @@ async fn receipt(State(app): State<App>, h: HeaderMap, UrlPath((id, mandate)): U
             r
         }
         Err(e) => refused(&who.viewer(), e),
+    }
+}
+
+async fn program(State(app): State<App>, h: HeaderMap, UrlPath(id): UrlPath<String>) -> Response {
+    let who = match signed_in(&app, &h) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let (p, v) = (&who.p, who.viewer());
+    match queries::program(&app, p, &id) {
+        Ok(pr) => html(StatusCode::OK, &pages::program(&v, &pr)),
+        Err(e) => refused(&v, e),
     }
 }
 

@@ -7,7 +7,7 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 use settle_mandates::money::{Amount, Currency};
 
 use crate::ops::disputes::DisputeView;
-use crate::ops::queries::{BalanceView, CheckpointView, ConversionView, MandateItem};
+use crate::ops::queries::{BalanceView, CheckpointView, ConversionView, MandateItem, ProgramView};
 
 /// The workspace's one stylesheet: system fonts, high contrast, visible focus.
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;color:#111;background:#fff;line-height:1.45}\
@@ -159,7 +159,9 @@ pub fn overview(
         h2 { "Programs" }
         table {
             thead { tr { th scope="col" { "Program" } th scope="col" { "Name" } th.n scope="col" { "Rule versions" } } }
-            tbody { @for (id, name, versions) in programs { tr { td { (id) } td { (name) } td.n { (versions) } } } }
+            tbody { @for (id, name, versions) in programs { tr {
+                td { a href=(format!("/programs/{id}")) { (id) } } td { (name) } td.n { (versions) }
+            } } }
         }
         h2 { "Disputes" }
         p { a href="/disputes?status=open" { (disputes.0) " open" } ", of which " (disputes.1) " overdue." }
@@ -213,7 +215,7 @@ pub fn partners(v: &Viewer<'_>, rows: &[PartnerRow], q: &str, sort: &str, page: 
 /// A partner's page: balances, mandates with their receipts, disputes.
 pub fn partner(v: &Viewer<'_>, b: &BalanceView, mandates: &[MandateItem], disputes: &[DisputeView]) -> Markup {
     let body = html! {
-        p { "Program " (b.program) "." }
+        p { "Program " a href=(format!("/programs/{}", b.program)) { (b.program) } "." }
         (balance_table(b))
         h2 { "Mandates" }
         @if mandates.is_empty() { p { "No payment mandate yet." } } @else {
@@ -283,6 +285,24 @@ pub fn conversion(v: &Viewer<'_>, c: &ConversionView) -> Markup {
         }
     };
     layout(&format!("Conversion {}", c.conversion), Some(v), &body)
+}
+
+/// A program's page: every rule version, newest first, in plain words and as published.
+pub fn program(v: &Viewer<'_>, p: &ProgramView) -> Markup {
+    let body = html! {
+        p { "Its standing authorisation (open mandate) is " code { (p.open_mandate) } "." }
+        @for r in p.versions.iter().rev() {
+            section aria-labelledby=(format!("v{}", r.version)) {
+                h2 id=(format!("v{}", r.version)) { "Rule version " (r.version) ", from " (utc(r.effective_from)) }
+                ul { @for line in &r.explanation { li { (line) } } }
+                details {
+                    summary { "The rules as published (JSON)" }
+                    pre { (serde_json::to_string_pretty(&r.spec).unwrap_or_default()) }
+                }
+            }
+        }
+    };
+    layout(&format!("Program {}", p.program), Some(v), &body)
 }
 
 /// Disputes as a table.
