@@ -62,6 +62,26 @@ impl Signed {
     fn viewer(&self) -> Viewer<'_> {
         Viewer { by: &self.by, vendor: self.p.is_vendor(), csrf: &self.csrf }
     }
+
+    /// A page made for this person, or its refusal as a page.
+    fn answer(&self, made: Result<maud::Markup, Error>) -> Response {
+        match made {
+            Ok(m) => html(StatusCode::OK, &m),
+            Err(e) => refused(&self.viewer(), e),
+        }
+    }
+}
+
+/// The page `make` makes for the signed-in person (or the sign-in page, or the refusal).
+fn page(
+    app: &App,
+    h: &HeaderMap,
+    make: impl FnOnce(&Principal, &Viewer<'_>) -> Result<maud::Markup, Error>,
+) -> Response {
+    match signed_in(app, h) {
+        Ok(who) => who.answer(make(&who.p, &who.viewer())),
+        Err(r) => *r,
+    }
 }
 
 /// The signed-in person, or the answer to give instead: the sign-in page (no session, or
@@ -98,14 +118,10 @@ async fn home(State(app): State<App>, h: HeaderMap) -> Response {
         Ok(x) => x,
         Err(r) => return *r,
     };
-    let (p, v) = (&who.p, who.viewer());
-    if let Some(me) = p.partner.as_deref().filter(|_| !p.is_vendor()) {
+    if let Some(me) = who.p.partner.as_deref().filter(|_| !who.p.is_vendor()) {
         return Redirect::to(&format!("/partners/{me}")).into_response();
     }
-    match overview(&app, p, &v) {
-        Ok(m) => html(StatusCode::OK, &m),
-        Err(e) => refused(&v, e),
-    }
+    who.answer(overview(&app, &who.p, &who.viewer()))
 }
 
 /// The vendor's overview: what every partner's books hold by currency, the latest
@@ -214,13 +230,13 @@ struct ListQuery {
 }
 
 async fn partners(State(app): State<App>, h: HeaderMap, Query(q): Query<ListQuery>) -> Response {
-    let who = match signed_in(&app, &h) {
-        Ok(x) => x,
-        Err(r) => return *r,
-    };
-    let (p, v) = (&who.p, who.viewer());
+    page(&app, &h, |p, v| partner_list(&app, p, v, &q))
+}
+
+/// The vendor's list of partners (another principal finds no such page).
+fn partner_list(app: &App, p: &Principal, v: &Viewer<'_>, q: &ListQuery) -> Result<maud::Markup, Error> {
     if !p.is_vendor() {
-        return refused(&v, Error::not_found("no such page"));
+        return Err(Error::not_found("no such page"));
     }
     let needle = q.q.to_lowercase();
     let ids: Vec<(String, String)> = app.svc.with_state(|st| {
@@ -234,10 +250,7 @@ async fn partners(State(app): State<App>, h: HeaderMap, Query(q): Query<ListQuer
     });
     let mut rows = Vec::with_capacity(ids.len());
     for (id, name) in ids {
-        match queries::balance(&app, p, &id) {
-            Ok(balance) => rows.push(pages::PartnerRow { balance, name }),
-            Err(e) => return refused(&v, e),
-        }
+        rows.push(pages::PartnerRow { balance: queries::balance(app, p, &id)?, name });
     }
     let key = |d: &str| settle_mandates::money::parse_decimal(d).unwrap_or_default();
     match q.sort.as_str() {
@@ -247,10 +260,10 @@ async fn partners(State(app): State<App>, h: HeaderMap, Query(q): Query<ListQuer
         _ => {}
     }
     let pages_n = rows.len().div_ceil(PAGE);
-    let page = q.page.unwrap_or(1).clamp(1, pages_n.max(1));
-    let shown: Vec<pages::PartnerRow> = rows.into_iter().skip((page - 1) * PAGE).take(PAGE).collect();
+    let n = q.page.unwrap_or(1).clamp(1, pages_n.max(1));
+    let shown: Vec<pages::PartnerRow> = rows.into_iter().skip((n - 1) * PAGE).take(PAGE).collect();
     let sort = if q.sort.is_empty() { "partner" } else { q.sort.as_str() };
-    html(StatusCode::OK, &pages::partners(&v, &shown, &q.q, sort, page, pages_n))
+    Ok(pages::partners(v, &shown, &q.q, sort, n, pages_n))
 }
 
 async fn partner(State(app): State<App>, h: HeaderMap, UrlPath(id): UrlPath<String>) -> Response {
@@ -259,16 +272,13 @@ async fn partner(State(app): State<App>, h: HeaderMap, UrlPath(id): UrlPath<Stri
         Err(r) => return *r,
     };
     let (p, v) = (&who.p, who.viewer());
-    let page = async {
+    let made = async {
         let b = queries::balance(&app, p, &id)?;
         let m = queries::mandates(&app, p, id.clone(), None, Some(queries::MAX_PAGE)).await?;
         let d = disputes::disputes(&app, p, &DisputeQuery { partner: Some(id.clone()), ..DisputeQuery::default() })?;
-        Ok::<_, Error>(pages::partner(&v, &b, &m.mandates, &d.disputes))
+        Ok(pages::partner(&v, &b, &m.mandates, &d.disputes))
     };
-    match page.await {
-        Ok(m) => html(StatusCode::OK, &m),
-        Err(e) => refused(&v, e),
-    }
+    who.answer(made.await)
 }
 
 /// A mandate's receipt as a file to keep: what `settle verify` and the kits check.
@@ -291,37 +301,13 @@ async fn receipt(State(app): State<App>, h: HeaderMap, UrlPath((id, mandate)): U
 }
 
 async fn program(State(app): State<App>, h: HeaderMap, UrlPath(id): UrlPath<String>) -> Response {
-    let who = match signed_in(&app, &h) {
-        Ok(x) => x,
-        Err(r) => return *r,
-    };
-    let (p, v) = (&who.p, who.viewer());
-    match queries::program(&app, p, &id) {
-        Ok(pr) => html(StatusCode::OK, &pages::program(&v, &pr)),
-        Err(e) => refused(&v, e),
-    }
+    page(&app, &h, |p, v| Ok(pages::program(v, &queries::program(&app, p, &id)?)))
 }
 
 async fn conversion(State(app): State<App>, h: HeaderMap, UrlPath(id): UrlPath<String>) -> Response {
-    let who = match signed_in(&app, &h) {
-        Ok(x) => x,
-        Err(r) => return *r,
-    };
-    let (p, v) = (&who.p, who.viewer());
-    match queries::conversion(&app, p, &id) {
-        Ok(c) => html(StatusCode::OK, &pages::conversion(&v, &c)),
-        Err(e) => refused(&v, e),
-    }
+    page(&app, &h, |p, v| Ok(pages::conversion(v, &queries::conversion(&app, p, &id)?)))
 }
 
 async fn disputes_page(State(app): State<App>, h: HeaderMap, Query(q): Query<DisputeQuery>) -> Response {
-    let who = match signed_in(&app, &h) {
-        Ok(x) => x,
-        Err(r) => return *r,
-    };
-    let (p, v) = (&who.p, who.viewer());
-    match disputes::disputes(&app, p, &q) {
-        Ok(d) => html(StatusCode::OK, &pages::disputes(&v, &d.disputes)),
-        Err(e) => refused(&v, e),
-    }
+    page(&app, &h, |p, v| Ok(pages::disputes(v, &disputes::disputes(&app, p, &q)?.disputes)))
 }
