@@ -30,6 +30,9 @@ pub enum Op {
     ListMandates,
     GetConversion,
     GetReceipt,
+    GetStatement,
+    ListLeads,
+    ListAgents,
     AuthoriseAgent,
     RevokeAgent,
     RegisterLead,
@@ -46,6 +49,7 @@ pub enum Op {
     EraseInstrument,
     PaymentFile,
     ReconcilePayouts,
+    ListPayouts,
     OpenDispute,
     ListDisputes,
     GetDispute,
@@ -61,6 +65,8 @@ pub enum Op {
     IssueToken,
     ListTokens,
     RevokeToken,
+    StartAudit,
+    GetAudit,
     GetTask,
 }
 
@@ -195,6 +201,12 @@ pub const OPERATIONS: &[Operation] = &[
         .http(Get, "/v1/partners/{id}/receipts/{mandate}")
         .mcp("get_receipt")
         .a2a("receipt"),
+    op(Op::GetStatement, "getStatement", VendorOrPartner, Some(Scope::Read), false)
+        .http(Get, "/v1/partners/{id}/statement"),
+    op(Op::ListLeads, "listLeads", VendorOrPartner, Some(Scope::Read), false)
+        .http(Get, "/v1/partners/{id}/leads")
+        .mcp("list_leads"),
+    op(Op::ListAgents, "listAgents", VendorOrPartner, Some(Scope::Read), false).http(Get, "/v1/partners/{id}/agents"),
     op(Op::AuthoriseAgent, "authoriseAgent", VendorOrPartnerItself, Some(Scope::ProgramsWrite), true)
         .partner_scope(None)
         .http(Post, "/v1/agents"),
@@ -243,6 +255,7 @@ pub const OPERATIONS: &[Operation] = &[
         .http(Get, "/v1/payouts/{id}/pain.001"),
     op(Op::ReconcilePayouts, "reconcilePayouts", Vendor, Some(Scope::SettlementsWrite), true)
         .http(Post, "/v1/payouts/reconcile"),
+    op(Op::ListPayouts, "listPayouts", VendorOrPartner, Some(Scope::Read), false).http(Get, "/v1/payouts"),
     // Disputes: a partner (or its agent with `disputes_write`) opens, comments on and
     // withdraws its own; the vendor may do so on its behalf. Resolving moves money: the
     // vendor with `settlements_write`.
@@ -284,6 +297,9 @@ pub const OPERATIONS: &[Operation] = &[
     op(Op::IssueToken, "issueToken", VendorAdmin, Some(Scope::TokensWrite), true).http(Post, "/v1/tokens"),
     op(Op::ListTokens, "listTokens", VendorAdmin, Some(Scope::TokensWrite), false).http(Get, "/v1/tokens"),
     op(Op::RevokeToken, "revokeToken", VendorAdmin, Some(Scope::TokensWrite), true).http(Delete, "/v1/tokens/{id}"),
+    // An audit of the live log, in the background: it records nothing.
+    op(Op::StartAudit, "startAudit", Vendor, Some(Scope::Read), false).http(Post, "/v1/audits"),
+    op(Op::GetAudit, "getAudit", Vendor, Some(Scope::Read), false).http(Get, "/v1/audits/{id}"),
 ];
 
 /// The catalogue entry of `op`.

@@ -163,6 +163,7 @@ pub fn run(cfg: &LoadConfig) -> Result<()> {
             base: format!("http://{addr}"),
             hooks: None,
             sessions: Arc::default(),
+            audits: Arc::default(),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {

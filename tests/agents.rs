@@ -878,8 +878,9 @@ fn mcp_python_sdk_client_calls_every_tool_over_streamable_http() {
     let url = format!("http://{}/mcp", server.addr);
     let seen = support::venv::run_script("mcp_sdk_client.py", &[&url, &admin, &p1]);
     server.stop();
-    assert_eq!(seen["tools"].as_array().map(Vec::len), Some(17), "{seen}");
+    assert_eq!(seen["tools"].as_array().map(Vec::len), Some(18), "{seen}");
     assert_eq!(seen["chain"], json!([["p1", "originator", 3000], ["p2", "closer", 7000]]), "{seen}");
+    assert_eq!(seen["leads"], json!([["l1", ["p1", "p2"], "attributable"]]), "{seen}");
     assert_eq!(seen["without_output_schema"], json!([]), "{seen}");
     let answered: std::collections::BTreeSet<&str> =
         seen["answered"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();

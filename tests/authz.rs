@@ -132,6 +132,9 @@ const RULES: &[Rule] = &[
     rule("getReceipt", Some(("GET", "/v1/partners/{id}/receipts/{mandate}")), VendorOrPartner, READ, Data)
         .mcp("get_receipt")
         .a2a("receipt"),
+    rule("getStatement", Some(("GET", "/v1/partners/{id}/statement")), VendorOrPartner, READ, Data),
+    rule("listLeads", Some(("GET", "/v1/partners/{id}/leads")), VendorOrPartner, READ, Data).mcp("list_leads"),
+    rule("listAgents", Some(("GET", "/v1/partners/{id}/agents")), VendorOrPartner, READ, Data),
     rule("authoriseAgent", Some(("POST", "/v1/agents")), VendorOrPartnerItself, PROGRAMS, Grant)
         .partner_needs_no_scope(),
     rule("revokeAgent", Some(("POST", "/v1/agents/{id}/revoke")), VendorOrPartnerItself, PROGRAMS, Agent)
@@ -167,6 +170,7 @@ const RULES: &[Rule] = &[
     ),
     rule("getPaymentFile", Some(("GET", "/v1/payouts/{id}/pain.001")), Vendor, SETTLEMENTS, Nothing),
     rule("reconcilePayouts", Some(("POST", "/v1/payouts/reconcile")), Vendor, SETTLEMENTS, Nothing),
+    rule("listPayouts", Some(("GET", "/v1/payouts")), VendorOrPartner, READ, Data),
     // Disputes: a partner opens, comments on and withdraws its own; resolving is the
     // vendor's, and moves money.
     rule("openDispute", Some(("POST", "/v1/disputes")), VendorOrPartner, DISPUTES, Name)
@@ -193,6 +197,9 @@ const RULES: &[Rule] = &[
     rule("issueToken", Some(("POST", "/v1/tokens")), VendorAdmin, TOKENS, Scopes),
     rule("listTokens", Some(("GET", "/v1/tokens")), VendorAdmin, TOKENS, Nothing),
     rule("revokeToken", Some(("DELETE", "/v1/tokens/{id}")), VendorAdmin, TOKENS, Nothing),
+    // An audit of the live log, in the background: the vendor's, records nothing.
+    rule("startAudit", Some(("POST", "/v1/audits")), Vendor, READ, Nothing),
+    rule("getAudit", Some(("GET", "/v1/audits/{id}")), Vendor, READ, Nothing),
 ];
 
 const ALL_SCOPES: [&str; 9] = [
@@ -375,6 +382,15 @@ impl World {
             "listMandates" => (format!("/v1/partners/{p}/mandates"), None),
             "getConversion" => (format!("/v1/conversions/{}", self.fresh_conversion(own).1), None),
             "getReceipt" => (format!("/v1/partners/{p}/receipts/{}", self.md[usize::from(!own)]), None),
+            "getStatement" => (format!("/v1/partners/{p}/statement"), None),
+            "listLeads" => (format!("/v1/partners/{p}/leads"), None),
+            "listAgents" => (format!("/v1/partners/{p}/agents"), None),
+            "listPayouts" => (format!("{path}?partner={p}"), None),
+            "getAudit" => {
+                let r = self.admin.post("/v1/audits", &format!("au{n}"), &json!({}));
+                assert!([200, 202].contains(&r.status), "POST /v1/audits: {}", r.text());
+                (format!("/v1/audits/{}", r.json()["id"].as_str().expect("id")), None)
+            }
             "authoriseAgent" => (
                 path.into(),
                 Some(json!({"agent": format!("g{n}"), "partner": p, "scopes": ["read"],
@@ -537,7 +553,7 @@ fn account() -> Value {
 fn allowed_statuses(r: &Rule) -> &'static [u16] {
     match r.name {
         "releaseConversion" => &[409],
-        "replayWebhook" => &[200, 202],
+        "replayWebhook" | "startAudit" => &[200, 202],
         _ => &[200, 201, 202, 204],
     }
 }
@@ -739,7 +755,7 @@ fn agent_args(w: &World, name: &str, own: bool, vendor: bool) -> Value {
         "record_refund" | "refund" => {
             json!({"refund": format!("mf{n}"), "conversion": w.fresh_conversion(true).1, "full": true})
         }
-        "get_balance" | "balance" | "list_mandates" => json!({"partner": p}),
+        "get_balance" | "balance" | "list_mandates" | "list_leads" => json!({"partner": p}),
         "get_receipt" | "receipt" => json!({"partner": p, "mandate_id": w.md[usize::from(!own)]}),
         "get_conversion" => json!({"conversion": w.fresh_conversion(own).1}),
         "verify_receipt" => json!({"receipt": w.receipt}),

@@ -5,11 +5,13 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
 use settle_engine::replay::{Mismatch, Replay, parse_record};
 use settle_engine::{Engine, EngineConfig, Envelope};
-use settle_ledger::Known;
+use settle_ledger::{Known, Ledger};
 use settle_mandates::keys::{Jwks, KeyRing};
 use settle_mandates::receipt::ReceiptVerifier;
 
@@ -17,6 +19,7 @@ use super::export::{sha256_file, walk};
 use super::verify::verify_receipt_run;
 use super::{CHECKPOINTS_FILE, JWKS_FILE, LOG_FILE, MANIFEST_FILE, MANIFEST_SIG_FILE, Manifest, TYP_MANIFEST};
 use crate::home::Home;
+use crate::keystore::KeyFile;
 use crate::service::open_ledger_to_read;
 
 /// Verifies a self-contained log file with no database: every record's hash and chain
@@ -190,6 +193,15 @@ fn conserved(engine: &Engine, report: &mut AuditReport) -> Result<()> {
 /// mandate, signatures, conservation of money.
 pub fn audit_data(home: &Home) -> Result<AuditReport> {
     let (ledger, keys, _) = open_ledger_to_read(home)?;
+    let report = audit_ledger(&ledger, &keys, &Arc::default())?;
+    ledger.close()?;
+    Ok(report)
+}
+
+/// [`audit_data`] of an open ledger, the live one of `settle serve` included (records
+/// appended while it runs are audited too, up to where its pass ends), counting the
+/// records its pass has verified in `seen` as it goes.
+pub fn audit_ledger(ledger: &Ledger, keys: &KeyFile, seen: &Arc<AtomicU64>) -> Result<AuditReport> {
     let ring = keys.ring()?;
     // One read of the log, three stages on their own threads: the ledger's pass (chain,
     // hashes, tree, checkpoint signatures) hands each record it verified to the parser
@@ -200,10 +212,12 @@ pub fn audit_data(home: &Home) -> Result<AuditReport> {
     let mut replay = Replay::new(Engine::new(cfg), ring.clone(), true);
     let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Vec<settle_ledger::Record>>(16);
     let reader = ledger.clone();
+    let seen = Arc::clone(seen);
     let structural = std::thread::spawn(move || {
         let mut chunk = Vec::with_capacity(PARSE_CHUNK);
         let mut open = true;
         let v = settle_ledger::verify_log_each(&reader, &ring, |r| {
+            seen.fetch_add(1, Ordering::Relaxed);
             // Once the replay has stopped, the pass goes on alone (its verdict comes first).
             if open {
                 chunk.push(r);
@@ -283,7 +297,6 @@ pub fn audit_data(home: &Home) -> Result<AuditReport> {
         ..Default::default()
     };
     conserved(&engine, &mut report)?;
-    ledger.close()?;
     Ok(report)
 }
 

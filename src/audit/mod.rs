@@ -14,9 +14,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use settle_mandates::types::Signed;
 
-pub use check::{audit_bundle, audit_data, audit_file, read_known};
+pub use check::{AuditReport, audit_bundle, audit_data, audit_file, audit_ledger, read_known};
 pub use export::{export, export_counted, export_file};
-pub use statements::{balances, statement, write_csv};
+pub use statements::{StatementLine, balances, statement, write_csv};
 pub use verify::{VerifyOptions, verify_files};
 
 /// Bundle file names.

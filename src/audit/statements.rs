@@ -16,7 +16,7 @@ use settle_ledger::Ledger;
 use settle_mandates::money::{Amount, Currency};
 
 /// A statement line.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct StatementLine {
     /// Sequence of the fact.
     pub seq: u64,

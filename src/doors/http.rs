@@ -32,7 +32,8 @@ use crate::ops::commands::{
     PartnerBody, PayoutBody, ReasonBody, RefundBody, SettlementBody,
 };
 use crate::ops::disputes::{self, CommentBody, DisputeBody, DisputeQuery, ResolutionBody, WithdrawBody};
-use crate::ops::{App, queries};
+use crate::ops::reports::{self, PayoutQuery, StatementQuery};
+use crate::ops::{App, audits, queries};
 use crate::webhooks::{ReplayBody, SubscribeBody};
 
 /// Largest request body, bytes.
@@ -425,6 +426,45 @@ async fn receipt(
     answer(queries::receipt(&app, &p, &id, &mid))
 }
 
+async fn statement(
+    State(app): State<App>,
+    UrlPath(id): UrlPath<String>,
+    q: Result<Query<StatementQuery>, QueryRejection>,
+    h: HeaderMap,
+) -> Result<Response, Error> {
+    let p = principal(&app, &h)?;
+    answer(reports::statement(&app, &p, id, query(q)?).await)
+}
+
+async fn leads(State(app): State<App>, UrlPath(id): UrlPath<String>, h: HeaderMap) -> Result<Response, Error> {
+    answer(reports::leads(&app, &principal(&app, &h)?, &id, Utc::now()))
+}
+
+async fn agents(State(app): State<App>, UrlPath(id): UrlPath<String>, h: HeaderMap) -> Result<Response, Error> {
+    answer(reports::agents(&app, &principal(&app, &h)?, &id, Utc::now()))
+}
+
+async fn payouts(
+    State(app): State<App>,
+    q: Result<Query<PayoutQuery>, QueryRejection>,
+    h: HeaderMap,
+) -> Result<Response, Error> {
+    let p = principal(&app, &h)?;
+    answer(reports::payouts(&app, &p, &query(q)?))
+}
+
+/// 202 and where to ask after it, for a run this call started; 200 for the one running.
+async fn start_audit(State(app): State<App>, h: HeaderMap) -> Result<Response, Error> {
+    let (v, started) = audits::start(&app, &principal(&app, &h)?, Utc::now())?;
+    let at = format!("/v1/audits/{}", v.id);
+    let status = if started { StatusCode::ACCEPTED } else { StatusCode::OK };
+    Ok((status, [(header::LOCATION, at)], Json(v)).into_response())
+}
+
+async fn audit(State(app): State<App>, UrlPath(id): UrlPath<String>, h: HeaderMap) -> Result<Response, Error> {
+    answer(audits::get(&app, &principal(&app, &h)?, &id))
+}
+
 async fn open_dispute(State(app): State<App>, h: HeaderMap, b: Body) -> Result<Response, Error> {
     let (p, key) = writer(&app, &h)?;
     write(&app, &p, &h, key, body::<DisputeBody>(&h, b)?.fact(&app, &p)).await
@@ -609,6 +649,9 @@ fn handler(op: Op) -> Option<MethodRouter<App>> {
         Op::ListMandates => get(mandates),
         Op::GetConversion => get(conversion),
         Op::GetReceipt => get(receipt),
+        Op::GetStatement => get(statement),
+        Op::ListLeads => get(leads),
+        Op::ListAgents => get(agents),
         Op::AuthoriseAgent => post(authorise),
         Op::RevokeAgent => post(revoke),
         Op::RegisterLead => post(register),
@@ -625,6 +668,7 @@ fn handler(op: Op) -> Option<MethodRouter<App>> {
         Op::EraseInstrument => delete(erase_instrument),
         Op::PaymentFile => get(payment_file),
         Op::ReconcilePayouts => post(reconcile),
+        Op::ListPayouts => get(payouts),
         Op::OpenDispute => post(open_dispute),
         Op::ListDisputes => get(list_disputes),
         Op::GetDispute => get(get_dispute),
@@ -640,6 +684,8 @@ fn handler(op: Op) -> Option<MethodRouter<App>> {
         Op::IssueToken => post(issue_token),
         Op::ListTokens => get(list_tokens),
         Op::RevokeToken => delete(revoke_token),
+        Op::StartAudit => post(start_audit),
+        Op::GetAudit => get(audit),
         Op::GetTask => return None,
     })
 }

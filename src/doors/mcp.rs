@@ -44,6 +44,7 @@ use crate::ops::disputes::{
     WithdrawBody, WithdrawParams,
 };
 use crate::ops::queries::{self, ConversionParams, ConversionView, PartnerParams, ReceiptParams};
+use crate::ops::reports::{self, LeadList};
 
 /// The environment variable holding the bearer token of `settle mcp` over stdio.
 pub const TOKEN_ENV: &str = "SETTLE_TOKEN";
@@ -518,6 +519,20 @@ impl SettleMcp {
             Err(e) => Err(e),
         };
         Ok(answer(r))
+    }
+
+    #[tool(
+        description = "The leads a partner is on the chain of, newest first (at most 1,000), each with its chain, customer key, attribution window's end and status: attributable, expired, or duplicate (another lead owns the customer). Needs the read scope; a partner sees only its own.",
+        output_schema = schema_for_output::<LeadList>()
+    )]
+    async fn list_leads(
+        &self,
+        Parameters(q): Parameters<PartnerParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        Ok(answer(
+            self.caller(&ctx, q).and_then(|(p, q)| reports::leads(&self.app, &p, &q.partner, chrono::Utc::now())),
+        ))
     }
 
     #[tool(

@@ -23,12 +23,14 @@ use settle_mandates::receipt::ReceiptDocument;
 use super::http::{BatchAnswer, MAX_BODY_BYTES, MAX_URI_BYTES, REQUEST_TIMEOUT};
 use crate::catalogue::{self, Callers, Method, Op};
 use crate::ops::admin::{TokenBody, TokenList, TokenView};
+use crate::ops::audits::AuditView;
 use crate::ops::commands::{
     AdvanceBody, AgentBody, AmendBody, BatchBody, ConversionBody, HandoffBody, LeadBody, OutcomeView, PartnerBody,
     PayoutBody, ReasonBody, RefundBody, SettlementBody,
 };
 use crate::ops::disputes::{CommentBody, DisputeBody, DisputeList, DisputeView, ResolutionBody, WithdrawBody};
 use crate::ops::queries::{BalanceView, CheckpointView, ConsistencyView, ConversionView, MandatePage, ProgramView};
+use crate::ops::reports::{AgentList, LeadList, PayoutList, StatementView};
 use crate::webhooks::{DeadLetterList, ReplayBody, ReplayView, SubscribeBody, SubscriptionList, SubscriptionView};
 
 /// A payment, clawback or adjustment mandate id.
@@ -287,6 +289,20 @@ fn doc(op: Op, s: &mut Schemas) -> Doc {
         .path("mandate", "Mandate id.", RECEIPT_MANDATE_PATTERN)
         .ok(200, "OK", s.response::<ReceiptDocument>())
         .errors(&[409]),
+        Op::GetStatement => Doc::new("partner", "A partner's statement for a period: every line names the fact, conversion, rule version, hop and mandate behind it")
+            .describe("Opening balances before the period, each entry in it (earned, clawback, hold released, payout batched, paid, returned, adjustment, ...) with the balances after it, closing balances after it; the log replayed by an engine of its own, as `settle statement` does. A period of more than 100,000 lines is 422: ask for a shorter one. The workspace offers it as CSV.")
+            .path("id", "Partner id.", ID_PATTERN)
+            .query("from", false, "From (inclusive), RFC 3339.", json!({"type": "string", "format": "date-time"}))
+            .query("to", false, "To (exclusive), RFC 3339.", json!({"type": "string", "format": "date-time"}))
+            .ok(200, "OK", s.response::<StatementView>())
+            .errors(&[422]),
+        Op::ListLeads => Doc::new("partner", "The leads a partner is on the chain of, and their status")
+            .describe("Newest first, at most 1,000. `attributable` while its attribution window is open, `expired` after, `duplicate` when another lead owns the customer (which lead is shown to the vendor only).")
+            .path("id", "Partner id.", ID_PATTERN)
+            .ok(200, "OK", s.response::<LeadList>()),
+        Op::ListAgents => Doc::new("partner", "A partner's agents: their scopes, validity and whether they are in force")
+            .path("id", "Partner id.", ID_PATTERN)
+            .ok(200, "OK", s.response::<AgentList>()),
         Op::AuthoriseAgent => Doc::new("partner", "Authorise an agent for a partner (scopes, validity)")
             .describe("The vendor, or the partner itself (not its agents), for that partner; the grant never holds more than the granting token.")
             .body(s.request::<AgentBody>())
@@ -358,6 +374,11 @@ fn doc(op: Op, s: &mut Schemas) -> Doc {
             .xml_body("A camt.054.001.02 or camt.054.001.08 document.")
             .ok(200, "What each reported transaction did", s.response::<crate::bank::reconcile::Report>())
             .errors(&[409, 422, 429, 503]),
+        Op::ListPayouts => Doc::new("payouts", "Payout batches and their mandates: a partner's own, or every one for the vendor")
+            .query("partner", false, "Only this partner's.", json!({"type": "string", "pattern": ID_PATTERN}))
+            .query("status", false, "Only those in this state.", json!({"type": "string", "enum": ["open", "paid", "failed", "returned"]}))
+            .ok(200, "OK (at most 1,000, newest first)", s.response::<PayoutList>())
+            .errors(&[404]),
         Op::OpenDispute => Doc::new("disputes", "Dispute a commission: a conversion, a mandate, a clawback, or a deal missing on a lead")
             .describe("Within the program's dispute window (`disputes.window_days`, default 90, after the conversion's mandates were issued (for one still held, the deal's `occurred_at`), the clawback made, or the lead's attribution window ended). A partner, or its agent with `disputes_write`, disputes in its own name and only what it is a party to (anything else is 404); the vendor with `disputes_write` on a partner's behalf. `claimed` bounds any adjustment an acceptance may make; a claim in words alone can be accepted only without money. See docs/commission-rules.md.")
             .body(s.request::<DisputeBody>())
@@ -439,6 +460,13 @@ fn doc(op: Op, s: &mut Schemas) -> Doc {
         .path("id", "Token id.", TOKEN_ID_PATTERN)
         .empty(204, "Revoked (or revoked already)")
         .errors(&[422]),
+        Op::StartAudit => Doc::new("audit", "Audit the live log in the background (vendor)")
+            .describe("The audit `settle audit` runs (chain, hashes, tree, every checkpoint's signature, every split and mandate derived again, money conserved) over the server's own log while it goes on taking writes. 202 with the run, and its place in `Location`; while one runs, 200 with that one. Runs are kept in memory (the last 20).")
+            .ok(202, "Started", s.response::<AuditView>())
+            .ok(200, "An audit is running already: that one", s.response::<AuditView>()),
+        Op::GetAudit => Doc::new("audit", "An audit run: records verified so far, then its result and the checkpoint it covered")
+            .path("id", "Audit id.", r"^au_[0-9]+$")
+            .ok(200, "OK", s.response::<AuditView>()),
     }
 }
 
@@ -727,6 +755,7 @@ fn build_raw() -> Value {
             {"name": "partner", "description": "Balances, mandates, receipts, leads and agents: a partner's own data."},
             {"name": "webhooks", "description": "Signed event deliveries (docs/webhooks.md)."},
             {"name": "tokens", "description": "API tokens, for a vendor administrator."},
+            {"name": "audit", "description": "Audits of the live log, in the background."},
             {"name": "agents", "description": "The agent transports, A2A and MCP (docs/agents.md)."},
         ],
         "paths": paths,

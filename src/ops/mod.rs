@@ -8,12 +8,16 @@
 //!   recording them ([`commands::record`]); what a write answers ([`commands::OutcomeView`]).
 //! - [`queries`]: programs, balances, mandates, receipts, checkpoints, as typed views.
 //! - [`disputes`]: disputes opened, commented, resolved and withdrawn, and their views.
+//! - [`reports`]: a partner's statement, leads and agents; payout batches.
+//! - [`audits`]: audits of the live log, run in the background.
 //! - [`admin`]: API tokens and webhook subscriptions.
 
 pub mod admin;
+pub mod audits;
 pub mod commands;
 pub mod disputes;
 pub mod queries;
+pub mod reports;
 
 use std::sync::Arc;
 
@@ -50,6 +54,8 @@ pub struct App {
     pub hooks: Option<Arc<Webhooks>>,
     /// The workspace's signed-in people.
     pub sessions: Arc<Sessions>,
+    /// Audits of the live log, run in the background.
+    pub audits: Arc<audits::Audits>,
 }
 
 impl App {

@@ -451,7 +451,7 @@ pub fn verify(app: &App, doc: &ReceiptDocument) -> Result<Verdict, Error> {
 }
 
 /// A signed checkpoint of the log.
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[schemars(rename = "Checkpoint")]
 pub struct CheckpointView {
     /// The C2SP signed note: origin, size and root hash, signed by the vendor's key.
@@ -466,16 +466,22 @@ pub struct CheckpointView {
     pub time: i64,
 }
 
-/// The latest signed checkpoint.
-pub fn latest_checkpoint(app: &App) -> Result<CheckpointView, Error> {
-    match app.svc.ledger().latest_checkpoint() {
-        Ok(Some(c)) => Ok(CheckpointView {
+impl From<settle_ledger::SignedCheckpoint> for CheckpointView {
+    fn from(c: settle_ledger::SignedCheckpoint) -> Self {
+        Self {
             note: c.note,
             origin: c.checkpoint.origin,
             root: B64STD.encode(c.checkpoint.root),
             size: c.checkpoint.size,
             time: c.checkpoint.time,
-        }),
+        }
+    }
+}
+
+/// The latest signed checkpoint.
+pub fn latest_checkpoint(app: &App) -> Result<CheckpointView, Error> {
+    match app.svc.ledger().latest_checkpoint() {
+        Ok(Some(c)) => Ok(c.into()),
         Ok(None) => Err(Error::not_found("no checkpoint yet")),
         Err(e) => Err(Error::internal(e)),
     }

@@ -65,6 +65,7 @@ async def vendor(s: ClientSession) -> dict:
     seen["balance"] = await ok("get_balance", {"partner": "p2"})
     chain = await ok("get_conversion", {"conversion": "d1"})
     seen["chain"] = [[h["partner"], h["role"], h["amount"]["amount"]] for h in chain["hops"]]
+    seen["leads"] = [[l["lead"], l["chain"], l["status"]] for l in (await ok("list_leads", {"partner": "p1"}))["leads"]]
     page = await ok("list_mandates", {"partner": "p2", "limit": 1})
     seen["listed"] = [m["mandate_id"] for m in page["mandates"]]
     mid = conv["mandates"][-1]["mandate_id"]
