@@ -101,8 +101,19 @@ fn shots() -> PathBuf {
     dir
 }
 
-/// A screenshot of the page shown, as `name.png`.
+/// A screenshot of the page shown, as `name.png`, once every field on it is labelled and
+/// it has one `h1`.
 async fn shot(c: &Client, name: &str) {
+    let unlabelled = c
+        .execute(
+            "return [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]\
+             .filter(e => e.labels.length === 0 && !e.getAttribute('aria-label')).map(e => e.name)\
+             .concat(document.querySelectorAll('h1').length === 1 ? [] : ['(not one h1)']);",
+            vec![],
+        )
+        .await
+        .expect("script");
+    assert_eq!(unlabelled, serde_json::json!([]), "{name}: fields without a label");
     let png = c.screenshot().await.expect("screenshot");
     assert!(png.starts_with(b"\x89PNG"), "a PNG");
     std::fs::write(shots().join(format!("{name}.png")), png).expect("write screenshot");
@@ -137,8 +148,9 @@ fn the_workspace_works_in_chromium() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("demo");
     settle_ok(["demo", "--quiet", "--conversions", "200", "--seed", "11", "--data", data.to_str().expect("path")]);
-    let vendor = token(&data, "vendor-admin", "finance", None, "read");
+    let vendor = token(&data, "vendor-admin", "finance", None, "read,programs-write");
     let p01 = token(&data, "partner", "p01", None, "read");
+    let p02 = token(&data, "partner", "p02", None, "read");
     let server = Server::start(&data, dir.path());
     let base = format!("http://{}", server.addr);
     let driver = Driver::start(dir.path());
@@ -192,6 +204,42 @@ fn the_workspace_works_in_chromium() {
         c.find(Locator::LinkText("Disputes")).await.expect("nav").click().await.expect("click");
         assert_eq!(heading(&c, "Disputes").await, "Disputes");
         shot(&c, "disputes").await;
+        c.find(Locator::LinkText("Payouts")).await.expect("nav").click().await.expect("click");
+        assert_eq!(heading(&c, "Payout batches").await, "Payout batches");
+        c.find(Locator::Css("td a[href*='/receipts/']")).await.expect("a batch's mandates");
+        shot(&c, "payouts").await;
+        c.find(Locator::LinkText("Webhooks")).await.expect("nav").click().await.expect("click");
+        assert_eq!(heading(&c, "Webhooks").await, "Webhooks");
+        shot(&c, "webhooks").await;
+
+        // The program editor: rules that break the schema are not recorded, and say why
+        // beside the text.
+        c.find(Locator::LinkText("Overview")).await.expect("nav").click().await.expect("click");
+        c.find(Locator::LinkText("Publish a program")).await.expect("link").click().await.expect("click");
+        assert_eq!(heading(&c, "Publish a program").await, "Publish a program");
+        let spec = c.find(Locator::Id("spec")).await.expect("the editor");
+        spec.clear().await.expect("clear");
+        spec.send_keys(r#"{"program": "broken", "currency": "USD"}"#).await.expect("type");
+        c.find(Locator::Css("main button[type=submit]")).await.expect("publish").click().await.expect("click");
+        let alert = c.wait().for_element(Locator::Css("#spec-error[role=alert]")).await.expect("the error");
+        let alert = alert.text().await.expect("text");
+        assert!(alert.contains("missing field"), "{alert}");
+        let editor = c.find(Locator::Id("spec")).await.expect("the editor again");
+        assert_eq!(editor.attr("aria-invalid").await.expect("attr").as_deref(), Some("true"));
+        assert_eq!(editor.attr("aria-describedby").await.expect("attr").as_deref(), Some("spec-error"));
+        shot(&c, "program-editor-error").await;
+
+        // The audit of the live log, started from its page: progress, then the result.
+        c.find(Locator::LinkText("Audit")).await.expect("nav").click().await.expect("click");
+        assert_eq!(heading(&c, "Audit").await, "Audit");
+        c.find(Locator::Css("main form button")).await.expect("start").click().await.expect("click");
+        let until = Instant::now() + Duration::from_secs(60);
+        while !c.source().await.expect("source").contains("Passed:") {
+            assert!(Instant::now() < until, "the audit passed within a minute");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            c.refresh().await.expect("refresh");
+        }
+        shot(&c, "audit").await;
         c.find(Locator::Css("header form button")).await.expect("sign out").click().await.expect("click");
         assert_eq!(heading(&c, "Sign in").await, "Sign in", "signed out: the form again");
         c.close().await.expect("close");
@@ -201,10 +249,28 @@ fn the_workspace_works_in_chromium() {
         sign_in(&c, &base, &p01).await;
         assert_eq!(heading(&c, "Partner p01").await, "Partner p01");
         shot(&c, "partner-own").await;
+        for (link, title, name) in [
+            ("Leads", "Leads of p01", "leads"),
+            ("Agents", "Agents of p01", "agents"),
+            ("Statement", "Statement of p01", "statement"),
+        ] {
+            c.find(Locator::LinkText(link)).await.expect("nav").click().await.expect("click");
+            assert_eq!(heading(&c, title).await, title);
+            shot(&c, name).await;
+        }
+        c.find(Locator::LinkText("Download this statement as CSV")).await.expect("the CSV link");
         c.goto(&format!("{base}/partners/p02")).await.expect("goto");
         assert_eq!(heading(&c, "Not found").await, "Not found");
         assert!(!c.source().await.expect("source").contains("md_"), "nothing of p02's is shown");
         shot(&c, "partner-other-404").await;
+        c.close().await.expect("close");
+
+        // A second partner: its own page; the first's is not found.
+        let c = browser(&driver, &dir.path().join("profile-p2")).await;
+        sign_in(&c, &base, &p02).await;
+        assert_eq!(heading(&c, "Partner p02").await, "Partner p02");
+        c.goto(&format!("{base}/partners/p01/statement")).await.expect("goto");
+        assert_eq!(heading(&c, "Not found").await, "Not found");
         c.close().await.expect("close");
     });
     server.stop();
@@ -217,6 +283,13 @@ fn the_workspace_works_in_chromium() {
         "disputes",
         "partner-own",
         "partner-other-404",
+        "payouts",
+        "webhooks",
+        "program-editor-error",
+        "audit",
+        "leads",
+        "statement",
+        "agents",
     ] {
         assert!(shots().join(format!("{name}.png")).exists(), "{name} screenshot");
     }

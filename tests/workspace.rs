@@ -159,3 +159,159 @@ fn people_sign_in_see_what_their_token_may_see_and_sign_out() {
     assert!(r.text().contains("role=\"alert\""), "{}", r.text());
     server.stop();
 }
+
+/// `fields` of a form, URL-encoded, after the CSRF token and idempotency key of `page`'s
+/// first form.
+fn form(page: &str, key: &str, fields: &[(&str, &str)]) -> String {
+    let mut s = format!("csrf={}&key={key}", csrf(page));
+    for (k, v) in fields {
+        let enc: String = v
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        s.push_str(&format!("&{k}={enc}"));
+    }
+    s
+}
+
+#[test]
+fn forms_write_through_the_api_rules_once_and_refuse_without_the_csrf_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("d");
+    keys_create(&data);
+    let all = "programs-write,leads-write,conversions-write,refunds-write,settlements-write,read,webhooks-write";
+    let admin = token(&data, "vendor-admin", "ops", None, all);
+    let p1 = token(&data, "partner", "p1", None, "read,leads-write");
+    let server = Server::start(&data, dir.path());
+    let a = server.api(Some(&admin));
+    let (md1, md2) = two_hop_deal(&a, "1000.00");
+    let (vendor, _) = sign_in(&server, &admin, &[]);
+    let get = |path: &str, who: &str| req(&server, "GET", path, Some(who), None, &[]);
+    let post = |path: &str, who: &str, body: &str| req(&server, "POST", path, Some(who), Some(body), &[]);
+
+    // The program editor: a schema error and a rule's refusal show beside the text as sent;
+    // nothing is recorded until the rules pass; a form sent twice records once.
+    let editor = get("/programs", &vendor).text();
+    let mut spec = program_spec("np");
+    spec["bogus"] = serde_json::json!(1);
+    let r = post("/programs", &vendor, &form(&editor, "e1", &[("spec", &spec.to_string())]));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("role=\"alert\"") && r.text().contains("unknown field `bogus`"), "{}", r.text());
+    assert!(r.text().contains("&quot;bogus&quot;: 1") || r.text().contains("&quot;bogus&quot;:1"), "the text kept");
+    let mut spec = program_spec("np");
+    spec["split"]["closer"] = serde_json::json!("70");
+    let r = post("/programs", &vendor, &form(&editor, "e2", &[("spec", &spec.to_string())]));
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("over 100%"), "{}", r.text());
+    let r = post("/programs", &vendor, &format!("csrf=00&key=e3&spec={}", "%7B%7D"));
+    assert_eq!(r.status, 403, "no CSRF token, nothing read: {}", r.text());
+    assert_eq!(a.get("/v1/programs/np").status, 404, "nothing recorded");
+    let good = form(&editor, "e4", &[("spec", &program_spec("np").to_string())]);
+    for _ in 0..2 {
+        let r = post("/programs", &vendor, &good);
+        assert_eq!((r.status, r.header("location")), (303, Some("/programs/np")), "{}", r.text());
+    }
+    assert_eq!(a.get("/v1/programs/np").json()["versions"].as_array().map(Vec::len), Some(1), "recorded once");
+
+    // Enroll, then suspend.
+    let list = get("/partners", &vendor).text();
+    let r = post(
+        "/partners",
+        &vendor,
+        &form(&list, "n1", &[("partner", "e1"), ("name", "E One"), ("program", "np"), ("role", "partner")]),
+    );
+    assert_eq!((r.status, r.header("location")), (303, Some("/partners/e1")), "{}", r.text());
+    let r = post("/partners/e1/suspend", &vendor, &form(&list, "s1", &[("reason", "left")]));
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert!(get("/partners/e1", &vendor).text().contains("Suspended"));
+
+    // Book a payout of what p2 has payable; it is listed with its mandate.
+    let p2_page = get("/partners/p2", &vendor).text();
+    assert!(p2_page.contains("Book a payout of the 1 payable mandates"), "{p2_page}");
+    let r = post("/partners/p2/payouts", &vendor, &form(&p2_page, "b1", &[("batch", "wb1")]));
+    assert_eq!(r.status, 303, "{}", r.text());
+    let batches = a.get("/v1/payouts?partner=p2").json();
+    assert_eq!(batches["batches"][0]["batch"], "wb1", "{batches}");
+    assert_eq!(batches["batches"][0]["mandate_ids"], serde_json::json!([md2]), "{batches}");
+    assert!(get("/payouts", &vendor).text().contains("wb1"));
+
+    // Record a refund of half the deal: the conversion's page shows what was clawed back.
+    let conv = get("/conversions/d1", &vendor).text();
+    let r = post(
+        "/refunds",
+        &vendor,
+        &form(
+            &conv,
+            "r1",
+            &[("refund", "rf1"), ("conversion", "d1"), ("size", "fraction"), ("value", "0.5"), ("currency", "USD")],
+        ),
+    );
+    assert_eq!((r.status, r.header("location")), (303, Some("/conversions/d1")), "{}", r.text());
+    assert!(get("/conversions/d1", &vendor).text().contains("clawed back $15.00"), "half of p1's 30.00");
+    let r = post(
+        "/refunds",
+        &vendor,
+        &form(
+            &conv,
+            "r2",
+            &[("refund", "rf2"), ("conversion", "d1"), ("size", "fraction"), ("value", "7"), ("currency", "USD")],
+        ),
+    );
+    assert_eq!(r.status, 422, "a fraction over 1 is refused by the API's rules: {}", r.text());
+    assert!(r.text().contains("refund fraction 7 is not in (0, 1]"), "{}", r.text());
+
+    // p1's statement as CSV, its leads; p2's are not found for p1.
+    let (mine, _) = sign_in(&server, &p1, &[]);
+    let csv = get("/partners/p1/statement.csv?from=2000-01-01&to=2100-01-01", &mine);
+    assert_eq!(csv.header("content-type"), Some("text/csv; charset=utf-8"));
+    let text = csv.text();
+    assert!(text.starts_with("seq,at,entry,reference,mandate_id") && text.contains(&md1), "{text}");
+    assert!(text.contains(",clawback,") && text.lines().last().is_some_and(|l| l.contains(",closing,")), "{text}");
+    assert!(get("/partners/p1/leads", &mine).text().contains("l1"));
+    for path in ["/partners/p2/statement", "/partners/p2/statement.csv", "/partners/p2/leads", "/partners/p2/agents"] {
+        assert_eq!(get(path, &mine).status, 404, "{path}");
+    }
+
+    // A partner authorises agents within its own token's scopes, and revokes them.
+    let agents = get("/partners/p1/agents", &mine).text();
+    let r = post(
+        "/partners/p1/agents",
+        &mine,
+        &form(&agents, "g1", &[("agent", "bot1"), ("scopes", "read"), ("scopes", "leads_write"), ("days", "30")]),
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    let r = post(
+        "/partners/p1/agents",
+        &mine,
+        &form(&agents, "g2", &[("agent", "bot2"), ("scopes", "disputes_write"), ("days", "30")]),
+    );
+    assert_eq!(r.status, 403, "a scope its token lacks: {}", r.text());
+    let r = post("/agents/bot1/revoke", &mine, &form(&agents, "g3", &[("partner", "p1")]));
+    assert_eq!(r.status, 303, "{}", r.text());
+    let listed = a.get("/v1/partners/p1/agents").json();
+    assert_eq!(listed["agents"].as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(
+        (listed["agents"][0]["agent"].clone(), listed["agents"][0]["revoked"].clone()),
+        (serde_json::json!("bot1"), serde_json::json!(true))
+    );
+
+    // The audit of the live log, in the background, to its result.
+    assert_eq!(get("/audit", &mine).status, 403, "the vendor's");
+    let page = get("/audit", &vendor).text();
+    let r = post("/audit", &vendor, &form(&page, "a1", &[]));
+    assert_eq!((r.status, r.header("location")), (303, Some("/audit")), "{}", r.text());
+    let done = wait_for("the audit to pass", 30, || {
+        let v = a.get("/v1/audits/au_1").json();
+        (v["status"] != "running").then_some(v)
+    });
+    assert_eq!(done["status"], "passed", "{done}");
+    assert!(done["finding"]["records"].as_u64().is_some_and(|n| n > 10), "{done}");
+    assert!(get("/audit", &vendor).text().contains("Passed:"));
+    server.stop();
+}

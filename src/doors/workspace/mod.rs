@@ -5,7 +5,9 @@
 //! 404). Pages are rendered on the server (`pages`), with no script and no asset from
 //! elsewhere; forms that write carry the session's CSRF token.
 
+mod forms;
 mod pages;
+mod reports;
 
 use axum::Router;
 use axum::extract::{Form, Path as UrlPath, Query, State};
@@ -33,12 +35,27 @@ pub fn routes() -> Router<App> {
         .route("/", get(home))
         .route("/session", post(sign_in))
         .route("/session/end", post(sign_out))
-        .route("/partners", get(partners))
+        .route("/partners", get(partners).post(forms::enroll))
         .route("/partners/{id}", get(partner))
         .route("/partners/{id}/receipts/{mandate}", get(receipt))
         .route("/programs/{id}", get(program))
         .route("/conversions/{id}", get(conversion))
         .route("/disputes", get(disputes_page))
+        .route("/partners/{id}/statement", get(reports::statement))
+        .route("/partners/{id}/statement.csv", get(reports::statement_csv))
+        .route("/partners/{id}/leads", get(reports::leads))
+        .route("/partners/{id}/agents", get(reports::agents).post(forms::grant_agent))
+        .route("/payouts", get(reports::payouts))
+        .route("/audit", get(reports::audit).post(forms::start_audit))
+        .route("/webhooks", get(reports::webhooks))
+        .route("/webhooks/{id}", get(reports::webhook))
+        .route("/webhooks/{id}/replay", post(forms::replay_webhook))
+        .route("/programs", get(forms::new_program).post(forms::publish_program))
+        .route("/programs/{id}/amendments", get(forms::amend_program).post(forms::record_amendment))
+        .route("/partners/{id}/suspend", post(forms::suspend))
+        .route("/partners/{id}/payouts", post(forms::book_payout))
+        .route("/refunds", post(forms::refund))
+        .route("/agents/{id}/revoke", post(forms::revoke_agent))
 }
 
 /// An HTML answer.
@@ -60,7 +77,12 @@ struct Signed {
 impl Signed {
     /// What the pages show of the viewer.
     fn viewer(&self) -> Viewer<'_> {
-        Viewer { by: &self.by, vendor: self.p.is_vendor(), csrf: &self.csrf }
+        Viewer {
+            by: &self.by,
+            vendor: self.p.is_vendor(),
+            csrf: &self.csrf,
+            me: self.p.partner.as_deref().filter(|_| !self.p.is_vendor()),
+        }
     }
 
     /// A page made for this person, or its refusal as a page.
@@ -204,10 +226,10 @@ struct Csrf {
 
 async fn sign_out(State(app): State<App>, h: HeaderMap, Form(f): Form<Csrf>) -> Response {
     let Some((id, s)) = app.sessions.of(&h) else { return Redirect::to("/").into_response() };
-    if !csrf_ok(&s, &f.csrf) {
+    if !csrf_ok(&s.csrf, &f.csrf) {
         let e = Error::new(Kind::Forbidden, "this form is not from this session (CSRF token missing or wrong)");
         let by = String::new();
-        return refused(&Viewer { by: &by, vendor: false, csrf: &s.csrf }, e);
+        return refused(&Viewer { by: &by, vendor: false, csrf: &s.csrf, me: None }, e);
     }
     app.sessions.close(&id);
     let mut r = Redirect::to("/").into_response();
@@ -263,7 +285,8 @@ fn partner_list(app: &App, p: &Principal, v: &Viewer<'_>, q: &ListQuery) -> Resu
     let n = q.page.unwrap_or(1).clamp(1, pages_n.max(1));
     let shown: Vec<pages::PartnerRow> = rows.into_iter().skip((n - 1) * PAGE).take(PAGE).collect();
     let sort = if q.sort.is_empty() { "partner" } else { q.sort.as_str() };
-    Ok(pages::partners(v, &shown, &q.q, sort, n, pages_n))
+    let programs: Vec<String> = app.svc.with_state(|s| s.programs.keys().cloned().collect());
+    Ok(pages::partners(v, &shown, &programs, (&q.q, sort), (n, pages_n)))
 }
 
 async fn partner(State(app): State<App>, h: HeaderMap, UrlPath(id): UrlPath<String>) -> Response {
@@ -276,7 +299,21 @@ async fn partner(State(app): State<App>, h: HeaderMap, UrlPath(id): UrlPath<Stri
         let b = queries::balance(&app, p, &id)?;
         let m = queries::mandates(&app, p, id.clone(), None, Some(queries::MAX_PAGE)).await?;
         let d = disputes::disputes(&app, p, &DisputeQuery { partner: Some(id.clone()), ..DisputeQuery::default() })?;
-        Ok(pages::partner(&v, &b, &m.mandates, &d.disputes))
+        let statuses: Vec<String> = app.svc.with_state(|s| {
+            let status = |m: &str| {
+                let st = s.payout_item(m).map(|i| i.status)?;
+                serde_json::to_value(st).ok()?.as_str().map(str::to_owned)
+            };
+            m.mandates.iter().map(|x| status(&x.mandate_id).unwrap_or_default()).collect()
+        });
+        let suspended = app.svc.with_state(|s| s.partners.get(&id).is_some_and(|x| x.suspended));
+        let extra = pages::PartnerExtra {
+            statuses,
+            payable: forms::payable_mandates(&app, &id).len(),
+            suspended,
+            links: reports::partner_links(&id),
+        };
+        Ok(pages::partner(&v, &b, &m.mandates, &d.disputes, &extra))
     };
     who.answer(made.await)
 }

@@ -4,6 +4,8 @@
 //! times in UTC, with the zone shown.
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
+
+use super::forms::hidden;
 use settle_mandates::money::{Amount, Currency};
 
 use crate::ops::disputes::DisputeView;
@@ -26,6 +28,8 @@ pub struct Viewer<'a> {
     pub vendor: bool,
     /// The session's CSRF token.
     pub csrf: &'a str,
+    /// The partner a partner's side acts for.
+    pub me: Option<&'a str>,
 }
 
 /// A decimal string of `cur` (`"-1234.50"`) grouped by thousands, with the currency's
@@ -56,7 +60,7 @@ pub fn money(decimal: &str, cur: Currency) -> String {
 }
 
 /// A time as UTC, the zone shown.
-fn utc(t: chrono::DateTime<chrono::Utc>) -> String {
+pub fn utc(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
@@ -76,9 +80,19 @@ pub fn layout(title: &str, who: Option<&Viewer<'_>>, body: &Markup) -> Markup {
                     strong { "settle" }
                     @if let Some(v) = who {
                         nav aria-label="Workspace" {
-                            a href="/" { "Overview" } " "
-                            @if v.vendor { a href="/partners" { "Partners" } " " }
-                            a href="/disputes" { "Disputes" }
+                            @if v.vendor {
+                                a href="/" { "Overview" } " " a href="/partners" { "Partners" } " "
+                            }
+                            @if let Some(me) = v.me {
+                                a href=(format!("/partners/{me}")) { "My page" } " "
+                                a href=(format!("/partners/{me}/leads")) { "Leads" } " "
+                                a href=(format!("/partners/{me}/statement")) { "Statement" } " "
+                                a href=(format!("/partners/{me}/agents")) { "Agents" } " "
+                            }
+                            a href="/payouts" { "Payouts" } " "
+                            a href="/disputes" { "Disputes" } " "
+                            a href="/webhooks" { "Webhooks" }
+                            @if v.vendor { " " a href="/audit" { "Audit" } }
                         }
                         span { "Signed in as " (v.by) }
                         form method="post" action="/session/end" {
@@ -157,6 +171,7 @@ pub fn overview(
             None => p { "No checkpoint is signed yet." },
         }
         h2 { "Programs" }
+        p { a href="/programs" { "Publish a program" } }
         table {
             thead { tr { th scope="col" { "Program" } th scope="col" { "Name" } th.n scope="col" { "Rule versions" } } }
             tbody { @for (id, name, versions) in programs { tr {
@@ -178,7 +193,13 @@ pub struct PartnerRow {
 }
 
 /// The vendor's list of partners: searched, sorted, a page of them.
-pub fn partners(v: &Viewer<'_>, rows: &[PartnerRow], q: &str, sort: &str, page: usize, pages: usize) -> Markup {
+pub fn partners(
+    v: &Viewer<'_>,
+    rows: &[PartnerRow],
+    programs: &[String],
+    (q, sort): (&str, &str),
+    (page, pages): (usize, usize),
+) -> Markup {
     let link = |s: &str, p: usize| format!("/partners?q={}&sort={s}&page={p}", urlencoding(q));
     let body = html! {
         form method="get" action="/partners" role="search" {
@@ -208,24 +229,66 @@ pub fn partners(v: &Viewer<'_>, rows: &[PartnerRow], q: &str, sort: &str, page: 
             "Page " (page) " of " (pages.max(1))
             @if page < pages { " " a href=(link(sort, page + 1)) rel="next" { "Next" } }
         }
+        h2 { "Enroll a partner" }
+        form method="post" action="/partners" {
+            (hidden(v))
+            p { label for="partner" { "Partner id " } input id="partner" name="partner" required pattern="[A-Za-z0-9._:-]{1,64}"; }
+            p { label for="name" { "Name " } input id="name" name="name" required maxlength="256"; }
+            p { label for="program" { "Program " } select id="program" name="program" required {
+                @for id in programs { option value=(id) { (id) } } } }
+            p { label for="role" { "Role " } select id="role" name="role" {
+                @for r in ["partner", "connector", "receiver", "master"] { option value=(r) { (r) } } } }
+            p { button type="submit" { "Enroll" } }
+        }
     };
     layout("Partners", Some(v), &body)
 }
 
-/// A partner's page: balances, mandates with their receipts, disputes.
-pub fn partner(v: &Viewer<'_>, b: &BalanceView, mandates: &[MandateItem], disputes: &[DisputeView]) -> Markup {
+/// What a partner's page shows beside its balances, mandates and disputes.
+pub struct PartnerExtra {
+    /// Each mandate's status (`payable`, `batched`, `paid`, ...), in the mandates' order.
+    pub statuses: Vec<String>,
+    /// Mandates payable now.
+    pub payable: usize,
+    /// Whether it is suspended.
+    pub suspended: bool,
+    /// Links to its other pages.
+    pub links: Markup,
+}
+
+/// A partner's page: balances, mandates with their receipts, disputes; for the vendor,
+/// the forms that book a payout and suspend it.
+pub fn partner(
+    v: &Viewer<'_>,
+    b: &BalanceView,
+    mandates: &[MandateItem],
+    disputes: &[DisputeView],
+    x: &PartnerExtra,
+) -> Markup {
     let body = html! {
-        p { "Program " a href=(format!("/programs/{}", b.program)) { (b.program) } "." }
+        p { "Program " a href=(format!("/programs/{}", b.program)) { (b.program) } "."
+            @if x.suspended { strong { " Suspended: it earns nothing on new deals." } } }
+        (x.links)
         (balance_table(b))
+        @if v.vendor && x.payable > 0 {
+            form method="post" action=(format!("/partners/{}/payouts", b.partner)) {
+                (hidden(v))
+                label for="batch" { "Book a payout of the " (x.payable) " payable mandates, batch id " }
+                input id="batch" name="batch" required pattern="[A-Za-z0-9._:-]{1,64}"
+                    value=(format!("po-{}-{}", b.partner, chrono::Utc::now().format("%Y%m%d%H%M%S")));
+                " " button type="submit" { "Book payout" }
+            }
+        }
         h2 { "Mandates" }
         @if mandates.is_empty() { p { "No payment mandate yet." } } @else {
             table {
                 thead { tr { th scope="col" { "Mandate" } th scope="col" { "Conversion" } th.n scope="col" { "Amount" }
-                    th scope="col" { "Receipt" } } }
-                tbody { @for m in mandates { tr {
+                    th scope="col" { "Status" } th scope="col" { "Receipt" } } }
+                tbody { @for (i, m) in mandates.iter().enumerate() { tr {
                     td { code { (m.mandate_id) } }
                     td { a href=(format!("/conversions/{}", m.conversion)) { (m.conversion) } }
                     td.n { (money(&m.amount.to_decimal_string(), m.amount.currency())) }
+                    td { (x.statuses.get(i).map_or("", String::as_str)) }
                     td { a href=(format!("/partners/{}/receipts/{}", b.partner, m.mandate_id)) download {
                         "Download receipt" } }
                 } } }
@@ -233,6 +296,14 @@ pub fn partner(v: &Viewer<'_>, b: &BalanceView, mandates: &[MandateItem], disput
         }
         h2 { "Disputes" }
         (dispute_table(disputes))
+        @if v.vendor && !x.suspended {
+            h2 { "Suspend" }
+            form method="post" action=(format!("/partners/{}/suspend", b.partner)) {
+                (hidden(v))
+                label for="reason" { "Reason " } input id="reason" name="reason" required maxlength="256";
+                " " button type="submit" { "Suspend " (b.partner) }
+            }
+        }
     };
     layout(&format!("Partner {}", b.partner), Some(v), &body)
 }
@@ -284,13 +355,32 @@ pub fn conversion(v: &Viewer<'_>, c: &ConversionView) -> Markup {
             } } }
         }
     };
-    layout(&format!("Conversion {}", c.conversion), Some(v), &body)
+    let refund = html! {
+        @if v.vendor {
+            h2 { "Record a refund" }
+            form method="post" action="/refunds" {
+                (hidden(v))
+                input type="hidden" name="conversion" value=(c.conversion);
+                input type="hidden" name="currency" value=(c.revenue.map_or(cur, |r| r.currency()).code());
+                p { label for="refund" { "Refund id " } input id="refund" name="refund" required pattern="[A-Za-z0-9._:-]{1,64}"
+                    value=(format!("rf-{}-{}", c.conversion, chrono::Utc::now().format("%Y%m%d%H%M%S"))); }
+                fieldset { legend { "How much" }
+                    label { input type="radio" name="size" value="full" checked; " All of it" } " "
+                    label { input type="radio" name="size" value="amount"; " An amount of revenue" } " "
+                    label { input type="radio" name="size" value="fraction"; " A fraction (0 to 1)" } }
+                p { label for="value" { "Amount or fraction " } input id="value" name="value" inputmode="decimal"; }
+                p { button type="submit" { "Record refund" } }
+            }
+        }
+    };
+    layout(&format!("Conversion {}", c.conversion), Some(v), &html! { (body) (refund) })
 }
 
 /// A program's page: every rule version, newest first, in plain words and as published.
 pub fn program(v: &Viewer<'_>, p: &ProgramView) -> Markup {
     let body = html! {
-        p { "Its standing authorisation (open mandate) is " code { (p.open_mandate) } "." }
+        p { "Its standing authorisation (open mandate) is " code { (p.open_mandate) } "."
+            @if v.vendor { " " a href=(format!("/programs/{}/amendments", p.program)) { "Amend its rules" } } }
         @for r in p.versions.iter().rev() {
             section aria-labelledby=(format!("v{}", r.version)) {
                 h2 id=(format!("v{}", r.version)) { "Rule version " (r.version) ", from " (utc(r.effective_from)) }
@@ -331,7 +421,7 @@ pub fn disputes(v: &Viewer<'_>, disputes: &[DisputeView]) -> Markup {
 }
 
 /// `s` for a query string (RFC 3986 unreserved characters kept).
-fn urlencoding(s: &str) -> String {
+pub fn urlencoding(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
