@@ -77,7 +77,16 @@ pub fn open(home: &Home, base: String) -> Result<App> {
 fn app_of(svc: Arc<Service>, base: String) -> Result<App> {
     let keys = Arc::new(svc.key_home().load()?);
     let tokens = Arc::new(Tokens::open(svc.key_home().clone())?);
-    Ok(App { svc, keys, tokens, base, hooks: None, sessions: Arc::default(), audits: Arc::default() })
+    Ok(App {
+        svc,
+        keys,
+        tokens,
+        base,
+        hooks: None,
+        sessions: Arc::default(),
+        audits: Arc::default(),
+        flows: Arc::default(),
+    })
 }
 
 /// The writer's service of `home`; on PostgreSQL, when another node holds the writer

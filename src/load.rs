@@ -164,6 +164,7 @@ pub fn run(cfg: &LoadConfig) -> Result<()> {
             hooks: None,
             sessions: Arc::default(),
             audits: Arc::default(),
+            flows: Arc::default(),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {

@@ -171,6 +171,14 @@ fn the_workspace_works_in_chromium() {
         let cookie = c.get_named_cookie("settle_session").await.expect("the session cookie");
         assert_eq!(cookie.http_only(), Some(true), "HttpOnly");
         shot(&c, "overview").await;
+        // The keyboard: the first Tab reaches the link past the navigation, and it leads
+        // to the page's heading.
+        c.active_element().await.expect("active").send_keys("\u{E004}").await.expect("Tab");
+        let first = c.active_element().await.expect("active");
+        assert_eq!(first.text().await.expect("text"), "Skip to the page");
+        first.send_keys("\u{E007}").await.expect("Enter");
+        let url = c.current_url().await.expect("url");
+        assert_eq!(url.fragment(), Some("main"), "{url}");
         c.find(Locator::LinkText("growth")).await.expect("a program").click().await.expect("click");
         assert_eq!(heading(&c, "Program growth").await, "Program growth");
         shot(&c, "program").await;

@@ -76,6 +76,9 @@ fn people_sign_in_see_what_their_token_may_see_and_sign_out() {
     let page = home.text();
     // Pool 12,345.68: p1 3,703.70 and p2 8,641.98, grouped and with the currency's symbol.
     assert!(page.contains("$12,345.68"), "the total earned: {page}");
+    let month = chrono::Utc::now().format("%B %Y").to_string();
+    let earned = format!("Earned, {month}</th><td class=\"n\">$12,345.68</td>");
+    assert!(page.contains(&earned), "this month's earned: {page}");
     assert!(page.contains("growth") && page.contains("Signed in as vendor:ops"), "{page}");
     let list = req(&server, "GET", "/partners?q=p2", Some(&vendor), None, &[]).text();
     assert!(list.contains("href=\"/partners/p2\"") && !list.contains("href=\"/partners/p1\""), "search: {list}");
@@ -240,6 +243,11 @@ fn forms_write_through_the_api_rules_once_and_refuse_without_the_csrf_token() {
     assert_eq!(batches["batches"][0]["batch"], "wb1", "{batches}");
     assert_eq!(batches["batches"][0]["mandate_ids"], serde_json::json!([md2]), "{batches}");
     assert!(get("/payouts", &vendor).text().contains("wb1"));
+    // Paid, its mandates are still listed (from the batch's fact in the log).
+    let paid = serde_json::json!({"settlement": "st1", "batch": "wb1", "partner": "p2", "rail": "book", "mandate_ids": [md2], "confirmation_id": "c1"});
+    a.post_expect("/v1/settlements", "st1", &paid, 201);
+    let batches = a.get("/v1/payouts?partner=p2&status=paid").json();
+    assert_eq!(batches["batches"][0]["mandate_ids"], serde_json::json!([md2]), "{batches}");
 
     // Record a refund of half the deal: the conversion's page shows what was clawed back.
     let conv = get("/conversions/d1", &vendor).text();

@@ -16,7 +16,7 @@ use settle_mandates::types::Signed;
 
 pub use check::{AuditReport, audit_bundle, audit_data, audit_file, audit_ledger, read_known};
 pub use export::{export, export_counted, export_file};
-pub use statements::{StatementLine, balances, statement, write_csv};
+pub use statements::{Period, StatementLine, balances, statement, statements, write_csv};
 pub use verify::{VerifyOptions, verify_files};
 
 /// Bundle file names.

@@ -450,7 +450,7 @@ async fn payouts(
     h: HeaderMap,
 ) -> Result<Response, Error> {
     let p = principal(&app, &h)?;
-    answer(reports::payouts(&app, &p, &query(q)?))
+    answer(reports::payouts(&app, &p, &query(q)?).await)
 }
 
 /// 202 and where to ask after it, for a run this call started; 200 for the one running.

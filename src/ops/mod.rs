@@ -56,6 +56,8 @@ pub struct App {
     pub sessions: Arc<Sessions>,
     /// Audits of the live log, run in the background.
     pub audits: Arc<audits::Audits>,
+    /// The last flows of every partner's books read (the workspace's overview).
+    pub flows: Arc<reports::FlowCache>,
 }
 
 impl App {

@@ -6,9 +6,9 @@
 use chrono::{DateTime, Duration, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use settle_engine::EngineConfig;
 use settle_engine::model::{AgentScope, ID_PATTERN};
 use settle_engine::state::{BatchStatus, State};
+use settle_engine::{EngineConfig, Envelope, Event};
 use settle_mandates::money::Amount;
 
 use super::App;
@@ -236,8 +236,7 @@ pub struct BatchView {
     pub amount: Amount,
     /// Of the mandates' value, what earlier negative balances absorbed.
     pub offset: Amount,
-    /// Its mandates while the batch may still be answered (open, or paid on the bank rail
-    /// until no return can come); the log keeps them for good in the batch's fact.
+    /// Its mandates, in the batch's order.
     pub mandate_ids: Vec<String>,
     /// Log position of its `payout_batched` fact.
     pub seq: u64,
@@ -261,7 +260,7 @@ fn batch_status(s: BatchStatus) -> &'static str {
 }
 
 /// The payout batches `q` asks for, newest first: a partner sees only its own.
-pub fn payouts(app: &App, p: &Principal, q: &PayoutQuery) -> Result<PayoutList, Error> {
+pub async fn payouts(app: &App, p: &Principal, q: &PayoutQuery) -> Result<PayoutList, Error> {
     let partner = match (p.is_vendor(), q.partner.as_deref()) {
         (true, asked) => asked,
         (false, asked) => {
@@ -297,5 +296,76 @@ pub fn payouts(app: &App, p: &Principal, q: &PayoutQuery) -> Result<PayoutList, 
     });
     batches.sort_by(|a, b| b.seq.cmp(&a.seq).then_with(|| a.batch.cmp(&b.batch)));
     batches.truncate(MAX_LISTED);
-    Ok(PayoutList { batches })
+    // A closed batch's mandates are the log's: its `payout_batched` fact names them.
+    let svc = app.svc.clone();
+    tokio::task::spawn_blocking(move || {
+        for b in batches.iter_mut().filter(|b| b.mandate_ids.is_empty() && b.seq > 0) {
+            let r = svc.ledger().record(b.seq).map_err(Error::internal)?;
+            let env = r.map(|r| Envelope::from_bytes(&r.event)).transpose().map_err(Error::internal)?;
+            if let Some(Envelope { event: Event::PayoutBatched { batch, mandate_ids, .. }, .. }) = env
+                && batch == b.batch
+            {
+                b.mandate_ids = mandate_ids;
+            }
+        }
+        Ok(PayoutList { batches })
+    })
+    .await
+    .map_err(Error::internal)?
+}
+
+/// What moved in every partner's books since a time, by currency (decimal sums of the
+/// statements' lines): earned, clawed back, adjusted by disputes (signed), paid (net of the
+/// bank's returns).
+#[derive(Debug, Clone, Default)]
+pub struct Flows {
+    /// `[earned, clawed back, adjusted, paid]` by currency.
+    pub by_currency: std::collections::BTreeMap<settle_mandates::money::Currency, [rust_decimal::Decimal; 4]>,
+    /// The log size they were read at.
+    pub size: u64,
+}
+
+/// The last [`Flows`] read: of which period start, at which log size.
+#[derive(Default)]
+pub struct FlowCache(std::sync::Mutex<Option<(DateTime<Utc>, Flows)>>);
+
+/// Every partner's flows since `from` (the vendor's; [`Op::GetStatement`] of every
+/// partner): the log replayed by an engine of its own, once per log size and period.
+pub async fn flows(app: &App, p: &Principal, from: DateTime<Utc>) -> Result<Flows, Error> {
+    allow(p, Op::GetStatement, &[])?;
+    if !p.is_vendor() {
+        return Err(Error::forbidden("only the vendor sees every partner's flows"));
+    }
+    let size = app.svc.ledger().size();
+    let cached = |c: &Option<(DateTime<Utc>, Flows)>| c.as_ref().filter(|(f, x)| *f == from && x.size == size).cloned();
+    if let Some((_, f)) = cached(&app.flows.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)) {
+        return Ok(f);
+    }
+    let cfg = EngineConfig { vendor: app.keys.vendor.clone(), salt_secret: app.keys.salt().map_err(Error::internal)? };
+    let svc = app.svc.clone();
+    let flows = tokio::task::spawn_blocking(move || {
+        let mut out = Flows { size, ..Flows::default() };
+        let period = crate::audit::Period { partners: None, from: Some(from), to: None };
+        crate::audit::statements(svc.ledger(), cfg, period, |_, l| {
+            // A clawback's line is negative: it is counted as what was clawed back.
+            let (column, sign) = match l.entry.as_str() {
+                "earned" => (0, 1),
+                "clawback" | "clawback_offset" => (1, -1),
+                "adjustment" => (2, 1),
+                "paid" | "paid_returned" => (3, 1),
+                _ => return Ok(()),
+            };
+            let (Ok(cur), Ok(amount)) = (l.currency.parse(), settle_mandates::money::parse_decimal(&l.amount)) else {
+                anyhow::bail!("statement line {} has no amount in a currency", l.seq)
+            };
+            out.by_currency.entry(cur).or_default()[column] += amount * rust_decimal::Decimal::from(sign);
+            Ok(())
+        })
+        .map(|()| out)
+        .map_err(Error::internal)
+    })
+    .await
+    .map_err(Error::internal)??;
+    *app.flows.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((from, flows.clone()));
+    Ok(flows)
 }

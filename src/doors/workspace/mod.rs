@@ -14,6 +14,9 @@ use axum::extract::{Form, Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use std::collections::BTreeMap;
+
+use chrono::Datelike;
 use serde::Deserialize;
 use settle_mandates::money::{Amount, Currency};
 
@@ -23,7 +26,7 @@ use crate::auth::sessions::{csrf_ok, set_cookie};
 use crate::catalogue::{Op, allow};
 use crate::error::{Error, Kind};
 use crate::ops::disputes::{self, DisputeQuery};
-use crate::ops::{App, queries};
+use crate::ops::{App, queries, reports as report_ops};
 use pages::Viewer;
 
 /// Partners on one page of the list.
@@ -143,21 +146,24 @@ async fn home(State(app): State<App>, h: HeaderMap) -> Response {
     if let Some(me) = who.p.partner.as_deref().filter(|_| !who.p.is_vendor()) {
         return Redirect::to(&format!("/partners/{me}")).into_response();
     }
-    who.answer(overview(&app, &who.p, &who.viewer()))
+    who.answer(overview(&app, &who.p, &who.viewer()).await)
 }
 
-/// The vendor's overview: what every partner's books hold by currency, the latest
-/// checkpoint, the programs, the disputes open and overdue.
-fn overview(app: &App, p: &Principal, v: &Viewer<'_>) -> Result<maud::Markup, Error> {
+/// The vendor's overview: what moved this month and what every partner's books hold, by
+/// currency; the latest checkpoint and audit; the programs; the disputes open and overdue.
+async fn overview(app: &App, p: &Principal, v: &Viewer<'_>) -> Result<maud::Markup, Error> {
     allow(p, Op::GetBalance, &[])?;
     allow(p, Op::ListDisputes, &[])?;
-    let (programs, totals) = app.svc.with_state(|s| {
+    let now = chrono::Utc::now();
+    let month = now.date_naive().with_day(1).and_then(|d| d.and_hms_opt(0, 0, 0)).map_or(now, |t| t.and_utc());
+    let flows = report_ops::flows(app, p, month).await?;
+    let (programs, held) = app.svc.with_state(|s| {
         let programs: Vec<(String, String, u32)> = s
             .programs
             .iter()
             .map(|(id, pr)| (id.clone(), pr.latest().spec.name.clone(), pr.latest().version))
             .collect();
-        let mut sums: std::collections::BTreeMap<Currency, [i128; 7]> = std::collections::BTreeMap::new();
+        let mut sums: BTreeMap<Currency, [i128; 7]> = BTreeMap::new();
         for (id, b) in &s.books {
             let Some(cur) =
                 s.partners.get(id).and_then(|pt| s.programs.get(&pt.program)).map(|pr| pr.latest().spec.currency)
@@ -166,35 +172,49 @@ fn overview(app: &App, p: &Principal, v: &Viewer<'_>) -> Result<maud::Markup, Er
             };
             let t = sums.entry(cur).or_default();
             for (i, x) in
-                [b.earned, b.clawed_back, b.adjusted, b.on_hold, b.payable, b.in_payout, b.paid].into_iter().enumerate()
+                [b.on_hold, b.payable, b.in_payout, b.earned, b.clawed_back, b.adjusted, b.paid].into_iter().enumerate()
             {
                 t[i] += i128::from(x);
             }
         }
         (programs, sums)
     });
-    let names = ["Earned", "Clawed back", "Adjusted (disputes)", "On hold", "Payable", "In payout", "Paid"];
-    let totals: Vec<(Currency, Vec<(&'static str, String)>)> = totals
+    let currencies: std::collections::BTreeSet<Currency> =
+        held.keys().chain(flows.by_currency.keys()).copied().collect();
+    let totals: Vec<pages::Totals> = currencies
         .into_iter()
-        .map(|(cur, t)| {
-            let rows = names
-                .iter()
-                .zip(t)
-                .map(|(n, x)| {
-                    let shown = i64::try_from(x)
-                        .ok()
-                        .and_then(|m| Amount::from_minor(m, cur).ok())
-                        .map_or_else(|| x.to_string(), |a| a.to_decimal_string());
-                    (*n, shown)
-                })
-                .collect();
-            (cur, rows)
+        .map(|cur| {
+            let f = flows.by_currency.get(&cur).copied().unwrap_or_default();
+            let h = held.get(&cur).copied().unwrap_or_default();
+            let minor = |x: i128| {
+                i64::try_from(x)
+                    .ok()
+                    .and_then(|m| Amount::from_minor(m, cur).ok())
+                    .map_or_else(|| x.to_string(), |a| a.to_decimal_string())
+            };
+            let dec = |d: rust_decimal::Decimal| format!("{:.*}", cur.exponent() as usize, d);
+            pages::Totals {
+                currency: cur,
+                month: ["Earned", "Clawed back", "Adjusted (disputes)", "Paid"].into_iter().zip(f.map(dec)).collect(),
+                now: ["On hold", "Payable", "In payout", "Earned", "Clawed back", "Adjusted (disputes)", "Paid"]
+                    .into_iter()
+                    .zip(h.map(minor))
+                    .collect(),
+            }
         })
         .collect();
     let checkpoint = queries::latest_checkpoint(app).ok();
+    let audit = crate::ops::audits::latest(app, p)?;
     let all = disputes::disputes(app, p, &DisputeQuery { status: Some("open".into()), ..DisputeQuery::default() })?;
     let overdue = all.disputes.iter().filter(|d| d.overdue).count();
-    Ok(pages::overview(v, &programs, &totals, checkpoint.as_ref(), (all.disputes.len(), overdue)))
+    let month_name = now.format("%B %Y").to_string();
+    Ok(pages::overview(
+        v,
+        &programs,
+        (&month_name, &totals),
+        (checkpoint.as_ref(), audit.as_ref()),
+        (all.disputes.len(), overdue),
+    ))
 }
 
 /// The sign-in form's field.

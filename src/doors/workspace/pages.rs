@@ -8,6 +8,7 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 use super::forms::hidden;
 use settle_mandates::money::{Amount, Currency};
 
+use crate::ops::audits::AuditView;
 use crate::ops::disputes::DisputeView;
 use crate::ops::queries::{BalanceView, CheckpointView, ConversionView, MandateItem, ProgramView};
 
@@ -18,7 +19,8 @@ header a{color:#fff}header form{margin-left:auto}main{padding:1rem 1.5rem;max-wi
 table{border-collapse:collapse;margin:.5rem 0 1.5rem}th,td{border-bottom:1px solid #bbb;padding:.3rem .7rem;text-align:left}\
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}a{color:#0645ad}\
 a:focus,button:focus,input:focus{outline:3px solid #f90;outline-offset:2px}\
-.error{background:#fde;border:1px solid #a00;padding:.5rem;color:#600}button{padding:.3rem .8rem}";
+.error{background:#fde;border:1px solid #a00;padding:.5rem;color:#600}button{padding:.3rem .8rem}\
+.skip{position:absolute;left:-999px}.skip:focus{left:.5rem;top:.5rem;background:#fff;color:#0645ad;padding:.3rem;z-index:1}";
 
 /// Who the page is for: the principal's name, and the CSRF token its forms carry.
 pub struct Viewer<'a> {
@@ -76,6 +78,7 @@ pub fn layout(title: &str, who: Option<&Viewer<'_>>, body: &Markup) -> Markup {
                 style { (PreEscaped(STYLE)) }
             }
             body {
+                a.skip href="#main" { "Skip to the page" }
                 header {
                     strong { "settle" }
                     @if let Some(v) = who {
@@ -101,7 +104,7 @@ pub fn layout(title: &str, who: Option<&Viewer<'_>>, body: &Markup) -> Markup {
                         }
                     }
                 }
-                main { h1 { (title) } (body) }
+                main id="main" tabindex="-1" { h1 { (title) } (body) }
             }
         }
     }
@@ -148,20 +151,37 @@ fn balance_table(b: &BalanceView) -> Markup {
     }
 }
 
-/// The vendor's overview: totals by currency, the latest checkpoint, programs, disputes.
+/// One currency's money on the overview: what moved this month, what the books hold now.
+pub struct Totals {
+    /// The currency.
+    pub currency: Currency,
+    /// Earned, clawed back, adjusted, paid this month (decimal strings).
+    pub month: Vec<(&'static str, String)>,
+    /// On hold, payable, in payout now; earned, clawed back, adjusted, paid in all
+    /// (decimal strings).
+    pub now: Vec<(&'static str, String)>,
+}
+
+/// The vendor's overview: this month's flows and the books by currency, the latest
+/// checkpoint and audit, programs, disputes.
 pub fn overview(
     v: &Viewer<'_>,
     programs: &[(String, String, u32)],
-    totals: &[(Currency, Vec<(&'static str, String)>)],
-    checkpoint: Option<&CheckpointView>,
+    (month, totals): (&str, &[Totals]),
+    (checkpoint, audit): (Option<&CheckpointView>, Option<&AuditView>),
     disputes: (usize, usize),
 ) -> Markup {
     let body = html! {
         h2 { "Money, all partners" }
-        @for (cur, rows) in totals {
+        @for t in totals {
             table {
-                caption { "Totals in " (cur.code()) }
-                @for (name, value) in rows { tr { th scope="row" { (name) } td.n { (money(value, *cur)) } } }
+                caption { "In " (t.currency.code()) }
+                tbody {
+                    @for (name, value) in &t.month { tr { th scope="row" { (name) ", " (month) } td.n { (money(value, t.currency)) } } }
+                    @for (i, (name, value)) in t.now.iter().enumerate() { tr {
+                        th scope="row" { (name) @if i < 3 { ", now" } @else { ", all time" } }
+                        td.n { (money(value, t.currency)) } } }
+                }
             }
         }
         h2 { "Log" }
@@ -169,6 +189,11 @@ pub fn overview(
             Some(c) => p { "Latest signed checkpoint: " (c.size) " records, root " code { (c.root) } ", signed "
                 (chrono::DateTime::from_timestamp(c.time, 0).map(utc).unwrap_or_default()) "." },
             None => p { "No checkpoint is signed yet." },
+        }
+        @match audit {
+            Some(a) => p { "Latest " a href="/audit" { "audit" } " (" (a.id) ", started " (utc(a.started_at)) "): "
+                strong { (a.status) } @if let Some(f) = &a.finding { ", " (f.records) " records verified" } "." },
+            None => p { "The log has not been audited since the server started: " a href="/audit" { "audit it now" } "." },
         }
         h2 { "Programs" }
         p { a href="/programs" { "Publish a program" } }

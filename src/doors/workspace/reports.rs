@@ -23,11 +23,15 @@ use crate::ops::{App, admin, audits};
 const SHOWN_LINES: usize = 500;
 
 pub(super) async fn payouts(State(app): State<App>, h: HeaderMap, Query(q): Query<PayoutQuery>) -> Response {
-    page(&app, &h, |p, v| {
-        let list = reports::payouts(&app, p, &q)?;
+    let who = match signed_in(&app, &h) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let list = reports::payouts(&app, &who.p, &q).await;
+    let v = &who.viewer();
+    who.answer(list.map(|list| {
         let body = html! {
-            p { "Newest first. A batch's mandates are listed while it may still be answered (open, or paid on the bank "
-                "rail until no return can come); the log keeps them for good." }
+            p { "Newest first, with each batch's mandates and their receipts." }
             @if list.batches.is_empty() { p { "No payout batch yet." } } @else {
                 table {
                     thead { tr { th scope="col" { "Batch" } th scope="col" { "Partner" } th scope="col" { "Rail" }
@@ -46,8 +50,8 @@ pub(super) async fn payouts(State(app): State<App>, h: HeaderMap, Query(q): Quer
                 }
             }
         };
-        Ok(layout("Payout batches", Some(v), &body))
-    })
+        layout("Payout batches", Some(v), &body)
+    }))
 }
 
 /// A statement's period as the page's form sends it: UTC dates, both inclusive.
