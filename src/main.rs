@@ -1,23 +1,7 @@
-//! `settle`: the command line, the HTTP API server and the demo.
+//! `settle`: the command line (the HTTP API server, the demo, the audits, ...) over the
+//! `settle` library.
 
-mod app;
-mod audit;
-mod auth;
-mod bank;
-mod catalogue;
-mod demo;
-mod doors;
-mod error;
-#[cfg(test)]
-mod golden;
-mod home;
-mod keystore;
-mod load;
-mod ops;
-mod rates;
-mod receipts;
-mod service;
-mod webhooks;
+use settle::{app, audit, auth, bank, demo, keystore, load, service, webhooks};
 
 /// mimalloc: the settlement path allocates and frees many short-lived buffers (JSON,
 /// JWS, records) from several threads; glibc's allocator spent a fifth of the load
@@ -35,7 +19,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
-use crate::home::Home;
+use settle::home::Home;
 
 /// Set when a write to standard output found its reader gone.
 static READER_GONE: AtomicBool = AtomicBool::new(false);

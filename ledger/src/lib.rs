@@ -91,7 +91,7 @@ pub use limits::{
 pub use projection::ProjectionUpdate;
 pub use record::{ExportLine, GENESIS_CHAIN, Record, chain_link};
 #[cfg(any(test, feature = "fault-injection"))]
-pub use sync::SyncHold;
+pub use sync::{SyncHold, inject_ack_before_sync};
 pub use tree::TILE_HEIGHT;
 pub use verify::{
     Failure, Known, LOG_FILE_FORMAT, MAX_LOG_INTEGER, VerifyReport, export_bundle_log, export_file, integers_only,

@@ -27,6 +27,21 @@ impl SyncHold {
     }
 }
 
+/// The bug the simulator must find (tests only, feature `fault-injection`): when set,
+/// the syncer acknowledges a batch's appends before its sync. See
+/// [`inject_ack_before_sync`].
+#[cfg(any(test, feature = "fault-injection"))]
+static ACK_BEFORE_SYNC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Injects a known bug into every ledger of the process (tests only, feature
+/// `fault-injection`): appends are acknowledged, and published to readers, before the
+/// sync that makes them durable. A power cut then loses acknowledged appends: the
+/// deterministic simulation (`settle-sim`) must find it.
+#[cfg(any(test, feature = "fault-injection"))]
+pub fn inject_ack_before_sync(on: bool) {
+    ACK_BEFORE_SYNC.store(on, Ordering::Relaxed);
+}
+
 /// An append's answer, and where to send it once its batch is durable.
 pub(crate) type Reply = (oneshot::Sender<Result<Appended>>, Result<Appended>);
 
@@ -73,6 +88,21 @@ pub(crate) fn sync_loop(shared: &Shared, rx: &std::sync::mpsc::Receiver<ToSync>)
         msgs.push(first);
         msgs.extend(rx.try_iter());
         let wrote = msgs.iter().any(|m| matches!(m, ToSync::Batch(Committed { n: Some(_), .. })));
+        #[cfg(any(test, feature = "fault-injection"))]
+        if ACK_BEFORE_SYNC.load(Ordering::Relaxed) {
+            for m in msgs.drain(..) {
+                match m {
+                    ToSync::Batch(b) => publish(shared, b, &Ok(())),
+                    ToSync::Barrier(tx) => {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+            if wrote && sync(shared).is_err() {
+                shared.poison();
+            }
+            continue;
+        }
         let synced = if shared.is_poisoned() {
             Err(LedgerError::Poisoned)
         } else if wrote {

@@ -279,6 +279,6 @@ fn judge(item: &Item, b: &super::BankBatch, status: BatchStatus) -> (Outcome, Op
 }
 
 /// A status or outcome by its name on the wire (`paid`, `returned`, ...).
-pub(crate) fn name(s: impl Serialize) -> String {
+pub fn name(s: impl Serialize) -> String {
     serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }

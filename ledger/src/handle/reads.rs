@@ -3,6 +3,7 @@
 //! durable records are read.
 
 use settle_mandates::merkle::Hash;
+use sha2::{Digest, Sha256};
 
 use super::Ledger;
 use crate::error::{LedgerError, Result};
@@ -10,12 +11,17 @@ use crate::record::{GENESIS_CHAIN, Record};
 use crate::store::Scan;
 
 impl Ledger {
-    /// The record at `seq`.
+    /// The record at `seq`, its event checked against its stored hash: bytes that
+    /// changed at rest are reported ([`LedgerError::Inconsistent`]), never served.
     pub fn record(&self, seq: u64) -> Result<Option<Record>> {
         if seq >= self.size() {
             return Ok(None);
         }
-        self.inner.stores.record(seq).map(Some)
+        let r = self.inner.stores.record(seq)?;
+        if <[u8; 32]>::from(Sha256::digest(&r.event)) != r.event_hash {
+            return Err(LedgerError::Inconsistent { seq, what: "the stored event does not match its hash".into() });
+        }
+        Ok(Some(r))
     }
 
     /// Streams records from `from` to the current size, checking each record's hash and
