@@ -120,7 +120,7 @@ struct World {
     acked: BTreeMap<String, Acked>,
     /// Keys sent whose outcome is unknown (the process died or the storage failed):
     /// their append may or may not be in the log.
-    unknown: BTreeSet<String>,
+    unknown: BTreeMap<String, Submit>,
     /// Checkpoints handed out: size and root.
     checkpoints: Vec<(u64, [u8; 32])>,
     /// The webhook cursor last written with a sync that succeeded.
@@ -182,7 +182,7 @@ impl World {
             schedule: Vec::new(),
             step: 0,
             acked: BTreeMap::new(),
-            unknown: BTreeSet::new(),
+            unknown: BTreeMap::new(),
             checkpoints: Vec::new(),
             cursor: None,
             partners: Vec::new(),
@@ -245,7 +245,24 @@ impl World {
         let (n, kept) = self.disk.power_cut(keep);
         self.note(format!("{why}; power cut: {kept} of {n} unsynced batches survive"));
         self.start()?;
-        self.check()
+        self.check()?;
+        // A client retries what it sent and heard nothing of: appended now if it was
+        // lost, answered as written if it survived.
+        let unknown: Vec<Submit> = std::mem::take(&mut self.unknown).into_values().collect();
+        for sub in unknown {
+            let r = self.send(vec![sub.clone()])?;
+            let answer = match r.first() {
+                Some(Ok(o)) if o.replayed => "survived",
+                Some(Ok(_)) => "was lost: appended now",
+                Some(Err(_)) => "refused now",
+                None => "unanswered",
+            };
+            self.note(format!("retry of {} (unanswered before): {answer}", sub.key));
+            if let Some(r) = r.first() {
+                self.settle_outcome(&sub, r)?;
+            }
+        }
+        Ok(())
     }
 
     fn fresh(&mut self, prefix: &str) -> String {
@@ -284,7 +301,7 @@ impl World {
             }
             Err(SubmitError::Storage(_)) => {
                 if !self.acked.contains_key(&sub.key) {
-                    self.unknown.insert(sub.key.clone());
+                    self.unknown.insert(sub.key.clone(), sub.clone());
                 }
                 Ok(())
             }
@@ -524,11 +541,11 @@ impl World {
                 let probe_key = self.fresh("k");
                 let probe = self.submission(probe_key, Event::HoldsAdvanced { to: self.now }.into());
                 let key = probe.key.clone();
-                let r = self.send(vec![probe])?;
+                let r = self.send(vec![probe.clone()])?;
                 if let Some(Ok(o)) = r.first() {
                     return Err(format!("after a storage failure, {key} was acknowledged at {}", o.seq));
                 }
-                self.unknown.insert(key);
+                self.unknown.insert(key, probe);
             }
             return self.crash_and_recover("the process stops after a storage failure");
         }
