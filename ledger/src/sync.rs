@@ -90,16 +90,19 @@ pub(crate) fn sync_loop(shared: &Shared, rx: &std::sync::mpsc::Receiver<ToSync>)
         let wrote = msgs.iter().any(|m| matches!(m, ToSync::Batch(Committed { n: Some(_), .. })));
         #[cfg(any(test, feature = "fault-injection"))]
         if ACK_BEFORE_SYNC.load(Ordering::Relaxed) {
+            // The bug: every batch answered first, then the sync; barriers after it.
+            let mut barriers = Vec::new();
             for m in msgs.drain(..) {
                 match m {
                     ToSync::Batch(b) => publish(shared, b, &Ok(())),
-                    ToSync::Barrier(tx) => {
-                        let _ = tx.send(());
-                    }
+                    ToSync::Barrier(tx) => barriers.push(tx),
                 }
             }
             if wrote && sync(shared).is_err() {
                 shared.poison();
+            }
+            for tx in barriers {
+                let _ = tx.send(());
             }
             continue;
         }

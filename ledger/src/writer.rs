@@ -32,6 +32,8 @@ pub(crate) enum Cmd {
     Checkpoint(i64, oneshot::Sender<Result<SignedCheckpoint>>),
     Rotate(SigningKey, oneshot::Sender<Result<()>>),
     Projection(ProjectionUpdate, u64, oneshot::Sender<Result<()>>),
+    /// Answered once everything written before it is durable.
+    Durable(oneshot::Sender<Result<()>>),
 }
 
 /// Where the log stands for the writer: what opening the store found, and then what the
@@ -308,6 +310,9 @@ impl Writer {
                 Cmd::Projection(p, seq, reply) => {
                     let _ = reply.send(self.projection(p, seq));
                 }
+                Cmd::Durable(reply) => {
+                    let _ = reply.send(Ok(()));
+                }
                 Cmd::Append(..) => unreachable!("appends are handled above"),
             }
         }
@@ -381,7 +386,7 @@ fn fail_rest(cmds: Vec<Cmd>, err: &LedgerError) {
             Cmd::Rotate(_, r) => {
                 let _ = r.send(Err(err.clone()));
             }
-            Cmd::Projection(_, _, r) => {
+            Cmd::Projection(_, _, r) | Cmd::Durable(r) => {
                 let _ = r.send(Err(err.clone()));
             }
         }

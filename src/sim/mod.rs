@@ -274,7 +274,12 @@ impl World {
     /// each one's result.
     fn send(&mut self, subs: Vec<Submit>) -> Result<Vec<Result<Outcome, SubmitError>>, String> {
         let svc = Arc::clone(self.svc()?);
-        Ok(svc.submit_blocking(subs))
+        let r = svc.submit_blocking(subs);
+        // The next step starts once the ledger is quiet: the order of the store's calls,
+        // and so where a fault strikes, is the seed's alone (an error here is the one
+        // the answers, or the next step, meet).
+        let _ = svc.ledger().wait_durable_blocking();
+        Ok(r)
     }
 
     /// Records what a submission answered: an acknowledgement is remembered (a second

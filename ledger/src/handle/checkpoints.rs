@@ -15,6 +15,12 @@ impl Ledger {
         self.ask_blocking(|tx| Cmd::Checkpoint(time, tx))
     }
 
+    /// Waits until everything written before the call is durable (an error if a sync
+    /// failed: the ledger is then poisoned).
+    pub fn wait_durable_blocking(&self) -> Result<()> {
+        self.ask_blocking(Cmd::Durable)
+    }
+
     /// Async [`Ledger::checkpoint_blocking`].
     pub async fn checkpoint(&self, time: i64) -> Result<SignedCheckpoint> {
         self.ask(|tx| Cmd::Checkpoint(time, tx)).await
