@@ -12,9 +12,14 @@ use clap::Parser;
 use rayon::prelude::*;
 use settle::sim::{Options, Summary, Violation, run};
 
-/// Deterministic simulation of settle over a faulty storage model.
+/// The command line.
 #[derive(Parser)]
-#[command(name = "settle-sim", version, about, long_about = None)]
+#[command(
+    name = "settle-sim",
+    version,
+    about = "Deterministic simulation of settle's settlement path over a faulty storage model: one seed, one run",
+    long_about = None
+)]
 struct Cli {
     /// The first seed.
     #[arg(long, default_value_t = 1)]

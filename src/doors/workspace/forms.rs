@@ -8,7 +8,7 @@
 //! through `crate::ops`, which authorises it by the catalogue.
 
 use axum::extract::{Form, Path as UrlPath, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use maud::{Markup, html};
@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use settle_engine::model::ProgramSpec;
 
 use super::pages::{Viewer, layout};
-use super::{Signed, html as page_html, refused, signed_in};
+use super::{Signed, html as page_html, refused};
 use crate::auth::Principal;
 use crate::auth::sessions::{csrf_ok, random_hex};
 use crate::catalogue::Op;
@@ -57,8 +57,7 @@ fn see_other(to: &str) -> Response {
 
 /// The signed-in person of a form, its CSRF token checked, and the form's idempotency
 /// key scoped to its token; or the answer to give instead.
-fn sender(app: &App, h: &HeaderMap, f: &Fields) -> Result<(Signed, String), Box<Response>> {
-    let who = signed_in(app, h)?;
+fn sender(who: Signed, f: &Fields) -> Result<(Signed, String), Box<Response>> {
     if !csrf_ok(&who.csrf, field(f, "csrf")) {
         let e = Error::new(Kind::Forbidden, "this form is not from this session (CSRF token missing or wrong)");
         return Err(Box::new(refused(&who.viewer(), e)));
@@ -73,11 +72,11 @@ fn sender(app: &App, h: &HeaderMap, f: &Fields) -> Result<(Signed, String), Box<
 /// browser to the page it names (303); a refusal is its page, with its status.
 async fn act(
     app: &App,
-    h: &HeaderMap,
+    who: Signed,
     f: &Fields,
     make: impl FnOnce(&Principal) -> Result<(Fact, String), Error>,
 ) -> Response {
-    let (who, key) = match sender(app, h, f) {
+    let (who, key) = match sender(who, f) {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -92,8 +91,8 @@ async fn act(
     }
 }
 
-pub(super) async fn enroll(State(app): State<App>, h: HeaderMap, Form(f): Form<Fields>) -> Response {
-    act(&app, &h, &f, |p| {
+pub(super) async fn enroll(State(app): State<App>, who: Signed, Form(f): Form<Fields>) -> Response {
+    act(&app, who, &f, |p| {
         let b: PartnerBody = request(json!({"partner": field(&f, "partner"), "program": field(&f, "program"),
             "name": field(&f, "name"), "role": field(&f, "role")}))?;
         let to = format!("/partners/{}", b.partner);
@@ -104,19 +103,19 @@ pub(super) async fn enroll(State(app): State<App>, h: HeaderMap, Form(f): Form<F
 
 pub(super) async fn suspend(
     State(app): State<App>,
-    h: HeaderMap,
+    who: Signed,
     UrlPath(id): UrlPath<String>,
     Form(f): Form<Fields>,
 ) -> Response {
-    act(&app, &h, &f, |p| {
+    act(&app, who, &f, |p| {
         let b: ReasonBody = request(json!({"reason": field(&f, "reason")}))?;
         Ok((b.fact(p, id.clone())?, format!("/partners/{id}")))
     })
     .await
 }
 
-pub(super) async fn refund(State(app): State<App>, h: HeaderMap, Form(f): Form<Fields>) -> Response {
-    act(&app, &h, &f, |p| {
+pub(super) async fn refund(State(app): State<App>, who: Signed, Form(f): Form<Fields>) -> Response {
+    act(&app, who, &f, |p| {
         let (refund, conversion) = (field(&f, "refund"), field(&f, "conversion"));
         let mut body = json!({"refund": refund, "conversion": conversion});
         match field(&f, "size") {
@@ -137,12 +136,12 @@ pub(super) async fn refund(State(app): State<App>, h: HeaderMap, Form(f): Form<F
 /// holds), on the `book` rail.
 pub(super) async fn book_payout(
     State(app): State<App>,
-    h: HeaderMap,
+    who: Signed,
     UrlPath(id): UrlPath<String>,
     Form(f): Form<Fields>,
 ) -> Response {
     let payable = payable_mandates(&app, &id);
-    act(&app, &h, &f, |p| {
+    act(&app, who, &f, |p| {
         if payable.is_empty() {
             return Err(Error::rejected(format!("partner '{id}' has nothing payable")));
         }
@@ -168,11 +167,11 @@ pub(super) fn payable_mandates(app: &App, id: &str) -> Vec<String> {
 
 pub(super) async fn grant_agent(
     State(app): State<App>,
-    h: HeaderMap,
+    who: Signed,
     UrlPath(id): UrlPath<String>,
     Form(f): Form<Fields>,
 ) -> Response {
-    act(&app, &h, &f, |p| {
+    act(&app, who, &f, |p| {
         let scopes: Vec<&str> = f.iter().filter(|(k, _)| k == "scopes").map(|(_, v)| v.as_str()).collect();
         let days: i64 = field(&f, "days").parse().map_err(|_| Error::malformed("days must be a whole number"))?;
         if !(1..=3650).contains(&days) {
@@ -188,16 +187,16 @@ pub(super) async fn grant_agent(
 
 pub(super) async fn revoke_agent(
     State(app): State<App>,
-    h: HeaderMap,
+    who: Signed,
     UrlPath(agent): UrlPath<String>,
     Form(f): Form<Fields>,
 ) -> Response {
     let to = format!("/partners/{}/agents", field(&f, "partner"));
-    act(&app, &h, &f, |p| Ok((commands::revoke_agent(&app, p, agent)?, to))).await
+    act(&app, who, &f, |p| Ok((commands::revoke_agent(&app, p, agent)?, to))).await
 }
 
-pub(super) async fn start_audit(State(app): State<App>, h: HeaderMap, Form(f): Form<Fields>) -> Response {
-    let (who, _) = match sender(&app, &h, &f) {
+pub(super) async fn start_audit(State(app): State<App>, who: Signed, Form(f): Form<Fields>) -> Response {
+    let (who, _) = match sender(who, &f) {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -209,11 +208,11 @@ pub(super) async fn start_audit(State(app): State<App>, h: HeaderMap, Form(f): F
 
 pub(super) async fn replay_webhook(
     State(app): State<App>,
-    h: HeaderMap,
+    who: Signed,
     UrlPath(id): UrlPath<String>,
     Form(f): Form<Fields>,
 ) -> Response {
-    let (who, key) = match sender(&app, &h, &f) {
+    let (who, key) = match sender(who, &f) {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -283,15 +282,15 @@ fn now_text() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-pub(super) async fn new_program(State(app): State<App>, h: HeaderMap) -> Response {
-    super::page(&app, &h, |p, v| {
+pub(super) async fn new_program(who: Signed) -> Response {
+    who.page(|p, v| {
         crate::catalogue::allow(p, Op::PublishProgram, &[])?;
         Ok(editor(v, &Editor { amends: None, text: &template(), effective_from: "", error: None }))
     })
 }
 
-pub(super) async fn amend_program(State(app): State<App>, h: HeaderMap, UrlPath(id): UrlPath<String>) -> Response {
-    super::page(&app, &h, |p, v| {
+pub(super) async fn amend_program(State(app): State<App>, who: Signed, UrlPath(id): UrlPath<String>) -> Response {
+    who.page(|p, v| {
         crate::catalogue::allow(p, Op::AmendProgram, &[])?;
         let pv = queries::program(&app, p, &id)?;
         let latest = pv.versions.last().map(|r| serde_json::to_string_pretty(&r.spec).unwrap_or_default());
@@ -311,8 +310,8 @@ fn parse_spec(text: &str) -> Result<ProgramSpec, Error> {
 
 /// Records what the editor sent; on any refusal, the editor again with the text as sent
 /// and the refusal beside it (with the refusal's status).
-async fn submit_program(app: &App, h: &HeaderMap, f: &Fields, amends: Option<&str>) -> Response {
-    let (who, key) = match sender(app, h, f) {
+async fn submit_program(app: &App, who: Signed, f: &Fields, amends: Option<&str>) -> Response {
+    let (who, key) = match sender(who, f) {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -345,15 +344,15 @@ async fn submit_program(app: &App, h: &HeaderMap, f: &Fields, amends: Option<&st
     }
 }
 
-pub(super) async fn publish_program(State(app): State<App>, h: HeaderMap, Form(f): Form<Fields>) -> Response {
-    submit_program(&app, &h, &f, None).await
+pub(super) async fn publish_program(State(app): State<App>, who: Signed, Form(f): Form<Fields>) -> Response {
+    submit_program(&app, who, &f, None).await
 }
 
 pub(super) async fn record_amendment(
     State(app): State<App>,
-    h: HeaderMap,
+    who: Signed,
     UrlPath(id): UrlPath<String>,
     Form(f): Form<Fields>,
 ) -> Response {
-    submit_program(&app, &h, &f, Some(&id)).await
+    submit_program(&app, who, &f, Some(&id)).await
 }

@@ -95,17 +95,19 @@ impl Signed {
             Err(e) => refused(&self.viewer(), e),
         }
     }
+
+    /// The page `make` makes for this person, or its refusal.
+    fn page(&self, make: impl FnOnce(&Principal, &Viewer<'_>) -> Result<maud::Markup, Error>) -> Response {
+        self.answer(make(&self.p, &self.viewer()))
+    }
 }
 
-/// The page `make` makes for the signed-in person (or the sign-in page, or the refusal).
-fn page(
-    app: &App,
-    h: &HeaderMap,
-    make: impl FnOnce(&Principal, &Viewer<'_>) -> Result<maud::Markup, Error>,
-) -> Response {
-    match signed_in(app, h) {
-        Ok(who) => who.answer(make(&who.p, &who.viewer())),
-        Err(r) => *r,
+/// A handler's signed-in person, or (its rejection) the sign-in page.
+impl axum::extract::FromRequestParts<App> for Signed {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, app: &App) -> Result<Self, Response> {
+        signed_in(app, &parts.headers).map_err(|r| *r)
     }
 }
 
@@ -271,8 +273,8 @@ struct ListQuery {
     page: Option<usize>,
 }
 
-async fn partners(State(app): State<App>, h: HeaderMap, Query(q): Query<ListQuery>) -> Response {
-    page(&app, &h, |p, v| partner_list(&app, p, v, &q))
+async fn partners(State(app): State<App>, who: Signed, Query(q): Query<ListQuery>) -> Response {
+    who.page(|p, v| partner_list(&app, p, v, &q))
 }
 
 /// The vendor's list of partners (another principal finds no such page).
@@ -309,11 +311,7 @@ fn partner_list(app: &App, p: &Principal, v: &Viewer<'_>, q: &ListQuery) -> Resu
     Ok(pages::partners(v, &shown, &programs, (&q.q, sort), (n, pages_n)))
 }
 
-async fn partner(State(app): State<App>, h: HeaderMap, UrlPath(id): UrlPath<String>) -> Response {
-    let who = match signed_in(&app, &h) {
-        Ok(x) => x,
-        Err(r) => return *r,
-    };
+async fn partner(State(app): State<App>, who: Signed, UrlPath(id): UrlPath<String>) -> Response {
     let (p, v) = (&who.p, who.viewer());
     let made = async {
         let b = queries::balance(&app, p, &id)?;
@@ -339,11 +337,7 @@ async fn partner(State(app): State<App>, h: HeaderMap, UrlPath(id): UrlPath<Stri
 }
 
 /// A mandate's receipt as a file to keep: what `settle verify` and the kits check.
-async fn receipt(State(app): State<App>, h: HeaderMap, UrlPath((id, mandate)): UrlPath<(String, String)>) -> Response {
-    let who = match signed_in(&app, &h) {
-        Ok(x) => x,
-        Err(r) => return *r,
-    };
+async fn receipt(State(app): State<App>, who: Signed, UrlPath((id, mandate)): UrlPath<(String, String)>) -> Response {
     match queries::receipt(&app, &who.p, &id, &mandate).and_then(|d| serde_json::to_vec(&d).map_err(Error::internal)) {
         Ok(bytes) => {
             let name = format!("attachment; filename=\"receipt-{mandate}.json\"");
@@ -357,14 +351,14 @@ async fn receipt(State(app): State<App>, h: HeaderMap, UrlPath((id, mandate)): U
     }
 }
 
-async fn program(State(app): State<App>, h: HeaderMap, UrlPath(id): UrlPath<String>) -> Response {
-    page(&app, &h, |p, v| Ok(pages::program(v, &queries::program(&app, p, &id)?)))
+async fn program(State(app): State<App>, who: Signed, UrlPath(id): UrlPath<String>) -> Response {
+    who.page(|p, v| Ok(pages::program(v, &queries::program(&app, p, &id)?)))
 }
 
-async fn conversion(State(app): State<App>, h: HeaderMap, UrlPath(id): UrlPath<String>) -> Response {
-    page(&app, &h, |p, v| Ok(pages::conversion(v, &queries::conversion(&app, p, &id)?)))
+async fn conversion(State(app): State<App>, who: Signed, UrlPath(id): UrlPath<String>) -> Response {
+    who.page(|p, v| Ok(pages::conversion(v, &queries::conversion(&app, p, &id)?)))
 }
 
-async fn disputes_page(State(app): State<App>, h: HeaderMap, Query(q): Query<DisputeQuery>) -> Response {
-    page(&app, &h, |p, v| Ok(pages::disputes(v, &disputes::disputes(&app, p, &q)?.disputes)))
+async fn disputes_page(State(app): State<App>, who: Signed, Query(q): Query<DisputeQuery>) -> Response {
+    who.page(|p, v| Ok(pages::disputes(v, &disputes::disputes(&app, p, &q)?.disputes)))
 }

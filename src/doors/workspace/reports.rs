@@ -5,7 +5,7 @@
 //! at every other door.
 
 use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use maud::{Markup, html};
@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::forms::hidden;
 use super::pages::{layout, money, urlencoding, utc};
-use super::{page, refused, signed_in};
+use super::{Signed, refused};
 use crate::auth::Principal;
 use crate::error::Error;
 use crate::ops::reports::{self, PayoutQuery, StatementQuery, StatementView};
@@ -22,11 +22,7 @@ use crate::ops::{App, admin, audits};
 /// Statement lines shown on the page (the CSV holds them all).
 const SHOWN_LINES: usize = 500;
 
-pub(super) async fn payouts(State(app): State<App>, h: HeaderMap, Query(q): Query<PayoutQuery>) -> Response {
-    let who = match signed_in(&app, &h) {
-        Ok(x) => x,
-        Err(r) => return *r,
-    };
+pub(super) async fn payouts(State(app): State<App>, who: Signed, Query(q): Query<PayoutQuery>) -> Response {
     let list = reports::payouts(&app, &who.p, &q).await;
     let v = &who.viewer();
     who.answer(list.map(|list| {
@@ -92,14 +88,10 @@ async fn statement_of(
 
 pub(super) async fn statement(
     State(app): State<App>,
-    h: HeaderMap,
+    who: Signed,
     UrlPath(id): UrlPath<String>,
     Query(f): Query<PeriodForm>,
 ) -> Response {
-    let who = match signed_in(&app, &h) {
-        Ok(x) => x,
-        Err(r) => return *r,
-    };
     let made = async {
         let (st, from, to) = statement_of(&app, &who.p, &id, &f).await?;
         let csv = format!("/partners/{id}/statement.csv?from={from}&to={to}");
@@ -131,14 +123,10 @@ pub(super) async fn statement(
 /// The statement as a CSV file (the columns of `settle statement --format csv`).
 pub(super) async fn statement_csv(
     State(app): State<App>,
-    h: HeaderMap,
+    who: Signed,
     UrlPath(id): UrlPath<String>,
     Query(f): Query<PeriodForm>,
 ) -> Response {
-    let who = match signed_in(&app, &h) {
-        Ok(x) => x,
-        Err(r) => return *r,
-    };
     let made = async {
         let (st, from, to) = statement_of(&app, &who.p, &id, &f).await?;
         let mut out = Vec::new();
@@ -157,8 +145,8 @@ pub(super) async fn statement_csv(
     }
 }
 
-pub(super) async fn leads(State(app): State<App>, h: HeaderMap, UrlPath(id): UrlPath<String>) -> Response {
-    page(&app, &h, |p, v| {
+pub(super) async fn leads(State(app): State<App>, who: Signed, UrlPath(id): UrlPath<String>) -> Response {
+    who.page(|p, v| {
         let list = reports::leads(&app, p, &id, Utc::now())?;
         let body = html! {
             p { "Leads " (id) " is on the referral chain of, newest first. A lead earns while its attribution window is "
@@ -179,8 +167,8 @@ pub(super) async fn leads(State(app): State<App>, h: HeaderMap, UrlPath(id): Url
     })
 }
 
-pub(super) async fn agents(State(app): State<App>, h: HeaderMap, UrlPath(id): UrlPath<String>) -> Response {
-    page(&app, &h, |p, v| {
+pub(super) async fn agents(State(app): State<App>, who: Signed, UrlPath(id): UrlPath<String>) -> Response {
+    who.page(|p, v| {
         let list = reports::agents(&app, p, &id, Utc::now())?;
         // What this person may grant: the agent scopes its own token holds.
         let grantable: Vec<&str> = ["read", "leads_write", "webhooks_write", "disputes_write"]
@@ -223,8 +211,8 @@ pub(super) async fn agents(State(app): State<App>, h: HeaderMap, UrlPath(id): Ur
     })
 }
 
-pub(super) async fn audit(State(app): State<App>, h: HeaderMap) -> Response {
-    page(&app, &h, |p, v| {
+pub(super) async fn audit(State(app): State<App>, who: Signed) -> Response {
+    who.page(|p, v| {
         let run = audits::latest(&app, p)?;
         let running = run.as_ref().is_some_and(|r| r.status == "running");
         let body = html! {
@@ -271,8 +259,8 @@ fn refreshing(m: &Markup) -> Markup {
     maud::PreEscaped(s)
 }
 
-pub(super) async fn webhooks(State(app): State<App>, h: HeaderMap) -> Response {
-    page(&app, &h, |p, v| {
+pub(super) async fn webhooks(State(app): State<App>, who: Signed) -> Response {
+    who.page(|p, v| {
         let list = admin::hooks(&app)?.list(p)?;
         let body = html! {
             p { "Signed deliveries of the log's events (Standard Webhooks). Subscribe over the API or an agent: "
@@ -294,8 +282,8 @@ pub(super) async fn webhooks(State(app): State<App>, h: HeaderMap) -> Response {
     })
 }
 
-pub(super) async fn webhook(State(app): State<App>, h: HeaderMap, UrlPath(id): UrlPath<String>) -> Response {
-    page(&app, &h, |p, v| {
+pub(super) async fn webhook(State(app): State<App>, who: Signed, UrlPath(id): UrlPath<String>) -> Response {
+    who.page(|p, v| {
         let hooks = admin::hooks(&app)?;
         let s = hooks.get(p, &id)?;
         let dead = hooks.dead_letters(p, &id)?;
