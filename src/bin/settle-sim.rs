@@ -30,7 +30,7 @@ struct Cli {
     /// Client steps per seed.
     #[arg(long, default_value_t = Options::default().steps)]
     steps: usize,
-    /// Print each seed's schedule.
+    /// Print each seed's schedule (a single seed always does).
     #[arg(long)]
     verbose: bool,
 }
@@ -43,7 +43,8 @@ fn main() -> ExitCode {
     let total = Mutex::new(Summary::default());
     let first_failure: Mutex<Option<Violation>> = Mutex::new(None);
     let end = cli.seed.saturating_add(cli.seeds);
-    let verbose = cli.verbose;
+    // One seed prints its schedule; many, with --verbose.
+    let verbose = cli.verbose || cli.seeds == 1;
     (cli.seed..end).into_par_iter().for_each(|seed| {
         if stop.load(Ordering::Relaxed) {
             return;

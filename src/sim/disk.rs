@@ -83,8 +83,8 @@ struct State {
     crash_at: Option<u64>,
     fail_sync_at: Option<u64>,
     full_from: Option<u64>,
-    /// A bit flipped at rest: the key, and the byte and bit.
-    flipped: Option<(Key, usize, u8)>,
+    /// A bit flipped at rest: the key, the byte and bit, and the value as flipped.
+    flipped: Option<(Key, usize, u8, Vec<u8>)>,
     counts: Counts,
 }
 
@@ -188,6 +188,20 @@ impl Disk {
         (n, keep)
     }
 
+    /// The power goes after everything written was synced or not: all of it survives
+    /// (a restart that loses nothing).
+    pub fn restart_keeping_all(&self) {
+        let mut s = self.lock();
+        s.down = true;
+        let pending = std::mem::take(&mut s.pending);
+        let mut durable = std::mem::take(&mut s.durable);
+        for b in &pending {
+            apply(&mut durable, b);
+        }
+        s.live.clone_from(&durable);
+        s.durable = durable;
+    }
+
     /// Flips bit `bit` of a byte of the event bytes of a record (chosen by `at`) of the
     /// `nth` stored record entry (modulo their number), at rest: the key flipped,
     /// or `None` when there is none.
@@ -206,15 +220,23 @@ impl Disk {
                 v[i] ^= mask;
             }
         }
-        s.flipped = Some((key.clone(), i, mask));
+        let flipped = s.durable.get(&key).cloned().unwrap_or_default();
+        s.flipped = Some((key.clone(), i, mask, flipped));
         Some(key.1)
+    }
+
+    /// Whether the flipped bit is still flipped where it was (nothing rewrote the bytes).
+    #[must_use]
+    pub fn flip_in_place(&self) -> bool {
+        let s = self.lock();
+        s.flipped.as_ref().is_some_and(|(key, _, _, v)| s.durable.get(key) == Some(v) && s.live.get(key) == Some(v))
     }
 
     /// Puts a flipped bit back (the disk replaced from a good copy).
     pub fn unflip(&self) {
         let mut s = self.lock();
         let st = &mut *s;
-        if let Some((key, i, mask)) = st.flipped.take() {
+        if let Some((key, i, mask, _)) = st.flipped.take() {
             for map in [&mut st.durable, &mut st.live] {
                 if let Some(v) = map.get_mut(&key) {
                     v[i] ^= mask;

@@ -238,11 +238,13 @@ impl World {
     /// The process dies (its threads end with the stale store), the power goes, and a
     /// new process recovers; then every invariant is checked.
     fn crash_and_recover(&mut self, why: &str) -> Checked {
+        // The power goes first: the dying process syncs nothing more (its handles are
+        // stale), and only then are its threads stopped.
+        let keep = self.rng.random_range(0..64);
+        let (n, kept) = self.disk.power_cut(keep);
         if let Some(svc) = self.svc.take() {
             let _ = svc.close();
         }
-        let keep = self.rng.random_range(0..64);
-        let (n, kept) = self.disk.power_cut(keep);
         self.note(format!("{why}; power cut: {kept} of {n} unsynced batches survive"));
         self.start()?;
         self.check()?;
@@ -389,7 +391,15 @@ impl World {
                     body(json!({"batch": id, "partner": partner, "rail": "book", "mandate_ids": payable}));
                 (format!("payout {id} of {partner}: {} mandates", payable.len()), b.fact(&p).map_err(e)?)
             }
-            90..100 => {
+            90..94 => {
+                // Paying again what a batch holds (open, or paid and closed): refused.
+                let Some((batch, partner, mandates)) = self.any_batch()? else { return Ok(None) };
+                let id = self.fresh("b");
+                let b: PayoutBody =
+                    body(json!({"batch": id, "partner": partner, "rail": "book", "mandate_ids": mandates}));
+                (format!("payout {id} of {batch}'s mandates again (must be refused)"), b.fact(&p).map_err(e)?)
+            }
+            94..100 => {
                 let Some((batch, partner, mandates)) = self.open_batch()? else { return Ok(None) };
                 let id = self.fresh("s");
                 let b: SettlementBody = body(json!({"settlement": id, "batch": batch, "partner": partner,
@@ -411,6 +421,23 @@ impl World {
                 .take(50)
                 .collect()
         }))
+    }
+
+    /// A batch's mandates, open or closed (a closed batch's from its fact in the log).
+    fn any_batch(&mut self) -> Result<Option<(String, String, Vec<String>)>, String> {
+        let svc = Arc::clone(self.svc()?);
+        let batches: Vec<(String, String, u64)> =
+            svc.with_state(|s| s.batches.iter().map(|(id, b)| (id.clone(), b.partner.clone(), b.seq)).collect());
+        if batches.is_empty() {
+            return Ok(None);
+        }
+        let (id, partner, seq) = batches[self.rng.random_range(0..batches.len())].clone();
+        let r = svc.ledger().record(seq).map_err(|e| e.to_string())?.ok_or("a batch's fact is missing")?;
+        let env = settle_engine::Envelope::from_bytes(&r.event).map_err(|e| e.to_string())?;
+        let Event::PayoutBatched { mandate_ids, .. } = env.event else {
+            return Err(format!("record {seq} is not batch {id}"));
+        };
+        Ok(Some((id, partner, mandate_ids)))
     }
 
     fn open_batch(&self) -> Result<Option<(String, String, Vec<String>)>, String> {
@@ -531,11 +558,20 @@ impl World {
         let results = self.send(subs)?;
         self.disk.disarm();
         let failed = results.iter().any(|r| matches!(r, Err(SubmitError::Storage(_))));
+        if failed && fault.is_none() {
+            return Err(format!(
+                "{key} failed on a healthy disk: {:?}",
+                results.first().and_then(|r| r.as_ref().err())
+            ));
+        }
         if twice
             && let [Ok(a), Ok(b)] = results.as_slice()
             && a.seq != b.seq
         {
             return Err(format!("{key} sent twice at once was appended at {} and {}", a.seq, b.seq));
+        }
+        if what.ends_with("(must be refused)") && results.iter().any(Result::is_ok) {
+            return Err(format!("{key}: mandates already batched were batched again"));
         }
         for r in &results {
             self.settle_outcome(&sub, r)?;
@@ -584,10 +620,41 @@ impl World {
             }
         }
         let audit = crate::audit::audit_ledger(svc.ledger(), &self.keys, &Arc::default());
-        self.disk.unflip();
         if audit.is_ok() {
+            self.disk.unflip();
             return Err(format!("the audit passed with a bit flipped in record {first}"));
         }
+        if self.rng.random_bool(0.5) {
+            // Restarted on the corrupted disk: the recovery or the audit reports it,
+            // and nothing rewrites the stored bytes.
+            drop(svc);
+            self.disk.restart_keeping_all();
+            if let Some(svc) = self.svc.take() {
+                let _ = svc.close();
+            }
+            self.note("restart on the corrupted disk".into());
+            let backend = self.disk.start_process();
+            let reported = match Service::open_on(backend, &Home::Dir("sim".into())) {
+                Err(_) => true,
+                Ok(svc) => {
+                    let audited = crate::audit::audit_ledger(svc.ledger(), &self.keys, &Arc::default());
+                    let _ = svc.close();
+                    audited.is_err()
+                }
+            };
+            let intact = self.disk.flip_in_place();
+            self.disk.unflip();
+            if !reported {
+                return Err(format!("a restart on a bit flipped in record {first} reported nothing"));
+            }
+            if !intact {
+                return Err(format!("the bit flipped in record {first} was rewritten (silently repaired)"));
+            }
+            self.disk.restart_keeping_all();
+            self.start()?;
+            return self.check();
+        }
+        self.disk.unflip();
         Ok(())
     }
 
