@@ -278,9 +278,16 @@ impl World {
         let svc = Arc::clone(self.svc()?);
         let r = svc.submit_blocking(subs);
         // The next step starts once the ledger is quiet: the order of the store's calls,
-        // and so where a fault strikes, is the seed's alone (an error here is the one
-        // the answers, or the next step, meet).
-        let _ = svc.ledger().wait_durable_blocking();
+        // and so where a fault strikes, is the seed's alone. Once every answer is an
+        // acknowledgement, nothing of the call is left to sync: a sync failing now means
+        // it was acknowledged before it was durable.
+        let quiet = svc.ledger().wait_durable_blocking();
+        if let Err(e) = quiet
+            && !r.is_empty()
+            && r.iter().all(Result::is_ok)
+        {
+            return Err(format!("a call was acknowledged before it was durable: its sync failed after ({e})"));
+        }
         Ok(r)
     }
 
