@@ -236,6 +236,12 @@ fn the_workspace_works_in_chromium() {
         assert_eq!(editor.attr("aria-invalid").await.expect("attr").as_deref(), Some("true"));
         assert_eq!(editor.attr("aria-describedby").await.expect("attr").as_deref(), Some("spec-error"));
         shot(&c, "program-editor-error").await;
+        // The amendment's editor starts from the rules in force.
+        c.goto(&format!("{base}/programs/growth/amendments")).await.expect("goto");
+        assert_eq!(heading(&c, "Amend program growth").await, "Amend program growth");
+        let text = c.find(Locator::Id("spec")).await.expect("the editor").prop("value").await.expect("value");
+        assert!(text.is_some_and(|t| t.contains("\"program\": \"growth\"")), "the rules in force");
+        shot(&c, "program-amend").await;
 
         // The audit of the live log, started from its page: progress, then the result.
         c.find(Locator::LinkText("Audit")).await.expect("nav").click().await.expect("click");
@@ -266,7 +272,13 @@ fn the_workspace_works_in_chromium() {
             assert_eq!(heading(&c, title).await, title);
             shot(&c, name).await;
         }
-        c.find(Locator::LinkText("Download this statement as CSV")).await.expect("the CSV link");
+        let csv = c.find(Locator::LinkText("Download this statement as CSV")).await.expect("the CSV link");
+        let href = csv.attr("href").await.expect("href").expect("an href");
+        let session = c.get_named_cookie("settle_session").await.expect("the session cookie");
+        let r = http(server.addr, "GET", &href, &[("Cookie", &format!("settle_session={}", session.value()))], None)
+            .expect("GET statement.csv");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.text().starts_with("seq,at,entry,reference,mandate_id"), "{}", r.text());
         c.goto(&format!("{base}/partners/p02")).await.expect("goto");
         assert_eq!(heading(&c, "Not found").await, "Not found");
         assert!(!c.source().await.expect("source").contains("md_"), "nothing of p02's is shown");
@@ -294,6 +306,7 @@ fn the_workspace_works_in_chromium() {
         "payouts",
         "webhooks",
         "program-editor-error",
+        "program-amend",
         "audit",
         "leads",
         "statement",

@@ -302,6 +302,22 @@ fn forms_write_through_the_api_rules_once_and_refuse_without_the_csrf_token() {
     assert_eq!(r.status, 403, "a scope its token lacks: {}", r.text());
     let r = post("/agents/bot1/revoke", &mine, &form(&agents, "g3", &[("partner", "p1")]));
     assert_eq!(r.status, 303, "{}", r.text());
+    // Never for another partner: a grant in p2's name is forbidden, p2's agent is not
+    // found, and a payout is the vendor's.
+    let r = post(
+        "/partners/p2/agents",
+        &mine,
+        &form(&agents, "g4", &[("agent", "bot3"), ("scopes", "read"), ("days", "30")]),
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    let now = chrono::Utc::now();
+    let grant = serde_json::json!({"agent": "bot-p2", "partner": "p2", "scopes": ["read"],
+        "not_before": now.to_rfc3339(), "expires_at": (now + chrono::Duration::days(1)).to_rfc3339()});
+    a.post_expect("/v1/agents", "bot-p2", &grant, 201);
+    let r = post("/agents/bot-p2/revoke", &mine, &form(&agents, "g5", &[("partner", "p2")]));
+    assert_eq!(r.status, 404, "{}", r.text());
+    let r = post("/partners/p2/payouts", &mine, &form(&agents, "g6", &[("batch", "wb9")]));
+    assert_eq!(r.status, 403, "{}", r.text());
     let listed = a.get("/v1/partners/p1/agents").json();
     assert_eq!(listed["agents"].as_array().map(Vec::len), Some(1), "{listed}");
     assert_eq!(
@@ -321,5 +337,40 @@ fn forms_write_through_the_api_rules_once_and_refuse_without_the_csrf_token() {
     assert_eq!(done["status"], "passed", "{done}");
     assert!(done["finding"]["records"].as_u64().is_some_and(|n| n > 10), "{done}");
     assert!(get("/audit", &vendor).text().contains("Passed:"));
+    server.stop();
+}
+
+#[test]
+fn webhook_pages_show_subscriptions_and_dead_letters_and_deliver_them_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("d");
+    keys_create(&data);
+    let admin =
+        token(&data, "vendor-admin", "ops", None, "programs-write,leads-write,conversions-write,read,webhooks-write");
+    let p1 = token(&data, "partner", "p1", None, "read");
+    let flags = ["--webhook-allow-private", "--webhook-attempts", "1", "--webhook-backoff-ms", "1"];
+    let server = Server::start_with(&data, dir.path(), &flags);
+    let a = server.api(Some(&admin));
+    // A receiver that is not there: every delivery fails at once and becomes a dead letter.
+    let sub = a.post_expect("/v1/webhooks", "sub", &serde_json::json!({"url": "http://127.0.0.1:9/hooks"}), 201);
+    let id = sub["id"].as_str().expect("id").to_owned();
+    two_hop_deal(&a, "100.00");
+    wait_for("dead letters", 30, || {
+        let d = a.get(&format!("/v1/webhooks/{id}/dead-letters")).json();
+        d["dead_letters"].as_array().is_some_and(|l| !l.is_empty()).then_some(())
+    });
+    let (vendor, _) = sign_in(&server, &admin, &[]);
+    let list = req(&server, "GET", "/webhooks", Some(&vendor), None, &[]).text();
+    assert!(list.contains(&format!("href=\"/webhooks/{id}\"")) && list.contains("http://127.0.0.1:9/hooks"), "{list}");
+    let page = req(&server, "GET", &format!("/webhooks/{id}"), Some(&vendor), None, &[]).text();
+    assert!(page.contains("Dead letters") && page.contains("evt_"), "{page}");
+    let r = req(&server, "POST", &format!("/webhooks/{id}/replay"), Some(&vendor), Some(&form(&page, "rp1", &[])), &[]);
+    assert_eq!((r.status, r.header("location")), (303, Some(format!("/webhooks/{id}").as_str())), "{}", r.text());
+    let r = req(&server, "POST", &format!("/webhooks/{id}/replay"), Some(&vendor), Some("csrf=00&key=rp2"), &[]);
+    assert_eq!(r.status, 403, "no CSRF token: {}", r.text());
+    // A partner does not see the vendor's subscription.
+    let (mine, _) = sign_in(&server, &p1, &[]);
+    assert_eq!(req(&server, "GET", &format!("/webhooks/{id}"), Some(&mine), None, &[]).status, 404);
+    assert!(!req(&server, "GET", "/webhooks", Some(&mine), None, &[]).text().contains(&id));
     server.stop();
 }

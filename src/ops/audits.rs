@@ -146,12 +146,8 @@ pub fn start(app: &App, p: &Principal, now: DateTime<Utc>) -> Result<(AuditView,
         seen: Arc::default(),
         end: Mutex::new(None),
     });
-    if runs.len() >= KEPT {
-        runs.pop_front();
-    }
-    runs.push_back(Arc::clone(&run));
-    drop(runs);
     let (app2, r2) = (app.clone(), Arc::clone(&run));
+    // Kept once its thread has started: a run that never started is not left running.
     std::thread::Builder::new()
         .name("settle-audit".into())
         .spawn(move || {
@@ -160,6 +156,10 @@ pub fn start(app: &App, p: &Principal, now: DateTime<Utc>) -> Result<(AuditView,
             *r2.end.lock().unwrap_or_else(PoisonError::into_inner) = Some((Utc::now(), out));
         })
         .map_err(Error::internal)?;
+    if runs.len() >= KEPT {
+        runs.pop_front();
+    }
+    runs.push_back(Arc::clone(&run));
     Ok((run.view(), true))
 }
 

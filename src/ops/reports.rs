@@ -23,6 +23,10 @@ pub const MAX_STATEMENT_LINES: usize = 100_000;
 /// Most leads, or payout batches, one answer holds (the newest).
 pub const MAX_LISTED: usize = 1000;
 
+/// Replays of the log for statements and flows running at once: more wait their turn,
+/// so no caller can make the server replay its log on every core.
+static REPLAYS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
 /// The period of a statement: `[from, to)`, open where left out.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -72,11 +76,13 @@ pub async fn statement(app: &App, p: &Principal, id: String, q: StatementQuery) 
     let cfg = EngineConfig { vendor: app.keys.vendor.clone(), salt_secret: app.keys.salt().map_err(Error::internal)? };
     let svc = app.svc.clone();
     let partner = id.clone();
+    let turn = REPLAYS.acquire().await.map_err(Error::internal)?;
     let lines = tokio::task::spawn_blocking(move || {
         crate::audit::statement(svc.ledger(), cfg, &partner, q.from, q.to).map_err(Error::internal)
     })
     .await
     .map_err(Error::internal)??;
+    drop(turn);
     if lines.len() > MAX_STATEMENT_LINES {
         return Err(Error::rejected(format!(
             "the statement holds {} lines, more than {MAX_STATEMENT_LINES}: ask for a shorter period",
@@ -343,6 +349,11 @@ pub async fn flows(app: &App, p: &Principal, from: DateTime<Utc>) -> Result<Flow
     }
     let cfg = EngineConfig { vendor: app.keys.vendor.clone(), salt_secret: app.keys.salt().map_err(Error::internal)? };
     let svc = app.svc.clone();
+    let _turn = REPLAYS.acquire().await.map_err(Error::internal)?;
+    // Read while this call waited its turn?
+    if let Some((_, f)) = cached(&app.flows.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)) {
+        return Ok(f);
+    }
     let flows = tokio::task::spawn_blocking(move || {
         let mut out = Flows { size, ..Flows::default() };
         let period = crate::audit::Period { partners: None, from: Some(from), to: None };

@@ -140,8 +140,10 @@ pub(super) async fn book_payout(
     UrlPath(id): UrlPath<String>,
     Form(f): Form<Fields>,
 ) -> Response {
-    let payable = payable_mandates(&app, &id);
     act(&app, who, &f, |p| {
+        // Whoever may not book payouts learns nothing of the partner's mandates.
+        crate::catalogue::allow(p, Op::CreatePayout, &[])?;
+        let payable = payable_mandates(&app, &id);
         if payable.is_empty() {
             return Err(Error::rejected(format!("partner '{id}' has nothing payable")));
         }

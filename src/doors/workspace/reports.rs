@@ -30,6 +30,7 @@ pub(super) async fn payouts(State(app): State<App>, who: Signed, Query(q): Query
             p { "Newest first, with each batch's mandates and their receipts." }
             @if list.batches.is_empty() { p { "No payout batch yet." } } @else {
                 table {
+                    caption { "Payout batches" }
                     thead { tr { th scope="col" { "Batch" } th scope="col" { "Partner" } th scope="col" { "Rail" }
                         th scope="col" { "Status" } th.n scope="col" { "Amount" } th.n scope="col" { "Offset" }
                         th scope="col" { "Mandates" } } }
@@ -105,14 +106,20 @@ pub(super) async fn statement(
                 code { "settle statement" } ")." }
             @if st.lines.len() > SHOWN_LINES { p { "The first " (SHOWN_LINES) " of " (st.lines.len()) " lines; the CSV has them all." } }
             table {
+                caption { "Statement lines, " (from) " to " (to) }
                 thead { tr { th scope="col" { "Seq" } th scope="col" { "At" } th scope="col" { "Entry" }
                     th scope="col" { "Reference" } th scope="col" { "Mandate" } th.n scope="col" { "Amount" }
                     th.n scope="col" { "On hold" } th.n scope="col" { "Payable" } th.n scope="col" { "In payout" }
                     th.n scope="col" { "Paid" } } }
-                tbody { @for l in st.lines.iter().take(SHOWN_LINES) { tr {
-                    td { (l.seq) } td { (l.at) } td { (l.entry) } td { (l.reference) } td { code { (l.mandate_id) } }
-                    td.n { (l.amount) } td.n { (l.on_hold) } td.n { (l.payable) } td.n { (l.in_payout) } td.n { (l.paid) }
-                } } }
+                tbody { @for l in st.lines.iter().take(SHOWN_LINES) {
+                    @let m = |v: &str| l.currency.parse().map_or_else(|_| v.to_owned(), |c| money(v, c));
+                    @let at = DateTime::parse_from_rfc3339(&l.at).map_or_else(|_| l.at.clone(), |t| utc(t.with_timezone(&Utc)));
+                    tr {
+                        td { (l.seq) } td { (at) } td { (l.entry) } td { (l.reference) } td { code { (l.mandate_id) } }
+                        td.n { (m(&l.amount)) } td.n { (m(&l.on_hold)) } td.n { (m(&l.payable)) }
+                        td.n { (m(&l.in_payout)) } td.n { (m(&l.paid)) }
+                    }
+                } }
             }
         };
         Ok(layout(&format!("Statement of {id}"), Some(&who.viewer()), &body))
@@ -153,6 +160,7 @@ pub(super) async fn leads(State(app): State<App>, who: Signed, UrlPath(id): UrlP
                 "open; a duplicate (another lead owns the customer) earns nothing." }
             @if list.leads.is_empty() { p { "No lead yet." } } @else {
                 table {
+                    caption { "Leads" }
                     thead { tr { th scope="col" { "Lead" } th scope="col" { "Customer" } th scope="col" { "Chain" }
                         th scope="col" { "Registered" } th scope="col" { "Attributable until" } th scope="col" { "Status" } } }
                     tbody { @for l in &list.leads { tr {
@@ -179,6 +187,7 @@ pub(super) async fn agents(State(app): State<App>, who: Signed, UrlPath(id): Url
         let body = html! {
             @if list.agents.is_empty() { p { "No agent yet." } } @else {
                 table {
+                    caption { "Agents" }
                     thead { tr { th scope="col" { "Agent" } th scope="col" { "Scopes" } th scope="col" { "From" }
                         th scope="col" { "Until" } th scope="col" { "In force" } th scope="col" { "Revoke" } } }
                     tbody { @for a in &list.agents { tr {
@@ -267,6 +276,7 @@ pub(super) async fn webhooks(State(app): State<App>, who: Signed) -> Response {
                 code { "POST /v1/webhooks" } "." }
             @if list.subscriptions.is_empty() { p { "No subscription." } } @else {
                 table {
+                    caption { "Subscriptions" }
                     thead { tr { th scope="col" { "Subscription" } th scope="col" { "URL" } th scope="col" { "Owner" }
                         th scope="col" { "Events" } th.n scope="col" { "Delivered up to" } th.n scope="col" { "Dead letters" } } }
                     tbody { @for s in &list.subscriptions { tr {
@@ -293,6 +303,7 @@ pub(super) async fn webhook(State(app): State<App>, who: Signed, UrlPath(id): Ur
             h2 { "Dead letters" }
             @if dead.dead_letters.is_empty() { p { "None: every event was delivered." } } @else {
                 table {
+                    caption { "Dead letters" }
                     thead { tr { th scope="col" { "Webhook id" } th.n scope="col" { "Seq" } th scope="col" { "Event" }
                         th.n scope="col" { "Attempts" } th scope="col" { "Last error" } th scope="col" { "Given up" } } }
                     tbody { @for d in &dead.dead_letters { tr {
