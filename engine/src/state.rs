@@ -363,6 +363,18 @@ impl State {
         Some((cs, i, c))
     }
 
+    /// Partner `partner`'s payable mandates, oldest first: its payment mandates payable
+    /// now, then its positive adjustment mandates payable now.
+    pub fn payable_mandates<'a>(&'a self, partner: &'a str) -> impl Iterator<Item = String> + 'a {
+        let hops = self.conversions.hops_of(0, partner).filter_map(|(cs, hop, _, _)| {
+            let c = self.conversions.get(cs)?;
+            (c.hops.get(hop)?.status == HopStatus::Payable).then(|| c.mandate_id(cs, hop))
+        });
+        let adjustments =
+            self.adjustments.iter().filter(move |(_, a)| a.partner == partner && a.status == HopStatus::Payable);
+        hops.chain(adjustments.map(|(m, _)| m.clone()))
+    }
+
     /// The payment mandate or positive adjustment mandate `id`, as a payout sees it.
     #[must_use]
     pub fn payout_item(&self, id: &str) -> Option<PayoutItem> {

@@ -172,11 +172,23 @@ impl Disk {
     /// taken modulo their number plus one). Answers how many there were and how many
     /// survive.
     pub fn power_cut(&self, keep: usize) -> (usize, usize) {
+        self.cut(|n| keep % (n + 1), true)
+    }
+
+    /// The power goes after everything written was synced or not: all of it survives
+    /// (a restart that loses nothing).
+    pub fn restart_keeping_all(&self) {
+        self.cut(|n| n, false);
+    }
+
+    /// The power goes: of the `n` unsynced batches the first `keep(n)` survive, the rest
+    /// are lost (`counted`: as a crash). Answers `n` and how many survive.
+    fn cut(&self, keep: impl FnOnce(usize) -> usize, counted: bool) -> (usize, usize) {
         let mut s = self.lock();
         s.down = true;
-        s.counts.crashes += 1;
+        s.counts.crashes += u64::from(counted);
         let n = s.pending.len();
-        let keep = keep % (n + 1);
+        let keep = keep(n).min(n);
         let survivors: Vec<Batch> = s.pending.drain(..keep).collect();
         s.pending.clear();
         let mut durable = std::mem::take(&mut s.durable);
@@ -186,20 +198,6 @@ impl Disk {
         s.live.clone_from(&durable);
         s.durable = durable;
         (n, keep)
-    }
-
-    /// The power goes after everything written was synced or not: all of it survives
-    /// (a restart that loses nothing).
-    pub fn restart_keeping_all(&self) {
-        let mut s = self.lock();
-        s.down = true;
-        let pending = std::mem::take(&mut s.pending);
-        let mut durable = std::mem::take(&mut s.durable);
-        for b in &pending {
-            apply(&mut durable, b);
-        }
-        s.live.clone_from(&durable);
-        s.durable = durable;
     }
 
     /// Flips bit `bit` of a byte of the event bytes of a record (chosen by `at`) of the

@@ -26,7 +26,6 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
-use settle_engine::records::HopStatus;
 use settle_engine::{Engine, EngineConfig, Event};
 
 use crate::auth::{Principal, PrincipalKind, Scope};
@@ -418,16 +417,7 @@ impl World {
     }
 
     fn payable(&self, partner: &str) -> Result<Vec<String>, String> {
-        Ok(self.svc()?.with_state(|s| {
-            s.conversions
-                .hops_of(0, partner)
-                .filter_map(|(cs, hop, _, _)| {
-                    let c = s.conversions.get(cs)?;
-                    (c.hops.get(hop)?.status == HopStatus::Payable).then(|| c.mandate_id(cs, hop))
-                })
-                .take(50)
-                .collect()
-        }))
+        Ok(self.svc()?.with_state(|s| s.payable_mandates(partner).take(50).collect()))
     }
 
     /// A batch's mandates, open or closed (a closed batch's from its fact in the log).

@@ -156,15 +156,7 @@ pub(super) async fn book_payout(
 
 /// Partner `id`'s payable mandates, oldest first, as many as one batch holds.
 pub(super) fn payable_mandates(app: &App, id: &str) -> Vec<String> {
-    use settle_engine::records::HopStatus;
-    app.svc.with_state(|s| {
-        let hops = s.conversions.hops_of(0, id).filter_map(|(cs, hop, _, _)| {
-            let c = s.conversions.get(cs)?;
-            (c.hops.get(hop)?.status == HopStatus::Payable).then(|| c.mandate_id(cs, hop))
-        });
-        let adjustments = s.adjustments.iter().filter(|(_, a)| a.partner == id && a.status == HopStatus::Payable);
-        hops.chain(adjustments.map(|(m, _)| m.clone())).take(settle_engine::model::MAX_SETTLEMENT_MANDATES).collect()
-    })
+    app.svc.with_state(|s| s.payable_mandates(id).take(settle_engine::model::MAX_SETTLEMENT_MANDATES).collect())
 }
 
 pub(super) async fn grant_agent(
