@@ -104,6 +104,8 @@ struct Sequencer {
     engine: Engine,
     next: u64,
     inflight: HashMap<String, InFlight>,
+    /// The turn the next group decided takes (see [`pipeline::Turnstile`]).
+    turns: u64,
     /// Records reflected by the engine state last stored (saved, or attached to an
     /// append), so the next is attached once the log has grown enough
     /// ([`PROJECTION_MIN_RECORDS`]).
@@ -151,6 +153,8 @@ pub struct Service {
     failed: AtomicBool,
     /// The doors' submissions, for the combiner (see [`Service::try_submit`]).
     jobs: std::sync::mpsc::Sender<pipeline::Job>,
+    /// Groups decided, signed out of turn, waiting to be queued in their turn.
+    turnstile: pipeline::Turnstile,
 }
 
 /// The hash of a request as idempotency compares it: SHA-256 of its RFC 8785 (JCS) bytes.
@@ -333,10 +337,11 @@ impl Service {
             ledger,
             key,
             key_home,
-            seq: Mutex::new(Sequencer { engine, next, inflight: HashMap::new(), saved, saved_bytes }),
+            seq: Mutex::new(Sequencer { engine, next, inflight: HashMap::new(), turns: 0, saved, saved_bytes }),
             failed: AtomicBool::new(false),
             follower,
             jobs,
+            turnstile: pipeline::Turnstile::default(),
         });
         let weak = Arc::downgrade(&svc);
         std::thread::Builder::new()

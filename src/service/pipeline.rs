@@ -1,15 +1,19 @@
-//! The sequencer's pipeline: decide → sign → queue, one group at a time.
+//! The sequencer's pipeline: decide → sign → queue.
 //!
 //! A group of submissions is decided in order under the sequencer's lock (it fixes every
-//! record's sequence number), its mandates signed on all cores (each signature a task of
-//! its own), its appends checked and queued to the ledger as one group commit, before the
-//! lock is let go, so groups reach the ledger in the order they were decided. The doors'
-//! calls go through the combiner: one thread takes every call waiting and prepares them
-//! as one group, so a single conversion costs no thread of its own and concurrent ones
-//! share their signing, their hand-off to the ledger and their sync.
+//! record's sequence number) and takes the next turn. Its mandates are then signed on all
+//! cores (each signature a task of its own) and its appends checked outside the lock, so
+//! the next group is decided while this one is signed. The turnstile queues groups to
+//! the ledger in the order of their turns, whichever finishes signing first: the ledger
+//! checks each append's expected sequence number, so they must arrive in the order they
+//! were decided. The doors' calls go through the combiner: one thread takes every call
+//! waiting, decides them as one group and hands its signing to the pool, so a single
+//! conversion costs no thread of its own and concurrent ones share their signing, their
+//! hand-off to the ledger and their sync.
 
-use std::sync::Weak;
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
+use std::sync::{Mutex, PoisonError, Weak};
 
 use settle_engine::replay::sign_decisions;
 use settle_engine::{Envelope, Event};
@@ -35,10 +39,11 @@ struct Decided {
     looked_up: KeyLookup,
 }
 
-/// The submissions of one group that were decided: the decisions to sign, the engine
-/// state to store with them when one is due, and the place reserved for them in the
-/// ledger's queue.
+/// The submissions of one group that were decided: its turn, the decisions to sign, the
+/// engine state to store with them when one is due, and the place reserved for them in
+/// the ledger's queue.
 struct Group {
+    turn: u64,
     reserved: Reserved,
     decided: Vec<Decided>,
     decisions: Vec<settle_engine::Decision>,
@@ -52,6 +57,42 @@ type Meta = (usize, u64, Vec<Envelope>);
 /// What a group's signing and checking gave: the group to queue and its submissions'
 /// answers-to-be, or why it cannot be queued.
 type Checked = Result<(CheckedGroup, Vec<Meta>), String>;
+
+/// Each submission's slot: answered already, or waiting for its group to be queued.
+type Slots = Vec<Option<Prepared>>;
+
+/// Where a group's answers go once it is queued (or failed).
+type Then = Box<dyn FnOnce(Vec<Prepared>) + Send>;
+
+/// Answers ready to be handed over, outside every lock.
+type Handover = Vec<(Then, Vec<Prepared>)>;
+
+/// Groups signed out of turn, waiting for the groups decided before them.
+#[derive(Default)]
+pub(super) struct Turnstile(Mutex<Turns>);
+
+#[derive(Default)]
+struct Turns {
+    /// The next turn to queue.
+    next: u64,
+    /// Groups signed (or failed) whose turn has not come.
+    waiting: BTreeMap<u64, (Checked, Slots, Then)>,
+}
+
+impl Turnstile {
+    /// Groups signed and waiting for their turn.
+    #[cfg(test)]
+    pub(super) fn waiting(&self) -> usize {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).waiting.len()
+    }
+}
+
+/// Hands each group's answers to where they go.
+fn hand_over(answers: Handover) {
+    for (then, prepared) in answers {
+        then(prepared);
+    }
+}
 
 impl Service {
     /// Whether this node takes writes now: not a standby, not stopped after a storage
@@ -70,15 +111,33 @@ impl Service {
     }
 
     /// Decides `subs` in order, signs what they cause (on all cores) and queues it as one
-    /// group commit, all under the sequencer's lock, after a place in the ledger's queue is
-    /// reserved for it: each submission is then answered, pending, or waits for an earlier
-    /// one with its key.
+    /// group commit in its turn, after a place in the ledger's queue is reserved for it:
+    /// each submission is then answered, pending, or waits for an earlier one with its
+    /// key. Returns once the group is queued.
     pub(super) fn prepare(&self, subs: Vec<Submit>, when_full: WhenFull) -> Vec<Prepared> {
-        let refuse_all = |err: SubmitError| subs.iter().map(|_| Prepared::Done(Err(err.clone()))).collect();
+        let n = subs.len();
+        let (slots, group) = self.decide_group(subs, when_full);
+        let Some(group) = group else { return unwrap_slots(slots) };
+        let (tx, rx) = std::sync::mpsc::channel();
+        hand_over(self.sign_and_queue(
+            group,
+            slots,
+            Box::new(move |p| {
+                let _ = tx.send(p);
+            }),
+        ));
+        // Handed over by this thread, or by the one that queued the group before it.
+        rx.recv().unwrap_or_else(|_| refused(n, &SubmitError::Storage("internal error while signing".into())))
+    }
+
+    /// Decides `subs` in order under the sequencer's lock, in a place reserved in the
+    /// ledger's queue, and gives what was decided the next turn: the slots of the
+    /// submissions answered already, and the group to sign (none if nothing was decided).
+    fn decide_group(&self, subs: Vec<Submit>, when_full: WhenFull) -> (Slots, Option<Group>) {
         if let Err(e) = self.writable() {
-            return refuse_all(e);
+            return (refused(subs.len(), &e).into_iter().map(Some).collect(), None);
         }
-        let mut sq = self.seq.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut sq = self.seq.lock().unwrap_or_else(PoisonError::into_inner);
         forget_durable(&mut sq, self.ledger.size());
         // A place in the queue first: a full queue refuses before anything is decided.
         let reserved = match when_full {
@@ -87,10 +146,16 @@ impl Service {
         };
         let reserved = match reserved {
             Ok(r) => r,
-            Err(LedgerError::QueueFull) => return refuse_all(SubmitError::Busy),
-            Err(e) => return refuse_all(SubmitError::Storage(e.to_string())),
+            Err(e) => {
+                let e = if matches!(e, LedgerError::QueueFull) {
+                    SubmitError::Busy
+                } else {
+                    SubmitError::Storage(e.to_string())
+                };
+                return (refused(subs.len(), &e).into_iter().map(Some).collect(), None);
+            }
         };
-        let mut slots: Vec<Option<Prepared>> = Vec::with_capacity(subs.len());
+        let mut slots: Slots = Vec::with_capacity(subs.len());
         let (mut decided, mut decisions) = (Vec::new(), Vec::new());
         for s in subs {
             match self.decide_one(&mut sq, s, slots.len()) {
@@ -102,23 +167,49 @@ impl Service {
                 Err(p) => slots.push(Some(p)),
             }
         }
-        if !decided.is_empty() {
-            // The state after every decision above is the state as of the group's last
-            // record: stored with it, atomically, or not at all.
-            let state = sq.state_to_store();
-            let queued = self.sign_and_check(Group { reserved, decided, decisions, state }).map(|(group, metas)| {
-                let acks = group.queue().into_iter().map(|f| -> Durable { Box::new(Box::pin(f)) });
-                metas.into_iter().zip(acks).collect()
-            });
+        if decided.is_empty() {
+            return (slots, None);
+        }
+        // The state after every decision above is the state as of the group's last
+        // record: stored with it, atomically, or not at all.
+        let state = sq.state_to_store();
+        let turn = sq.turns;
+        sq.turns += 1;
+        (slots, Some(Group { turn, reserved, decided, decisions, state }))
+    }
+
+    /// Signs and checks a decided group (a panic fails the group), then queues it in its
+    /// turn, with every group after it that was waiting for it: the answers to hand over.
+    fn sign_and_queue(&self, group: Group, slots: Slots, then: Then) -> Handover {
+        let turn = group.turn;
+        let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sign_and_check(group)))
+            .unwrap_or_else(|_| Err("internal error while signing".into()));
+        let mut turns = self.turnstile.0.lock().unwrap_or_else(PoisonError::into_inner);
+        turns.waiting.insert(turn, (checked, slots, then));
+        let mut out = Vec::new();
+        loop {
+            let next = turns.next;
+            let Some((checked, mut slots, then)) = turns.waiting.remove(&next) else { break };
+            turns.next += 1;
+            let queued = match checked {
+                Ok(_) if self.failed.load(Ordering::Acquire) => {
+                    Err("the service stopped after a failure; restart it".to_string())
+                }
+                Ok((group, metas)) => {
+                    let acks = group.queue().into_iter().map(|f| -> Durable { Box::new(Box::pin(f)) });
+                    Ok(metas.into_iter().zip(acks).collect())
+                }
+                Err(e) => Err(e),
+            };
             if queued.is_err() {
                 // Decided but not queued: the engine is ahead of the log. Refuse writes
                 // until a restart rebuilds the engine from the log.
                 self.fail();
             }
             fill(&mut slots, queued);
+            out.push((then, unwrap_slots(slots)));
         }
-        drop(sq);
-        slots.into_iter().map(|s| s.unwrap_or_else(|| unreachable!("every slot is filled"))).collect()
+        out
     }
 
     /// One submission: the answer it already has (`Err`: refused, a retry, a conflict),
@@ -192,8 +283,9 @@ fn fill(slots: &mut [Option<Prepared>], queued: Result<Vec<(Meta, Durable)>, Str
 }
 
 /// The combiner: takes the doors' waiting submissions of small facts, at most
-/// [`MAX_BATCH`] at a time in the order they came, and prepares them as one group (any
-/// other call as a group of its own). Ends when the service is dropped.
+/// [`MAX_BATCH`] at a time in the order they came, and decides them as one group (any
+/// other call as a group of its own); the group is signed and queued on the pool while
+/// the combiner decides the next. Ends when the service is dropped.
 pub(super) fn combine(svc: &Weak<Service>, queued: &std::sync::mpsc::Receiver<Job>) {
     let mut carried: Option<Job> = None;
     // Bounded: each turn waits for a job and ends when the service and its sender are gone.
@@ -217,16 +309,25 @@ pub(super) fn combine(svc: &Weak<Service>, queued: &std::sync::mpsc::Receiver<Jo
             replies.push((j.subs.len(), j.reply));
             subs.extend(j.subs);
         }
-        let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| svc.prepare(subs, WhenFull::Refuse)));
-        if prepared.is_err() {
-            svc.fail();
-        }
-        // The callers may hold the last references to the service: let go of it first, so
-        // it is dropped (and its ledger closed) where they drop it, not here.
-        drop(svc);
-        // A panic drops the replies: their callers answer a failure.
-        if let Ok(prepared) = prepared {
-            answer(prepared.into_iter().map(Some).collect(), replies);
+        let decided =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| svc.decide_group(subs, WhenFull::Refuse)));
+        match decided {
+            Ok((slots, Some(group))) => {
+                rayon::spawn(move || {
+                    let answers = svc.sign_and_queue(group, slots, Box::new(move |p| answer(p, replies)));
+                    // The callers may hold the last references to the service: let go of
+                    // it first, so it is dropped (and its ledger closed) where they drop
+                    // it, not here.
+                    drop(svc);
+                    hand_over(answers);
+                });
+            }
+            Ok((slots, None)) => {
+                drop(svc);
+                answer(unwrap_slots(slots), replies);
+            }
+            // The replies are dropped: their callers answer a failure.
+            Err(_) => svc.fail(),
         }
     }
 }
@@ -247,10 +348,20 @@ fn small(job: &Job) -> bool {
     })
 }
 
-/// Sends each caller of a group the slots of its own submissions, in order.
-fn answer(slots: Vec<Option<Prepared>>, replies: Vec<(usize, tokio::sync::oneshot::Sender<Vec<Prepared>>)>) {
-    let mut slots = slots.into_iter().map(|s| s.unwrap_or_else(|| unreachable!("every slot is filled")));
+/// Sends each caller of a group the answers of its own submissions, in order.
+fn answer(prepared: Vec<Prepared>, replies: Vec<(usize, tokio::sync::oneshot::Sender<Vec<Prepared>>)>) {
+    let mut prepared = prepared.into_iter();
     for (len, reply) in replies {
-        let _ = reply.send(slots.by_ref().take(len).collect());
+        let _ = reply.send(prepared.by_ref().take(len).collect());
     }
+}
+
+/// The answers of slots all filled.
+fn unwrap_slots(slots: Slots) -> Vec<Prepared> {
+    slots.into_iter().map(|s| s.unwrap_or_else(|| unreachable!("every slot is filled"))).collect()
+}
+
+/// `n` submissions refused with `err`.
+fn refused(n: usize, err: &SubmitError) -> Vec<Prepared> {
+    (0..n).map(|_| Prepared::Done(Err(err.clone()))).collect()
 }

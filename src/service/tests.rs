@@ -231,8 +231,14 @@ fn a_conflict_waits_for_the_records_it_conflicts_with() {
 #[test]
 fn the_state_is_stored_when_due_and_only_while_it_is_small() {
     let engine = || Engine::new(EngineConfig { vendor: "v".into(), salt_secret: [0; 32] });
-    let seq =
-        |next, saved, saved_bytes| Sequencer { engine: engine(), next, inflight: HashMap::new(), saved, saved_bytes };
+    let seq = |next, saved, saved_bytes| Sequencer {
+        engine: engine(),
+        next,
+        inflight: HashMap::new(),
+        turns: 0,
+        saved,
+        saved_bytes,
+    };
     let mut s = seq(PROJECTION_MIN_RECORDS - 1, 0, 0);
     assert!(s.state_to_store().is_none(), "not yet grown enough");
     s.next = PROJECTION_MIN_RECORDS;
@@ -325,4 +331,63 @@ fn concurrent_door_calls_are_combined_and_each_recorded_once() {
     assert_eq!(envs.len(), 2 * (16 + calls - calls / 8), "a call recorded twice, or not at all");
     assert!(again.as_ref().is_ok_and(|o| o.replayed && o.seq == recorded[0].seq), "{again:?}");
     assert_eq!(svc.ledger().size(), size, "a retry wrote a record");
+}
+
+#[test]
+fn groups_signed_out_of_turn_are_queued_in_the_order_they_were_decided() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = new_store(dir.path());
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    // Groups of very different sizes, decided one after another and signed at once: a
+    // small group decided after a large one finishes signing first and must wait its turn.
+    let sizes = [40usize, 1, 25, 2, 1, 33, 3, 1, 17, 1];
+    let answers: Vec<Vec<Result<Outcome, SubmitError>>> = std::thread::scope(|s| {
+        let direct: Vec<_> = sizes
+            .iter()
+            .enumerate()
+            .map(|(t, &n)| {
+                let svc = &svc;
+                s.spawn(move || {
+                    let subs =
+                        (0..n).map(|i| publish_program(&format!("d{t}-{i}"), &format!("d{t}-{i}"), "D", Utc::now()));
+                    svc.submit_blocking(subs.collect())
+                })
+            })
+            .collect();
+        let doors = rt.block_on(async {
+            let mut set = tokio::task::JoinSet::new();
+            for t in 0..32 {
+                let svc = svc.clone();
+                set.spawn(async move {
+                    svc.try_submit(vec![publish_program(&format!("c{t}"), &format!("c{t}"), "C", Utc::now())]).await
+                });
+            }
+            set.join_all().await
+        });
+        direct.into_iter().map(|h| h.join().unwrap()).chain(doors).collect()
+    });
+    let outcomes: Vec<&Outcome> =
+        answers.iter().flatten().map(|r| r.as_ref().expect("every call is recorded")).collect();
+    assert_eq!(outcomes.len(), sizes.iter().sum::<usize>() + 32);
+    // Each answer names its own records, where the log holds them.
+    let log = records(&svc);
+    assert_eq!(log.len(), 2 * outcomes.len(), "a fact without its open mandate, or one more");
+    for o in &outcomes {
+        assert!(!o.replayed);
+        for (i, r) in o.records.iter().enumerate() {
+            assert_eq!(
+                log[usize::try_from(o.seq).unwrap() + i],
+                r.to_bytes(),
+                "record {} is not the one answered",
+                o.seq
+            );
+        }
+    }
+    // Nothing waits at the turnstile, and the log replays to the live state.
+    assert_eq!(svc.turnstile.waiting(), 0);
+    let live = svc.with_state(|s| serde_json::to_vec(s).unwrap());
+    let keys = svc.key_home().load().unwrap();
+    let mut engine = Engine::new(EngineConfig { vendor: keys.vendor.clone(), salt_secret: keys.salt().unwrap() });
+    replay(svc.ledger(), &mut engine, 0, None).unwrap();
+    assert_eq!(serde_json::to_vec(engine.state()).unwrap(), live);
 }
