@@ -12,6 +12,10 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ed25519_dalek::Signer;
 use rayon::prelude::*;
+use settle::home::Home;
+use settle::keystore::KeyFile;
+use settle::service::{Service, Submit};
+use settle_engine::Event;
 use settle_engine::arith;
 use settle_engine::replay::sign_decisions;
 use settle_engine::rules::Deal;
@@ -170,6 +174,49 @@ fn bench(c: &mut Criterion) {
                         f.await.unwrap();
                     }
                 });
+            }
+            start.elapsed()
+        });
+    });
+
+    // The same through the service, as the doors call it: each batch decided under the
+    // sequencer's lock, signed on the pool while the next is decided, queued in its turn,
+    // answered once durable (two batches in flight).
+    let dir = tempfile::tempdir().unwrap();
+    KeyFile::new("vendor.bench", "settle.bench/log", [3; 32], [7; 32], 0).save(dir.path()).unwrap();
+    let svc = Service::open(&Home::Dir(dir.path().to_path_buf())).unwrap();
+    let submit = |key: String, at: i64, event: Event| Submit {
+        key,
+        by: "vendor:bench".into(),
+        at: fixtures::t(at),
+        event,
+        request: None,
+    };
+    let setup: Vec<Submit> =
+        fixtures::chain_setup().into_iter().enumerate().map(|(i, e)| submit(format!("setup{i}"), 0, e)).collect();
+    assert!(svc.submit_blocking(setup).iter().all(Result::is_ok));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let mut n = 0u64;
+    g.bench_function("settle_conversion_service_2_cores", |b| {
+        b.iter_custom(|iters| {
+            let start = std::time::Instant::now();
+            let mut in_flight = std::collections::VecDeque::new();
+            for _ in 0..iters {
+                let batch: Vec<Submit> = (0..BATCH)
+                    .map(|_| {
+                        n += 1;
+                        submit(format!("c{n}"), 1000, fixtures::conversion(1_000_000 + n))
+                    })
+                    .collect();
+                let svc = Arc::clone(&svc);
+                in_flight.push_back(rt.spawn(async move { svc.try_submit(batch).await }));
+                if in_flight.len() > 1 {
+                    let done = rt.block_on(in_flight.pop_front().unwrap()).unwrap();
+                    assert!(done.iter().all(Result::is_ok), "a conversion failed");
+                }
+            }
+            for h in in_flight {
+                assert!(rt.block_on(h).unwrap().iter().all(Result::is_ok), "a conversion failed");
             }
             start.elapsed()
         });

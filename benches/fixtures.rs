@@ -83,38 +83,37 @@ pub fn env_at(seq: u64, at: DateTime<Utc>, e: Event) -> Envelope {
     Envelope { v: 1, at, by: "vendor:bench".into(), key: Some(format!("k{seq}")), cause: None, event: e }
 }
 
-/// An engine with a program, three partners and a 3-hop lead; returns it and the next seq.
+/// The facts that set up a program, three partners and a lead handed down a 3-hop chain.
+pub fn chain_setup() -> Vec<Event> {
+    let mut facts = vec![Event::ProgramPublished { spec: spec() }];
+    for p in ["p1", "p2", "p3"] {
+        facts.push(Event::PartnerEnrolled {
+            partner: p.into(),
+            program: "growth".into(),
+            name: p.into(),
+            role: PartnerRole::Partner,
+        });
+    }
+    facts.push(Event::LeadRegistered {
+        lead: "l1".into(),
+        program: "growth".into(),
+        customer: "acme.example".into(),
+        customer_key: Some(CustomerKey::CURRENT),
+        partner: "p1".into(),
+    });
+    facts.push(Event::LeadHandedOff { lead: "l1".into(), from: "p1".into(), to: "p2".into() });
+    facts.push(Event::LeadHandedOff { lead: "l1".into(), from: "p2".into(), to: "p3".into() });
+    facts
+}
+
+/// An engine that decided [`chain_setup`], and the next sequence number.
 pub fn engine_with_chain() -> (Engine, u64) {
     let mut e = Engine::new(EngineConfig { vendor: "vendor.bench".into(), salt_secret: [7; 32] });
     let mut seq = 0;
-    let mut go = |e: &mut Engine, ev: Event| {
+    for ev in chain_setup() {
         let d = e.decide(env(seq, ev), seq).unwrap();
         seq += 1 + d.outputs.len() as u64;
-    };
-    go(&mut e, Event::ProgramPublished { spec: spec() });
-    for p in ["p1", "p2", "p3"] {
-        go(
-            &mut e,
-            Event::PartnerEnrolled {
-                partner: p.into(),
-                program: "growth".into(),
-                name: p.into(),
-                role: PartnerRole::Partner,
-            },
-        );
     }
-    go(
-        &mut e,
-        Event::LeadRegistered {
-            lead: "l1".into(),
-            program: "growth".into(),
-            customer: "acme.example".into(),
-            customer_key: Some(CustomerKey::CURRENT),
-            partner: "p1".into(),
-        },
-    );
-    go(&mut e, Event::LeadHandedOff { lead: "l1".into(), from: "p1".into(), to: "p2".into() });
-    go(&mut e, Event::LeadHandedOff { lead: "l1".into(), from: "p2".into(), to: "p3".into() });
     (e, seq)
 }
 
