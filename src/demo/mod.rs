@@ -360,8 +360,16 @@ pub fn run(data: &Path, home: &Home, conversions: u64, seed: u64, quiet: bool) -
                 Event::RefundRecorded { refund: format!("refund-{cid}"), conversion: cid, size },
             ));
         }
+        // A chunk is decided and signed while the one before it is written and synced.
+        let mut queued = None;
         for chunk in facts.chunks(crate::service::MAX_BATCH) {
-            submit(&svc, chunk.to_vec(), &mut st, day)?;
+            let next = (svc.queue_blocking(chunk.to_vec()), cycles(chunk));
+            if let Some((q, c)) = queued.replace(next) {
+                count_results(svc.wait_blocking(q), c, &mut st, day)?;
+            }
+        }
+        if let Some((q, c)) = queued {
+            count_results(svc.wait_blocking(q), c, &mut st, day)?;
         }
         // The vendor raises the resellers' budget and releases the deals it held (all but
         // those refunded meanwhile: only whole deals are released).
@@ -713,8 +721,23 @@ fn prepare_dir(data: &Path) -> Result<()> {
 }
 
 fn submit(svc: &Service, facts: Vec<Submit>, st: &mut Stats, day: i64) -> Result<()> {
-    let cycles: Vec<bool> = facts.iter().map(|f| matches!(&f.event, Event::LeadHandedOff { .. })).collect();
-    for (r, may_fail) in svc.submit_blocking(facts).into_iter().zip(cycles) {
+    let may_fail = cycles(&facts);
+    count_results(svc.submit_blocking(facts), may_fail, st, day)
+}
+
+/// Which facts may be refused as expected (a hand-off may close a referral cycle).
+fn cycles(facts: &[Submit]) -> Vec<bool> {
+    facts.iter().map(|f| matches!(&f.event, Event::LeadHandedOff { .. })).collect()
+}
+
+/// Counts what the facts submitted recorded; a refusal not expected ends the demo.
+fn count_results(
+    results: Vec<Result<crate::service::Outcome, SubmitError>>,
+    cycles: Vec<bool>,
+    st: &mut Stats,
+    day: i64,
+) -> Result<()> {
+    for (r, may_fail) in results.into_iter().zip(cycles) {
         match r {
             Ok(o) => {
                 st.facts += 1;

@@ -264,6 +264,10 @@ struct Span {
 /// The acknowledgement of an append, once its batch is durable.
 type Durable = Box<dyn std::future::Future<Output = Result<Appended, LedgerError>> + Send + Unpin>;
 
+/// Submissions decided, signed and queued, not yet known durable
+/// ([`Service::queue_blocking`]).
+pub struct Queued(Vec<Prepared>);
+
 /// A submission after the sequencer saw it.
 enum Prepared {
     /// Answered already (refused, or failed).
@@ -476,8 +480,21 @@ impl Service {
 
     /// Blocking [`Service::submit`] for synchronous drivers (the demo).
     pub fn submit_blocking(&self, subs: Vec<Submit>) -> Vec<Result<Outcome, SubmitError>> {
-        let p = self.prepare(subs, WhenFull::Wait);
-        futures_lite_block_on(self.complete(p))
+        self.wait_blocking(self.queue_blocking(subs))
+    }
+
+    /// The first half of [`Service::submit_blocking`]: returns once `subs` are decided,
+    /// signed and queued, before they are durable, so a driver can decide and sign its
+    /// next submission while this one is written ([`Service::wait_blocking`] for the
+    /// results).
+    pub fn queue_blocking(&self, subs: Vec<Submit>) -> Queued {
+        Queued(self.prepare(subs, WhenFull::Wait))
+    }
+
+    /// The results of submissions queued with [`Service::queue_blocking`], each after it
+    /// is durable.
+    pub fn wait_blocking(&self, queued: Queued) -> Vec<Result<Outcome, SubmitError>> {
+        futures_lite_block_on(self.complete(queued.0))
     }
 
     /// Saves the engine state as of the last record (fast restarts).
