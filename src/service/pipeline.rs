@@ -314,12 +314,22 @@ pub(super) fn combine(svc: &Weak<Service>, queued: &std::sync::mpsc::Receiver<Jo
         match decided {
             Ok((slots, Some(group))) => {
                 rayon::spawn(move || {
-                    let answers = svc.sign_and_queue(group, slots, Box::new(move |p| answer(p, replies)));
+                    let then: Then = Box::new(move |p| answer(p, replies));
+                    // A panic here would end the process (the pool's default): stop
+                    // taking writes instead; the callers of the group answer a failure.
+                    let answers = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        svc.sign_and_queue(group, slots, then)
+                    }));
+                    if answers.is_err() {
+                        svc.fail();
+                    }
                     // The callers may hold the last references to the service: let go of
                     // it first, so it is dropped (and its ledger closed) where they drop
                     // it, not here.
                     drop(svc);
-                    hand_over(answers);
+                    if let Ok(answers) = answers {
+                        hand_over(answers);
+                    }
                 });
             }
             Ok((slots, None)) => {
