@@ -155,6 +155,8 @@ pub struct Service {
     jobs: std::sync::mpsc::Sender<pipeline::Job>,
     /// Groups decided, signed out of turn, waiting to be queued in their turn.
     turnstile: pipeline::Turnstile,
+    /// Groups the combiner handed to the pool, not yet queued (bounded).
+    signing: pipeline::Signing,
 }
 
 /// The hash of a request as idempotency compares it: SHA-256 of its RFC 8785 (JCS) bytes.
@@ -346,6 +348,7 @@ impl Service {
             follower,
             jobs,
             turnstile: pipeline::Turnstile::default(),
+            signing: pipeline::Signing::default(),
         });
         let weak = Arc::downgrade(&svc);
         std::thread::Builder::new()

@@ -42,7 +42,7 @@ struct Decided {
 /// The submissions of one group that were decided: its turn, the decisions to sign, the
 /// engine state to store with them when one is due, and the place reserved for them in
 /// the ledger's queue.
-struct Group {
+pub(super) struct Group {
     turn: u64,
     reserved: Reserved,
     decided: Vec<Decided>,
@@ -59,13 +59,13 @@ type Meta = (usize, u64, Vec<Envelope>);
 type Checked = Result<(CheckedGroup, Vec<Meta>), String>;
 
 /// Each submission's slot: answered already, or waiting for its group to be queued.
-type Slots = Vec<Option<Prepared>>;
+pub(super) type Slots = Vec<Option<Prepared>>;
 
 /// Where a group's answers go once it is queued (or failed).
-type Then = Box<dyn FnOnce(Vec<Prepared>) + Send>;
+pub(super) type Then = Box<dyn FnOnce(Vec<Prepared>) + Send>;
 
 /// Answers ready to be handed over, outside every lock.
-type Handover = Vec<(Then, Vec<Prepared>)>;
+pub(super) type Handover = Vec<(Then, Vec<Prepared>)>;
 
 /// Groups signed out of turn, waiting for the groups decided before them.
 #[derive(Default)]
@@ -87,8 +87,41 @@ impl Turnstile {
     }
 }
 
+/// Groups the combiner has handed to the pool and that are not yet queued: at most
+/// [`SIGNING_AHEAD`] a pool thread. Past that the combiner waits, and the calls that come
+/// meanwhile join its next group, so the pool's backlog (and the nesting of one group's
+/// signing inside another's on a pool thread's stack) stays bounded.
+#[derive(Default)]
+pub(super) struct Signing {
+    groups: Mutex<usize>,
+    left: std::sync::Condvar,
+}
+
+/// Groups in signing a pool thread may have ahead of the combiner.
+const SIGNING_AHEAD: usize = 2;
+
+impl Signing {
+    /// Waits for a place (bounded: each place is given back once its group is queued).
+    fn enter(&self) {
+        let most = SIGNING_AHEAD * rayon::current_num_threads().max(1);
+        let mut n = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        while *n >= most {
+            n = self.left.wait(n).unwrap_or_else(PoisonError::into_inner);
+        }
+        *n += 1;
+    }
+
+    /// Gives a place back.
+    fn leave(&self) {
+        let mut n = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        *n = n.saturating_sub(1);
+        drop(n);
+        self.left.notify_one();
+    }
+}
+
 /// Hands each group's answers to where they go.
-fn hand_over(answers: Handover) {
+pub(super) fn hand_over(answers: Handover) {
     for (then, prepared) in answers {
         then(prepared);
     }
@@ -113,7 +146,9 @@ impl Service {
     /// Decides `subs` in order, signs what they cause (on all cores) and queues it as one
     /// group commit in its turn, after a place in the ledger's queue is reserved for it:
     /// each submission is then answered, pending, or waits for an earlier one with its
-    /// key. Returns once the group is queued.
+    /// key. Returns once the group is queued, which may wait for groups decided before
+    /// it: so not from a pool thread while the doors use the same service (their groups
+    /// are signed on the pool).
     pub(super) fn prepare(&self, subs: Vec<Submit>, when_full: WhenFull) -> Vec<Prepared> {
         let n = subs.len();
         let (slots, group) = self.decide_group(subs, when_full);
@@ -133,7 +168,7 @@ impl Service {
     /// Decides `subs` in order under the sequencer's lock, in a place reserved in the
     /// ledger's queue, and gives what was decided the next turn: the slots of the
     /// submissions answered already, and the group to sign (none if nothing was decided).
-    fn decide_group(&self, subs: Vec<Submit>, when_full: WhenFull) -> (Slots, Option<Group>) {
+    pub(super) fn decide_group(&self, subs: Vec<Submit>, when_full: WhenFull) -> (Slots, Option<Group>) {
         if let Err(e) = self.writable() {
             return (refused(subs.len(), &e).into_iter().map(Some).collect(), None);
         }
@@ -180,36 +215,44 @@ impl Service {
 
     /// Signs and checks a decided group (a panic fails the group), then queues it in its
     /// turn, with every group after it that was waiting for it: the answers to hand over.
-    fn sign_and_queue(&self, group: Group, slots: Slots, then: Then) -> Handover {
+    pub(super) fn sign_and_queue(&self, group: Group, slots: Slots, then: Then) -> Handover {
         let turn = group.turn;
         let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sign_and_check(group)))
             .unwrap_or_else(|_| Err("internal error while signing".into()));
-        let mut turns = self.turnstile.0.lock().unwrap_or_else(PoisonError::into_inner);
-        turns.waiting.insert(turn, (checked, slots, then));
-        let mut out = Vec::new();
-        loop {
-            let next = turns.next;
-            let Some((checked, mut slots, then)) = turns.waiting.remove(&next) else { break };
-            turns.next += 1;
-            let queued = match checked {
-                Ok(_) if self.failed.load(Ordering::Acquire) => {
-                    Err("the service stopped after a failure; restart it".to_string())
+        // Under the turnstile's lock only what must be in turn: each group queued (or
+        // refused) in the order of the turns. The answers are made after it is let go.
+        let mut done = Vec::new();
+        {
+            let mut turns = self.turnstile.0.lock().unwrap_or_else(PoisonError::into_inner);
+            turns.waiting.insert(turn, (checked, slots, then));
+            loop {
+                let next = turns.next;
+                let Some((checked, slots, then)) = turns.waiting.remove(&next) else { break };
+                turns.next += 1;
+                let queued = match checked {
+                    Ok(_) if self.failed.load(Ordering::Acquire) => {
+                        Err("the service stopped after a failure; restart it".to_string())
+                    }
+                    Ok((group, metas)) => {
+                        let acks = group.queue().into_iter().map(|f| -> Durable { Box::new(Box::pin(f)) });
+                        Ok(metas.into_iter().zip(acks).collect())
+                    }
+                    Err(e) => Err(e),
+                };
+                if queued.is_err() {
+                    // Decided but not queued: the engine is ahead of the log. Refuse
+                    // writes until a restart rebuilds the engine from the log.
+                    self.fail();
                 }
-                Ok((group, metas)) => {
-                    let acks = group.queue().into_iter().map(|f| -> Durable { Box::new(Box::pin(f)) });
-                    Ok(metas.into_iter().zip(acks).collect())
-                }
-                Err(e) => Err(e),
-            };
-            if queued.is_err() {
-                // Decided but not queued: the engine is ahead of the log. Refuse writes
-                // until a restart rebuilds the engine from the log.
-                self.fail();
+                done.push((queued, slots, then));
             }
-            fill(&mut slots, queued);
-            out.push((then, unwrap_slots(slots)));
         }
-        out
+        done.into_iter()
+            .map(|(queued, mut slots, then)| {
+                fill(&mut slots, queued);
+                (then, unwrap_slots(slots))
+            })
+            .collect()
     }
 
     /// One submission: the answer it already has (`Err`: refused, a retry, a conflict),
@@ -291,6 +334,10 @@ pub(super) fn combine(svc: &Weak<Service>, queued: &std::sync::mpsc::Receiver<Jo
     // Bounded: each turn waits for a job and ends when the service and its sender are gone.
     loop {
         let Some(first) = carried.take().or_else(|| queued.recv().ok()) else { return };
+        let Some(svc) = svc.upgrade() else { return };
+        // A place among the groups being signed first: the calls that come meanwhile
+        // join this group.
+        svc.signing.enter();
         let mut n = first.subs.len();
         let alone = !small(&first);
         let mut jobs = vec![first];
@@ -302,7 +349,6 @@ pub(super) fn combine(svc: &Weak<Service>, queued: &std::sync::mpsc::Receiver<Jo
             n += j.subs.len();
             jobs.push(j);
         }
-        let Some(svc) = svc.upgrade() else { return };
         let mut subs = Vec::with_capacity(n);
         let mut replies = Vec::with_capacity(jobs.len());
         for j in jobs {
@@ -323,6 +369,7 @@ pub(super) fn combine(svc: &Weak<Service>, queued: &std::sync::mpsc::Receiver<Jo
                     if answers.is_err() {
                         svc.fail();
                     }
+                    svc.signing.leave();
                     // The callers may hold the last references to the service: let go of
                     // it first, so it is dropped (and its ledger closed) where they drop
                     // it, not here.
@@ -333,11 +380,15 @@ pub(super) fn combine(svc: &Weak<Service>, queued: &std::sync::mpsc::Receiver<Jo
                 });
             }
             Ok((slots, None)) => {
+                svc.signing.leave();
                 drop(svc);
                 answer(unwrap_slots(slots), replies);
             }
             // The replies are dropped: their callers answer a failure.
-            Err(_) => svc.fail(),
+            Err(_) => {
+                svc.signing.leave();
+                svc.fail();
+            }
         }
     }
 }

@@ -391,3 +391,33 @@ fn groups_signed_out_of_turn_are_queued_in_the_order_they_were_decided() {
     replay(svc.ledger(), &mut engine, 0, None).unwrap();
     assert_eq!(serde_json::to_vec(engine.state()).unwrap(), live);
 }
+
+#[test]
+fn a_group_signed_before_its_turn_waits_for_the_group_decided_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = new_store(dir.path());
+    let (slots1, first) = svc.decide_group(vec![publish_program("t1", "t1", "T", Utc::now())], WhenFull::Wait);
+    let (slots2, second) = svc.decide_group(vec![publish_program("t2", "t2", "T", Utc::now())], WhenFull::Wait);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let then = |name: &'static str| -> pipeline::Then {
+        let tx = tx.clone();
+        Box::new(move |p| tx.send((name, p)).unwrap())
+    };
+    // The group decided second is signed first: it waits for its turn, nothing is queued.
+    let out = svc.sign_and_queue(second.expect("decided"), slots2, then("second"));
+    assert!(out.is_empty(), "a group was queued before the one decided before it");
+    assert_eq!(svc.turnstile.waiting(), 1);
+    assert_eq!(svc.ledger().wait_durable_blocking().map(|()| svc.ledger().size()).unwrap(), 0, "something was written");
+    // The first group's arrival queues both, in the order they were decided.
+    let out = svc.sign_and_queue(first.expect("decided"), slots1, then("first"));
+    assert_eq!(svc.turnstile.waiting(), 0);
+    pipeline::hand_over(out);
+    let answers: Vec<(&str, Vec<Prepared>)> = rx.try_iter().collect();
+    assert_eq!(answers.iter().map(|(n, _)| *n).collect::<Vec<_>>(), ["first", "second"]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let seqs: Vec<u64> =
+        answers.into_iter().map(|(_, p)| rt.block_on(svc.complete(p)).remove(0).expect("recorded").seq).collect();
+    assert_eq!(seqs, [0, 2], "the groups were recorded out of the order they were decided in");
+    let keys: Vec<Option<String>> = records(&svc).iter().map(|b| Envelope::from_bytes(b).unwrap().key).collect();
+    assert_eq!(keys, [Some("t1".into()), None, Some("t2".into()), None]);
+}
