@@ -170,7 +170,7 @@ impl Service {
     /// submissions answered already, and the group to sign (none if nothing was decided).
     pub(super) fn decide_group(&self, subs: Vec<Submit>, when_full: WhenFull) -> (Slots, Option<Group>) {
         if let Err(e) = self.writable() {
-            return (refused(subs.len(), &e).into_iter().map(Some).collect(), None);
+            return (refused_slots(subs.len(), &e), None);
         }
         let mut sq = self.seq.lock().unwrap_or_else(PoisonError::into_inner);
         forget_durable(&mut sq, self.ledger.size());
@@ -187,7 +187,7 @@ impl Service {
                 } else {
                     SubmitError::Storage(e.to_string())
                 };
-                return (refused(subs.len(), &e).into_iter().map(Some).collect(), None);
+                return (refused_slots(subs.len(), &e), None);
             }
         };
         let mut slots: Slots = Vec::with_capacity(subs.len());
@@ -425,4 +425,9 @@ fn unwrap_slots(slots: Slots) -> Vec<Prepared> {
 /// `n` submissions refused with `err`.
 fn refused(n: usize, err: &SubmitError) -> Vec<Prepared> {
     (0..n).map(|_| Prepared::Done(Err(err.clone()))).collect()
+}
+
+/// The slots of `n` submissions refused with `err`, before any was decided.
+fn refused_slots(n: usize, err: &SubmitError) -> Slots {
+    refused(n, err).into_iter().map(Some).collect()
 }
