@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use settle_engine::model::*;
-use settle_engine::replay::{Mismatch, Replay, sign_decisions};
+use settle_engine::replay::{Mismatch, Ready, Replay, sign_decisions};
 use settle_engine::{Engine, EngineConfig, Envelope};
 use settle_mandates::keys::{Jwks, KeyRing, SigningKey};
 
@@ -27,6 +27,15 @@ fn ring(key: &SigningKey) -> KeyRing {
 
 /// A program, a 3-hop chain, two won deals and a partial refund, signed with `key`.
 fn log(key: &SigningKey) -> Vec<Rec> {
+    signed(key)
+        .into_iter()
+        .enumerate()
+        .map(|(seq, r)| Rec { seq: seq as u64, kind: r.kind, version: r.version, bytes: r.bytes })
+        .collect()
+}
+
+/// The records of [`log`], with their envelopes.
+fn signed(key: &SigningKey) -> Vec<Ready> {
     let mut facts = chain_facts(spec(shares("30", "20", "40", Position::Closer), percent_pool("10"), 0), 3);
     for (c, revenue) in [("c1", 1_234_567), ("c2", 500_000)] {
         facts.push(Event::ConversionRecorded {
@@ -50,11 +59,24 @@ fn log(key: &SigningKey) -> Vec<Rec> {
             Envelope { v: 1, at: t(1), by: "vendor:admin".into(), key: Some(format!("k{i}")), cause: None, event };
         let seq = out.len() as u64;
         let d = engine.decide(env, seq).unwrap();
-        for r in sign_decisions(vec![d], key).into_iter().flatten() {
-            out.push(Rec { seq: out.len() as u64, kind: r.kind, version: r.version, bytes: r.bytes });
-        }
+        out.extend(sign_decisions(vec![d], key).into_iter().flatten());
     }
     out
+}
+
+#[test]
+fn every_signed_record_is_its_events_canonical_bytes() {
+    // The signed records' bytes are made with the token spliced in: they must be exactly
+    // what serialising the filled event makes, for every kind of signed event.
+    let records = signed(&SigningKey::from_seed(&[5; 32]));
+    let mut kinds: Vec<&str> = records.iter().map(|r| r.kind).collect();
+    kinds.dedup();
+    for kind in ["open_mandate_issued", "mandate_issued", "clawback_issued"] {
+        assert!(kinds.contains(&kind), "the log has no {kind}: {kinds:?}");
+    }
+    for r in &records {
+        assert_eq!(r.bytes, r.envelope.to_bytes(), "{} at {}", r.kind, r.envelope.cause.unwrap_or(0));
+    }
 }
 
 /// Replays `log`, derived records as bytes (`raw`) or parsed; mandates and records seen.
