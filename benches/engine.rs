@@ -179,6 +179,71 @@ fn bench(c: &mut Criterion) {
         });
     });
 
+    // The floor under full settlement on this machine: only what the formats oblige, with
+    // nothing of settle's own. The same signatures over the same JWS signing inputs, on
+    // all cores, and the same records' bytes written durably with fjall (one value and one
+    // key a conversion, one sync a batch) on a thread of its own while the next batch is
+    // signed, as above: no deciding, no JSON, no hashing, no chain, no tree, no look-up.
+    // What full settlement can reach at most is this row's ratio to the signing bound.
+    let (mut floor_engine, mut floor_seq) = fixtures::engine_with_chain();
+    let mut floor_n = 0u64;
+    let signed = sign_decisions(decide_batch(&mut floor_engine, &mut floor_seq, &mut floor_n), &key);
+    let inputs: Vec<Vec<u8>> = signed
+        .iter()
+        .flatten()
+        .filter_map(|r| {
+            let token = std::str::from_utf8(&r.bytes)
+                .ok()?
+                .split('"')
+                .find(|s| s.matches('.').count() == 2 && s.len() > 200)?;
+            Some(token.as_bytes()[..token.rfind('.')?].to_vec())
+        })
+        .collect();
+    assert_eq!(inputs.len() as u64, 3 * BATCH, "three signing inputs a conversion");
+    let values: Arc<Vec<Vec<u8>>> =
+        Arc::new(signed.iter().map(|recs| recs.iter().flat_map(|r| r.bytes.clone()).collect()).collect());
+    let floor_dir = tempfile::tempdir().unwrap();
+    let db = fjall::Database::builder(floor_dir.path()).open().unwrap();
+    let records = db.keyspace("records", settle_ledger::keyspace_options).unwrap();
+    let keys = db.keyspace("keys", settle_ledger::index_keyspace_options).unwrap();
+    let (to_write, batches) = std::sync::mpsc::sync_channel::<u64>(0);
+    let (written_tx, written) = std::sync::mpsc::channel::<()>();
+    let writer = std::thread::spawn(move || {
+        for first in batches {
+            let mut batch = db.batch().durability(Some(fjall::PersistMode::SyncAll));
+            for (i, v) in (first..).zip(values.iter()) {
+                batch.insert(&records, i.to_be_bytes(), v.as_slice());
+                batch.insert(&keys, format!("c{i}"), [7u8; 44]);
+            }
+            batch.commit().unwrap();
+            written_tx.send(()).unwrap();
+        }
+    });
+    let mut next = 0u64;
+    g.bench_function("floor_sign_and_write_2_cores", |b| {
+        b.iter_custom(|iters| {
+            let start = std::time::Instant::now();
+            let mut pending = 0;
+            for _ in 0..iters {
+                let sigs: Vec<u8> = inputs.par_iter().map(|m| dalek.sign(m).to_bytes()[0]).collect();
+                std::hint::black_box(sigs);
+                if pending > 0 {
+                    written.recv().unwrap();
+                    pending -= 1;
+                }
+                to_write.send(next).unwrap();
+                next += BATCH;
+                pending += 1;
+            }
+            for _ in 0..pending {
+                written.recv().unwrap();
+            }
+            start.elapsed()
+        });
+    });
+    drop(to_write);
+    writer.join().unwrap();
+
     // The same through the service, as the doors call it: each batch decided under the
     // sequencer's lock, signed on the pool while the next is decided, queued in its turn,
     // answered once durable (two batches in flight).
