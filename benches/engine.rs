@@ -180,26 +180,31 @@ fn bench(c: &mut Criterion) {
     });
 
     // The floor under full settlement on this machine: only what the formats oblige, with
-    // nothing of settle's own. The same signatures over the same JWS signing inputs, on
-    // all cores, and the same records' bytes written durably with fjall (one value and one
-    // key a conversion, one sync a batch) on a thread of its own while the next batch is
-    // signed, as above: no deciding, no JSON, no hashing, no chain, no tree, no look-up.
-    // What full settlement can reach at most is this row's ratio to the signing bound.
+    // nothing of settle's own, pipelined as the full bench is (the next batch is signed
+    // while the last is written). `floor_sign_and_write`: the same signatures over the same
+    // JWS signing inputs on all cores, and the same records' bytes written durably with
+    // fjall (one value and one key a conversion, one sync a batch) on a thread of its
+    // own. `floor_formats`: also each mandate made from its object as its format says
+    // (canonical JSON, base64url, the compact JWS) and each record's Merkle leaf hashed.
+    // No deciding, no envelopes, no chain, no tree, no look-up, no answers: what full
+    // settlement can reach at most is these rows' ratio to the signing bound.
     let (mut floor_engine, mut floor_seq) = fixtures::engine_with_chain();
     let mut floor_n = 0u64;
-    let signed = sign_decisions(decide_batch(&mut floor_engine, &mut floor_seq, &mut floor_n), &key);
+    let decided = decide_batch(&mut floor_engine, &mut floor_seq, &mut floor_n);
+    let mandates: Vec<settle_engine::decision::ToSign> =
+        decided.iter().flat_map(|d| d.outputs.iter().filter_map(|o| o.sign.clone())).collect();
+    let signed = sign_decisions(decided, &key);
     let inputs: Vec<Vec<u8>> = signed
         .iter()
         .flatten()
-        .filter_map(|r| {
-            let token = std::str::from_utf8(&r.bytes)
-                .ok()?
-                .split('"')
-                .find(|s| s.matches('.').count() == 2 && s.len() > 200)?;
-            Some(token.as_bytes()[..token.rfind('.')?].to_vec())
+        .filter_map(|r| match &r.envelope.event {
+            Event::MandateIssued { mandate, .. } => Some(mandate.as_bytes()[..mandate.rfind('.')?].to_vec()),
+            _ => None,
         })
         .collect();
     assert_eq!(inputs.len() as u64, 3 * BATCH, "three signing inputs a conversion");
+    assert_eq!(mandates.len(), inputs.len());
+    let leaves: Vec<Vec<u8>> = signed.iter().flatten().map(|r| r.bytes.clone()).collect();
     let values: Arc<Vec<Vec<u8>>> =
         Arc::new(signed.iter().map(|recs| recs.iter().flat_map(|r| r.bytes.clone()).collect()).collect());
     let floor_dir = tempfile::tempdir().unwrap();
@@ -220,26 +225,43 @@ fn bench(c: &mut Criterion) {
         }
     });
     let mut next = 0u64;
-    g.bench_function("floor_sign_and_write_2_cores", |b| {
-        b.iter_custom(|iters| {
-            let start = std::time::Instant::now();
-            let mut pending = 0;
-            for _ in 0..iters {
-                let sigs: Vec<u8> = inputs.par_iter().map(|m| dalek.sign(m).to_bytes()[0]).collect();
-                std::hint::black_box(sigs);
-                if pending > 0 {
-                    written.recv().unwrap();
-                    pending -= 1;
+    let mut floor = |name: &str, work: &(dyn Fn() + Sync)| {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let start = std::time::Instant::now();
+                let mut pending = 0;
+                for _ in 0..iters {
+                    work();
+                    if pending > 0 {
+                        written.recv().unwrap();
+                        pending -= 1;
+                    }
+                    to_write.send(next).unwrap();
+                    next += BATCH;
+                    pending += 1;
                 }
-                to_write.send(next).unwrap();
-                next += BATCH;
-                pending += 1;
-            }
-            for _ in 0..pending {
-                written.recv().unwrap();
-            }
-            start.elapsed()
+                for _ in 0..pending {
+                    written.recv().unwrap();
+                }
+                start.elapsed()
+            });
         });
+    };
+    floor("floor_sign_and_write_2_cores", &|| {
+        let sigs: Vec<u8> = inputs.par_iter().map(|m| dalek.sign(m).to_bytes()[0]).collect();
+        std::hint::black_box(sigs);
+    });
+    floor("floor_formats_2_cores", &|| {
+        use settle_mandates::types::Signed;
+        let tokens: Vec<String> = mandates
+            .par_iter()
+            .map(|t| match t {
+                settle_engine::decision::ToSign::Mandate(m) => m.sign(&key),
+                settle_engine::decision::ToSign::Open(m) => m.sign(&key),
+            })
+            .collect();
+        let hashes: Vec<_> = leaves.par_iter().map(|r| settle_mandates::merkle::leaf_hash(r)).collect();
+        std::hint::black_box((tokens, hashes));
     });
     drop(to_write);
     writer.join().unwrap();
