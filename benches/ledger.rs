@@ -113,6 +113,65 @@ fn bench(c: &mut Criterion) {
         });
     }
 
+    // The floor under group commit: raw fjall writing the record and its key entry as
+    // above, one sync a batch, on a thread of its own, while all cores make the next
+    // batch's share of what the log's contract obliges beyond the write: each key looked
+    // up (an idempotency key is answered once) and each record's Merkle leaf hashed (RFC
+    // 9162). No tasks, no answers, no chain, no tree: what group commit can reach at most
+    // is this row's ratio to `raw_fjall_batch_1000_sync_with_key`.
+    {
+        use rayon::prelude::*;
+        let records = db.keyspace("floor_records", settle_ledger::keyspace_options).unwrap();
+        let keys = db.keyspace("floor_keys", settle_ledger::index_keyspace_options).unwrap();
+        let (to_write, batches) = std::sync::mpsc::sync_channel::<(u64, Vec<(String, Vec<u8>)>)>(0);
+        let (written_tx, written) = std::sync::mpsc::channel::<()>();
+        let (db2, records2, keys2) = (db.clone(), records.clone(), keys.clone());
+        let writer = std::thread::spawn(move || {
+            for (first, items) in batches {
+                let mut batch = db2.batch().durability(Some(PersistMode::SyncAll));
+                for (seq, (key, event)) in (first..).zip(items) {
+                    batch.insert(&records2, seq.to_be_bytes(), event);
+                    batch.insert(&keys2, key, vec![7u8; 44]);
+                }
+                batch.commit().unwrap();
+                written_tx.send(()).unwrap();
+            }
+        });
+        let mut next = 0u64;
+        g.throughput(Throughput::Elements(BATCH as u64));
+        g.bench_function("floor_look_up_hash_and_write_1000_sync", |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                let mut pending = 0;
+                for _ in 0..iters {
+                    let items: Vec<(String, Vec<u8>)> = (next..next + BATCH as u64)
+                        .into_par_iter()
+                        .map(|i| {
+                            let key = format!("f{i}");
+                            assert!(keys.get(&key).unwrap().is_none(), "a new key");
+                            let event = vec![b'x'; EVENT];
+                            std::hint::black_box(settle_mandates::merkle::leaf_hash(&event));
+                            (key, event)
+                        })
+                        .collect();
+                    if pending > 0 {
+                        written.recv().unwrap();
+                        pending -= 1;
+                    }
+                    to_write.send((next, items)).unwrap();
+                    next += BATCH as u64;
+                    pending += 1;
+                }
+                for _ in 0..pending {
+                    written.recv().unwrap();
+                }
+                start.elapsed()
+            });
+        });
+        drop(to_write);
+        writer.join().unwrap();
+    }
+
     // Group commit: concurrent appenders (tokio tasks), one record each. 256 as before,
     // and 2,048: about as many events per sync as the raw batches above hold; with 2,048,
     // also the two other key shapes (each appends to the same growing log).
@@ -148,6 +207,40 @@ fn bench(c: &mut Criterion) {
             });
         });
     }
+
+    // Group commit as the service feeds it: its sequencer hands the ledger each group of
+    // appends it decided in one reserved place (`Reserved::append_group`), two groups in
+    // flight, instead of one call a record. The same appends (one record, one key each),
+    // so the same work a record for the writer; only the callers' hand-offs differ.
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.bench_function("group_commit_groups_of_1000", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            let mut in_flight = std::collections::VecDeque::new();
+            for _ in 0..iters {
+                let group: Vec<Append> = (0..BATCH)
+                    .map(|_| append(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed), Keys::Counter))
+                    .collect();
+                in_flight.push_back(ledger.reserve_blocking().unwrap().append_group(group).unwrap());
+                if in_flight.len() > 1 {
+                    let acks = in_flight.pop_front().unwrap();
+                    rt.block_on(async {
+                        for a in acks {
+                            a.await.unwrap();
+                        }
+                    });
+                }
+            }
+            for acks in in_flight {
+                rt.block_on(async {
+                    for a in acks {
+                        a.await.unwrap();
+                    }
+                });
+            }
+            start.elapsed()
+        });
+    });
 
     // One appender waiting for each acknowledgement: latency distribution.
     g.throughput(Throughput::Elements(1));
