@@ -81,7 +81,11 @@ fn sync(shared: &Shared) -> Result<()> {
 /// waiting, then publishes them to readers and acknowledges their appends, while the
 /// writer builds the next batch. It never publishes or acknowledges a batch before the
 /// sync that covers it has returned.
-pub(crate) fn sync_loop(shared: &Shared, rx: &std::sync::mpsc::Receiver<ToSync>) {
+pub(crate) fn sync_loop(
+    shared: &Shared,
+    rx: &std::sync::mpsc::Receiver<ToSync>,
+    spare: Option<&std::sync::mpsc::Sender<Vec<Reply>>>,
+) {
     let mut msgs = Vec::new();
     // Ends when the writer drops its sender, once it has stopped (the queue closed).
     while let Ok(first) = rx.recv() {
@@ -94,7 +98,7 @@ pub(crate) fn sync_loop(shared: &Shared, rx: &std::sync::mpsc::Receiver<ToSync>)
             let mut barriers = Vec::new();
             for m in msgs.drain(..) {
                 match m {
-                    ToSync::Batch(b) => publish(shared, b, &Ok(())),
+                    ToSync::Batch(b) => publish(shared, b, &Ok(()), spare),
                     ToSync::Barrier(tx) => barriers.push(tx),
                 }
             }
@@ -118,7 +122,7 @@ pub(crate) fn sync_loop(shared: &Shared, rx: &std::sync::mpsc::Receiver<ToSync>)
         }
         for m in msgs.drain(..) {
             match m {
-                ToSync::Batch(b) => publish(shared, b, &synced),
+                ToSync::Batch(b) => publish(shared, b, &synced, spare),
                 ToSync::Barrier(tx) => {
                     let _ = tx.send(());
                 }
@@ -128,8 +132,14 @@ pub(crate) fn sync_loop(shared: &Shared, rx: &std::sync::mpsc::Receiver<ToSync>)
 }
 
 /// After the sync that covers batch `b` (`synced`, its outcome): publishes it to readers
-/// if it is durable, and answers its appends.
-fn publish(shared: &Shared, b: Committed, synced: &Result<()>) {
+/// if it is durable, and answers its appends; their emptied list goes back to the writer
+/// (`spare`).
+fn publish(
+    shared: &Shared,
+    mut b: Committed,
+    synced: &Result<()>,
+    spare: Option<&std::sync::mpsc::Sender<Vec<Reply>>>,
+) {
     if let (Ok(()), Some(n)) = (synced, b.n) {
         // Durable now: readers may see the new nodes (before the new size).
         if let Some(t) = &b.open_tile {
@@ -147,7 +157,10 @@ fn publish(shared: &Shared, b: Committed, synced: &Result<()>) {
     }
     // A failed sync wins over every answer of its batches: a conflict or a sequence
     // mismatch may have been judged against an earlier batch that never became durable.
-    for (reply, out) in b.replies {
+    for (reply, out) in b.replies.drain(..) {
         let _ = reply.send(synced.clone().and(out));
+    }
+    if let Some(tx) = spare {
+        let _ = tx.send(b.replies);
     }
 }
