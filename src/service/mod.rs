@@ -275,7 +275,7 @@ enum Prepared {
     /// Answered already (refused, or failed).
     Done(Result<Outcome, SubmitError>),
     /// Decided and queued: its records, and the acknowledgement to wait for.
-    Pending { first: u64, records: Vec<Envelope>, durable: Durable },
+    Pending { records: Vec<Envelope>, durable: Durable },
     /// The same request was written before (or is being written): its records, once
     /// they are durable, are the answer.
     Wait(Span),
@@ -378,12 +378,13 @@ impl Service {
 
     async fn complete(&self, p: Vec<Prepared>) -> Vec<Result<Outcome, SubmitError>> {
         let mut out = Vec::with_capacity(p.len());
+        let mut durable_now = false;
         for x in p {
             out.push(match x {
                 Prepared::Done(r) => r,
-                Prepared::Pending { first, records, durable } => match durable.await {
+                Prepared::Pending { records, durable } => match durable.await {
                     Ok(a) => {
-                        self.done(first);
+                        durable_now = true;
                         Ok(Outcome { seq: a.first_seq, records, replayed: a.replayed })
                     }
                     Err(e) => {
@@ -394,6 +395,12 @@ impl Service {
                 Prepared::Wait(span) => self.durable(span).await.and_then(|()| self.read_outcome(span)),
                 Prepared::Conflict(key, span) => self.durable(span).await.and(Err(SubmitError::KeyConflict(key))),
             });
+        }
+        if durable_now {
+            // Once for the call, not once a submission: a batch's in-flight keys go in one
+            // pass over the table, under one turn of the sequencer's lock.
+            let mut sq = self.seq.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            forget_durable(&mut sq, self.ledger.size());
         }
         out
     }
@@ -415,11 +422,6 @@ impl Service {
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
         Err(SubmitError::Storage(format!("records {first}..{end} did not become durable")))
-    }
-
-    fn done(&self, first: u64) {
-        let mut sq = self.seq.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        sq.inflight.retain(|_, f| f.first_seq != first);
     }
 
     fn read_outcome(&self, Span { first, count }: Span) -> Result<Outcome, SubmitError> {

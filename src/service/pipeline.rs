@@ -50,9 +50,8 @@ pub(super) struct Group {
     state: Option<Vec<u8>>,
 }
 
-/// What each decided submission will answer once queued: its slot, first record and
-/// records.
-type Meta = (usize, u64, Vec<Envelope>);
+/// What each decided submission will answer once queued: its slot and records.
+type Meta = (usize, Vec<Envelope>);
 
 /// What a group's signing and checking gave: the group to queue and its submissions'
 /// answers-to-be, or why it cannot be queued.
@@ -295,7 +294,7 @@ impl Service {
         let mut appends = Vec::with_capacity(signed.len());
         let mut metas = Vec::with_capacity(signed.len());
         for (d, records) in decided.into_iter().zip(signed) {
-            metas.push((d.slot, d.first, records.iter().map(|r| r.envelope.clone()).collect::<Vec<Envelope>>()));
+            metas.push((d.slot, records.iter().map(|r| r.envelope.clone()).collect::<Vec<Envelope>>()));
             appends.push(to_append(&d.key, d.hash, d.first, records, d.looked_up));
         }
         if let Some(state) = state
@@ -313,8 +312,8 @@ impl Service {
 fn fill(slots: &mut [Option<Prepared>], queued: Result<Vec<(Meta, Durable)>, String>) {
     match queued {
         Ok(acks) => {
-            for ((slot, first, records), durable) in acks {
-                slots[slot] = Some(Prepared::Pending { first, records, durable });
+            for ((slot, records), durable) in acks {
+                slots[slot] = Some(Prepared::Pending { records, durable });
             }
         }
         Err(e) => {

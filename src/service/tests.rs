@@ -269,6 +269,8 @@ fn concurrent_door_calls_are_combined_and_each_recorded_once() {
         (0..16).map(|i| publish_program(&format!("b{i}"), &format!("batch-{i}"), "B", Utc::now())).collect();
     let batched = rt.block_on(svc.try_submit(batch));
     assert!(batched.iter().all(|r| r.as_ref().is_ok_and(|o| !o.replayed)), "{batched:?}");
+    let in_flight = || svc.seq.lock().unwrap().inflight.len();
+    assert_eq!(in_flight(), 0, "an answered call's keys are still in flight");
     let answers: Vec<Result<Outcome, SubmitError>> = rt.block_on(async {
         let mut set = tokio::task::JoinSet::new();
         for i in 0..calls {
@@ -287,6 +289,7 @@ fn concurrent_door_calls_are_combined_and_each_recorded_once() {
         out.sort_by_key(|(i, _)| *i);
         out.into_iter().map(|(_, r)| r).collect()
     });
+    assert_eq!(in_flight(), 0, "answered calls' keys are still in flight");
     // Every call is recorded (a twin replays its record).
     let recorded: Vec<&Outcome> = answers.iter().map(|r| r.as_ref().expect("every call is recorded")).collect();
     assert_eq!(recorded.len(), calls);
