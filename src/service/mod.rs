@@ -168,12 +168,31 @@ pub fn request_hash(request: &impl serde::Serialize) -> [u8; 32] {
 }
 
 /// The hash that makes two submissions "the same request": everything but the time.
+/// It is SHA-256 of the canonical JSON of `{"by", "key", "request"}` (or `"event"` when
+/// there is no request), written member by member in canonical order (`by`, `event`,
+/// `key`, `request`): the object's canonical bytes are its members' canonical bytes in
+/// that order, so the request is not first copied into a JSON tree.
 #[must_use]
 pub fn content_hash(s: &Submit) -> [u8; 32] {
-    match &s.request {
-        Some(r) => request_hash(&serde_json::json!({"by": s.by, "key": s.key, "request": r})),
-        None => request_hash(&serde_json::json!({"by": s.by, "key": s.key, "event": s.event})),
+    let (value, name) = match &s.request {
+        Some(r) => (settle_mandates::jcs::to_vec(r), "request"),
+        None => (settle_mandates::jcs::to_vec(&s.event), "event"),
+    };
+    let (Ok(value), Ok(by), Ok(key)) = (value, serde_json::to_vec(&s.by), serde_json::to_vec(&s.key)) else {
+        // Nothing canonicalises: the hash of no bytes, as before.
+        return Sha256::digest(b"").into();
+    };
+    let mut members = [("by", by), (name, value), ("key", key)];
+    members.sort_by(|a, b| a.0.cmp(b.0));
+    let mut h = Sha256::new();
+    for (i, (name, bytes)) in members.iter().enumerate() {
+        h.update(if i == 0 { "{\"" } else { ",\"" });
+        h.update(name);
+        h.update("\":");
+        h.update(bytes);
     }
+    h.update("}");
+    h.finalize().into()
 }
 
 /// The ledger's options for the store of `keys`: the one place they are set.

@@ -424,3 +424,30 @@ fn a_group_signed_before_its_turn_waits_for_the_group_decided_before_it() {
     let keys: Vec<Option<String>> = records(&svc).iter().map(|b| Envelope::from_bytes(b).unwrap().key).collect();
     assert_eq!(keys, [Some("t1".into()), None, Some("t2".into()), None]);
 }
+
+/// A submission's content hash is SHA-256 of the canonical JSON of its principal, key and
+/// request (or event): built member by member, it must be the same bytes as the whole
+/// object canonicalised at once, whatever the strings and the request hold.
+#[test]
+fn the_content_hash_is_that_of_the_canonical_request_object() {
+    let reference = |s: &Submit| -> [u8; 32] {
+        let object = match &s.request {
+            Some(r) => serde_json::json!({"by": s.by, "key": s.key, "request": r}),
+            None => serde_json::json!({"by": s.by, "key": s.key, "event": s.event}),
+        };
+        request_hash(&object)
+    };
+    let mut plain = publish("k1", "Growth");
+    assert_eq!(content_hash(&plain), reference(&plain));
+    plain.key = "ключ \"quoted\" \\ \u{7} é 😀".into();
+    plain.by = "agent:ä\n".into();
+    assert_eq!(content_hash(&plain), reference(&plain));
+    let mut with_request = plain.clone();
+    with_request.request = Some(serde_json::json!({
+        "zeta": [3, -1, 9007199254740991u64, 1.5, "€", null, true],
+        "alpha": {"b": "x", "a": {"\u{e9}": 1, "e": 2, "\u{1f600}": 3, "\u{ff61}": 4}},
+        "": "empty name",
+    }));
+    assert_eq!(content_hash(&with_request), reference(&with_request));
+    assert_ne!(content_hash(&with_request), content_hash(&plain), "the request is hashed, not the event");
+}
