@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
-use settle_engine::replay::Ready;
 use settle_engine::{Engine, EngineConfig, Envelope, Event, Rejection, State};
 use settle_ledger::{Append, Appended, KeyLookup, Ledger, LedgerConfig, LedgerError, NewRecord, ProjectionUpdate};
 use settle_mandates::keys::SigningKey;
@@ -552,14 +551,11 @@ fn forget_durable(sq: &mut Sequencer, durable: u64) {
     sq.inflight.retain(|_, f| f.first_seq + u64::from(f.count) > durable);
 }
 
-fn to_append(key: &str, h: [u8; 32], first: u64, records: Vec<Ready>, looked_up: KeyLookup) -> Append {
+fn to_append(key: &str, h: [u8; 32], first: u64, records: Vec<NewRecord>, looked_up: KeyLookup) -> Append {
     Append {
         key: key.as_bytes().to_vec(),
         content_hash: h,
-        records: records
-            .into_iter()
-            .map(|r| NewRecord { kind: r.kind.into(), version: r.version, event: r.bytes })
-            .collect(),
+        records,
         expected_seq: Some(first),
         projection: None,
         looked_up: Some(looked_up),

@@ -17,7 +17,7 @@ use std::sync::{Mutex, PoisonError, Weak};
 
 use settle_engine::replay::sign_decisions;
 use settle_engine::{Envelope, Event};
-use settle_ledger::{CheckedGroup, KeyLookup, LedgerError, ProjectionUpdate, Reserved};
+use settle_ledger::{CheckedGroup, KeyLookup, LedgerError, NewRecord, ProjectionUpdate, Reserved};
 
 use super::{
     Durable, InFlight, MAX_BATCH, PROJECTION, Prepared, Sequencer, Service, Span, Submit, SubmitError, WhenFull,
@@ -294,7 +294,12 @@ impl Service {
         let mut appends = Vec::with_capacity(signed.len());
         let mut metas = Vec::with_capacity(signed.len());
         for (d, records) in decided.into_iter().zip(signed) {
-            metas.push((d.slot, records.iter().map(|r| r.envelope.clone()).collect::<Vec<Envelope>>()));
+            // Each record's envelope goes to the answer and its bytes to the log: moved, not copied.
+            let (envelopes, records): (Vec<Envelope>, Vec<NewRecord>) = records
+                .into_iter()
+                .map(|r| (r.envelope, NewRecord { kind: r.kind.into(), version: r.version, event: r.bytes }))
+                .unzip();
+            metas.push((d.slot, envelopes));
             appends.push(to_append(&d.key, d.hash, d.first, records, d.looked_up));
         }
         if let Some(state) = state
