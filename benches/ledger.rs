@@ -211,7 +211,8 @@ fn bench(c: &mut Criterion) {
     // Group commit as the service feeds it: its sequencer hands the ledger each group of
     // appends it decided in one reserved place (`Reserved::append_group`), two groups in
     // flight, instead of one call a record. The same appends (one record, one key each),
-    // so the same work a record for the writer; only the callers' hand-offs differ.
+    // so the same work a record for the writer; what differs is how the callers hand
+    // them over, and that the group's checks run on all cores.
     g.throughput(Throughput::Elements(BATCH as u64));
     g.bench_function("group_commit_groups_of_1000", |b| {
         b.iter_custom(|iters| {
