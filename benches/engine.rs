@@ -137,13 +137,11 @@ fn bench(c: &mut Criterion) {
     // one is being committed (at most two batches in flight).
     g.bench_function("settle_conversion_full_2_cores", |b| {
         b.iter_custom(|iters| {
-            let start = std::time::Instant::now();
-            let mut in_flight: std::collections::VecDeque<Vec<_>> = std::collections::VecDeque::new();
-            for _ in 0..iters {
+            fixtures::groups_two_in_flight(&ledger, &rt, iters, || {
                 let ds = decide_batch(&mut engine, &mut seq, &mut n);
                 let firsts: Vec<u64> = ds.iter().map(|d| d.seq).collect();
                 let signed = sign_decisions(ds, &key);
-                let appends: Vec<Append> = signed
+                signed
                     .into_iter()
                     .zip(firsts)
                     .map(|(recs, first)| Append {
@@ -157,25 +155,8 @@ fn bench(c: &mut Criterion) {
                         projection: None,
                         looked_up: None,
                     })
-                    .collect();
-                in_flight.push_back(ledger.reserve_blocking().unwrap().append_group(appends).unwrap());
-                if in_flight.len() > 1 {
-                    let futs = in_flight.pop_front().unwrap();
-                    rt.block_on(async {
-                        for f in futs {
-                            f.await.unwrap();
-                        }
-                    });
-                }
-            }
-            for futs in in_flight {
-                rt.block_on(async {
-                    for f in futs {
-                        f.await.unwrap();
-                    }
-                });
-            }
-            start.elapsed()
+                    .collect()
+            })
         });
     });
 

@@ -127,3 +127,34 @@ pub fn conversion(i: u64) -> Event {
         fx: None,
     }
 }
+
+/// Appends `iters` groups to `ledger` as the service does, two in flight: each group made
+/// by `group` and queued in one reserved place, the one before it waited for once it is
+/// queued. The time from the first group made to the last durable.
+pub fn groups_two_in_flight(
+    ledger: &settle_ledger::Ledger,
+    rt: &tokio::runtime::Runtime,
+    iters: u64,
+    mut group: impl FnMut() -> Vec<settle_ledger::Append>,
+) -> std::time::Duration {
+    type Ack = Result<settle_ledger::Appended, settle_ledger::LedgerError>;
+    fn wait<F: std::future::Future<Output = Ack>>(rt: &tokio::runtime::Runtime, acks: Vec<F>) {
+        rt.block_on(async {
+            for a in acks {
+                a.await.unwrap();
+            }
+        });
+    }
+    let start = std::time::Instant::now();
+    let mut in_flight = std::collections::VecDeque::new();
+    for _ in 0..iters {
+        in_flight.push_back(ledger.reserve_blocking().unwrap().append_group(group()).unwrap());
+        if in_flight.len() > 1 {
+            wait(rt, in_flight.pop_front().unwrap());
+        }
+    }
+    for acks in in_flight {
+        wait(rt, acks);
+    }
+    start.elapsed()
+}

@@ -4,6 +4,9 @@
 //! next to the raw fjall batch-write rate measured in the same run, and next to raw fjall
 //! writing what an append must write at least (the record and its idempotency entry).
 
+#[path = "fixtures.rs"]
+mod fixtures;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -216,30 +219,11 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(BATCH as u64));
     g.bench_function("group_commit_groups_of_1000", |b| {
         b.iter_custom(|iters| {
-            let start = Instant::now();
-            let mut in_flight = std::collections::VecDeque::new();
-            for _ in 0..iters {
-                let group: Vec<Append> = (0..BATCH)
+            fixtures::groups_two_in_flight(&ledger, &rt, iters, || {
+                (0..BATCH)
                     .map(|_| append(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed), Keys::Counter))
-                    .collect();
-                in_flight.push_back(ledger.reserve_blocking().unwrap().append_group(group).unwrap());
-                if in_flight.len() > 1 {
-                    let acks = in_flight.pop_front().unwrap();
-                    rt.block_on(async {
-                        for a in acks {
-                            a.await.unwrap();
-                        }
-                    });
-                }
-            }
-            for acks in in_flight {
-                rt.block_on(async {
-                    for a in acks {
-                        a.await.unwrap();
-                    }
-                });
-            }
-            start.elapsed()
+                    .collect()
+            })
         });
     });
 
