@@ -178,7 +178,8 @@ pub fn content_hash(s: &Submit) -> [u8; 32] {
         None => (settle_mandates::jcs::to_vec(&s.event), "event"),
     };
     let (Ok(value), Ok(by), Ok(key)) = (value, serde_json::to_vec(&s.by), serde_json::to_vec(&s.key)) else {
-        // Nothing canonicalises: the hash of no bytes, as before.
+        // Strings, a JSON value and an event always serialise; were one not to, the hash
+        // of no bytes, as `request_hash` gives for a value that does not canonicalise.
         return Sha256::digest(b"").into();
     };
     let mut members = [("by", by), (name, value), ("key", key)];
