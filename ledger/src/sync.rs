@@ -84,7 +84,7 @@ fn sync(shared: &Shared) -> Result<()> {
 pub(crate) fn sync_loop(
     shared: &Shared,
     rx: &std::sync::mpsc::Receiver<ToSync>,
-    spare: Option<&std::sync::mpsc::Sender<Vec<Reply>>>,
+    spare: &std::sync::mpsc::Sender<Vec<Reply>>,
 ) {
     let mut msgs = Vec::new();
     // Ends when the writer drops its sender, once it has stopped (the queue closed).
@@ -134,12 +134,7 @@ pub(crate) fn sync_loop(
 /// After the sync that covers batch `b` (`synced`, its outcome): publishes it to readers
 /// if it is durable, and answers its appends; their emptied list goes back to the writer
 /// (`spare`).
-fn publish(
-    shared: &Shared,
-    mut b: Committed,
-    synced: &Result<()>,
-    spare: Option<&std::sync::mpsc::Sender<Vec<Reply>>>,
-) {
+fn publish(shared: &Shared, mut b: Committed, synced: &Result<()>, spare: &std::sync::mpsc::Sender<Vec<Reply>>) {
     if let (Ok(()), Some(n)) = (synced, b.n) {
         // Durable now: readers may see the new nodes (before the new size).
         if let Some(t) = &b.open_tile {
@@ -160,7 +155,6 @@ fn publish(
     for (reply, out) in b.replies.drain(..) {
         let _ = reply.send(synced.clone().and(out));
     }
-    if let Some(tx) = spare {
-        let _ = tx.send(b.replies);
-    }
+    // The writer may have stopped: then the list is dropped here.
+    let _ = spare.send(b.replies);
 }

@@ -51,11 +51,10 @@ pub(crate) struct Tip {
 /// dropped, or [`Ledger::close`](crate::Ledger::close)).
 pub(crate) fn start(shared: Arc<Shared>, rx: mpsc::Receiver<Cmd>, tip: Tip, key: SigningKey) -> Result<JoinHandle<()>> {
     let (spare_tx, spare) = std::sync::mpsc::channel();
-    let mut writer =
-        Writer { shared, rx, tip, key, recent: RecentKeys::new(1), next_batch: 1, spare, spare_tx: Some(spare_tx) };
+    let mut writer = Writer { shared, rx, tip, key, recent: RecentKeys::new(1), next_batch: 1, spare };
     std::thread::Builder::new()
         .name("settle-ledger-writer".into())
-        .spawn(move || writer.run())
+        .spawn(move || writer.run(spare_tx))
         .map_err(|e| LedgerError::Storage(e.to_string()))
 }
 
@@ -71,8 +70,6 @@ struct Writer {
     /// while the group is built, and memory the writer wrote before costs less to write
     /// than memory fresh from the allocator.
     spare: std::sync::mpsc::Receiver<Vec<Reply>>,
-    /// Its sender, for the syncer (taken when the writer starts).
-    spare_tx: Option<std::sync::mpsc::Sender<Vec<Reply>>>,
 }
 
 /// A group commit being built: its batch, the appends' answers, the keys it appends
@@ -86,14 +83,15 @@ struct Group {
 }
 
 impl Writer {
-    fn run(&mut self) {
+    /// Runs the writer, and the syncer beside it, which hands emptied answer lists back
+    /// through `spare`.
+    fn run(&mut self, spare: std::sync::mpsc::Sender<Vec<Reply>>) {
         let shared = Arc::clone(&self.shared);
         let (to_sync, rx) = std::sync::mpsc::sync_channel(SYNC_QUEUE);
-        let spare = self.spare_tx.take();
         std::thread::scope(|scope| {
             let syncer = std::thread::Builder::new()
                 .name("settle-ledger-sync".into())
-                .spawn_scoped(scope, move || sync_loop(&shared, &rx, spare.as_ref()));
+                .spawn_scoped(scope, move || sync_loop(&shared, &rx, &spare));
             if let Err(e) = syncer {
                 self.shared.poison();
                 let err = LedgerError::Storage(format!("cannot start the sync thread: {e}"));

@@ -168,24 +168,22 @@ pub fn request_hash(request: &impl serde::Serialize) -> [u8; 32] {
 
 /// The hash that makes two submissions "the same request": everything but the time.
 /// It is SHA-256 of the canonical JSON of `{"by", "key", "request"}` (or `"event"` when
-/// there is no request), written member by member in canonical order (`by`, `event`,
-/// `key`, `request`): the object's canonical bytes are its members' canonical bytes in
-/// that order, so the request is not first copied into a JSON tree.
+/// there is no request), written member by member in canonical order (`by`, `key`,
+/// `request`, or `by`, `event`, `key`): the object's canonical bytes are its members'
+/// canonical bytes in that order, so the request is not first copied into a JSON tree.
 #[must_use]
 pub fn content_hash(s: &Submit) -> [u8; 32] {
-    let (value, name) = match &s.request {
-        Some(r) => (settle_mandates::jcs::to_vec(r), "request"),
-        None => (settle_mandates::jcs::to_vec(&s.event), "event"),
+    use settle_mandates::jcs::to_vec as jcs;
+    let (by, key) = (serde_json::to_vec(&s.by).ok(), serde_json::to_vec(&s.key).ok());
+    let members = match &s.request {
+        Some(r) => [("by", by), ("key", key), ("request", jcs(r).ok())],
+        None => [("by", by), ("event", jcs(&s.event).ok()), ("key", key)],
     };
-    let (Ok(value), Ok(by), Ok(key)) = (value, serde_json::to_vec(&s.by), serde_json::to_vec(&s.key)) else {
+    let mut h = Sha256::new();
+    for (i, (name, bytes)) in members.into_iter().enumerate() {
         // Strings, a JSON value and an event always serialise; were one not to, the hash
         // of no bytes, as `request_hash` gives for a value that does not canonicalise.
-        return Sha256::digest(b"").into();
-    };
-    let mut members = [("by", by), (name, value), ("key", key)];
-    members.sort_by(|a, b| a.0.cmp(b.0));
-    let mut h = Sha256::new();
-    for (i, (name, bytes)) in members.iter().enumerate() {
+        let Some(bytes) = bytes else { return Sha256::digest(b"").into() };
         h.update(if i == 0 { "{\"" } else { ",\"" });
         h.update(name);
         h.update("\":");
